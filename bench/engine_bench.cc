@@ -1,0 +1,149 @@
+// Engine benchmarks, each beside the machine bound measured in the same run:
+//   decode  tokens/s at batch 1 vs memory-read bandwidth / bytes of weights read per token
+//   load    GB/s of a checkpoint from the page cache vs memcpy bandwidth
+// usage: fuji-engine-bench decode MODEL_DIR [--tokens N] [--precision fp32|bf16]
+//        fuji-engine-bench load MODEL_DIR
+// Prints one JSON object; bench/run_engine_bench.sh turns the runs into docs/performance.md rows.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/device.h"
+#include "worker/engine/generate.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Best of several passes summing a 1 GiB buffer on every thread: the memory-read bandwidth.
+double ReadBandwidth() {
+  const int64_t n = (int64_t{1} << 30) / sizeof(float);
+  std::vector<float> buf(static_cast<size_t>(n), 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto start = Clock::now();
+    std::vector<double> partial(static_cast<size_t>(at::get_num_threads()), 0.0);
+    at::parallel_for(0, n, n / at::get_num_threads(), [&](int64_t b, int64_t e) {
+      float lanes[16] = {};
+      for (int64_t i = b; i + 16 <= e; i += 16) {
+        for (int j = 0; j < 16; ++j) lanes[j] += buf[static_cast<size_t>(i + j)];
+      }
+      double s = 0;
+      for (float l : lanes) s += l;
+      partial[static_cast<size_t>(at::get_thread_num())] += s;
+    });
+    const double sec = Seconds(start);
+    double total = 0;
+    for (double p : partial) total += p;
+    if (total < 0) std::printf("impossible\n");  // keeps the sum alive
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / sec / 1e9);
+  }
+  return best;
+}
+
+// Best of several copies of a 1 GiB buffer: single-threaded memcpy, and the same split over threads.
+std::pair<double, double> CopyBandwidth() {
+  const size_t bytes = size_t{1} << 30;
+  std::vector<char> a(bytes, 1), b(bytes, 0);
+  double single = 0, parallel = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto start = Clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    single = std::max(single, bytes / Seconds(start) / 1e9);
+    start = Clock::now();
+    at::parallel_for(0, static_cast<int64_t>(bytes), static_cast<int64_t>(bytes) / at::get_num_threads(),
+                     [&](int64_t lo, int64_t hi) { std::memcpy(b.data() + lo, a.data() + lo, static_cast<size_t>(hi - lo)); });
+    parallel = std::max(parallel, bytes / Seconds(start) / 1e9);
+  }
+  return {single, parallel};
+}
+
+int Fail(const fuji::Status& s) {
+  std::fprintf(stderr, "fuji-engine-bench: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+int Decode(const std::string& dir, int64_t tokens, const std::string& precision) {
+  auto dtype = fuji::engine::ParsePrecision(precision);
+  if (!dtype.ok()) return Fail(dtype.status());
+  auto model = fuji::engine::LoadModel(dir, {*dtype, at::kCPU});
+  if (!model.ok()) return Fail(model.status());
+  const auto& c = (*model)->config();
+  // Every parameter is read once per token except the position table (one row).
+  const double bytes_per_token = static_cast<double>((*model)->ParameterBytes()) -
+                                 static_cast<double>(c.n_positions - 1) * c.n_embd * at::elementSize(*dtype);
+  const double bandwidth = ReadBandwidth();
+  fuji::engine::GenerateOptions options;
+  options.max_new_tokens = tokens;
+  options.ignore_eos = true;
+  fuji::engine::GenerateTimings best;
+  for (int rep = 0; rep < 3; ++rep) {
+    fuji::engine::GenerateTimings t;
+    auto out = fuji::engine::Generate(**model, {1858, 389, 5863, 8598, 588, 18632, 13}, options, &t);
+    if (!out.ok()) return Fail(out.status());
+    if (t.DecodeTokensPerSecond() > best.DecodeTokensPerSecond()) best = t;
+  }
+  const double bound = bandwidth * 1e9 / bytes_per_token;
+  nlohmann::json j = {{"bench", "decode"},
+                      {"precision", precision},
+                      {"threads", at::get_num_threads()},
+                      {"weight_bytes_per_token", bytes_per_token},
+                      {"read_bandwidth_gb_s", bandwidth},
+                      {"bound_tokens_per_s", bound},
+                      {"decode_tokens_per_s", best.DecodeTokensPerSecond()},
+                      {"fraction_of_bound", best.DecodeTokensPerSecond() / bound},
+                      {"prefill_ms", best.prefill_ms}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+int Load(const std::string& dir) {
+  const auto [single, parallel] = CopyBandwidth();
+  double best = 0;
+  int64_t bytes = 0;
+  for (int rep = 0; rep < 3; ++rep) {  // the first pass also brings the file into the page cache
+    fuji::engine::LoadReport report;
+    const auto start = Clock::now();
+    auto model = fuji::engine::LoadModel(dir, {at::kFloat, at::kCPU}, &report);
+    const double sec = Seconds(start);
+    if (!model.ok()) return Fail(model.status());
+    bytes = report.bytes;
+    if (rep > 0) best = std::max(best, static_cast<double>(bytes) / sec / 1e9);
+  }
+  nlohmann::json j = {{"bench", "load"},       {"bytes", bytes},
+                      {"load_gb_s", best},     {"memcpy_gb_s", single},
+                      {"parallel_copy_gb_s", parallel}, {"fraction_of_memcpy", best / single},
+                      {"threads", at::get_num_threads()}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fuji::engine::ReexecWithPassiveOpenMp(argv);
+  fuji::engine::ConfigureThreads();
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: fuji-engine-bench decode|load MODEL_DIR [--tokens N] [--precision P]\n");
+    return 2;
+  }
+  const std::string mode = argv[1], dir = argv[2];
+  int64_t tokens = 64;
+  std::string precision = "fp32";
+  for (int i = 3; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--tokens") == 0) tokens = std::stoll(argv[i + 1]);
+    if (std::strcmp(argv[i], "--precision") == 0) precision = argv[i + 1];
+  }
+  if (mode == "decode") return Decode(dir, tokens, precision);
+  if (mode == "load") return Load(dir);
+  std::fprintf(stderr, "unknown mode '%s'\n", mode.c_str());
+  return 2;
+}

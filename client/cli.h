@@ -1,0 +1,29 @@
+// The fuji command line: each area registers its subcommands on the CLI11 app.
+// A command's callback stores its exit code in CliState; errors print one line "fuji: ...".
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "worker/common/status.h"
+
+namespace fuji::client {
+
+struct CliState {
+  int exit_code = 0;
+};
+
+// Prints "fuji: <message>" and returns the exit code for the status: 0 for OK, 2 for bad input
+// (INVALID_ARGUMENT, NOT_FOUND, DATA_LOSS, FAILED_PRECONDITION), 1 otherwise.
+int ReportStatus(const Status& status);
+
+// The directory holding the GPT-2 vocab.json and merges.txt that fuji ships: $FUJI_VOCAB_DIR,
+// else share/fuji beside the executable's bin/.
+std::string DefaultVocabDir();
+
+void RegisterModelCommands(CLI::App& app, CliState* state);
+void RegisterTextCommands(CLI::App& app, CliState* state);
+void RegisterRunCommands(CLI::App& app, CliState* state);
+
+}  // namespace fuji::client

@@ -1,0 +1,27 @@
+// Error reporting and shared paths of the CLI.
+#include <cstdio>
+#include <cstdlib>
+
+#include "client/cli.h"
+#include "worker/launcher/rank_process.h"
+
+namespace fuji::client {
+
+int ReportStatus(const Status& status) {
+  if (status.ok()) return 0;
+  std::fprintf(stderr, "fuji: %s\n", status.message().c_str());
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kNotFound:
+    case StatusCode::kDataLoss:
+    case StatusCode::kFailedPrecondition: return 2;
+    default: return 1;
+  }
+}
+
+std::string DefaultVocabDir() {
+  if (const char* env = std::getenv("FUJI_VOCAB_DIR"); env != nullptr && *env != '\0') return env;
+  return launch::ExecutableDir() + "/../share/fuji";
+}
+
+}  // namespace fuji::client

@@ -1,0 +1,9 @@
+# Engine tests (libtorch): unit tests in process, reference comparisons against Debian's
+# python3-torch, and the CLI end to end with real fuji and fuji-rank processes.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(engine_test SOURCES unit/engine_test.cc LIBS fuji_engine LABELS unit)
+  fuji_add_test(gpt2_reference_test SOURCES reference/gpt2_reference_test.cc LIBS fuji_engine
+    LABELS reference)
+  fuji_add_test(cli_test SOURCES integration/cli_test.cc LIBS fuji_common LABELS integration)
+  add_dependencies(cli_test fuji fuji-rank)
+endif()

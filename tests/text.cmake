@@ -1,0 +1,4 @@
+# Tokenizer tests: unit cases against hard-coded GPT-2 ids, and whole corpora against gpt-3-encoder.
+fuji_add_test(tokenizer_test SOURCES unit/tokenizer_test.cc LIBS fuji_text LABELS unit)
+fuji_add_test(tokenizer_reference_test SOURCES reference/tokenizer_reference_test.cc
+  LIBS fuji_text LABELS reference)

@@ -1,0 +1,103 @@
+// Tests of worker/common: Status, file utilities, JSON lines.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "worker/common/file_util.h"
+#include "worker/common/json_lines.h"
+#include "worker/common/proc_stats.h"
+#include "worker/common/status.h"
+
+namespace fuji {
+namespace {
+
+std::string Scratch(const std::string& name) {
+  return std::string(FUJI_BINARY_DIR) + "/common_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+Result<int> Half(int x) {
+  if (x % 2 != 0) return InvalidArgument(std::to_string(x) + " is odd");
+  return x / 2;
+}
+
+Status Quarter(int x, int* out) {
+  FUJI_ASSIGN_OR_RETURN(int h, Half(x));
+  FUJI_ASSIGN_OR_RETURN(*out, Half(h));
+  return Status::Ok();
+}
+
+TEST(StatusTest, PropagatesErrorsAndContext) {
+  int out = 0;
+  EXPECT_TRUE(Quarter(8, &out).ok());
+  EXPECT_EQ(out, 2);
+  Status s = Quarter(6, &out);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "3 is odd");
+  EXPECT_EQ(s.WithContext("quarter").ToString(), "INVALID_ARGUMENT: quarter: 3 is odd");
+  EXPECT_EQ(StatusCodeFromName("NOT_FOUND"), StatusCode::kNotFound);
+  EXPECT_EQ(StatusCodeFromName("nonsense"), StatusCode::kInternal);
+}
+
+TEST(FileUtilTest, AtomicWriteReadAndMap) {
+  const std::string path = Scratch("file");
+  ASSERT_TRUE(WriteFileAtomically(path, "hello").ok());
+  auto text = ReadFile(path);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text, "hello");
+  EXPECT_EQ(ReadFile(path, 3).status().code(), StatusCode::kResourceExhausted);
+  auto map = MappedFile::Open(path);
+  ASSERT_TRUE(map.ok());
+  EXPECT_EQ(map->view(), "hello");
+  EXPECT_EQ(MappedFile::Open(path + ".missing").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(ReadFile("/").status().code(), StatusCode::kInvalidArgument);
+  ::unlink(path.c_str());
+}
+
+TEST(JsonLinesTest, RoundTripsAndTimesOut) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  JsonLineWriter writer(fds[1]);
+  LineReader reader(fds[0], 64);
+  auto none = reader.ReadLine(10);
+  EXPECT_EQ(none.status().code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(writer.Write({{"event", "x"}, {"n", 1}}).ok());
+  auto line = reader.ReadLine(1000);
+  ASSERT_TRUE(line.ok() && line->has_value());
+  auto j = ParseJsonObject(**line);
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)["n"], 1);
+  EXPECT_FALSE(ParseJsonObject("[1]").ok());
+  EXPECT_FALSE(ParseJsonObject("{").ok());
+  // A line over the limit is refused rather than buffered without end.
+  const std::string big(100, 'a');
+  ASSERT_EQ(::write(fds[1], big.data(), big.size()), static_cast<ssize_t>(big.size()));
+  EXPECT_EQ(reader.ReadLine(1000).status().code(), StatusCode::kResourceExhausted);
+  ::close(fds[1]);
+  ::close(fds[0]);
+}
+
+TEST(JsonLinesTest, FinalUnterminatedLineThenEof) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_EQ(::write(fds[1], "a\nb", 3), 3);
+  ::close(fds[1]);
+  LineReader reader(fds[0]);
+  EXPECT_EQ(**reader.ReadLine(), "a");
+  EXPECT_EQ(**reader.ReadLine(), "b");
+  EXPECT_FALSE(reader.ReadLine()->has_value());
+  ::close(fds[0]);
+}
+
+TEST(ProcStatsTest, ReadsThisProcess) {
+  EXPECT_GE(UsableCores(), 1);
+  EXPECT_GT(PeakRssBytes(), 0);
+  EXPECT_GT(RssBytes(::getpid()), 0);
+  const HostMemory m = ReadHostMemory();
+  EXPECT_GT(m.total_bytes, 0);
+  EXPECT_LE(m.available_bytes, m.total_bytes);
+}
+
+}  // namespace
+}  // namespace fuji

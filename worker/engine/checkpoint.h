@@ -1,0 +1,56 @@
+// Checkpoint directories in HF layout: loading (safetensors, sharded safetensors, pytorch_model.bin
+// and its sharded form) into a Gpt2Model, and writing safetensors directories tensor by tensor.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "worker/common/status.h"
+#include "worker/engine/gpt2_model.h"
+#include "worker/format/tensor_view.h"
+
+namespace fuji::engine {
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+struct LoadReport {
+  std::string format;        // "safetensors", "safetensors-sharded", "pytorch", "pytorch-sharded"
+  int64_t bytes = 0;         // bytes of parameters read from the files
+  int64_t files = 0;
+  std::vector<std::string> ignored;  // tensors in the files that the model does not use
+};
+
+// Loads config.json and the weights of dir. Errors name the file and the tensor.
+Result<std::unique_ptr<Gpt2Model>> LoadModel(const std::string& dir, const LoadOptions& options,
+                                             LoadReport* report = nullptr);
+
+// Produces parameter `index` of ParameterLayout(config) as a tensor of any dtype and device.
+using ParamSource = std::function<Result<at::Tensor>(size_t index)>;
+
+// Writes dir/config.json and dir/model.safetensors holding the parameters in `dtype`, asking
+// `source` for one tensor at a time so that only one is held beside the file. Names carry HF's
+// "transformer." prefix; the tied output embedding is stored once, as HF does. Tokenizer files
+// (vocab.json, merges.txt) are copied from vocab_dir when it is not empty.
+Status WriteCheckpoint(const ModelConfig& config, const std::string& dir, format::DType dtype,
+                       const ParamSource& source, const std::string& vocab_dir);
+
+// Rewrites any loadable checkpoint as model.safetensors, streaming tensor by tensor.
+// dtype: the file's own when unset.
+Status ConvertCheckpoint(const std::string& in_dir, const std::string& out_dir,
+                         std::optional<format::DType> dtype);
+
+Result<at::ScalarType> ToScalarType(format::DType dtype);
+Result<format::DType> ToFormatDType(at::ScalarType type);
+// "fp32" | "bf16" | "fp16" (also "float32", "bfloat16", "float16").
+Result<at::ScalarType> ParsePrecision(const std::string& name);
+
+}  // namespace fuji::engine

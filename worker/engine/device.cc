@@ -1,0 +1,99 @@
+// Device parsing, threads and CUDA allocator statistics.
+#include "worker/engine/device.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "worker/common/proc_stats.h"
+
+#ifdef FUJI_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace fuji::engine {
+
+bool BuiltWithCuda() {
+#ifdef FUJI_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+Result<c10::Device> ParseDevice(const std::string& text) {
+  if (text == "cpu") return c10::Device(c10::kCPU);
+  if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (text.size() > 5) {
+      const std::string digits = text.substr(5);
+      if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos) {
+        return InvalidArgument("bad device '" + text + "' (cpu, cuda or cuda:N)");
+      }
+      index = std::stoi(digits);
+    }
+    if (!torch::cuda::is_available()) {
+      return NotFound("device '" + text + "': no CUDA device is available to this build of fuji-rank");
+    }
+    if (index >= static_cast<int>(torch::cuda::device_count())) {
+      return NotFound("device '" + text + "': only " + std::to_string(torch::cuda::device_count()) +
+                      " CUDA devices");
+    }
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return InvalidArgument("bad device '" + text + "' (cpu, cuda or cuda:N)");
+}
+
+Status CheckPrecisionOnDevice(c10::ScalarType dtype, const c10::Device& device) {
+#if TORCH_VERSION_MAJOR < 2
+  if (dtype == c10::kHalf && device.is_cpu()) {
+    return InvalidArgument("fp16 on the CPU needs libtorch 2 or later (this is " TORCH_VERSION
+                           "); use bf16 or fp32 on the CPU, or fp16 on a CUDA device");
+  }
+#endif
+  return Status::Ok();
+}
+
+int ConfigureThreads() {
+  int threads = UsableCores();
+  if (const char* env = std::getenv("FUJI_THREADS"); env != nullptr && std::atoi(env) > 0) {
+    threads = std::atoi(env);
+  }
+  at::set_num_threads(threads);
+  return threads;
+}
+
+void ReexecWithPassiveOpenMp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
+DeviceMemory ReadDeviceMemory(const c10::Device& device) {
+  DeviceMemory m;
+#ifdef FUJI_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    // Index 0 is the aggregate over pool types in every libtorch version.
+    m.peak_allocated_bytes = stats.allocated_bytes[0].peak;
+    m.peak_reserved_bytes = stats.reserved_bytes[0].peak;
+  }
+#endif
+  return m;
+}
+
+void ResetDevicePeak(const c10::Device& device) {
+#ifdef FUJI_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#endif
+}
+
+void SynchronizeDevice(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+}  // namespace fuji::engine

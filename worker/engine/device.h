@@ -1,0 +1,43 @@
+// Devices and runtime settings of the engine: device strings, intra-op threads, device memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "worker/common/status.h"
+
+namespace fuji::engine {
+
+// "cpu", "cuda" or "cuda:i"; NOT_FOUND / INVALID_ARGUMENT when this build or machine lacks it.
+Result<c10::Device> ParseDevice(const std::string& text);
+
+// INVALID_ARGUMENT when this libtorch cannot compute in `dtype` on `device` (libtorch 1.13 has no
+// fp16 LayerNorm or matmul on the CPU).
+Status CheckPrecisionOnDevice(c10::ScalarType dtype, const c10::Device& device);
+
+// Sets libtorch's intra-op threads (it defaults to one) from the cores this process may use,
+// or from FUJI_THREADS. Returns the count set.
+int ConfigureThreads();
+
+// OpenMP threads that spin after a parallel region steal the cores from OpenBLAS's threads
+// (measured here: 111M decode at 6.7 tokens/s spinning, 21.8 passive). libgomp reads
+// OMP_WAIT_POLICY when it loads, before main, so a process that finds it unset sets it to
+// PASSIVE and re-executes itself. Call first thing in main().
+void ReexecWithPassiveOpenMp(char** argv);
+
+// Allocator peaks on a CUDA device since the last reset, in bytes; zeros on the CPU.
+struct DeviceMemory {
+  int64_t peak_allocated_bytes = 0;
+  int64_t peak_reserved_bytes = 0;
+};
+DeviceMemory ReadDeviceMemory(const c10::Device& device);
+void ResetDevicePeak(const c10::Device& device);
+// Waits for queued device work (timings).
+void SynchronizeDevice(const c10::Device& device);
+// True when the build has CUDA support compiled in.
+bool BuiltWithCuda();
+
+}  // namespace fuji::engine

@@ -1,0 +1,163 @@
+// GPT-2 forward pass with an optional KV cache, in ATen ops (autograd-capable for training).
+#include "worker/engine/gpt2_model.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include "worker/engine/cpu_kernels.h"
+
+namespace fuji::engine {
+
+std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
+  const int64_t C = c.n_embd, F = c.ffn();
+  const double std = 0.02;
+  // GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init.
+  const double proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(c.n_layer));
+  std::vector<ParamInfo> layout;
+  layout.push_back({"wte.weight", {c.vocab_size, C}, true, std});
+  layout.push_back({"wpe.weight", {c.n_positions, C}, true, 0.01});
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    layout.push_back({p + "ln_1.weight", {C}, false, 0, true});
+    layout.push_back({p + "ln_1.bias", {C}});
+    layout.push_back({p + "attn.c_attn.weight", {C, 3 * C}, true, std});
+    layout.push_back({p + "attn.c_attn.bias", {3 * C}});
+    layout.push_back({p + "attn.c_proj.weight", {C, C}, true, proj_std});
+    layout.push_back({p + "attn.c_proj.bias", {C}});
+    layout.push_back({p + "ln_2.weight", {C}, false, 0, true});
+    layout.push_back({p + "ln_2.bias", {C}});
+    layout.push_back({p + "mlp.c_fc.weight", {C, F}, true, std});
+    layout.push_back({p + "mlp.c_fc.bias", {F}});
+    layout.push_back({p + "mlp.c_proj.weight", {F, C}, true, proj_std});
+    layout.push_back({p + "mlp.c_proj.bias", {C}});
+  }
+  layout.push_back({"ln_f.weight", {C}, false, 0, true});
+  layout.push_back({"ln_f.bias", {C}});
+  if (!c.tie_word_embeddings) layout.push_back({"lm_head.weight", {c.vocab_size, C}, true, std});
+  return layout;
+}
+
+KvCache::KvCache(const ModelConfig& config, int64_t batch, int64_t max_len, at::ScalarType dtype,
+                 at::Device device)
+    : capacity_(max_len) {
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
+  for (int64_t l = 0; l < config.n_layer; ++l) {
+    keys_.push_back(at::empty({batch, config.n_head, max_len, config.head_dim()}, options));
+    values_.push_back(at::empty({batch, config.n_head, max_len, config.head_dim()}, options));
+  }
+}
+
+Gpt2Model::Gpt2Model(ModelConfig config, std::vector<at::Tensor> params)
+    : config_(std::move(config)), params_(std::move(params)) {}
+
+at::ScalarType Gpt2Model::dtype() const { return P(param_index::kWte).scalar_type(); }
+at::Device Gpt2Model::device() const { return P(param_index::kWte).device(); }
+
+int64_t Gpt2Model::ParameterBytes() const {
+  int64_t bytes = 0;
+  for (const auto& p : params_) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  return bytes;
+}
+
+namespace {
+
+// x [N, in] @ w [in, out] + b: HF's Conv1D. One row (decode) streams the weights through the
+// GEMV kernel; more rows (prefill, training) go to BLAS.
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (DecodeKernelApplies(x, w)) return RowTimesMatrix(x, w, b).to(x.scalar_type());
+  return at::addmm(b, x, w);
+}
+
+}  // namespace
+
+at::Tensor Gpt2Model::Attention(int64_t layer, const at::Tensor& qkv, int64_t batch, int64_t steps,
+                                KvCache* cache) const {
+  const int64_t C = config_.n_embd, H = config_.n_head, D = config_.head_dim();
+  auto heads = [&](int64_t i) {  // [B*T, 3C] slice i -> [B, H, T, D]
+    return qkv.narrow(1, i * C, C).view({batch, steps, H, D}).transpose(1, 2);
+  };
+  at::Tensor q = heads(0), k = heads(1), v = heads(2);
+  int64_t past = 0;
+  if (cache != nullptr) {
+    past = cache->length_;
+    at::Tensor& keys = cache->keys_[static_cast<size_t>(layer)];
+    at::Tensor& values = cache->values_[static_cast<size_t>(layer)];
+    keys.narrow(2, past, steps).copy_(k);
+    values.narrow(2, past, steps).copy_(v);
+    k = keys.narrow(2, 0, past + steps);
+    v = values.narrow(2, 0, past + steps);
+  }
+  double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (config_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer + 1);
+
+  at::Tensor y;
+#if TORCH_VERSION_MAJOR >= 2
+  // Fused (flash / memory-efficient) attention where the build has it.
+  if (q.is_cuda()) {
+    const bool causal = steps > 1;
+    c10::optional<at::Tensor> mask;
+    if (causal && past > 0) {
+      mask = at::ones({steps, past + steps}, q.options().dtype(at::kBool)).tril(past);
+    }
+    y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal && past == 0, scale);
+  }
+#endif
+  if (!y.defined()) {
+    // Scores in fp32: bf16/fp16 softmax over long contexts loses too much.
+    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat).mul_(scale);
+    if (steps > 1) {
+      // Query i (absolute position past + i) sees keys 0..past + i.
+      at::Tensor mask = at::ones({steps, past + steps}, scores.options().dtype(at::kBool))
+                            .triu(past + 1);
+      scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+    }
+    y = at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
+  }
+  return y.transpose(1, 2).reshape({batch * steps, C});
+}
+
+at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
+  using namespace param_index;  // NOLINT
+  TORCH_CHECK(ids.dim() == 2, "ids must be [batch, steps]");
+  const int64_t B = ids.size(0), T = ids.size(1), C = config_.n_embd;
+  const int64_t past = cache != nullptr ? cache->length_ : 0;
+  TORCH_CHECK(past + T <= config_.n_positions, "sequence of ", past + T,
+              " tokens exceeds n_positions ", config_.n_positions);
+  TORCH_CHECK(cache == nullptr || past + T <= cache->capacity_, "KV cache full");
+  const double eps = config_.layer_norm_epsilon;
+  const char* gelu = config_.activation == Activation::kGeluErf ? "none" : "tanh";
+
+  at::Tensor positions = at::arange(past, past + T, ids.options());
+  at::Tensor x = at::embedding(P(kWte), ids.reshape({B * T})).view({B, T, C}) +
+                 at::embedding(P(kWpe), positions).unsqueeze(0);
+  x = x.reshape({B * T, C});
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    auto w = [&](LayerParam p) -> const at::Tensor& { return P(Layer(l, p)); };
+    at::Tensor h = at::layer_norm(x, {C}, w(kLn1W), w(kLn1B), eps);
+    at::Tensor attn = Attention(l, Linear(h, w(kAttnW), w(kAttnB)), B, T, cache);
+    x = x + Linear(attn, w(kAttnProjW), w(kAttnProjB));
+    h = at::layer_norm(x, {C}, w(kLn2W), w(kLn2B), eps);
+    h = at::gelu(Linear(h, w(kFcW), w(kFcB)), gelu);
+    x = x + Linear(h, w(kMlpProjW), w(kMlpProjB));
+  }
+  if (cache != nullptr) cache->length_ += T;
+  return at::layer_norm(x, {C}, P(LnfW(config_)), P(LnfB(config_)), eps).view({B, T, C});
+}
+
+at::Tensor Gpt2Model::Logits(const at::Tensor& hidden) const {
+  const at::Tensor& head =
+      config_.tie_word_embeddings ? P(param_index::kWte) : P(param_index::LmHead(config_));
+  if (hidden.numel() == hidden.size(-1)) {
+    at::Tensor row = hidden.reshape({1, hidden.size(-1)});
+    if (DecodeKernelApplies(row, head)) {
+      std::vector<int64_t> shape = hidden.sizes().vec();
+      shape.back() = head.size(0);
+      return RowDotRows(row, head).view(shape);  // float32 logits
+    }
+  }
+  return at::matmul(hidden, head.t());
+}
+
+}  // namespace fuji::engine

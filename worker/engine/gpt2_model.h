@@ -1,0 +1,89 @@
+// The GPT-2 network as Cerebras-GPT uses it: learned positions, pre-LayerNorm blocks, GELU MLP,
+// tied input/output embedding. Parameters are held in one vector in the canonical order of
+// ParameterLayout(), so loading, random init, export and ZeRO's flat buffers share one naming.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "worker/engine/model_config.h"
+
+namespace fuji::engine {
+
+// One parameter of the canonical layout. Names are HF GPT2Model names ("h.0.attn.c_attn.weight");
+// checkpoints may prefix them with "transformer.". Linear weights are stored [in, out] as HF's
+// Conv1D does, so checkpoints load without a transpose.
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool is_matrix = false;     // linear weight or embedding: decayed by AdamW, N(0, std) at init
+  double init_std = 0.0;      // 0 for biases; LayerNorm weights init to 1
+  bool is_layer_norm_weight = false;
+};
+
+std::vector<ParamInfo> ParameterLayout(const ModelConfig& config);
+
+// Per-layer attention keys and values, preallocated for max_len positions: [B, H, max_len, D].
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, int64_t batch, int64_t max_len, at::ScalarType dtype,
+          at::Device device);
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  void Reset() { length_ = 0; }
+
+ private:
+  friend class Gpt2Model;
+  std::vector<at::Tensor> keys_, values_;
+  int64_t length_ = 0;
+  int64_t capacity_ = 0;
+};
+
+// Owns the parameters. Forward is const and may run concurrently on distinct caches.
+class Gpt2Model {
+ public:
+  // params must follow ParameterLayout(config) in order and shape (the loader guarantees it).
+  Gpt2Model(ModelConfig config, std::vector<at::Tensor> params);
+
+  const ModelConfig& config() const { return config_; }
+  std::vector<at::Tensor>& parameters() { return params_; }
+  const std::vector<at::Tensor>& parameters() const { return params_; }
+  at::ScalarType dtype() const;
+  at::Device device() const;
+  int64_t ParameterBytes() const;
+
+  // ids: [B, T] int64. With a cache, the tokens continue the cached sequence and their keys and
+  // values are appended; without one, attention is causal over the T tokens (training).
+  // Returns the final-LayerNorm hidden states [B, T, C].
+  at::Tensor Forward(const at::Tensor& ids, KvCache* cache) const;
+  // hidden [..., C] -> logits [..., V] through the tied embedding.
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+ private:
+  at::Tensor Attention(int64_t layer, const at::Tensor& qkv, int64_t batch, int64_t steps,
+                       KvCache* cache) const;
+  const at::Tensor& P(int64_t index) const { return params_[static_cast<size_t>(index)]; }
+
+  ModelConfig config_;
+  std::vector<at::Tensor> params_;
+};
+
+// Indices into the canonical layout.
+namespace param_index {
+constexpr int64_t kWte = 0;
+constexpr int64_t kWpe = 1;
+constexpr int64_t kPerLayer = 12;
+constexpr int64_t kFirstLayer = 2;
+enum LayerParam : int64_t {
+  kLn1W, kLn1B, kAttnW, kAttnB, kAttnProjW, kAttnProjB, kLn2W, kLn2B, kFcW, kFcB, kMlpProjW, kMlpProjB
+};
+inline int64_t Layer(int64_t layer, LayerParam p) { return kFirstLayer + layer * kPerLayer + p; }
+inline int64_t LnfW(const ModelConfig& c) { return kFirstLayer + c.n_layer * kPerLayer; }
+inline int64_t LnfB(const ModelConfig& c) { return LnfW(c) + 1; }
+inline int64_t LmHead(const ModelConfig& c) { return LnfW(c) + 2; }  // only when untied
+}  // namespace param_index
+
+}  // namespace fuji::engine

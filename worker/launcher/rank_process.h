@@ -1,0 +1,87 @@
+// Starting and supervising fuji-rank processes: the launcher that `fuji run` and the agent share.
+//
+// A rank runs in its own process group with three pipes: requests (its stdin), events (JSON lines
+// on fd 3) and its stderr (log lines). Killing the group reaches everything the rank started.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/common/json_lines.h"
+#include "worker/common/status.h"
+
+namespace fuji::launch {
+
+// The fd number on which a rank writes its events.
+inline constexpr int kEventFd = 3;
+
+struct RankLaunchSpec {
+  std::string executable;             // path of fuji-rank
+  std::vector<std::string> args;      // after argv[0]
+  std::map<std::string, std::string> env;  // added to (or replacing in) the parent's environment
+};
+
+// How a rank process ended.
+struct ExitInfo {
+  int exit_code = -1;   // when it exited
+  int signal = 0;       // when a signal ended it
+  bool Succeeded() const { return signal == 0 && exit_code == 0; }
+  std::string Describe() const;  // "exit code 3", "killed by signal 9 (SIGKILL)"
+};
+
+// One line from a rank: an event object, or a line it wrote to stderr.
+struct RankOutput {
+  enum class Kind { kEvent, kLog } kind;
+  nlohmann::json event;  // kEvent
+  std::string line;      // kLog
+};
+
+// A running rank. Not thread-safe: one owner reads, writes and waits.
+// The destructor kills the process group if it is still running and reaps it.
+class RankProcess {
+ public:
+  static Result<std::unique_ptr<RankProcess>> Spawn(const RankLaunchSpec& spec);
+  ~RankProcess();
+  RankProcess(const RankProcess&) = delete;
+  RankProcess& operator=(const RankProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  Status Send(const nlohmann::json& request);
+  // Closes the rank's stdin: it exits after the requests already sent.
+  void CloseInput();
+  // The next event or log line, waiting up to timeout (nullopt: both pipes reached end of file).
+  // UNAVAILABLE on timeout; a malformed event line comes back as a log line.
+  Result<std::optional<RankOutput>> Next(std::chrono::milliseconds timeout);
+  // Reaps the process if it has exited; nullopt while it runs.
+  std::optional<ExitInfo> Poll();
+  // Waits for the process to exit.
+  ExitInfo Wait();
+  // SIGTERM to the group, then SIGKILL after grace; returns once the group is gone.
+  ExitInfo Terminate(std::chrono::milliseconds grace);
+
+ private:
+  RankProcess() = default;
+  bool GroupAlive() const;
+
+  pid_t pid_ = -1;
+  int stdin_fd_ = -1, event_fd_ = -1, stderr_fd_ = -1;
+  std::unique_ptr<LineReader> events_, logs_;
+  std::unique_ptr<JsonLineWriter> requests_;
+  std::optional<ExitInfo> exit_;
+};
+
+// fuji-rank beside the running executable, or $FUJI_RANK.
+Result<std::string> FindRankExecutable();
+
+// The directory of the running executable.
+std::string ExecutableDir();
+
+}  // namespace fuji::launch

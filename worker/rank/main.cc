@@ -1,0 +1,48 @@
+// fuji-rank: runs the engine for one device. Reads requests as JSON lines on stdin and writes
+// events as JSON lines on fd 3 (stdout when fd 3 is not open), until stdin closes.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <torch/version.h>
+
+#include "worker/common/json_lines.h"
+#include "worker/engine/device.h"
+#include "worker/rank/rank_service.h"
+
+int main(int argc, char** argv) {
+  fuji::engine::ReexecWithPassiveOpenMp(argv);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--version") == 0) {
+      std::printf("fuji-rank (libtorch %s, %s)\n", TORCH_VERSION,
+                  fuji::engine::BuiltWithCuda() ? "CUDA" : "CPU only");
+      return 0;
+    }
+    std::fprintf(stderr, "usage: fuji-rank [--version]  (requests on stdin, events on fd 3)\n");
+    return 2;
+  }
+  const int event_fd = ::fcntl(3, F_GETFD) != -1 ? 3 : 1;
+  fuji::JsonLineWriter events(event_fd);
+  fuji::engine::ConfigureThreads();
+  fuji::rank::RankService service(&events);
+  fuji::LineReader requests(0, 64u << 20);
+  for (;;) {
+    auto line = requests.ReadLine();
+    if (!line.ok()) {
+      std::fprintf(stderr, "fuji-rank: %s\n", line.status().ToString().c_str());
+      return 1;
+    }
+    if (!line->has_value()) return 0;
+    if ((*line)->empty()) continue;
+    auto request = fuji::ParseJsonObject(**line);
+    if (!request.ok()) {
+      (void)events.Write({{"event", "error"}, {"code", "INVALID_ARGUMENT"}, {"reason", "bad_input"},
+                         {"message", request.status().message()}});
+      continue;
+    }
+    service.Handle(*request);
+  }
+}

@@ -1,0 +1,38 @@
+// The work of a fuji-rank process: requests in, events out, as JSON lines.
+//
+// Requests: {"op": "infer" | "init" | "convert", "id": "...", ...fields of the op}.
+// Events, each carrying the request's "id":
+//   {"event": "started", "op", "pid"}          the request was accepted
+//   {"event": "progress", "phase", "done", "total"}
+//   {"event": "timing", "phase", "ms"}         one per phase as it ends
+//   {"event": "result", "result": {...}}       the request succeeded
+//   {"event": "error", "code", "reason", "message"}  it failed; reason is bad_input, cuda_oom,
+//                                                   host_oom or internal
+// One process serves requests one after another, and keeps the last model it loaded resident so
+// that a later request for the same model, dtype and device skips the load.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/common/json_lines.h"
+
+namespace fuji::rank {
+
+class RankService {
+ public:
+  // events must outlive the service.
+  explicit RankService(JsonLineWriter* events);
+  ~RankService();
+
+  // Runs one request to completion; every outcome, errors included, is reported as events.
+  void Handle(const nlohmann::json& request);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fuji::rank
