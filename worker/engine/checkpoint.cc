@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/common/file_util.h"
+#include "worker/engine/host_arena.h"
 #include "worker/format/safetensors.h"
 #include "worker/format/torch_zip.h"
 
@@ -227,14 +228,24 @@ Result<std::unique_ptr<Gpt2Model>> LoadModel(const std::string& dir, const LoadO
     }
     views.push_back(view);
   }
+  // On the host every parameter lives in one huge-page arena; on a device, in its allocator.
+  std::shared_ptr<HostArena> arena;
+  if (options.device.is_cpu()) {
+    std::vector<size_t> sizes;
+    for (const ParamInfo& info : layout) {
+      sizes.push_back(static_cast<size_t>(c10::multiply_integers(info.shape)) * at::elementSize(options.dtype));
+    }
+    FUJI_ASSIGN_OR_RETURN(arena, HostArena::Create(sizes));
+  }
   std::vector<at::Tensor> params;
   params.reserve(layout.size());
   int64_t bytes = 0;
   const auto target = at::TensorOptions().dtype(options.dtype).device(options.device);
-  for (const format::TensorView* view : views) {
+  for (size_t i = 0; i < views.size(); ++i) {
+    const format::TensorView* view = views[i];
     FUJI_ASSIGN_OR_RETURN(at::Tensor source, ViewTensor(*view));
     // One pass from the map: dtype conversion and the copy to the device happen together.
-    at::Tensor param = at::empty(view->shape, target);
+    at::Tensor param = arena ? HostArena::Tensor(arena, i, view->shape, options.dtype) : at::empty(view->shape, target);
     param.copy_(source);
     params.push_back(std::move(param));
     bytes += static_cast<int64_t>(view->nbytes);

@@ -4,7 +4,10 @@
 #include "worker/engine/cpu_kernels.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -27,18 +30,18 @@ inline float Load(const uint16_t* p, int64_t i) {
   return f;
 }
 
-// acc[0, n) += sum over k of x[k] * w[k * ld + n], four rows at a time to cut acc traffic.
+// acc[0, n) += sum over k of x[k] * w[k * ld + n], eight rows at a time to cut acc traffic.
 template <typename T>
 inline void AccumulateRows(const float* x, const T* w, int64_t k_count, int64_t ld, int64_t n, float* acc) {
+  constexpr int kRows = 8;
   int64_t k = 0;
-  for (; k + 4 <= k_count; k += 4) {
-    const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
-    const T* w0 = w + k * ld;
-    const T* w1 = w0 + ld;
-    const T* w2 = w1 + ld;
-    const T* w3 = w2 + ld;
+  for (; k + kRows <= k_count; k += kRows) {
+    const T* r = w + k * ld;
+    const float* xk = x + k;
     for (int64_t j = 0; j < n; ++j) {
-      acc[j] += x0 * Load(w0, j) + x1 * Load(w1, j) + x2 * Load(w2, j) + x3 * Load(w3, j);
+      float s = acc[j];
+      for (int u = 0; u < kRows; ++u) s += xk[u] * Load(r + u * ld, j);
+      acc[j] = s;
     }
   }
   for (; k < k_count; ++k) {
@@ -80,6 +83,39 @@ FUJI_MULTIVERSION void DotRowsBF16(const float* x, const uint16_t* e, int64_t ro
   DotRows(x, e, rows, k, out);
 }
 
+// One head: scores over the cached keys, a stable softmax, then the weighted sum of values.
+template <typename T>
+inline void AttentionHead(const float* q, const T* keys, const T* values, int64_t length, int64_t dim,
+                          float scale, float* scores, float* out) {
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < length; ++j) {
+    const T* key = keys + j * dim;
+    float s = 0;
+    for (int64_t d = 0; d < dim; ++d) s += q[d] * Load(key, d);
+    scores[j] = s * scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < length; ++j) sum += scores[j] = std::exp(scores[j] - max_score);
+  const float inv = 1.0f / sum;
+  for (int64_t d = 0; d < dim; ++d) out[d] = 0;
+  for (int64_t j = 0; j < length; ++j) {
+    const T* value = values + j * dim;
+    const float p = scores[j] * inv;
+    for (int64_t d = 0; d < dim; ++d) out[d] += p * Load(value, d);
+  }
+}
+
+FUJI_MULTIVERSION void DecodeAttentionHeadF32(const float* q, const float* k, const float* v, int64_t length,
+                                              int64_t dim, float scale, float* scores, float* out) {
+  AttentionHead(q, k, v, length, dim, scale, scores, out);
+}
+FUJI_MULTIVERSION void DecodeAttentionHeadBF16(const float* q, const uint16_t* k, const uint16_t* v,
+                                               int64_t length, int64_t dim, float scale, float* scores,
+                                               float* out) {
+  AttentionHead(q, k, v, length, dim, scale, scores, out);
+}
+
 // Splits [0, n) into one contiguous range per thread, in multiples of `align`.
 template <typename F>
 void ParallelRanges(int64_t n, int64_t align, const F& f) {
@@ -95,11 +131,16 @@ void ParallelRanges(int64_t n, int64_t align, const F& f) {
 
 }  // namespace
 
+bool IsDecodeRow(const at::Tensor& x) {
+  if (!x.device().is_cpu() || x.dim() != 2 || x.size(0) != 1) return false;
+  if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) return false;
+  return !(c10::GradMode::is_enabled() && x.requires_grad());
+}
+
 bool DecodeKernelApplies(const at::Tensor& x, const at::Tensor& w) {
-  if (!x.device().is_cpu() || !w.device().is_cpu() || x.dim() != 2 || x.size(0) != 1) return false;
-  if (w.dim() != 2 || !w.is_contiguous()) return false;
+  if (!IsDecodeRow(x) || !w.device().is_cpu() || w.dim() != 2 || !w.is_contiguous()) return false;
   if (w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16) return false;
-  return !(c10::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad()));
+  return !(c10::GradMode::is_enabled() && w.requires_grad());
 }
 
 at::Tensor RowTimesMatrix(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& bias) {
@@ -109,12 +150,11 @@ at::Tensor RowTimesMatrix(const at::Tensor& x_in, const at::Tensor& w, const at:
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   const char* wp = static_cast<const char*>(w.data_ptr());
   const int64_t row_bytes = n * static_cast<int64_t>(w.element_size());
-  // Each thread streams a contiguous block of rows into its own partial sums (a sequential read,
-  // which the prefetchers keep at full bandwidth; splitting the columns instead gives every
-  // thread a strided read and measured half the bandwidth), then the partials are added.
+  // Each thread streams a contiguous block of rows into its own partial sums (a sequential read
+  // that the prefetchers keep at full bandwidth), then one pass adds the partials and the bias.
   const int64_t threads = std::min<int64_t>(std::max<int64_t>(1, at::get_num_threads()), k);
-  at::Tensor partial = at::zeros({threads, n}, at::kFloat);
-  float* pp = partial.data_ptr<float>();
+  std::vector<float> partial(static_cast<size_t>(threads * n), 0.0f);
+  float* pp = partial.data();
   const int64_t rows_per = (k + threads - 1) / threads;
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -127,7 +167,56 @@ at::Tensor RowTimesMatrix(const at::Tensor& x_in, const at::Tensor& w, const at:
       }
     }
   });
-  return (threads == 1 ? partial : partial.sum(0, /*keepdim=*/true)).add_(bias.to(at::kFloat).reshape({1, n}));
+  at::Tensor y = bias.to(at::kFloat).reshape({1, n}).clone();
+  float* yp = y.data_ptr<float>();
+  for (int64_t t = 0; t < threads; ++t) {
+    for (int64_t j = 0; j < n; ++j) yp[j] += pp[t * n + j];
+  }
+  return y;
+}
+
+at::Tensor DecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, const at::Tensor& values,
+                           int64_t length, double scale) {
+  const int64_t heads = q_in.size(1), dim = q_in.size(3), stride = keys.size(2) * dim;
+  const at::Tensor q = q_in.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty({1, heads * dim}, at::kFloat);
+  const float* qp = q.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const bool bf16 = keys.scalar_type() == at::kBFloat16;
+  const void* kp = keys.data_ptr();
+  const void* vp = values.data_ptr();
+  at::parallel_for(0, heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(length));
+    for (int64_t h = begin; h < end; ++h) {
+      const float* qh = qp + h * dim;
+      if (bf16) {
+        DecodeAttentionHeadBF16(qh, static_cast<const uint16_t*>(kp) + h * stride,
+                                static_cast<const uint16_t*>(vp) + h * stride, length, dim,
+                                static_cast<float>(scale), scores.data(), op + h * dim);
+      } else {
+        DecodeAttentionHeadF32(qh, static_cast<const float*>(kp) + h * stride,
+                               static_cast<const float*>(vp) + h * stride, length, dim,
+                               static_cast<float>(scale), scores.data(), op + h * dim);
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor GeluRow(const at::Tensor& x_in, bool tanh_approximation) {
+  at::Tensor y = x_in.to(at::kFloat).contiguous().clone();
+  float* p = y.data_ptr<float>();
+  const int64_t n = y.numel();
+  constexpr float kInvSqrt2 = 0.70710678118654752f, kSqrt2OverPi = 0.79788456080286536f;
+  if (tanh_approximation) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = p[i];
+      p[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * kInvSqrt2));
+  }
+  return y;
 }
 
 at::Tensor RowDotRows(const at::Tensor& x_in, const at::Tensor& e) {

@@ -16,8 +16,20 @@ at::Tensor RowTimesMatrix(const at::Tensor& x, const at::Tensor& w, const at::Te
 // x [1, K] (float) against every row of e [V, K]: [1, V] float (the tied output embedding).
 at::Tensor RowDotRows(const at::Tensor& x, const at::Tensor& e);
 
-// True when the kernels apply: CPU tensors, one row, float or bfloat16 contiguous weights and
-// no autograd graph to record.
+// Attention of one new token over the first `length` cached positions, per head:
+// softmax(q . K[h, :length] * scale) . V[h, :length]. q: [1, H, 1, D]; keys, values:
+// [1, H, capacity, D] (float or bfloat16). Returns [1, H * D] float. (libtorch's bmm runs these
+// tiny per-head products through a per-batch loop that cost more than the weights' reads.)
+at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                           int64_t length, double scale);
+
+// GELU of one row, exact (erf) or tanh-approximated, computed in float. Returns float.
+at::Tensor GeluRow(const at::Tensor& x, bool tanh_approximation);
+
+// True for one row of float or bfloat16 activations on the CPU with no autograd graph to record:
+// the decode step these kernels serve.
+bool IsDecodeRow(const at::Tensor& x);
+// IsDecodeRow(x) and a contiguous float or bfloat16 CPU weight matrix.
 bool DecodeKernelApplies(const at::Tensor& x, const at::Tensor& w);
 
 }  // namespace fuji::engine

@@ -91,6 +91,10 @@ at::Tensor Gpt2Model::Attention(int64_t layer, const at::Tensor& qkv, int64_t ba
   }
   double scale = 1.0 / std::sqrt(static_cast<double>(D));
   if (config_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer + 1);
+  if (cache != nullptr && steps == 1 && batch == 1 && IsDecodeRow(qkv)) {
+    const size_t l = static_cast<size_t>(layer);
+    return DecodeAttention(q, cache->keys_[l], cache->values_[l], past + 1, scale).to(q.scalar_type());
+  }
 
   at::Tensor y;
 #if TORCH_VERSION_MAJOR >= 2
@@ -139,7 +143,9 @@ at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
     at::Tensor attn = Attention(l, Linear(h, w(kAttnW), w(kAttnB)), B, T, cache);
     x = x + Linear(attn, w(kAttnProjW), w(kAttnProjB));
     h = at::layer_norm(x, {C}, w(kLn2W), w(kLn2B), eps);
-    h = at::gelu(Linear(h, w(kFcW), w(kFcB)), gelu);
+    h = Linear(h, w(kFcW), w(kFcB));
+    h = IsDecodeRow(h) ? GeluRow(h, config_.activation == Activation::kGeluTanh).to(h.scalar_type())
+                                  : at::gelu(h, gelu);
     x = x + Linear(h, w(kMlpProjW), w(kMlpProjB));
   }
   if (cache != nullptr) cache->length_ += T;

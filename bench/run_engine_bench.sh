@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the engine benchmarks of docs/performance.md side by side and prints their rows:
+# decode at batch 1 on the 111M shape (fp32, bf16) beside the memory-read bound, the same decode
+# in a Python PyTorch eager loop (Debian's python3-torch) on the same weights, and the load of a
+# 1.3B-shaped checkpoint beside memcpy. Checkpoints are made once under var/bench/.
+# usage: bench/run_engine_bench.sh   (after scripts/build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=build/bin
+mkdir -p var/bench
+for arch in 111m 1.3b; do
+  [ -f "var/bench/$arch/model.safetensors" ] || "$bin/fuji" model init --arch "cerebras-gpt-$arch" --out "var/bench/$arch" --seed 1
+done
+ids=1858,389,5863,8598,588,18632,13  # "There are famous mountain like Mt.Fuji in Japan." in GPT-2 ids
+threads=$(nproc)
+echo "decode fp32: $("$bin/fuji-engine-bench" decode var/bench/111m --tokens 64 --precision fp32)"
+echo "decode bf16: $("$bin/fuji-engine-bench" decode var/bench/111m --tokens 64 --precision bf16)"
+for env in "" "OMP_WAIT_POLICY=PASSIVE" "OPENBLAS_NUM_THREADS=1"; do
+  echo "python fp32 [${env:-defaults}]: $(env $env /usr/bin/python3 bench/python_decode.py var/bench/111m $ids 64 "$threads" fp32 | cut -d, -f1-3)}"
+done
+echo "load 1.3b: $("$bin/fuji-engine-bench" load var/bench/1.3b)"
