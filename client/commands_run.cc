@@ -55,7 +55,7 @@ void PrintInferResult(const nlohmann::json& result, const std::string& output) {
     return;
   }
   std::printf("%s\n", result.value("text", "").c_str());
-  if (::isatty(2)) {
+  {
     const auto& t = result["timings"];
     std::fprintf(stderr, "load %.0f ms, prefill %.0f ms, decode %.1f tokens/s, total %.0f ms\n",
                  t.value("load_ms", 0.0), t.value("prefill_ms", 0.0), t.value("decode_tokens_per_s", 0.0),

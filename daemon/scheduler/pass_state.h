@@ -1,0 +1,94 @@
+// The working state of one scheduling pass: the connected agents' devices as the pass places jobs
+// on them, the per-kind maxima that answer most jobs in O(1), and each kind's reservation.
+// Internal to fuji_scheduler; the policy it implements is described in scheduler.h.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/scheduler/scheduler.h"
+
+namespace fuji::sched {
+
+// A release time nobody knows sorts after every known one.
+inline constexpr int64_t kNeverMs = std::numeric_limits<int64_t>::max();
+
+struct DeviceSlot {
+  const DeviceView* view = nullptr;
+  std::vector<int64_t> holders;  // running jobs, then jobs placed in this pass
+  int64_t free_mib = 0;
+  int64_t release_ms = 0;  // when its last holder is expected to end; kNeverMs if unknown
+  bool joinable = false;   // shareable, and every holder allows sharing
+
+  bool idle() const { return holders.empty(); }
+};
+
+struct AgentSlot {
+  const AgentView* view = nullptr;
+  std::vector<DeviceSlot> devices;
+  int idle = 0;  // devices with no holder
+};
+
+struct Reservation {
+  const JobRequest* job = nullptr;
+  const AgentSlot* agent = nullptr;
+  int64_t start_ms = kNeverMs;  // T: when `agent` is expected to have job->devices free
+  int spare = 0;                // idle devices others may keep past T without delaying the job
+};
+
+struct KindState {
+  std::vector<AgentSlot*> agents;      // connected agents of this kind, in the caller's order
+  const AgentSlot* largest = nullptr;  // the one with the most devices (first on a tie)
+  int max_idle = 0;                    // most idle devices on one agent
+  int max_open = 0;       // the same, counting only the spare ones on the reserved agent
+  int max_shareable = 0;  // most idle + joinable devices on one agent, memory unchecked
+  std::optional<Reservation> reservation;
+};
+
+class PassState {
+ public:
+  // Keeps pointers into `agents`, which must outlive the pass.
+  PassState(const std::vector<AgentView>& agents, const std::vector<RunningJob>& running,
+            int64_t now_ms);
+  PassState(const PassState&) = delete;
+  PassState& operator=(const PassState&) = delete;
+
+  int64_t now_ms() const { return now_ms_; }
+  bool any_connected() const { return !agents_.empty(); }
+  // nullptr when no connected agent has devices of this kind.
+  KindState* Kind(const std::string& device_kind);
+
+  // Places the job on the best-fitting agent if it can start now under its kind's reservation,
+  // and records the placement so later jobs see those devices taken.
+  std::optional<Placement> TryPlace(const JobRequest& job, KindState& kind);
+  // Makes `job`, which cannot start now, the reservation of its kind: picks the agent expected to
+  // have job.devices free soonest. No-op when no agent of the kind has that many devices.
+  void Reserve(const JobRequest& job, KindState& kind);
+  // Whether `job` could start now if its kind's reservation did not hold devices back.
+  bool HeldByReservation(const JobRequest& job, const KindState& kind) const;
+
+ private:
+  // What `job` may take on one agent: up to idle_limit idle devices, and joinable ones unless
+  // within_spare. A job that may outlast the reservation's T on the reserved agent is within_spare:
+  // it gets only the spare idle devices, and joining a held device could keep that device past T.
+  struct Allowance {
+    int idle_limit;
+    bool within_spare;
+  };
+  Allowance AllowanceOn(const AgentSlot& agent, const JobRequest& job, const KindState& kind) const;
+  bool EndsBy(const JobRequest& job, int64_t deadline_ms) const;
+  int CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance) const;
+  // Takes the devices and returns their indices; the caller checked that enough are usable.
+  std::vector<int> Take(AgentSlot& agent, const JobRequest& job, Allowance allowance);
+  void RefreshMaxima(KindState& kind) const;
+
+  int64_t now_ms_;
+  std::vector<AgentSlot> agents_;
+  std::map<std::string, KindState> kinds_;
+};
+
+}  // namespace fuji::sched

@@ -1,0 +1,33 @@
+// The texts that say why a job is refused or waits: `fuji submit` errors and `fuji show`.
+// Internal to fuji_scheduler.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "daemon/scheduler/pass_state.h"
+#include "daemon/scheduler/scheduler.h"
+
+namespace fuji::sched {
+
+// "1 cpu device", "4 cuda devices"
+std::string DevicesText(int count, const std::string& kind);
+// "15 s", "1.5 s"
+std::string SecondsText(int64_t ms);
+
+// "job needs at least 1 device, asked for 0"
+std::string InvalidDevicesText(const JobRequest& job);
+// "job needs 1 cuda device; no connected agent has cuda devices"; `which` is "agent" or
+// "connected agent".
+std::string NoAgentOfKindText(const JobRequest& job, std::string_view which);
+// "job needs 4 cuda devices; the largest agent, node-a, has 2"
+std::string TooLargeText(const JobRequest& job, const AgentView& largest, std::string_view which);
+
+// Why a job the pass did not place waits, from the pass's state after the job's turn. `detailed`
+// names every agent's free devices and holders; otherwise the text says how many waiting jobs are
+// ahead of it.
+std::string WaitingText(const JobRequest& job, const PassState& state, const KindState* kind,
+                        bool detailed, int waiting_ahead);
+
+}  // namespace fuji::sched

@@ -1,0 +1,130 @@
+// JobStore: fujid's durable record of jobs, workers, leases and telemetry, on SQLite in WAL mode.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/store/clock.h"
+#include "daemon/store/job_state.h"
+#include "daemon/store/records.h"
+#include "worker/common/status.h"
+
+namespace fuji::store {
+
+class ReaderPool;
+class Writer;
+
+// The daemon's job store. fujid is the database's only writer.
+//
+// Durability: every write returns (or calls back) only after its transaction COMMITted. The
+// database runs journal_mode=WAL with synchronous=NORMAL: a commit is in the WAL file (the OS page
+// cache) before it is acknowledged, and the WAL is fsynced at checkpoints. That survives any crash
+// of the process, kill -9 included: "a job the client was told about is never lost". A power cut
+// or kernel crash may lose the last commits before a checkpoint; the database stays consistent.
+//
+// Writes go through a group-commit Writer (one thread, one connection): concurrent writes share a
+// transaction, each isolated by a savepoint, so one failing write never fails another. Reads use a
+// pool of read-only connections and see every write that returned before they started.
+//
+// Thread-safe: every method may be called from any thread. Async callbacks run on the writer
+// thread: they must be quick and must not call the blocking write methods (those return INTERNAL
+// there rather than deadlock). Destroying the store finishes the writes already queued; it must
+// not race with calls still in flight.
+class JobStore {
+ public:
+  // Cap on spec and result JSON (RESOURCE_EXHAUSTED beyond).
+  static constexpr size_t kMaxJsonBytes = size_t{16} << 20;
+  static constexpr size_t kMaxLogLineBytes = size_t{64} << 10;
+  static constexpr int kMaxPageSize = 1000;
+
+  // Opens or creates the database at path and applies pending migrations. Refuses, leaving the
+  // file untouched: a file that is not SQLite or is corrupt (DATA_LOSS), a schema newer than this
+  // binary or another program's database (FAILED_PRECONDITION). An unwritable file or directory
+  // is FAILED_PRECONDITION. clock is not owned and must outlive the store.
+  static Result<std::unique_ptr<JobStore>> Open(const std::string& path, const Clock* clock);
+  ~JobStore();
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // ---- Jobs ----
+
+  // Inserts a QUEUED job and its submit event; returns the new id once committed. INVALID_ARGUMENT
+  // for a spec that is not a JSON object, devices < 1, max_attempts < 1 or timeout_ms < 0.
+  Result<int64_t> Submit(const JobRecord& job);
+  // Submit for callback-style servers: done runs on the writer thread after the commit (or at
+  // once, on the calling thread, for invalid input).
+  void SubmitAsync(JobRecord job, std::function<void(Result<int64_t>)> done);
+
+  // NOT_FOUND "job N not found".
+  Result<JobRecord> Get(int64_t id);
+  // A page of jobs, newest first, by keyset paging on id. INVALID_ARGUMENT for an unknown state
+  // or kind, a negative limit or page token.
+  Result<JobPage> List(const ListFilter& filter);
+  // QUEUED jobs in dispatch order: priority descending, then id ascending.
+  Result<std::vector<JobRecord>> QueuedJobs(int limit);
+
+  // Compare-and-set of the job's state with its event row, in one transaction. FAILED_PRECONDITION
+  // when the job is not in `from` or the lifecycle has no edge from -> to (see IsValidTransition);
+  // NOT_FOUND for an unknown job. ASSIGNED is entered only through Assign. Effects: reason is
+  // replaced; RUNNING sets started_at; RETRYING adds an attempt; terminal states set finished_at;
+  // leaving ASSIGNED/RUNNING releases the live assignment and clears worker_id.
+  Status Transition(int64_t id, JobState from, JobState to, const std::string& reason);
+  // The job's state changes, oldest first.
+  Result<std::vector<JobEvent>> Events(int64_t job_id);
+
+  // ---- Workers and leases ----
+
+  // Adds a worker or re-registers it (ONLINE, heartbeat now); its device list is replaced.
+  Status RegisterWorker(const WorkerRecord& worker);
+  // Records a heartbeat now and marks the worker ONLINE. NOT_FOUND for an unknown worker.
+  Status Heartbeat(const std::string& worker_id);
+  // Marks a worker LOST (its leases are left for ExpiredAssignments to report).
+  Status MarkWorkerLost(const std::string& worker_id);
+  // Workers by id, each with its devices.
+  Result<std::vector<WorkerRecord>> ListWorkers();
+
+  // QUEUED -> ASSIGNED with a live assignment for the job's current attempt, in one transaction.
+  // INVALID_ARGUMENT unless device_indices has one distinct index per device the job needs;
+  // NOT_FOUND for an unknown job or worker; FAILED_PRECONDITION unless the job is QUEUED.
+  Status Assign(int64_t job_id, const std::string& worker_id,
+                const std::vector<int>& device_indices, int64_t lease_expires_ms);
+  // Extends every live lease of the worker; returns how many.
+  Result<int> RenewLeases(const std::string& worker_id, int64_t lease_expires_ms);
+  // Live assignments whose lease expired at or before now_ms.
+  Result<std::vector<Assignment>> ExpiredAssignments(int64_t now_ms);
+  // Every live assignment, for recovery after a daemon restart.
+  Result<std::vector<Assignment>> ActiveAssignments();
+
+  // ---- Telemetry ----
+
+  // Each call is one transaction. Every referenced job must exist (FAILED_PRECONDITION).
+  Status InsertSamples(const std::vector<MemorySample>& samples);
+  Status RecordTimings(const std::vector<Timing>& timings);
+  // A step reported again (a retried attempt resuming) replaces the earlier value.
+  Status RecordLosses(const std::vector<Loss>& losses);
+  // Appends lines to one job's log, numbering them after its last line (LogLine::seq and job_id
+  // are ignored). Lines longer than kMaxLogLineBytes are RESOURCE_EXHAUSTED.
+  Status AppendLogs(int64_t job_id, const std::vector<LogLine>& lines);
+  // Records the result of one attempt. Exactly once: a second result for the same job and
+  // attempt is FAILED_PRECONDITION and leaves the first in place.
+  Status SaveResult(int64_t job_id, int attempt, const std::string& result_json);
+
+  Result<std::vector<MemorySample>> Samples(int64_t job_id);  // by time
+  Result<std::vector<Timing>> Timings(int64_t job_id);        // by attempt, rank, start
+  Result<std::vector<Loss>> Losses(int64_t job_id);           // by step
+  // Up to limit lines with seq > after_seq, in order.
+  Result<std::vector<LogLine>> Logs(int64_t job_id, int64_t after_seq, int limit = 1000);
+  Result<std::vector<JobResult>> Results(int64_t job_id);  // by attempt
+
+ private:
+  JobStore(const Clock* clock, std::unique_ptr<Writer> writer, std::unique_ptr<ReaderPool> readers);
+
+  const Clock* clock_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<ReaderPool> readers_;
+};
+
+}  // namespace fuji::store

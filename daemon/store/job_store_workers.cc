@@ -1,0 +1,211 @@
+// JobStore: workers and their devices, assignments of jobs to workers, and lease bookkeeping.
+#include <nlohmann/json.hpp>
+
+#include <set>
+
+#include "daemon/store/job_rows.h"
+#include "daemon/store/job_store.h"
+#include "daemon/store/sqlite.h"
+#include "daemon/store/writer.h"
+
+namespace fuji::store {
+namespace {
+
+Status ValidateWorker(const WorkerRecord& worker) {
+  if (worker.id.empty()) return InvalidArgument("a worker needs an id");
+  std::set<int> seen;
+  for (const DeviceRecord& device : worker.devices) {
+    if (device.kind != "cuda" && device.kind != "cpu") {
+      return InvalidArgument("device " + std::to_string(device.index) + " of worker " + worker.id +
+                             ": unknown kind '" + device.kind + "' (cuda, cpu)");
+    }
+    if (device.index < 0 || !seen.insert(device.index).second) {
+      return InvalidArgument("worker " + worker.id + ": device index " +
+                             std::to_string(device.index) + " is negative or repeated");
+    }
+  }
+  return Status::Ok();
+}
+
+// Fails unless the worker exists and has every one of the devices.
+Status CheckWorkerDevices(Connection& db, const std::string& worker_id,
+                          const std::string& indices_json, size_t count) {
+  FUJI_ASSIGN_OR_RETURN(
+      Statement select,
+      db.Prepare("SELECT EXISTS (SELECT 1 FROM workers WHERE id = ?1), "
+                 "(SELECT COUNT(*) FROM devices WHERE worker_id = ?1 AND device_index IN "
+                 "(SELECT value FROM json_each(?2)))"));
+  FUJI_RETURN_IF_ERROR(select.BindText(1, worker_id).BindText(2, indices_json).Step().status());
+  if (select.Int(0) == 0) return NotFound("worker " + worker_id + " not found");
+  if (static_cast<size_t>(select.Int(1)) != count) {
+    return InvalidArgument("worker " + worker_id + " does not have devices " + indices_json);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status JobStore::RegisterWorker(const WorkerRecord& worker) {
+  FUJI_RETURN_IF_ERROR(ValidateWorker(worker));
+  return writer_->Run([&](Connection& db) -> Status {
+    int64_t now_ms = clock_->NowMs();
+    FUJI_ASSIGN_OR_RETURN(
+        Statement upsert,
+        db.Prepare("INSERT INTO workers (id, host, registered_at_ms, last_heartbeat_ms, state) "
+                   "VALUES (?1, ?2, ?3, ?3, 'ONLINE') ON CONFLICT (id) DO UPDATE SET "
+                   "host = excluded.host, registered_at_ms = excluded.registered_at_ms, "
+                   "last_heartbeat_ms = excluded.last_heartbeat_ms, state = 'ONLINE'"));
+    FUJI_RETURN_IF_ERROR(
+        upsert.BindText(1, worker.id).BindText(2, worker.host).BindInt(3, now_ms).Run());
+    FUJI_ASSIGN_OR_RETURN(Statement clear, db.Prepare("DELETE FROM devices WHERE worker_id = ?"));
+    FUJI_RETURN_IF_ERROR(clear.BindText(1, worker.id).Run());
+    FUJI_ASSIGN_OR_RETURN(
+        Statement insert,
+        db.Prepare("INSERT INTO devices (worker_id, device_index, name, total_mib, kind) "
+                   "VALUES (?, ?, ?, ?, ?)"));
+    for (const DeviceRecord& device : worker.devices) {
+      insert.Reset();
+      FUJI_RETURN_IF_ERROR(insert.BindText(1, worker.id)
+                               .BindInt(2, device.index)
+                               .BindText(3, device.name)
+                               .BindInt(4, device.total_mib)
+                               .BindText(5, device.kind)
+                               .Run());
+    }
+    return Status::Ok();
+  });
+}
+
+Status JobStore::Heartbeat(const std::string& worker_id) {
+  return writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE workers SET last_heartbeat_ms = ?, state = 'ONLINE' WHERE id = ?"));
+    FUJI_RETURN_IF_ERROR(update.BindInt(1, clock_->NowMs()).BindText(2, worker_id).Run());
+    if (db.Changes() == 0) return NotFound("worker " + worker_id + " not found");
+    return Status::Ok();
+  });
+}
+
+Status JobStore::MarkWorkerLost(const std::string& worker_id) {
+  return writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(Statement update,
+                          db.Prepare("UPDATE workers SET state = 'LOST' WHERE id = ?"));
+    FUJI_RETURN_IF_ERROR(update.BindText(1, worker_id).Run());
+    if (db.Changes() == 0) return NotFound("worker " + worker_id + " not found");
+    return Status::Ok();
+  });
+}
+
+Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
+  FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
+  // One statement, so workers and devices come from one snapshot.
+  FUJI_ASSIGN_OR_RETURN(
+      Statement select,
+      db->Prepare("SELECT w.id, w.host, w.registered_at_ms, w.last_heartbeat_ms, w.state, "
+                  "d.device_index, d.name, d.total_mib, d.kind "
+                  "FROM workers w LEFT JOIN devices d ON d.worker_id = w.id "
+                  "ORDER BY w.id, d.device_index"));
+  std::vector<WorkerRecord> workers;
+  while (true) {
+    FUJI_ASSIGN_OR_RETURN(bool has_row, select.Step());
+    if (!has_row) return workers;
+    std::string id = select.Text(0);
+    if (workers.empty() || workers.back().id != id) {
+      workers.push_back(
+          WorkerRecord{id, select.Text(1), select.Int(2), select.Int(3), select.Text(4), {}});
+    }
+    if (!select.IsNull(5)) {
+      workers.back().devices.push_back(DeviceRecord{static_cast<int>(select.Int(5)), select.Text(6),
+                                                    select.Int(7), select.Text(8)});
+    }
+  }
+}
+
+Status JobStore::Assign(int64_t job_id, const std::string& worker_id,
+                        const std::vector<int>& device_indices, int64_t lease_expires_ms) {
+  std::set<int> distinct(device_indices.begin(), device_indices.end());
+  if (device_indices.empty() || distinct.size() != device_indices.size() || *distinct.begin() < 0) {
+    return InvalidArgument("an assignment needs distinct, non-negative device indices");
+  }
+  std::string indices_json = nlohmann::json(device_indices).dump();
+  return writer_->Run([&](Connection& db) -> Status {
+    int64_t now_ms = clock_->NowMs();
+    int64_t attempt = 0;
+    {  // scoped: the read must be finished before the same connection updates jobs
+      FUJI_ASSIGN_OR_RETURN(Statement job,
+                            db.Prepare("SELECT state, devices, attempts FROM jobs WHERE id = ?"));
+      FUJI_ASSIGN_OR_RETURN(bool found, job.BindInt(1, job_id).Step());
+      if (!found) return NotFound("job " + std::to_string(job_id) + " not found");
+      if (std::string state = job.Text(0); state != JobStateName(JobState::kQueued)) {
+        return FailedPrecondition("job " + std::to_string(job_id) + " is " + state +
+                                  ", not QUEUED");
+      }
+      if (job.Int(1) != static_cast<int64_t>(device_indices.size())) {
+        return InvalidArgument("job " + std::to_string(job_id) + " needs " +
+                               std::to_string(job.Int(1)) + " devices, got " +
+                               std::to_string(device_indices.size()));
+      }
+      attempt = job.Int(2);
+    }
+    FUJI_RETURN_IF_ERROR(CheckWorkerDevices(db, worker_id, indices_json, device_indices.size()));
+
+    FUJI_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET state = 'ASSIGNED', worker_id = ?, reason = '', "
+                   "updated_at_ms = ? WHERE id = ? AND state = 'QUEUED'"));
+    FUJI_RETURN_IF_ERROR(update.BindText(1, worker_id).BindInt(2, now_ms).BindInt(3, job_id).Run());
+    // An attempt handed back unstarted (ASSIGNED -> QUEUED) is placed again: its row is reused.
+    FUJI_ASSIGN_OR_RETURN(
+        Statement insert,
+        db.Prepare("INSERT INTO assignments (job_id, attempt, worker_id, device_indices, "
+                   "assigned_at_ms, lease_expires_ms) VALUES (?, ?, ?, ?, ?, ?) "
+                   "ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, "
+                   "device_indices = excluded.device_indices, "
+                   "assigned_at_ms = excluded.assigned_at_ms, "
+                   "lease_expires_ms = excluded.lease_expires_ms, released_at_ms = NULL"));
+    FUJI_RETURN_IF_ERROR(insert.BindInt(1, job_id)
+                             .BindInt(2, attempt)
+                             .BindText(3, worker_id)
+                             .BindText(4, indices_json)
+                             .BindInt(5, now_ms)
+                             .BindInt(6, lease_expires_ms)
+                             .Run());
+    return InsertEvent(db, job_id, JobState::kQueued, JobState::kAssigned,
+                       "assigned to " + worker_id + " devices " + indices_json, now_ms);
+  });
+}
+
+Result<int> JobStore::RenewLeases(const std::string& worker_id, int64_t lease_expires_ms) {
+  int renewed = 0;
+  FUJI_RETURN_IF_ERROR(writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(Statement update,
+                          db.Prepare("UPDATE assignments SET lease_expires_ms = ? "
+                                     "WHERE worker_id = ? AND released_at_ms IS NULL"));
+    FUJI_RETURN_IF_ERROR(update.BindInt(1, lease_expires_ms).BindText(2, worker_id).Run());
+    renewed = db.Changes();
+    return Status::Ok();
+  }));
+  return renewed;
+}
+
+Result<std::vector<Assignment>> JobStore::ExpiredAssignments(int64_t now_ms) {
+  FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
+  FUJI_ASSIGN_OR_RETURN(Statement select,
+                        db->Prepare(std::string("SELECT ") + kAssignmentColumns +
+                                    " FROM assignments WHERE released_at_ms IS NULL "
+                                    "AND lease_expires_ms <= ? ORDER BY lease_expires_ms"));
+  select.BindInt(1, now_ms);
+  return CollectRows<Assignment>(select, ReadAssignment);
+}
+
+Result<std::vector<Assignment>> JobStore::ActiveAssignments() {
+  FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
+  FUJI_ASSIGN_OR_RETURN(Statement select,
+                        db->Prepare(std::string("SELECT ") + kAssignmentColumns +
+                                    " FROM assignments WHERE released_at_ms IS NULL "
+                                    "ORDER BY job_id"));
+  return CollectRows<Assignment>(select, ReadAssignment);
+}
+
+}  // namespace fuji::store

@@ -1,0 +1,131 @@
+// The job store's records: plain structs for rows of jobs, workers, assignments and telemetry.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/store/job_state.h"
+
+namespace fuji::store {
+
+// A row of jobs. Submit reads kind, priority, spec, devices, max_attempts, timeout_ms and reason;
+// the store sets the rest.
+struct JobRecord {
+  int64_t id = 0;
+  JobKind kind = JobKind::kInfer;
+  JobState state = JobState::kQueued;
+  int64_t priority = 0;  // higher runs first
+  std::string spec;      // a JSON object, at most JobStore::kMaxJsonBytes
+  int devices = 1;       // ranks the job needs, one device each
+  int attempts = 0;      // RETRYINGs so far: the current attempt's number, from 0
+  int max_attempts = 1;
+  int64_t timeout_ms = 0;  // 0: none
+  std::string reason;      // why it failed or was cancelled, or why it still waits
+  std::string worker_id;   // empty unless ASSIGNED or RUNNING
+  int64_t submitted_at_ms = 0;
+  std::optional<int64_t> started_at_ms;   // start of the latest attempt
+  std::optional<int64_t> finished_at_ms;  // set in terminal states
+  int64_t updated_at_ms = 0;
+};
+
+// Filters for JobStore::List. Strings because they come from users; List validates them.
+struct ListFilter {
+  std::string state;       // "" for any, else a JobStateName
+  std::string kind;        // "" for any, else a JobKindName
+  int limit = 100;         // 0 means 100; larger than 1000 is cut to 1000
+  int64_t page_token = 0;  // 0 for the first page, else the previous page's next_page_token
+};
+
+// Jobs newest first (id descending).
+struct JobPage {
+  std::vector<JobRecord> jobs;
+  int64_t next_page_token = 0;  // 0 when this is the last page
+};
+
+// One row of job_events: a state change, written with the change itself.
+struct JobEvent {
+  int64_t job_id = 0;
+  int64_t seq = 0;  // 1, 2, ... per job
+  int64_t at_ms = 0;
+  std::optional<JobState> from;  // empty for the submit event
+  JobState to = JobState::kQueued;
+  std::string message;
+};
+
+struct DeviceRecord {
+  int index = 0;
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  int64_t total_mib = 0;
+  std::string kind;  // "cuda" or "cpu"
+};
+
+struct WorkerRecord {
+  std::string id;
+  std::string host;
+  int64_t registered_at_ms = 0;
+  int64_t last_heartbeat_ms = 0;
+  std::string state;  // "ONLINE" or "LOST"
+  std::vector<DeviceRecord> devices;
+};
+
+// A job attempt placed on a worker's devices; live while released_at_ms is empty.
+struct Assignment {
+  int64_t job_id = 0;
+  int attempt = 0;
+  std::string worker_id;
+  std::vector<int> device_indices;
+  int64_t assigned_at_ms = 0;
+  int64_t lease_expires_ms = 0;
+  std::optional<int64_t> released_at_ms;
+};
+
+struct Timing {
+  int64_t job_id = 0;
+  int attempt = 0;
+  int rank = 0;
+  std::string phase;  // e.g. "load", "generate"
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+  int64_t duration_ms() const { return end_ms - start_ms; }
+};
+
+// One nvidia-smi style reading of a device (or of the host's memory).
+struct MemorySample {
+  std::optional<int64_t> job_id;  // empty for an idle device
+  std::string worker_id;
+  int device_index = 0;  // -1 for host memory
+  std::string device_name;
+  int64_t used_mib = 0;
+  int64_t total_mib = 0;
+  int utilization_pct = 0;
+  int64_t process_mib = 0;  // held by the job's own processes
+  int64_t at_ms = 0;
+  bool host_memory = false;
+};
+
+struct Loss {
+  int64_t job_id = 0;
+  int64_t step = 0;
+  double loss = 0;
+  double tokens_per_s = 0;
+  int64_t at_ms = 0;
+};
+
+struct LogLine {
+  int64_t job_id = 0;
+  int64_t seq = 0;  // assigned by AppendLogs
+  int64_t at_ms = 0;
+  std::string stream;  // e.g. "rank0/stderr"
+  std::string line;
+};
+
+struct JobResult {
+  int64_t job_id = 0;
+  int attempt = 0;
+  std::string result;  // JSON
+  int64_t saved_at_ms = 0;
+};
+
+}  // namespace fuji::store

@@ -1,0 +1,107 @@
+// Writer: the group-commit loop (batch, savepoint per operation, one COMMIT, then completions).
+#include "daemon/store/writer.h"
+
+#include <algorithm>
+#include <future>
+#include <utility>
+#include <vector>
+
+namespace fuji::store {
+namespace {
+
+// Transaction control through the statement cache: these run several times per batch.
+Status RunCached(Connection& db, const char* sql) {
+  FUJI_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(sql));
+  return stmt.Run();
+}
+
+}  // namespace
+
+Writer::Writer(std::unique_ptr<Connection> db) : db_(std::move(db)), thread_([this] { Loop(); }) {}
+
+Writer::~Writer() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void Writer::Enqueue(Op op, Done done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      queue_.push_back(Pending{std::move(op), std::move(done)});
+      wake_.notify_one();
+      return;
+    }
+  }
+  done(Unavailable("the job store is shutting down"));
+}
+
+Status Writer::Run(Op op) {
+  if (std::this_thread::get_id() == thread_.get_id()) {
+    return Internal("a blocking store write from the writer thread would deadlock");
+  }
+  std::promise<Status> promise;
+  std::future<Status> result = promise.get_future();
+  Enqueue(std::move(op), [&promise](const Status& status) { promise.set_value(status); });
+  return result.get();
+}
+
+Writer::Stats Writer::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Writer::Loop() {
+  std::deque<Pending> batch;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued has been written
+      size_t n = std::min(queue_.size(), kMaxBatch);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      stats_.batches += 1;
+      stats_.ops += static_cast<int64_t>(n);
+    }
+    RunBatch(batch);
+    batch.clear();
+  }
+}
+
+void Writer::RunBatch(std::deque<Pending>& batch) {
+  Connection& db = *db_;
+  std::vector<Status> results(batch.size());
+  Status batch_status = RunCached(db, "BEGIN IMMEDIATE");
+  for (size_t i = 0; i < batch.size() && batch_status.ok(); ++i) {
+    batch_status = RunCached(db, "SAVEPOINT op");
+    if (!batch_status.ok()) break;
+    results[i] = batch[i].op(db);
+    if (!db.InTransaction()) {
+      // SQLite rolled the whole transaction back by itself (disk full, I/O error): every
+      // operation of the batch is lost, not just this one.
+      batch_status =
+          results[i].ok() ? Internal("transaction ended inside a store operation") : results[i];
+      break;
+    }
+    if (!results[i].ok()) batch_status = RunCached(db, "ROLLBACK TO op");
+    if (batch_status.ok()) batch_status = RunCached(db, "RELEASE op");
+  }
+  if (batch_status.ok()) batch_status = RunCached(db, "COMMIT");
+  if (!batch_status.ok()) {
+    if (db.InTransaction()) (void)db.Exec("ROLLBACK");
+    batch_status = batch_status.WithContext("store transaction rolled back");
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    // An operation that failed on its own keeps its own error; the others share the batch's.
+    batch[i].done(batch_status.ok() || !results[i].ok() ? results[i] : batch_status);
+  }
+}
+
+}  // namespace fuji::store

@@ -1,0 +1,215 @@
+// Tests of workers, assignments and leases (on a fake clock) and of telemetry in the store.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "daemon/store/job_store.h"
+
+namespace fuji::store {
+namespace {
+
+class StoreWorkersTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    const testing::TestInfo* test = testing::UnitTest::GetInstance()->current_test_info();
+    std::string dir = std::string(FUJI_BINARY_DIR) + "/store_workers_test_" +
+                      std::to_string(getpid()) + "_" + test->name();
+    std::string rm = "rm -rf '" + dir + "'";
+    ASSERT_EQ(std::system(rm.c_str()), 0);
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    auto store = JobStore::Open(dir + "/fuji.db", &clock_);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+    WorkerRecord w1{"w1", "node1",
+                    0,    0,
+                    "",   {{0, "NVIDIA H100", 81559, "cuda"}, {1, "NVIDIA H100", 81559, "cuda"}}};
+    WorkerRecord w2{"w2", "node2", 0, 0, "", {{0, "cpu", 65536, "cpu"}}};
+    ASSERT_TRUE(store_->RegisterWorker(w1).ok());
+    ASSERT_TRUE(store_->RegisterWorker(w2).ok());
+  }
+
+  int64_t MustSubmit(int devices = 1) {
+    JobRecord job;
+    job.spec = R"({"model":"111M"})";
+    job.devices = devices;
+    auto id = store_->Submit(job);
+    EXPECT_TRUE(id.ok()) << id.status().ToString();
+    return id.ok() ? *id : 0;
+  }
+
+  static std::vector<int64_t> JobIds(const Result<std::vector<Assignment>>& assignments) {
+    EXPECT_TRUE(assignments.ok()) << assignments.status().ToString();
+    std::vector<int64_t> ids;
+    if (assignments.ok()) {
+      for (const Assignment& a : *assignments) ids.push_back(a.job_id);
+    }
+    return ids;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<JobStore> store_;
+};
+
+TEST_F(StoreWorkersTest, RegisterHeartbeatAndList) {
+  int64_t t0 = clock_.NowMs();
+  clock_.AdvanceMs(500);
+  ASSERT_TRUE(store_->Heartbeat("w1").ok());
+  ASSERT_TRUE(store_->MarkWorkerLost("w2").ok());
+  EXPECT_EQ(store_->Heartbeat("nobody").code(), StatusCode::kNotFound);
+  auto workers = store_->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status().ToString();
+  ASSERT_EQ(workers->size(), 2u);
+  const WorkerRecord& w1 = (*workers)[0];
+  EXPECT_EQ(w1.id, "w1");
+  EXPECT_EQ(w1.registered_at_ms, t0);
+  EXPECT_EQ(w1.last_heartbeat_ms, t0 + 500);
+  EXPECT_EQ(w1.state, "ONLINE");
+  ASSERT_EQ(w1.devices.size(), 2u);
+  EXPECT_EQ(w1.devices[1].index, 1);
+  EXPECT_EQ(w1.devices[1].total_mib, 81559);
+  EXPECT_EQ((*workers)[1].state, "LOST");
+
+  // Re-registering replaces the device list and brings the worker back ONLINE.
+  WorkerRecord again{"w2", "node2", 0, 0, "", {}};
+  ASSERT_TRUE(store_->RegisterWorker(again).ok());
+  workers = store_->ListWorkers();
+  EXPECT_EQ((*workers)[1].state, "ONLINE");
+  EXPECT_TRUE((*workers)[1].devices.empty());
+
+  WorkerRecord bad{"w3", "node3", 0, 0, "", {{0, "tpu", 1, "tpu"}}};
+  EXPECT_EQ(store_->RegisterWorker(bad).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreWorkersTest, AssignValidatesJobWorkerAndDevices) {
+  int64_t two = MustSubmit(2);
+  int64_t lease = clock_.NowMs() + 10000;
+  EXPECT_EQ(store_->Assign(two, "w1", {0}, lease).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Assign(two, "w1", {0, 0}, lease).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Assign(two, "nobody", {0, 1}, lease).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->Assign(two, "w1", {0, 7}, lease).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Assign(999, "w1", {0, 1}, lease).code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store_->Assign(two, "w1", {0, 1}, lease).ok());
+  EXPECT_EQ(store_->Assign(two, "w1", {0, 1}, lease).code(), StatusCode::kFailedPrecondition);
+  auto job = store_->Get(two);
+  EXPECT_EQ(job->state, JobState::kAssigned);
+  EXPECT_EQ(job->worker_id, "w1");
+  auto active = store_->ActiveAssignments();
+  ASSERT_EQ(active->size(), 1u);
+  EXPECT_EQ((*active)[0].device_indices, (std::vector<int>{0, 1}));
+  EXPECT_EQ((*active)[0].lease_expires_ms, lease);
+}
+
+TEST_F(StoreWorkersTest, LeasesExpireOnTheFakeClock) {
+  int64_t a = MustSubmit();
+  int64_t b = MustSubmit();
+  int64_t c = MustSubmit();
+  int64_t now = clock_.NowMs();
+  ASSERT_TRUE(store_->Assign(a, "w1", {0}, now + 10000).ok());
+  ASSERT_TRUE(store_->Assign(b, "w1", {1}, now + 10000).ok());
+  ASSERT_TRUE(store_->Assign(c, "w2", {0}, now + 5000).ok());
+  EXPECT_TRUE(JobIds(store_->ExpiredAssignments(clock_.NowMs())).empty());
+
+  clock_.AdvanceMs(6000);
+  EXPECT_EQ(JobIds(store_->ExpiredAssignments(clock_.NowMs())), (std::vector<int64_t>{c}));
+
+  auto renewed = store_->RenewLeases("w1", clock_.NowMs() + 10000);
+  ASSERT_TRUE(renewed.ok());
+  EXPECT_EQ(*renewed, 2);
+  clock_.AdvanceMs(6000);  // 12 s after assignment: w1's original leases would have expired
+  EXPECT_EQ(JobIds(store_->ExpiredAssignments(clock_.NowMs())), (std::vector<int64_t>{c}));
+
+  // A job that leaves ASSIGNED/RUNNING gives its lease up.
+  ASSERT_TRUE(store_->Transition(c, JobState::kAssigned, JobState::kRetrying, "lease lost").ok());
+  EXPECT_TRUE(JobIds(store_->ExpiredAssignments(clock_.NowMs())).empty());
+  ASSERT_TRUE(store_->Transition(a, JobState::kAssigned, JobState::kRunning, "").ok());
+  EXPECT_EQ(JobIds(store_->ActiveAssignments()), (std::vector<int64_t>{a, b}));
+  clock_.AdvanceMs(5000);
+  EXPECT_EQ(JobIds(store_->ExpiredAssignments(clock_.NowMs())), (std::vector<int64_t>{a, b}));
+}
+
+TEST_F(StoreWorkersTest, SamplesBatchRoundTrip) {
+  int64_t job = MustSubmit();
+  std::vector<MemorySample> batch;
+  for (int i = 0; i < 5000; ++i) {
+    MemorySample s;
+    s.job_id = job;
+    s.worker_id = "w1";
+    s.device_index = i % 2;
+    s.device_name = "NVIDIA H100 80GB HBM3";
+    s.used_mib = 4096 + i;
+    s.total_mib = 81559;
+    s.utilization_pct = i % 100;
+    s.process_mib = 4000;
+    s.at_ms = 1000 + i;
+    batch.push_back(s);
+  }
+  batch.back().host_memory = true;
+  batch.back().device_index = -1;
+  ASSERT_TRUE(store_->InsertSamples(batch).ok());
+  auto samples = store_->Samples(job);
+  ASSERT_TRUE(samples.ok()) << samples.status().ToString();
+  ASSERT_EQ(samples->size(), batch.size());
+  EXPECT_EQ((*samples)[7].used_mib, 4096 + 7);
+  EXPECT_EQ((*samples)[7].device_name, "NVIDIA H100 80GB HBM3");
+  EXPECT_EQ((*samples)[7].utilization_pct, 7);
+  EXPECT_TRUE(samples->back().host_memory);
+  EXPECT_EQ(samples->back().device_index, -1);
+
+  // A batch naming an unknown job is refused whole.
+  std::vector<MemorySample> bad(3, batch[0]);
+  bad[2].job_id = 12345;
+  Status refused = store_->InsertSamples(bad);
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition) << refused.ToString();
+  EXPECT_NE(refused.message().find("job 12345"), std::string::npos) << refused.message();
+  EXPECT_EQ(store_->Samples(job)->size(), batch.size());
+}
+
+TEST_F(StoreWorkersTest, TimingsLossesLogsAndResults) {
+  int64_t job = MustSubmit();
+  ASSERT_TRUE(
+      store_->RecordTimings({{job, 0, 1, "load", 100, 350}, {job, 0, 0, "load", 100, 300}}).ok());
+  EXPECT_EQ(store_->RecordTimings({{job, 0, 0, "bad", 10, 5}}).code(),
+            StatusCode::kInvalidArgument);
+  auto timings = store_->Timings(job);
+  ASSERT_EQ(timings->size(), 2u);
+  EXPECT_EQ((*timings)[0].rank, 0);
+  EXPECT_EQ((*timings)[1].duration_ms(), 250);
+
+  ASSERT_TRUE(store_->RecordLosses({{job, 1, 3.5, 1000, 1}, {job, 2, 3.1, 1100, 2}}).ok());
+  ASSERT_TRUE(store_->RecordLosses({{job, 2, 3.0, 1200, 3}}).ok());  // a retry resumed at step 2
+  auto losses = store_->Losses(job);
+  ASSERT_EQ(losses->size(), 2u);
+  EXPECT_DOUBLE_EQ((*losses)[1].loss, 3.0);
+
+  ASSERT_TRUE(
+      store_->AppendLogs(job, {{0, 0, 1, "rank0/stdout", "a"}, {0, 0, 2, "rank0/stdout", "b"}})
+          .ok());
+  ASSERT_TRUE(store_->AppendLogs(job, {{0, 0, 3, "rank0/stderr", "c"}}).ok());
+  auto logs = store_->Logs(job, 1);
+  ASSERT_TRUE(logs.ok());
+  ASSERT_EQ(logs->size(), 2u);
+  EXPECT_EQ((*logs)[0].seq, 2);
+  EXPECT_EQ((*logs)[1].line, "c");
+  EXPECT_EQ((*logs)[1].stream, "rank0/stderr");
+  EXPECT_EQ(
+      store_->AppendLogs(job, {{0, 0, 4, "x", std::string(JobStore::kMaxLogLineBytes + 1, 'x')}})
+          .code(),
+      StatusCode::kResourceExhausted);
+
+  ASSERT_TRUE(store_->SaveResult(job, 0, R"({"text":"Mount Everest"})").ok());
+  Status twice = store_->SaveResult(job, 0, R"({"text":"K2"})");
+  EXPECT_EQ(twice.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->SaveResult(job, 1, "not json").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->SaveResult(999, 0, "{}").code(), StatusCode::kNotFound);
+  auto results = store_->Results(job);
+  ASSERT_EQ(results->size(), 1u);
+  EXPECT_EQ((*results)[0].result, R"({"text":"Mount Everest"})");
+}
+
+}  // namespace
+}  // namespace fuji::store
