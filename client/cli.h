@@ -25,5 +25,9 @@ std::string DefaultVocabDir();
 void RegisterModelCommands(CLI::App& app, CliState* state);
 void RegisterTextCommands(CLI::App& app, CliState* state);
 void RegisterRunCommands(CLI::App& app, CliState* state);
+// Through fujid (--server, $FUJI_SERVER, 127.0.0.1:7070): submit, jobs, show, watch, cancel.
+void RegisterJobCommands(CLI::App& app, CliState* state);
+// Through fujid: logs, result, timings, samples, workers.
+void RegisterJobDataCommands(CLI::App& app, CliState* state);
 
 }  // namespace fuji::client

@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   fuji::client::RegisterModelCommands(app, &state);
   fuji::client::RegisterTextCommands(app, &state);
   fuji::client::RegisterRunCommands(app, &state);
+  fuji::client::RegisterJobCommands(app, &state);
+  fuji::client::RegisterJobDataCommands(app, &state);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

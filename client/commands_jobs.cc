@@ -1,0 +1,206 @@
+// The job commands that talk to fujid: `submit infer`, `jobs`, `show`, `watch` and `cancel`.
+#include <unistd.h>
+
+#include <memory>
+
+#include "client/cli.h"
+#include "client/daemon_client.h"
+#include "client/daemon_commands.h"
+#include "client/format_jobs.h"
+#include "client/format_text.h"
+#include "client/infer_flags.h"
+#include "client/job_watch.h"
+
+namespace fuji::client {
+namespace {
+
+struct SubmitFlags {
+  InferFlags infer;
+  std::string server, timeout;
+  bool wait = false;
+  int32_t priority = 0, max_attempts = 0;
+};
+
+int RunSubmitInfer(CLI::App* cmd, const SubmitFlags& f) {
+  auto spec = InferSpecFromFlags(cmd, f.infer);
+  if (!spec.ok()) return ReportStatus(spec.status());
+  v1::SubmitRequest request;
+  request.set_kind("infer");
+  request.set_spec_json(spec->ToJson().dump());
+  request.set_priority(f.priority);
+  request.set_max_attempts(f.max_attempts);
+  if (f.max_attempts < 0) return ReportStatus(InvalidArgument("--max-attempts must be at least 0"));
+  if (!f.timeout.empty()) {
+    auto ms = ParseDurationMs(f.timeout);
+    if (!ms.ok()) return ReportStatus(ms.status().WithContext("--timeout"));
+    request.set_timeout_ms(*ms);
+  }
+  DaemonClient client(ResolveServerAddress(f.server));
+  auto job = client.Submit(request);
+  if (!job.ok()) return ReportStatus(job.status());
+  if (!f.wait) {
+    if (f.infer.output == "json") PrintJson(JobToJson(*job));
+    else std::printf("%lld\n", static_cast<long long>(job->id()));
+    return 0;
+  }
+  WatchDisplay display;
+  display.mode = ::isatty(2) ? WatchDisplay::Mode::kTerminal : WatchDisplay::Mode::kNone;
+  display.show_logs = false;
+  display.out = stderr;
+  auto final_job = FollowJob(client, job->id(), display);
+  if (!final_job.ok()) return ReportStatus(final_job.status());
+  if (final_job->state() != v1::SUCCEEDED) return ReportJobOutcome(*final_job);
+  auto result = FetchJobResult(client, job->id());
+  if (!result.ok()) return ReportStatus(result.status());
+  if (f.infer.output == "json") PrintJson(JobResultJson(*final_job, *result));
+  else PrintInferResult(*result, "text");
+  return 0;
+}
+
+void RegisterSubmit(CLI::App& app, CliState* state) {
+  CLI::App* submit = app.add_subcommand("submit", "Queue a job on fujid");
+  submit->require_subcommand(1);
+  auto f = std::make_shared<SubmitFlags>();
+  CLI::App* infer = submit->add_subcommand("infer", "Generate text from a prompt (the `run infer` flags)");
+  AddInferFlags(infer, &f->infer);
+  AddServerOption(infer, &f->server);
+  infer->add_flag("--wait", f->wait, "Wait for the job and print its result");
+  infer->add_option("--priority", f->priority, "Higher runs first (default 0)");
+  infer->add_option("--timeout", f->timeout, "Fail the job after this long: 30s, 5m, 1h or 250ms");
+  infer->add_option("--max-attempts", f->max_attempts, "Attempts at most (default: the daemon's)");
+  infer->callback([state, f, infer] { state->exit_code = RunSubmitInfer(infer, *f); });
+}
+
+void RegisterJobs(CLI::App& app, CliState* state) {
+  struct Flags {
+    std::string server, state, kind, output = "table";
+    int32_t limit = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand("jobs", "List jobs, newest first");
+  AddServerOption(cmd, &f->server);
+  cmd->add_option("--state", f->state, "Only jobs in this state (QUEUED, RUNNING, FAILED, ...)");
+  cmd->add_option("--kind", f->kind, "Only jobs of this kind (infer, finetune)");
+  cmd->add_option("--limit", f->limit, "At most this many (default 100, at most 1000)");
+  cmd->add_option("--output", f->output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->callback([state, f] {
+    v1::ListJobsRequest request;
+    if (!f->state.empty()) {
+      auto s = ParseJobState(f->state);
+      if (!s.ok()) {
+        state->exit_code = ReportStatus(s.status());
+        return;
+      }
+      request.set_state(JobStateName(*s));
+    }
+    if (f->limit < 0) {
+      state->exit_code = ReportStatus(InvalidArgument("--limit must be at least 0"));
+      return;
+    }
+    request.set_kind(f->kind);
+    request.set_limit(f->limit);
+    DaemonClient client(ResolveServerAddress(f->server));
+    auto response = client.ListJobs(request);
+    if (!response.ok()) {
+      state->exit_code = ReportStatus(response.status());
+      return;
+    }
+    std::vector<v1::Job> jobs(response->jobs().begin(), response->jobs().end());
+    if (f->output == "json") {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& job : jobs) list.push_back(JobToJson(job));
+      PrintJson({{"jobs", list}, {"next_page_token", response->next_page_token()}});
+    } else {
+      PrintText(JobsTable(jobs, NowMs()));
+    }
+  });
+}
+
+void RegisterShow(CLI::App& app, CliState* state) {
+  struct Flags {
+    std::string server, output = "text";
+    int64_t id = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand("show", "Every field of a job");
+  cmd->add_option("id", f->id, "Job id")->required();
+  AddServerOption(cmd, &f->server);
+  cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
+  cmd->callback([state, f] {
+    DaemonClient client(ResolveServerAddress(f->server));
+    auto job = client.GetJob(f->id);
+    if (!job.ok()) {
+      state->exit_code = ReportStatus(job.status());
+      return;
+    }
+    if (f->output == "json") PrintJson(JobToJson(*job));
+    else PrintText(JobText(*job, NowMs()));
+  });
+}
+
+void RegisterWatch(CLI::App& app, CliState* state) {
+  struct Flags {
+    std::string server;
+    int64_t id = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand("watch", "Follow a job until it ends; exit 0 if it succeeded");
+  cmd->add_option("id", f->id, "Job id")->required();
+  AddServerOption(cmd, &f->server);
+  cmd->callback([state, f] {
+    DaemonClient client(ResolveServerAddress(f->server));
+    WatchDisplay display;
+    display.mode = ::isatty(1) ? WatchDisplay::Mode::kTerminal : WatchDisplay::Mode::kLines;
+    display.out = stdout;
+    auto job = FollowJob(client, f->id, display);
+    if (!job.ok()) {
+      state->exit_code = ReportStatus(job.status());
+      return;
+    }
+    if (display.mode == WatchDisplay::Mode::kTerminal) std::printf("%s\n", JobOutcome(*job).c_str());
+    std::fflush(stdout);
+    state->exit_code = ReportJobOutcome(*job);
+  });
+}
+
+void RegisterCancel(CLI::App& app, CliState* state) {
+  struct Flags {
+    std::string server, output = "text";
+    int64_t id = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand("cancel", "Cancel a job (its processes are killed)");
+  cmd->add_option("id", f->id, "Job id")->required();
+  AddServerOption(cmd, &f->server);
+  cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
+  cmd->callback([state, f] {
+    DaemonClient client(ResolveServerAddress(f->server));
+    auto job = client.CancelJob(f->id);
+    if (!job.ok()) {
+      state->exit_code = ReportStatus(job.status());
+      return;
+    }
+    if (f->output == "json") PrintJson(JobToJson(*job));
+    else std::printf("%s\n", JobOutcome(*job).c_str());
+  });
+}
+
+}  // namespace
+
+void RegisterJobCommands(CLI::App& app, CliState* state) {
+  RegisterSubmit(app, state);
+  RegisterJobs(app, state);
+  RegisterShow(app, state);
+  RegisterWatch(app, state);
+  RegisterCancel(app, state);
+}
+
+Result<nlohmann::json> FetchJobResult(DaemonClient& client, int64_t id) {
+  FUJI_ASSIGN_OR_RETURN(v1::ResultResponse response, client.GetResult(id));
+  if (response.result_json().empty()) return nlohmann::json::object();
+  nlohmann::json result = nlohmann::json::parse(response.result_json(), nullptr, false);
+  if (result.is_discarded()) return Internal("job " + std::to_string(id) + ": the daemon sent a result that is not JSON");
+  return result;
+}
+
+}  // namespace fuji::client

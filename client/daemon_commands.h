@@ -1,0 +1,36 @@
+// Pieces shared by the commands that talk to fujid: the --server flag, the clock, printing.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "client/daemon_client.h"
+#include "worker/common/status.h"
+
+namespace fuji::client {
+
+// Adds --server ADDR (default: $FUJI_SERVER, else 127.0.0.1:7070) to `cmd`.
+inline void AddServerOption(CLI::App* cmd, std::string* server) {
+  cmd->add_option("--server", *server, "fujid address (default: $FUJI_SERVER, else 127.0.0.1:7070)");
+}
+
+inline int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+inline void PrintJson(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+// The result of job `id` parsed from its result_json (an empty object when it has none).
+Result<nlohmann::json> FetchJobResult(DaemonClient& client, int64_t id);
+
+inline void PrintText(const std::string& text) { std::fwrite(text.data(), 1, text.size(), stdout); }
+
+}  // namespace fuji::client

@@ -1,0 +1,120 @@
+// Job formatting: names, JSON, table and text.
+#include "client/format_jobs.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "client/format_text.h"
+
+namespace fuji::client {
+namespace {
+
+constexpr v1::JobState kStates[] = {v1::QUEUED,    v1::ASSIGNED,  v1::RUNNING, v1::SUCCEEDED,
+                                    v1::FAILED,    v1::CANCELLED, v1::RETRYING};
+
+nlohmann::json ParsedSpec(const std::string& spec_json) {
+  if (spec_json.empty()) return nlohmann::json::object();
+  nlohmann::json j = nlohmann::json::parse(spec_json, nullptr, false);
+  return j.is_discarded() ? nlohmann::json(spec_json) : j;
+}
+
+std::string TimeAndAge(int64_t ms, int64_t now_ms) {
+  if (ms <= 0) return "-";
+  return FormatLocalTime(ms) + " (" + FormatAge(ms, now_ms) + " ago)";
+}
+
+}  // namespace
+
+std::string JobStateName(v1::JobState state) {
+  switch (state) {
+    case v1::QUEUED: return "QUEUED";
+    case v1::ASSIGNED: return "ASSIGNED";
+    case v1::RUNNING: return "RUNNING";
+    case v1::SUCCEEDED: return "SUCCEEDED";
+    case v1::FAILED: return "FAILED";
+    case v1::CANCELLED: return "CANCELLED";
+    case v1::RETRYING: return "RETRYING";
+    default: return "UNSPECIFIED";
+  }
+}
+
+Result<v1::JobState> ParseJobState(const std::string& name) {
+  std::string upper = name;
+  std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
+  std::string names;
+  for (v1::JobState s : kStates) {
+    if (upper == JobStateName(s)) return s;
+    names += (names.empty() ? "" : ", ") + JobStateName(s);
+  }
+  return InvalidArgument("unknown job state '" + name + "': one of " + names);
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
+}
+
+nlohmann::json JobHeadJson(const v1::Job& job) {
+  return {{"id", job.id()}, {"state", JobStateName(job.state())}, {"kind", job.kind()},
+          {"attempts", job.attempts()}, {"reason", job.reason()}};
+}
+
+nlohmann::json JobToJson(const v1::Job& job) {
+  nlohmann::json j = JobHeadJson(job);
+  j["priority"] = job.priority();
+  j["max_attempts"] = job.max_attempts();
+  j["worker_id"] = job.worker_id();
+  j["devices"] = job.devices();
+  j["device_kind"] = job.device_kind();
+  j["timeout_ms"] = job.timeout_ms();
+  j["submitted_at_ms"] = job.submitted_at_ms();
+  j["started_at_ms"] = job.started_at_ms();
+  j["finished_at_ms"] = job.finished_at_ms();
+  j["spec"] = ParsedSpec(job.spec_json());
+  return j;
+}
+
+nlohmann::json JobResultJson(const v1::Job& job, const nlohmann::json& result) {
+  nlohmann::json j = JobHeadJson(job);
+  j["result"] = result;
+  return j;
+}
+
+std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& job : jobs) {
+    std::string attempts = std::to_string(job.attempts());
+    if (job.max_attempts() > 0) attempts += "/" + std::to_string(job.max_attempts());
+    rows.push_back({std::to_string(job.id()), JobStateName(job.state()), job.kind(), std::to_string(job.priority()),
+                    attempts, FormatAge(job.submitted_at_ms(), now_ms), job.reason()});
+  }
+  return RenderTable({"ID", "STATE", "KIND", "PRIO", "ATTEMPTS", "AGE", "REASON"}, rows);
+}
+
+std::string JobText(const v1::Job& job, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows = {
+      {"id:", std::to_string(job.id())},
+      {"state:", JobStateName(job.state())},
+      {"kind:", job.kind()},
+      {"reason:", job.reason().empty() ? "-" : job.reason()},
+      {"priority:", std::to_string(job.priority())},
+      {"attempts:", std::to_string(job.attempts()) + " of at most " + std::to_string(job.max_attempts())},
+      {"worker:", job.worker_id().empty() ? "-" : job.worker_id()},
+      {"devices:", std::to_string(job.devices()) + " " + job.device_kind()},
+      {"timeout:", job.timeout_ms() > 0 ? std::to_string(job.timeout_ms()) + " ms" : "none"},
+      {"submitted:", TimeAndAge(job.submitted_at_ms(), now_ms)},
+      {"started:", TimeAndAge(job.started_at_ms(), now_ms)},
+      {"finished:", TimeAndAge(job.finished_at_ms(), now_ms)},
+  };
+  std::string out;
+  for (const auto& r : rows) out += r[0] + std::string(12 - r[0].size(), ' ') + r[1] + "\n";
+  out += "spec:       " + ParsedSpec(job.spec_json()).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return out;
+}
+
+std::string JobOutcome(const v1::Job& job) {
+  std::string s = "job " + std::to_string(job.id()) + " " + JobStateName(job.state());
+  if (!job.reason().empty()) s += ": " + job.reason();
+  return s;
+}
+
+}  // namespace fuji::client

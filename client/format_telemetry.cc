@@ -1,0 +1,114 @@
+// Samples, timings, logs and workers as text and JSON.
+#include "client/format_telemetry.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+
+#include "client/format_jobs.h"
+#include "client/format_text.h"
+
+namespace fuji::client {
+
+std::string SampleCsvHeader() {
+  return "timestamp, index, name, memory.used [MiB], memory.total [MiB], utilization.gpu [%]";
+}
+
+std::string SampleCsvRow(const v1::MemorySample& s) {
+  const bool host = s.host_memory();
+  return FormatLocalTime(s.at_ms()) + ", " + std::to_string(host ? -1 : s.device_index()) + ", " +
+         (host ? std::string("host memory") : s.device_name()) + ", " + std::to_string(s.used_mib()) + " MiB, " +
+         std::to_string(s.total_mib()) + " MiB, " + std::to_string(s.utilization_pct()) + " %";
+}
+
+std::string SamplesCsv(const std::vector<v1::MemorySample>& samples) {
+  std::string out = SampleCsvHeader() + "\n";
+  for (const auto& s : samples) out += SampleCsvRow(s) + "\n";
+  return out;
+}
+
+nlohmann::json SamplesJson(int64_t job_id, const std::vector<v1::MemorySample>& samples) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& s : samples) {
+    list.push_back({{"at_ms", s.at_ms()},
+                    {"worker_id", s.worker_id()},
+                    {"device_index", s.host_memory() ? -1 : s.device_index()},
+                    {"device_name", s.host_memory() && s.device_name().empty() ? "host memory" : s.device_name()},
+                    {"used_mib", s.used_mib()},
+                    {"total_mib", s.total_mib()},
+                    {"utilization_pct", s.utilization_pct()},
+                    {"process_mib", s.process_mib()},
+                    {"host_memory", s.host_memory()}});
+  }
+  return {{"id", job_id}, {"samples", list}};
+}
+
+nlohmann::json TimingsJson(const v1::Job& job, const std::vector<v1::Timing>& timings) {
+  nlohmann::json j = JobHeadJson(job);
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& t : timings) {
+    list.push_back({{"attempt", t.attempt()},
+                    {"rank", t.rank()},
+                    {"phase", t.phase()},
+                    {"start_ms", t.start_ms()},
+                    {"end_ms", t.end_ms()},
+                    {"ms", t.end_ms() - t.start_ms()}});
+  }
+  j["timings"] = list;
+  return j;
+}
+
+std::string TimingsTable(const std::vector<v1::Timing>& timings) {
+  int64_t origin = std::numeric_limits<int64_t>::max();
+  for (const auto& t : timings) origin = std::min(origin, t.start_ms());
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : timings) {
+    rows.push_back({std::to_string(t.attempt()), std::to_string(t.rank()), t.phase(),
+                    std::to_string(t.start_ms() - origin), std::to_string(t.end_ms() - origin),
+                    std::to_string(t.end_ms() - t.start_ms())});
+  }
+  return RenderTable({"ATTEMPT", "RANK", "PHASE", "START", "END", "MS"}, rows);
+}
+
+std::string LogLineText(const v1::LogLine& line) {
+  return line.stream().empty() ? line.line() : line.stream() + ": " + line.line();
+}
+
+nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& w : workers) {
+    nlohmann::json devices = nlohmann::json::array();
+    for (const auto& d : w.devices()) {
+      devices.push_back({{"index", d.index()}, {"name", d.name()}, {"total_mib", d.total_mib()}, {"kind", d.kind()}});
+    }
+    list.push_back({{"id", w.id()},
+                    {"host", w.host()},
+                    {"state", w.state()},
+                    {"last_heartbeat_ms", w.last_heartbeat_ms()},
+                    {"devices", devices},
+                    {"running_jobs", std::vector<int64_t>(w.running_jobs().begin(), w.running_jobs().end())}});
+  }
+  return {{"workers", list}};
+}
+
+std::string WorkersTable(const std::vector<v1::Worker>& workers, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& w : workers) {
+    // "2x NVIDIA H100 80GB HBM3" per distinct name, in order of first appearance.
+    std::vector<std::pair<std::string, int>> counts;
+    for (const auto& d : w.devices()) {
+      auto it = std::find_if(counts.begin(), counts.end(), [&d](const auto& c) { return c.first == d.name(); });
+      if (it == counts.end()) counts.push_back({d.name(), 1});
+      else ++it->second;
+    }
+    std::string devices;
+    for (const auto& [name, n] : counts) devices += (devices.empty() ? "" : ", ") + std::to_string(n) + "x " + name;
+    std::string jobs;
+    for (int64_t id : w.running_jobs()) jobs += (jobs.empty() ? "" : ",") + std::to_string(id);
+    rows.push_back({w.id(), w.host(), w.state(), FormatAge(w.last_heartbeat_ms(), now_ms),
+                    devices.empty() ? "-" : devices, jobs.empty() ? "-" : jobs});
+  }
+  return RenderTable({"ID", "HOST", "STATE", "HEARTBEAT", "DEVICES", "JOBS"}, rows);
+}
+
+}  // namespace fuji::client

@@ -1,0 +1,40 @@
+// What a job left behind, as the CLI prints it: memory samples (nvidia-smi CSV or JSON), phase
+// timings, log lines, and the workers list. Pure functions of the proto messages.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fuji/v1/jobs.pb.h"
+
+namespace fuji::client {
+
+// "timestamp, index, name, memory.used [MiB], memory.total [MiB], utilization.gpu [%]"
+std::string SampleCsvHeader();
+// "2026/11/27 12:00:00.000, 0, NVIDIA H100 80GB HBM3, 4096 MiB, 81559 MiB, 85 %" in local time;
+// a host-memory sample is index -1, name "host memory".
+std::string SampleCsvRow(const v1::MemorySample& sample);
+// The header and one row per sample, each line ending in '\n'.
+std::string SamplesCsv(const std::vector<v1::MemorySample>& samples);
+// {"id", "samples": [{at_ms, worker_id, device_index, device_name, used_mib, total_mib,
+// utilization_pct, process_mib, host_memory}]}
+nlohmann::json SamplesJson(int64_t job_id, const std::vector<v1::MemorySample>& samples);
+
+// The job's head plus "timings": [{attempt, rank, phase, start_ms, end_ms, ms}].
+nlohmann::json TimingsJson(const v1::Job& job, const std::vector<v1::Timing>& timings);
+// ATTEMPT RANK PHASE START END MS; START and END in ms from the earliest start.
+std::string TimingsTable(const std::vector<v1::Timing>& timings);
+
+// "rank0/stderr: the line" (no stream: just the line).
+std::string LogLineText(const v1::LogLine& line);
+
+// {"workers": [{id, host, state, last_heartbeat_ms, devices: [{index, name, total_mib, kind}],
+// running_jobs: [...]}]}
+nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers);
+// ID HOST STATE HEARTBEAT DEVICES JOBS
+std::string WorkersTable(const std::vector<v1::Worker>& workers, int64_t now_ms);
+
+}  // namespace fuji::client

@@ -1,0 +1,80 @@
+// Fitted tables, durations, ages, timestamps and progress bars as plain strings.
+#include "client/format_text.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+namespace fuji::client {
+
+std::string RenderTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths(header.size(), 0);
+  auto widen = [&widths](const std::vector<std::string>& row) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  };
+  widen(header);
+  for (const auto& row : rows) widen(row);
+  std::string out;
+  auto emit = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < widths.size(); ++i) {
+      const std::string cell = i < row.size() ? row[i] : "";
+      line += cell;
+      if (i + 1 < widths.size()) line += std::string(widths[i] - cell.size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  };
+  emit(header);
+  for (const auto& row : rows) emit(row);
+  return out;
+}
+
+Result<int64_t> ParseDurationMs(const std::string& text) {
+  auto bad = [&text] {
+    return InvalidArgument("bad duration '" + text + "': want a number and ms, s, m or h, e.g. 30s, 5m, 1h, 250ms");
+  };
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 12) return bad();
+  const int64_t n = std::stoll(text.substr(0, i));
+  const std::string unit = text.substr(i);
+  if (unit == "ms") return n;
+  if (unit == "s" || unit.empty()) return n * 1000;
+  if (unit == "m") return n * 60 * 1000;
+  if (unit == "h") return n * 3600 * 1000;
+  return bad();
+}
+
+std::string FormatAge(int64_t since_ms, int64_t now_ms) {
+  if (since_ms <= 0 || now_ms < since_ms) return "-";
+  const int64_t s = (now_ms - since_ms) / 1000;
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m";
+  if (s < 86400) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
+}
+
+std::string FormatLocalTime(int64_t epoch_ms) {
+  const time_t secs = static_cast<time_t>(epoch_ms >= 0 ? epoch_ms / 1000 : (epoch_ms - 999) / 1000);
+  const int ms = static_cast<int>(epoch_ms - static_cast<int64_t>(secs) * 1000);
+  struct tm tm {};
+  ::localtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d/%02d/%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+std::string ProgressBar(const std::string& phase, int64_t done, int64_t total, int width) {
+  if (total <= 0) return phase;
+  const int64_t clamped = std::clamp<int64_t>(done, 0, total);
+  const int filled = static_cast<int>(clamped * width / total);
+  return "[" + std::string(filled, '#') + std::string(width - filled, '-') + "] " + phase + " " +
+         std::to_string(done) + "/" + std::to_string(total);
+}
+
+}  // namespace fuji::client

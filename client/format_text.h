@@ -1,0 +1,32 @@
+// Pure text helpers of the CLI: fitted tables, durations, ages, local timestamps, progress bars.
+// No I/O and no clock of their own (callers pass "now"), so they are unit-tested as they are.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "worker/common/status.h"
+
+namespace fuji::client {
+
+// Columns separated by two spaces, each as wide as its widest cell; the last column is not
+// padded. One line per row, header first, each ending in '\n'.
+std::string RenderTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows);
+
+// "250ms", "30s", "5m", "1h" (a non-negative integer and a unit) to milliseconds; a bare
+// integer is seconds. INVALID_ARGUMENT naming the text otherwise.
+Result<int64_t> ParseDurationMs(const std::string& text);
+
+// A short age: "12s", "5m", "3h", "2d"; "-" for a zero or future time.
+std::string FormatAge(int64_t since_ms, int64_t now_ms);
+
+// Local time with millisecond precision, nvidia-smi style: "2026/11/27 12:00:00.000".
+// Honours TZ (tests set TZ=UTC).
+std::string FormatLocalTime(int64_t epoch_ms);
+
+// "[########------------] generate 12/64"; with total 0 just the phase.
+std::string ProgressBar(const std::string& phase, int64_t done, int64_t total, int width = 24);
+
+}  // namespace fuji::client

@@ -1,0 +1,83 @@
+// DaemonServer; see daemon_server.h.
+#include "daemon/server/daemon_server.h"
+
+#include <chrono>
+
+#include <boost/asio/post.hpp>
+
+namespace fuji::daemon {
+
+DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
+                           const store::Clock* clock)
+    : options_(options),
+      dispatcher_(store, clock, &hub_, DispatcherOptions{options.lease_ttl_ms, 30000}),
+      job_service_(store, &dispatcher_, &hub_, clock, JobServiceOptions{options.max_attempts}),
+      worker_service_(&dispatcher_, options.lease_ttl_ms),
+      work_(boost::asio::make_work_guard(io_)),
+      pass_timer_(io_),
+      lease_timer_(io_),
+      poll_timer_(io_) {}
+
+Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& options,
+                                                          store::JobStore* store,
+                                                          const store::Clock* clock) {
+  std::unique_ptr<DaemonServer> server(new DaemonServer(options, store, clock));
+  FUJI_RETURN_IF_ERROR(server->dispatcher_.Recover());
+  DaemonServer* self = server.get();
+  // Coalesced: many submits in a burst cost one pass.
+  self->dispatcher_.SetPassRequester([self] {
+    if (self->pass_requested_.exchange(true)) return;
+    boost::asio::post(self->io_, [self] {
+      self->pass_requested_ = false;
+      self->dispatcher_.RunPass();
+    });
+  });
+  self->Every(self->pass_timer_, options.pass_interval_ms, &Dispatcher::RunPass);
+  self->Every(self->lease_timer_, options.lease_check_interval_ms, &Dispatcher::CheckLeases);
+  self->Every(self->poll_timer_, options.poll_tick_ms, &Dispatcher::ExpirePolls);
+  self->loop_ = std::thread([self] { self->io_.run(); });
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &self->port_);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.RegisterService(&self->job_service_);
+  builder.RegisterService(&self->worker_service_);
+  self->server_ = builder.BuildAndStart();
+  if (self->server_ == nullptr || self->port_ == 0) {
+    self->Stop();
+    return Unavailable("cannot listen on " + options.listen);
+  }
+  return server;
+}
+
+void DaemonServer::Every(boost::asio::steady_timer& timer, int64_t period_ms,
+                         void (Dispatcher::*tick)()) {
+  timer.expires_after(std::chrono::milliseconds(period_ms));
+  timer.async_wait([this, &timer, period_ms, tick](const boost::system::error_code& error) {
+    if (error) return;  // cancelled: stopping
+    (dispatcher_.*tick)();
+    Every(timer, period_ms, tick);
+  });
+}
+
+void DaemonServer::Stop(int64_t deadline_ms) {
+  if (stopped_) return;
+  stopped_ = true;
+  dispatcher_.Drain();
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+    server_->Wait();
+  }
+  boost::asio::post(io_, [this] {
+    pass_timer_.cancel();
+    lease_timer_.cancel();
+    poll_timer_.cancel();
+  });
+  work_.reset();
+  io_.stop();
+  if (loop_.joinable()) loop_.join();
+}
+
+DaemonServer::~DaemonServer() { Stop(); }
+
+}  // namespace fuji::daemon

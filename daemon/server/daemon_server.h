@@ -1,0 +1,75 @@
+// DaemonServer: fujid's running parts wired together — the gRPC server with the job and worker
+// services, the dispatcher, and the Boost.Asio loop that drives scheduling passes, lease checks
+// and long-poll timeouts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "daemon/server/dispatcher.h"
+#include "daemon/server/event_hub.h"
+#include "daemon/server/job_service.h"
+#include "daemon/server/worker_service.h"
+#include "daemon/store/clock.h"
+#include "daemon/store/job_store.h"
+
+namespace fuji::daemon {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7070";  // port 0: any free port (see DaemonServer::port)
+  int64_t lease_ttl_ms = 10000;
+  int max_attempts = 3;            // default retry budget of a job
+  int64_t pass_interval_ms = 200;  // a scheduling pass at least this often
+  int64_t lease_check_interval_ms = 500;
+  int64_t poll_tick_ms = 50;       // long polls end within this of their wait
+  int max_message_bytes = 32 << 20;
+};
+
+// Not thread-safe: one owner starts and stops it. store and clock are not owned and must outlive
+// it. Destroying it stops it.
+class DaemonServer {
+ public:
+  // Recovers leases from the store, starts the loop, then listens. UNAVAILABLE when the address
+  // cannot be bound.
+  static Result<std::unique_ptr<DaemonServer>> Start(const ServerOptions& options,
+                                                     store::JobStore* store,
+                                                     const store::Clock* clock);
+  ~DaemonServer();
+  DaemonServer(const DaemonServer&) = delete;
+  DaemonServer& operator=(const DaemonServer&) = delete;
+
+  int port() const { return port_; }
+  // Answers waiting polls, shuts the gRPC server down (calls still running after deadline_ms are
+  // cancelled), then stops the loop. Idempotent.
+  void Stop(int64_t deadline_ms = 2000);
+
+ private:
+  DaemonServer(const ServerOptions& options, store::JobStore* store, const store::Clock* clock);
+  // Runs `tick` every period_ms on the loop.
+  void Every(boost::asio::steady_timer& timer, int64_t period_ms, void (Dispatcher::*tick)());
+
+  const ServerOptions options_;
+  EventHub hub_;
+  Dispatcher dispatcher_;
+  JobService job_service_;
+  WorkerService worker_service_;
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  boost::asio::steady_timer pass_timer_, lease_timer_, poll_timer_;
+  std::atomic<bool> pass_requested_{false};
+  std::thread loop_;
+
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace fuji::daemon

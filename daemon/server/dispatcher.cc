@@ -1,0 +1,269 @@
+// Dispatcher: scheduling passes, hand-out to long polls, leases and fail-over; see dispatcher.h.
+// What agents and users ask of a job is in job_control.cc.
+#include "daemon/server/dispatcher.h"
+
+#include <algorithm>
+
+#include "daemon/server/grpc_status.h"
+
+namespace fuji::daemon {
+
+using store::JobState;
+
+Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
+                       DispatcherOptions options)
+    : store_(store), clock_(clock), hub_(hub), options_(options) {}
+
+Status Dispatcher::Recover() {
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  int64_t now_ms = clock_->NowMs();
+  std::set<std::string> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const store::Assignment& a : live) {
+      leases_.Grant(a.job_id, a.worker_id, now_ms, options_.lease_ttl_ms);
+      workers.insert(a.worker_id);
+    }
+  }
+  for (const std::string& worker : workers) {
+    FUJI_RETURN_IF_ERROR(
+        store_->RenewLeases(worker, now_ms + options_.lease_ttl_ms).status());
+  }
+  return Status::Ok();
+}
+
+void Dispatcher::RequestPass() {
+  if (pass_requester_) pass_requester_();
+}
+
+Result<std::vector<sched::AgentView>> Dispatcher::Agents(
+    const std::vector<store::Assignment>& live) {
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::WorkerRecord> workers, store_->ListWorkers());
+  std::vector<sched::AgentView> agents;
+  for (const store::WorkerRecord& worker : workers) {
+    sched::AgentView agent;
+    agent.worker_id = worker.id;
+    agent.connected = worker.state == "ONLINE";
+    agent.device_kind = worker.devices.empty() ? "cpu" : worker.devices.front().kind;
+    for (const store::DeviceRecord& device : worker.devices) {
+      sched::DeviceView view;
+      view.index = device.index;
+      view.total_mib = view.free_mib = device.total_mib;
+      for (const store::Assignment& a : live) {
+        if (a.worker_id != worker.id) continue;
+        if (std::count(a.device_indices.begin(), a.device_indices.end(), device.index) > 0) {
+          view.jobs.push_back(a.job_id);
+        }
+      }
+      agent.devices.push_back(view);
+    }
+    agents.push_back(std::move(agent));
+  }
+  return agents;
+}
+
+Status Dispatcher::CheckSatisfiable(const sched::JobRequest& job) {
+  FUJI_ASSIGN_OR_RETURN(std::vector<sched::AgentView> agents, Agents({}));
+  if (agents.empty()) return Status::Ok();  // nobody registered yet: the job waits
+  return sched::CheckSatisfiable(job, agents);
+}
+
+std::string Dispatcher::WaitingReason(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = waiting_reasons_.find(job_id);
+  return it == waiting_reasons_.end() ? std::string() : it->second;
+}
+
+void Dispatcher::RunPass() {
+  std::lock_guard<std::mutex> pass_lock(pass_mu_);
+  Result<std::vector<store::JobRecord>> queued = store_->QueuedJobs(100000);
+  Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
+  if (!queued.ok() || !live.ok()) return;
+  if (queued->empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_reasons_.clear();
+    return;
+  }
+  Result<std::vector<sched::AgentView>> agents = Agents(*live);
+  if (!agents.ok()) return;
+  std::map<int64_t, const store::JobRecord*> by_id;
+  std::vector<sched::JobRequest> requests;
+  for (const store::JobRecord& job : *queued) {
+    by_id[job.id] = &job;
+    sched::JobRequest request;
+    request.id = job.id;
+    request.priority = static_cast<int>(job.priority);
+    request.devices = job.devices;
+    request.device_kind = DeviceKindOfSpec(job.spec);
+    request.estimated_run_ms = job.timeout_ms;
+    requests.push_back(request);
+  }
+  int64_t now_ms = clock_->NowMs();
+  sched::PassResult pass = sched::Schedule(requests, *agents, {}, now_ms);
+  std::set<std::string> workers;
+  for (const sched::Placement& placement : pass.placements) {
+    const store::JobRecord& job = *by_id.at(placement.job_id);
+    Status assigned = store_->Assign(job.id, placement.worker_id, placement.device_indices,
+                                     now_ms + options_.lease_ttl_ms);
+    if (!assigned.ok()) continue;  // cancelled meanwhile: the next pass sees the truth
+    v1::Assignment assignment;
+    assignment.set_job_id(job.id);
+    assignment.set_attempt(job.attempts);
+    assignment.set_kind(store::JobKindName(job.kind));
+    assignment.set_spec_json(job.spec);
+    for (int index : placement.device_indices) assignment.add_device_indices(index);
+    assignment.set_timeout_ms(job.timeout_ms);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      leases_.Grant(job.id, placement.worker_id, now_ms, options_.lease_ttl_ms);
+      pending_[placement.worker_id].push_back(std::move(assignment));
+    }
+    workers.insert(placement.worker_id);
+    PublishState(job.id);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_reasons_ = std::move(pass.waiting_reasons);
+  }
+  for (const std::string& worker : workers) Deliver(worker);
+}
+
+void Dispatcher::Deliver(const std::string& worker_id) {
+  PollDone done;
+  std::vector<v1::Assignment> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto waiter = waiters_.find(worker_id);
+    auto pending = pending_.find(worker_id);
+    if (waiter == waiters_.end() || pending == pending_.end() || pending->second.empty()) return;
+    done = std::move(waiter->second.done);
+    waiters_.erase(waiter);
+    batch.assign(pending->second.begin(), pending->second.end());
+    pending_.erase(pending);
+  }
+  done(std::move(batch));
+}
+
+void Dispatcher::Poll(const std::string& worker_id, int64_t wait_ms, PollDone done) {
+  PollDone replaced;
+  std::vector<v1::Assignment> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto pending = pending_.find(worker_id);
+    if (pending != pending_.end() && !pending->second.empty()) {
+      batch.assign(pending->second.begin(), pending->second.end());
+      pending_.erase(pending);
+    } else if (wait_ms > 0 && !draining_) {
+      wait_ms = std::min(wait_ms, options_.max_poll_wait_ms);
+      auto old = waiters_.find(worker_id);
+      if (old != waiters_.end()) replaced = std::move(old->second.done);  // a newer poll wins
+      waiters_[worker_id] = Waiter{clock_->NowMs() + wait_ms, std::move(done)};
+    }
+  }
+  if (replaced) replaced({});
+  if (done) done(std::move(batch));
+}
+
+void Dispatcher::ExpirePolls() {
+  std::vector<PollDone> expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t now_ms = clock_->NowMs();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (draining_ || it->second.deadline_ms <= now_ms) {
+        expired.push_back(std::move(it->second.done));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (PollDone& done : expired) done({});
+}
+
+void Dispatcher::Drain() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+  }
+  ExpirePolls();
+}
+
+void Dispatcher::CheckLeases() {
+  std::vector<sched::ExpiredLease> expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    expired = leases_.Expired(clock_->NowMs());
+  }
+  std::set<std::string> lost;
+  // Agents silent for a whole lease are LOST even when they hold nothing, so no pass places a job
+  // on them; a heartbeat or a registration brings them back.
+  Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
+  int64_t now_ms = clock_->NowMs();
+  if (workers.ok()) {
+    for (const store::WorkerRecord& worker : *workers) {
+      if (worker.state == "ONLINE" && worker.last_heartbeat_ms + options_.lease_ttl_ms < now_ms &&
+          store_->MarkWorkerLost(worker.id).ok()) {
+        lost.insert(worker.id);
+      }
+    }
+  }
+  for (const sched::ExpiredLease& lease : expired) {
+    if (lost.insert(lease.worker_id).second) (void)store_->MarkWorkerLost(lease.worker_id);
+    Result<store::JobRecord> job = store_->Get(lease.job_id);
+    if (!job.ok() || (job->state != JobState::kAssigned && job->state != JobState::kRunning) ||
+        job->worker_id != lease.worker_id) {
+      std::lock_guard<std::mutex> lock(mu_);
+      leases_.Release(lease.job_id);
+      continue;
+    }
+    EndAttempt(*job, lease.Reason(), /*retryable=*/true);
+  }
+}
+
+void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& cause,
+                            bool retryable) {
+  if (CancelRequested(job.id)) {
+    Move(job.id, job.state, JobState::kCancelled, "cancelled by request (" + cause + ")");
+  } else if (!retryable) {
+    Move(job.id, job.state, JobState::kFailed, cause);
+  } else {
+    sched::RetryDecision decision = sched::DecideRetry(cause, job.attempts + 1, job.max_attempts);
+    if (!decision.requeue) {
+      Move(job.id, job.state, JobState::kFailed, decision.reason);
+    } else if (Move(job.id, job.state, JobState::kRetrying, decision.reason)) {
+      Move(job.id, JobState::kRetrying, JobState::kQueued, decision.reason);
+    }
+  }
+  Forget(job.id);
+  RequestPass();
+}
+
+bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::string& reason) {
+  if (!store_->Transition(job_id, from, to, reason).ok()) return false;
+  PublishState(job_id);
+  return true;
+}
+
+void Dispatcher::PublishState(int64_t job_id) {
+  if (!hub_->HasSubscribers(job_id)) return;
+  Result<store::JobRecord> job = store_->Get(job_id);
+  if (!job.ok()) return;
+  EventHub::Event event;
+  *event.event.mutable_job() = JobToProto(*job);
+  event.event.set_state(StateToProto(job->state));
+  hub_->Publish(job_id, event);
+}
+
+void Dispatcher::Forget(int64_t job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  leases_.Release(job_id);
+  cancel_requested_.erase(job_id);
+  for (auto& [worker, queue] : pending_) {
+    queue.erase(std::remove_if(queue.begin(), queue.end(),
+                               [&](const v1::Assignment& a) { return a.job_id() == job_id; }),
+                queue.end());
+  }
+}
+
+}  // namespace fuji::daemon

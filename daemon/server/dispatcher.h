@@ -1,0 +1,119 @@
+// Dispatcher: the daemon's live state around the job store. It runs scheduling passes, hands
+// placements to agents' long polls, keeps the leases, fails over the jobs of lost agents, and
+// carries out what agents report (start, completion) and what users ask (cancel).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/scheduler/lease_table.h"
+#include "daemon/scheduler/scheduler.h"
+#include "daemon/server/event_hub.h"
+#include "daemon/store/clock.h"
+#include "daemon/store/job_store.h"
+#include "fuji/v1/worker.pb.h"
+#include "worker/common/status.h"
+
+namespace fuji::daemon {
+
+struct DispatcherOptions {
+  int64_t lease_ttl_ms = 10000;
+  int64_t max_poll_wait_ms = 30000;  // PollAssignments holds a call at most this long
+};
+
+// Thread-safe: the services call it from gRPC threads, the event loop from its own thread. The
+// store, clock and hub are not owned and must outlive it. In-memory state (who waits for
+// assignments, which jobs have a cancel request, why queued jobs wait) is lost on restart; the
+// store holds everything else.
+class Dispatcher {
+ public:
+  using PollDone = std::function<void(std::vector<v1::Assignment>)>;
+  // Called (from any thread) whenever a scheduling pass is worth running soon.
+  using PassRequester = std::function<void()>;
+
+  Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
+             DispatcherOptions options);
+
+  // After a restart: every live assignment gets a fresh lease of lease_ttl_ms, so agents that
+  // reconnect keep their jobs.
+  Status Recover();
+  void SetPassRequester(PassRequester requester) { pass_requester_ = std::move(requester); }
+  void RequestPass();
+
+  // ---- The event loop (one thread) ----
+  // One scheduling pass over the store's queue; placements are committed and handed out.
+  void RunPass();
+  // Jobs of agents whose leases expired: requeued or failed (cancelled if a cancel was asked).
+  void CheckLeases();
+  // Long polls that waited long enough get an empty answer.
+  void ExpirePolls();
+  // Every waiting poll gets an empty answer now, and later polls are answered at once.
+  void Drain();
+
+  // ---- JobService ----
+  // OK when the job could ever run on the registered agents (or none ever registered).
+  Status CheckSatisfiable(const sched::JobRequest& job);
+  // Why a QUEUED job waits, from the latest pass ("" if unknown).
+  std::string WaitingReason(int64_t job_id) const;
+  // QUEUED/RETRYING: cancelled now. ASSIGNED/RUNNING: cancel requested (the agent is told).
+  // Terminal: FAILED_PRECONDITION. Returns the job as it is now.
+  Result<store::JobRecord> Cancel(int64_t job_id);
+  bool CancelRequested(int64_t job_id) const;
+
+  // ---- WorkerService ----
+  // Registers the worker; returns the ids in `running` it must stop.
+  Result<std::vector<int64_t>> Register(const v1::RegisterRequest& request);
+  // Renews leases. NOT_FOUND for a worker the store does not know.
+  Result<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
+  // Calls done exactly once: at once if assignments are pending, else when the next pass places
+  // something on the worker or after wait_ms (capped), with an empty list.
+  void Poll(const std::string& worker_id, int64_t wait_ms, PollDone done);
+  // Returns whether the job should be cancelled.
+  Result<bool> Report(const v1::JobReport& report);
+  Status Complete(const v1::CompleteRequest& request);
+
+ private:
+  struct Waiter {
+    int64_t deadline_ms;
+    PollDone done;
+  };
+
+  // Ends the current attempt of `job` after it failed for `cause`: CANCELLED when a cancel was
+  // asked, else RETRYING -> QUEUED while retries are left (when retryable), else FAILED.
+  void EndAttempt(const store::JobRecord& job, const std::string& cause, bool retryable);
+  // A job its agent no longer runs: an ASSIGNED one goes back to the queue (no attempt used),
+  // a RUNNING one ends its attempt as EndAttempt does.
+  void Abandoned(const store::JobRecord& job, const std::string& cause);
+  bool IsPending(const std::string& worker_id, int64_t job_id) const;
+  // Moves the job and tells watchers; false if the job had moved meanwhile.
+  bool Move(int64_t job_id, store::JobState from, store::JobState to, const std::string& reason);
+  void PublishState(int64_t job_id);
+  void Forget(int64_t job_id);  // lease, cancel request, pending hand-outs
+  // Hands assignments to the worker's waiting poll, if any (call with mu_ not held).
+  void Deliver(const std::string& worker_id);
+  Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
+
+  store::JobStore* store_;
+  const store::Clock* clock_;
+  EventHub* hub_;
+  const DispatcherOptions options_;
+  PassRequester pass_requester_;
+
+  mutable std::mutex mu_;
+  sched::LeaseTable leases_;
+  std::set<int64_t> cancel_requested_;
+  std::map<int64_t, std::string> waiting_reasons_;
+  std::map<std::string, std::deque<v1::Assignment>> pending_;  // placed, not yet polled
+  std::map<std::string, Waiter> waiters_;                       // one poll per worker
+  bool draining_ = false;
+  std::mutex pass_mu_;  // one pass at a time
+};
+
+}  // namespace fuji::daemon

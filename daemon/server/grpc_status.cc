@@ -1,0 +1,68 @@
+// Conversions at the gRPC edge; see grpc_status.h.
+#include "daemon/server/grpc_status.h"
+
+#include <nlohmann/json.hpp>
+
+namespace fuji::daemon {
+
+grpc::Status ToGrpcStatus(const Status& status) {
+  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
+  switch (status.code()) {
+    case StatusCode::kOk: return grpc::Status::OK;
+    case StatusCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
+    case StatusCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
+    case StatusCode::kDataLoss: code = grpc::StatusCode::DATA_LOSS; break;
+    case StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
+    case StatusCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
+    case StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
+    case StatusCode::kCancelled: code = grpc::StatusCode::CANCELLED; break;
+    case StatusCode::kInternal: code = grpc::StatusCode::INTERNAL; break;
+  }
+  return grpc::Status(code, status.message());
+}
+
+v1::JobState StateToProto(store::JobState state) {
+  switch (state) {
+    case store::JobState::kQueued: return v1::QUEUED;
+    case store::JobState::kAssigned: return v1::ASSIGNED;
+    case store::JobState::kRunning: return v1::RUNNING;
+    case store::JobState::kSucceeded: return v1::SUCCEEDED;
+    case store::JobState::kFailed: return v1::FAILED;
+    case store::JobState::kCancelled: return v1::CANCELLED;
+    case store::JobState::kRetrying: return v1::RETRYING;
+  }
+  return v1::JOB_STATE_UNSPECIFIED;
+}
+
+std::string DeviceKindOfSpec(const std::string& spec_json) {
+  nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
+  if (spec.is_object()) {
+    auto it = spec.find("device");
+    if (it != spec.end() && it->is_string() && it->get<std::string>().rfind("cuda", 0) == 0) {
+      return "cuda";
+    }
+  }
+  return "cpu";
+}
+
+v1::Job JobToProto(const store::JobRecord& job) {
+  v1::Job out;
+  out.set_id(job.id);
+  out.set_kind(store::JobKindName(job.kind));
+  out.set_state(StateToProto(job.state));
+  out.set_priority(static_cast<int32_t>(job.priority));
+  out.set_attempts(job.attempts);
+  out.set_max_attempts(job.max_attempts);
+  out.set_reason(job.reason);
+  out.set_worker_id(job.worker_id);
+  out.set_devices(job.devices);
+  out.set_device_kind(DeviceKindOfSpec(job.spec));
+  out.set_timeout_ms(job.timeout_ms);
+  out.set_submitted_at_ms(job.submitted_at_ms);
+  out.set_started_at_ms(job.started_at_ms.value_or(0));
+  out.set_finished_at_ms(job.finished_at_ms.value_or(0));
+  out.set_spec_json(job.spec);
+  return out;
+}
+
+}  // namespace fuji::daemon

@@ -1,0 +1,23 @@
+// The edge between fuji's values and gRPC's: Status -> grpc::Status, store records -> messages.
+#pragma once
+
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "daemon/store/records.h"
+#include "fuji/v1/jobs.pb.h"
+#include "worker/common/status.h"
+
+namespace fuji::daemon {
+
+// INVALID_ARGUMENT, NOT_FOUND, ... with the message unchanged.
+grpc::Status ToGrpcStatus(const Status& status);
+
+// The job's proto form. device_kind is derived from the spec ("cpu" unless it asks for cuda).
+v1::Job JobToProto(const store::JobRecord& job);
+// "cpu" or "cuda", from a spec's "device" field ("cuda", "cuda:N" -> "cuda").
+std::string DeviceKindOfSpec(const std::string& spec_json);
+v1::JobState StateToProto(store::JobState state);
+
+}  // namespace fuji::daemon

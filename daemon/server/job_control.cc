@@ -1,0 +1,253 @@
+// Dispatcher: what agents report (registration, heartbeats, progress, completion) and what users
+// ask (cancel) of jobs; see dispatcher.h.
+#include <algorithm>
+
+#include "daemon/server/dispatcher.h"
+#include "daemon/server/grpc_status.h"
+
+namespace fuji::daemon {
+namespace {
+
+using store::JobState;
+
+bool Holds(const store::JobRecord& job, const std::string& worker_id, int attempt) {
+  return (job.state == JobState::kAssigned || job.state == JobState::kRunning) &&
+         job.worker_id == worker_id && job.attempts == attempt;
+}
+
+// "exit code 3", "killed by signal 9", "cuda_oom: CUDA out of memory. ..."
+std::string FailureReason(const v1::CompleteRequest& request) {
+  std::string kind = request.failure_kind().empty() ? "internal" : request.failure_kind();
+  std::string reason;
+  if (kind == "exit_code") {
+    reason = "exit code " + std::to_string(request.exit_code());
+  } else if (kind == "signal") {
+    reason = "killed by signal " + std::to_string(request.signal());
+  } else {
+    reason = kind;
+  }
+  if (!request.message().empty()) reason += ": " + request.message();
+  return reason;
+}
+
+}  // namespace
+
+bool Dispatcher::CancelRequested(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancel_requested_.count(job_id) > 0;
+}
+
+Result<store::JobRecord> Dispatcher::Cancel(int64_t job_id) {
+  const std::string reason = "cancelled by request";
+  for (int tries = 0; tries < 5; ++tries) {
+    FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
+    if (store::IsTerminal(job.state)) {
+      return FailedPrecondition("job " + std::to_string(job_id) + " is already " +
+                                store::JobStateName(job.state));
+    }
+    if (job.state == JobState::kQueued || job.state == JobState::kRetrying) {
+      if (!Move(job_id, job.state, JobState::kCancelled, reason)) continue;
+      Forget(job_id);
+      return store_->Get(job_id);
+    }
+    bool handed_out = true;  // to an agent; else it still waits for the worker's next poll
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancel_requested_.insert(job_id);
+      auto pending = pending_.find(job.worker_id);
+      if (pending != pending_.end()) {
+        handed_out = std::none_of(pending->second.begin(), pending->second.end(),
+                                  [&](const v1::Assignment& a) { return a.job_id() == job_id; });
+      }
+    }
+    if (!handed_out) {
+      if (!Move(job_id, job.state, JobState::kCancelled, reason)) continue;
+      Forget(job_id);
+      RequestPass();
+      return store_->Get(job_id);
+    }
+    job.reason = "cancel requested; the agent is stopping it";
+    return job;
+  }
+  return Unavailable("job " + std::to_string(job_id) + " changes too fast to cancel; try again");
+}
+
+bool Dispatcher::IsPending(const std::string& worker_id, int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pending_.find(worker_id);
+  return it != pending_.end() &&
+         std::any_of(it->second.begin(), it->second.end(),
+                     [&](const v1::Assignment& p) { return p.job_id() == job_id; });
+}
+
+void Dispatcher::Abandoned(const store::JobRecord& job, const std::string& cause) {
+  // Never started: back to the queue without using an attempt.
+  if (job.state == JobState::kAssigned && !CancelRequested(job.id)) {
+    if (Move(job.id, JobState::kAssigned, JobState::kQueued, cause + "; requeued")) {
+      Forget(job.id);
+      RequestPass();
+    }
+    return;
+  }
+  EndAttempt(job, cause, /*retryable=*/true);
+}
+
+Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& request) {
+  store::WorkerRecord worker;
+  worker.id = request.worker_id();
+  worker.host = request.host();
+  for (const v1::Device& device : request.devices()) {
+    worker.devices.push_back({device.index(), device.name(), device.total_mib(), device.kind()});
+  }
+  FUJI_RETURN_IF_ERROR(store_->RegisterWorker(worker));
+  const std::string& id = worker.id;
+  int64_t now_ms = clock_->NowMs();
+  std::vector<int64_t> stop;
+  std::set<int64_t> continuing;
+  for (const v1::RunningJob& running : request.running()) {
+    Result<store::JobRecord> job = store_->Get(running.job_id());
+    if (job.ok() && Holds(*job, id, running.attempt())) {
+      continuing.insert(job->id);
+      std::lock_guard<std::mutex> lock(mu_);
+      leases_.Grant(job->id, id, now_ms, options_.lease_ttl_ms);
+    } else {
+      stop.push_back(running.job_id());
+    }
+  }
+  // Jobs handed to this agent that it no longer runs (the agent restarted): they failed over.
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  for (const store::Assignment& a : live) {
+    if (a.worker_id != id || continuing.count(a.job_id) > 0 || IsPending(id, a.job_id)) continue;
+    Result<store::JobRecord> job = store_->Get(a.job_id);
+    if (job.ok() && Holds(*job, id, a.attempt)) Abandoned(*job, "agent " + id + " restarted");
+  }
+  FUJI_RETURN_IF_ERROR(store_->RenewLeases(id, now_ms + options_.lease_ttl_ms).status());
+  RequestPass();
+  return stop;
+}
+
+Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& request) {
+  v1::HeartbeatResponse response;
+  const std::string& id = request.worker_id();
+  Status beat = store_->Heartbeat(id);
+  if (beat.code() == StatusCode::kNotFound) {
+    response.set_reregister(true);
+    return response;
+  }
+  FUJI_RETURN_IF_ERROR(beat);
+  int64_t now_ms = clock_->NowMs();
+  FUJI_RETURN_IF_ERROR(store_->RenewLeases(id, now_ms + options_.lease_ttl_ms).status());
+  std::vector<int64_t> cancel_requested;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    leases_.Renew(id, now_ms, options_.lease_ttl_ms);
+    cancel_requested.assign(cancel_requested_.begin(), cancel_requested_.end());
+  }
+  std::set<int64_t> cancel;
+  std::set<int64_t> listed;
+  for (const v1::RunningJob& running : request.running()) {
+    listed.insert(running.job_id());
+    Result<store::JobRecord> job = store_->Get(running.job_id());
+    if (!job.ok() || !Holds(*job, id, running.attempt())) cancel.insert(running.job_id());
+  }
+  // Jobs held by this agent for a whole lease that it does not list (a hand-out lost with its
+  // poll, a rank that died unreported): requeued, and the agent is told to stop them.
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  for (const store::Assignment& a : live) {
+    if (a.worker_id != id || listed.count(a.job_id) > 0 || IsPending(id, a.job_id) ||
+        a.assigned_at_ms + options_.lease_ttl_ms > now_ms) {
+      continue;
+    }
+    Result<store::JobRecord> job = store_->Get(a.job_id);
+    if (!job.ok() || !Holds(*job, id, a.attempt)) continue;
+    Abandoned(*job, "agent " + id + " no longer runs it");
+    cancel.insert(a.job_id);
+  }
+  for (int64_t job_id : cancel_requested) {
+    Result<store::JobRecord> job = store_->Get(job_id);
+    if (job.ok() && job->worker_id == id) cancel.insert(job_id);
+  }
+  for (int64_t job_id : cancel) response.add_cancel_job_ids(job_id);
+  return response;
+}
+
+Result<bool> Dispatcher::Report(const v1::JobReport& report) {
+  const int64_t job_id = report.job_id();
+  FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
+  if (!Holds(job, report.worker_id(), report.attempt())) return true;  // not this attempt's job
+  if (report.started() && job.state == JobState::kAssigned) {
+    Move(job_id, JobState::kAssigned, JobState::kRunning, "");
+  }
+  if (report.logs_size() > 0) {
+    std::vector<store::LogLine> lines;
+    for (const v1::LogLine& line : report.logs()) {
+      lines.push_back({job_id, 0, line.at_ms(), line.stream(), line.line()});
+    }
+    FUJI_RETURN_IF_ERROR(store_->AppendLogs(job_id, lines));
+    EventHub::Event event;
+    event.logs_appended = true;
+    hub_->Publish(job_id, event);
+  }
+  if (report.timings_size() > 0) {
+    std::vector<store::Timing> timings;
+    for (const v1::Timing& t : report.timings()) {
+      timings.push_back({job_id, report.attempt(), t.rank(), t.phase(), t.start_ms(), t.end_ms()});
+    }
+    FUJI_RETURN_IF_ERROR(store_->RecordTimings(timings));
+  }
+  if (report.samples_size() > 0) {
+    std::vector<store::MemorySample> samples;
+    for (const v1::MemorySample& s : report.samples()) {
+      store::MemorySample sample;
+      sample.job_id = job_id;
+      sample.worker_id = report.worker_id();
+      sample.device_index = s.device_index();
+      sample.device_name = s.device_name();
+      sample.used_mib = s.used_mib();
+      sample.total_mib = s.total_mib();
+      sample.utilization_pct = s.utilization_pct();
+      sample.process_mib = s.process_mib();
+      sample.at_ms = s.at_ms();
+      sample.host_memory = s.host_memory();
+      samples.push_back(sample);
+    }
+    FUJI_RETURN_IF_ERROR(store_->InsertSamples(samples));
+  }
+  if (report.progress_size() > 0 && hub_->HasSubscribers(job_id)) {
+    Result<store::JobRecord> now = store_->Get(job_id);
+    for (const v1::Progress& progress : report.progress()) {
+      EventHub::Event event;
+      if (now.ok()) *event.event.mutable_job() = JobToProto(*now);
+      *event.event.mutable_progress() = progress;
+      hub_->Publish(job_id, event);
+    }
+  }
+  return CancelRequested(job_id);
+}
+
+Status Dispatcher::Complete(const v1::CompleteRequest& request) {
+  const int64_t job_id = request.job_id();
+  FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
+  // A completion for an attempt that is no longer current (requeued, cancelled, sent twice).
+  if (!Holds(job, request.worker_id(), request.attempt())) return Status::Ok();
+  if (request.succeeded()) {
+    Status saved = store_->SaveResult(job_id, request.attempt(), request.result_json());
+    if (!saved.ok() && saved.code() != StatusCode::kFailedPrecondition) return saved;
+    Move(job_id, job.state, JobState::kSucceeded, "");
+    Forget(job_id);
+    RequestPass();
+    return Status::Ok();
+  }
+  const std::string& kind = request.failure_kind();
+  if (kind == "cancelled") {
+    Move(job_id, job.state, JobState::kCancelled, "cancelled by request");
+    Forget(job_id);
+    RequestPass();
+    return Status::Ok();
+  }
+  // bad input and timeouts would fail again anywhere; the rest may be the node's fault.
+  EndAttempt(job, FailureReason(request), kind != "bad_input" && kind != "timeout");
+  return Status::Ok();
+}
+
+}  // namespace fuji::daemon

@@ -1,0 +1,190 @@
+// JobService: queries, cancel, results and telemetry; Submit is in submit.cc, WatchJob in
+// watch_job.cc.
+#include "daemon/server/job_service.h"
+
+#include <map>
+
+#include "daemon/server/grpc_status.h"
+
+namespace fuji::daemon {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+}  // namespace
+
+JobService::JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub,
+                       const store::Clock* clock, JobServiceOptions options)
+    : store_(store),
+      dispatcher_(dispatcher),
+      hub_(hub),
+      clock_(clock),
+      options_(options),
+      started_ms_(clock->NowMs()) {}
+
+v1::Job JobService::View(const store::JobRecord& job) const {
+  v1::Job out = JobToProto(job);
+  if (job.state == store::JobState::kQueued) {
+    std::string waiting = dispatcher_->WaitingReason(job.id);
+    if (!waiting.empty()) out.set_reason(waiting);
+  }
+  return out;
+}
+
+grpc::ServerUnaryReactor* JobService::GetJob(grpc::CallbackServerContext* context,
+                                             const v1::GetJobRequest* request,
+                                             v1::Job* response) {
+  Result<store::JobRecord> job = store_->Get(request->id());
+  if (job.ok()) *response = View(*job);
+  return Done(context, job.status());
+}
+
+grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* context,
+                                               const v1::ListJobsRequest* request,
+                                               v1::ListJobsResponse* response) {
+  store::ListFilter filter;
+  filter.state = request->state();
+  filter.kind = request->kind();
+  filter.limit = request->limit();
+  filter.page_token = request->page_token();
+  if (!filter.state.empty()) {
+    Result<store::JobState> state = store::ParseJobState(filter.state);
+    if (!state.ok()) return Done(context, state.status());
+  }
+  Result<store::JobPage> page = store_->List(filter);
+  if (page.ok()) {
+    for (const store::JobRecord& job : page->jobs) *response->add_jobs() = View(job);
+    response->set_next_page_token(page->next_page_token);
+  }
+  return Done(context, page.status());
+}
+
+grpc::ServerUnaryReactor* JobService::CancelJob(grpc::CallbackServerContext* context,
+                                                const v1::CancelJobRequest* request,
+                                                v1::Job* response) {
+  Result<store::JobRecord> job = dispatcher_->Cancel(request->id());
+  if (job.ok()) *response = JobToProto(*job);
+  return Done(context, job.status());
+}
+
+grpc::ServerUnaryReactor* JobService::GetTimings(grpc::CallbackServerContext* context,
+                                                 const v1::JobRef* request,
+                                                 v1::TimingsResponse* response) {
+  Result<store::JobRecord> job = store_->Get(request->id());
+  if (!job.ok()) return Done(context, job.status());
+  Result<std::vector<store::Timing>> timings = store_->Timings(request->id());
+  if (timings.ok()) {
+    for (const store::Timing& t : *timings) {
+      v1::Timing* out = response->add_timings();
+      out->set_attempt(t.attempt);
+      out->set_rank(t.rank);
+      out->set_phase(t.phase);
+      out->set_start_ms(t.start_ms);
+      out->set_end_ms(t.end_ms);
+    }
+  }
+  return Done(context, timings.status());
+}
+
+grpc::ServerUnaryReactor* JobService::GetSamples(grpc::CallbackServerContext* context,
+                                                 const v1::JobRef* request,
+                                                 v1::SamplesResponse* response) {
+  Result<store::JobRecord> job = store_->Get(request->id());
+  if (!job.ok()) return Done(context, job.status());
+  Result<std::vector<store::MemorySample>> samples = store_->Samples(request->id());
+  if (samples.ok()) {
+    for (const store::MemorySample& s : *samples) {
+      v1::MemorySample* out = response->add_samples();
+      out->set_at_ms(s.at_ms);
+      out->set_worker_id(s.worker_id);
+      out->set_device_index(s.device_index);
+      out->set_device_name(s.device_name);
+      out->set_used_mib(s.used_mib);
+      out->set_total_mib(s.total_mib);
+      out->set_utilization_pct(s.utilization_pct);
+      out->set_process_mib(s.process_mib);
+      out->set_host_memory(s.host_memory);
+    }
+  }
+  return Done(context, samples.status());
+}
+
+grpc::ServerUnaryReactor* JobService::GetResult(grpc::CallbackServerContext* context,
+                                                const v1::JobRef* request,
+                                                v1::ResultResponse* response) {
+  Result<store::JobRecord> job = store_->Get(request->id());
+  if (!job.ok()) return Done(context, job.status());
+  Result<std::vector<store::JobResult>> results = store_->Results(request->id());
+  if (!results.ok()) return Done(context, results.status());
+  if (results->empty()) {
+    return Done(context, NotFound("job " + std::to_string(request->id()) + " has no result yet (" +
+                                  store::JobStateName(job->state) + ")"));
+  }
+  response->set_attempt(results->back().attempt);
+  response->set_result_json(results->back().result);
+  return Done(context, Status::Ok());
+}
+
+grpc::ServerUnaryReactor* JobService::GetLogs(grpc::CallbackServerContext* context,
+                                              const v1::LogsRequest* request,
+                                              v1::LogsResponse* response) {
+  Result<store::JobRecord> job = store_->Get(request->id());
+  if (!job.ok()) return Done(context, job.status());
+  if (request->limit() < 0 || request->after_seq() < 0) {
+    return Done(context, InvalidArgument("limit and after_seq must not be negative"));
+  }
+  int limit = request->limit() == 0 ? 1000 : std::min(request->limit(), 10000);
+  Result<std::vector<store::LogLine>> lines =
+      store_->Logs(request->id(), request->after_seq(), limit);
+  if (lines.ok()) {
+    for (const store::LogLine& line : *lines) {
+      v1::LogLine* out = response->add_lines();
+      out->set_seq(line.seq);
+      out->set_at_ms(line.at_ms);
+      out->set_stream(line.stream);
+      out->set_line(line.line);
+    }
+  }
+  return Done(context, lines.status());
+}
+
+grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* context,
+                                                  const v1::ListWorkersRequest* request,
+                                                  v1::ListWorkersResponse* response) {
+  Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
+  if (!workers.ok()) return Done(context, workers.status());
+  Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
+  if (!live.ok()) return Done(context, live.status());
+  std::map<std::string, std::vector<int64_t>> running;
+  for (const store::Assignment& a : *live) running[a.worker_id].push_back(a.job_id);
+  for (const store::WorkerRecord& worker : *workers) {
+    v1::Worker* out = response->add_workers();
+    out->set_id(worker.id);
+    out->set_host(worker.host);
+    out->set_state(worker.state);
+    out->set_last_heartbeat_ms(worker.last_heartbeat_ms);
+    for (const store::DeviceRecord& d : worker.devices) {
+      v1::Device* device = out->add_devices();
+      device->set_index(d.index);
+      device->set_name(d.name);
+      device->set_total_mib(d.total_mib);
+      device->set_kind(d.kind);
+    }
+    for (int64_t job_id : running[worker.id]) out->add_running_jobs(job_id);
+  }
+  return Done(context, Status::Ok());
+}
+
+grpc::ServerUnaryReactor* JobService::Health(grpc::CallbackServerContext* context,
+                                             const v1::HealthRequest* request,
+                                             v1::HealthResponse* response) {
+  response->set_version("0.1.0");
+  response->set_uptime_ms(clock_->NowMs() - started_ms_);
+  return Done(context, Status::Ok());
+}
+
+}  // namespace fuji::daemon

@@ -1,0 +1,70 @@
+// JobService: the users' API (submit, query, watch, cancel; results, timings, samples, logs,
+// workers), over the job store and the dispatcher.
+#pragma once
+
+#include <cstdint>
+
+#include "daemon/server/dispatcher.h"
+#include "daemon/server/event_hub.h"
+#include "daemon/store/clock.h"
+#include "daemon/store/job_store.h"
+#include "fuji/v1/jobs.grpc.pb.h"
+
+namespace fuji::daemon {
+
+struct JobServiceOptions {
+  int default_max_attempts = 3;  // when a submit says 0
+};
+
+// Thread-safe (gRPC calls it from its threads). store, dispatcher, hub and clock are not owned
+// and must outlive the gRPC server that serves this.
+class JobService final : public v1::JobService::CallbackService {
+ public:
+  JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub,
+             const store::Clock* clock, JobServiceOptions options);
+
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context,
+                                   const v1::SubmitRequest* request,
+                                   v1::SubmitResponse* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::WatchEvent>* WatchJob(grpc::CallbackServerContext* context,
+                                                     const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* GetTimings(grpc::CallbackServerContext* context,
+                                       const v1::JobRef* request,
+                                       v1::TimingsResponse* response) override;
+  grpc::ServerUnaryReactor* GetSamples(grpc::CallbackServerContext* context,
+                                       const v1::JobRef* request,
+                                       v1::SamplesResponse* response) override;
+  grpc::ServerUnaryReactor* GetResult(grpc::CallbackServerContext* context,
+                                      const v1::JobRef* request,
+                                      v1::ResultResponse* response) override;
+  grpc::ServerUnaryReactor* GetLogs(grpc::CallbackServerContext* context,
+                                    const v1::LogsRequest* request,
+                                    v1::LogsResponse* response) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* context,
+                                        const v1::ListWorkersRequest* request,
+                                        v1::ListWorkersResponse* response) override;
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* context,
+                                   const v1::HealthRequest* request,
+                                   v1::HealthResponse* response) override;
+
+ private:
+  // The job as users see it: a QUEUED job's reason is the latest pass's waiting reason.
+  v1::Job View(const store::JobRecord& job) const;
+
+  store::JobStore* store_;
+  Dispatcher* dispatcher_;
+  EventHub* hub_;
+  const store::Clock* clock_;
+  const JobServiceOptions options_;
+  const int64_t started_ms_;
+};
+
+}  // namespace fuji::daemon

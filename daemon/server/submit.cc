@@ -1,0 +1,83 @@
+// JobService::Submit: a job spec is checked, then committed, then acknowledged.
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/server/grpc_status.h"
+#include "daemon/server/job_service.h"
+#include "worker/spec/job_spec.h"
+
+namespace fuji::daemon {
+namespace {
+
+// The job record for a submit, or why it is refused (before anything is written).
+Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int default_max_attempts) {
+  if (request.kind() == "finetune") {
+    return InvalidArgument("finetune jobs are not supported yet");
+  }
+  if (request.kind() != "infer") {
+    return InvalidArgument("unknown job kind '" + request.kind() + "' (infer)");
+  }
+  nlohmann::json spec_json =
+      nlohmann::json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
+  if (spec_json.is_discarded() || !spec_json.is_object()) {
+    return InvalidArgument("spec_json is not a JSON object");
+  }
+  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpec::FromJson(spec_json));
+  std::error_code ec;
+  if (!std::filesystem::is_directory(spec.model, ec) ||
+      !std::filesystem::is_regular_file(std::filesystem::path(spec.model) / "config.json", ec)) {
+    return NotFound("model directory " + spec.model + " not found (or it has no config.json)");
+  }
+  if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
+  if (request.timeout_ms() < 0) return InvalidArgument("timeout_ms must not be negative");
+  store::JobRecord job;
+  job.kind = store::JobKind::kInfer;
+  job.priority = request.priority();
+  job.spec = request.spec_json();
+  job.devices = 1;
+  job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : default_max_attempts;
+  job.timeout_ms = request.timeout_ms();
+  return job;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* context,
+                                             const v1::SubmitRequest* request,
+                                             v1::SubmitResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Result<store::JobRecord> job = CheckSubmit(*request, options_.default_max_attempts);
+  if (!job.ok()) {
+    reactor->Finish(ToGrpcStatus(job.status()));
+    return reactor;
+  }
+  sched::JobRequest placement;
+  placement.devices = job->devices;
+  placement.device_kind = DeviceKindOfSpec(job->spec);
+  placement.estimated_run_ms = job->timeout_ms;
+  Status satisfiable = dispatcher_->CheckSatisfiable(placement);
+  if (!satisfiable.ok()) {
+    reactor->Finish(ToGrpcStatus(satisfiable));
+    return reactor;
+  }
+  store::JobRecord record = std::move(job).value();
+  int64_t submitted_ms = clock_->NowMs();
+  // Acknowledged only once committed: the callback runs on the store's writer thread.
+  store_->SubmitAsync(record, [this, reactor, response, record,
+                               submitted_ms](Result<int64_t> id) mutable {
+    if (!id.ok()) {
+      reactor->Finish(ToGrpcStatus(id.status()));
+      return;
+    }
+    record.id = *id;
+    record.submitted_at_ms = submitted_ms;
+    record.updated_at_ms = submitted_ms;
+    *response->mutable_job() = JobToProto(record);
+    reactor->Finish(grpc::Status::OK);
+    dispatcher_->RequestPass();
+  });
+  return reactor;
+}
+
+}  // namespace fuji::daemon

@@ -1,0 +1,135 @@
+// JobService::WatchJob: a server stream fed by the EventHub. The current state comes first, then
+// the logs after after_log_seq, then whatever happens, until the job is terminal.
+#include <deque>
+#include <mutex>
+
+#include "daemon/server/grpc_status.h"
+#include "daemon/server/job_service.h"
+
+namespace fuji::daemon {
+namespace {
+
+// Deletes itself in OnDone. Events may arrive from any thread (the hub's publishers); one write is
+// in flight at a time, the rest wait in queue_.
+class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
+ public:
+  Watcher(store::JobStore* store, EventHub* hub, int64_t job_id, int64_t after_seq)
+      : store_(store), hub_(hub), job_id_(job_id), last_seq_(after_seq) {
+    // Subscribe before reading the state, so nothing falls between the two.
+    token_ = hub_->Subscribe(job_id_, [this](const EventHub::Event& e) { OnEvent(e); });
+    std::lock_guard<std::mutex> lock(mu_);
+    Result<store::JobRecord> job = store_->Get(job_id_);
+    if (!job.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(job.status()));
+      return;
+    }
+    v1::WatchEvent first;
+    *first.mutable_job() = JobToProto(*job);
+    first.set_state(StateToProto(job->state));
+    if (store::IsTerminal(job->state)) terminal_ = true;
+    queue_.push_front(first);
+    ReadLogs();
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok || cancelled_) {
+      if (!finished_) {
+        finished_ = true;
+        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "watch ended"));
+      }
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    if (!writing_ && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
+    }
+  }
+
+  void OnDone() override {
+    hub_->Unsubscribe(token_);
+    delete this;
+  }
+
+ private:
+  void OnEvent(const EventHub::Event& event) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return;
+    if (event.logs_appended) {
+      ReadLogs();
+    } else {
+      queue_.push_back(event.event);
+      if (event.event.what_case() == v1::WatchEvent::kState) {
+        v1::JobState state = event.event.state();
+        if (state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED) {
+          terminal_ = true;
+        }
+      }
+    }
+    WriteNext();
+  }
+
+  // Queues the store's log lines after last_seq_ (mu_ held).
+  void ReadLogs() {
+    Result<std::vector<store::LogLine>> lines = store_->Logs(job_id_, last_seq_, 1000);
+    if (!lines.ok()) return;
+    for (const store::LogLine& line : *lines) {
+      v1::WatchEvent event;
+      v1::LogLine* log = event.mutable_log();
+      log->set_seq(line.seq);
+      log->set_at_ms(line.at_ms);
+      log->set_stream(line.stream);
+      log->set_line(line.line);
+      last_seq_ = line.seq;
+      queue_.push_back(std::move(event));
+    }
+  }
+
+  // Starts the next write, or ends the stream after the terminal state (mu_ held).
+  void WriteNext() {
+    if (writing_ || finished_) return;
+    if (queue_.empty()) {
+      if (terminal_) {
+        finished_ = true;
+        Finish(grpc::Status::OK);
+      }
+      return;
+    }
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  store::JobStore* store_;
+  EventHub* hub_;
+  const int64_t job_id_;
+  int64_t token_ = 0;
+
+  std::mutex mu_;
+  int64_t last_seq_;
+  std::deque<v1::WatchEvent> queue_;
+  v1::WatchEvent current_;  // the write in flight
+  bool writing_ = false;
+  bool terminal_ = false;   // the job ended: finish once the queue is written
+  bool cancelled_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::WatchEvent>* JobService::WatchJob(
+    grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  return new Watcher(store_, hub_, request->id(), request->after_log_seq());
+}
+
+}  // namespace fuji::daemon

@@ -1,0 +1,17 @@
+# fujid (daemon/server, daemon/fujid_main.cc): the real server on loopback with a test agent and
+# user talking through the generated stubs; the binary's flags, signals and refusals.
+fuji_add_test(fujid_server_test
+  SOURCES integration/fujid_server_test.cc integration/fujid_recovery_test.cc
+  LIBS fuji_daemon GTest::gmock
+  LABELS integration
+  TIMEOUT 300)
+fuji_add_test(fujid_smoke_test
+  SOURCES integration/fujid_smoke_test.cc
+  LIBS fuji_proto
+  LABELS integration
+  TIMEOUT 120)
+add_dependencies(fujid_smoke_test fujid)
+fuji_add_test(daemon_event_hub_test SOURCES unit/daemon_event_hub_test.cc LIBS fuji_daemon
+  LABELS unit)
+fuji_add_test(daemon_dispatcher_test SOURCES unit/daemon_dispatcher_test.cc LIBS fuji_daemon
+  LABELS unit)

@@ -1,0 +1,345 @@
+// The agent library against an in-test WorkerService on loopback, running real fuji-rank processes:
+// an inference job that succeeds, one cancelled through Heartbeat, one that times out.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "fuji/v1/worker.grpc.pb.h"
+#include "worker/agent/agent.h"
+#include "worker/launcher/rank_process.h"
+
+namespace fuji::agent {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Hands out queued assignments and records what the agent says.
+class FakeWorkerService final : public fuji::v1::WorkerService::Service {
+ public:
+  grpc::Status Register(grpc::ServerContext*, const fuji::v1::RegisterRequest* req,
+                        fuji::v1::RegisterResponse* resp) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    registers_.push_back(*req);
+    resp->set_lease_ttl_ms(5000);
+    resp->set_heartbeat_interval_ms(100);
+    cv_.notify_all();
+    return grpc::Status::OK;
+  }
+  grpc::Status Heartbeat(grpc::ServerContext*, const fuji::v1::HeartbeatRequest* req,
+                         fuji::v1::HeartbeatResponse* resp) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int64_t id : cancels_) resp->add_cancel_job_ids(id);
+    cancels_.clear();
+    return grpc::Status::OK;
+  }
+  grpc::Status PollAssignments(grpc::ServerContext* ctx, const fuji::v1::PollAssignmentsRequest* req,
+                               fuji::v1::PollAssignmentsResponse* resp) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, milliseconds(std::min<int64_t>(req->wait_ms(), 200)), [&] { return !queue_.empty(); });
+    while (!queue_.empty()) {
+      *resp->add_assignments() = queue_.front();
+      queue_.pop_front();
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status Report(grpc::ServerContext*, const fuji::v1::JobReport* req, fuji::v1::ReportResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    reports_[req->job_id()].push_back(*req);
+    cv_.notify_all();
+    return grpc::Status::OK;
+  }
+  grpc::Status Complete(grpc::ServerContext*, const fuji::v1::CompleteRequest* req,
+                        fuji::v1::CompleteResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    completes_[req->job_id()].push_back(*req);
+    cv_.notify_all();
+    return grpc::Status::OK;
+  }
+
+  void Assign(fuji::v1::Assignment a) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(a));
+    cv_.notify_all();
+  }
+  void CancelViaHeartbeat(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(id);
+  }
+  // Waits for the job's Complete; nullopt after the timeout.
+  std::optional<fuji::v1::CompleteRequest> AwaitComplete(int64_t id, milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return !completes_[id].empty(); })) return std::nullopt;
+    return completes_[id].front();
+  }
+  bool AwaitStarted(int64_t id, milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] {
+      for (const auto& r : reports_[id]) {
+        if (r.started()) return true;
+      }
+      return false;
+    });
+  }
+  std::vector<fuji::v1::JobReport> Reports(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reports_[id];
+  }
+  size_t CompleteCount(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return completes_[id].size();
+  }
+  size_t RegisterCount() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return registers_.size();
+  }
+  std::vector<fuji::v1::RegisterRequest> Registers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return registers_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<fuji::v1::Assignment> queue_;
+  std::vector<int64_t> cancels_;
+  std::vector<fuji::v1::RegisterRequest> registers_;
+  std::map<int64_t, std::vector<fuji::v1::JobReport>> reports_;
+  std::map<int64_t, std::vector<fuji::v1::CompleteRequest>> completes_;
+};
+
+class AgentRankTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_dir_ = new std::string(::testing::TempDir() + "/fuji_agent_tiny_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(*model_dir_);
+    auto exe = launch::FindRankExecutable();
+    ASSERT_TRUE(exe.ok()) << exe.status().ToString();
+    auto rank = launch::RankProcess::Spawn({*exe, {}, {}});
+    ASSERT_TRUE(rank.ok()) << rank.status().ToString();
+    ASSERT_TRUE((*rank)->Send({{"op", "init"}, {"id", "init"}, {"out", *model_dir_}, {"arch", "tiny"}, {"seed", 1},
+                               {"vocab_dir", std::string(FUJI_BINARY_DIR) + "/share/fuji"}})
+                    .ok());
+    (*rank)->CloseInput();
+    bool ok = false;
+    std::string said;
+    for (;;) {
+      auto next = (*rank)->Next(milliseconds(120000));
+      ASSERT_TRUE(next.ok()) << next.status().ToString();
+      if (!next->has_value()) break;
+      if ((**next).kind == launch::RankOutput::Kind::kEvent) {
+        said += (**next).event.dump() + "\n";
+        if ((**next).event.value("event", "") == "result") ok = true;
+      } else {
+        said += (**next).line + "\n";
+      }
+    }
+    (*rank)->Wait();
+    ASSERT_TRUE(ok) << said;
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*model_dir_);
+    delete model_dir_;
+  }
+
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port_, 0);
+    StartAgent("");
+  }
+
+  // (Re)starts the agent; rank_executable empty: the real fuji-rank.
+  void StartAgent(const std::string& rank_executable) {
+    if (agent_) {
+      agent_->Stop();
+      runner_.join();
+      agent_.reset();
+    }
+    AgentConfig config;
+    config.server = "127.0.0.1:" + std::to_string(port_);
+    config.devices.auto_detect = false;
+    config.sample_interval_ms = 50;
+    config.worker_id = "test-node";
+    config.host = "test-host";
+    config.poll_wait_ms = 1000;
+    config.rank_executable = rank_executable;
+    agent_ = std::make_unique<Agent>(config, DiscoverDevices(config.devices, ""), MakeChannel(config.server));
+    runner_ = std::thread([this] { ASSERT_TRUE(agent_->Run().ok()); });
+  }
+  void TearDown() override {
+    if (agent_) {
+      agent_->Stop();
+      runner_.join();
+      agent_.reset();
+    }
+    server_->Shutdown(std::chrono::system_clock::now() + milliseconds(500));
+  }
+
+  void RestartWithSlowRank() { StartAgent(FakeRank(0)); }
+
+  static fuji::v1::Assignment Infer(int64_t id, int64_t max_new_tokens, int64_t timeout_ms = 0) {
+    fuji::v1::Assignment a;
+    a.set_job_id(id);
+    a.set_attempt(0);
+    a.set_kind("infer");
+    nlohmann::json spec = {{"model", *model_dir_}, {"prompt_ids", {464, 3290}}, {"max_new_tokens", max_new_tokens},
+                           {"device", "cpu"}, {"ignore_eos", true}};
+    a.set_spec_json(spec.dump());
+    a.add_device_indices(0);
+    a.set_timeout_ms(timeout_ms);
+    return a;
+  }
+
+  // A stand-in rank that says it started, sleeps with a child in its group, then (if finish_after_s
+  // > 0) gives a result. What is tested is the agent's handling, not the engine's speed.
+  static std::string FakeRank(int finish_after_s) {
+    const std::string path = ::testing::TempDir() + "/fuji_agent_fake_rank_" + std::to_string(::getpid()) + "_" +
+                             std::to_string(finish_after_s) + ".sh";
+    const std::string sleep_s = std::to_string(finish_after_s > 0 ? finish_after_s : 600);
+    const std::string script = "#!/bin/sh\ncat >/dev/null\necho '{\"event\":\"started\",\"op\":\"infer\"}' >&3\n"
+                               "echo 'fake rank sleeping' >&2\nsleep " + sleep_s + " &\nwait\n" +
+                               (finish_after_s > 0 ? "echo '{\"event\":\"result\",\"result\":{\"output_ids\":[1]}}' >&3\n"
+                                                   : "");
+    FILE* f = std::fopen(path.c_str(), "w");
+    std::fputs(script.c_str(), f);
+    std::fclose(f);
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+    return path;
+  }
+
+  static bool GroupGone(pid_t pgid) { return ::kill(-pgid, 0) != 0 && errno == ESRCH; }
+
+  static std::string* model_dir_;
+  FakeWorkerService service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<Agent> agent_;
+  std::thread runner_;
+};
+std::string* AgentRankTest::model_dir_ = nullptr;
+
+TEST_F(AgentRankTest, InferJobSucceedsWithTimingsAndSamples) {
+  service_.Assign(Infer(7, 8));
+  auto done = service_.AwaitComplete(7, milliseconds(120000));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_TRUE(done->succeeded()) << done->failure_kind() << ": " << done->message();
+  EXPECT_EQ(done->worker_id(), "test-node");
+  const nlohmann::json result = nlohmann::json::parse(done->result_json());
+  ASSERT_TRUE(result.contains("output_ids")) << result.dump();
+  EXPECT_FALSE(result["output_ids"].empty());
+
+  bool started = false;
+  int timings = 0, samples = 0;
+  const int64_t now = WallClockMs();
+  for (const auto& r : service_.Reports(7)) {
+    started = started || r.started();
+    for (const auto& t : r.timings()) {
+      ++timings;
+      EXPECT_LE(t.start_ms(), t.end_ms());
+      EXPECT_GT(t.start_ms(), now - 300000);  // the agent's wall clock, ms since the epoch
+      EXPECT_LE(t.end_ms(), now);
+      EXPECT_FALSE(t.phase().empty());
+    }
+    for (const auto& s : r.samples()) {
+      ++samples;
+      EXPECT_TRUE(s.host_memory());
+      EXPECT_EQ(s.device_index(), -1);
+      EXPECT_EQ(s.device_name(), "host memory");
+      EXPECT_GT(s.total_mib(), 0);
+      EXPECT_EQ(s.worker_id(), "test-node");
+    }
+  }
+  EXPECT_TRUE(started);
+  EXPECT_GE(timings, 1);
+  EXPECT_GE(samples, 1);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(service_.CompleteCount(7), 1u);  // exactly once
+  EXPECT_GE(service_.RegisterCount(), 1u);
+}
+
+TEST_F(AgentRankTest, CancelViaHeartbeatKillsTheGroup) {
+  RestartWithSlowRank();
+  service_.Assign(Infer(8, 4));
+  ASSERT_TRUE(service_.AwaitStarted(8, milliseconds(30000)));
+  std::vector<pid_t> pids = agent_->RankPids(8);
+  ASSERT_EQ(pids.size(), 1u);
+  const auto asked = std::chrono::steady_clock::now();
+  service_.CancelViaHeartbeat(8);
+  auto done = service_.AwaitComplete(8, milliseconds(10000));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::seconds(5));
+  EXPECT_FALSE(done->succeeded());
+  EXPECT_EQ(done->failure_kind(), "cancelled");
+  EXPECT_TRUE(GroupGone(pids[0]));
+}
+
+TEST_F(AgentRankTest, TimeoutEndsTheJob) {
+  RestartWithSlowRank();
+  service_.Assign(Infer(9, 4, /*timeout_ms=*/1500));
+  ASSERT_TRUE(service_.AwaitStarted(9, milliseconds(30000)));
+  std::vector<pid_t> pids = agent_->RankPids(9);
+  ASSERT_EQ(pids.size(), 1u);
+  auto done = service_.AwaitComplete(9, milliseconds(20000));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_FALSE(done->succeeded());
+  EXPECT_EQ(done->failure_kind(), "timeout");
+  EXPECT_TRUE(GroupGone(pids[0]));
+}
+
+// The daemon goes away mid-job and comes back on the same port: the rank keeps running, the agent
+// registers again listing the job, and the job completes exactly once at the new daemon.
+TEST_F(AgentRankTest, DaemonRestartMidJobCompletesOnce) {
+  StartAgent(FakeRank(3));
+  service_.Assign(Infer(10, 4));
+  ASSERT_TRUE(service_.AwaitStarted(10, milliseconds(30000)));
+  const std::vector<pid_t> pids = agent_->RankPids(10);
+  ASSERT_EQ(pids.size(), 1u);
+  server_->Shutdown(std::chrono::system_clock::now() + milliseconds(100));
+  server_->Wait();
+  std::this_thread::sleep_for(milliseconds(500));
+
+  FakeWorkerService restarted;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port_), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&restarted);
+  auto server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  ASSERT_EQ(port, port_);
+
+  auto done = restarted.AwaitComplete(10, milliseconds(20000));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_TRUE(done->succeeded()) << done->failure_kind() << ": " << done->message();
+  bool listed = false;
+  for (const auto& r : restarted.Registers()) {
+    for (const auto& j : r.running()) {
+      if (j.job_id() == 10) listed = listed || (j.pids_size() == 1 && j.pids(0) == pids[0]);
+    }
+  }
+  EXPECT_TRUE(listed) << "the re-registration must list the running job with its rank pid";
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_EQ(restarted.CompleteCount(10), 1u);
+  EXPECT_EQ(service_.CompleteCount(10), 0u);
+
+  agent_->Stop();
+  runner_.join();
+  agent_.reset();
+  server->Shutdown(std::chrono::system_clock::now() + milliseconds(100));
+}
+
+}  // namespace
+}  // namespace fuji::agent

@@ -1,0 +1,163 @@
+// fujid under failure and load: lost agents (lease expiry), many concurrent submitters, and a
+// daemon restart while a job runs.
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/fujid_test_util.h"
+
+namespace fuji::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class FujidRecoveryTest : public FujidTest {};
+
+TEST_F(FujidRecoveryTest, LostAgentsJobIsRequeuedThenFailsWhenRetriesRunOut) {
+  daemon::ServerOptions options;
+  options.lease_ttl_ms = 300;
+  options.lease_check_interval_ms = 50;
+  StartServer(options);
+  Register("node-a", 1);
+  grpc::ClientContext context;
+  v1::SubmitRequest request;
+  request.set_kind("infer");
+  request.set_spec_json(Spec());
+  request.set_max_attempts(2);
+  v1::SubmitResponse submitted;
+  ASSERT_TRUE(jobs_->Submit(&context, request, &submitted).ok());
+  const int64_t id = submitted.job().id();
+
+  ASSERT_EQ(Poll("node-a", 5000).assignments_size(), 1);
+  // No heartbeats: the lease runs out and the job waits for a live agent.
+  v1::Job requeued = WaitForState(id, v1::QUEUED, 5000);
+  ASSERT_EQ(requeued.state(), v1::QUEUED);
+  EXPECT_EQ(requeued.attempts(), 1);
+  grpc::ClientContext c1;
+  v1::ListWorkersResponse workers;
+  ASSERT_TRUE(jobs_->ListWorkers(&c1, v1::ListWorkersRequest(), &workers).ok());
+  ASSERT_EQ(workers.workers_size(), 1);
+  EXPECT_EQ(workers.workers(0).state(), "LOST");
+
+  Register("node-a", 1);  // the agent comes back
+  v1::PollAssignmentsResponse again = Poll("node-a", 5000);
+  ASSERT_EQ(again.assignments_size(), 1);
+  EXPECT_EQ(again.assignments(0).attempt(), 1);
+  v1::Job failed = WaitForState(id, v1::FAILED, 5000);
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_THAT(failed.reason(), HasSubstr("agent node-a lost"));
+  EXPECT_THAT(failed.reason(), HasSubstr("retries exhausted (2 of 2)"));
+}
+
+TEST_F(FujidRecoveryTest, HandOutTheAgentNeverListsIsRequeuedWithoutUsingAnAttempt) {
+  daemon::ServerOptions options;
+  options.lease_ttl_ms = 300;
+  options.lease_check_interval_ms = 50;
+  StartServer(options);
+  Register("node-a", 1);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Spec(), &job).ok());
+  ASSERT_EQ(Poll("node-a", 5000).assignments_size(), 1);
+  // The agent keeps beating but never lists the job (say the answer to its poll was lost).
+  bool told_to_stop = false;
+  for (int i = 0; i < 50 && !told_to_stop; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    grpc::ClientContext context;
+    v1::HeartbeatRequest beat;
+    beat.set_worker_id("node-a");
+    v1::HeartbeatResponse response;
+    ASSERT_TRUE(workers_->Heartbeat(&context, beat, &response).ok());
+    for (int64_t id : response.cancel_job_ids()) told_to_stop |= id == job.id();
+  }
+  ASSERT_TRUE(told_to_stop);
+  v1::PollAssignmentsResponse again = Poll("node-a", 5000);
+  ASSERT_EQ(again.assignments_size(), 1);
+  EXPECT_EQ(again.assignments(0).job_id(), job.id());
+  EXPECT_EQ(again.assignments(0).attempt(), 0);
+  EXPECT_EQ(GetJob(job.id()).attempts(), 0);
+}
+
+TEST_F(FujidRecoveryTest, ConcurrentSubmitsAreEachListedExactlyOnce) {
+  StartServer();
+  constexpr int kThreads = 16, kPerThread = 200;
+  std::mutex mu;
+  std::vector<int64_t> acknowledged;
+  std::vector<std::thread> threads;
+  const std::string spec = Spec();
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        v1::Job job;
+        grpc::Status status = Submit(spec, &job);
+        if (!status.ok()) continue;
+        std::lock_guard<std::mutex> lock(mu);
+        acknowledged.push_back(job.id());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  ASSERT_EQ(acknowledged.size(), size_t{kThreads * kPerThread});
+
+  std::multiset<int64_t> listed;
+  int64_t token = 0;
+  do {
+    grpc::ClientContext context;
+    v1::ListJobsRequest request;
+    request.set_limit(1000);
+    request.set_page_token(token);
+    v1::ListJobsResponse page;
+    ASSERT_TRUE(jobs_->ListJobs(&context, request, &page).ok());
+    for (const v1::Job& job : page.jobs()) listed.insert(job.id());
+    token = page.next_page_token();
+  } while (token != 0);
+  EXPECT_EQ(listed.size(), acknowledged.size());
+  for (int64_t id : acknowledged) EXPECT_EQ(listed.count(id), 1u) << id;
+}
+
+TEST_F(FujidRecoveryTest, RunningJobContinuesAcrossADaemonRestartAndCompletesOnce) {
+  StartServer();
+  Register("node-a", 1);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Spec(), &job).ok());
+  ASSERT_EQ(Poll("node-a", 5000).assignments_size(), 1);
+  v1::JobReport report;
+  report.set_worker_id("node-a");
+  report.set_job_id(job.id());
+  report.set_started(true);
+  {
+    grpc::ClientContext context;
+    v1::ReportResponse response;
+    ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
+  }
+
+  StopServer();
+  StartServer();
+  v1::RegisterResponse registered = Register("node-a", 1, "cpu", {{job.id(), 0}});
+  EXPECT_EQ(registered.stop_job_ids_size(), 0);
+  EXPECT_GT(registered.lease_ttl_ms(), 0);
+  EXPECT_EQ(GetJob(job.id()).state(), v1::RUNNING);
+  EXPECT_EQ(Poll("node-a", 300).assignments_size(), 0);  // not handed out a second time
+
+  v1::CompleteRequest done;
+  done.set_worker_id("node-a");
+  done.set_job_id(job.id());
+  done.set_succeeded(true);
+  done.set_result_json(R"({"text":"once"})");
+  ASSERT_TRUE(Complete(done).ok());
+  done.set_result_json(R"({"text":"twice"})");
+  ASSERT_TRUE(Complete(done).ok());  // a duplicate: ignored
+  EXPECT_EQ(GetJob(job.id()).state(), v1::SUCCEEDED);
+  auto results = store_->Results(job.id());
+  ASSERT_TRUE(results.ok());
+  ASSERT_EQ(results->size(), 1u);
+  EXPECT_EQ(results->front().result, R"({"text":"once"})");
+
+  // An agent that reports a job the daemon no longer wants is told to stop it.
+  registered = Register("node-a", 1, "cpu", {{job.id(), 0}});
+  ASSERT_EQ(registered.stop_job_ids_size(), 1);
+  EXPECT_EQ(registered.stop_job_ids(0), job.id());
+}
+
+}  // namespace
+}  // namespace fuji::testing

@@ -1,0 +1,147 @@
+// Helpers for fujid's integration tests: a scratch directory with a model directory, the real
+// server on a loopback port, and generated stubs talking to it.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "daemon/server/daemon_server.h"
+#include "daemon/store/clock.h"
+#include "daemon/store/job_store.h"
+#include "fuji/v1/jobs.grpc.pb.h"
+#include "fuji/v1/worker.grpc.pb.h"
+
+namespace fuji::testing {
+
+class FujidTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::string(FUJI_BINARY_DIR) + "/test_scratch/fujid_" + std::to_string(::getpid()) +
+           "_" + info->name();
+    ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_ + "/model").c_str()), 0);
+    std::ofstream(dir_ + "/model/config.json") << "{}\n";
+  }
+  void TearDown() override {
+    StopServer();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+
+  void StartServer(daemon::ServerOptions options = {}) {
+    auto store = store::JobStore::Open(dir_ + "/fujid.db", &clock_);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+    options.listen = "127.0.0.1:0";
+    auto server = daemon::DaemonServer::Start(options, store_.get(), &clock_);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                       grpc::InsecureChannelCredentials());
+    jobs_ = v1::JobService::NewStub(channel);
+    workers_ = v1::WorkerService::NewStub(channel);
+  }
+  void StopServer() {
+    if (server_) server_->Stop();
+    server_.reset();
+    store_.reset();
+  }
+
+  std::string Spec(nlohmann::json extra = nlohmann::json::object()) const {
+    nlohmann::json spec = {{"model", dir_ + "/model"}, {"prompt", "hello"}, {"max_new_tokens", 4}};
+    spec.update(extra);
+    return spec.dump();
+  }
+
+  grpc::Status Submit(const std::string& spec_json, v1::Job* job, const std::string& kind = "infer") {
+    grpc::ClientContext context;
+    v1::SubmitRequest request;
+    request.set_kind(kind);
+    request.set_spec_json(spec_json);
+    v1::SubmitResponse response;
+    grpc::Status status = jobs_->Submit(&context, request, &response);
+    if (job != nullptr) *job = response.job();
+    return status;
+  }
+
+  v1::Job GetJob(int64_t id) {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_id(id);
+    v1::Job job;
+    EXPECT_TRUE(jobs_->GetJob(&context, request, &job).ok());
+    return job;
+  }
+
+  // Polls GetJob until the job is in `state` (or the time is up); returns the last view.
+  v1::Job WaitForState(int64_t id, v1::JobState state, int timeout_ms = 10000) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    v1::Job job = GetJob(id);
+    while (job.state() != state && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      job = GetJob(id);
+    }
+    return job;
+  }
+
+  v1::RegisterResponse Register(const std::string& worker_id, int devices,
+                                const std::string& kind = "cpu",
+                                const std::vector<std::pair<int64_t, int>>& running = {}) {
+    grpc::ClientContext context;
+    v1::RegisterRequest request;
+    request.set_worker_id(worker_id);
+    request.set_host(worker_id);
+    for (int i = 0; i < devices; ++i) {
+      v1::Device* device = request.add_devices();
+      device->set_index(i);
+      device->set_name(kind == "cpu" ? "cpu" : "NVIDIA H100 80GB HBM3");
+      device->set_total_mib(81559);
+      device->set_kind(kind);
+    }
+    for (const auto& [job_id, attempt] : running) {
+      v1::RunningJob* r = request.add_running();
+      r->set_job_id(job_id);
+      r->set_attempt(attempt);
+    }
+    v1::RegisterResponse response;
+    grpc::Status status = workers_->Register(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
+  v1::PollAssignmentsResponse Poll(const std::string& worker_id, int64_t wait_ms) {
+    grpc::ClientContext context;
+    v1::PollAssignmentsRequest request;
+    request.set_worker_id(worker_id);
+    request.set_wait_ms(wait_ms);
+    v1::PollAssignmentsResponse response;
+    grpc::Status status = workers_->PollAssignments(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
+  grpc::Status Complete(const v1::CompleteRequest& request) {
+    grpc::ClientContext context;
+    v1::CompleteResponse response;
+    return workers_->Complete(&context, request, &response);
+  }
+
+  std::string dir_;
+  store::SystemClock clock_;
+  std::unique_ptr<store::JobStore> store_;
+  std::unique_ptr<daemon::DaemonServer> server_;
+  std::unique_ptr<v1::JobService::Stub> jobs_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+};
+
+}  // namespace fuji::testing

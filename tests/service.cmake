@@ -1,0 +1,6 @@
+# fuji as a service end to end: real fujid, fuji-agent and fuji-rank processes on loopback.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(service_test SOURCES integration/service_test.cc LIBS fuji_launcher
+    LABELS integration TIMEOUT 900)
+  add_dependencies(service_test fuji fujid fuji-agent fuji-rank)
+endif()

@@ -1,0 +1,636 @@
+// The agent's loops: register/heartbeat, long-poll, report, and one supervisor per job.
+#include "worker/agent/agent.h"
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/agent/failure.h"
+#include "worker/agent/samples.h"
+#include "worker/launcher/rank_process.h"
+
+namespace fuji::agent {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+void Log(const std::string& line) { std::fprintf(stderr, "fuji-agent: %s\n", line.c_str()); }
+
+std::chrono::system_clock::time_point Deadline(int64_t ms) {
+  return std::chrono::system_clock::now() + milliseconds(ms);
+}
+
+bool Retryable(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         s.error_code() == grpc::StatusCode::CANCELLED || s.error_code() == grpc::StatusCode::UNKNOWN ||
+         s.error_code() == grpc::StatusCode::INTERNAL || s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+template <typename T>
+void KeepLast(google::protobuf::RepeatedPtrField<T>* field, size_t max) {
+  const int excess = field->size() - static_cast<int>(max);
+  if (excess > 0) field->DeleteSubrange(0, excess);
+}
+
+bool Empty(const fuji::v1::JobReport& r) {
+  return !r.started() && r.progress_size() == 0 && r.logs_size() == 0 && r.timings_size() == 0 &&
+         r.samples_size() == 0;
+}
+
+// Turns one rank event into report entries, or the result / error of the attempt. Timing events
+// carry a duration: they become [now - ms, now] on the agent's wall clock.
+void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part,
+                 std::optional<nlohmann::json>* result, std::optional<RankError>* error, int32_t attempt) {
+  const std::string kind = e.value("event", "");
+  if (kind == "progress") {
+    auto* p = part->add_progress();
+    p->set_phase(e.value("phase", ""));
+    p->set_done(e.value("done", int64_t{0}));
+    p->set_total(e.value("total", int64_t{0}));
+    p->set_rank(rank);
+  } else if (kind == "timing") {
+    const double ms = e.value("ms", 0.0);
+    auto* t = part->add_timings();
+    t->set_attempt(attempt);
+    t->set_rank(rank);
+    t->set_phase(e.value("phase", ""));
+    t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
+    t->set_end_ms(now);
+  } else if (kind == "result" && rank == 0) {
+    *result = e.value("result", nlohmann::json::object());
+  } else if (kind == "error" && !*error) {
+    *error = RankError{e.value("reason", "internal"), e.value("message", "")};
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+}
+
+int64_t WallClockMs() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// One job attempt. `assignment` is immutable; the rest is guarded by Agent::mu_.
+struct Agent::Job {
+  fuji::v1::Assignment assignment;
+  std::thread supervisor;
+  std::vector<pid_t> pids;                        // while the ranks run
+  StopReason stop = StopReason::kNone;            // what the supervisor was asked to do
+  fuji::v1::JobReport pending;                    // not yet sent
+  Clock::time_point last_report{};
+  std::optional<fuji::v1::CompleteRequest> completion;  // set once the ranks ended
+  bool finished = false;                          // the supervisor is done
+  bool send_complete = true;                      // false for kUnwanted and kShutdown
+};
+
+Agent::Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel)
+    : config_(std::move(config)), inventory_(std::move(inventory)),
+      stub_(fuji::v1::WorkerService::NewStub(std::move(channel))) {}
+
+Agent::~Agent() {
+  Stop();
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  for (auto& job : jobs) RequestStop(job->assignment.job_id(), StopReason::kShutdown);
+  for (auto& job : jobs) JoinSupervisor(*job);
+}
+
+void Agent::JoinSupervisor(Job& job) {
+  std::thread supervisor;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    supervisor = std::move(job.supervisor);  // whoever takes it joins it
+  }
+  if (supervisor.joinable() && supervisor.get_id() != std::this_thread::get_id()) supervisor.join();
+  if (supervisor.joinable()) supervisor.detach();
+}
+
+void Agent::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopping_ = true;
+  if (poll_context_ != nullptr) poll_context_->TryCancel();
+  cv_.notify_all();
+}
+
+bool Agent::registered() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return registered_;
+}
+
+std::vector<int64_t> Agent::ActiveJobIds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int64_t> ids;
+  for (const auto& [id, job] : jobs_) ids.push_back(id);
+  return ids;
+}
+
+std::vector<pid_t> Agent::RankPids(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? std::vector<pid_t>{} : it->second->pids;
+}
+
+bool Agent::SleepFor(int64_t ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, milliseconds(ms), [&] { return stopping_; });
+  return !stopping_;
+}
+
+void Agent::MarkUnreachable(const grpc::Status& status, const char* call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!unreachable_logged_) {
+    Log(std::string(call) + " failed (" + status.error_message() + "): retrying; ranks keep running");
+    unreachable_logged_ = true;
+  }
+  registered_ = false;
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run: register and heartbeat on this thread; polling and reporting on their own.
+
+Status Agent::Run() {
+  std::thread poller([this] { PollLoop(); });
+  std::thread reporter([this] { ReportLoop(); });
+  ControlLoop();
+  if (poller.joinable()) poller.join();
+  // Terminate what still runs; the reporter flushes what they said last, then ends.
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  for (auto& job : jobs) RequestStop(job->assignment.job_id(), StopReason::kShutdown);
+  for (auto& job : jobs) JoinSupervisor(*job);
+  if (reporter.joinable()) reporter.join();
+  return Status::Ok();
+}
+
+void Agent::ControlLoop() {
+  int64_t backoff_ms = 100;
+  for (;;) {
+    bool is_registered;
+    int64_t interval;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      is_registered = registered_;
+      interval = heartbeat_interval_ms_;
+    }
+    if (!is_registered) {
+      if (RegisterOnce().ok()) {
+        backoff_ms = 100;
+        continue;
+      }
+      if (!SleepFor(backoff_ms)) return;
+      backoff_ms = std::min<int64_t>(backoff_ms * 2, 2000);
+      continue;
+    }
+    if (!SleepFor(interval)) return;
+    (void)HeartbeatOnce();
+  }
+}
+
+std::vector<fuji::v1::RunningJob> Agent::RunningJobsLocked() const {
+  std::vector<fuji::v1::RunningJob> running;
+  for (const auto& [id, job] : jobs_) {
+    if (!job->send_complete) continue;  // being dropped
+    fuji::v1::RunningJob r;
+    r.set_job_id(id);
+    r.set_attempt(job->assignment.attempt());
+    for (pid_t pid : job->pids) r.add_pids(pid);  // empty: ended, its Complete still to come
+    running.push_back(std::move(r));
+  }
+  return running;
+}
+
+Status Agent::RegisterOnce() {
+  fuji::v1::RegisterRequest request;
+  request.set_worker_id(config_.worker_id);
+  request.set_host(config_.host);
+  for (const auto& d : inventory_.devices) *request.add_devices() = d;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : RunningJobsLocked()) *request.add_running() = std::move(r);
+  }
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(config_.rpc_timeout_ms));
+  fuji::v1::RegisterResponse response;
+  const grpc::Status s = stub_->Register(&context, request, &response);
+  if (!s.ok()) {
+    MarkUnreachable(s, "Register");
+    return Unavailable("Register: " + s.error_message());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    registered_ = true;
+    unreachable_logged_ = false;
+    heartbeat_interval_ms_ = response.heartbeat_interval_ms() > 0 ? response.heartbeat_interval_ms() : 1000;
+    cv_.notify_all();
+  }
+  Log("registered as " + config_.worker_id + " with " + std::to_string(request.devices_size()) + " device(s), " +
+      std::to_string(request.running_size()) + " running job(s)");
+  for (int64_t id : response.stop_job_ids()) RequestStop(id, StopReason::kUnwanted);
+  return Status::Ok();
+}
+
+Status Agent::HeartbeatOnce() {
+  fuji::v1::HeartbeatRequest request;
+  request.set_worker_id(config_.worker_id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : RunningJobsLocked()) *request.add_running() = std::move(r);
+  }
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(config_.rpc_timeout_ms));
+  fuji::v1::HeartbeatResponse response;
+  const grpc::Status s = stub_->Heartbeat(&context, request, &response);
+  if (!s.ok()) {
+    MarkUnreachable(s, "Heartbeat");
+    return Unavailable("Heartbeat: " + s.error_message());
+  }
+  for (int64_t id : response.cancel_job_ids()) RequestStop(id, StopReason::kCancelled);
+  if (response.reregister()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    registered_ = false;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling for assignments.
+
+void Agent::PollLoop() {
+  for (;;) {
+    grpc::ClientContext context;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || registered_; });
+      if (stopping_) return;
+      poll_context_ = &context;
+    }
+    context.set_deadline(Deadline(config_.poll_wait_ms + config_.rpc_timeout_ms));
+    fuji::v1::PollAssignmentsRequest request;
+    request.set_worker_id(config_.worker_id);
+    request.set_wait_ms(config_.poll_wait_ms);
+    fuji::v1::PollAssignmentsResponse response;
+    const grpc::Status s = stub_->PollAssignments(&context, request, &response);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      poll_context_ = nullptr;
+      if (stopping_) return;
+    }
+    if (!s.ok()) {
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) MarkUnreachable(s, "PollAssignments");
+      if (!SleepFor(200)) return;
+      continue;
+    }
+    for (const auto& assignment : response.assignments()) StartJob(assignment);
+  }
+}
+
+void Agent::StartJob(const fuji::v1::Assignment& assignment) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return;
+  auto it = jobs_.find(assignment.job_id());
+  if (it != jobs_.end() && it->second->assignment.attempt() == assignment.attempt()) return;  // a repeat
+  if (it != jobs_.end()) {
+    Log("job " + std::to_string(assignment.job_id()) + ": a new attempt while the old one is still here; ignored");
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->assignment = assignment;
+  jobs_[assignment.job_id()] = job;
+  Log("job " + std::to_string(assignment.job_id()) + " attempt " + std::to_string(assignment.attempt()) + ": " +
+      assignment.kind());
+  job->supervisor = std::thread([this, job] { Supervise(job); });
+}
+
+void Agent::RequestStop(int64_t job_id, StopReason why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  Job& job = *it->second;
+  if (why == StopReason::kUnwanted) job.send_complete = false;
+  if (job.finished) return;  // already ended: its Complete (if wanted) stands
+  if (job.stop == StopReason::kNone) job.stop = why;
+  if (why == StopReason::kShutdown) job.send_complete = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting: batches every report_interval_ms per job, kept while the daemon is unreachable.
+
+void Agent::AppendLocked(Job& job, fuji::v1::JobReport part) {
+  fuji::v1::JobReport& p = job.pending;
+  if (part.started()) p.set_started(true);
+  for (auto& x : *part.mutable_progress()) *p.add_progress() = std::move(x);
+  for (auto& x : *part.mutable_logs()) *p.add_logs() = std::move(x);
+  for (auto& x : *part.mutable_timings()) *p.add_timings() = std::move(x);
+  for (auto& x : *part.mutable_samples()) *p.add_samples() = std::move(x);
+  KeepLast(p.mutable_progress(), 1000);
+  KeepLast(p.mutable_logs(), config_.max_buffered_logs);
+  KeepLast(p.mutable_samples(), config_.max_buffered_samples);
+  cv_.notify_all();
+}
+
+void Agent::ReportLoop() {
+  for (;;) {
+    bool stopping;
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, milliseconds(50));
+      stopping = stopping_;
+      for (auto& [id, job] : jobs_) jobs.push_back(job);
+      if (!registered_) {
+        if (stopping) return;  // nobody to tell
+        continue;
+      }
+    }
+    if (stopping) {
+      // Run() joins the supervisors before it joins this thread: wait until all have finished.
+      bool all_finished = true;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& job : jobs) all_finished = all_finished && job->finished;
+      }
+      if (!all_finished) continue;
+      for (auto& job : jobs) FlushJob(job, true);
+      return;
+    }
+    for (auto& job : jobs) FlushJob(job, false);
+  }
+}
+
+void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
+  const int64_t id = job->assignment.job_id();
+  fuji::v1::JobReport report;
+  bool send_report = false, send_complete = false, forget = false;
+  fuji::v1::CompleteRequest complete;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool due = Clock::now() - job->last_report >= milliseconds(config_.report_interval_ms);
+    if (!Empty(job->pending) && (due || job->finished || final_pass)) {
+      report = std::move(job->pending);
+      job->pending.Clear();
+      job->last_report = Clock::now();
+      send_report = true;
+    }
+    if (job->finished && !job->send_complete && !send_report) forget = true;
+    if (job->finished && job->send_complete && job->completion) {
+      complete = *job->completion;
+      send_complete = true;
+    }
+  }
+  if (send_report) {
+    report.set_worker_id(config_.worker_id);
+    report.set_job_id(id);
+    report.set_attempt(job->assignment.attempt());
+    grpc::ClientContext context;
+    context.set_deadline(Deadline(config_.rpc_timeout_ms));
+    fuji::v1::ReportResponse response;
+    const grpc::Status s = stub_->Report(&context, report, &response);
+    if (!s.ok() && Retryable(s)) {
+      // Put it back in front of what arrived meanwhile and try again later.
+      std::lock_guard<std::mutex> lock(mu_);
+      fuji::v1::JobReport later = std::move(job->pending);
+      job->pending = std::move(report);
+      AppendLocked(*job, std::move(later));
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) registered_ = false;
+      return;
+    }
+    if (!s.ok()) {
+      Log("job " + std::to_string(id) + ": Report refused (" + s.error_message() + "); batch dropped");
+    } else if (response.cancel()) {
+      RequestStop(id, StopReason::kCancelled);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job->finished && !Empty(job->pending)) return;  // more to say before Complete
+    if (job->finished && !job->send_complete) forget = true;
+  }
+  if (send_complete) {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline(config_.rpc_timeout_ms));
+    fuji::v1::CompleteResponse response;
+    const grpc::Status s = stub_->Complete(&context, complete, &response);
+    if (!s.ok() && Retryable(s)) {
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        std::lock_guard<std::mutex> lock(mu_);
+        registered_ = false;
+      }
+      return;
+    }
+    if (!s.ok()) Log("job " + std::to_string(id) + ": Complete refused (" + s.error_message() + ")");
+    forget = true;
+  }
+  if (!forget) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second == job) jobs_.erase(it);
+  }
+  JoinSupervisor(*job);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Supervising one job's ranks.
+
+void Agent::Supervise(const std::shared_ptr<Job>& job) {
+  const fuji::v1::Assignment& a = job->assignment;
+  fuji::v1::CompleteRequest complete;
+  complete.set_worker_id(config_.worker_id);
+  complete.set_job_id(a.job_id());
+  complete.set_attempt(a.attempt());
+  auto finish = [&](bool succeeded, const std::string& kind, const std::string& message) {
+    complete.set_succeeded(succeeded);
+    if (!succeeded) {
+      complete.set_failure_kind(kind);
+      complete.set_message(message);
+      Log("job " + std::to_string(a.job_id()) + ": " + kind + ": " + message);
+    } else {
+      Log("job " + std::to_string(a.job_id()) + ": succeeded");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    job->pids.clear();
+    job->completion = complete;
+    job->finished = true;
+    cv_.notify_all();
+  };
+
+  // The request: the spec with the op and the job's id.
+  nlohmann::json request = nlohmann::json::parse(a.spec_json(), nullptr, false);
+  if (request.is_discarded() || !request.is_object()) return finish(false, "bad_input", "spec_json is not a JSON object");
+  request["op"] = a.kind();
+  request["id"] = std::to_string(a.job_id());
+  const bool cuda = inventory_.is_cuda();
+  // Each rank sees only its own GPU (CUDA_VISIBLE_DEVICES), as cuda:0.
+  if (cuda && request.contains("device") && request["device"].is_string() &&
+      request["device"].get<std::string>().rfind("cuda", 0) == 0) {
+    request["device"] = "cuda:0";
+  }
+  std::string executable = config_.rank_executable;
+  if (executable.empty()) {
+    auto found = launch::FindRankExecutable();
+    if (!found.ok()) return finish(false, "internal", found.status().message());
+    executable = *found;
+  }
+
+  // One rank per assigned device (an inference job uses one).
+  const int world = a.kind() == "infer" ? 1 : std::max(1, a.device_indices_size());
+  std::vector<int> devices;
+  for (int r = 0; r < world; ++r) devices.push_back(r < a.device_indices_size() ? a.device_indices(r) : r);
+  std::vector<std::unique_ptr<launch::RankProcess>> ranks;
+  for (int r = 0; r < world; ++r) {
+    launch::RankLaunchSpec spec{executable, {}, {}};
+    if (cuda) spec.env["CUDA_VISIBLE_DEVICES"] = std::to_string(devices[r]);
+    auto rank = launch::RankProcess::Spawn(spec);
+    if (!rank.ok()) return finish(false, "internal", "cannot start fuji-rank: " + rank.status().message());
+    nlohmann::json rank_request = request;
+    if (world > 1) {
+      rank_request["rank"] = r;
+      rank_request["world_size"] = world;
+    }
+    Status sent = (*rank)->Send(rank_request);
+    (*rank)->CloseInput();
+    if (!sent.ok()) Log("job " + std::to_string(a.job_id()) + ": rank " + std::to_string(r) + ": " + sent.message());
+    ranks.push_back(std::move(rank).value());
+  }
+  std::vector<pid_t> pids;
+  for (auto& rank : ranks) pids.push_back(rank->pid());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->pids = pids;
+    fuji::v1::JobReport started;
+    started.set_started(true);
+    AppendLocked(*job, std::move(started));
+  }
+
+  // Forward what the ranks say until they end, are cancelled or time out.
+  const auto begin = Clock::now();
+  auto next_sample = begin;
+  std::vector<bool> open(ranks.size(), true);
+  std::optional<nlohmann::json> result;
+  std::optional<RankError> error;
+  std::string last_stderr;
+  StopReason stop = StopReason::kNone;
+  auto sample = [&] {
+    fuji::v1::JobReport part;
+    const int64_t now = WallClockMs();
+    if (inventory_.nvml) {
+      for (auto& s : GpuSamples(*inventory_.nvml, devices, pids, config_.worker_id, now)) *part.add_samples() = std::move(s);
+    } else {
+      *part.add_samples() = HostSample(pids, config_.worker_id, now);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    AppendLocked(*job, std::move(part));
+  };
+  sample();
+  next_sample += milliseconds(config_.sample_interval_ms);
+  auto all_exited = [&] {
+    for (auto& rank : ranks) {
+      if (!rank->Poll()) return false;
+    }
+    return true;
+  };
+  for (;;) {
+    const bool any_open = std::find(open.begin(), open.end(), true) != open.end();
+    if (!any_open && all_exited()) break;
+    fuji::v1::JobReport part;
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      if (!open[r]) continue;
+      auto next = ranks[r]->Next(milliseconds(ranks.size() > 1 ? 10 : 25));
+      if (!next.ok()) {
+        if (next.status().code() != StatusCode::kUnavailable) open[r] = false;
+        continue;
+      }
+      if (!next->has_value()) {
+        open[r] = false;
+        continue;
+      }
+      const launch::RankOutput& out = **next;
+      const int64_t now = WallClockMs();
+      if (out.kind == launch::RankOutput::Kind::kLog) {
+        auto* log = part.add_logs();
+        log->set_at_ms(now);
+        log->set_stream("rank" + std::to_string(r) + "/stderr");
+        log->set_line(out.line);
+        if (!out.line.empty()) last_stderr = out.line;
+        continue;
+      }
+      try {
+        HandleEvent(out.event, static_cast<int32_t>(r), now, &part, &result, &error, a.attempt());
+      } catch (const nlohmann::json::exception& ex) {
+        auto* log = part.add_logs();
+        log->set_at_ms(now);
+        log->set_stream("rank" + std::to_string(r) + "/events");
+        log->set_line("malformed event (" + std::string(ex.what()) + "): " + out.event.dump());
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!Empty(part)) AppendLocked(*job, std::move(part));
+      stop = job->stop;
+    }
+    if (stop == StopReason::kNone && a.timeout_ms() > 0 && Clock::now() - begin >= milliseconds(a.timeout_ms())) {
+      stop = StopReason::kTimeout;
+    }
+    if (stop != StopReason::kNone) break;
+    if (!any_open) std::this_thread::sleep_for(milliseconds(10));  // pipes closed, waiting for the exit
+    if (Clock::now() >= next_sample) {
+      sample();
+      next_sample += milliseconds(config_.sample_interval_ms);
+      if (next_sample < Clock::now()) next_sample = Clock::now() + milliseconds(config_.sample_interval_ms);
+    }
+  }
+
+  // Terminate (SIGTERM, SIGKILL after the grace; returns once each group is gone) or collect exits.
+  std::vector<launch::ExitInfo> exits;
+  for (auto& rank : ranks) {
+    exits.push_back(stop != StopReason::kNone ? rank->Terminate(milliseconds(config_.cancel_grace_ms)) : rank->Wait());
+  }
+  switch (stop) {
+    case StopReason::kCancelled:
+      return finish(false, "cancelled", "cancelled");
+    case StopReason::kTimeout:
+      return finish(false, "timeout", "timed out after " + std::to_string(a.timeout_ms()) + " ms");
+    case StopReason::kUnwanted:
+      return finish(false, "cancelled", "the daemon no longer wants this job");
+    case StopReason::kShutdown:
+      return finish(false, "internal", "fuji-agent shut down while the job ran");
+    case StopReason::kNone:
+      break;
+  }
+  if (result && !error) {
+    complete.set_result_json(result->dump());
+    return finish(true, "", "");
+  }
+  // The first rank that failed says why.
+  size_t culprit = 0;
+  for (size_t r = 0; r < exits.size(); ++r) {
+    if (!exits[r].Succeeded()) {
+      culprit = r;
+      break;
+    }
+  }
+  const Failure f = ClassifyFailure(error, exits[culprit], false, last_stderr);
+  complete.set_exit_code(f.exit_code);
+  complete.set_signal(f.signal);
+  finish(false, f.kind, f.message);
+}
+
+}  // namespace fuji::agent

@@ -1,0 +1,92 @@
+// The agent: registers this node's devices with fujid, long-polls for assignments, runs each job's
+// ranks through the launcher, forwards what they do in batched Reports, samples memory, and ends
+// every attempt with exactly one Complete -- across daemon restarts, which it rides out by
+// retrying with backoff while its ranks keep running and their reports wait in a bounded buffer.
+//
+// Threads: Run()'s caller registers and heartbeats; one thread long-polls; one thread sends
+// Reports and Completes; one supervisor thread per running job owns that job's RankProcesses.
+// Everything they share sits behind one mutex.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fuji/v1/worker.grpc.pb.h"
+#include "worker/agent/agent_config.h"
+#include "worker/agent/devices.h"
+#include "worker/common/status.h"
+
+namespace fuji::agent {
+
+// A channel to fujid that reconnects quickly (100 ms, backing off to 2 s) after the daemon restarts.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server);
+
+// Milliseconds since the Unix epoch: the clock of Timing.start_ms/end_ms, LogLine.at_ms and
+// MemorySample.at_ms.
+int64_t WallClockMs();
+
+class Agent {
+ public:
+  Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel);
+  // Stops and joins everything still running.
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Blocks until Stop(): registers (retrying while the daemon is unreachable), heartbeats, polls
+  // and supervises. On stop, polling ends, running ranks are terminated (their jobs get no
+  // Complete: the daemon's lease runs out and it requeues them) and pending reports are flushed.
+  Status Run();
+  // Thread-safe; returns at once. Not async-signal-safe: call it from a signal-waiting thread.
+  void Stop();
+
+  // Thread-safe observers, for tests and logs.
+  bool registered() const;
+  std::vector<int64_t> ActiveJobIds() const;
+  // The pids of a running job's ranks (empty once they ended or for an unknown job).
+  std::vector<pid_t> RankPids(int64_t job_id) const;
+
+ private:
+  struct Job;
+  enum class StopReason { kNone, kCancelled, kTimeout, kUnwanted, kShutdown };
+
+  void ControlLoop();
+  Status RegisterOnce();
+  Status HeartbeatOnce();
+  void PollLoop();
+  void ReportLoop();
+  void FlushJob(const std::shared_ptr<Job>& job, bool final_pass);
+  void StartJob(const fuji::v1::Assignment& assignment);
+  void Supervise(const std::shared_ptr<Job>& job);
+  void JoinSupervisor(Job& job);
+  // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.
+  void RequestStop(int64_t job_id, StopReason why);
+  std::vector<fuji::v1::RunningJob> RunningJobsLocked() const;
+  void AppendLocked(Job& job, fuji::v1::JobReport part);
+  void MarkUnreachable(const grpc::Status& status, const char* call);
+  // Waits on cv_ up to ms or until stopping; returns false once stopping.
+  bool SleepFor(int64_t ms);
+
+  const AgentConfig config_;
+  const DeviceInventory inventory_;
+  std::unique_ptr<fuji::v1::WorkerService::Stub> stub_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool registered_ = false;
+  bool unreachable_logged_ = false;
+  int64_t heartbeat_interval_ms_ = 1000;
+  grpc::ClientContext* poll_context_ = nullptr;  // the long-poll in flight, cancelled by Stop()
+  std::map<int64_t, std::shared_ptr<Job>> jobs_;  // running, or finished with reports/Complete to send
+};
+
+}  // namespace fuji::agent

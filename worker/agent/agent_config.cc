@@ -1,0 +1,33 @@
+// Parsing of fuji-agent's flags that need more than CLI11: the device flag, the host name.
+#include "worker/agent/agent_config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace fuji::agent {
+
+Result<DeviceFlag> ParseDeviceFlag(const std::string& text) {
+  const std::string usage = "--devices: expected 'auto' or 'cpu:N' with 1 <= N <= 1024, got '" + text + "'";
+  DeviceFlag flag;
+  if (text == "auto") return flag;
+  if (text.rfind("cpu:", 0) != 0) return InvalidArgument(usage);
+  const std::string count = text.substr(4);
+  if (count.empty() || count.size() > 4 || count.find_first_not_of("0123456789") != std::string::npos) {
+    return InvalidArgument(usage);
+  }
+  const long n = std::strtol(count.c_str(), nullptr, 10);
+  if (n < 1 || n > 1024) return InvalidArgument(usage);
+  flag.auto_detect = false;
+  flag.cpu_count = static_cast<int>(n);
+  return flag;
+}
+
+std::string HostName() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+}  // namespace fuji::agent

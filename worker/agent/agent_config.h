@@ -1,0 +1,39 @@
+// fuji-agent's configuration, parsed once from its flags into one struct.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "worker/common/status.h"
+
+namespace fuji::agent {
+
+// What --devices asked for: NVML's GPUs (falling back to CPU devices) or N CPU devices.
+struct DeviceFlag {
+  bool auto_detect = true;  // "auto"
+  int cpu_count = 1;        // "cpu:N"; also the fallback of auto when NVML offers no GPU
+};
+
+// "auto" or "cpu:N" (1 <= N <= 1024); INVALID_ARGUMENT with the accepted forms otherwise.
+Result<DeviceFlag> ParseDeviceFlag(const std::string& text);
+
+struct AgentConfig {
+  std::string server;                  // fujid's address, host:port
+  DeviceFlag devices;
+  int64_t sample_interval_ms = 1000;   // memory samples of each running job
+  std::string worker_id;               // default: the host name
+  std::string host;                    // the host name
+  int64_t poll_wait_ms = 10000;        // how long PollAssignments may hold the call open
+  int64_t report_interval_ms = 200;    // at most one Report per job this often
+  int64_t cancel_grace_ms = 2000;      // SIGTERM, then SIGKILL after this
+  int64_t rpc_timeout_ms = 5000;       // deadline of the short calls (all but PollAssignments)
+  size_t max_buffered_logs = 10000;    // per job, while the daemon is unreachable (oldest dropped)
+  size_t max_buffered_samples = 10000;
+  std::string nvml_library = "libnvidia-ml.so.1";
+  std::string rank_executable;         // empty: fuji-rank beside the agent, or $FUJI_RANK
+};
+
+// The machine's host name ("localhost" if unknown).
+std::string HostName();
+
+}  // namespace fuji::agent

@@ -1,0 +1,25 @@
+// Memory samples, nvidia-smi style: per GPU with NVML, else one host-memory reading per job.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fuji/v1/jobs.pb.h"
+#include "worker/agent/nvml.h"
+
+namespace fuji::agent {
+
+// One reading of host memory: device_index -1, "host memory", used = MemTotal - MemAvailable,
+// process_mib = the resident memory of pids (the job's ranks).
+fuji::v1::MemorySample HostSample(const std::vector<pid_t>& pids, const std::string& worker_id, int64_t at_ms);
+
+// One reading per device index through NVML; process_mib sums the job's pids in the device's
+// compute-process list. Devices NVML cannot read are skipped.
+std::vector<fuji::v1::MemorySample> GpuSamples(const Nvml& nvml, const std::vector<int>& device_indices,
+                                               const std::vector<pid_t>& pids, const std::string& worker_id,
+                                               int64_t at_ms);
+
+}  // namespace fuji::agent
