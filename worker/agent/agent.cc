@@ -43,7 +43,8 @@ bool Empty(const fuji::v1::JobReport& r) {
 }
 
 // Turns one rank event into report entries, or the result / error of the attempt. Timing events
-// carry a duration: they become [now - ms, now] on the agent's wall clock.
+// carry their phase's wall-clock start and end (ms since the epoch, the same host's clock); an
+// event with only a duration becomes [now - ms, now].
 void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part,
                  std::optional<nlohmann::json>* result, std::optional<RankError>* error, int32_t attempt) {
   const std::string kind = e.value("event", "");
@@ -59,8 +60,13 @@ void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::J
     t->set_attempt(attempt);
     t->set_rank(rank);
     t->set_phase(e.value("phase", ""));
-    t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
-    t->set_end_ms(now);
+    if (e.contains("start_ms") && e.contains("end_ms")) {
+      t->set_start_ms(e.value("start_ms", int64_t{0}));
+      t->set_end_ms(e.value("end_ms", int64_t{0}));
+    } else {
+      t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
+      t->set_end_ms(now);
+    }
   } else if (kind == "result" && rank == 0) {
     *result = e.value("result", nlohmann::json::object());
   } else if (kind == "error" && !*error) {

@@ -70,7 +70,15 @@ struct RankService::Impl {
     event["id"] = id;
     (void)events->Write(event);  // a closed event pipe means the supervisor is gone: nothing to do
   }
-  void Timing(const char* phase, double ms) { Emit({{"event", "timing"}, {"phase", phase}, {"ms", ms}}); }
+  // A phase that began at `start` (steady clock) and lasted `ms`; its wall-clock span is derived
+  // from now, so phases reported late still land where they happened.
+  void Timing(const char* phase, Clock::time_point start, double ms) {
+    const auto wall_now = std::chrono::system_clock::now();
+    const auto wall_start = wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - start);
+    const int64_t start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wall_start.time_since_epoch()).count();
+    Emit({{"event", "timing"}, {"phase", phase}, {"ms", ms}, {"start_ms", start_ms},
+          {"end_ms", start_ms + static_cast<int64_t>(ms + 0.5)}});
+  }
   void Fail(const Status& s, const char* reason) {
     Emit({{"event", "error"}, {"code", StatusCodeName(s.code())}, {"reason", reason}, {"message", s.message()}});
   }
@@ -111,7 +119,7 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
   FUJI_ASSIGN_OR_RETURN(Resident* r, Load(spec, device, dtype, &cached));
   engine::SynchronizeDevice(device);
   const double load_ms = MsSince(start);
-  Timing("load", load_ms);
+  Timing("load", start, load_ms);
 
   start = Clock::now();
   std::vector<int32_t> prompt_ids = spec.prompt_ids;
@@ -121,7 +129,7 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
     if (prompt_ids.empty()) return InvalidArgument("the prompt has no tokens");
   }
   const double tokenize_ms = MsSince(start);
-  Timing("tokenize", tokenize_ms);
+  Timing("tokenize", start, tokenize_ms);
 
   engine::GenerateOptions options;
   options.max_new_tokens = spec.max_new_tokens;
@@ -129,7 +137,8 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
   options.sampling = {spec.greedy, spec.temperature, spec.top_k, spec.top_p, spec.seed};
   FUJI_RETURN_IF_ERROR(engine::ValidateGeneration(r->model->config(), prompt_ids, options));
 
-  auto last_progress = Clock::now();
+  const auto generate_start = Clock::now();
+  auto last_progress = generate_start;
   engine::GenerateTimings timings;
   FUJI_ASSIGN_OR_RETURN(
       std::vector<int32_t> output_ids,
@@ -138,8 +147,9 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
         last_progress = Clock::now();
         Emit({{"event", "progress"}, {"phase", "generate"}, {"done", index + 1}, {"total", options.max_new_tokens}});
       }));
-  Timing("prefill", timings.prefill_ms);
-  Timing("decode", timings.decode_ms);
+  Timing("prefill", generate_start, timings.prefill_ms);
+  Timing("decode", generate_start + std::chrono::microseconds(static_cast<int64_t>(timings.prefill_ms * 1000)),
+         timings.decode_ms);
 
   std::string text;
   if (r->tokenizer) {
@@ -204,7 +214,7 @@ Status RankService::Impl::Init(const nlohmann::json& request) {
   const auto start = Clock::now();
   FUJI_RETURN_IF_ERROR(engine::WriteRandomCheckpoint(config, spec.out, spec.seed, file_dtype, spec.vocab_dir));
   const double ms = MsSince(start);
-  Timing("init", ms);
+  Timing("init", start, ms);
   Emit({{"event", "result"},
         {"result",
          {{"out", spec.out},
@@ -227,7 +237,7 @@ Status RankService::Impl::Convert(const nlohmann::json& request) {
   const auto start = Clock::now();
   FUJI_RETURN_IF_ERROR(engine::ConvertCheckpoint(in, out, dtype));
   const double ms = MsSince(start);
-  Timing("convert", ms);
+  Timing("convert", start, ms);
   Emit({{"event", "result"}, {"result", {{"in", in}, {"out", out}, {"ms", ms}}}});
   return Status::Ok();
 }

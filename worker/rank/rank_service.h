@@ -4,7 +4,7 @@
 // Events, each carrying the request's "id":
 //   {"event": "started", "op", "pid"}          the request was accepted
 //   {"event": "progress", "phase", "done", "total"}
-//   {"event": "timing", "phase", "ms"}         one per phase as it ends
+//   {"event": "timing", "phase", "ms", "start_ms", "end_ms"}  one per phase (wall-clock ms)
 //   {"event": "result", "result": {...}}       the request succeeded
 //   {"event": "error", "code", "reason", "message"}  it failed; reason is bad_input, cuda_oom,
 //                                                   host_oom or internal
