@@ -267,6 +267,36 @@ TEST_F(ServiceTest, KilledDaemonRestartsAndTheRunningJobIsRecordedOnce) {
   EXPECT_GE(count("SELECT COUNT(*) FROM job_events WHERE job_id = " + std::to_string(id)), 4);
 }
 
+TEST_F(ServiceTest, TwoAgentsNeverRunMoreThanTheirDevices) {
+  auto daemon = StartDaemon();
+  auto a = StartAgent("node-a", 1);
+  auto b = StartAgent("node-b", 1);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(Submit(root_ + "/slow", 300));
+  std::set<std::string> workers_used;
+  const auto end = std::chrono::steady_clock::now() + 180s;
+  size_t done = 0;
+  while (done < ids.size() && std::chrono::steady_clock::now() < end) {
+    EXPECT_LE(RanksOf(a->pid()), 1);
+    EXPECT_LE(RanksOf(b->pid()), 1);
+    auto listed = nlohmann::json::parse(Fuji({"jobs", "--output", "json"}, address_).out);
+    int active = 0;
+    done = 0;
+    for (const auto& j : listed["jobs"]) {
+      const std::string state = j["state"];
+      if (state == "ASSIGNED" || state == "RUNNING") {
+        ++active;
+        workers_used.insert(j.value("worker_id", ""));
+      }
+      if (state == "SUCCEEDED") ++done;
+    }
+    EXPECT_LE(active, 2) << listed.dump();
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(done, ids.size()) << daemon->log();
+  EXPECT_EQ(workers_used, (std::set<std::string>{"node-a", "node-b"}));
+}
+
 TEST_F(ServiceTest, SixteenConcurrentSubmittersEveryAcknowledgedJobOnce) {
   auto daemon = StartDaemon();
   std::vector<std::thread> clients;
