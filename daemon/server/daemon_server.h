@@ -26,7 +26,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0: any free port (see DaemonServer::port)
   int64_t lease_ttl_ms = 10000;
   int max_attempts = 3;            // default retry budget of a job
-  int64_t pass_interval_ms = 200;  // a scheduling pass at least this often
+  // A pass runs whenever something changed (submit, completion, registration, requeue); this
+  // period only bounds how stale time-based decisions (reservations) get.
+  int64_t pass_interval_ms = 1000;
   int64_t lease_check_interval_ms = 500;
   int64_t poll_tick_ms = 50;       // long polls end within this of their wait
   int max_message_bytes = 32 << 20;

@@ -3,6 +3,7 @@
 #include "daemon/server/dispatcher.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "daemon/server/grpc_status.h"
 
@@ -15,6 +16,9 @@ Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, EventH
     : store_(store), clock_(clock), hub_(hub), options_(options) {}
 
 Status Dispatcher::Recover() {
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::JobRecord> queued,
+                        store_->QueuedJobs(std::numeric_limits<int>::max()));
+  for (const store::JobRecord& job : queued) AddQueued(job);
   FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
   int64_t now_ms = clock_->NowMs();
   std::set<std::string> workers;
@@ -74,55 +78,78 @@ std::string Dispatcher::WaitingReason(int64_t job_id) const {
   return it == waiting_reasons_.end() ? std::string() : it->second;
 }
 
+void Dispatcher::AddQueued(const store::JobRecord& job) {
+  sched::JobRequest request;
+  request.id = job.id;
+  request.priority = static_cast<int>(job.priority);
+  request.devices = job.devices;
+  request.device_kind = DeviceKindOfSpec(job.spec);
+  request.estimated_run_ms = job.timeout_ms;
+  std::lock_guard<std::mutex> lock(mu_);
+  queued_[job.id] = std::move(request);
+}
+
+void Dispatcher::RemoveQueued(int64_t job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queued_.erase(job_id);
+  waiting_reasons_.erase(job_id);
+}
+
+void Dispatcher::Enqueued(const store::JobRecord& job) {
+  AddQueued(job);
+  RequestPass();
+}
+
 void Dispatcher::RunPass() {
   std::lock_guard<std::mutex> pass_lock(pass_mu_);
-  Result<std::vector<store::JobRecord>> queued = store_->QueuedJobs(100000);
-  Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
-  if (!queued.ok() || !live.ok()) return;
-  if (queued->empty()) {
+  std::vector<sched::JobRequest> requests;
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    waiting_reasons_.clear();
-    return;
+    if (queued_.empty()) {
+      waiting_reasons_.clear();
+      return;
+    }
+    requests.reserve(queued_.size());
+    for (const auto& [id, request] : queued_) requests.push_back(request);
   }
+  Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
+  if (!live.ok()) return;
   Result<std::vector<sched::AgentView>> agents = Agents(*live);
   if (!agents.ok()) return;
-  std::map<int64_t, const store::JobRecord*> by_id;
-  std::vector<sched::JobRequest> requests;
-  for (const store::JobRecord& job : *queued) {
-    by_id[job.id] = &job;
-    sched::JobRequest request;
-    request.id = job.id;
-    request.priority = static_cast<int>(job.priority);
-    request.devices = job.devices;
-    request.device_kind = DeviceKindOfSpec(job.spec);
-    request.estimated_run_ms = job.timeout_ms;
-    requests.push_back(request);
-  }
   int64_t now_ms = clock_->NowMs();
   sched::PassResult pass = sched::Schedule(requests, *agents, {}, now_ms);
   std::set<std::string> workers;
   for (const sched::Placement& placement : pass.placements) {
-    const store::JobRecord& job = *by_id.at(placement.job_id);
-    Status assigned = store_->Assign(job.id, placement.worker_id, placement.device_indices,
-                                     now_ms + options_.lease_ttl_ms);
-    if (!assigned.ok()) continue;  // cancelled meanwhile: the next pass sees the truth
+    Result<store::JobRecord> job = store_->Get(placement.job_id);
+    Status assigned = job.ok() ? store_->Assign(job->id, placement.worker_id, placement.device_indices,
+                                                now_ms + options_.lease_ttl_ms)
+                               : job.status();
+    if (!assigned.ok()) {  // cancelled meanwhile: it left the queue with its transition
+      if (job.ok() && job->state != JobState::kQueued) RemoveQueued(job->id);
+      continue;
+    }
+    RemoveQueued(job->id);
     v1::Assignment assignment;
-    assignment.set_job_id(job.id);
-    assignment.set_attempt(job.attempts);
-    assignment.set_kind(store::JobKindName(job.kind));
-    assignment.set_spec_json(job.spec);
+    assignment.set_job_id(job->id);
+    assignment.set_attempt(job->attempts);
+    assignment.set_kind(store::JobKindName(job->kind));
+    assignment.set_spec_json(job->spec);
     for (int index : placement.device_indices) assignment.add_device_indices(index);
-    assignment.set_timeout_ms(job.timeout_ms);
+    assignment.set_timeout_ms(job->timeout_ms);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      leases_.Grant(job.id, placement.worker_id, now_ms, options_.lease_ttl_ms);
+      leases_.Grant(job->id, placement.worker_id, now_ms, options_.lease_ttl_ms);
       pending_[placement.worker_id].push_back(std::move(assignment));
     }
     workers.insert(placement.worker_id);
-    PublishState(job.id);
+    PublishState(job->id);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = pass.waiting_reasons.begin(); it != pass.waiting_reasons.end();) {
+      // Jobs that left the queue while the pass ran keep no reason.
+      it = queued_.count(it->first) ? std::next(it) : pass.waiting_reasons.erase(it);
+    }
     waiting_reasons_ = std::move(pass.waiting_reasons);
   }
   for (const std::string& worker : workers) Deliver(worker);
@@ -241,6 +268,11 @@ void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& caus
 
 bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::string& reason) {
   if (!store_->Transition(job_id, from, to, reason).ok()) return false;
+  if (from == JobState::kQueued) RemoveQueued(job_id);
+  if (to == JobState::kQueued) {
+    Result<store::JobRecord> job = store_->Get(job_id);
+    if (job.ok()) AddQueued(*job);
+  }
   PublishState(job_id);
   return true;
 }

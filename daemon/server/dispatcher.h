@@ -47,8 +47,11 @@ class Dispatcher {
   void SetPassRequester(PassRequester requester) { pass_requester_ = std::move(requester); }
   void RequestPass();
 
+  // A job the store has just committed as QUEUED (a submit): it joins the in-memory queue.
+  void Enqueued(const store::JobRecord& job);
+
   // ---- The event loop (one thread) ----
-  // One scheduling pass over the store's queue; placements are committed and handed out.
+  // One scheduling pass over the queue; placements are committed and handed out.
   void RunPass();
   // Jobs of agents whose leases expired: requeued or failed (cancelled if a cancel was asked).
   void CheckLeases();
@@ -99,6 +102,10 @@ class Dispatcher {
   // Hands assignments to the worker's waiting poll, if any (call with mu_ not held).
   void Deliver(const std::string& worker_id);
   Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
+  // The in-memory queue follows every change the daemon makes to the store (it is the store's
+  // only writer): a pass reads no job rows, so its cost does not grow with SQLite reads.
+  void AddQueued(const store::JobRecord& job);
+  void RemoveQueued(int64_t job_id);
 
   store::JobStore* store_;
   const store::Clock* clock_;
@@ -110,6 +117,7 @@ class Dispatcher {
   sched::LeaseTable leases_;
   std::set<int64_t> cancel_requested_;
   std::map<int64_t, std::string> waiting_reasons_;
+  std::map<int64_t, sched::JobRequest> queued_;  // QUEUED jobs by id
   std::map<std::string, std::deque<v1::Assignment>> pending_;  // placed, not yet polled
   std::map<std::string, Waiter> waiters_;                       // one poll per worker
   bool draining_ = false;

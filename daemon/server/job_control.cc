@@ -115,11 +115,15 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
     }
   }
   // Jobs handed to this agent that it no longer runs (the agent restarted): they failed over.
+  // A hand-out younger than a lease may still be on its way to the agent (it registers again
+  // while its poll is answered): the heartbeats' rule requeues it if it never arrives.
   FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
   for (const store::Assignment& a : live) {
     if (a.worker_id != id || continuing.count(a.job_id) > 0 || IsPending(id, a.job_id)) continue;
     Result<store::JobRecord> job = store_->Get(a.job_id);
-    if (job.ok() && Holds(*job, id, a.attempt)) Abandoned(*job, "agent " + id + " restarted");
+    if (!job.ok() || !Holds(*job, id, a.attempt)) continue;
+    if (job->state == JobState::kAssigned && a.assigned_at_ms + options_.lease_ttl_ms > now_ms) continue;
+    Abandoned(*job, "agent " + id + " restarted");
   }
   FUJI_RETURN_IF_ERROR(store_->RenewLeases(id, now_ms + options_.lease_ttl_ms).status());
   RequestPass();
@@ -231,6 +235,10 @@ Status Dispatcher::Complete(const v1::CompleteRequest& request) {
   // A completion for an attempt that is no longer current (requeued, cancelled, sent twice).
   if (!Holds(job, request.worker_id(), request.attempt())) return Status::Ok();
   if (request.succeeded()) {
+    if (job.state == JobState::kAssigned) {
+      // It finished before its first report arrived: it did run.
+      if (Move(job_id, JobState::kAssigned, JobState::kRunning, "")) job.state = JobState::kRunning;
+    }
     Status saved = store_->SaveResult(job_id, request.attempt(), request.result_json());
     if (!saved.ok() && saved.code() != StatusCode::kFailedPrecondition) return saved;
     Move(job_id, job.state, JobState::kSucceeded, "");
@@ -240,6 +248,12 @@ Status Dispatcher::Complete(const v1::CompleteRequest& request) {
   }
   const std::string& kind = request.failure_kind();
   if (kind == "cancelled") {
+    if (!CancelRequested(job_id)) {
+      // The agent stopped it because the daemon said this run was not current: nobody asked
+      // for a cancel, so the job goes on elsewhere.
+      Abandoned(job, "agent " + request.worker_id() + " stopped it");
+      return Status::Ok();
+    }
     Move(job_id, job.state, JobState::kCancelled, "cancelled by request");
     Forget(job_id);
     RequestPass();

@@ -75,7 +75,7 @@ grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* contex
     record.updated_at_ms = submitted_ms;
     *response->mutable_job() = JobToProto(record);
     reactor->Finish(grpc::Status::OK);
-    dispatcher_->RequestPass();
+    dispatcher_->Enqueued(record);
   });
   return reactor;
 }

@@ -45,6 +45,8 @@ class DispatcherTest : public ::testing::Test {
     job.max_attempts = max_attempts;
     auto id = store_->Submit(job);
     EXPECT_TRUE(id.ok());
+    // As the Submit RPC does once the store committed: the job joins the dispatcher's queue.
+    dispatcher_->Enqueued(*store_->Get(*id));
     return *id;
   }
   // A poll that does not wait; what it got.
