@@ -75,7 +75,9 @@ Status Dispatcher::CheckSatisfiable(const sched::JobRequest& job) {
 std::string Dispatcher::WaitingReason(int64_t job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = waiting_reasons_.find(job_id);
-  return it == waiting_reasons_.end() ? std::string() : it->second;
+  if (it != waiting_reasons_.end()) return it->second;
+  return no_agent_connected_ && queued_.count(job_id) ? "waiting for an agent: none is connected"
+                                                      : std::string();
 }
 
 void Dispatcher::AddQueued(const store::JobRecord& job) {
@@ -116,6 +118,16 @@ void Dispatcher::RunPass() {
   if (!live.ok()) return;
   Result<std::vector<sched::AgentView>> agents = Agents(*live);
   if (!agents.ok()) return;
+  // With no agent connected nothing can be placed: skip the pass (a burst of submits before any
+  // agent registers would otherwise pay for a pass over the whole queue each time).
+  const bool none_connected = std::none_of(agents->begin(), agents->end(),
+                                           [](const sched::AgentView& a) { return a.connected; });
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    no_agent_connected_ = none_connected;
+    if (none_connected) waiting_reasons_.clear();
+  }
+  if (none_connected) return;
   int64_t now_ms = clock_->NowMs();
   sched::PassResult pass = sched::Schedule(requests, *agents, {}, now_ms);
   std::set<std::string> workers;

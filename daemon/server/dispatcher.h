@@ -118,6 +118,7 @@ class Dispatcher {
   std::set<int64_t> cancel_requested_;
   std::map<int64_t, std::string> waiting_reasons_;
   std::map<int64_t, sched::JobRequest> queued_;  // QUEUED jobs by id
+  bool no_agent_connected_ = false;               // as the latest pass found
   std::map<std::string, std::deque<v1::Assignment>> pending_;  // placed, not yet polled
   std::map<std::string, Waiter> waiters_;                       // one poll per worker
   bool draining_ = false;
