@@ -95,6 +95,7 @@ PassResult Schedule(const std::vector<JobRequest>& queued, const std::vector<Age
       if (!kind->reservation) state.Reserve(*job, *kind);
     }
     const int waiting_ahead = static_cast<int>(reasons.size());
+    if (waiting_ahead >= options.max_reasons) continue;
     reasons.emplace_back(
         job->id,
         WaitingText(*job, state, kind, waiting_ahead < options.detailed_reasons, waiting_ahead));

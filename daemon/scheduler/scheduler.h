@@ -86,6 +86,10 @@ struct ScheduleOptions {
   // rest get a one-line summary. A pass over 100,000 queued jobs then costs about 30 ms of CPU,
   // half of it writing their reasons (bench/scheduler_bench.cc).
   int detailed_reasons = 1000;
+  // Waiting jobs (in queue order) that get a reason at all; the rest get no entry in
+  // PassResult::waiting_reasons, and the caller says why they wait when someone asks (the daemon:
+  // how many queued jobs are ahead). Writing a string per job is half a pass's cost at 100,000.
+  int max_reasons = 1 << 30;
 };
 
 // OK when some agent in `agents` (connected or not: a known agent may come back) could ever hold

@@ -11,6 +11,10 @@ namespace fuji::daemon {
 
 using store::JobState;
 
+// Queued jobs (in queue order) whose waiting reason a pass writes; WaitingReason counts the
+// queue for the rest when asked.
+constexpr int kPassReasons = 1000;
+
 Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
                        DispatcherOptions options)
     : store_(store), clock_(clock), hub_(hub), options_(options) {}
@@ -76,8 +80,18 @@ std::string Dispatcher::WaitingReason(int64_t job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = waiting_reasons_.find(job_id);
   if (it != waiting_reasons_.end()) return it->second;
-  return no_agent_connected_ && queued_.count(job_id) ? "waiting for an agent: none is connected"
-                                                      : std::string();
+  auto job = queued_.find(job_id);
+  if (job == queued_.end()) return std::string();
+  if (no_agent_connected_) return "waiting for an agent: none is connected";
+  // Past the reasons a pass writes: count what is ahead of it in queue order.
+  int64_t ahead = 0;
+  for (const auto& [id, other] : queued_) {
+    const bool before = other.priority != job->second.priority
+                            ? other.priority > job->second.priority
+                            : id < job_id;
+    ahead += before ? 1 : 0;
+  }
+  return "waiting behind " + std::to_string(ahead) + " queued jobs of higher or equal priority";
 }
 
 void Dispatcher::AddQueued(const store::JobRecord& job) {
@@ -129,7 +143,9 @@ void Dispatcher::RunPass() {
   }
   if (none_connected) return;
   int64_t now_ms = clock_->NowMs();
-  sched::PassResult pass = sched::Schedule(requests, *agents, {}, now_ms);
+  sched::ScheduleOptions schedule_options;
+  schedule_options.max_reasons = kPassReasons;
+  sched::PassResult pass = sched::Schedule(requests, *agents, {}, now_ms, schedule_options);
   std::set<std::string> workers;
   for (const sched::Placement& placement : pass.placements) {
     Result<store::JobRecord> job = store_->Get(placement.job_id);

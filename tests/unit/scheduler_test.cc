@@ -212,6 +212,20 @@ TEST(SchedulerTest, OnlyTheFirstWaitingJobsGetDetailedReasons) {
             "waiting for 1 free cpu device (2 waiting jobs ahead of it)");
 }
 
+TEST(SchedulerTest, WaitingJobsPastMaxReasonsGetNoEntry) {
+  AgentView agent = Agent("node-a", 2);
+  Hold(agent, 7, {0});
+  ScheduleOptions options;
+  options.max_reasons = 2;
+  // Job 1 takes the free device; jobs 2-4 need both devices and wait.
+  PassResult result = Schedule({Job(1, 1), Job(2, 2), Job(3, 2), Job(4, 2)}, {agent}, {}, kNow, options);
+  ASSERT_EQ(result.placements.size(), 1u);
+  EXPECT_EQ(result.placements[0].job_id, 1);
+  EXPECT_EQ(result.waiting_reasons.size(), 2u);
+  EXPECT_TRUE(result.waiting_reasons.count(2) && result.waiting_reasons.count(3));
+  EXPECT_FALSE(result.waiting_reasons.count(4));
+}
+
 // A shareable device holding one job, with room for more.
 AgentView SharedAgent(int64_t holder, int64_t free_mib) {
   AgentView agent = Agent("gpu-a", 1, "cuda");
