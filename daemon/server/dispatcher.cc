@@ -76,13 +76,16 @@ Status Dispatcher::CheckSatisfiable(const sched::JobRequest& job) {
   return sched::CheckSatisfiable(job, agents);
 }
 
-std::string Dispatcher::WaitingReason(int64_t job_id) const {
+std::string Dispatcher::WaitingReason(int64_t job_id, bool count_ahead) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = waiting_reasons_.find(job_id);
   if (it != waiting_reasons_.end()) return it->second;
   auto job = queued_.find(job_id);
   if (job == queued_.end()) return std::string();
   if (no_agent_connected_) return "waiting for an agent: none is connected";
+  if (!count_ahead) {
+    return "waiting behind more than " + std::to_string(kPassReasons) + " queued jobs";
+  }
   // Past the reasons a pass writes: count what is ahead of it in queue order.
   int64_t ahead = 0;
   for (const auto& [id, other] : queued_) {

@@ -64,7 +64,9 @@ class Dispatcher {
   // OK when the job could ever run on the registered agents (or none ever registered).
   Status CheckSatisfiable(const sched::JobRequest& job);
   // Why a QUEUED job waits, from the latest pass ("" if unknown).
-  std::string WaitingReason(int64_t job_id) const;
+  // Past the first waiting jobs of a pass, count_ahead counts the queue ahead of the job (a scan
+  // of the queue: for one job, not for a listing).
+  std::string WaitingReason(int64_t job_id, bool count_ahead) const;
   // QUEUED/RETRYING: cancelled now. ASSIGNED/RUNNING: cancel requested (the agent is told).
   // Terminal: FAILED_PRECONDITION. Returns the job as it is now.
   Result<store::JobRecord> Cancel(int64_t job_id);

@@ -26,10 +26,10 @@ JobService::JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub*
       options_(options),
       started_ms_(clock->NowMs()) {}
 
-v1::Job JobService::View(const store::JobRecord& job) const {
+v1::Job JobService::View(const store::JobRecord& job, bool count_ahead) const {
   v1::Job out = JobToProto(job);
   if (job.state == store::JobState::kQueued) {
-    std::string waiting = dispatcher_->WaitingReason(job.id);
+    std::string waiting = dispatcher_->WaitingReason(job.id, count_ahead);
     if (!waiting.empty()) out.set_reason(waiting);
   }
   return out;
@@ -39,7 +39,7 @@ grpc::ServerUnaryReactor* JobService::GetJob(grpc::CallbackServerContext* contex
                                              const v1::GetJobRequest* request,
                                              v1::Job* response) {
   Result<store::JobRecord> job = store_->Get(request->id());
-  if (job.ok()) *response = View(*job);
+  if (job.ok()) *response = View(*job, /*count_ahead=*/true);
   return Done(context, job.status());
 }
 
@@ -57,7 +57,9 @@ grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* cont
   }
   Result<store::JobPage> page = store_->List(filter);
   if (page.ok()) {
-    for (const store::JobRecord& job : page->jobs) *response->add_jobs() = View(job);
+    for (const store::JobRecord& job : page->jobs) {
+      *response->add_jobs() = View(job, /*count_ahead=*/false);
+    }
     response->set_next_page_token(page->next_page_token);
   }
   return Done(context, page.status());

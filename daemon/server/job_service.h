@@ -57,7 +57,8 @@ class JobService final : public v1::JobService::CallbackService {
 
  private:
   // The job as users see it: a QUEUED job's reason is the latest pass's waiting reason.
-  v1::Job View(const store::JobRecord& job) const;
+  // The job with, when it is QUEUED, why it waits (count_ahead: see Dispatcher::WaitingReason).
+  v1::Job View(const store::JobRecord& job, bool count_ahead) const;
 
   store::JobStore* store_;
   Dispatcher* dispatcher_;

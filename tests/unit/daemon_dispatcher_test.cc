@@ -101,7 +101,7 @@ TEST_F(DispatcherTest, ExpiredLeasesRequeueThenFailWithTheReason) {
 
   dispatcher_->RunPass();  // nobody is connected: it waits, and says why
   EXPECT_EQ(store_->Get(id)->state, store::JobState::kQueued);
-  EXPECT_FALSE(dispatcher_->WaitingReason(id).empty());
+  EXPECT_EQ(dispatcher_->WaitingReason(id, true), "waiting for an agent: none is connected");
 
   Register("node-a");
   dispatcher_->RunPass();
@@ -115,6 +115,21 @@ TEST_F(DispatcherTest, ExpiredLeasesRequeueThenFailWithTheReason) {
   EXPECT_NE(job->reason.find("agent node-a lost (no heartbeat for 1 s)"), std::string::npos)
       << job->reason;
   EXPECT_NE(job->reason.find("retries exhausted (2 of 2)"), std::string::npos) << job->reason;
+}
+
+TEST_F(DispatcherTest, EveryQueuedJobSaysWhyItWaitsEvenPastThePassesReasons) {
+  Register("node-a");
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 1003; ++i) ids.push_back(Submit(1));
+  dispatcher_->RunPass();  // the first job takes the device; 1,002 wait
+  EXPECT_EQ(store_->Get(ids[0])->state, store::JobState::kAssigned);
+  EXPECT_EQ(dispatcher_->WaitingReason(ids[0], true), "");
+  EXPECT_NE(dispatcher_->WaitingReason(ids[1], true).find("waiting for 1 free cpu device"), std::string::npos)
+      << dispatcher_->WaitingReason(ids[1], true);
+  // The pass wrote reasons for the first 1,000 waiting jobs; the last two are counted on demand.
+  EXPECT_EQ(dispatcher_->WaitingReason(ids[1002], true),
+            "waiting behind 1001 queued jobs of higher or equal priority");
+  EXPECT_EQ(dispatcher_->WaitingReason(ids[1002], false), "waiting behind more than 1000 queued jobs");
 }
 
 TEST_F(DispatcherTest, HeartbeatsKeepTheLease) {
