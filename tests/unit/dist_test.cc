@@ -1,7 +1,10 @@
 // Tests of worker/dist with real processes: the binary re-executes itself as the ranks of a group
 // (--child RANK WORLD RENDEZVOUS CASE) over a FileStore in a fresh directory; each child checks
 // its results and exits 0 or 1, and the parent asserts every child exits 0 within a deadline.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -323,9 +326,9 @@ class DistTest : public ::testing::Test {
   void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
 
   // Starts ranks [0, started) of a group of `world` running case `name` (started < 0: all).
-  void Start(const std::string& name, int world, int started = -1) {
+  void Start(const std::string& name, int world, int started = -1, std::string rendezvous = "") {
     if (started < 0) started = world;
-    const std::string rendezvous = "file:" + dir_ + "/store-" + name + "-" + std::to_string(world);
+    if (rendezvous.empty()) rendezvous = "file:" + dir_ + "/store-" + name + "-" + std::to_string(world);
     for (int r = 0; r < started; ++r) {
       pid_t pid = ::fork();
       ASSERT_GE(pid, 0);
@@ -386,6 +389,29 @@ class DistTest : public ::testing::Test {
 
 TEST_F(DistTest, AllReduceTwoAndThreeRanks) {
   RunTwoAndThree("all_reduce");
+}
+
+// A free TCP port on the loopback (bound, read back, released).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+TEST_F(DistTest, TcpStoreRendezvous) {
+  int port = FreePort();
+  ASSERT_GT(port, 0);
+  Start("all_gather", 3, -1, "tcp:127.0.0.1:" + std::to_string(port));
+  WaitAll();
 }
 
 TEST_F(DistTest, ReduceScatterUnevenPadded) {
