@@ -451,6 +451,24 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
 // ---------------------------------------------------------------------------------------------
 // Supervising one job's ranks.
 
+void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, const std::string& kind,
+                      const std::string& message) {
+  const std::string name = "job " + std::to_string(job.assignment.job_id());
+  complete->set_succeeded(succeeded);
+  if (!succeeded) {
+    complete->set_failure_kind(kind);
+    complete->set_message(message);
+    Log(name + ": " + kind + ": " + message);
+  } else {
+    Log(name + ": succeeded");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  job.pids.clear();
+  job.completion = *complete;
+  job.finished = true;
+  cv_.notify_all();
+}
+
 void Agent::Supervise(const std::shared_ptr<Job>& job) {
   if (job->assignment.kind() == "finetune") return SuperviseFinetune(job);
   const fuji::v1::Assignment& a = job->assignment;
@@ -459,19 +477,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
   auto finish = [&](bool succeeded, const std::string& kind, const std::string& message) {
-    complete.set_succeeded(succeeded);
-    if (!succeeded) {
-      complete.set_failure_kind(kind);
-      complete.set_message(message);
-      Log("job " + std::to_string(a.job_id()) + ": " + kind + ": " + message);
-    } else {
-      Log("job " + std::to_string(a.job_id()) + ": succeeded");
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    job->pids.clear();
-    job->completion = complete;
-    job->finished = true;
-    cv_.notify_all();
+    FinishJob(*job, &complete, succeeded, kind, message);
   };
 
   // The request: the spec with the op and the job's id.

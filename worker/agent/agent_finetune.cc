@@ -10,33 +10,16 @@
 #include "worker/launcher/gang.h"
 
 namespace fuji::agent {
-namespace {
-
 using std::chrono::milliseconds;
-
-void LogLine(const std::string& line) { std::fprintf(stderr, "fuji-agent: %s\n", line.c_str()); }
-
-}  // namespace
 
 void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
   const fuji::v1::Assignment& a = job->assignment;
-  const std::string name = "job " + std::to_string(a.job_id());
   fuji::v1::CompleteRequest complete;
   complete.set_worker_id(config_.worker_id);
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
   auto finish = [&](bool succeeded, const std::string& kind, const std::string& message) {
-    complete.set_succeeded(succeeded);
-    if (!succeeded) {
-      complete.set_failure_kind(kind);
-      complete.set_message(message);
-    }
-    LogLine(name + ": " + (succeeded ? "succeeded" : kind + ": " + message));
-    std::lock_guard<std::mutex> lock(mu_);
-    job->pids.clear();
-    job->completion = complete;
-    job->finished = true;
-    cv_.notify_all();
+    FinishJob(*job, &complete, succeeded, kind, message);
   };
   auto append = [&](fuji::v1::JobReport part) {
     std::lock_guard<std::mutex> lock(mu_);
