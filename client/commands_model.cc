@@ -1,6 +1,8 @@
-// `fuji model init` and `fuji model convert`: checkpoint directories, run by fuji-rank.
+// `fuji model init` and `fuji model convert`: checkpoint directories, run by fuji-rank;
+// `fuji model export`: a ZeRO training checkpoint to an HF-layout directory, in this process.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 
@@ -8,6 +10,7 @@
 
 #include "client/cli.h"
 #include "client/local_runner.h"
+#include "worker/ckpt/zero_checkpoint.h"
 #include "worker/spec/job_spec.h"
 
 namespace fuji::client {
@@ -77,6 +80,43 @@ void RegisterModelCommands(CLI::App& app, CliState* state) {
       return;
     }
     std::printf("wrote %s/model.safetensors in %.0f ms\n", out->c_str(), (*result)["ms"].get<double>());
+  });
+
+  auto from = std::make_shared<std::string>(), export_out = std::make_shared<std::string>(),
+       export_dtype = std::make_shared<std::string>("fp32");
+  auto export_json = std::make_shared<bool>(false);
+  CLI::App* export_cmd =
+      model->add_subcommand("export", "Write a fine-tuning checkpoint's weights as an HF-layout directory");
+  export_cmd->add_option("--from", *from, "A checkpoint step directory, or a --save-to directory (its latest)")
+      ->required();
+  export_cmd->add_option("--out", *export_out, "Directory to write (new or empty)")->required();
+  export_cmd->add_option("--dtype", *export_dtype, "fp32 (default), bf16 or fp16")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  export_cmd->add_flag("--json", *export_json, "Print the result as JSON");
+  export_cmd->callback([state, from, export_out, export_dtype, export_json] {
+    const format::DType dtype = *export_dtype == "bf16"   ? format::DType::kBF16
+                                : *export_dtype == "fp16" ? format::DType::kF16
+                                                          : format::DType::kF32;
+    const auto start = std::chrono::steady_clock::now();
+    ckpt::ExportReport report;
+    const std::string out = AbsolutePath(*export_out);
+    const Status s = ckpt::ExportCheckpoint(AbsolutePath(*from), out, dtype, &report);
+    if (!s.ok()) {
+      state->exit_code = ReportStatus(s);
+      return;
+    }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (*export_json) {
+      const nlohmann::json j = {{"out", out}, {"from", report.step_dir}, {"step", report.step},
+                                {"parameters", report.parameters}, {"bytes", report.bytes},
+                                {"dtype", *export_dtype}, {"tokenizer_files", report.copied}, {"ms", ms}};
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("wrote %s: %lld parameters (%s) from %s (step %lld) in %.0f ms\n", out.c_str(),
+                  static_cast<long long>(report.parameters), export_dtype->c_str(), report.step_dir.c_str(),
+                  static_cast<long long>(report.step), ms);
+      if (report.copied.empty()) std::fprintf(stderr, "note: the model directory has no tokenizer files; none copied\n");
+    }
   });
 }
 

@@ -10,21 +10,9 @@
 #include <ATen/core/Tensor.h>
 
 #include "worker/engine/model_config.h"
+#include "worker/engine/param_layout.h"
 
 namespace fuji::engine {
-
-// One parameter of the canonical layout. Names are HF GPT2Model names ("h.0.attn.c_attn.weight");
-// checkpoints may prefix them with "transformer.". Linear weights are stored [in, out] as HF's
-// Conv1D does, so checkpoints load without a transpose.
-struct ParamInfo {
-  std::string name;
-  std::vector<int64_t> shape;
-  bool is_matrix = false;     // linear weight or embedding: decayed by AdamW, N(0, std) at init
-  double init_std = 0.0;      // 0 for biases; LayerNorm weights init to 1
-  bool is_layer_norm_weight = false;
-};
-
-std::vector<ParamInfo> ParameterLayout(const ModelConfig& config);
 
 // Per-layer attention keys and values, preallocated for max_len positions: [B, H, max_len, D].
 class KvCache {

@@ -1,0 +1,152 @@
+// The ZeRO checkpoint format (torch-free): each rank writes its slice of every unit's fp32 master
+// weights and AdamW moments; rank 0 writes meta.json and then, atomically, <save_to>/latest.
+//
+//   <save_to>/step-00000010/meta.json
+//   <save_to>/step-00000010/rank-00000-of-00002.safetensors   "u<U>.master", "u<U>.exp_avg",
+//                                                            "u<U>.exp_avg_sq" (F32, 1-D)
+//   <save_to>/latest                                         "step-00000010\n"
+//
+// A unit ("embedding", "h.<l>", "final") is a run of parameters of engine::ParameterLayout,
+// numbered flat and unpadded; rank r of N owns PartitionRange(numel, N, r) of it. The reader
+// assembles any range from whichever rank files hold it, so a resume may use another world size,
+// and every file is validated against meta.json before a byte is used.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/common/status.h"
+#include "worker/engine/model_config.h"
+#include "worker/format/tensor_view.h"
+
+namespace fuji::ckpt {
+
+inline constexpr const char* kFormatName = "fuji-zero-checkpoint";
+inline constexpr int kFormatVersion = 1;
+inline constexpr int kMaxWorldSize = 4096;
+
+struct UnitLayout {
+  std::string name;  // "embedding", "h.0", ..., "final"
+  int64_t numel = 0;
+  struct Param {
+    std::string name;  // canonical HF GPT2Model name, "wte.weight"
+    std::vector<int64_t> shape;
+    int64_t offset = 0;  // first element inside the unit's flat numbering
+  };
+  std::vector<Param> params;
+};
+
+// "embedding" = {wte, wpe}; "h.<l>" = block l's 12 parameters; "final" = {ln_f.weight, ln_f.bias
+// (, lm_head.weight when untied)}; all in ParameterLayout order.
+std::vector<UnitLayout> UnitsOf(const engine::ModelConfig& config);
+
+// shard = ceil(numel / world_size); rank owns [min(rank*shard, numel), min((rank+1)*shard, numel)).
+std::pair<int64_t, int64_t> PartitionRange(int64_t numel, int world_size, int rank);
+
+// "step-00000010" and "rank-00000-of-00002.safetensors".
+std::string StepDirName(int64_t step);
+std::string RankFileName(int rank, int world_size);
+
+// Every field of meta.json. ReadMeta also fills step_dir and model_config.
+struct CheckpointMeta {
+  int64_t step = 0;
+  int world_size = 1;
+  int zero = 0;
+  std::string precision = "fp32";  // fp32 | bf16 | fp16
+  double loss_scale = 1.0;
+  int64_t good_steps = 0;
+  std::string model_dir;
+  nlohmann::json config = nlohmann::json::object();  // the model's HF config.json
+  nlohmann::json spec = nlohmann::json::object();    // the FinetuneSpec JSON
+  std::vector<UnitLayout> units;                     // UnitsOf(config)
+
+  std::string step_dir;              // set by ReadMeta: the directory meta.json was read from
+  engine::ModelConfig model_config;  // set by ReadMeta: config, parsed and validated
+
+  nlohmann::json ToJson() const;  // meta.json, with "format" and "version"
+};
+
+// One rank's slice [begin, end) of one unit, in host memory; the pointers hold end - begin floats
+// (they may be null when the slice is empty).
+struct RankUnitState {
+  int64_t begin = 0;
+  int64_t end = 0;
+  const float* master = nullptr;
+  const float* exp_avg = nullptr;
+  const float* exp_avg_sq = nullptr;
+};
+
+// Writes step_dir/rank-<rank>-of-<world_size>.safetensors (creating step_dir and its parents),
+// complete or not at all (temp file, fsync, rename). states[U] must cover exactly
+// PartitionRange(units[U].numel, world_size, rank): INVALID_ARGUMENT otherwise.
+Status WriteRankShard(const std::string& step_dir, int rank, int world_size, int64_t step,
+                      const std::vector<UnitLayout>& units, const std::vector<RankUnitState>& states);
+
+// Writes step_dir/meta.json atomically. INVALID_ARGUMENT for a meta that ReadMeta would refuse
+// (world size, zero, precision, config, units not UnitsOf(config)).
+Status WriteMeta(const std::string& step_dir, const CheckpointMeta& meta);
+
+// Writes save_to/latest = "<step_dir_name>\n" atomically and durably (after the shards and meta).
+Status PublishLatest(const std::string& save_to, const std::string& step_dir_name);
+
+// path: a step directory (holding meta.json) or a save directory (then the step its latest names).
+// NOT_FOUND when it is neither, DATA_LOSS for a meta.json or latest that is corrupt or
+// inconsistent (messages name the file and the field).
+Result<std::string> ResolveStepDir(const std::string& path);
+Result<CheckpointMeta> ReadMeta(const std::string& path);
+
+// Reads the rank files of a checkpoint lazily, validating each one on first use against the meta:
+// rank, world_size and step metadata, every unit's begin/end equal to PartitionRange, tensors F32
+// and 1-D of length end - begin. Not thread-safe.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(CheckpointMeta meta);
+  ~CheckpointReader();
+  CheckpointReader(CheckpointReader&&) noexcept;
+  CheckpointReader& operator=(CheckpointReader&&) noexcept;
+
+  static Result<CheckpointReader> Open(const std::string& path);  // ReadMeta(path)
+  const CheckpointMeta& meta() const { return meta_; }
+
+  // Copies elements [begin, end) of unit `unit_index` into each non-null output (end - begin
+  // floats each), from whichever rank files hold them.
+  Status Read(size_t unit_index, int64_t begin, int64_t end, float* master, float* exp_avg,
+              float* exp_avg_sq);
+  // Opens and validates every rank file.
+  Status VerifyAll();
+
+ private:
+  class RankFile;
+  Result<const RankFile*> File(int rank);
+
+  CheckpointMeta meta_;
+  std::map<int, std::unique_ptr<RankFile>> files_;
+};
+
+// One-shot form of CheckpointReader::Read (opens the files it needs).
+Status ReadRankRange(const std::string& step_dir, const CheckpointMeta& meta, size_t unit_index,
+                     int64_t begin, int64_t end, float* master, float* exp_avg, float* exp_avg_sq);
+
+struct ExportReport {
+  std::string step_dir;
+  int64_t step = 0;
+  int64_t parameters = 0;  // elements written (the tied embedding once)
+  int64_t bytes = 0;       // of model.safetensors' tensor data
+  std::vector<std::string> copied;  // tokenizer files copied from the model directory
+};
+
+// Writes out_dir/model.safetensors (master weights in dtype, names as engine::WriteCheckpoint
+// writes them: "transformer." + name, "lm_head.weight" bare), config.json (the checkpoint's
+// config), and vocab.json / merges.txt (also from encoder.json / vocab.bpe), tokenizer.json,
+// tokenizer_config.json, special_tokens_map.json when the model directory has them.
+// from: as ReadMeta. INVALID_ARGUMENT when out_dir exists and is not empty.
+Status ExportCheckpoint(const std::string& from, const std::string& out_dir, format::DType dtype,
+                        ExportReport* report = nullptr);
+
+}  // namespace fuji::ckpt
