@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -16,6 +17,10 @@
 #endif
 
 namespace fuji::engine {
+
+int CudaDeviceCount() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
 
 bool BuiltWithCuda() {
 #ifdef FUJI_WITH_CUDA
@@ -73,10 +78,19 @@ void ReexecWithPassiveOpenMp(char** argv) {
   ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 
+#ifdef FUJI_WITH_CUDA
+namespace {
+// The caching allocator sizes its per-device state when CUDA is first used; its statistics calls
+// refuse a device before that ("Invalid device argument"). Allocating on the device initializes it.
+void InitCuda(const c10::Device& device) { (void)at::empty({1}, at::TensorOptions().device(device)); }
+}  // namespace
+#endif
+
 DeviceMemory ReadDeviceMemory(const c10::Device& device) {
   DeviceMemory m;
 #ifdef FUJI_WITH_CUDA
   if (device.is_cuda()) {
+    InitCuda(device);
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
     // Index 0 is the aggregate over pool types in every libtorch version.
     m.peak_allocated_bytes = stats.allocated_bytes[0].peak;
@@ -88,7 +102,10 @@ DeviceMemory ReadDeviceMemory(const c10::Device& device) {
 
 void ResetDevicePeak(const c10::Device& device) {
 #ifdef FUJI_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  if (device.is_cuda()) {
+    InitCuda(device);
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  }
 #endif
 }
 

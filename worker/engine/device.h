@@ -37,6 +37,8 @@ DeviceMemory ReadDeviceMemory(const c10::Device& device);
 void ResetDevicePeak(const c10::Device& device);
 // Waits for queued device work (timings).
 void SynchronizeDevice(const c10::Device& device);
+// CUDA devices visible to this process (0 without CUDA).
+int CudaDeviceCount();
 // True when the build has CUDA support compiled in.
 bool BuiltWithCuda();
 

@@ -93,34 +93,49 @@ at::Tensor Gpt2Model::Attention(int64_t layer, const at::Tensor& qkv, int64_t ba
   return y.transpose(1, 2).reshape({batch * steps, C});
 }
 
-at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
+at::Tensor Gpt2Model::Embed(const at::Tensor& ids, int64_t past) const {
   using namespace param_index;  // NOLINT
+  const int64_t B = ids.size(0), T = ids.size(1), C = config_.n_embd;
+  at::Tensor positions = at::arange(past, past + T, ids.options());
+  at::Tensor x = at::embedding(P(kWte), ids.reshape({B * T})).view({B, T, C}) +
+                 at::embedding(P(kWpe), positions).unsqueeze(0);
+  return x.reshape({B * T, C});
+}
+
+at::Tensor Gpt2Model::Block(int64_t l, const at::Tensor& input, int64_t B, int64_t T,
+                            KvCache* cache) const {
+  using namespace param_index;  // NOLINT
+  const int64_t C = config_.n_embd;
+  const double eps = config_.layer_norm_epsilon;
+  const char* gelu = config_.activation == Activation::kGeluErf ? "none" : "tanh";
+  auto w = [&](LayerParam p) -> const at::Tensor& { return P(Layer(l, p)); };
+  at::Tensor x = input;
+  at::Tensor h = at::layer_norm(x, {C}, w(kLn1W), w(kLn1B), eps);
+  at::Tensor attn = Attention(l, Linear(h, w(kAttnW), w(kAttnB)), B, T, cache);
+  x = x + Linear(attn, w(kAttnProjW), w(kAttnProjB));
+  h = at::layer_norm(x, {C}, w(kLn2W), w(kLn2B), eps);
+  h = Linear(h, w(kFcW), w(kFcB));
+  h = IsDecodeRow(h) ? GeluRow(h, config_.activation == Activation::kGeluTanh).to(h.scalar_type())
+                     : at::gelu(h, gelu);
+  return x + Linear(h, w(kMlpProjW), w(kMlpProjB));
+}
+
+at::Tensor Gpt2Model::FinalNorm(const at::Tensor& x) const {
+  return at::layer_norm(x, {config_.n_embd}, P(param_index::LnfW(config_)),
+                        P(param_index::LnfB(config_)), config_.layer_norm_epsilon);
+}
+
+at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
   TORCH_CHECK(ids.dim() == 2, "ids must be [batch, steps]");
   const int64_t B = ids.size(0), T = ids.size(1), C = config_.n_embd;
   const int64_t past = cache != nullptr ? cache->length_ : 0;
   TORCH_CHECK(past + T <= config_.n_positions, "sequence of ", past + T,
               " tokens exceeds n_positions ", config_.n_positions);
   TORCH_CHECK(cache == nullptr || past + T <= cache->capacity_, "KV cache full");
-  const double eps = config_.layer_norm_epsilon;
-  const char* gelu = config_.activation == Activation::kGeluErf ? "none" : "tanh";
-
-  at::Tensor positions = at::arange(past, past + T, ids.options());
-  at::Tensor x = at::embedding(P(kWte), ids.reshape({B * T})).view({B, T, C}) +
-                 at::embedding(P(kWpe), positions).unsqueeze(0);
-  x = x.reshape({B * T, C});
-  for (int64_t l = 0; l < config_.n_layer; ++l) {
-    auto w = [&](LayerParam p) -> const at::Tensor& { return P(Layer(l, p)); };
-    at::Tensor h = at::layer_norm(x, {C}, w(kLn1W), w(kLn1B), eps);
-    at::Tensor attn = Attention(l, Linear(h, w(kAttnW), w(kAttnB)), B, T, cache);
-    x = x + Linear(attn, w(kAttnProjW), w(kAttnProjB));
-    h = at::layer_norm(x, {C}, w(kLn2W), w(kLn2B), eps);
-    h = Linear(h, w(kFcW), w(kFcB));
-    h = IsDecodeRow(h) ? GeluRow(h, config_.activation == Activation::kGeluTanh).to(h.scalar_type())
-                                  : at::gelu(h, gelu);
-    x = x + Linear(h, w(kMlpProjW), w(kMlpProjB));
-  }
+  at::Tensor x = Embed(ids, past);
+  for (int64_t l = 0; l < config_.n_layer; ++l) x = Block(l, x, B, T, cache);
   if (cache != nullptr) cache->length_ += T;
-  return at::layer_norm(x, {C}, P(LnfW(config_)), P(LnfB(config_)), eps).view({B, T, C});
+  return FinalNorm(x).view({B, T, C});
 }
 
 at::Tensor Gpt2Model::Logits(const at::Tensor& hidden) const {

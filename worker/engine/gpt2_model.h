@@ -50,6 +50,16 @@ class Gpt2Model {
   // hidden [..., C] -> logits [..., V] through the tied embedding.
   at::Tensor Logits(const at::Tensor& hidden) const;
 
+  // The pieces of Forward, for callers that run the network unit by unit (ZeRO gathers each
+  // block's parameters just before its turn and computes backward block by block):
+  // token + position embeddings of ids [B, T] continuing `past` cached positions -> [B*T, C];
+  at::Tensor Embed(const at::Tensor& ids, int64_t past) const;
+  // transformer block `layer` on x [B*T, C] -> [B*T, C];
+  at::Tensor Block(int64_t layer, const at::Tensor& x, int64_t batch, int64_t steps,
+                   KvCache* cache) const;
+  // the final LayerNorm, x [B*T, C] -> [B*T, C].
+  at::Tensor FinalNorm(const at::Tensor& x) const;
+
  private:
   at::Tensor Attention(int64_t layer, const at::Tensor& qkv, int64_t batch, int64_t steps,
                        KvCache* cache) const;

@@ -17,7 +17,9 @@
 #include "worker/engine/device.h"
 #include "worker/engine/generate.h"
 #include "worker/engine/random_init.h"
+#include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
+#include "worker/train/trainer.h"
 #include "worker/text/bpe_tokenizer.h"
 
 namespace fuji::rank {
@@ -86,6 +88,7 @@ struct RankService::Impl {
   Status Infer(const nlohmann::json& request);
   Status Init(const nlohmann::json& request);
   Status Convert(const nlohmann::json& request);
+  Status Finetune(const nlohmann::json& request);
   Result<Resident*> Load(const InferSpec& spec, const c10::Device& device, at::ScalarType dtype,
                          bool* cached);
 };
@@ -242,6 +245,14 @@ Status RankService::Impl::Convert(const nlohmann::json& request) {
   return Status::Ok();
 }
 
+Status RankService::Impl::Finetune(const nlohmann::json& request) {
+  FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpec::FromJson(request));
+  if (spec.token_cache.empty()) return InvalidArgument("finetune needs 'token_cache' (the launcher prepares it)");
+  if (spec.ranks > 1 && spec.rendezvous.empty()) return InvalidArgument("finetune of several ranks needs 'rendezvous'");
+  resident.reset();  // training needs the memory
+  return train::RunFinetune(spec, [this](nlohmann::json event) { Emit(std::move(event)); });
+}
+
 RankService::RankService(JsonLineWriter* events) : impl_(std::make_unique<Impl>()) {
   impl_->events = events;
 }
@@ -260,8 +271,10 @@ void RankService::Handle(const nlohmann::json& request) {
       status = impl_->Init(request);
     } else if (op == "convert") {
       status = impl_->Convert(request);
+    } else if (op == "finetune") {
+      status = impl_->Finetune(request);
     } else {
-      status = InvalidArgument("unknown op '" + op + "' (infer, init, convert)");
+      status = InvalidArgument("unknown op '" + op + "' (infer, init, convert, finetune)");
     }
   } catch (const std::bad_alloc&) {
     impl_->resident.reset();

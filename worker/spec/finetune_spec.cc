@@ -53,6 +53,8 @@ nlohmann::json FinetuneSpec::ToJson() const {
           {"rank", rank},
           {"rendezvous", rendezvous},
           {"device", device},
+          {"backend", backend},
+          {"random_init", random_init},
           {"zero", zero},
           {"offload", offload},
           {"precision", precision},
@@ -96,6 +98,8 @@ Result<FinetuneSpec> FinetuneSpec::FromJson(const nlohmann::json& j) {
   ReadInt(r, "rank", &s.rank, 0, kMaxFinetuneRanks - 1);
   r.String("rendezvous", &s.rendezvous);
   r.OneOf("device", &s.device, {"cpu", "cuda"});
+  r.OneOf("backend", &s.backend, {"auto", "gloo", "nccl"});
+  r.String("random_init", &s.random_init);
   if (const auto it = j.find("zero"); it != j.end() && it->is_number_integer() &&
                                       (it->get<int64_t>() < 0 || it->get<int64_t>() > 3)) {
     r.Fail("zero", "must be 0, 1, 2 or 3, not " + std::to_string(it->get<int64_t>()));

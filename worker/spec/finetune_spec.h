@@ -16,6 +16,10 @@ inline constexpr int kMaxFinetuneRanks = 64;
 
 struct FinetuneSpec {
   std::string model;              // checkpoint dir (required)
+  // When set, the weights are a random initialization of this architecture (engine's
+  // ArchitectureConfig names) drawn with `seed`, and `model`'s weights are not read: training
+  // from scratch, and GPU checks of big shapes without writing multi-GB checkpoints first.
+  std::string random_init;
   std::string data;               // text file, .jsonl with "text", or a directory of them (required)
   std::string token_cache;        // the .tok file the launcher prepared (set by the launcher; ranks only map it)
   std::string cache_dir;          // where token caches live; "" = DefaultTokenCacheDir() where it runs
@@ -23,6 +27,7 @@ struct FinetuneSpec {
   int rank = 0;                   // set per rank by the launcher
   std::string rendezvous;         // set by the launcher: "file:/abs/path" (FileStore) or "tcp:HOST:PORT"
   std::string device = "cpu";     // cpu | cuda   (rank r uses cuda:(r % device_count))
+  std::string backend = "auto";   // collectives: auto (NCCL on cuda, Gloo on cpu) | gloo | nccl
   int zero = 0;                   // 0..3
   std::string offload = "none";   // none | optimizer | params (params needs zero 3)
   std::string precision = "fp32"; // fp32 | bf16 | fp16

@@ -1,0 +1,424 @@
+// One rank's fine-tuning loop. See trainer.h.
+#include "worker/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "worker/ckpt/zero_checkpoint.h"
+#include "worker/common/proc_stats.h"
+#include "worker/data/batch_sampler.h"
+#include "worker/data/packed_dataset.h"
+#include "worker/data/token_cache.h"
+#include "worker/dist/communicator.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/device.h"
+#include "worker/engine/random_init.h"
+#include "worker/train/zero_model.h"
+
+namespace fuji::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Warmup, then cosine decay to min_lr at the last step. step counts from 1.
+double LearningRate(const FinetuneSpec& spec, int64_t step) {
+  const int64_t warmup = spec.EffectiveWarmupSteps();
+  const double min_lr = spec.EffectiveMinLr();
+  if (warmup > 0 && step <= warmup) return spec.lr * static_cast<double>(step) / static_cast<double>(warmup);
+  if (spec.steps <= warmup) return spec.lr;
+  const double progress = static_cast<double>(step - warmup) / static_cast<double>(spec.steps - warmup);
+  return min_lr + 0.5 * (spec.lr - min_lr) * (1 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+struct Batch {
+  at::Tensor ids, targets;
+};
+
+Batch MakeBatch(const data::PackedDataset& dataset, const std::vector<int64_t>& blocks) {
+  const int64_t B = static_cast<int64_t>(blocks.size()), T = dataset.seq_len();
+  Batch batch{at::empty({B, T}, at::kLong), at::empty({B, T}, at::kLong)};
+  for (int64_t b = 0; b < B; ++b) {
+    dataset.CopyBlock(blocks[static_cast<size_t>(b)], batch.ids.data_ptr<int64_t>() + b * T,
+                      batch.targets.data_ptr<int64_t>() + b * T);
+  }
+  return batch;
+}
+
+class Run {
+ public:
+  Run(const FinetuneSpec& spec, const EventSink& emit) : spec_(spec), emit_(emit) {}
+
+  Status Go();
+
+ private:
+  void Timing(const char* phase, Clock::time_point start, double ms) {
+    const int64_t end_ms = WallMs();
+    emit_({{"event", "timing"}, {"phase", phase}, {"ms", ms},
+           {"start_ms", end_ms - static_cast<int64_t>(ms + 0.5)}, {"end_ms", end_ms}});
+    (void)start;
+  }
+  double AllReduceSum(double value);
+  Status Setup();
+  Status Resume();
+  double Evaluate();
+  Status Save(int64_t step);
+
+  const FinetuneSpec& spec_;
+  const EventSink& emit_;
+  int rank_ = 0, world_ = 1;
+  c10::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  std::unique_ptr<dist::Communicator> comm_;
+  std::shared_ptr<const data::TokenCache> tokens_;
+  std::unique_ptr<data::PackedDataset> dataset_;
+  std::unique_ptr<data::BatchSampler> sampler_;
+  std::unique_ptr<ZeroModel> model_;
+  std::vector<ckpt::UnitLayout> layout_;
+  nlohmann::json model_config_json_;
+  int64_t start_step_ = 0;
+  double loss_scale_ = 1;
+  int64_t good_steps_ = 0;
+  double load_ms_ = 0, data_ms_ = 0, eval_ms_ = 0, save_ms_ = 0;
+  std::string last_checkpoint_;
+};
+
+double Run::AllReduceSum(double value) {
+  if (!comm_) return value;
+  at::Tensor t = at::full({1}, value, at::TensorOptions().dtype(at::kFloat));
+  if (device_.is_cuda()) t = t.to(device_);
+  comm_->AllReduceSum(t);
+  return t.item<double>();
+}
+
+Status Run::Setup() {
+  rank_ = spec_.rank;
+  world_ = spec_.ranks;
+  // The ranks of a gang share the machine's cores.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(spec_.threads > 0 ? spec_.threads : std::max(1, cores / world_));
+  FUJI_ASSIGN_OR_RETURN(dtype_, engine::ParsePrecision(spec_.precision));
+  std::string device_name = spec_.device;
+  if (device_name == "cuda") {
+    const int count = engine::CudaDeviceCount();
+    if (count <= 0) return FailedPrecondition("no CUDA device is visible to rank " + std::to_string(rank_));
+    device_name = "cuda:" + std::to_string(rank_ % count);
+  }
+  FUJI_ASSIGN_OR_RETURN(device_, engine::ParseDevice(device_name));
+  FUJI_RETURN_IF_ERROR(engine::CheckPrecisionOnDevice(dtype_, device_));
+  engine::ResetDevicePeak(device_);
+
+  // One rank needs no collectives unless a backend is named (the GPU check runs NCCL on one).
+  if (world_ > 1 || spec_.backend != "auto") {
+    dist::CommOptions options;
+    options.rank = rank_;
+    options.world_size = world_;
+    options.rendezvous = spec_.rendezvous;
+    options.backend = spec_.backend != "auto" ? spec_.backend : device_.is_cuda() ? "nccl" : "gloo";
+    options.timeout = std::chrono::milliseconds(spec_.collective_timeout_ms);
+    options.device_index = device_.is_cuda() ? device_.index() : -1;
+    FUJI_ASSIGN_OR_RETURN(comm_, dist::Communicator::Create(options));
+  }
+
+  // Data: the launcher tokenized and checked it; this rank maps the cache.
+  auto start = Clock::now();
+  FUJI_ASSIGN_OR_RETURN(data::TokenCache cache, data::TokenCache::Load(spec_.token_cache));
+  tokens_ = std::make_shared<const data::TokenCache>(std::move(cache));
+
+  // The model: on the CPU in fp32 (bf16/fp16 runs load in their precision to halve the host
+  // bytes), then each rank keeps its share.
+  auto load_start = Clock::now();
+  std::unique_ptr<engine::Gpt2Model> source;
+  if (spec_.random_init.empty()) {
+    engine::LoadOptions load;
+    load.dtype = dtype_;
+    FUJI_ASSIGN_OR_RETURN(source, engine::LoadModel(spec_.model, load));
+  } else {
+    FUJI_ASSIGN_OR_RETURN(engine::ModelConfig random_config, engine::ArchitectureConfig(spec_.random_init));
+    const std::vector<engine::ParamInfo> layout = engine::ParameterLayout(random_config);
+    std::vector<at::Tensor> params;
+    for (size_t i = 0; i < layout.size(); ++i) {
+      params.push_back(engine::RandomParameter(layout[i], spec_.seed, i).to(dtype_));
+    }
+    source = std::make_unique<engine::Gpt2Model>(random_config, std::move(params));
+  }
+  const engine::ModelConfig config = source->config();
+  model_config_json_ = config.ToJson();
+  layout_ = ckpt::UnitsOf(config);
+
+  data::PackingOptions packing;
+  packing.seq_len = spec_.seq_len;
+  packing.n_positions = config.n_positions;
+  packing.holdout_fraction = spec_.holdout;
+  FUJI_ASSIGN_OR_RETURN(data::PackedDataset dataset, data::PackedDataset::Create(tokens_, packing));
+  dataset_ = std::make_unique<data::PackedDataset>(std::move(dataset));
+  if (static_cast<int64_t>(tokens_->vocab_size()) > config.vocab_size) {
+    return InvalidArgument("the data's tokenizer has " + std::to_string(tokens_->vocab_size()) +
+                           " ids, the model " + std::to_string(config.vocab_size));
+  }
+  data::SamplerOptions sampling;
+  sampling.num_train_blocks = dataset_->num_train_blocks();
+  sampling.rank = rank_;
+  sampling.world_size = world_;
+  sampling.micro_batch = spec_.micro_batch;
+  sampling.grad_accum = spec_.grad_accum;
+  sampling.seed = spec_.seed;
+  FUJI_ASSIGN_OR_RETURN(data::BatchSampler sampler, data::BatchSampler::Create(sampling));
+  sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
+  data_ms_ = MsSince(start) - MsSince(load_start);
+
+  ZeroOptions options;
+  options.stage = spec_.zero;
+  FUJI_ASSIGN_OR_RETURN(options.offload, ParseOffload(spec_.offload));
+  options.dtype = dtype_;
+  options.device = device_;
+  options.activation_checkpointing = spec_.activation_checkpointing;
+  options.optimizer_threads = at::get_num_threads();
+  std::vector<at::Tensor> weights = std::move(source->parameters());
+  source.reset();
+  FUJI_ASSIGN_OR_RETURN(model_, ZeroModel::Create(config, std::move(weights), options, comm_.get()));
+  loss_scale_ = dtype_ == at::kHalf ? spec_.initial_loss_scale : 1.0;
+  FUJI_RETURN_IF_ERROR(Resume());
+  engine::SynchronizeDevice(device_);
+  load_ms_ = MsSince(load_start);
+  Timing("data", start, data_ms_);
+  Timing("load", load_start, load_ms_);
+  return Status::Ok();
+}
+
+Status Run::Resume() {
+  if (spec_.save_to.empty() || spec_.resume == "never") return Status::Ok();
+  if (::access((spec_.save_to + "/latest").c_str(), F_OK) != 0) return Status::Ok();
+  FUJI_ASSIGN_OR_RETURN(ckpt::CheckpointReader reader, ckpt::CheckpointReader::Open(spec_.save_to));
+  const ckpt::CheckpointMeta& meta = reader.meta();
+  if (meta.model_config.ToJson() != model_->config().ToJson()) {
+    return InvalidArgument(meta.step_dir + ": a checkpoint of another model shape than " + spec_.model);
+  }
+  if (meta.step >= spec_.steps) {
+    return InvalidArgument(meta.step_dir + ": already at step " + std::to_string(meta.step) + " of " +
+                           std::to_string(spec_.steps) + " (resume never, or more steps)");
+  }
+  for (int u = 0; u < model_->num_units(); ++u) {
+    const auto [begin, end] = model_->LoadRange(u);
+    const size_t n = static_cast<size_t>(end - begin);
+    std::vector<float> master(n), m(n), v(n);
+    FUJI_RETURN_IF_ERROR(reader.Read(static_cast<size_t>(u), begin, end, master.data(), m.data(), v.data()));
+    model_->LoadState(u, master.data(), m.data(), v.data());
+  }
+  model_->FinishLoad();
+  start_step_ = meta.step;
+  if (dtype_ == at::kHalf && meta.loss_scale > 0) loss_scale_ = meta.loss_scale;
+  good_steps_ = meta.good_steps;
+  return Status::Ok();
+}
+
+// Mean held-out loss over eval_batches * micro_batch blocks (fewer when the split is smaller),
+// spread over the ranks; every rank runs the same number of batches because stage 3 gathers.
+double Run::Evaluate() {
+  const int64_t total = std::min(spec_.eval_batches * spec_.micro_batch, dataset_->num_heldout_blocks());
+  std::vector<int64_t> mine;
+  for (int64_t j = rank_; j < total; j += world_) mine.push_back(dataset_->HeldoutBlock(j));
+  const int64_t per_rank = (total + world_ - 1) / world_;
+  const int64_t batches = std::max<int64_t>(1, (per_rank + spec_.micro_batch - 1) / spec_.micro_batch);
+  double sum = 0, count = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    std::vector<int64_t> blocks;
+    for (int64_t i = b * spec_.micro_batch; i < std::min<int64_t>((b + 1) * spec_.micro_batch, mine.size()); ++i) {
+      blocks.push_back(mine[static_cast<size_t>(i)]);
+    }
+    const bool dummy = blocks.empty();
+    if (dummy) blocks.push_back(dataset_->num_heldout_blocks() > 0 ? dataset_->HeldoutBlock(0) : 0);
+    Batch batch = MakeBatch(*dataset_, blocks);
+    const double loss = model_->EvalLoss(batch.ids, batch.targets);
+    if (!dummy) {
+      sum += loss * static_cast<double>(blocks.size());
+      count += static_cast<double>(blocks.size());
+    }
+  }
+  sum = AllReduceSum(sum);
+  count = AllReduceSum(count);
+  return count > 0 ? sum / count : std::nan("");
+}
+
+Status Run::Save(int64_t step) {
+  const auto start = Clock::now();
+  const std::string dir = spec_.save_to + "/" + ckpt::StepDirName(step);
+  const std::vector<UnitState> states = model_->SaveState();
+  std::vector<ckpt::RankUnitState> views;
+  for (const UnitState& s : states) {
+    views.push_back({s.begin, s.end, s.master.data(), s.exp_avg.data(), s.exp_avg_sq.data()});
+  }
+  FUJI_RETURN_IF_ERROR(ckpt::WriteRankShard(dir, rank_, world_, step, layout_, views));
+  if (comm_) comm_->Barrier();
+  if (rank_ == 0) {
+    ckpt::CheckpointMeta meta;
+    meta.step = step;
+    meta.world_size = world_;
+    meta.zero = spec_.zero;
+    meta.precision = spec_.precision;
+    meta.loss_scale = loss_scale_;
+    meta.good_steps = good_steps_;
+    meta.model_dir = spec_.model;
+    meta.config = model_config_json_;
+    meta.spec = spec_.ToJson();
+    meta.units = layout_;
+    FUJI_RETURN_IF_ERROR(ckpt::WriteMeta(dir, meta));
+    FUJI_RETURN_IF_ERROR(ckpt::PublishLatest(spec_.save_to, ckpt::StepDirName(step)));
+    emit_({{"event", "checkpoint"}, {"step", step}, {"path", dir}});
+  }
+  if (comm_) comm_->Barrier();
+  last_checkpoint_ = dir;
+  const double ms = MsSince(start);
+  save_ms_ += ms;
+  Timing("save", start, ms);
+  return Status::Ok();
+}
+
+Status Run::Go() {
+  FUJI_RETURN_IF_ERROR(Setup());
+  const int64_t B = spec_.micro_batch, T = spec_.seq_len, A = spec_.grad_accum;
+  const double divisor = static_cast<double>(world_ * A);
+  const int64_t last = spec_.stop_after > 0 ? std::min(spec_.steps, spec_.stop_after) : spec_.steps;
+  nlohmann::json losses = nlohmann::json::array(), eval_losses = nlohmann::json::array();
+  const auto train_start = Clock::now();
+  double step_ms_total = 0;
+  int64_t steps_run = 0;
+  double tokens_per_s = 0;
+  auto evaluate = [&](int64_t step) {
+    const auto eval_start = Clock::now();
+    const double eval_loss = Evaluate();
+    const double ms = MsSince(eval_start);
+    eval_ms_ += ms;
+    Timing("eval", eval_start, ms);
+    if (rank_ == 0) {
+      eval_losses.push_back({{"step", step}, {"loss", eval_loss}});
+      emit_({{"event", "loss"}, {"step", step}, {"loss", eval_loss}, {"split", "eval"}});
+    }
+  };
+  // With periodic evaluation, the curve starts from the untrained model.
+  if (spec_.eval_every > 0 && start_step_ == 0) evaluate(0);
+  for (int64_t step = start_step_ + 1; step <= last; ++step) {
+    const auto step_start = Clock::now();
+    double loss_sum = 0;
+    for (int64_t a = 0; a < A; ++a) {
+      Batch batch = MakeBatch(*dataset_, sampler_->Blocks(step - 1, a));
+      loss_sum += model_->ForwardBackward(batch.ids, batch.targets, loss_scale_, a + 1 == A);
+    }
+    optim::AdamWConfig adamw;
+    adamw.lr = LearningRate(spec_, step);
+    adamw.beta1 = spec_.beta1;
+    adamw.beta2 = spec_.beta2;
+    adamw.eps = spec_.eps;
+    adamw.weight_decay = spec_.weight_decay;
+    const StepStats stats = model_->Step(adamw, step, divisor, loss_scale_, spec_.clip);
+    if (dtype_ == at::kHalf) {
+      if (stats.skipped) {
+        loss_scale_ = std::max(1.0, loss_scale_ / 2);
+        good_steps_ = 0;
+      } else if (++good_steps_ >= spec_.loss_scale_window) {
+        loss_scale_ *= 2;
+        good_steps_ = 0;
+      }
+    }
+    const double loss = AllReduceSum(loss_sum) / divisor;
+    const double step_ms = MsSince(step_start);
+    step_ms_total += step_ms;
+    ++steps_run;
+    tokens_per_s = static_cast<double>(world_ * A * B * T) / (step_ms / 1000.0);
+    if (rank_ == 0) {
+      losses.push_back({{"step", step}, {"loss", loss}});
+      emit_({{"event", "loss"}, {"step", step}, {"loss", loss}, {"split", "train"}, {"lr", adamw.lr},
+             {"tokens_per_s", tokens_per_s}, {"grad_norm", stats.grad_norm}, {"skipped", stats.skipped},
+             {"loss_scale", loss_scale_}});
+      emit_({{"event", "progress"}, {"phase", "train"}, {"done", step}, {"total", spec_.steps},
+             {"loss", loss}, {"tokens_per_s", tokens_per_s}});
+    }
+    const bool final_step = step == last;
+    if ((spec_.eval_every > 0 && step % spec_.eval_every == 0) || (final_step && step == spec_.steps)) {
+      evaluate(step);
+    }
+    if (!spec_.save_to.empty() &&
+        (final_step || (spec_.save_every > 0 && step % spec_.save_every == 0))) {
+      FUJI_RETURN_IF_ERROR(Save(step));
+    }
+  }
+  const double train_ms = MsSince(train_start);
+  Timing("train", train_start, train_ms);
+  if (steps_run > 0) {
+    tokens_per_s = static_cast<double>(world_ * A * B * T * steps_run) / (step_ms_total / 1000.0);
+  }
+
+  const MemoryAccount m = model_->memory();
+  int64_t peak_device = m.peak_device_states;
+  if (device_.is_cuda()) peak_device = engine::ReadDeviceMemory(device_).peak_allocated_bytes;
+  const PhaseTimes times = model_->times();
+  nlohmann::json result = {
+      {"rank", rank_},
+      {"ranks", world_},
+      {"start_step", start_step_},
+      {"steps_done", start_step_ + steps_run},
+      {"steps", spec_.steps},
+      {"losses", losses},
+      {"eval_losses", eval_losses},
+      {"tokens_per_s", tokens_per_s},
+      {"tokens", world_ * A * B * T * steps_run},
+      {"timings",
+       {{"load_ms", load_ms_},
+        {"data_ms", data_ms_},
+        {"train_ms", train_ms},
+        {"forward_ms", times.forward_ms},
+        {"backward_ms", times.backward_ms},
+        {"optimizer_ms", times.optimizer_ms},
+        {"comm_wait_ms", times.comm_wait_ms},
+        {"eval_ms", eval_ms_},
+        {"save_ms", save_ms_}}},
+      {"memory",
+       {{"params_device_bytes", m.params_device},
+        {"params_host_bytes", m.params_host},
+        {"grads_device_bytes", m.grads_device},
+        {"grads_host_bytes", m.grads_host},
+        {"optimizer_device_bytes", m.optimizer_device},
+        {"optimizer_host_bytes", m.optimizer_host},
+        {"peak_device_bytes", peak_device},
+        {"peak_device_states_bytes", m.peak_device_states},
+        {"peak_rss_bytes", PeakRssBytes()}}},
+      {"comm",
+       {{"bytes_sent", comm_ ? comm_->bytes_sent() : 0},
+        {"bytes_sent_per_step", comm_ && steps_run > 0 ? static_cast<double>(comm_->bytes_sent()) / static_cast<double>(steps_run) : 0.0}}},
+      {"checkpoint", last_checkpoint_},
+      {"device", device_.str()},
+      {"zero", spec_.zero},
+      {"offload", spec_.offload},
+      {"precision", spec_.precision},
+      {"loss_scale", loss_scale_},
+      {"threads", at::get_num_threads()},
+  };
+  emit_({{"event", "result"}, {"result", std::move(result)}});
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RunFinetune(const FinetuneSpec& spec, const EventSink& emit) {
+  Run run(spec, emit);
+  return run.Go();
+}
+
+}  // namespace fuji::train

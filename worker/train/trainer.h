@@ -1,0 +1,21 @@
+// The fine-tuning loop of one rank: data, schedule, ZeRO model, evaluation, checkpoints, events.
+#pragma once
+
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/common/status.h"
+#include "worker/spec/finetune_spec.h"
+
+namespace fuji::train {
+
+// Receives the events of the rank protocol (worker/rank/rank_service.h) without their "id".
+using EventSink = std::function<void(nlohmann::json)>;
+
+// Runs spec on this rank (spec.rank of spec.ranks) to the end: emits timing, loss, progress and
+// checkpoint events as it goes and the result event last. Errors come back as a Status; a
+// collective that fails (a peer died, timeout) throws like any engine error.
+Status RunFinetune(const FinetuneSpec& spec, const EventSink& emit);
+
+}  // namespace fuji::train

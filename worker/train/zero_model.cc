@@ -1,0 +1,738 @@
+// The ZeRO engine: units as padded flat buffers, gathers and releases (stage 3), reductions
+// overlapped with backward, and the sharded AdamW step. See zero_model.h.
+#include "worker/train/zero_model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "worker/dist/communicator.h"
+
+namespace fuji::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t Bytes(const at::Tensor& t) {
+  return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
+}
+
+optim::Precision ToPrecision(at::ScalarType t) {
+  if (t == at::kBFloat16) return optim::Precision::kBF16;
+  if (t == at::kHalf) return optim::Precision::kF16;
+  return optim::Precision::kF32;
+}
+
+// Frees a buffer's memory while every tensor on its storage (the parameters) keeps its shape;
+// Restore gives the same storage fresh memory, which those tensors then see. This is how a
+// stage-3 unit's parameters can be dropped after forward while the autograd graph still holds them.
+void ReleaseStorage(const at::Tensor& t) {
+  const at::Storage& s = t.storage();
+  s.set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
+  s.set_nbytes(0);
+}
+
+void RestoreStorage(const at::Tensor& t, size_t nbytes) {
+  const at::Storage& s = t.storage();
+  s.set_data_ptr_noswap(s.allocator()->allocate(nbytes));
+  s.set_nbytes(nbytes);
+}
+
+struct Segment {
+  int64_t offset = 0;  // within the optimizer range
+  int64_t length = 0;
+  bool decay = false;
+};
+
+struct Unit {
+  std::string name;
+  std::vector<int64_t> params;   // indices into the layout
+  std::vector<int64_t> offsets;  // of each parameter in the flat numbering
+  int64_t numel = 0, shard = 0, padded = 0;
+  int64_t opt_begin = 0, opt_len = 0;  // the padded-flat range this rank's optimizer updates
+
+  at::Tensor full;    // [padded] compute dtype; its storage is released between uses at stage 3
+  size_t full_nbytes = 0;
+  bool gathered = false;
+  at::Tensor own;     // [opt_len] compute dtype: the parameters this rank's optimizer writes
+  at::Tensor pshard;  // stage 3: [shard] persistent parameter shard (host memory with offload params)
+  at::Tensor staging; // stage 3 offload params: the shard on the device during a gather
+  std::unique_ptr<dist::Work> gather_work;
+
+  at::Tensor gfull;   // [padded] compute dtype gradients
+  at::Tensor gred;    // [shard] reduce-scatter output
+  at::Tensor gacc;    // stages 2/3: [shard] fp32 accumulated reduced gradients
+  std::unique_ptr<dist::Work> reduce_work;
+
+  at::Tensor master, exp_avg, exp_avg_sq;  // [opt_len] fp32
+  bool master_is_param = false;
+  std::vector<Segment> segments;
+};
+
+}  // namespace
+
+Result<Offload> ParseOffload(const std::string& name) {
+  if (name == "none") return Offload::kNone;
+  if (name == "optimizer") return Offload::kOptimizer;
+  if (name == "params") return Offload::kParams;
+  return InvalidArgument("offload must be none, optimizer or params, not '" + name + "'");
+}
+
+const char* OffloadName(Offload offload) {
+  switch (offload) {
+    case Offload::kNone: return "none";
+    case Offload::kOptimizer: return "optimizer";
+    case Offload::kParams: return "params";
+  }
+  return "none";
+}
+
+Status ZeroOptions::Validate() const {
+  if (stage < 0 || stage > 3) return InvalidArgument("zero must be 0, 1, 2 or 3");
+  if (offload == Offload::kParams && stage != 3) return InvalidArgument("offload params needs zero 3");
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf) {
+    return InvalidArgument("precision must be fp32, bf16 or fp16");
+  }
+  return Status::Ok();
+}
+
+struct ZeroModel::Impl {
+  engine::ModelConfig config;
+  ZeroOptions options;
+  dist::Communicator* comm = nullptr;
+  int rank = 0, world = 1;
+  std::vector<Unit> units;
+  std::vector<int> unit_of_param;
+  std::vector<at::Tensor> params;  // compute tensors on the units' storages, requires_grad
+  std::unique_ptr<engine::Gpt2Model> model;
+  optim::CpuAdamW cpu_adamw;
+  at::TensorOptions compute, host_compute, host_f32, dev_f32;
+  bool host_optimizer = false;  // the optimizer runs on the CPU (offload, or a CPU device)
+  double comm_wait_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  int64_t device_states = 0, peak_device_states = 0;
+  // With a GPU and the optimizer on the host: pinned staging for one unit's gradients (stages 0
+  // and 1) and updated parameters.
+  at::Tensor grad_staging, param_staging;
+
+  explicit Impl(int threads) : cpu_adamw(threads) {}
+
+  int EmbeddingUnit() const { return 0; }
+  int BlockUnit(int64_t l) const { return 1 + static_cast<int>(l); }
+  int FinalUnit() const { return static_cast<int>(units.size()) - 1; }
+
+  void Track(int64_t delta) {
+    device_states += delta;
+    peak_device_states = std::max(peak_device_states, device_states);
+  }
+
+  template <typename F>
+  void Timed(F&& f) {
+    const auto start = Clock::now();
+    f();
+    comm_wait_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  }
+
+  // ---- parameters (stage 3 gathers) ----
+
+  void StartGather(int u) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    if (options.stage < 3 || unit.gathered) return;
+    RestoreStorage(unit.full, unit.full_nbytes);
+    Track(static_cast<int64_t>(unit.full_nbytes));
+    unit.gathered = true;
+    at::Tensor source = unit.pshard;
+    if (options.offload == Offload::kParams) {
+      unit.staging = at::empty({unit.shard}, compute);
+      unit.staging.copy_(unit.pshard, /*non_blocking=*/true);
+      source = unit.staging;
+    }
+    if (comm == nullptr) {
+      unit.full.copy_(source);
+      unit.staging = at::Tensor();
+      return;
+    }
+    unit.gather_work = comm->AllGatherAsync(source, unit.full);
+  }
+
+  void FinishGather(int u) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    if (options.stage < 3) return;
+    StartGather(u);
+    if (unit.gather_work) {
+      Timed([&] { unit.gather_work->Wait(); });
+      unit.gather_work.reset();
+      unit.staging = at::Tensor();
+    }
+  }
+
+  void Release(int u) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    if (options.stage < 3 || !unit.gathered) return;
+    if (unit.gather_work) {
+      Timed([&] { unit.gather_work->Wait(); });
+      unit.gather_work.reset();
+      unit.staging = at::Tensor();
+    }
+    ReleaseStorage(unit.full);
+    Track(-static_cast<int64_t>(unit.full_nbytes));
+    unit.gathered = false;
+  }
+
+  // ---- gradients ----
+
+  // Points the unit's parameter gradients at its flat gradient buffer, which autograd then
+  // accumulates into in place.
+  void AttachGrads(int u) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    if (!unit.gfull.defined()) {
+      unit.gfull = at::zeros({unit.padded}, compute);
+      Track(Bytes(unit.gfull));
+    }
+    for (size_t i = 0; i < unit.params.size(); ++i) {
+      at::Tensor& p = params[static_cast<size_t>(unit.params[i])];
+      at::Tensor view = unit.gfull.narrow(0, unit.offsets[i], p.numel()).view(p.sizes());
+      p.mutable_grad() = view;
+    }
+  }
+
+  // After backward: any gradient autograd did not accumulate in place goes into the buffer.
+  void CollectGrads(int u) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    for (size_t i = 0; i < unit.params.size(); ++i) {
+      at::Tensor& p = params[static_cast<size_t>(unit.params[i])];
+      at::Tensor view = unit.gfull.narrow(0, unit.offsets[i], p.numel());
+      const at::Tensor& g = p.grad();
+      if (g.defined() && g.data_ptr() != view.data_ptr()) view.view(p.sizes()).add_(g);
+      p.mutable_grad() = at::Tensor();
+    }
+  }
+
+  // Starts the unit's reduction: every micro-batch at stages 2 and 3, the last one before a
+  // step at stages 0 and 1 (their full gradients accumulate locally until then).
+  void StartReduce(int u, bool last_micro) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    CollectGrads(u);
+    if (options.stage <= 1 && !last_micro) return;
+    if (options.stage == 0) {
+      if (comm != nullptr) unit.reduce_work = comm->AllReduceSumAsync(unit.gfull);
+      return;
+    }
+    if (comm == nullptr) {
+      unit.gred = unit.gfull.narrow(0, 0, unit.shard);
+      return;
+    }
+    unit.gred = at::empty({unit.shard}, compute);
+    Track(Bytes(unit.gred));
+    unit.reduce_work = comm->ReduceScatterSumAsync(unit.gfull, unit.gred);
+  }
+
+  void FinishReduce(int u) {
+    Unit& unit = units[static_cast<size_t>(u)];
+    if (unit.reduce_work) {
+      Timed([&] { unit.reduce_work->Wait(); });
+      unit.reduce_work.reset();
+    }
+    if (options.stage >= 2 && unit.gred.defined()) {
+      // Accumulate in fp32 (on the host with offload), then drop the full gradients.
+      if (unit.gacc.device() == unit.gred.device()) {
+        unit.gacc.add_(unit.gred);
+      } else {
+        unit.gacc.add_(unit.gred.to(unit.gacc.device()));
+      }
+      if (comm != nullptr) Track(-Bytes(unit.gred));
+      unit.gred = at::Tensor();
+      Track(-Bytes(unit.gfull));
+      unit.gfull = at::Tensor();
+    }
+  }
+
+  // ---- forward and backward ----
+
+  at::Tensor Loss(const at::Tensor& hidden, const at::Tensor& targets) {
+    at::Tensor logits = model->Logits(model->FinalNorm(hidden));
+    return at::cross_entropy_loss(logits.to(at::kFloat), targets.reshape({-1}));
+  }
+
+  double ForwardBackward(const at::Tensor& ids_cpu, const at::Tensor& targets_cpu, double loss_scale,
+                         bool last_micro) {
+    const int64_t B = ids_cpu.size(0), T = ids_cpu.size(1), L = config.n_layer;
+    at::Tensor ids = ids_cpu.to(options.device), targets = targets_cpu.to(options.device);
+    const bool checkpoint = options.activation_checkpointing;
+    const auto forward_start = Clock::now();
+    // Forward, block by block, each block's graph starting at a detached input.
+    FinishGather(EmbeddingUnit());
+    at::Tensor x0 = model->Embed(ids, 0);
+    Release(EmbeddingUnit());
+    std::vector<at::Tensor> inputs(static_cast<size_t>(L + 1)), outputs(static_cast<size_t>(L));
+    inputs[0] = x0.detach().requires_grad_(true);
+    StartGather(BlockUnit(0));
+    for (int64_t l = 0; l < L; ++l) {
+      FinishGather(BlockUnit(l));
+      if (l + 1 < L) StartGather(BlockUnit(l + 1)); else StartGather(FinalUnit());
+      const size_t i = static_cast<size_t>(l);
+      at::Tensor out;
+      if (checkpoint) {
+        at::NoGradGuard no_grad;
+        out = model->Block(l, inputs[i], B, T, nullptr);
+      } else {
+        out = model->Block(l, inputs[i], B, T, nullptr);
+        outputs[i] = out;
+      }
+      inputs[i + 1] = out.detach().requires_grad_(true);
+      Release(BlockUnit(l));
+    }
+    // The head: final LayerNorm and the tied embedding, whose gradient collects both uses.
+    FinishGather(FinalUnit());
+    StartGather(EmbeddingUnit());
+    FinishGather(EmbeddingUnit());
+    at::Tensor loss = Loss(inputs[static_cast<size_t>(L)], targets);
+    const double loss_value = loss.item<double>();
+    const auto backward_start = Clock::now();
+    forward_ms += std::chrono::duration<double, std::milli>(backward_start - forward_start).count();
+    AttachGrads(FinalUnit());
+    AttachGrads(EmbeddingUnit());
+    if (L > 0) StartGather(BlockUnit(L - 1));
+    (loss * loss_scale).backward();
+    loss = at::Tensor();
+    Release(FinalUnit());
+    Release(EmbeddingUnit());  // the lookup's backward needs only the ids
+    StartReduce(FinalUnit(), last_micro);
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const size_t i = static_cast<size_t>(l);
+      FinishGather(BlockUnit(l));
+      if (l > 0) StartGather(BlockUnit(l - 1));
+      AttachGrads(BlockUnit(l));
+      at::Tensor grad_out = inputs[i + 1].grad();
+      if (checkpoint) {
+        at::Tensor out = model->Block(l, inputs[i], B, T, nullptr);
+        out.backward(grad_out);
+      } else {
+        outputs[i].backward(grad_out);
+        outputs[i] = at::Tensor();
+      }
+      inputs[i + 1] = at::Tensor();
+      Release(BlockUnit(l));
+      // The previous unit's reduction has had this block's compute to run; settle it.
+      const int previous = l + 1 < L ? BlockUnit(l + 1) : FinalUnit();
+      if (options.stage >= 2) FinishReduce(previous);
+      StartReduce(BlockUnit(l), last_micro);
+    }
+    x0.backward(inputs[0].grad());
+    inputs[0] = at::Tensor();
+    if (options.stage >= 2) FinishReduce(L > 0 ? BlockUnit(0) : FinalUnit());
+    StartReduce(EmbeddingUnit(), last_micro);
+    if (options.stage >= 2) FinishReduce(EmbeddingUnit());
+    backward_ms += std::chrono::duration<double, std::milli>(Clock::now() - backward_start).count();
+    return loss_value;
+  }
+
+  double EvalLoss(const at::Tensor& ids_cpu, const at::Tensor& targets_cpu) {
+    at::NoGradGuard no_grad;
+    const int64_t B = ids_cpu.size(0), T = ids_cpu.size(1), L = config.n_layer;
+    at::Tensor ids = ids_cpu.to(options.device), targets = targets_cpu.to(options.device);
+    FinishGather(EmbeddingUnit());
+    at::Tensor x = model->Embed(ids, 0);
+    Release(EmbeddingUnit());
+    for (int64_t l = 0; l < L; ++l) {
+      FinishGather(BlockUnit(l));
+      if (l + 1 < L) StartGather(BlockUnit(l + 1));
+      x = model->Block(l, x, B, T, nullptr);
+      Release(BlockUnit(l));
+    }
+    FinishGather(FinalUnit());
+    FinishGather(EmbeddingUnit());
+    const double loss = Loss(x, targets).item<double>();
+    Release(FinalUnit());
+    Release(EmbeddingUnit());
+    return loss;
+  }
+
+  // ---- the step ----
+
+  // The gradients the optimizer reads for a unit, over its optimizer range.
+  at::Tensor OptimizerGrads(Unit& unit) {
+    if (options.stage == 0) return unit.gfull;
+    if (options.stage == 1) return unit.gred;
+    return unit.gacc;
+  }
+
+  double SumOfSquares(const at::Tensor& g) {
+    if (g.device().is_cpu()) {
+      const at::Tensor c = g.contiguous();
+      if (c.scalar_type() == at::kFloat) return cpu_adamw.SumOfSquares(c.data_ptr<float>(), c.numel());
+      return cpu_adamw.SumOfSquares(static_cast<const uint16_t*>(c.data_ptr()), c.numel(),
+                                    ToPrecision(c.scalar_type()));
+    }
+    return g.to(at::kDouble).pow(2).sum().item<double>();
+  }
+
+  StepStats Step(const optim::AdamWConfig& adamw, int64_t step, double grad_divisor,
+                 double loss_scale, double clip) {
+    const auto start = Clock::now();
+    StepStats stats = StepImpl(adamw, step, grad_divisor, loss_scale, clip);
+    optimizer_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    return stats;
+  }
+
+  StepStats StepImpl(const optim::AdamWConfig& adamw, int64_t step, double grad_divisor,
+                     double loss_scale, double clip) {
+    for (int u = 0; u < static_cast<int>(units.size()); ++u) FinishReduce(u);
+    StepStats stats;
+    double sumsq = 0;
+    for (Unit& unit : units) sumsq += SumOfSquares(OptimizerGrads(unit));
+    if (options.stage >= 1 && comm != nullptr) {
+      at::Tensor t = at::full({1}, sumsq, at::TensorOptions().dtype(at::kFloat));
+      if (options.device.is_cuda()) t = t.to(options.device);
+      Timed([&] { comm->AllReduceSum(t); });
+      sumsq = t.item<double>();
+    }
+    const double scale = loss_scale * grad_divisor;
+    stats.grad_norm = std::sqrt(sumsq) / scale;
+    if (!std::isfinite(stats.grad_norm)) {
+      stats.skipped = true;
+      ZeroGrads();
+      return stats;
+    }
+    double grad_scale = scale;
+    if (clip > 0) {
+      const double coef = clip / (stats.grad_norm + 1e-6);
+      if (coef < 1) grad_scale /= coef;
+    }
+    if (host_optimizer) {
+      HostStep(adamw, step, static_cast<float>(grad_scale));
+    } else {
+      for (Unit& unit : units) DeviceStep(unit, adamw, step, grad_scale);
+    }
+    ZeroGrads();
+    PublishParameters();
+    return stats;
+  }
+
+  // The CPU AdamW, unit by unit. With a GPU, a unit's gradients come to a pinned host buffer
+  // first (stages 0 and 1) and its updated parameters go back through another.
+  void HostStep(const optim::AdamWConfig& adamw, int64_t step, float grad_scale) {
+    for (Unit& unit : units) {
+      at::Tensor grads = OptimizerGrads(unit);
+      if (!grads.device().is_cpu()) {
+        at::Tensor staging = grad_staging.narrow(0, 0, grads.numel());
+        staging.copy_(grads);
+        grads = staging;
+      }
+      at::Tensor out;
+      if (!unit.master_is_param) {
+        out = options.device.is_cuda() ? param_staging.narrow(0, 0, unit.opt_len) : unit.own;
+      }
+      const size_t esize = static_cast<size_t>(grads.element_size());
+      std::vector<optim::AdamWShard> shards;
+      for (const Segment& s : unit.segments) {
+        optim::AdamWShard shard;
+        shard.master = unit.master.data_ptr<float>() + s.offset;
+        shard.exp_avg = unit.exp_avg.data_ptr<float>() + s.offset;
+        shard.exp_avg_sq = unit.exp_avg_sq.data_ptr<float>() + s.offset;
+        shard.grad = static_cast<const char*>(grads.data_ptr()) + static_cast<size_t>(s.offset) * esize;
+        shard.grad_precision = ToPrecision(grads.scalar_type());
+        if (out.defined()) {
+          shard.param_out = static_cast<char*>(out.data_ptr()) +
+                            static_cast<size_t>(s.offset) * static_cast<size_t>(out.element_size());
+          shard.param_out_precision = ToPrecision(out.scalar_type());
+        }
+        shard.n = s.length;
+        shard.decay = s.decay;
+        shards.push_back(shard);
+      }
+      const Status status = cpu_adamw.Step(adamw, step, grad_scale, shards);
+      TORCH_CHECK(status.ok(), "AdamW: ", status.message());
+      if (out.defined() && options.device.is_cuda()) unit.own.copy_(out);
+    }
+  }
+
+  // torch.optim.AdamW's arithmetic with tensor ops, for optimizer states on a GPU.
+  void DeviceStep(Unit& unit, const optim::AdamWConfig& c, int64_t step, double grad_scale) {
+    at::Tensor g = OptimizerGrads(unit).to(at::kFloat).mul_(1.0 / grad_scale);
+    for (const Segment& s : unit.segments) {
+      if (s.decay) unit.master.narrow(0, s.offset, s.length).mul_(1 - c.lr * c.weight_decay);
+    }
+    const double bc1 = 1 - std::pow(c.beta1, static_cast<double>(step));
+    const double bc2 = 1 - std::pow(c.beta2, static_cast<double>(step));
+    unit.exp_avg.mul_(c.beta1).add_(g, 1 - c.beta1);
+    unit.exp_avg_sq.mul_(c.beta2).addcmul_(g, g, 1 - c.beta2);
+    at::Tensor denom = unit.exp_avg_sq.sqrt().div_(std::sqrt(bc2)).add_(c.eps);
+    unit.master.addcdiv_(unit.exp_avg, denom, -c.lr / bc1);
+    if (!unit.master_is_param) unit.own.copy_(unit.master);
+  }
+
+  void ZeroGrads() {
+    for (Unit& unit : units) {
+      if (options.stage <= 1 && unit.gfull.defined()) unit.gfull.zero_();
+      if (options.stage == 1 && unit.gred.defined() && comm != nullptr) {
+        Track(-Bytes(unit.gred));
+      }
+      if (options.stage == 1) unit.gred = at::Tensor();
+      if (unit.gacc.defined()) unit.gacc.zero_();
+    }
+  }
+
+  // Stages 1 and 2: every rank's updated shard goes to every rank.
+  void PublishParameters() {
+    if (options.stage == 0 || options.stage == 3 || comm == nullptr) return;
+    std::vector<std::unique_ptr<dist::Work>> works;
+    std::vector<at::Tensor> inputs;
+    for (Unit& unit : units) {
+      inputs.push_back(unit.own.clone());  // the input may not alias the output
+      works.push_back(comm->AllGatherAsync(inputs.back(), unit.full));
+    }
+    Timed([&] {
+      for (auto& w : works) w->Wait();
+    });
+  }
+
+  // ---- setup ----
+
+  Status Build(std::vector<at::Tensor> source) {
+    const std::vector<engine::ParamInfo> layout = engine::ParameterLayout(config);
+    if (source.size() != layout.size()) return InvalidArgument("parameter count does not match the layout");
+    // Units: embedding, blocks, final.
+    auto add_unit = [&](const std::string& name, std::vector<int64_t> indices) {
+      Unit unit;
+      unit.name = name;
+      for (int64_t i : indices) {
+        unit.params.push_back(i);
+        unit.offsets.push_back(unit.numel);
+        int64_t n = 1;
+        for (int64_t d : layout[static_cast<size_t>(i)].shape) n *= d;
+        unit.numel += n;
+      }
+      units.push_back(std::move(unit));
+    };
+    add_unit("embedding", {engine::param_index::kWte, engine::param_index::kWpe});
+    for (int64_t l = 0; l < config.n_layer; ++l) {
+      std::vector<int64_t> idx;
+      for (int64_t p = 0; p < engine::param_index::kPerLayer; ++p) {
+        idx.push_back(engine::param_index::kFirstLayer + l * engine::param_index::kPerLayer + p);
+      }
+      add_unit("h." + std::to_string(l), idx);
+    }
+    std::vector<int64_t> final_idx = {engine::param_index::LnfW(config), engine::param_index::LnfB(config)};
+    if (!config.tie_word_embeddings) final_idx.push_back(engine::param_index::LmHead(config));
+    add_unit("final", final_idx);
+
+    params.assign(layout.size(), at::Tensor());
+    for (size_t u = 0; u < units.size(); ++u) {
+      Unit& unit = units[u];
+      unit.shard = (unit.numel + world - 1) / world;
+      unit.padded = unit.shard * world;
+      if (options.stage == 0) {
+        unit.opt_begin = 0;
+        unit.opt_len = unit.padded;
+      } else {
+        unit.opt_begin = rank * unit.shard;
+        unit.opt_len = unit.shard;
+      }
+      // The unit's values in fp32 on the host, padding zero.
+      at::Tensor flat = at::zeros({unit.padded}, at::TensorOptions().dtype(at::kFloat));
+      for (size_t i = 0; i < unit.params.size(); ++i) {
+        const at::Tensor& p = source[static_cast<size_t>(unit.params[i])];
+        flat.narrow(0, unit.offsets[i], p.numel()).copy_(p.reshape({-1}));
+      }
+      for (int64_t i : unit.params) source[static_cast<size_t>(i)] = at::Tensor();  // free as we go
+      // Parameters in compute precision.
+      unit.full_nbytes = static_cast<size_t>(unit.padded) * static_cast<size_t>(at::elementSize(options.dtype));
+      unit.full = at::empty({unit.padded}, compute);
+      if (options.stage < 3) {
+        unit.full.copy_(flat);
+        unit.gathered = true;
+        Track(Bytes(unit.full));
+        unit.own = unit.full.narrow(0, unit.opt_begin, unit.opt_len);
+      } else {
+        const bool host = options.offload == Offload::kParams;
+        unit.pshard = at::empty({unit.shard}, host ? host_compute : compute);
+        unit.pshard.copy_(flat.narrow(0, rank * unit.shard, unit.shard));
+        if (!host) Track(Bytes(unit.pshard));
+        unit.own = unit.pshard;
+      }
+      for (size_t i = 0; i < unit.params.size(); ++i) {
+        const auto& info = layout[static_cast<size_t>(unit.params[i])];
+        at::Tensor p = at::empty({0}, compute);
+        p.set_(unit.full.storage(), unit.offsets[i], info.shape, c10::contiguous_strides(info.shape));
+        p.requires_grad_(true);
+        params[static_cast<size_t>(unit.params[i])] = p;
+      }
+      if (options.stage == 3) {
+        ReleaseStorage(unit.full);
+        unit.gathered = false;
+      }
+      // Optimizer state over [opt_begin, opt_begin + opt_len).
+      const bool on_host = host_optimizer;  // physically in host memory
+      const at::TensorOptions opt = on_host ? host_f32 : dev_f32;
+      const bool counted_on_device = options.offload == Offload::kNone;
+      unit.master_is_param = options.dtype == at::kFloat && options.offload == Offload::kNone;
+      unit.master = unit.master_is_param ? unit.own : flat.narrow(0, unit.opt_begin, unit.opt_len).to(opt, false, true);
+      unit.exp_avg = at::zeros({unit.opt_len}, opt);
+      unit.exp_avg_sq = at::zeros({unit.opt_len}, opt);
+      if (counted_on_device) Track(2 * Bytes(unit.exp_avg) + (unit.master_is_param ? 0 : Bytes(unit.master)));
+      // Gradient storage that lives across steps.
+      if (options.stage <= 1) {
+        unit.gfull = at::zeros({unit.padded}, compute);
+        Track(Bytes(unit.gfull));
+      } else {
+        const bool host = options.offload != Offload::kNone;
+        unit.gacc = at::zeros({unit.shard}, host ? host_f32 : dev_f32);
+        if (!host) Track(Bytes(unit.gacc));
+      }
+      // Decay segments: each parameter's overlap with the optimizer range.
+      for (size_t i = 0; i < unit.params.size(); ++i) {
+        const auto& info = layout[static_cast<size_t>(unit.params[i])];
+        int64_t n = 1;
+        for (int64_t d : info.shape) n *= d;
+        const int64_t b = std::max(unit.offsets[i], unit.opt_begin);
+        const int64_t e = std::min(unit.offsets[i] + n, unit.opt_begin + unit.opt_len);
+        if (b < e) unit.segments.push_back({b - unit.opt_begin, e - b, info.is_matrix});
+      }
+    }
+    if (host_optimizer && options.device.is_cuda()) {
+      int64_t largest = 0;
+      for (const Unit& unit : units) largest = std::max(largest, unit.opt_len);
+      param_staging = at::empty({largest}, host_compute);
+      if (options.stage <= 1) grad_staging = at::empty({largest}, host_compute);
+    }
+    model = std::make_unique<engine::Gpt2Model>(config, params);
+    return Status::Ok();
+  }
+
+  MemoryAccount Memory() const {
+    MemoryAccount m;
+    for (const Unit& unit : units) {
+      const bool offload_params = options.offload == Offload::kParams;
+      if (options.stage < 3) {
+        m.params_device += Bytes(unit.full);
+      } else if (offload_params) {
+        m.params_host += Bytes(unit.pshard);
+      } else {
+        m.params_device += Bytes(unit.pshard);
+      }
+      if (options.stage <= 1) m.grads_device += Bytes(unit.gfull);
+      if (unit.gacc.defined()) (options.offload == Offload::kNone ? m.grads_device : m.grads_host) += Bytes(unit.gacc);
+      const int64_t opt = Bytes(unit.exp_avg) + Bytes(unit.exp_avg_sq) +
+                          (unit.master_is_param ? 0 : Bytes(unit.master));
+      (options.offload != Offload::kNone ? m.optimizer_host : m.optimizer_device) += opt;
+    }
+    m.grads_host += Bytes(grad_staging);
+    m.optimizer_host += Bytes(param_staging);
+    m.peak_device_states = peak_device_states;
+    return m;
+  }
+};
+
+ZeroModel::ZeroModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ZeroModel::~ZeroModel() = default;
+
+Result<std::unique_ptr<ZeroModel>> ZeroModel::Create(const engine::ModelConfig& config,
+                                                     std::vector<at::Tensor> params,
+                                                     const ZeroOptions& options,
+                                                     dist::Communicator* comm) {
+  FUJI_RETURN_IF_ERROR(options.Validate());
+  auto impl = std::make_unique<Impl>(options.optimizer_threads);
+  impl->config = config;
+  impl->options = options;
+  impl->comm = comm;
+  impl->rank = comm != nullptr ? comm->rank() : 0;
+  impl->world = comm != nullptr ? comm->world_size() : 1;
+  impl->compute = at::TensorOptions().dtype(options.dtype).device(options.device);
+  const bool pin = options.device.is_cuda();
+  impl->host_compute = at::TensorOptions().dtype(options.dtype).pinned_memory(pin);
+  impl->host_f32 = at::TensorOptions().dtype(at::kFloat);
+  impl->dev_f32 = at::TensorOptions().dtype(at::kFloat).device(options.device);
+  impl->host_optimizer = options.offload != Offload::kNone || options.device.is_cpu();
+  FUJI_RETURN_IF_ERROR(impl->Build(std::move(params)));
+  return std::unique_ptr<ZeroModel>(new ZeroModel(std::move(impl)));
+}
+
+double ZeroModel::ForwardBackward(const at::Tensor& ids, const at::Tensor& targets,
+                                  double loss_scale, bool last_micro) {
+  return impl_->ForwardBackward(ids, targets, loss_scale, last_micro);
+}
+
+double ZeroModel::EvalLoss(const at::Tensor& ids, const at::Tensor& targets) {
+  return impl_->EvalLoss(ids, targets);
+}
+
+StepStats ZeroModel::Step(const optim::AdamWConfig& config, int64_t step, double grad_divisor,
+                          double loss_scale, double clip) {
+  return impl_->Step(config, step, grad_divisor, loss_scale, clip);
+}
+
+const engine::ModelConfig& ZeroModel::config() const { return impl_->config; }
+MemoryAccount ZeroModel::memory() const { return impl_->Memory(); }
+int ZeroModel::num_units() const { return static_cast<int>(impl_->units.size()); }
+const std::string& ZeroModel::unit_name(int unit) const { return impl_->units[static_cast<size_t>(unit)].name; }
+int64_t ZeroModel::unit_numel(int unit) const { return impl_->units[static_cast<size_t>(unit)].numel; }
+PhaseTimes ZeroModel::times() const {
+  return {impl_->forward_ms, impl_->backward_ms, impl_->optimizer_ms, impl_->comm_wait_ms};
+}
+
+std::pair<int64_t, int64_t> ZeroModel::LoadRange(int u) const {
+  const Unit& unit = impl_->units[static_cast<size_t>(u)];
+  const int64_t b = std::min(unit.opt_begin, unit.numel);
+  const int64_t e = std::min(unit.opt_begin + unit.opt_len, unit.numel);
+  return {b, e};
+}
+
+std::vector<UnitState> ZeroModel::SaveState() const {
+  std::vector<UnitState> out;
+  const Impl& m = *impl_;
+  for (const Unit& unit : m.units) {
+    UnitState s;
+    s.begin = std::min(m.rank * unit.shard, unit.numel);
+    s.end = std::min((m.rank + 1) * unit.shard, unit.numel);
+    const int64_t off = s.begin - unit.opt_begin, n = s.end - s.begin;
+    auto copy = [&](const at::Tensor& t, std::vector<float>* v) {
+      v->resize(static_cast<size_t>(n));
+      if (n == 0) return;
+      at::Tensor src = t.narrow(0, off, n).to(at::kCPU, at::kFloat).contiguous();
+      std::copy_n(src.data_ptr<float>(), n, v->data());
+    };
+    copy(unit.master, &s.master);
+    copy(unit.exp_avg, &s.exp_avg);
+    copy(unit.exp_avg_sq, &s.exp_avg_sq);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void ZeroModel::LoadState(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
+  Unit& unit = impl_->units[static_cast<size_t>(u)];
+  const auto [b, e] = LoadRange(u);
+  const int64_t n = e - b, off = b - unit.opt_begin;
+  if (n <= 0) return;
+  auto put = [&](const float* src, at::Tensor& dst) {
+    at::Tensor host = at::from_blob(const_cast<float*>(src), {n}, at::TensorOptions().dtype(at::kFloat));
+    dst.narrow(0, off, n).copy_(host);
+  };
+  put(master, unit.master);
+  put(exp_avg, unit.exp_avg);
+  put(exp_avg_sq, unit.exp_avg_sq);
+  if (!unit.master_is_param) unit.own.narrow(0, off, n).copy_(unit.master.narrow(0, off, n));
+}
+
+void ZeroModel::FinishLoad() { impl_->PublishParameters(); }
+
+std::vector<at::Tensor> ZeroModel::GatherParameters() {
+  Impl& m = *impl_;
+  std::vector<at::Tensor> out(m.params.size());
+  at::NoGradGuard no_grad;
+  for (int u = 0; u < static_cast<int>(m.units.size()); ++u) {
+    m.FinishGather(u);
+    for (int64_t i : m.units[static_cast<size_t>(u)].params) {
+      out[static_cast<size_t>(i)] = m.params[static_cast<size_t>(i)].detach().to(at::kCPU, at::kFloat).clone();
+    }
+    m.Release(u);
+  }
+  return out;
+}
+
+}  // namespace fuji::train

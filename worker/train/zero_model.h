@@ -1,0 +1,134 @@
+// fuji's ZeRO: data-parallel training of the GPT-2 network with the model states sharded over
+// the ranks of a process group, stage by stage:
+//
+//   stage 0  every rank holds everything; gradients are all-reduced (plain data parallelism)
+//   stage 1  the optimizer states (fp32 master weights, moments) are sharded: rank r updates
+//            its 1/N of each unit, then the updated parameters are all-gathered
+//   stage 2  also the gradients: each unit's gradients are reduce-scattered into their owners'
+//            fp32 shards as soon as the unit's backward is done, then freed
+//   stage 3  also the parameters: a unit's parameters are all-gathered just before its turn in
+//            forward and again in backward (the next unit's gather overlaps the current one's
+//            compute) and released right after
+//
+// The model is cut into units, the buckets of every collective: "embedding" (wte, wpe), each
+// block "h.<l>", and "final" (ln_f, and lm_head when untied). Each unit is one flat buffer padded
+// to a multiple of N, so shards are equal and the padding stays zero. The tied input/output
+// embedding is one tensor under every stage: its gradient collects both uses before it is reduced.
+//
+// Backward runs unit by unit (each block's graph hangs off a detached input), which is what lets
+// stage 3 gather before and release after each block, stage 2 reduce each unit while the next
+// one computes, and activation checkpointing recompute one block at a time.
+//
+// Offload: "optimizer" keeps master weights, moments and the reduced gradient shards in host
+// memory (pinned when the device is a GPU) and steps them with the multithreaded CPU AdamW;
+// "params" (stage 3) also keeps the parameter shards in host memory, streamed to the device
+// unit by unit for the gathers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "worker/common/status.h"
+#include "worker/engine/gpt2_model.h"
+#include "worker/optim/adamw.h"
+
+namespace fuji::dist {
+class Communicator;
+}
+
+namespace fuji::train {
+
+enum class Offload { kNone, kOptimizer, kParams };
+Result<Offload> ParseOffload(const std::string& name);  // none | optimizer | params
+const char* OffloadName(Offload offload);
+
+struct ZeroOptions {
+  int stage = 0;                           // 0..3
+  Offload offload = Offload::kNone;        // kParams needs stage 3
+  at::ScalarType dtype = at::kFloat;       // compute precision of parameters and gradients
+  at::Device device = at::kCPU;
+  bool activation_checkpointing = false;
+  int optimizer_threads = 0;               // CPU AdamW threads; 0: hardware concurrency
+  Status Validate() const;
+};
+
+// Bytes of the model states this rank holds, by kind and place (what ZeRO's arithmetic predicts).
+// On a CPU device, "device" and "host" are the same memory, kept apart in the accounting so
+// that offload shows where the bytes would live.
+struct MemoryAccount {
+  int64_t params_device = 0, params_host = 0;
+  int64_t grads_device = 0, grads_host = 0;
+  int64_t optimizer_device = 0, optimizer_host = 0;
+  int64_t peak_device_states = 0;  // peak of device model-state bytes, transient gathers included
+};
+
+struct StepStats {
+  double grad_norm = 0;  // of the true (unscaled, averaged) gradient, before clipping
+  bool skipped = false;  // fp16 overflow: no update, loss scale halved by the caller
+};
+
+// One unit's optimizer state over this rank's checkpoint range [begin, end) of the unit's
+// unpadded flat numbering (the partition of the checkpoint format, whatever the stage).
+struct UnitState {
+  int64_t begin = 0, end = 0;
+  std::vector<float> master, exp_avg, exp_avg_sq;
+};
+
+struct PhaseTimes {
+  double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  double comm_wait_ms = 0;  // blocked on collectives (inside the other three)
+};
+
+class ZeroModel {
+ public:
+  // params: the full model in ParameterLayout order, any dtype, on the CPU; each rank keeps only
+  // what its stage says (the tensors are dropped unit by unit as they are taken). comm may be
+  // null for a single process, which then runs no collectives.
+  static Result<std::unique_ptr<ZeroModel>> Create(const engine::ModelConfig& config,
+                                                   std::vector<at::Tensor> params,
+                                                   const ZeroOptions& options,
+                                                   dist::Communicator* comm);
+  ~ZeroModel();
+
+  // Forward and backward of one micro-batch (ids, targets: [B, T] int64 on the CPU); the
+  // gradients accumulate until Step. last_micro marks the last micro-batch before Step (stages 0
+  // and 1 reduce only then). Returns the micro-batch's mean loss.
+  double ForwardBackward(const at::Tensor& ids, const at::Tensor& targets, double loss_scale,
+                         bool last_micro);
+  // Mean loss of a batch without gradients.
+  double EvalLoss(const at::Tensor& ids, const at::Tensor& targets);
+  // Clips and applies AdamW (config.lr is this step's rate) to the accumulated gradients, whose
+  // true value is their sum / grad_divisor (loss scale excluded). clip <= 0: no clipping.
+  StepStats Step(const optim::AdamWConfig& config, int64_t step, double grad_divisor,
+                 double loss_scale, double clip);
+
+  const engine::ModelConfig& config() const;
+  MemoryAccount memory() const;
+  int num_units() const;
+  const std::string& unit_name(int unit) const;
+  int64_t unit_numel(int unit) const;
+  // Optimizer state for the checkpoint: this rank's partition range of every unit, on the host.
+  std::vector<UnitState> SaveState() const;
+  // The range of `unit` this rank must be given on resume (all of it at stage 0).
+  std::pair<int64_t, int64_t> LoadRange(int unit) const;
+  // Sets the optimizer state of LoadRange(unit) and the parameters derived from the master
+  // weights. Call for every unit, then FinishLoad().
+  void LoadState(int unit, const float* master, const float* exp_avg, const float* exp_avg_sq);
+  void FinishLoad();
+  // The full parameters gathered into host fp32 tensors in layout order (tests, export checks).
+  std::vector<at::Tensor> GatherParameters();
+
+  // Milliseconds spent since construction.
+  PhaseTimes times() const;
+
+ private:
+  struct Impl;
+  explicit ZeroModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fuji::train
