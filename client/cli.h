@@ -25,6 +25,8 @@ std::string DefaultVocabDir();
 void RegisterModelCommands(CLI::App& app, CliState* state);
 void RegisterTextCommands(CLI::App& app, CliState* state);
 void RegisterRunCommands(CLI::App& app, CliState* state);
+// `run finetune`, under the `run` command.
+void AddRunFinetuneCommand(CLI::App* run, CliState* state);
 // Through fujid (--server, $FUJI_SERVER, 127.0.0.1:7070): submit, jobs, show, watch, cancel.
 void RegisterJobCommands(CLI::App& app, CliState* state);
 // Through fujid: logs, result, timings, samples, workers.

@@ -3,7 +3,7 @@
 #include <cstdlib>
 
 #include "client/cli.h"
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/finetune_prepare.h"
 
 namespace fuji::client {
 
@@ -19,9 +19,6 @@ int ReportStatus(const Status& status) {
   }
 }
 
-std::string DefaultVocabDir() {
-  if (const char* env = std::getenv("FUJI_VOCAB_DIR"); env != nullptr && *env != '\0') return env;
-  return launch::ExecutableDir() + "/../share/fuji";
-}
+std::string DefaultVocabDir() { return launch::DefaultVocabDir(); }
 
 }  // namespace fuji::client

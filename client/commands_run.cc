@@ -33,6 +33,7 @@ void RegisterRunCommands(CLI::App& app, CliState* state) {
     }
     PrintInferResult(*result, flags->output);
   });
+  AddRunFinetuneCommand(run, state);
 }
 
 }  // namespace fuji::client

@@ -1,1 +1,2 @@
 fuji_add_test(launcher_test SOURCES unit/launcher_test.cc LIBS fuji_launcher LABELS unit)
+fuji_add_test(gang_test SOURCES unit/gang_test.cc LIBS fuji_launcher LABELS unit)

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "worker/agent/agent_job.h"
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
 #include "worker/launcher/rank_process.h"
@@ -16,7 +17,6 @@
 namespace fuji::agent {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 void Log(const std::string& line) { std::fprintf(stderr, "fuji-agent: %s\n", line.c_str()); }
@@ -37,9 +37,12 @@ void KeepLast(google::protobuf::RepeatedPtrField<T>* field, size_t max) {
   if (excess > 0) field->DeleteSubrange(0, excess);
 }
 
+}  // namespace
+
 bool Empty(const fuji::v1::JobReport& r) {
   return !r.started() && r.progress_size() == 0 && r.logs_size() == 0 && r.timings_size() == 0 &&
-         r.samples_size() == 0;
+         r.samples_size() == 0 &&
+         r.losses_size() == 0;
 }
 
 // Turns one rank event into report entries, or the result / error of the attempt. Timing events
@@ -67,14 +70,19 @@ void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::J
       t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
       t->set_end_ms(now);
     }
+  } else if (kind == "loss" && rank == 0) {
+    auto* l = part->add_losses();
+    l->set_step(e.value("step", int64_t{0}));
+    l->set_loss(e.value("loss", 0.0));
+    l->set_split(e.value("split", "train"));
+    l->set_tokens_per_s(e.value("tokens_per_s", 0.0));
+    l->set_at_ms(now);
   } else if (kind == "result" && rank == 0) {
     *result = e.value("result", nlohmann::json::object());
   } else if (kind == "error" && !*error) {
     *error = RankError{e.value("reason", "internal"), e.value("message", "")};
   }
 }
-
-}  // namespace
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
   grpc::ChannelArguments args;
@@ -87,19 +95,6 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
 int64_t WallClockMs() {
   return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
-
-// One job attempt. `assignment` is immutable; the rest is guarded by Agent::mu_.
-struct Agent::Job {
-  fuji::v1::Assignment assignment;
-  std::thread supervisor;
-  std::vector<pid_t> pids;                        // while the ranks run
-  StopReason stop = StopReason::kNone;            // what the supervisor was asked to do
-  fuji::v1::JobReport pending;                    // not yet sent
-  Clock::time_point last_report{};
-  std::optional<fuji::v1::CompleteRequest> completion;  // set once the ranks ended
-  bool finished = false;                          // the supervisor is done
-  bool send_complete = true;                      // false for kUnwanted and kShutdown
-};
 
 Agent::Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel)
     : config_(std::move(config)), inventory_(std::move(inventory)),
@@ -456,26 +451,33 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
 // ---------------------------------------------------------------------------------------------
 // Supervising one job's ranks.
 
+void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, const std::string& kind,
+                      const std::string& message) {
+  const std::string name = "job " + std::to_string(job.assignment.job_id());
+  complete->set_succeeded(succeeded);
+  if (!succeeded) {
+    complete->set_failure_kind(kind);
+    complete->set_message(message);
+    Log(name + ": " + kind + ": " + message);
+  } else {
+    Log(name + ": succeeded");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  job.pids.clear();
+  job.completion = *complete;
+  job.finished = true;
+  cv_.notify_all();
+}
+
 void Agent::Supervise(const std::shared_ptr<Job>& job) {
+  if (job->assignment.kind() == "finetune") return SuperviseFinetune(job);
   const fuji::v1::Assignment& a = job->assignment;
   fuji::v1::CompleteRequest complete;
   complete.set_worker_id(config_.worker_id);
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
   auto finish = [&](bool succeeded, const std::string& kind, const std::string& message) {
-    complete.set_succeeded(succeeded);
-    if (!succeeded) {
-      complete.set_failure_kind(kind);
-      complete.set_message(message);
-      Log("job " + std::to_string(a.job_id()) + ": " + kind + ": " + message);
-    } else {
-      Log("job " + std::to_string(a.job_id()) + ": succeeded");
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    job->pids.clear();
-    job->completion = complete;
-    job->finished = true;
-    cv_.notify_all();
+    FinishJob(*job, &complete, succeeded, kind, message);
   };
 
   // The request: the spec with the op and the job's id.

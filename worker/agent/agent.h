@@ -66,6 +66,11 @@ class Agent {
   void FlushJob(const std::shared_ptr<Job>& job, bool final_pass);
   void StartJob(const fuji::v1::Assignment& assignment);
   void Supervise(const std::shared_ptr<Job>& job);
+  // A "finetune" assignment: one rank per assigned device, run as a gang (agent_finetune.cc).
+  void SuperviseFinetune(const std::shared_ptr<Job>& job);
+  // Records a job's Complete (succeeded, or failed with kind and message) and logs it.
+  void FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, const std::string& kind,
+                 const std::string& message);
   void JoinSupervisor(Job& job);
   // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.
   void RequestStop(int64_t job_id, StopReason why);

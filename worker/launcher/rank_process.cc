@@ -179,6 +179,13 @@ Result<std::optional<RankOutput>> RankProcess::Next(std::chrono::milliseconds ti
   }
 }
 
+std::vector<int> RankProcess::OpenOutputFds() const {
+  std::vector<int> fds;
+  if (!events_->eof()) fds.push_back(event_fd_);
+  if (!logs_->eof()) fds.push_back(stderr_fd_);
+  return fds;
+}
+
 std::optional<ExitInfo> RankProcess::Poll() {
   if (exit_) return exit_;
   int status = 0;

@@ -60,6 +60,9 @@ class RankProcess {
   // The next event or log line, waiting up to timeout (nullopt: both pipes reached end of file).
   // UNAVAILABLE on timeout; a malformed event line comes back as a log line.
   Result<std::optional<RankOutput>> Next(std::chrono::milliseconds timeout);
+  // The event and stderr descriptors not yet at end of file, to poll(2) over many ranks before
+  // calling Next with a zero timeout.
+  std::vector<int> OpenOutputFds() const;
   // Reaps the process if it has exited; nullopt while it runs.
   std::optional<ExitInfo> Poll();
   // Waits for the process to exit.

@@ -1,0 +1,225 @@
+// The gang: spawn, send, multiplex with poll(2), stop everyone on the first failure, merge.
+#include "worker/launcher/gang.h"
+
+#include <poll.h>
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+namespace fuji::launch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+struct Member {
+  std::unique_ptr<RankProcess> proc;
+  bool open = true;  // its pipes still deliver output
+  std::optional<ExitInfo> exit;
+  std::optional<nlohmann::json> result;
+  bool errored = false;  // sent an error event
+  std::string last_stderr;
+};
+
+Status FailureStatus(const GangFailure& f) {
+  switch (f.kind) {
+    case GangFailure::Kind::kCancelled: return Cancelled(f.message);
+    case GangFailure::Kind::kDeadline: return Unavailable(f.message);
+    case GangFailure::Kind::kStart: return Internal(f.message);
+    case GangFailure::Kind::kRankExit: return Internal(f.message);
+    case GangFailure::Kind::kRankError: break;
+  }
+  if (f.reason == "bad_input") return InvalidArgument(f.message);
+  if (f.reason == "cuda_oom" || f.reason == "host_oom") return ResourceExhausted(f.message);
+  if (f.reason == "collective_timeout") return Unavailable(f.message);
+  return Internal(f.message);
+}
+
+// A fresh private directory for the rendezvous file: $TMPDIR or /tmp, mode 0700.
+Result<std::string> MakeRendezvousDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp") + "/fuji-gang-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return Internal("cannot create a rendezvous directory in " + tmpl);
+  return tmpl;
+}
+
+// Ends every rank that still runs, all at once (each gets the grace), and reaps them.
+void TerminateAll(std::vector<Member>& members, milliseconds grace) {
+  std::vector<std::thread> threads;
+  for (Member& m : members) {
+    if (m.exit && !m.proc->OpenOutputFds().empty()) m.exit.reset();  // its group may live on
+    if (!m.exit) threads.emplace_back([&m, grace] { m.exit = m.proc->Terminate(grace); });
+  }
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace
+
+Gang::Gang(FinetuneSpec spec, GangOptions options) : spec_(std::move(spec)), options_(std::move(options)) {}
+
+void Gang::Stop() { stop_ = true; }
+
+std::vector<pid_t> Gang::pids() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pids_;
+}
+
+Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& on_output) {
+  failure_.reset();
+  auto fail = [&](GangFailure f) {
+    if (!failure_) failure_ = std::move(f);
+  };
+  std::string executable = options_.executable;
+  if (executable.empty()) {
+    auto found = FindRankExecutable();
+    if (!found.ok()) return found.status();
+    executable = *found;
+  }
+  FUJI_ASSIGN_OR_RETURN(const std::string dir, MakeRendezvousDir());
+  const std::string rendezvous = "file:" + dir + "/store";
+  const int n = spec_.ranks;
+  const auto begin = Clock::now();
+
+  std::vector<Member> members(static_cast<size_t>(n));
+  for (int r = 0; r < n && !failure_; ++r) {
+    RankLaunchSpec launch{executable, {}, options_.env};
+    if (options_.rank_env) {
+      for (auto& [k, v] : options_.rank_env(r)) launch.env[k] = v;
+    }
+    auto proc = RankProcess::Spawn(launch);
+    if (!proc.ok()) {
+      fail({GangFailure::Kind::kStart, r, "", "cannot start rank " + std::to_string(r) + ": " + proc.status().message(), {}, ""});
+      members.resize(static_cast<size_t>(r));
+      break;
+    }
+    members[r].proc = std::move(proc).value();
+    nlohmann::json request = spec_.ToJson();
+    request["op"] = options_.op;
+    request["id"] = options_.id;
+    request["rank"] = r;
+    request["ranks"] = n;
+    request["rendezvous"] = rendezvous;
+    (void)members[r].proc->Send(request);  // a rank that cannot read it shows up by its exit
+    members[r].proc->CloseInput();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& m : members) pids_.push_back(m.proc->pid());
+  }
+
+  while (!failure_) {
+    if (stop_) {
+      fail({GangFailure::Kind::kCancelled, -1, "", "cancelled", {}, ""});
+      break;
+    }
+    if (options_.deadline.count() > 0 && Clock::now() - begin >= options_.deadline) {
+      fail({GangFailure::Kind::kDeadline, -1, "", "stopped after the deadline of " +
+            std::to_string(options_.deadline.count()) + " ms", {}, ""});
+      break;
+    }
+    std::vector<pollfd> fds;
+    for (auto& m : members) {
+      for (int fd : m.proc->OpenOutputFds()) fds.push_back({fd, POLLIN, 0});
+    }
+    ::poll(fds.data(), fds.size(), 50);
+    for (int r = 0; r < n; ++r) {
+      Member& m = members[r];
+      while (m.open) {
+        auto next = m.proc->Next(milliseconds(0));
+        if (!next.ok()) {
+          if (next.status().code() != StatusCode::kUnavailable) m.open = false;
+          break;
+        }
+        if (!next->has_value()) {
+          m.open = false;
+          break;
+        }
+        RankOutput& out = **next;
+        if (out.kind == RankOutput::Kind::kLog) {
+          if (!out.line.empty()) m.last_stderr = out.line;
+        } else if (out.event.value("event", "") == "result") {
+          m.result = out.event.value("result", nlohmann::json::object());
+        } else if (out.event.value("event", "") == "error" && !m.errored) {
+          m.errored = true;
+          const std::string message = out.event.value("message", out.event.value("code", "error"));
+          fail({GangFailure::Kind::kRankError, r, out.event.value("reason", "internal"),
+                "rank " + std::to_string(r) + ": " + message, {}, ""});
+        }
+        on_output({r, std::move(out)});
+      }
+      if (!m.exit) m.exit = m.proc->Poll();
+      if (m.exit && !m.exit->Succeeded() && !m.errored) {
+        fail({GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " " + m.exit->Describe() +
+              (m.last_stderr.empty() ? "" : ": " + m.last_stderr), *m.exit, m.last_stderr});
+      } else if (m.exit && !m.open && m.exit->Succeeded() && !m.result && !m.errored) {
+        fail({GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " exited without a result", *m.exit,
+              m.last_stderr});
+      }
+    }
+    bool done = true;
+    for (auto& m : members) done = done && m.exit && !m.open;
+    if (done) break;
+  }
+
+  // A collective error usually follows a peer's death: name the peer that died instead.
+  if (failure_ && failure_->reason == "collective_timeout") {
+    for (int r = 0; r < static_cast<int>(members.size()); ++r) {
+      Member& m = members[r];
+      if (!m.exit) m.exit = m.proc->Poll();
+      if (m.exit && !m.exit->Succeeded() && !m.errored) {
+        failure_ = GangFailure{GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " " +
+                               m.exit->Describe() + " (the others lost it: " + failure_->message + ")", *m.exit,
+                               m.last_stderr};
+        break;
+      }
+    }
+  }
+  TerminateAll(members, options_.terminate_grace);
+  if (failure_ && failure_->rank >= 0 && failure_->rank < static_cast<int>(members.size())) {
+    const Member& m = members[failure_->rank];
+    if (m.exit) failure_->exit = *m.exit;
+    failure_->last_stderr = m.last_stderr;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pids_.clear();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (failure_) return FailureStatus(*failure_);
+  std::vector<nlohmann::json> results;
+  for (auto& m : members) results.push_back(*m.result);
+  return MergeRankResults(results);
+}
+
+nlohmann::json MergeRankResults(const std::vector<nlohmann::json>& results) {
+  const nlohmann::json empty = nlohmann::json::object();
+  const nlohmann::json& r0 = results.empty() ? empty : results[0];
+  nlohmann::json timings = nlohmann::json::array(), memory = nlohmann::json::array(), comm = nlohmann::json::array();
+  for (const auto& r : results) {
+    timings.push_back(r.value("timings", empty));
+    memory.push_back(r.value("memory", empty));
+    comm.push_back(r.value("comm", empty));
+  }
+  return {{"losses", r0.value("losses", nlohmann::json::array())},
+          {"eval_losses", r0.value("eval_losses", nlohmann::json::array())},
+          {"tokens_per_s", r0.value("tokens_per_s", 0.0)},
+          {"tokens", r0.value("tokens", int64_t{0})},
+          {"timings", r0.value("timings", empty)},
+          {"timings_per_rank", timings},
+          {"memory", {{"ranks", memory}}},
+          {"comm", {{"ranks", comm}}},
+          {"ranks", static_cast<int64_t>(results.size())},
+          {"device", r0.value("device", "")},
+          {"zero", r0.value("zero", nlohmann::json())},
+          {"offload", r0.value("offload", nlohmann::json())},
+          {"precision", r0.value("precision", nlohmann::json())},
+          {"steps", r0.value("steps_done", int64_t{0})},
+          {"start_step", r0.value("start_step", int64_t{0})},
+          {"checkpoint", r0.value("checkpoint", "")}};
+}
+
+}  // namespace fuji::launch
