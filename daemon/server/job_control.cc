@@ -307,6 +307,11 @@ std::vector<v1::Progress> Dispatcher::TakeProgress(const v1::JobReport& report,
     progress.push_back(std::move(p));
   }
   for (v1::Progress& p : progress) {
+    // An agent that passes on only done/total: the loss and rate come from the report's losses.
+    if (p.phase() == "train" && p.loss() == 0 && latest != nullptr && latest->step <= p.done()) {
+      p.set_loss(latest->loss);
+      if (p.tokens_per_s() == 0) p.set_tokens_per_s(latest->tokens_per_s);
+    }
     if (p.at_ms() <= 0) p.set_at_ms(now_ms);
     if (!std::isfinite(p.tokens_per_s()) || p.tokens_per_s() < 0) p.set_tokens_per_s(0);
   }

@@ -183,7 +183,18 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   p->set_tokens_per_s(2500);
   ASSERT_TRUE(Report(progress).ok());
   EXPECT_EQ(GetJob(job.id()).progress().done(), 5);
+  EXPECT_DOUBLE_EQ(GetJob(job.id()).progress().loss(), 3.3);
   EXPECT_GT(GetJob(job.id()).progress().at_ms(), 0);
+  // A progress with only done/total (as an agent may pass it on) takes the loss and rate of the
+  // report's own losses.
+  v1::JobReport bare = LossReport(first, "node-a", {{6, "train", 3.25}});
+  v1::Progress* q = bare.add_progress();
+  q->set_phase("train");
+  q->set_done(6);
+  q->set_total(10);
+  ASSERT_TRUE(Report(bare).ok());
+  EXPECT_DOUBLE_EQ(GetJob(job.id()).progress().loss(), 3.25);
+  EXPECT_DOUBLE_EQ(GetJob(job.id()).progress().tokens_per_s(), 3000.0);
 
   // The attempt fails; the retry resumes from a checkpoint at step 2 and reports 3.. again.
   v1::CompleteRequest failed;
@@ -202,9 +213,10 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
                                 {{3, "train", 3.45}, {4, "train", 3.3}, {5, "train", 3.2}}))
                   .ok());
   ASSERT_TRUE(GetLosses(all, &losses).ok());
-  EXPECT_EQ(Keys(losses), "1:train:0 2:train:0 3:eval:0 3:train:1 4:train:1 5:train:1");
+  // Step 6 of attempt 0 stays: attempt 1 has not reached it yet.
+  EXPECT_EQ(Keys(losses), "1:train:0 2:train:0 3:eval:0 3:train:1 4:train:1 5:train:1 6:train:0");
   EXPECT_DOUBLE_EQ(losses.losses(3).loss(), 3.45);
-  EXPECT_EQ(store_->Losses(job.id())->losses.size(), 6u);
+  EXPECT_EQ(store_->Losses(job.id())->losses.size(), 7u);
 
   // Pages of 2 end at step boundaries; the eval filter.
   v1::GetLossesRequest paged = all;
@@ -217,7 +229,7 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
     if (!page.more()) break;
     paged.set_after_step(page.losses(page.losses_size() - 1).step());
   }
-  EXPECT_EQ(walked, "1:train:0 2:train:0 3:eval:0 3:train:1 4:train:1 5:train:1");
+  EXPECT_EQ(walked, "1:train:0 2:train:0 3:eval:0 3:train:1 4:train:1 5:train:1 6:train:0");
   v1::GetLossesRequest eval = all;
   eval.set_split("eval");
   ASSERT_TRUE(GetLosses(eval, &losses).ok());
