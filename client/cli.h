@@ -29,7 +29,7 @@ void RegisterRunCommands(CLI::App& app, CliState* state);
 void AddRunFinetuneCommand(CLI::App* run, CliState* state);
 // Through fujid (--server, $FUJI_SERVER, 127.0.0.1:7070): submit, jobs, show, watch, cancel.
 void RegisterJobCommands(CLI::App& app, CliState* state);
-// Through fujid: logs, result, timings, samples, workers.
+// Through fujid: logs, result, losses, timings, samples, workers.
 void RegisterJobDataCommands(CLI::App& app, CliState* state);
 
 }  // namespace fuji::client

@@ -1,10 +1,12 @@
-// What fujid keeps about jobs and nodes: `logs`, `result`, `timings`, `samples` and `workers`.
+// What fujid keeps about jobs and nodes: `logs`, `result`, `losses`, `timings`, `samples` and
+// `workers`.
 #include <memory>
 
 #include "client/cli.h"
 #include "client/daemon_client.h"
 #include "client/daemon_commands.h"
 #include "client/format_jobs.h"
+#include "client/finetune_flags.h"
 #include "client/format_telemetry.h"
 #include "client/infer_flags.h"
 
@@ -59,7 +61,17 @@ int RunResult(const JobFlags& f) {
   auto result = FetchJobResult(client, f.id);
   if (!result.ok()) return ReportStatus(result.status());
   if (f.output == "json") PrintJson(JobResultJson(*job, *result));
+  else if (job->kind() == "finetune") PrintText(FormatFinetuneSummary(*result));
   else PrintInferResult(*result, "text");
+  return 0;
+}
+
+int RunLosses(const JobFlags& f, const std::string& split) {
+  DaemonClient client(ResolveServerAddress(f.server));
+  auto points = client.GetLosses(f.id, split);
+  if (!points.ok()) return ReportStatus(points.status());
+  if (f.output == "json") PrintJson(LossesJson(f.id, *points, split));
+  else PrintText(LossesTable(*points, split));
   return 0;
 }
 
@@ -95,6 +107,13 @@ void RegisterJobDataCommands(CLI::App& app, CliState* state) {
   CLI::App* result = app.add_subcommand("result", "A finished job's result");
   auto result_flags = AddJobFlags(result, {"text", "json"});
   result->callback([state, result_flags] { state->exit_code = RunResult(*result_flags); });
+
+  CLI::App* losses = app.add_subcommand("losses", "A fine-tuning job's losses by step");
+  auto losses_flags = AddJobFlags(losses, {"text", "json"});
+  auto split = std::make_shared<std::string>();
+  losses->add_option("--split", *split, "Only train or only eval losses")
+      ->check(CLI::IsMember({"train", "eval"}));
+  losses->callback([state, losses_flags, split] { state->exit_code = RunLosses(*losses_flags, *split); });
 
   CLI::App* timings = app.add_subcommand("timings", "A job's phases per attempt and rank, in ms");
   auto timings_flags = AddJobFlags(timings, {"table", "json"});

@@ -1,11 +1,14 @@
-// The job commands that talk to fujid: `submit infer`, `jobs`, `show`, `watch` and `cancel`.
+// The job commands that talk to fujid: `submit infer|finetune`, `jobs`, `show`, `watch` and
+// `cancel`.
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 
 #include "client/cli.h"
 #include "client/daemon_client.h"
 #include "client/daemon_commands.h"
+#include "client/finetune_flags.h"
 #include "client/format_jobs.h"
 #include "client/format_text.h"
 #include "client/infer_flags.h"
@@ -14,19 +17,28 @@
 namespace fuji::client {
 namespace {
 
+// The flags every `submit KIND` has beside the kind's own.
 struct SubmitFlags {
-  InferFlags infer;
   std::string server, timeout;
   bool wait = false;
   int32_t priority = 0, max_attempts = 0;
 };
 
-int RunSubmitInfer(CLI::App* cmd, const SubmitFlags& f) {
-  auto spec = InferSpecFromFlags(cmd, f.infer);
-  if (!spec.ok()) return ReportStatus(spec.status());
+void AddSubmitFlags(CLI::App* cmd, SubmitFlags* f) {
+  AddServerOption(cmd, &f->server);
+  cmd->add_flag("--wait", f->wait, "Wait for the job and print its result");
+  cmd->add_option("--priority", f->priority, "Higher runs first (default 0)");
+  cmd->add_option("--timeout", f->timeout, "Fail the job after this long: 30s, 5m, 1h or 250ms");
+  cmd->add_option("--max-attempts", f->max_attempts, "Attempts at most (default: the daemon's)");
+}
+
+// Submits a checked spec; with --wait follows the job (progress on a terminal's stderr) and
+// prints its result with print_result(result), or as JSON with --output json.
+int Submit(const std::string& kind, const nlohmann::json& spec, const SubmitFlags& f,
+           const std::string& output, const std::function<void(const nlohmann::json&)>& print_result) {
   v1::SubmitRequest request;
-  request.set_kind("infer");
-  request.set_spec_json(spec->ToJson().dump());
+  request.set_kind(kind);
+  request.set_spec_json(spec.dump());
   request.set_priority(f.priority);
   request.set_max_attempts(f.max_attempts);
   if (f.max_attempts < 0) return ReportStatus(InvalidArgument("--max-attempts must be at least 0"));
@@ -39,7 +51,7 @@ int RunSubmitInfer(CLI::App* cmd, const SubmitFlags& f) {
   auto job = client.Submit(request);
   if (!job.ok()) return ReportStatus(job.status());
   if (!f.wait) {
-    if (f.infer.output == "json") PrintJson(JobToJson(*job));
+    if (output == "json") PrintJson(JobToJson(*job));
     else std::printf("%lld\n", static_cast<long long>(job->id()));
     return 0;
   }
@@ -52,23 +64,45 @@ int RunSubmitInfer(CLI::App* cmd, const SubmitFlags& f) {
   if (final_job->state() != v1::SUCCEEDED) return ReportJobOutcome(*final_job);
   auto result = FetchJobResult(client, job->id());
   if (!result.ok()) return ReportStatus(result.status());
-  if (f.infer.output == "json") PrintJson(JobResultJson(*final_job, *result));
-  else PrintInferResult(*result, "text");
+  if (output == "json") PrintJson(JobResultJson(*final_job, *result));
+  else print_result(*result);
   return 0;
 }
 
 void RegisterSubmit(CLI::App& app, CliState* state) {
   CLI::App* submit = app.add_subcommand("submit", "Queue a job on fujid");
   submit->require_subcommand(1);
-  auto f = std::make_shared<SubmitFlags>();
+
+  struct InferSubmit {
+    InferFlags infer;
+    SubmitFlags submit;
+  };
+  auto fi = std::make_shared<InferSubmit>();
   CLI::App* infer = submit->add_subcommand("infer", "Generate text from a prompt (the `run infer` flags)");
-  AddInferFlags(infer, &f->infer);
-  AddServerOption(infer, &f->server);
-  infer->add_flag("--wait", f->wait, "Wait for the job and print its result");
-  infer->add_option("--priority", f->priority, "Higher runs first (default 0)");
-  infer->add_option("--timeout", f->timeout, "Fail the job after this long: 30s, 5m, 1h or 250ms");
-  infer->add_option("--max-attempts", f->max_attempts, "Attempts at most (default: the daemon's)");
-  infer->callback([state, f, infer] { state->exit_code = RunSubmitInfer(infer, *f); });
+  AddInferFlags(infer, &fi->infer);
+  AddSubmitFlags(infer, &fi->submit);
+  infer->callback([state, fi, infer] {
+    auto spec = InferSpecFromFlags(infer, fi->infer);
+    state->exit_code = !spec.ok() ? ReportStatus(spec.status())
+                                  : Submit("infer", spec->ToJson(), fi->submit, fi->infer.output,
+                                           [](const nlohmann::json& r) { PrintInferResult(r, "text"); });
+  });
+
+  struct FinetuneSubmit {
+    FinetuneFlags finetune;
+    SubmitFlags submit;
+  };
+  auto ff = std::make_shared<FinetuneSubmit>();
+  CLI::App* finetune = submit->add_subcommand(
+      "finetune", "Fine-tune with N ranks on one agent (the `run finetune` flags)");
+  AddFinetuneFlags(finetune, &ff->finetune);
+  AddSubmitFlags(finetune, &ff->submit);
+  finetune->callback([state, ff] {
+    auto spec = FinetuneSpecFromFlags(ff->finetune);
+    state->exit_code = !spec.ok() ? ReportStatus(spec.status())
+                                  : Submit("finetune", spec->ToJson(), ff->submit, ff->finetune.output,
+                                           [](const nlohmann::json& r) { PrintText(FormatFinetuneSummary(r)); });
+  });
 }
 
 void RegisterJobs(CLI::App& app, CliState* state) {

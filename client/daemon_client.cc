@@ -139,6 +139,29 @@ Result<std::vector<v1::LogLine>> DaemonClient::GetLogs(int64_t id, int64_t after
   return lines;
 }
 
+Result<std::vector<v1::LossPoint>> DaemonClient::GetLosses(int64_t id, const std::string& split) {
+  constexpr int kPage = 10000;
+  std::vector<v1::LossPoint> points;
+  v1::GetLossesRequest request;
+  request.set_job_id(id);
+  request.set_split(split);
+  request.set_limit(kPage);
+  for (;;) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::GetLossesResponse response;
+    FUJI_RETURN_IF_ERROR(Convert(stub_->GetLosses(&context, request, &response)));
+    points.insert(points.end(), response.losses().begin(), response.losses().end());
+    // A page ends at a step boundary: the next starts after its last step. A page that does not
+    // move forward ends the walk.
+    if (!response.more() || response.losses_size() == 0) break;
+    const int64_t last = response.losses(response.losses_size() - 1).step();
+    if (request.has_after_step() && last <= request.after_step()) break;
+    request.set_after_step(last);
+  }
+  return points;
+}
+
 Result<std::vector<v1::Worker>> DaemonClient::ListWorkers() {
   grpc::ClientContext context;
   SetDeadline(&context);

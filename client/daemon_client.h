@@ -45,6 +45,8 @@ class DaemonClient {
   Result<v1::ResultResponse> GetResult(int64_t id);
   // All log lines after `after_seq`, fetched page by page.
   Result<std::vector<v1::LogLine>> GetLogs(int64_t id, int64_t after_seq);
+  // Every loss point of a finetune ("" for both splits, else "train" or "eval"), page by page.
+  Result<std::vector<v1::LossPoint>> GetLosses(int64_t id, const std::string& split = "");
   Result<std::vector<v1::Worker>> ListWorkers();
 
   // Streams WatchJob (no deadline) and calls `on_event` for each event until the daemon ends the

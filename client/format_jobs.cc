@@ -70,6 +70,15 @@ nlohmann::json JobToJson(const v1::Job& job) {
   j["started_at_ms"] = job.started_at_ms();
   j["finished_at_ms"] = job.finished_at_ms();
   j["spec"] = ParsedSpec(job.spec_json());
+  if (!job.progress().phase().empty()) {
+    const v1::Progress& p = job.progress();
+    j["progress"] = {{"phase", p.phase()},   {"done", p.done()},
+                     {"total", p.total()},   {"loss", p.loss()},
+                     {"tokens_per_s", p.tokens_per_s()}, {"at_ms", p.at_ms()}};
+  }
+  if (!job.last_loss().split().empty()) {
+    j["last_loss"] = {{"step", job.last_loss().step()}, {"loss", job.last_loss().loss()}};
+  }
   return j;
 }
 
@@ -105,9 +114,34 @@ std::string JobText(const v1::Job& job, int64_t now_ms) {
       {"started:", TimeAndAge(job.started_at_ms(), now_ms)},
       {"finished:", TimeAndAge(job.finished_at_ms(), now_ms)},
   };
+  const v1::Progress& p = job.progress();
+  if (p.phase() == "train") {
+    rows.push_back({"progress:", TrainProgressText(p, EtaMs(0, job.started_at_ms(), p.done(), p.at_ms(), p.total()))});
+  } else if (!p.phase().empty()) {
+    rows.push_back({"progress:", p.phase() + " " + std::to_string(p.done()) + "/" + std::to_string(p.total())});
+  }
+  if (!job.last_loss().split().empty()) {
+    rows.push_back({"last loss:", "step " + std::to_string(job.last_loss().step()) + "  loss " +
+                                      Fixed(job.last_loss().loss(), 4)});
+  }
   std::string out;
   for (const auto& r : rows) out += r[0] + std::string(12 - r[0].size(), ' ') + r[1] + "\n";
   out += "spec:       " + ParsedSpec(job.spec_json()).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return out;
+}
+
+int64_t EtaMs(int64_t done_then, int64_t then_ms, int64_t done, int64_t at_ms, int64_t total) {
+  if (then_ms <= 0 || at_ms <= then_ms || done <= done_then || total <= 0) return -1;
+  if (done >= total) return 0;
+  const double ms_per_step = static_cast<double>(at_ms - then_ms) / static_cast<double>(done - done_then);
+  return static_cast<int64_t>(ms_per_step * static_cast<double>(total - done) + 0.5);
+}
+
+std::string TrainProgressText(const v1::Progress& p, int64_t eta_ms) {
+  std::string out = "step " + std::to_string(p.done()) + "/" + std::to_string(p.total());
+  if (p.loss() != 0) out += "  loss " + Fixed(p.loss(), 4);
+  if (p.tokens_per_s() > 0) out += "  " + Fixed(p.tokens_per_s(), 0) + " tok/s";
+  if (eta_ms >= 0) out += "  ETA " + FormatEta(eta_ms);
   return out;
 }
 

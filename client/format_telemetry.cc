@@ -70,6 +70,43 @@ std::string TimingsTable(const std::vector<v1::Timing>& timings) {
   return RenderTable({"ATTEMPT", "RANK", "PHASE", "START", "END", "MS"}, rows);
 }
 
+nlohmann::json LossesJson(int64_t job_id, const std::vector<v1::LossPoint>& points,
+                          const std::string& split) {
+  nlohmann::json train = nlohmann::json::array(), eval = nlohmann::json::array();
+  for (const auto& p : points) {
+    (p.split() == "eval" ? eval : train).push_back({{"step", p.step()}, {"loss", p.loss()}});
+  }
+  nlohmann::json j = {{"id", job_id}};
+  if (split != "eval") j["losses"] = train;
+  if (split != "train") j["eval_losses"] = eval;
+  return j;
+}
+
+std::string LossesTable(const std::vector<v1::LossPoint>& points, const std::string& split) {
+  struct Row {
+    std::string loss = "-", eval = "-", tokens = "-";
+  };
+  std::map<int64_t, Row> by_step;
+  for (const auto& p : points) {
+    Row& row = by_step[p.step()];
+    if (p.split() == "eval") {
+      row.eval = Fixed(p.loss(), 4);
+    } else {
+      row.loss = Fixed(p.loss(), 4);
+      if (p.tokens_per_s() > 0) row.tokens = Fixed(p.tokens_per_s(), 0);
+    }
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [step, row] : by_step) {
+    if (split == "train") rows.push_back({std::to_string(step), row.loss, row.tokens});
+    else if (split == "eval") rows.push_back({std::to_string(step), row.eval});
+    else rows.push_back({std::to_string(step), row.loss, row.eval, row.tokens});
+  }
+  if (split == "train") return RenderTable({"STEP", "LOSS", "TOK/S"}, rows);
+  if (split == "eval") return RenderTable({"STEP", "EVAL_LOSS"}, rows);
+  return RenderTable({"STEP", "LOSS", "EVAL_LOSS", "TOK/S"}, rows);
+}
+
 std::string LogLineText(const v1::LogLine& line) {
   return line.stream().empty() ? line.line() : line.stream() + ": " + line.line();
 }

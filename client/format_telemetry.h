@@ -28,6 +28,14 @@ nlohmann::json TimingsJson(const v1::Job& job, const std::vector<v1::Timing>& ti
 // ATTEMPT RANK PHASE START END MS; START and END in ms from the earliest start.
 std::string TimingsTable(const std::vector<v1::Timing>& timings);
 
+// `fuji losses`: {"id", "losses": [{"step", "loss"}], "eval_losses": [{"step", "loss"}]}, the
+// lists the launcher's result has; with split "train" or "eval" only that split's list.
+nlohmann::json LossesJson(int64_t job_id, const std::vector<v1::LossPoint>& points,
+                          const std::string& split = "");
+// STEP LOSS EVAL_LOSS TOK/S, one row per step in step order, "-" where a step has no point of a
+// split; with split "train" (STEP LOSS TOK/S) or "eval" (STEP EVAL_LOSS) only its columns.
+std::string LossesTable(const std::vector<v1::LossPoint>& points, const std::string& split = "");
+
 // "rank0/stderr: the line" (no stream: just the line).
 std::string LogLineText(const v1::LogLine& line);
 

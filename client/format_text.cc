@@ -69,6 +69,28 @@ std::string FormatLocalTime(int64_t epoch_ms) {
   return buf;
 }
 
+std::string Fixed(double value, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  return buf;
+}
+
+std::string FormatEta(int64_t ms) {
+  if (ms < 0) return "-";
+  const int64_t s = (ms + 500) / 1000;
+  char buf[32];
+  if (s < 60) {
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60));
+  }
+  return buf;
+}
+
 std::string ProgressBar(const std::string& phase, int64_t done, int64_t total, int width) {
   if (total <= 0) return phase;
   const int64_t clamped = std::clamp<int64_t>(done, 0, total);

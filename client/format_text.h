@@ -26,6 +26,12 @@ std::string FormatAge(int64_t since_ms, int64_t now_ms);
 // Honours TZ (tests set TZ=UTC).
 std::string FormatLocalTime(int64_t epoch_ms);
 
+// value with `decimals` digits after the point ("3.4000"); "nan" and "inf" as printf has them.
+std::string Fixed(double value, int decimals);
+
+// A time left, rounded to seconds: "42s", "5m03s", "2h05m"; "-" when negative (unknown).
+std::string FormatEta(int64_t ms);
+
 // "[########------------] generate 12/64"; with total 0 just the phase.
 std::string ProgressBar(const std::string& phase, int64_t done, int64_t total, int width = 24);
 

@@ -27,16 +27,12 @@ class StatusLine {
           std::fprintf(out, "state %s%s\n", JobStateName(event.state()).c_str(),
                        event.job().reason().empty() ? "" : (" (" + event.job().reason() + ")").c_str());
         }
+        // The first event carries the progress reported before the watch began.
+        if (!seen_progress_ && !event.job().progress().phase().empty()) OnProgress(event.job().progress());
         break;
-      case v1::WatchEvent::kProgress: {
-        const auto& p = event.progress();
-        bar_ = ProgressBar(p.phase(), p.done(), p.total());
-        if (display_.mode == WatchDisplay::Mode::kLines) {
-          std::fprintf(out, "progress %s %lld/%lld\n", p.phase().c_str(), static_cast<long long>(p.done()),
-                       static_cast<long long>(p.total()));
-        }
+      case v1::WatchEvent::kProgress:
+        OnProgress(event.progress());
         break;
-      }
       case v1::WatchEvent::kLog:
         if (display_.show_logs && display_.mode != WatchDisplay::Mode::kNone) {
           if (terminal) std::fputs("\r\033[K", out);
@@ -56,6 +52,24 @@ class StatusLine {
   }
 
  private:
+  void OnProgress(const v1::Progress& p) {
+    seen_progress_ = true;
+    std::string text;
+    if (p.phase() == "train") {
+      // The rate since the first step seen in this attempt (a retry starts over: done drops).
+      if (first_at_ms_ <= 0 || p.done() < first_done_) {
+        first_done_ = p.done();
+        first_at_ms_ = p.at_ms();
+      }
+      text = TrainProgressText(p, EtaMs(first_done_, first_at_ms_, p.done(), p.at_ms(), p.total()));
+      bar_ = ProgressBar("train", p.done(), p.total()) + "  " + text;
+    } else {
+      text = p.phase() + " " + std::to_string(p.done()) + "/" + std::to_string(p.total());
+      bar_ = ProgressBar(p.phase(), p.done(), p.total());
+    }
+    if (display_.mode == WatchDisplay::Mode::kLines) std::fprintf(display_.out, "progress %s\n", text.c_str());
+  }
+
   void Draw() {
     std::string line = "job " + std::to_string(job_.id()) + " " + JobStateName(job_.state());
     if (!bar_.empty()) line += "  " + bar_;
@@ -66,6 +80,8 @@ class StatusLine {
   const WatchDisplay& display_;
   v1::Job job_;
   std::string bar_;
+  bool seen_progress_ = false;
+  int64_t first_done_ = 0, first_at_ms_ = 0;  // the first train progress of the attempt
 };
 
 }  // namespace

@@ -322,6 +322,7 @@ void Dispatcher::Forget(int64_t job_id) {
   std::lock_guard<std::mutex> lock(mu_);
   leases_.Release(job_id);
   cancel_requested_.erase(job_id);
+  progress_.erase(job_id);
   for (auto& [worker, queue] : pending_) {
     queue.erase(std::remove_if(queue.begin(), queue.end(),
                                [&](const v1::Assignment& a) { return a.job_id() == job_id; }),

@@ -80,8 +80,14 @@ class Dispatcher {
   // Calls done exactly once: at once if assignments are pending, else when the next pass places
   // something on the worker or after wait_ms (capped), with an empty list.
   void Poll(const std::string& worker_id, int64_t wait_ms, PollDone done);
-  // Returns whether the job should be cancelled.
+  // Stores what the report carries and tells watchers; returns whether the job should be
+  // cancelled. Loss points the store cannot take (not finite, negative step, unknown split) are
+  // dropped and the drop is written to the job's log; tokens_per_s that is negative or not finite
+  // becomes 0; of more than JobStore::kMaxLossesPerCall points only the last are kept.
   Result<bool> Report(const v1::JobReport& report);
+  // The latest progress of the job's current attempt (phase empty when none was reported since
+  // the daemon started). A report with train losses but no "train" progress counts as one.
+  v1::Progress LatestProgress(int64_t job_id) const;
   Status Complete(const v1::CompleteRequest& request);
 
  private:
@@ -100,7 +106,13 @@ class Dispatcher {
   // Moves the job and tells watchers; false if the job had moved meanwhile.
   bool Move(int64_t job_id, store::JobState from, store::JobState to, const std::string& reason);
   void PublishState(int64_t job_id);
-  void Forget(int64_t job_id);  // lease, cancel request, pending hand-outs
+  void Forget(int64_t job_id);  // lease, cancel request, pending hand-outs, progress
+  // The report's losses as the store takes them; the reasons for points dropped go to `dropped`.
+  std::vector<store::Loss> AcceptLosses(const v1::JobReport& report, std::string* dropped) const;
+  // The report's progress, with a "train" progress made from its latest train loss when it has
+  // none; each is stamped with now when it carries no time, and the latest is kept.
+  std::vector<v1::Progress> TakeProgress(const v1::JobReport& report, const store::JobRecord& job,
+                                         const std::vector<store::Loss>& losses);
   // Hands assignments to the worker's waiting poll, if any (call with mu_ not held).
   void Deliver(const std::string& worker_id);
   Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
@@ -123,6 +135,7 @@ class Dispatcher {
   bool no_agent_connected_ = false;               // as the latest pass found
   std::map<std::string, std::deque<v1::Assignment>> pending_;  // placed, not yet polled
   std::map<std::string, Waiter> waiters_;                       // one poll per worker
+  std::map<int64_t, v1::Progress> progress_;  // latest of each running attempt
   bool draining_ = false;
   std::mutex pass_mu_;  // one pass at a time
 };

@@ -45,6 +45,17 @@ std::string DeviceKindOfSpec(const std::string& spec_json) {
   return "cpu";
 }
 
+v1::LossPoint LossToProto(const store::Loss& loss) {
+  v1::LossPoint out;
+  out.set_step(loss.step);
+  out.set_loss(loss.loss);
+  out.set_split(loss.split);
+  out.set_tokens_per_s(loss.tokens_per_s);
+  out.set_at_ms(loss.at_ms);
+  out.set_attempt(loss.attempt);
+  return out;
+}
+
 v1::Job JobToProto(const store::JobRecord& job) {
   v1::Job out;
   out.set_id(job.id);

@@ -19,5 +19,6 @@ v1::Job JobToProto(const store::JobRecord& job);
 // "cpu" or "cuda", from a spec's "device" field ("cuda", "cuda:N" -> "cuda").
 std::string DeviceKindOfSpec(const std::string& spec_json);
 v1::JobState StateToProto(store::JobState state);
+v1::LossPoint LossToProto(const store::Loss& loss);
 
 }  // namespace fuji::daemon

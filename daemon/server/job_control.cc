@@ -1,6 +1,9 @@
 // Dispatcher: what agents report (registration, heartbeats, progress, completion) and what users
 // ask (cancel) of jobs; see dispatcher.h.
 #include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
 
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/grpc_status.h"
@@ -217,16 +220,112 @@ Result<bool> Dispatcher::Report(const v1::JobReport& report) {
     }
     FUJI_RETURN_IF_ERROR(store_->InsertSamples(samples));
   }
-  if (report.progress_size() > 0 && hub_->HasSubscribers(job_id)) {
+  std::string dropped;
+  std::vector<store::Loss> losses = AcceptLosses(report, &dropped);
+  if (!dropped.empty()) {
+    FUJI_RETURN_IF_ERROR(store_->AppendLogs(job_id, {{job_id, 0, clock_->NowMs(), "fujid", dropped}}));
+    EventHub::Event event;
+    event.logs_appended = true;
+    hub_->Publish(job_id, event);
+  }
+  FUJI_RETURN_IF_ERROR(store_->RecordLosses(losses));
+  std::vector<v1::Progress> progress = TakeProgress(report, job, losses);
+  if (!progress.empty() && hub_->HasSubscribers(job_id)) {
     Result<store::JobRecord> now = store_->Get(job_id);
-    for (const v1::Progress& progress : report.progress()) {
+    for (const v1::Progress& p : progress) {
       EventHub::Event event;
       if (now.ok()) *event.event.mutable_job() = JobToProto(*now);
-      *event.event.mutable_progress() = progress;
+      *event.event.mutable_progress() = p;
       hub_->Publish(job_id, event);
     }
   }
   return CancelRequested(job_id);
+}
+
+std::vector<store::Loss> Dispatcher::AcceptLosses(const v1::JobReport& report,
+                                                  std::string* dropped) const {
+  const int64_t now_ms = clock_->NowMs();
+  // Only the last points when there are too many: the newest are what a watcher wants.
+  const int total = report.losses_size();
+  const int first = std::max(0, total - static_cast<int>(store::JobStore::kMaxLossesPerCall));
+  std::vector<store::Loss> losses;
+  losses.reserve(total - first);
+  int refused = 0;
+  std::string first_reason;
+  for (int i = first; i < total; ++i) {
+    const v1::LossPoint& point = report.losses(i);
+    store::Loss l;
+    l.job_id = report.job_id();
+    l.attempt = report.attempt();
+    l.step = point.step();
+    l.split = point.split().empty() ? "train" : point.split();
+    l.loss = point.loss();
+    l.tokens_per_s = std::isfinite(point.tokens_per_s()) && point.tokens_per_s() > 0
+                         ? point.tokens_per_s()
+                         : 0;
+    l.at_ms = point.at_ms() > 0 ? point.at_ms() : now_ms;
+    if (std::string why = store::JobStore::CheckLoss(l); !why.empty()) {
+      if (refused++ == 0) first_reason = why;
+      continue;
+    }
+    losses.push_back(std::move(l));
+  }
+  if (first > 0 || refused > 0) {
+    *dropped = "dropped " + std::to_string(first + refused) + " of " + std::to_string(total) +
+               " reported loss points";
+    if (first > 0) {
+      *dropped += " (" + std::to_string(first) + " beyond the last " +
+                  std::to_string(store::JobStore::kMaxLossesPerCall) + " of one report)";
+    }
+    if (refused > 0) *dropped += " (" + std::to_string(refused) + " invalid: " + first_reason + ")";
+  }
+  return losses;
+}
+
+std::vector<v1::Progress> Dispatcher::TakeProgress(const v1::JobReport& report,
+                                                   const store::JobRecord& job,
+                                                   const std::vector<store::Loss>& losses) {
+  const int64_t now_ms = clock_->NowMs();
+  std::vector<v1::Progress> progress(report.progress().begin(), report.progress().end());
+  const bool has_train = std::any_of(progress.begin(), progress.end(),
+                                     [](const v1::Progress& p) { return p.phase() == "train"; });
+  const store::Loss* latest = nullptr;
+  for (const store::Loss& l : losses) {
+    if (l.split == "train" && (!latest || l.step >= latest->step)) latest = &l;
+  }
+  if (!has_train && latest != nullptr) {
+    v1::Progress p;
+    p.set_phase("train");
+    p.set_done(latest->step);
+    nlohmann::json spec = nlohmann::json::parse(job.spec, nullptr, /*allow_exceptions=*/false);
+    if (spec.is_object() && spec.contains("steps") && spec["steps"].is_number_integer()) {
+      p.set_total(spec["steps"].get<int64_t>());
+    }
+    p.set_loss(latest->loss);
+    p.set_tokens_per_s(latest->tokens_per_s);
+    p.set_at_ms(latest->at_ms);
+    progress.push_back(std::move(p));
+  }
+  for (v1::Progress& p : progress) {
+    // An agent that passes on only done/total: the loss and rate come from the report's losses.
+    if (p.phase() == "train" && p.loss() == 0 && latest != nullptr && latest->step <= p.done()) {
+      p.set_loss(latest->loss);
+      if (p.tokens_per_s() == 0) p.set_tokens_per_s(latest->tokens_per_s);
+    }
+    if (p.at_ms() <= 0) p.set_at_ms(now_ms);
+    if (!std::isfinite(p.tokens_per_s()) || p.tokens_per_s() < 0) p.set_tokens_per_s(0);
+  }
+  if (!progress.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    progress_[report.job_id()] = progress.back();
+  }
+  return progress;
+}
+
+v1::Progress Dispatcher::LatestProgress(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = progress_.find(job_id);
+  return it == progress_.end() ? v1::Progress() : it->second;
 }
 
 Status Dispatcher::Complete(const v1::CompleteRequest& request) {

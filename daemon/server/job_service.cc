@@ -2,7 +2,9 @@
 // watch_job.cc.
 #include "daemon/server/job_service.h"
 
+#include <algorithm>
 #include <map>
+#include <optional>
 
 #include "daemon/server/grpc_status.h"
 
@@ -39,8 +41,20 @@ grpc::ServerUnaryReactor* JobService::GetJob(grpc::CallbackServerContext* contex
                                              const v1::GetJobRequest* request,
                                              v1::Job* response) {
   Result<store::JobRecord> job = store_->Get(request->id());
-  if (job.ok()) *response = View(*job, /*count_ahead=*/true);
+  if (job.ok()) {
+    *response = View(*job, /*count_ahead=*/true);
+    AddProgress(response);
+  }
   return Done(context, job.status());
+}
+
+void JobService::AddProgress(v1::Job* job) const {
+  v1::Progress progress = dispatcher_->LatestProgress(job->id());
+  if (!progress.phase().empty()) *job->mutable_progress() = std::move(progress);
+  if (job->kind() != "finetune") return;
+  Result<std::optional<store::Loss>> last = store_->LastLoss(job->id());
+  if (!last.ok() || !last->has_value()) return;
+  *job->mutable_last_loss() = LossToProto(**last);
 }
 
 grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* context,
@@ -152,6 +166,26 @@ grpc::ServerUnaryReactor* JobService::GetLogs(grpc::CallbackServerContext* conte
     }
   }
   return Done(context, lines.status());
+}
+
+grpc::ServerUnaryReactor* JobService::GetLosses(grpc::CallbackServerContext* context,
+                                                const v1::GetLossesRequest* request,
+                                                v1::GetLossesResponse* response) {
+  Result<store::JobRecord> job = store_->Get(request->job_id());
+  if (!job.ok()) return Done(context, job.status());
+  if (request->limit() < 0) return Done(context, InvalidArgument("limit must not be negative"));
+  store::LossQuery query;
+  query.split = request->split();
+  if (request->has_after_step()) query.after_step = request->after_step();
+  query.limit = request->limit() == 0
+                    ? 1000
+                    : std::min(request->limit(), store::JobStore::kMaxLossPageSize);
+  Result<store::LossPage> page = store_->Losses(request->job_id(), query);
+  if (page.ok()) {
+    for (const store::Loss& l : page->losses) *response->add_losses() = LossToProto(l);
+    response->set_more(page->more);
+  }
+  return Done(context, page.status());
 }
 
 grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* context,

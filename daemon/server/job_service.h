@@ -48,6 +48,9 @@ class JobService final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* GetLogs(grpc::CallbackServerContext* context,
                                     const v1::LogsRequest* request,
                                     v1::LogsResponse* response) override;
+  grpc::ServerUnaryReactor* GetLosses(grpc::CallbackServerContext* context,
+                                      const v1::GetLossesRequest* request,
+                                      v1::GetLossesResponse* response) override;
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* context,
                                         const v1::ListWorkersRequest* request,
                                         v1::ListWorkersResponse* response) override;
@@ -56,9 +59,12 @@ class JobService final : public v1::JobService::CallbackService {
                                    v1::HealthResponse* response) override;
 
  private:
-  // The job as users see it: a QUEUED job's reason is the latest pass's waiting reason.
-  // The job with, when it is QUEUED, why it waits (count_ahead: see Dispatcher::WaitingReason).
+  // The job as users see it: a QUEUED job's reason is the latest pass's waiting reason
+  // (count_ahead: see Dispatcher::WaitingReason).
   v1::Job View(const store::JobRecord& job, bool count_ahead) const;
+  // Adds what GetJob and WatchJob show beyond the row: the latest progress, and a finetune's last
+  // train loss.
+  void AddProgress(v1::Job* job) const;
 
   store::JobStore* store_;
   Dispatcher* dispatcher_;

@@ -5,37 +5,60 @@
 
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_service.h"
+#include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
 
 namespace fuji::daemon {
 namespace {
 
+Status CheckModelDir(const std::string& model) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(model, ec) ||
+      !std::filesystem::is_regular_file(std::filesystem::path(model) / "config.json", ec)) {
+    return NotFound("model directory " + model + " not found (or it has no config.json)");
+  }
+  return Status::Ok();
+}
+
+// The spec of an infer job, checked; its job needs one device.
+Result<int> CheckInfer(const nlohmann::json& spec_json) {
+  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpec::FromJson(spec_json));
+  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model));
+  return 1;
+}
+
+// The spec of a finetune job, checked as far as it can be without reading the data (the agent's
+// launcher checks the rest before any rank starts); its job needs one device per rank.
+Result<int> CheckFinetune(const nlohmann::json& spec_json) {
+  FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpec::FromJson(spec_json));
+  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model));
+  std::error_code ec;
+  if (!std::filesystem::exists(spec.data, ec)) return NotFound("data " + spec.data + " not found");
+  return spec.ranks;
+}
+
 // The job record for a submit, or why it is refused (before anything is written).
 Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int default_max_attempts) {
-  if (request.kind() == "finetune") {
-    return InvalidArgument("finetune jobs are not supported yet");
-  }
-  if (request.kind() != "infer") {
-    return InvalidArgument("unknown job kind '" + request.kind() + "' (infer)");
+  store::JobRecord job;
+  if (request.kind() == "infer") {
+    job.kind = store::JobKind::kInfer;
+  } else if (request.kind() == "finetune") {
+    job.kind = store::JobKind::kFinetune;
+  } else {
+    return InvalidArgument("unknown job kind '" + request.kind() + "' (infer, finetune)");
   }
   nlohmann::json spec_json =
       nlohmann::json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
   if (spec_json.is_discarded() || !spec_json.is_object()) {
     return InvalidArgument("spec_json is not a JSON object");
   }
-  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpec::FromJson(spec_json));
-  std::error_code ec;
-  if (!std::filesystem::is_directory(spec.model, ec) ||
-      !std::filesystem::is_regular_file(std::filesystem::path(spec.model) / "config.json", ec)) {
-    return NotFound("model directory " + spec.model + " not found (or it has no config.json)");
-  }
+  FUJI_ASSIGN_OR_RETURN(job.devices, job.kind == store::JobKind::kInfer
+                                         ? CheckInfer(spec_json)
+                                         : CheckFinetune(spec_json));
   if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
   if (request.timeout_ms() < 0) return InvalidArgument("timeout_ms must not be negative");
-  store::JobRecord job;
-  job.kind = store::JobKind::kInfer;
   job.priority = request.priority();
   job.spec = request.spec_json();
-  job.devices = 1;
   job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : default_max_attempts;
   job.timeout_ms = request.timeout_ms();
   return job;

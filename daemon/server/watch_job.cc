@@ -1,6 +1,7 @@
 // JobService::WatchJob: a server stream fed by the EventHub. The current state comes first, then
 // the logs after after_log_seq, then whatever happens, until the job is terminal.
 #include <deque>
+#include <functional>
 #include <mutex>
 
 #include "daemon/server/grpc_status.h"
@@ -13,7 +14,9 @@ namespace {
 // in flight at a time, the rest wait in queue_.
 class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
  public:
-  Watcher(store::JobStore* store, EventHub* hub, int64_t job_id, int64_t after_seq)
+  // decorate adds what the first event's job shows beyond its row (JobService::AddProgress).
+  Watcher(store::JobStore* store, EventHub* hub, int64_t job_id, int64_t after_seq,
+          const std::function<void(v1::Job*)>& decorate)
       : store_(store), hub_(hub), job_id_(job_id), last_seq_(after_seq) {
     // Subscribe before reading the state, so nothing falls between the two.
     token_ = hub_->Subscribe(job_id_, [this](const EventHub::Event& e) { OnEvent(e); });
@@ -26,6 +29,7 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
     }
     v1::WatchEvent first;
     *first.mutable_job() = JobToProto(*job);
+    decorate(first.mutable_job());
     first.set_state(StateToProto(job->state));
     if (store::IsTerminal(job->state)) terminal_ = true;
     queue_.push_front(first);
@@ -129,7 +133,8 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
 
 grpc::ServerWriteReactor<v1::WatchEvent>* JobService::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
-  return new Watcher(store_, hub_, request->id(), request->after_log_seq());
+  return new Watcher(store_, hub_, request->id(), request->after_log_seq(),
+                     [this](v1::Job* job) { AddProgress(job); });
 }
 
 }  // namespace fuji::daemon

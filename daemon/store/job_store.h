@@ -39,6 +39,10 @@ class JobStore {
   static constexpr size_t kMaxJsonBytes = size_t{16} << 20;
   static constexpr size_t kMaxLogLineBytes = size_t{64} << 10;
   static constexpr int kMaxPageSize = 1000;
+  static constexpr int kMaxLossPageSize = 10000;
+  static constexpr int64_t kMaxLossStep = int64_t{1} << 40;
+  // RecordLosses takes at most this many points in one call.
+  static constexpr size_t kMaxLossesPerCall = 100000;
 
   // Opens or creates the database at path and applies pending migrations. Refuses, leaving the
   // file untouched: a file that is not SQLite or is corrupt (DATA_LOSS), a schema newer than this
@@ -103,8 +107,15 @@ class JobStore {
   // Each call is one transaction. Every referenced job must exist (FAILED_PRECONDITION).
   Status InsertSamples(const std::vector<MemorySample>& samples);
   Status RecordTimings(const std::vector<Timing>& timings);
-  // A step reported again (a retried attempt resuming) replaces the earlier value.
+  // Losses of job attempts (job_store_losses.cc), one group-committed transaction. A point
+  // reported again for the same (job, attempt, split, step) replaces the earlier one; another
+  // attempt's point for the same step is kept beside it (Losses reads the latest attempt's).
+  // INVALID_ARGUMENT, writing nothing, for a point CheckLoss refuses or more than
+  // kMaxLossesPerCall points; FAILED_PRECONDITION for an unknown job.
   Status RecordLosses(const std::vector<Loss>& losses);
+  // Why a point cannot be stored ("" when it can): a loss that is not finite, a step outside
+  // 0..kMaxLossStep, a split other than train and eval, tokens_per_s negative or not finite.
+  static std::string CheckLoss(const Loss& loss);
   // Appends lines to one job's log, numbering them after its last line (LogLine::seq and job_id
   // are ignored). Lines longer than kMaxLogLineBytes are RESOURCE_EXHAUSTED.
   Status AppendLogs(int64_t job_id, const std::vector<LogLine>& lines);
@@ -114,7 +125,11 @@ class JobStore {
 
   Result<std::vector<MemorySample>> Samples(int64_t job_id);  // by time
   Result<std::vector<Timing>> Timings(int64_t job_id);        // by attempt, rank, start
-  Result<std::vector<Loss>> Losses(int64_t job_id);           // by step
+  // A page of the job's losses (see LossQuery, LossPage). INVALID_ARGUMENT for an unknown split
+  // or a limit outside 1..kMaxLossPageSize.
+  Result<LossPage> Losses(int64_t job_id, const LossQuery& query = {});
+  // The job's last train loss (the latest attempt's at the highest step); nullopt when none.
+  Result<std::optional<Loss>> LastLoss(int64_t job_id);
   // Up to limit lines with seq > after_seq, in order.
   Result<std::vector<LogLine>> Logs(int64_t job_id, int64_t after_seq, int limit = 1000);
   Result<std::vector<JobResult>> Results(int64_t job_id);  // by attempt

@@ -1,4 +1,5 @@
-// JobStore: batched telemetry (memory samples, timings, losses, logs) and per-attempt results.
+// JobStore: batched telemetry (memory samples, timings, logs) and per-attempt results; losses are
+// in job_store_losses.cc.
 #include "daemon/store/job_rows.h"
 #include "daemon/store/job_store.h"
 #include "daemon/store/sqlite.h"
@@ -68,29 +69,6 @@ Status JobStore::RecordTimings(const std::vector<Timing>& timings) {
                           .BindInt(6, t.end_ms)
                           .Run();
       if (!status.ok()) return status.WithContext("timing" + OfJob(t.job_id));
-    }
-    return Status::Ok();
-  });
-}
-
-Status JobStore::RecordLosses(const std::vector<Loss>& losses) {
-  if (losses.empty()) return Status::Ok();
-  return writer_->Run([&](Connection& db) -> Status {
-    FUJI_ASSIGN_OR_RETURN(
-        Statement upsert,
-        db.Prepare("INSERT INTO losses (job_id, step, loss, tokens_per_s, at_ms) "
-                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id, step) DO UPDATE SET "
-                   "loss = excluded.loss, tokens_per_s = excluded.tokens_per_s, "
-                   "at_ms = excluded.at_ms"));
-    for (const Loss& l : losses) {
-      upsert.Reset();
-      Status status = upsert.BindInt(1, l.job_id)
-                          .BindInt(2, l.step)
-                          .BindReal(3, l.loss)
-                          .BindReal(4, l.tokens_per_s)
-                          .BindInt(5, l.at_ms)
-                          .Run();
-      if (!status.ok()) return status.WithContext("loss" + OfJob(l.job_id));
     }
     return Status::Ok();
   });
@@ -196,17 +174,6 @@ Result<std::vector<Timing>> JobStore::Timings(int64_t job_id) {
                   row.Text(2),
                   row.Int(3),
                   row.Int(4)};
-  });
-}
-
-Result<std::vector<Loss>> JobStore::Losses(int64_t job_id) {
-  FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
-  FUJI_ASSIGN_OR_RETURN(Statement select,
-                        db->Prepare("SELECT step, loss, tokens_per_s, at_ms FROM losses "
-                                    "WHERE job_id = ? ORDER BY step"));
-  select.BindInt(1, job_id);
-  return CollectRows<Loss>(select, [job_id](const Statement& row) {
-    return Loss{job_id, row.Int(0), row.Real(1), row.Real(2), row.Int(3)};
   });
 }
 

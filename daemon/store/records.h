@@ -105,12 +105,28 @@ struct MemorySample {
   bool host_memory = false;
 };
 
+// One loss of a fine-tuning job at one step of one attempt.
 struct Loss {
   int64_t job_id = 0;
-  int64_t step = 0;
-  double loss = 0;
-  double tokens_per_s = 0;
+  int attempt = 0;
+  int64_t step = 0;             // 0 .. JobStore::kMaxLossStep
+  std::string split = "train";  // "train" or "eval"
+  double loss = 0;              // finite
+  double tokens_per_s = 0;      // finite, >= 0; 0 when unknown
   int64_t at_ms = 0;
+};
+
+// Which losses JobStore::Losses reads.
+struct LossQuery {
+  std::string split;                // "" for both, else "train" or "eval"
+  std::optional<int64_t> after_step;  // only steps above this
+  int limit = 1000;                 // points per page, 1 .. JobStore::kMaxLossPageSize
+};
+
+// Points by step, then split; the latest attempt's point of each (split, step).
+struct LossPage {
+  std::vector<Loss> losses;
+  bool more = false;  // points after the last step of this page
 };
 
 struct LogLine {

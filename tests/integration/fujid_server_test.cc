@@ -148,7 +148,7 @@ TEST_F(FujidServerTest, BadInputGetsItsCodeAndMessageAndTheServerKeepsServing) {
   expect(Spec({{"prompt", std::string(10 << 20, 'a')}}), grpc::StatusCode::INVALID_ARGUMENT,
          "prompt");
   expect(Spec({{"temperature", "hot"}}), grpc::StatusCode::INVALID_ARGUMENT, "temperature");
-  expect(Spec(), grpc::StatusCode::INVALID_ARGUMENT, "not supported yet", "finetune");
+  expect(Spec(), grpc::StatusCode::INVALID_ARGUMENT, "field 'data' is required", "finetune");
 
   grpc::ClientContext c1;
   v1::GetJobRequest get;

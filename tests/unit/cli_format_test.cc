@@ -195,5 +195,94 @@ TEST_F(CliFormatTest, StateNames) {
   EXPECT_FALSE(IsTerminal(v1::RETRYING));
 }
 
+v1::LossPoint LossPoint(int64_t step, const std::string& split, double loss, double tokens_per_s = 0) {
+  v1::LossPoint p;
+  p.set_step(step);
+  p.set_split(split);
+  p.set_loss(loss);
+  p.set_tokens_per_s(tokens_per_s);
+  return p;
+}
+
+TEST_F(CliFormatTest, LossesTableHasARowPerStep) {
+  const std::vector<v1::LossPoint> points = {LossPoint(1, "train", 10.87654, 1234.4),
+                                             LossPoint(2, "eval", 10.5), LossPoint(2, "train", 10.25, 1300),
+                                             LossPoint(10, "train", 9.0)};
+  EXPECT_EQ(LossesTable(points),
+            "STEP  LOSS     EVAL_LOSS  TOK/S\n"
+            "1     10.8765  -          1234\n"
+            "2     10.2500  10.5000    1300\n"
+            "10    9.0000   -          -\n");
+  EXPECT_EQ(LossesTable(points, "train"),
+            "STEP  LOSS     TOK/S\n"
+            "1     10.8765  1234\n"
+            "2     10.2500  1300\n"
+            "10    9.0000   -\n");
+  EXPECT_EQ(LossesTable({LossPoint(2, "eval", 10.5)}, "eval"), "STEP  EVAL_LOSS\n2     10.5000\n");
+  EXPECT_EQ(LossesTable({}), "STEP  LOSS  EVAL_LOSS  TOK/S\n");
+}
+
+TEST_F(CliFormatTest, LossesJsonHasTheLaunchersLists) {
+  const std::vector<v1::LossPoint> points = {LossPoint(1, "train", 3.5, 100), LossPoint(2, "eval", 3.25),
+                                             LossPoint(2, "train", 3.0, 100)};
+  const nlohmann::json j = LossesJson(7, points);
+  EXPECT_EQ(j, nlohmann::json::parse(R"({"id": 7,
+      "losses": [{"step": 1, "loss": 3.5}, {"step": 2, "loss": 3.0}],
+      "eval_losses": [{"step": 2, "loss": 3.25}]})"));
+  EXPECT_FALSE(LossesJson(7, points, "train").contains("eval_losses"));
+  EXPECT_EQ(LossesJson(7, points, "eval")["eval_losses"].size(), 1u);
+  EXPECT_FALSE(LossesJson(7, points, "eval").contains("losses"));
+  EXPECT_EQ(LossesJson(7, {})["losses"], nlohmann::json::array());
+}
+
+TEST_F(CliFormatTest, FinetuneProgressWithEta) {
+  // 4 steps in 8 s from step 2 to step 6: 2 s a step, 4 steps left.
+  EXPECT_EQ(EtaMs(2, kNoonMs, 6, kNoonMs + 8000, 10), 8000);
+  EXPECT_EQ(EtaMs(6, kNoonMs, 6, kNoonMs + 8000, 10), -1);  // no step since: unknown
+  EXPECT_EQ(EtaMs(2, 0, 6, kNoonMs, 10), -1);                // no earlier sighting
+  EXPECT_EQ(EtaMs(2, kNoonMs, 10, kNoonMs + 8000, 10), 0);
+  EXPECT_EQ(FormatEta(8000), "8s");
+  EXPECT_EQ(FormatEta(303 * 1000), "5m03s");
+  EXPECT_EQ(FormatEta(7500 * 1000), "2h05m");
+  EXPECT_EQ(FormatEta(-1), "-");
+  v1::Progress p;
+  p.set_phase("train");
+  p.set_done(6);
+  p.set_total(10);
+  p.set_loss(3.4);
+  p.set_tokens_per_s(2048.4);
+  EXPECT_EQ(TrainProgressText(p, 8000), "step 6/10  loss 3.4000  2048 tok/s  ETA 8s");
+  EXPECT_EQ(TrainProgressText(p, -1), "step 6/10  loss 3.4000  2048 tok/s");
+  p.set_loss(0);
+  p.set_tokens_per_s(0);
+  EXPECT_EQ(TrainProgressText(p, -1), "step 6/10");
+}
+
+TEST_F(CliFormatTest, ShowHasAFinetunesProgressAndLastLoss) {
+  v1::Job job = SampleJob();
+  job.set_kind("finetune");
+  job.set_state(v1::RUNNING);
+  job.set_started_at_ms(kNoonMs);
+  v1::Progress* p = job.mutable_progress();
+  p->set_phase("train");
+  p->set_done(5);
+  p->set_total(20);
+  p->set_loss(2.5);
+  p->set_at_ms(kNoonMs + 10000);
+  job.mutable_last_loss()->set_step(5);
+  job.mutable_last_loss()->set_loss(2.5);
+  job.mutable_last_loss()->set_split("train");
+  const std::string text = JobText(job, kNoonMs + 10000);
+  EXPECT_NE(text.find("progress:   step 5/20  loss 2.5000  ETA 30s\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("last loss:  step 5  loss 2.5000\n"), std::string::npos) << text;
+  const nlohmann::json j = JobToJson(job);
+  EXPECT_EQ(j["progress"]["done"], 5);
+  EXPECT_EQ(j["progress"]["total"], 20);
+  EXPECT_EQ(j["last_loss"]["step"], 5);
+  EXPECT_DOUBLE_EQ(j["last_loss"]["loss"].get<double>(), 2.5);
+  EXPECT_FALSE(JobToJson(SampleJob()).contains("progress"));
+  EXPECT_EQ(JobText(SampleJob(), kNoonMs).find("progress:"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fuji::client

@@ -180,11 +180,15 @@ TEST_F(StoreWorkersTest, TimingsLossesLogsAndResults) {
   EXPECT_EQ((*timings)[0].rank, 0);
   EXPECT_EQ((*timings)[1].duration_ms(), 250);
 
-  ASSERT_TRUE(store_->RecordLosses({{job, 1, 3.5, 1000, 1}, {job, 2, 3.1, 1100, 2}}).ok());
-  ASSERT_TRUE(store_->RecordLosses({{job, 2, 3.0, 1200, 3}}).ok());  // a retry resumed at step 2
+  ASSERT_TRUE(store_->RecordLosses({{job, 0, 1, "train", 3.5, 1000, 1},
+                                    {job, 0, 2, "train", 3.1, 1100, 2}})
+                  .ok());
+  // A retry resumed at step 2.
+  ASSERT_TRUE(store_->RecordLosses({{job, 1, 2, "train", 3.0, 1200, 3}}).ok());
   auto losses = store_->Losses(job);
-  ASSERT_EQ(losses->size(), 2u);
-  EXPECT_DOUBLE_EQ((*losses)[1].loss, 3.0);
+  ASSERT_TRUE(losses.ok()) << losses.status().ToString();
+  ASSERT_EQ(losses->losses.size(), 2u);
+  EXPECT_DOUBLE_EQ(losses->losses[1].loss, 3.0);
 
   ASSERT_TRUE(
       store_->AppendLogs(job, {{0, 0, 1, "rank0/stdout", "a"}, {0, 0, 2, "rank0/stdout", "b"}})
