@@ -1,10 +1,12 @@
 // Counter-based normal random numbers (splitmix64 + Box-Muller), filled in parallel.
 #include "worker/engine/random_init.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include "worker/engine/checkpoint.h"
 
@@ -37,7 +39,10 @@ at::Tensor RandomParameter(const ParamInfo& info, uint64_t seed, size_t index) {
   const double std = info.init_std;
   constexpr double kTwoPi = 6.283185307179586;
   // Each pair (2j, 2j+1) comes from counter j, so any split of the range gives the same numbers.
-  at::parallel_for(0, (n + 1) / 2, 1 << 14, [&](int64_t begin, int64_t end) {
+  // Plain threads rather than at::parallel_for: multi-GB shapes must fill at memory speed whatever
+  // parallel backend the libtorch build has.
+  const int64_t pairs = (n + 1) / 2;
+  auto fill = [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       double u1, u2;
       Uniforms(key, static_cast<uint64_t>(j), &u1, &u2);
@@ -45,7 +50,16 @@ at::Tensor RandomParameter(const ParamInfo& info, uint64_t seed, size_t index) {
       out[2 * j] = static_cast<float>(r * std::cos(kTwoPi * u2));
       if (2 * j + 1 < n) out[2 * j + 1] = static_cast<float>(r * std::sin(kTwoPi * u2));
     }
-  });
+  };
+  const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                            std::max<int64_t>(1, pairs >> 16));
+  std::vector<std::thread> workers;
+  const int64_t chunk = (pairs + threads - 1) / threads;
+  for (int64_t t = 1; t < threads; ++t) {
+    workers.emplace_back(fill, std::min(pairs, t * chunk), std::min(pairs, (t + 1) * chunk));
+  }
+  fill(0, std::min(pairs, chunk));
+  for (auto& w : workers) w.join();
   return t;
 }
 
