@@ -20,6 +20,9 @@ void AddInferFlags(CLI::App* cmd, InferFlags* f) {
   cmd->add_option("--precision", f->spec.precision, "fp32, bf16 or fp16");
   cmd->add_option("--device", f->spec.device, "cpu, cuda or cuda:N");
   cmd->add_flag("--ignore-eos", f->spec.ignore_eos, "Generate max-new-tokens even past end of text");
+  cmd->add_option("--offload", f->spec.offload,
+                  "none, or params: keep the weights in host memory and stream them to the device "
+                  "block by block");
   cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
 }
 

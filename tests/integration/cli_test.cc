@@ -105,6 +105,21 @@ TEST_F(CliTest, RunInferGivesTheJsonResult) {
   EXPECT_EQ(a["prompt_ids"], nlohmann::json::parse("[464, 3290]"));
 }
 
+// --offload params streams the weights from host memory unit by unit (the ZeRO-3 path): the same
+// greedy continuation as the resident model.
+TEST_F(CliTest, OffloadedParametersGenerateTheSameTokens) {
+  std::vector<std::string> args = {"run", "infer", "--model", dir_ + "/tiny", "--prompt-ids", "464,3290,318",
+                                   "--max-new-tokens", "10", "--ignore-eos", "--output", "json"};
+  CliResult resident = Fuji(args);
+  ASSERT_EQ(resident.exit_code, 0) << resident.err;
+  args.insert(args.end(), {"--offload", "params"});
+  CliResult streamed = Fuji(args);
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.err;
+  const auto a = nlohmann::json::parse(resident.out), b = nlohmann::json::parse(streamed.out);
+  EXPECT_EQ(b["offload"], "params");
+  EXPECT_EQ(a["output_ids"], b["output_ids"]);
+}
+
 TEST_F(CliTest, BadInferenceInputIsRefusedInOneLine) {
   const std::string m = dir_ + "/tiny";
   ExpectOneLineError(Fuji({"run", "infer", "--model", dir_ + "/nope", "--prompt", "x"}), "no such checkpoint directory");

@@ -132,13 +132,31 @@ at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
   TORCH_CHECK(past + T <= config_.n_positions, "sequence of ", past + T,
               " tokens exceeds n_positions ", config_.n_positions);
   TORCH_CHECK(cache == nullptr || past + T <= cache->capacity_, "KV cache full");
+  const int L = static_cast<int>(config_.n_layer);
+  Before(0);
   at::Tensor x = Embed(ids, past);
-  for (int64_t l = 0; l < config_.n_layer; ++l) x = Block(l, x, B, T, cache);
+  After(0);
+  for (int l = 0; l < L; ++l) {
+    Before(1 + l);
+    x = Block(l, x, B, T, cache);
+    After(1 + l);
+  }
   if (cache != nullptr) cache->length_ += T;
-  return FinalNorm(x).view({B, T, C});
+  Before(L + 1);
+  x = FinalNorm(x).view({B, T, C});
+  After(L + 1);
+  return x;
 }
 
 at::Tensor Gpt2Model::Logits(const at::Tensor& hidden) const {
+  const int unit = config_.tie_word_embeddings ? 0 : static_cast<int>(config_.n_layer) + 1;
+  Before(unit);
+  at::Tensor logits = LogitsOf(hidden);
+  After(unit);
+  return logits;
+}
+
+at::Tensor Gpt2Model::LogitsOf(const at::Tensor& hidden) const {
   const at::Tensor& head =
       config_.tie_word_embeddings ? P(param_index::kWte) : P(param_index::LmHead(config_));
   if (hidden.numel() == hidden.size(-1)) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -60,13 +61,30 @@ class Gpt2Model {
   // the final LayerNorm, x [B*T, C] -> [B*T, C].
   at::Tensor FinalNorm(const at::Tensor& x) const;
 
+  // Called around each unit's use in Forward and Logits: unit 0 is the embeddings (also used by
+  // Logits), 1 + l is block l, n_layer + 1 the final LayerNorm. Parameter streaming (offload)
+  // makes a unit's parameters resident in `before` and drops them in `after`.
+  struct UnitHooks {
+    std::function<void(int unit)> before, after;
+  };
+  void set_unit_hooks(UnitHooks hooks) { hooks_ = std::move(hooks); }
+
  private:
   at::Tensor Attention(int64_t layer, const at::Tensor& qkv, int64_t batch, int64_t steps,
                        KvCache* cache) const;
   const at::Tensor& P(int64_t index) const { return params_[static_cast<size_t>(index)]; }
 
+  at::Tensor LogitsOf(const at::Tensor& hidden) const;
+  void Before(int unit) const {
+    if (hooks_.before) hooks_.before(unit);
+  }
+  void After(int unit) const {
+    if (hooks_.after) hooks_.after(unit);
+  }
+
   ModelConfig config_;
   std::vector<at::Tensor> params_;
+  UnitHooks hooks_;
 };
 
 // Indices into the canonical layout.

@@ -20,6 +20,7 @@
 #include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
 #include "worker/train/trainer.h"
+#include "worker/train/zero_model.h"
 #include "worker/text/bpe_tokenizer.h"
 
 namespace fuji::rank {
@@ -63,6 +64,8 @@ struct RankService::Impl {
   struct Resident {
     std::string key;
     std::unique_ptr<engine::Gpt2Model> model;
+    std::unique_ptr<train::ZeroModel> streamed;  // offload params: the weights in host memory
+    const engine::Gpt2Model* net = nullptr;      // what generates: model, or streamed's network
     std::optional<text::BpeTokenizer> tokenizer;
     engine::LoadReport report;
   };
@@ -96,13 +99,31 @@ struct RankService::Impl {
 Result<RankService::Impl::Resident*> RankService::Impl::Load(const InferSpec& spec,
                                                              const c10::Device& device,
                                                              at::ScalarType dtype, bool* cached) {
-  const std::string key = RealPath(spec.model) + "|" + spec.precision + "|" + device.str();
+  const std::string key = RealPath(spec.model) + "|" + spec.precision + "|" + device.str() + "|" + spec.offload;
   *cached = resident && resident->key == key;
   if (*cached) return &*resident;
   resident.reset();  // free the old model before loading the next
   Resident r;
   r.key = key;
-  FUJI_ASSIGN_OR_RETURN(r.model, engine::LoadModel(spec.model, {dtype, device}, &r.report));
+  if (spec.offload == "params") {
+    // The weights load into host memory; the ZeRO-3 engine streams them unit by unit.
+    FUJI_ASSIGN_OR_RETURN(std::unique_ptr<engine::Gpt2Model> host,
+                          engine::LoadModel(spec.model, {dtype, at::kCPU}, &r.report));
+    train::ZeroOptions options;
+    options.stage = 3;
+    options.offload = train::Offload::kParams;
+    options.dtype = dtype;
+    options.device = device;
+    options.inference_only = true;
+    const engine::ModelConfig config = host->config();
+    std::vector<at::Tensor> weights = std::move(host->parameters());
+    host.reset();
+    FUJI_ASSIGN_OR_RETURN(r.streamed, train::ZeroModel::Create(config, std::move(weights), options, nullptr));
+    r.net = &r.streamed->InferenceModel();
+  } else {
+    FUJI_ASSIGN_OR_RETURN(r.model, engine::LoadModel(spec.model, {dtype, device}, &r.report));
+    r.net = r.model.get();
+  }
   auto tokenizer = text::BpeTokenizer::LoadFromDir(spec.model);
   if (tokenizer.ok()) r.tokenizer = std::move(tokenizer).value();
   resident = std::move(r);
@@ -138,14 +159,14 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
   options.max_new_tokens = spec.max_new_tokens;
   options.ignore_eos = spec.ignore_eos;
   options.sampling = {spec.greedy, spec.temperature, spec.top_k, spec.top_p, spec.seed};
-  FUJI_RETURN_IF_ERROR(engine::ValidateGeneration(r->model->config(), prompt_ids, options));
+  FUJI_RETURN_IF_ERROR(engine::ValidateGeneration(r->net->config(), prompt_ids, options));
 
   const auto generate_start = Clock::now();
   auto last_progress = generate_start;
   engine::GenerateTimings timings;
   FUJI_ASSIGN_OR_RETURN(
       std::vector<int32_t> output_ids,
-      engine::Generate(*r->model, prompt_ids, options, &timings, [&](int32_t, int64_t index) {
+      engine::Generate(*r->net, prompt_ids, options, &timings, [&](int32_t, int64_t index) {
         if (MsSince(last_progress) < 250) return;
         last_progress = Clock::now();
         Emit({{"event", "progress"}, {"phase", "generate"}, {"done", index + 1}, {"total", options.max_new_tokens}});
@@ -158,7 +179,7 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
   if (r->tokenizer) {
     FUJI_ASSIGN_OR_RETURN(text, r->tokenizer->Decode(output_ids));
   }
-  const engine::ModelConfig& config = r->model->config();
+  const engine::ModelConfig& config = r->net->config();
   nlohmann::json memory = {{"peak_rss_mib", Mib(PeakRssBytes())}};
   if (device.is_cuda()) {
     const engine::DeviceMemory dm = engine::ReadDeviceMemory(device);
@@ -182,13 +203,14 @@ Status RankService::Impl::Infer(const nlohmann::json& request) {
        {{"path", spec.model},
         {"format", r->report.format},
         {"parameters", config.NumParameters()},
-        {"parameter_bytes", r->model->ParameterBytes()},
+        {"parameter_bytes", config.NumParameters() * static_cast<int64_t>(at::elementSize(dtype))},
         {"n_layer", config.n_layer},
         {"n_embd", config.n_embd},
         {"n_head", config.n_head},
         {"resident", cached}}},
       {"device", device.str()},
       {"precision", spec.precision},
+      {"offload", spec.offload},
       {"threads", at::get_num_threads()},
   };
   Emit({{"event", "result"}, {"result", std::move(result)}});

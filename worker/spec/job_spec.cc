@@ -25,7 +25,8 @@ nlohmann::json InferSpec::ToJson() const {
                       {"greedy", greedy},   {"temperature", temperature},
                       {"top_k", top_k},     {"top_p", top_p},
                       {"seed", seed},       {"precision", precision},
-                      {"device", device},   {"ignore_eos", ignore_eos}};
+                      {"device", device},   {"ignore_eos", ignore_eos},
+                      {"offload", offload}};
   if (prompt) {
     j["prompt"] = *prompt;
   } else {
@@ -68,6 +69,7 @@ Result<InferSpec> InferSpec::FromJson(const nlohmann::json& j) {
   r.OneOf("precision", &s.precision, {"fp32", "bf16", "fp16"});
   r.String("device", &s.device, 64);
   r.Bool("ignore_eos", &s.ignore_eos);
+  r.OneOf("offload", &s.offload, {"none", "params"});
   FUJI_RETURN_IF_ERROR(r.status());
   if (s.model.empty()) return InvalidArgument("field 'model' is required: a checkpoint directory");
   if (s.prompt && s.prompt->empty()) return InvalidArgument("empty prompt: give some text");

@@ -32,6 +32,9 @@ struct InferSpec {
   std::string precision = "fp32";    // fp32 | bf16 | fp16
   std::string device = "cpu";        // cpu | cuda | cuda:N
   bool ignore_eos = false;
+  // params: the weights stay in host memory and are streamed to the device block by block
+  // (the ZeRO-3 offload path), so a model larger than the device's memory still generates.
+  std::string offload = "none";      // none | params
 
   nlohmann::json ToJson() const;
   // INVALID_ARGUMENT naming the field for anything malformed or out of range.

@@ -566,6 +566,10 @@ struct ZeroModel::Impl {
         ReleaseStorage(unit.full);
         unit.gathered = false;
       }
+      if (options.inference_only) {
+        for (size_t i = 0; i < unit.params.size(); ++i) params[static_cast<size_t>(unit.params[i])].requires_grad_(false);
+        continue;
+      }
       // Optimizer state over [opt_begin, opt_begin + opt_len).
       const bool on_host = host_optimizer;  // physically in host memory
       const at::TensorOptions opt = on_host ? host_f32 : dev_f32;
@@ -594,7 +598,7 @@ struct ZeroModel::Impl {
         if (b < e) unit.segments.push_back({b - unit.opt_begin, e - b, info.is_matrix});
       }
     }
-    if (host_optimizer && options.device.is_cuda()) {
+    if (host_optimizer && options.device.is_cuda() && !options.inference_only) {
       int64_t largest = 0;
       for (const Unit& unit : units) largest = std::max(largest, unit.opt_len);
       param_staging = at::empty({largest}, host_compute);
@@ -720,6 +724,21 @@ void ZeroModel::LoadState(int u, const float* master, const float* exp_avg, cons
 }
 
 void ZeroModel::FinishLoad() { impl_->PublishParameters(); }
+
+const engine::Gpt2Model& ZeroModel::InferenceModel() {
+  Impl* m = impl_.get();
+  if (m->options.stage == 3) {
+    const int units = static_cast<int>(m->units.size());
+    engine::Gpt2Model::UnitHooks hooks;
+    hooks.before = [m, units](int u) {
+      m->FinishGather(u);
+      m->StartGather((u + 1) % units);
+    };
+    hooks.after = [m](int u) { m->Release(u); };
+    m->model->set_unit_hooks(std::move(hooks));
+  }
+  return *m->model;
+}
 
 std::vector<at::Tensor> ZeroModel::GatherParameters() {
   Impl& m = *impl_;

@@ -53,6 +53,7 @@ struct ZeroOptions {
   at::Device device = at::kCPU;
   bool activation_checkpointing = false;
   int optimizer_threads = 0;               // CPU AdamW threads; 0: hardware concurrency
+  bool inference_only = false;             // no gradients, no optimizer state (streaming inference)
   Status Validate() const;
 };
 
@@ -119,6 +120,12 @@ class ZeroModel {
   // weights. Call for every unit, then FinishLoad().
   void LoadState(int unit, const float* master, const float* exp_avg, const float* exp_avg_sq);
   void FinishLoad();
+  // The network for inference (no gradients). At stage 3 it streams: each unit's parameters are
+  // gathered (from host memory with offload params) just before their use and released after,
+  // the next unit's gather overlapping the current one's compute, so a model larger than the
+  // device's memory still runs.
+  const engine::Gpt2Model& InferenceModel();
+
   // The full parameters gathered into host fp32 tensors in layout order (tests, export checks).
   std::vector<at::Tensor> GatherParameters();
 
