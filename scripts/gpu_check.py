@@ -84,7 +84,7 @@ def main():
     lines = [f"Device: {device}; bf16 weights (random), prompt of the seed study, {tokens} new tokens, "
              "greedy, EOS ignored.", "",
              "| model | parameters | load (ms) | prefill (ms) | decode (tokens/s) | device peak (MiB) "
-             "| reserved peak (MiB) | resident: load (ms) / total (ms) |",
+             "| reserved peak (MiB) | resident: load (ms) / prefill (ms) / decode (tokens/s) / total (ms) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
@@ -93,7 +93,8 @@ def main():
         t, m, a = r["first"]["timings"], r["first"]["memory"], r["again"]["timings"]
         lines.append(f"| {r['model']} | {r['parameters'] / 1e9:.2f}B | {t['load_ms']:.0f} | {t['prefill_ms']:.1f} | "
                      f"{t['decode_tokens_per_s']:.1f} | {m.get('device_peak_mib', 0):.0f} | "
-                     f"{m.get('device_reserved_peak_mib', 0):.0f} | {a['load_ms']:.1f} / {a['total_ms']:.0f} |")
+                     f"{m.get('device_reserved_peak_mib', 0):.0f} | {a['load_ms']:.1f} / {a['prefill_ms']:.1f} / "
+                     f"{a['decode_tokens_per_s']:.1f} / {a['total_ms']:.0f} |")
     with open(os.path.join(args.out, "gpu-results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
