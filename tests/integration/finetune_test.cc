@@ -2,9 +2,11 @@
 // 17-head checkpoint, text from Debian's packages. The ZeRO stages and offloads must give the
 // losses and weights of plain single-rank training with the same global batch; memory must match
 // ZeRO's arithmetic; a resumed run must continue exactly; the model must learn.
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -237,6 +239,60 @@ TEST_F(FinetuneTest, LearnsJapanese) {
   std::printf("held-out loss: %.3f at step 0, %.3f at step %lld\n", before, after,
               static_cast<long long>(evals.back()["step"].get<int64_t>()));
   EXPECT_LT(after, before - 2.0) << r.out;
+}
+
+// Bad input is refused before any rank starts, in one line: FUJI_RANK points at a script that
+// would leave a mark if a rank were ever started.
+TEST_F(FinetuneTest, BadInputIsRefusedBeforeAnyRankStarts) {
+  const std::string mark = dir_ + "/rank-started";
+  const std::string fake_rank = dir_ + "/fake-rank";
+  {
+    std::ofstream f(fake_rank);
+    f << "#!/bin/sh\ntouch " << Quote(mark) << "\nexit 1\n";
+  }
+  ASSERT_EQ(::chmod(fake_rank.c_str(), 0755), 0);
+  ASSERT_EQ(::setenv("FUJI_RANK", fake_rank.c_str(), 1), 0);
+  {
+    std::ofstream(dir_ + "/empty.txt");
+    std::ofstream(dir_ + "/short.txt") << "Mt. Fuji";
+    std::ofstream(dir_ + "/bad.txt") << "valid, then \xff\xfe not UTF-8\n";
+    std::ofstream(dir_ + "/a-file") << "x";
+  }
+  const std::string model = dir_ + "/tiny", text = dir_ + "/text/english.txt";
+  struct Case {
+    std::vector<std::string> args;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {{"--data", dir_ + "/empty.txt"}, "empty"},
+      {{"--data", dir_ + "/short.txt", "--seq-len", "64"}, "shorter than one block"},
+      {{"--data", dir_ + "/bad.txt"}, "UTF-8"},
+      {{"--data", text, "--seq-len", "4096"}, "n_positions"},
+      {{"--data", text, "--micro-batch", "0"}, "micro_batch"},
+      {{"--data", text, "--zero", "4"}, "zero"},
+      {{"--data", text, "--device", "cuda", "--ranks", "2"}, "devices"},
+      {{"--data", text, "--ranks", "65"}, "ranks"},
+      {{"--data", text, "--zero", "2", "--offload", "params"}, "zero 3"},
+      {{"--data", text, "--save-to", dir_ + "/a-file/ckpt"}, "a-file"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"run", "finetune", "--model", model, "--seq-len", "32",
+                                     "--steps", "2", "--cache-dir", dir_ + "/cache"};
+    // A later --seq-len would be refused as repeated: drop the default when a case sets it.
+    bool sets_seq_len = false;
+    for (const auto& a : c.args) sets_seq_len |= a == "--seq-len";
+    if (sets_seq_len) args.erase(args.begin() + 4, args.begin() + 6);
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    CliResult r = Fuji(args);
+    std::string what;
+    for (const auto& a : c.args) what += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << what << r.err;
+    EXPECT_EQ(r.err.rfind("fuji: ", 0), 0u) << what << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << r.err;
+    EXPECT_NE(r.err.find(c.expected), std::string::npos) << what << r.err;
+    EXPECT_NE(::access(mark.c_str(), F_OK), 0) << what << ": a rank was started";
+  }
+  ::unsetenv("FUJI_RANK");
 }
 
 }  // namespace
