@@ -31,5 +31,7 @@ void AddRunFinetuneCommand(CLI::App* run, CliState* state);
 void RegisterJobCommands(CLI::App& app, CliState* state);
 // Through fujid: logs, result, losses, timings, samples, workers.
 void RegisterJobDataCommands(CLI::App& app, CliState* state);
+// `plan` (the memory planner) and `estimate` (time to train), in process.
+void RegisterPlanCommands(CLI::App& app, CliState* state);
 
 }  // namespace fuji::client

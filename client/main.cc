@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   fuji::client::RegisterRunCommands(app, &state);
   fuji::client::RegisterJobCommands(app, &state);
   fuji::client::RegisterJobDataCommands(app, &state);
+  fuji::client::RegisterPlanCommands(app, &state);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
