@@ -33,5 +33,7 @@ void RegisterJobCommands(CLI::App& app, CliState* state);
 void RegisterJobDataCommands(CLI::App& app, CliState* state);
 // Through fujid: `report JOB...` and `study`.
 void RegisterStudyCommands(CLI::App& app, CliState* state);
+// `plan` (the memory planner) and `estimate` (time to train), in process.
+void RegisterPlanCommands(CLI::App& app, CliState* state);
 
 }  // namespace fuji::client

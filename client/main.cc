@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   fuji::client::RegisterJobCommands(app, &state);
   fuji::client::RegisterJobDataCommands(app, &state);
   fuji::client::RegisterStudyCommands(app, &state);
+  fuji::client::RegisterPlanCommands(app, &state);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

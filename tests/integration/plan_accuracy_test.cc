@@ -1,0 +1,98 @@
+// The planner against the trainer: `fuji run finetune --output json` on 3 CPU ranks (uneven
+// shards) at every stage and offload choice, each rank's measured accounting beside the planner's
+// breakdown for device cpu. Model states must match (the issue allows 10%; they match exactly),
+// and each rank's peak resident set (VmHWM) the predicted rank total within 25%: the process base
+// (calibrated: kThroughput.rank_base_rss_cpu), the checkpoint map and host copy while loading,
+// model states, transient gathers and gradients, activations and the logits.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/cli_run.h"
+#include "worker/plan/plan.h"
+
+namespace fuji::testing {
+namespace {
+
+constexpr int kRanks = 3;
+constexpr int64_t kSeqLen = 64, kMicroBatch = 2;
+
+class PlanAccuracyTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::string(FUJI_BINARY_DIR) + "/plan_accuracy_test_" + std::to_string(::getpid());
+    ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
+    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
+    ASSERT_EQ(std::system(("sh " + ShellQuote(corpora) + " " + ShellQuote(dir_ + "/text")).c_str()), 0);
+    // 16M parameters (a 50257 x 256 embedding and 4 blocks): large enough that the model states
+    // and the logits, not the process base, make up most of a rank's memory.
+    CliResult r = RunFuji({"model", "init", "--arch", "tiny", "--layers", "4", "--width", "256", "--heads", "4",
+                           "--ffn", "1024", "--out", dir_ + "/model", "--seed", "1"},
+                          dir_);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { std::system(("rm -rf " + dir_).c_str()); }
+
+  static std::string dir_;
+};
+
+std::string PlanAccuracyTest::dir_;
+
+TEST_F(PlanAccuracyTest, EveryStageAndOffloadOnCpuRanks) {
+  plan::PlanRequest request;
+  auto config = plan::ResolveModel(dir_ + "/model", &request.checkpoint_bytes);
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  request.config = *config;
+  request.mode = "finetune";
+  request.gpus = kRanks;
+  request.device = plan::DeviceKind::kCpu;
+  request.precision = "fp32";
+  request.seq_len = kSeqLen;
+  request.micro_batch = kMicroBatch;
+  auto plans = plan::PlanAll(request);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  ASSERT_EQ(plans->size(), 9u);
+  for (const plan::Plan& p : *plans) {
+    const std::string what = "zero " + std::to_string(p.zero) + ", offload " + p.offload;
+    CliResult r = RunFuji({"run", "finetune", "--model", dir_ + "/model", "--data", dir_ + "/text/english.txt",
+                           "--ranks", std::to_string(kRanks), "--zero", std::to_string(p.zero), "--offload",
+                           p.offload, "--precision", "fp32", "--seq-len", std::to_string(kSeqLen),
+                           "--micro-batch", std::to_string(kMicroBatch), "--steps", "2", "--cache-dir",
+                           dir_ + "/cache", "--threads", "1", "--output", "json"},
+                          dir_);
+    ASSERT_EQ(r.exit_code, 0) << what << ": " << r.err;
+    const auto& ranks = r.json["memory"]["ranks"];
+    ASSERT_EQ(ranks.size(), static_cast<size_t>(kRanks)) << what;
+    const plan::Breakdown& b = p.breakdown;
+    const std::vector<std::pair<const char*, int64_t>> states = {
+        {"params_device_bytes", b.params_device},   {"params_host_bytes", b.params_host},
+        {"grads_device_bytes", b.grads_device},     {"grads_host_bytes", b.grads_host},
+        {"optimizer_device_bytes", b.optimizer_device}, {"optimizer_host_bytes", b.optimizer_host},
+        {"peak_device_states_bytes", b.peak_device_states}};
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      const auto& m = ranks[rank];
+      int64_t measured_states = 0, predicted_states = 0;
+      for (const auto& [key, predicted] : states) {
+        const int64_t measured = m[key].get<int64_t>();
+        EXPECT_EQ(measured, predicted) << what << ": " << key;
+        if (std::string(key) != "peak_device_states_bytes") {
+          measured_states += measured;
+          predicted_states += predicted;
+        }
+      }
+      EXPECT_LE(std::fabs(static_cast<double>(measured_states - predicted_states)), 0.10 * predicted_states) << what;
+      const double rss = static_cast<double>(m["peak_rss_bytes"].get<int64_t>());
+      const double predicted = static_cast<double>(b.host_peak);
+      std::printf("%-22s rank %d: peak RSS %7.1f MiB, predicted %7.1f MiB (%+5.1f%%), without the base %+7.1f MiB\n",
+                  what.c_str(), static_cast<int>(rank), rss / 1048576, predicted / 1048576,
+                  100 * (rss - predicted) / predicted, (rss - predicted + static_cast<double>(b.base_rss)) / 1048576);
+      EXPECT_LE(std::fabs(rss - predicted), 0.25 * predicted) << what;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fuji::testing

@@ -1,0 +1,578 @@
+// The memory planner: ZeRO's arithmetic as the trainer implements it, activations, and step time.
+// See plan.h for every constant and where it comes from.
+#include "worker/plan/plan.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/engine/param_layout.h"
+
+namespace fuji::plan {
+
+const Throughput kThroughput{};
+
+namespace {
+
+enum class Offload { kNone, kOptimizer, kParams };
+
+const char* OffloadName(Offload o) {
+  switch (o) {
+    case Offload::kNone: return "none";
+    case Offload::kOptimizer: return "optimizer";
+    case Offload::kParams: return "params";
+  }
+  return "none";
+}
+
+// One unit of the trainer: embedding, the blocks, final; sizes for N ranks and a stage.
+struct UnitSize {
+  int64_t numel = 0, shard = 0, padded = 0, opt_len = 0;
+};
+
+// Unit numels in the trainer's order, from the canonical layout (wte/wpe, h.<l>.*, the rest).
+std::vector<int64_t> UnitNumels(const engine::ModelConfig& config) {
+  std::vector<int64_t> numels(static_cast<size_t>(config.n_layer + 2), 0);
+  for (const engine::ParamInfo& p : engine::ParameterLayout(config)) {
+    int64_t n = 1;
+    for (int64_t d : p.shape) n *= d;
+    size_t unit = numels.size() - 1;  // final: ln_f (and an untied lm_head)
+    if (p.name.rfind("wte.", 0) == 0 || p.name.rfind("wpe.", 0) == 0) {
+      unit = 0;
+    } else if (p.name.rfind("h.", 0) == 0) {
+      unit = 1 + static_cast<size_t>(std::stoll(p.name.substr(2)));
+    }
+    numels[unit] += n;
+  }
+  return numels;
+}
+
+std::vector<UnitSize> Units(const std::vector<int64_t>& numels, int64_t world, int stage) {
+  std::vector<UnitSize> units;
+  units.reserve(numels.size());
+  for (int64_t n : numels) {
+    UnitSize u;
+    u.numel = n;
+    u.shard = (n + world - 1) / world;
+    u.padded = u.shard * world;
+    u.opt_len = stage == 0 ? u.padded : u.shard;
+    units.push_back(u);
+  }
+  return units;
+}
+
+struct Options {
+  int stage = 0;
+  Offload offload = Offload::kNone;
+  int64_t c = 4;  // compute element size
+  bool fp32 = true;
+  bool cuda = false;
+  int64_t world = 1;
+};
+
+// The trainer's MemoryAccount (ZeroModel::Impl::Memory) for these units and options.
+void ModelStates(const std::vector<UnitSize>& units, const Options& o, Breakdown* b) {
+  const int64_t c = o.c;
+  int64_t largest_opt = 0;
+  for (const UnitSize& u : units) {
+    if (o.stage < 3) {
+      b->params_device += c * u.padded;
+    } else if (o.offload == Offload::kParams) {
+      b->params_host += c * u.shard;
+    } else {
+      b->params_device += c * u.shard;
+    }
+    if (o.stage <= 1) {
+      b->grads_device += c * u.padded;
+    } else {
+      (o.offload == Offload::kNone ? b->grads_device : b->grads_host) += 4 * u.shard;
+    }
+    const bool master_is_param = o.fp32 && o.offload == Offload::kNone;
+    const int64_t opt = 8 * u.opt_len + (master_is_param ? 0 : 4 * u.opt_len);
+    (o.offload != Offload::kNone ? b->optimizer_host : b->optimizer_device) += opt;
+    largest_opt = std::max(largest_opt, u.opt_len);
+  }
+  if (o.cuda && o.offload != Offload::kNone) {
+    b->optimizer_host += c * largest_opt;              // param_staging
+    if (o.stage <= 1) b->grads_host += c * largest_opt;  // grad_staging
+  }
+}
+
+// Replays the device-state tracking of one training micro-batch (the last before a step) and the
+// step, as ZeroModel::Impl does it. Returns the peak; *at_head gets the states when the loss's
+// backward starts (where activations peak).
+int64_t SimulateDeviceStates(const std::vector<UnitSize>& units, const Options& o, int64_t base,
+                             int64_t* at_head) {
+  const size_t n = units.size();
+  const int64_t c = o.c;
+  const bool comm = o.world > 1;
+  const int E = 0, F = static_cast<int>(n) - 1;
+  const int L = static_cast<int>(n) - 2;
+  auto B = [](int l) { return 1 + l; };
+  int64_t cur = base, peak = base;
+  std::vector<char> gathered(n, 0), gfull(n, o.stage <= 1 ? 1 : 0), gred(n, 0), gred_tracked(n, 0);
+  auto track = [&](int64_t d) {
+    cur += d;
+    peak = std::max(peak, cur);
+  };
+  auto start_gather = [&](int u) {
+    if (o.stage < 3 || gathered[static_cast<size_t>(u)]) return;
+    gathered[static_cast<size_t>(u)] = 1;
+    track(c * units[static_cast<size_t>(u)].padded);
+  };
+  auto release = [&](int u) {
+    if (o.stage < 3 || !gathered[static_cast<size_t>(u)]) return;
+    gathered[static_cast<size_t>(u)] = 0;
+    track(-c * units[static_cast<size_t>(u)].padded);
+  };
+  auto attach = [&](int u) {
+    if (gfull[static_cast<size_t>(u)]) return;
+    gfull[static_cast<size_t>(u)] = 1;
+    track(c * units[static_cast<size_t>(u)].padded);
+  };
+  auto start_reduce = [&](int u) {
+    if (o.stage == 0) return;
+    gred[static_cast<size_t>(u)] = 1;
+    if (comm) {
+      gred_tracked[static_cast<size_t>(u)] = 1;
+      track(c * units[static_cast<size_t>(u)].shard);
+    }
+  };
+  auto finish_reduce = [&](int u) {
+    const size_t i = static_cast<size_t>(u);
+    if (o.stage < 2 || !gred[i]) return;
+    if (gred_tracked[i]) track(-c * units[i].shard);
+    gred[i] = gred_tracked[i] = 0;
+    track(-c * units[i].padded);
+    gfull[i] = 0;
+  };
+  // Forward.
+  start_gather(E);
+  release(E);
+  if (L > 0) start_gather(B(0));
+  for (int l = 0; l < L; ++l) {
+    start_gather(B(l));
+    start_gather(l + 1 < L ? B(l + 1) : F);
+    release(B(l));
+  }
+  start_gather(F);
+  start_gather(E);
+  // Backward.
+  attach(F);
+  attach(E);
+  if (L > 0) start_gather(B(L - 1));
+  *at_head = cur;
+  release(F);
+  release(E);
+  start_reduce(F);
+  for (int l = L - 1; l >= 0; --l) {
+    start_gather(B(l));
+    if (l > 0) start_gather(B(l - 1));
+    attach(B(l));
+    release(B(l));
+    finish_reduce(l + 1 < L ? B(l + 1) : F);
+    start_reduce(B(l));
+  }
+  finish_reduce(L > 0 ? B(0) : F);
+  start_reduce(E);
+  finish_reduce(E);
+  return peak;
+}
+
+int64_t Elem(const std::string& precision) { return precision == "fp32" ? 4 : 2; }
+
+struct Activations {
+  int64_t per_layer = 0;  // saved by one block for backward
+  int64_t stack = 0;      // everything the forward keeps until backward, logits excluded
+  int64_t head = 0;       // ln_f output and the logits
+  int64_t logits = 0;
+};
+
+bool FusedAttention(const PlanRequest& r) { return r.device == DeviceKind::kCuda && r.torch2; }
+
+Activations TrainActivations(const PlanRequest& r) {
+  const engine::ModelConfig& m = r.config;
+  const int64_t c = Elem(r.precision), C = m.n_embd, F = m.ffn(), H = m.n_head, T = r.seq_len;
+  const int64_t tok = r.micro_batch * T;
+  Activations a;
+  a.per_layer = tok * ((8 * C + 2 * F) * c + 16);
+  if (FusedAttention(r)) {
+    a.per_layer += tok * (C * c + 4 * H);
+  } else {
+    a.per_layer += tok * H * T * (4 + (c != 4 ? c : 0)) + T * T;
+  }
+  const int64_t kept = r.activation_checkpointing ? tok * C * c : a.per_layer;
+  // Each block's saved tensors (its input among them), the final hidden state and the embedding
+  // output the trainer keeps for the embedding's backward.
+  a.stack = m.n_layer * kept + 2 * tok * C * c;
+  a.logits = tok * m.vocab_size * (c + 8);
+  a.head = tok * C * c + a.logits;
+  return a;
+}
+
+double GpuFlops(const std::string& precision) {
+  return precision == "fp32" ? kThroughput.gpu_flops_fp32 : kThroughput.gpu_flops_half;
+}
+
+double AdamWRate(const std::string& precision) {
+  return precision == "fp32" ? kThroughput.cpu_adamw_params_per_s_fp32 : kThroughput.cpu_adamw_params_per_s_half;
+}
+
+std::string NeedVsHave(const char* what, int64_t need, int64_t have, const char* per) {
+  return std::string(what) + ": needs " + FormatGiB(need) + per + ", " + FormatGiB(have) + " available";
+}
+
+void Decide(const PlanRequest& r, Plan* p) {
+  p->fits = true;
+  if (r.device == DeviceKind::kCuda && p->gpu_bytes > r.gpu_memory_bytes) {
+    p->fits = false;
+    p->why_not = NeedVsHave("GPU memory", p->gpu_bytes, r.gpu_memory_bytes, " per GPU");
+  }
+  if (r.host_memory_bytes > 0 && p->host_bytes > r.host_memory_bytes) {
+    const std::string host = NeedVsHave("host memory", p->host_bytes, r.host_memory_bytes, "");
+    p->why_not = p->fits ? host : p->why_not + "; " + host;
+    p->fits = false;
+  }
+  p->step_seconds = p->step.total();
+}
+
+Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int stage, Offload offload) {
+  Options o;
+  o.stage = stage;
+  o.offload = offload;
+  o.c = Elem(r.precision);
+  o.fp32 = r.precision == "fp32";
+  o.cuda = r.device == DeviceKind::kCuda;
+  o.world = r.gpus;
+  const std::vector<UnitSize> units = Units(numels, o.world, stage);
+  Plan p;
+  p.zero = stage;
+  p.offload = OffloadName(offload);
+  Breakdown& b = p.breakdown;
+  ModelStates(units, o, &b);
+  int64_t at_head = 0;
+  b.peak_device_states = SimulateDeviceStates(units, o, b.device_states(), &at_head);
+
+  int64_t n = 0, max_padded = 0, sum_opt = 0, sum_shard = 0, max_shard = 0, max_opt = 0;
+  for (const UnitSize& u : units) {
+    n += u.numel;
+    max_padded = std::max(max_padded, u.padded);
+    max_shard = std::max(max_shard, u.shard);
+    max_opt = std::max(max_opt, u.opt_len);
+    sum_opt += u.opt_len;
+    sum_shard += u.shard;
+  }
+  const Activations a = TrainActivations(r);
+  b.logits = a.logits;
+  // Backward of a block allocates gradients about the size of what it saved; with checkpointing
+  // the block's activations are recomputed, so one full layer exists again.
+  b.workspace = a.per_layer + (r.activation_checkpointing ? a.per_layer : 0);
+  if (o.cuda && offload == Offload::kParams) b.workspace += o.c * max_shard;      // gather staging
+  if (o.cuda && offload == Offload::kNone) b.workspace = std::max(b.workspace, 8 * max_opt);  // device AdamW temporaries
+  b.activations = a.stack + a.head;
+  const int64_t head_peak = at_head + a.stack + a.head;
+  const int64_t backward_peak = b.peak_device_states + a.stack + b.workspace;
+  const int64_t device_peak = std::max(head_peak, backward_peak);
+
+  const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : o.c * n;
+  const int64_t arena = o.c * n;  // the model loaded on the host in the compute dtype
+  if (o.cuda) {
+    b.allocator_slack = static_cast<int64_t>(kThroughput.allocator_slack * static_cast<double>(device_peak));
+    b.cuda_context = kThroughput.cuda_context_bytes;
+    p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
+    b.base_rss = kThroughput.rank_base_rss_cuda;
+    b.load_host = ckpt + arena;
+    const int64_t build = arena + b.host_states() + 4 * max_padded;
+    b.host_peak = b.base_rss + std::max({b.load_host, build, b.host_states()});
+  } else {
+    // On the CPU "device" and host are the same memory: a rank's resident set holds it all.
+    p.gpu_bytes = device_peak;
+    b.base_rss = kThroughput.rank_base_rss_cpu;
+    b.load_host = ckpt + arena;
+    const int64_t states = b.device_states() + b.host_states();
+    const int64_t build = arena + states + 4 * max_padded;
+    const int64_t train = b.host_states() + device_peak;
+    const int64_t publish = states + ((stage == 1 || stage == 2) && o.world > 1 ? o.c * sum_opt : 0);
+    b.host_peak = b.base_rss + std::max({b.load_host, build, train, publish});
+  }
+  // Each rank maps the checkpoint; its pages are in the page cache once.
+  p.host_bytes = r.gpus * (b.host_peak - ckpt) + ckpt;
+
+  // Step time.
+  const engine::ModelConfig& m = r.config;
+  const double tokens = static_cast<double>(r.micro_batch * r.seq_len);
+  const double flops_per_token = (r.activation_checkpointing ? 8.0 : 6.0) * static_cast<double>(n) +
+                                 (r.activation_checkpointing ? 16.0 : 12.0) *
+                                     static_cast<double>(m.n_layer * m.n_embd * r.seq_len);
+  const double N = static_cast<double>(r.gpus);
+  if (o.cuda) {
+    p.step.compute = tokens * flops_per_token / GpuFlops(r.precision);
+  } else {
+    p.step.compute = N * tokens * flops_per_token / kThroughput.cpu_flops;  // ranks share the cores
+  }
+  if (r.gpus > 1) {
+    const double factor = stage == 3 ? 3.0 : 2.0;
+    const double bytes = factor * static_cast<double>(o.c * n) * (N - 1) / N;
+    p.step.communication = bytes / (o.cuda ? kThroughput.gpu_link_bandwidth : kThroughput.cpu_link_bandwidth);
+  }
+  if (o.cuda && offload != Offload::kNone) {
+    double bytes = 2.0 * static_cast<double>(o.c * sum_opt);  // gradients down, parameters up
+    if (offload == Offload::kParams) bytes += 2.0 * static_cast<double>(o.c * sum_shard);
+    p.step.copies = N * bytes / kThroughput.host_device_bandwidth;  // the GPUs share the host's links
+  }
+  if (!o.cuda || offload != Offload::kNone) {
+    p.step.cpu_optimizer = N * static_cast<double>(sum_opt) / AdamWRate(r.precision);
+  } else {
+    // AdamW in tensor ops: about 40 bytes read and written per parameter (fp32 master, moments,
+    // gradient, parameter and the temporaries).
+    p.step.device_optimizer = 40.0 * static_cast<double>(sum_opt) / kThroughput.gpu_memory_bandwidth;
+  }
+  Decide(r, &p);
+  return p;
+}
+
+Plan InferPlan(const PlanRequest& r, const std::vector<int64_t>& numels, Offload offload) {
+  const engine::ModelConfig& m = r.config;
+  const int64_t c = Elem(r.precision);
+  const bool cuda = r.device == DeviceKind::kCuda;
+  Plan p;
+  p.zero = offload == Offload::kParams ? 3 : 0;
+  p.offload = OffloadName(offload);
+  Breakdown& b = p.breakdown;
+  int64_t n = 0, max_unit = 0, streamed_peak = 0;
+  for (size_t u = 0; u < numels.size(); ++u) {
+    n += numels[u];
+    max_unit = std::max(max_unit, numels[u]);
+    // Before unit u runs, u is gathered and u + 1's gather starts through a staging copy.
+    const int64_t next = numels[(u + 1) % numels.size()];
+    streamed_peak = std::max(streamed_peak, c * (numels[u] + 2 * next));
+  }
+  const int64_t C = m.n_embd, F = m.ffn(), H = m.n_head, T = r.seq_len, B = r.micro_batch;
+  const int64_t tok = B * T;
+  if (offload == Offload::kParams) {
+    b.params_host = c * n;
+    b.peak_device_states = streamed_peak;
+  } else {
+    b.params_device = c * n;
+    b.peak_device_states = c * n;
+  }
+  b.kv_cache = m.n_layer * 2 * B * T * C * c;
+  // The prefill's largest layer: residual, LayerNorm output, qkv, attention, c_fc and GELU outputs.
+  int64_t layer = tok * (6 * C + 2 * F) * c;
+  if (FusedAttention(r)) {
+    layer += tok * C * c;
+  } else {
+    layer += tok * H * T * (8 + c) + T * T;  // fp32 scores, softmax, its compute-dtype copy
+  }
+  b.logits = B * m.vocab_size * (4 + c);
+  b.activations = layer + b.logits;
+  b.workspace = 0;
+  const int64_t device_peak = b.peak_device_states + b.kv_cache + b.activations;
+  const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : c * n;
+  if (cuda) {
+    b.allocator_slack = static_cast<int64_t>(kThroughput.allocator_slack * static_cast<double>(device_peak));
+    b.cuda_context = kThroughput.cuda_context_bytes;
+    p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
+    b.base_rss = kThroughput.rank_base_rss_cuda;
+    // Without offload the weights go from the map straight to the device; with offload they load
+    // into host memory, then the streaming engine copies them unit by unit into its shards.
+    b.load_host = offload == Offload::kParams ? ckpt + c * n : ckpt;
+    const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
+    b.host_peak = b.base_rss + std::max(b.load_host, build);
+  } else {
+    p.gpu_bytes = device_peak;
+    b.base_rss = kThroughput.rank_base_rss_cpu;
+    b.load_host = ckpt + c * n;
+    const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
+    b.host_peak = b.base_rss + std::max({b.load_host, build, b.params_host + device_peak});
+  }
+  p.host_bytes = b.host_peak;
+  // One decode step at batch B: the weights are read once (streamed over PCIe with offload).
+  const double weight_bytes = static_cast<double>(c * n);
+  const double flops = 2.0 * static_cast<double>(n * B);
+  if (cuda) {
+    p.step.compute = std::max(flops / GpuFlops(r.precision), weight_bytes / kThroughput.gpu_memory_bandwidth);
+    if (offload == Offload::kParams) p.step.copies = weight_bytes / kThroughput.host_device_bandwidth;
+  } else {
+    p.step.compute = std::max(flops / kThroughput.cpu_flops, weight_bytes / kThroughput.cpu_memory_bandwidth);
+  }
+  Decide(r, &p);
+  return p;
+}
+
+Status Validate(const PlanRequest& r) {
+  if (r.mode != "finetune" && r.mode != "infer") return InvalidArgument("mode must be finetune or infer, not '" + r.mode + "'");
+  if (r.precision != "fp32" && r.precision != "bf16" && r.precision != "fp16") {
+    return InvalidArgument("precision must be fp32, bf16 or fp16, not '" + r.precision + "'");
+  }
+  if (r.gpus < 1 || r.gpus > 4096) return InvalidArgument("gpus must be between 1 and 4096");
+  if (r.device == DeviceKind::kCuda && r.gpu_memory_bytes <= 0) return InvalidArgument("gpu memory must be positive");
+  if (r.gpu_memory_bytes < 0) return InvalidArgument("gpu memory must not be negative");
+  if (r.host_memory_bytes < 0) return InvalidArgument("host memory must not be negative");
+  if (r.micro_batch < 1) return InvalidArgument("micro_batch must be at least 1");
+  if (r.seq_len < 1) return InvalidArgument("seq_len must be at least 1");
+  if (r.seq_len > r.config.n_positions) {
+    return InvalidArgument("seq_len " + std::to_string(r.seq_len) + " above the model's n_positions " +
+                           std::to_string(r.config.n_positions));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<Plan>> PlanAll(const PlanRequest& request) {
+  FUJI_RETURN_IF_ERROR(Validate(request));
+  engine::ModelConfig config = request.config;
+  FUJI_RETURN_IF_ERROR(config.Validate());
+  PlanRequest r = request;
+  r.config = config;
+  const std::vector<int64_t> numels = UnitNumels(config);
+  std::vector<Plan> plans;
+  if (r.mode == "infer") {
+    plans.push_back(InferPlan(r, numels, Offload::kNone));
+    plans.push_back(InferPlan(r, numels, Offload::kParams));
+    return plans;
+  }
+  for (int stage = 0; stage <= 3; ++stage) {
+    plans.push_back(FinetunePlan(r, numels, stage, Offload::kNone));
+    plans.push_back(FinetunePlan(r, numels, stage, Offload::kOptimizer));
+    if (stage == 3) plans.push_back(FinetunePlan(r, numels, stage, Offload::kParams));
+  }
+  return plans;
+}
+
+std::optional<Plan> Recommend(const std::vector<Plan>& plans) {
+  const Plan* best = nullptr;
+  for (const Plan& p : plans) {
+    if (!p.fits) continue;
+    if (best == nullptr || p.step_seconds < best->step_seconds ||
+        (p.step_seconds == best->step_seconds && p.gpu_bytes < best->gpu_bytes)) {
+      best = &p;
+    }
+  }
+  if (best == nullptr) return std::nullopt;
+  return *best;
+}
+
+nlohmann::json PlanToJson(const Plan& p) {
+  const Breakdown& b = p.breakdown;
+  return {{"zero", p.zero},
+          {"offload", p.offload},
+          {"gpu_bytes", p.gpu_bytes},
+          {"host_bytes", p.host_bytes},
+          {"fits", p.fits},
+          {"step_seconds", p.step_seconds},
+          {"why_not", p.why_not},
+          {"breakdown",
+           {{"params_device_bytes", b.params_device},
+            {"params_host_bytes", b.params_host},
+            {"grads_device_bytes", b.grads_device},
+            {"grads_host_bytes", b.grads_host},
+            {"optimizer_device_bytes", b.optimizer_device},
+            {"optimizer_host_bytes", b.optimizer_host},
+            {"peak_device_states_bytes", b.peak_device_states},
+            {"activations_bytes", b.activations},
+            {"logits_bytes", b.logits},
+            {"kv_cache_bytes", b.kv_cache},
+            {"workspace_bytes", b.workspace},
+            {"allocator_slack_bytes", b.allocator_slack},
+            {"cuda_context_bytes", b.cuda_context},
+            {"load_host_bytes", b.load_host},
+            {"base_rss_bytes", b.base_rss},
+            {"host_peak_per_rank_bytes", b.host_peak}}},
+          {"step",
+           {{"compute_s", p.step.compute},
+            {"communication_s", p.step.communication},
+            {"copies_s", p.step.copies},
+            {"cpu_optimizer_s", p.step.cpu_optimizer},
+            {"device_optimizer_s", p.step.device_optimizer}}}};
+}
+
+Result<engine::ModelConfig> ResolveModel(const std::string& name, int64_t* checkpoint_bytes) {
+  if (checkpoint_bytes != nullptr) *checkpoint_bytes = 0;
+  std::error_code ec;
+  if (name.find('/') != std::string::npos || std::filesystem::is_directory(name, ec)) {
+    if (!std::filesystem::is_directory(name, ec)) return NotFound(name + ": no such model directory");
+    FUJI_ASSIGN_OR_RETURN(engine::ModelConfig config, engine::LoadModelConfig(name));
+    if (checkpoint_bytes != nullptr) {
+      for (const auto& entry : std::filesystem::directory_iterator(name, ec)) {
+        const std::string file = entry.path().filename().string();
+        const bool weights = (file.rfind("model", 0) == 0 && file.size() > 12 &&
+                              file.compare(file.size() - 12, 12, ".safetensors") == 0) ||
+                             (file.rfind("pytorch_model", 0) == 0 && file.size() > 4 &&
+                              file.compare(file.size() - 4, 4, ".bin") == 0);
+        if (weights && entry.is_regular_file(ec)) *checkpoint_bytes += static_cast<int64_t>(entry.file_size(ec));
+      }
+    }
+    return config;
+  }
+  auto config = engine::ArchitectureConfig(name);
+  if (!config.ok()) return InvalidArgument(config.status().message() + ", and no directory of that name");
+  return config;
+}
+
+Result<int64_t> ParseSize(const std::string& text) {
+  const std::string bad = "size '" + text + "' not understood: give a positive number with a unit (40GiB, 40G, 512MiB: binary; 40GB, 512MB: decimal)";
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  if (i == 0) {
+    if (!text.empty() && text[0] == '-') return InvalidArgument("size '" + text + "' is negative");
+    return InvalidArgument(bad);
+  }
+  const std::string number = text.substr(0, i);
+  if (std::count(number.begin(), number.end(), '.') > 1) return InvalidArgument(bad);
+  std::string unit = text.substr(i);
+  for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  else if (unit == "K" || unit == "KIB") scale = 1024.0;
+  else if (unit == "M" || unit == "MIB") scale = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GIB") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TIB") scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "KB") scale = 1e3;
+  else if (unit == "MB") scale = 1e6;
+  else if (unit == "GB") scale = 1e9;
+  else if (unit == "TB") scale = 1e12;
+  else return InvalidArgument(bad);
+  const double value = std::strtod(number.c_str(), nullptr) * scale;
+  if (!(value >= 1)) return InvalidArgument("size '" + text + "' must be positive");
+  if (value > 9.0e18) return InvalidArgument("size '" + text + "' too large");
+  return static_cast<int64_t>(std::llround(value));
+}
+
+std::string FormatGiB(int64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024 * 1024));
+  return buf;
+}
+
+Result<TrainingEstimate> EstimateTraining(double tokens_per_s, double corpus_tokens, double epochs) {
+  if (!(tokens_per_s > 0) || !std::isfinite(tokens_per_s)) return InvalidArgument("tokens per second must be positive");
+  if (!(corpus_tokens > 0) || !std::isfinite(corpus_tokens)) return InvalidArgument("corpus tokens must be positive");
+  if (!(epochs > 0) || !std::isfinite(epochs)) return InvalidArgument("epochs must be positive");
+  TrainingEstimate e;
+  e.tokens = corpus_tokens * epochs;
+  e.seconds = e.tokens / tokens_per_s;
+  return e;
+}
+
+std::string FormatDuration(double seconds) {
+  char buf[64];
+  const double minute = 60, hour = 3600, day = 86400, week = 7 * day, month = 30.44 * day;
+  if (seconds < minute) std::snprintf(buf, sizeof buf, "%.0f s", seconds);
+  else if (seconds < hour) std::snprintf(buf, sizeof buf, "%.1f min", seconds / minute);
+  else if (seconds < 2 * day) std::snprintf(buf, sizeof buf, "%.1f h", seconds / hour);
+  else if (seconds < 2 * week) std::snprintf(buf, sizeof buf, "%.1f days", seconds / day);
+  else if (seconds < 2 * month) std::snprintf(buf, sizeof buf, "%.1f weeks", seconds / week);
+  else std::snprintf(buf, sizeof buf, "%.1f months", seconds / month);
+  return buf;
+}
+
+}  // namespace fuji::plan
