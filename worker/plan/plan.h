@@ -40,9 +40,9 @@
 // Throughput constants (kThroughput below), each with its source:
 //   cpu_adamw_params_per_s       1.55e9 fp32, 1.11e9 writing the bf16/fp16 copy: measured,
 //                                docs/performance.md (fuji-adamw-bench, 2 threads)
-//   gpu_flops                    400e12 bf16/fp16, 50e12 fp32: ASSUMED (H100/H200-class, about
-//                                40% of the 989 TFLOPS bf16 dense peak; fp32 without TF32 about
-//                                75% of 67 TFLOPS); docs/gpu-results.md has no measured figure yet
+//   gpu_flops                    295e12 bf16/fp16: MEASURED, fuji's 1.3B ZeRO-2 bf16 fine-tune on an
+//                                H200 (6N count, docs/gpu-results.md); 50e12 fp32: ASSUMED (about
+//                                75% of 67 TFLOPS without TF32)
 //   gpu_memory_bandwidth         3.0e12 B/s: ASSUMED (H100 SXM 3.35 TB/s peak, H200 4.8 TB/s)
 //   gpu_link_bandwidth           150e9 B/s per rank of collective bus bandwidth: ASSUMED (NVLink 4
 //                                with NCCL; A100 DGX-class hardware gets about half)
@@ -87,7 +87,7 @@ namespace fuji::plan {
 struct Throughput {
   double cpu_adamw_params_per_s_fp32 = 1.55e9;
   double cpu_adamw_params_per_s_half = 1.11e9;
-  double gpu_flops_half = 400e12;
+  double gpu_flops_half = 295e12;
   double gpu_flops_fp32 = 50e12;
   double gpu_memory_bandwidth = 3.0e12;
   double gpu_link_bandwidth = 150e9;
