@@ -16,29 +16,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/cli_run.h"
 #include "worker/ckpt/zero_checkpoint.h"
 #include "worker/engine/model_config.h"
 
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-  nlohmann::json json;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using fuji::testing::CliResult;
+using fuji::testing::ShellQuote;
 
 class FinetuneTest : public ::testing::Test {
  protected:
@@ -46,24 +31,13 @@ class FinetuneTest : public ::testing::Test {
     dir_ = std::string(FUJI_BINARY_DIR) + "/finetune_test_" + std::to_string(::getpid());
     ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
     const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(dir_ + "/text")).c_str()), 0);
+    ASSERT_EQ(std::system(("sh " + ShellQuote(corpora) + " " + ShellQuote(dir_ + "/text")).c_str()), 0);
     CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", dir_ + "/tiny", "--seed", "1"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   static void TearDownTestSuite() { std::system(("rm -rf " + dir_).c_str()); }
 
-  static CliResult Fuji(const std::vector<std::string>& args) {
-    std::string cmd = std::string(FUJI_BINARY_DIR) + "/bin/fuji";
-    for (const auto& a : args) cmd += " " + Quote(a);
-    cmd += " >" + dir_ + "/out 2>" + dir_ + "/err </dev/null";
-    CliResult r;
-    const int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = Slurp(dir_ + "/out");
-    r.err = Slurp(dir_ + "/err");
-    r.json = nlohmann::json::parse(r.out, nullptr, false);
-    return r;
-  }
+  static CliResult Fuji(const std::vector<std::string>& args) { return fuji::testing::RunFuji(args, dir_); }
 
   // A fine-tune of the tiny model on English text: 20 steps, accumulation 2, clipping active.
   static CliResult Finetune(int ranks, int zero, const std::string& offload, int micro_batch,
@@ -154,7 +128,7 @@ TEST_F(FinetuneTest, EveryStageMatchesOneRank) {
         ASSERT_EQ(r.exit_code, 0) << what << ": " << r.err;
         ExpectSameLosses(Losses(r.json), ref_losses, 1e-5, what);
         ExpectSameWeights(Weights(save), ref_weights, 1e-4, what);
-        std::system(("rm -rf " + Quote(save)).c_str());
+        std::system(("rm -rf " + ShellQuote(save)).c_str());
       }
     }
   }
@@ -248,7 +222,7 @@ TEST_F(FinetuneTest, BadInputIsRefusedBeforeAnyRankStarts) {
   const std::string fake_rank = dir_ + "/fake-rank";
   {
     std::ofstream f(fake_rank);
-    f << "#!/bin/sh\ntouch " << Quote(mark) << "\nexit 1\n";
+    f << "#!/bin/sh\ntouch " << ShellQuote(mark) << "\nexit 1\n";
   }
   ASSERT_EQ(::chmod(fake_rank.c_str(), 0755), 0);
   ASSERT_EQ(::setenv("FUJI_RANK", fake_rank.c_str(), 1), 0);
