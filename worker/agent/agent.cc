@@ -343,6 +343,7 @@ void Agent::AppendLocked(Job& job, fuji::v1::JobReport part) {
   for (auto& x : *part.mutable_logs()) *p.add_logs() = std::move(x);
   for (auto& x : *part.mutable_timings()) *p.add_timings() = std::move(x);
   for (auto& x : *part.mutable_samples()) *p.add_samples() = std::move(x);
+  for (auto& x : *part.mutable_losses()) *p.add_losses() = std::move(x);
   KeepLast(p.mutable_progress(), 1000);
   KeepLast(p.mutable_logs(), config_.max_buffered_logs);
   KeepLast(p.mutable_samples(), config_.max_buffered_samples);
