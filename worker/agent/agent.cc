@@ -57,6 +57,9 @@ void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::J
     p->set_done(e.value("done", int64_t{0}));
     p->set_total(e.value("total", int64_t{0}));
     p->set_rank(rank);
+    // A finetune's "train" progress carries rank 0's latest loss and global tokens/s.
+    p->set_loss(e.value("loss", 0.0));
+    p->set_tokens_per_s(e.value("tokens_per_s", 0.0));
   } else if (kind == "timing") {
     const double ms = e.value("ms", 0.0);
     auto* t = part->add_timings();
