@@ -1,5 +1,6 @@
 // Tests of the fine-tuning gang with real child processes: /bin/sh scripts stand in for fuji-rank's
-// side of the protocol (one request line in, events on fd 3), then the real fuji-rank when built.
+// side of the protocol (one request line in, events on fd 3), then a gang of the real fuji-rank
+// when it is built.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,11 +8,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "worker/launcher/finetune_prepare.h"
 #include "worker/launcher/gang.h"
 
 namespace fuji::launch {
@@ -178,18 +181,85 @@ TEST(GangTest, DeadlineStopsTheRanks) {
   EXPECT_LT(run.seconds, 5);
 }
 
-// Until fuji-rank has the "finetune" op: it answers every rank with an error event, and the gang
-// fails cleanly. Replace once the trainer lands.
-TEST(GangTest, UnknownOpOfTheCurrentFujiRank) {
+// One request to a single fuji-rank process; its result event's "result", or the error event's
+// message.
+Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann::json& request) {
+  auto rank = RankProcess::Spawn({executable, {}, {}});
+  if (!rank.ok()) return rank.status();
+  FUJI_RETURN_IF_ERROR((*rank)->Send(request));
+  (*rank)->CloseInput();
+  std::optional<nlohmann::json> result;
+  std::string error = "no result";
+  for (;;) {
+    auto next = (*rank)->Next(std::chrono::seconds(60));
+    if (!next.ok()) return next.status();
+    if (!next->has_value()) break;
+    const nlohmann::json& e = (*next)->event;
+    if ((*next)->kind != RankOutput::Kind::kEvent) continue;
+    if (e.value("event", "") == "result") result = e.value("result", nlohmann::json::object());
+    if (e.value("event", "") == "error") error = e.value("message", "error");
+  }
+  (*rank)->Wait();
+  if (!result) return Internal(request.value("op", "") + ": " + error);
+  return *result;
+}
+
+// The real fuji-rank: a tiny random model fine-tuned for 3 steps by a gang of 2 ranks over Gloo,
+// prepared as the launcher prepares it (the token cache made once, before any rank starts).
+TEST(GangTest, TwoRealFujiRanksFinetuneATinyModel) {
   const std::string rank = std::string(FUJI_BINARY_DIR) + "/bin/fuji-rank";
   if (::access(rank.c_str(), X_OK) != 0) GTEST_SKIP() << "fuji-rank not built (FUJI_WITH_TORCH=OFF)";
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("fuji-gang-real-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto init = RunRankOnce(rank, {{"op", "init"}, {"id", "init"}, {"arch", "tiny"}, {"seed", 1},
+                                 {"out", (dir / "tiny").string()}, {"vocab_dir", DefaultVocabDir()}});
+  ASSERT_TRUE(init.ok()) << init.status().ToString();
+  {
+    std::ofstream text(dir / "text.txt");
+    for (int i = 0; i < 300; ++i) text << "Mt. Fuji, " << i << " metres of it, is the highest mountain in Japan.\n";
+  }
+  FinetuneSpec spec;
+  spec.model = (dir / "tiny").string();
+  spec.data = (dir / "text.txt").string();
+  spec.cache_dir = (dir / "cache").string();
+  spec.ranks = 2;
+  spec.seq_len = 32;
+  spec.micro_batch = 2;
+  spec.steps = 3;
+  spec.threads = 1;
+  PrepareOptions prepare;
+  prepare.max_ranks = 2;
+  auto prepared = PrepareFinetune(spec, prepare);
+  ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
+
   GangOptions o;
   o.executable = rank;
-  Gang gang(Spec(2), o);
+  Gang gang(prepared->spec, o);
   Outcome run = RunGang(gang);
-  ASSERT_FALSE(run.result.ok());
-  EXPECT_NE(run.result.status().message().find("rank "), std::string::npos) << run.result.status().message();
-  EXPECT_LT(run.seconds, 60);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(run.result.ok()) << run.result.status().ToString();
+  const nlohmann::json& j = *run.result;
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["steps"], 3);
+  EXPECT_EQ(j["start_step"], 0);
+  ASSERT_EQ(j["losses"].size(), 3u) << j.dump();
+  for (const auto& l : j["losses"]) EXPECT_GT(l["loss"].get<double>(), 0) << l.dump();
+  ASSERT_EQ(j["memory"]["ranks"].size(), 2u) << j.dump();
+  for (const auto& m : j["memory"]["ranks"]) EXPECT_GT(m["peak_rss_bytes"].get<double>(), 0) << m.dump();
+  EXPECT_EQ(j["timings_per_rank"].size(), 2u);
+  // Both ranks started, and only rank 0 reported losses.
+  std::set<int> started, losses;
+  for (const auto& out : run.outputs) {
+    if (out.output.kind != RankOutput::Kind::kEvent) continue;
+    const std::string event = out.output.event.value("event", "");
+    if (event == "started") started.insert(out.rank);
+    if (event == "loss") losses.insert(out.rank);
+  }
+  EXPECT_EQ(started, (std::set<int>{0, 1}));
+  EXPECT_EQ(losses, (std::set<int>{0}));
+  EXPECT_TRUE(gang.pids().empty());
 }
 
 }  // namespace
