@@ -259,7 +259,7 @@ RankService::RankService(JsonLineWriter* events) : impl_(std::make_unique<Impl>(
 
 RankService::~RankService() = default;
 
-void RankService::Handle(const nlohmann::json& request) {
+bool RankService::Handle(const nlohmann::json& request) {
   impl_->id = request.contains("id") && request["id"].is_string() ? request["id"].get<std::string>() : "";
   const std::string op = request.contains("op") && request["op"].is_string() ? request["op"].get<std::string>() : "";
   impl_->Emit({{"event", "started"}, {"op", op}, {"pid", ::getpid()}});
@@ -285,11 +285,12 @@ void RankService::Handle(const nlohmann::json& request) {
     if (what.find("CUDA out of memory") != std::string::npos) {
       impl_->resident.reset();
       impl_->Fail(ResourceExhausted(what.substr(0, what.find('\n'))), "cuda_oom");
-      return;
+      return false;
     }
     status = Internal(what.substr(0, what.find("\nException raised from")));
   }
   if (!status.ok()) impl_->Fail(status, ReasonFor(status));
+  return status.ok();
 }
 
 }  // namespace fuji::rank
