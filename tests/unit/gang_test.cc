@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -204,41 +205,54 @@ Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann
   return *result;
 }
 
-// The real fuji-rank: a tiny random model fine-tuned for 3 steps by a gang of 2 ranks over Gloo,
-// prepared as the launcher prepares it (the token cache made once, before any rank starts).
-TEST(GangTest, TwoRealFujiRanksFinetuneATinyModel) {
-  const std::string rank = std::string(FUJI_BINARY_DIR) + "/bin/fuji-rank";
-  if (::access(rank.c_str(), X_OK) != 0) GTEST_SKIP() << "fuji-rank not built (FUJI_WITH_TORCH=OFF)";
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("fuji-gang-real-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  auto init = RunRankOnce(rank, {{"op", "init"}, {"id", "init"}, {"arch", "tiny"}, {"seed", 1},
-                                 {"out", (dir / "tiny").string()}, {"vocab_dir", DefaultVocabDir()}});
-  ASSERT_TRUE(init.ok()) << init.status().ToString();
-  {
-    std::ofstream text(dir / "text.txt");
+// fuji-rank, when it is built (FUJI_WITH_TORCH), with a tiny random model and a text file in a
+// scratch directory, and a spec prepared as the launcher prepares it (the token cache made once).
+class RealRankTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    rank_ = std::string(FUJI_BINARY_DIR) + "/bin/fuji-rank";
+    if (::access(rank_.c_str(), X_OK) != 0) GTEST_SKIP() << "fuji-rank not built (FUJI_WITH_TORCH=OFF)";
+    dir_ = std::filesystem::temp_directory_path() / ("fuji-gang-real-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto init = RunRankOnce(rank_, {{"op", "init"}, {"id", "init"}, {"arch", "tiny"}, {"seed", 1},
+                                    {"out", (dir_ / "tiny").string()}, {"vocab_dir", DefaultVocabDir()}});
+    ASSERT_TRUE(init.ok()) << init.status().ToString();
+    std::ofstream text(dir_ / "text.txt");
     for (int i = 0; i < 300; ++i) text << "Mt. Fuji, " << i << " metres of it, is the highest mountain in Japan.\n";
   }
-  FinetuneSpec spec;
-  spec.model = (dir / "tiny").string();
-  spec.data = (dir / "text.txt").string();
-  spec.cache_dir = (dir / "cache").string();
-  spec.ranks = 2;
-  spec.seq_len = 32;
-  spec.micro_batch = 2;
-  spec.steps = 3;
-  spec.threads = 1;
-  PrepareOptions prepare;
-  prepare.max_ranks = 2;
-  auto prepared = PrepareFinetune(spec, prepare);
-  ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
 
+  // 2 ranks, seq_len 32, micro-batch 2, one thread each.
+  FinetuneSpec Prepared(int64_t steps) {
+    FinetuneSpec spec;
+    spec.model = (dir_ / "tiny").string();
+    spec.data = (dir_ / "text.txt").string();
+    spec.cache_dir = (dir_ / "cache").string();
+    spec.ranks = 2;
+    spec.seq_len = 32;
+    spec.micro_batch = 2;
+    spec.steps = steps;
+    spec.threads = 1;
+    PrepareOptions prepare;
+    prepare.max_ranks = 2;
+    auto prepared = PrepareFinetune(spec, prepare);
+    EXPECT_TRUE(prepared.ok()) << prepared.status().ToString();
+    return prepared.ok() ? prepared->spec : spec;
+  }
+
+  std::string rank_;
+  std::filesystem::path dir_;
+};
+
+// A gang of 2 real ranks fine-tunes the tiny model for 3 steps over Gloo.
+TEST_F(RealRankTest, TwoRanksFinetuneATinyModel) {
   GangOptions o;
-  o.executable = rank;
-  Gang gang(prepared->spec, o);
+  o.executable = rank_;
+  Gang gang(Prepared(3), o);
   Outcome run = RunGang(gang);
-  std::filesystem::remove_all(dir);
   ASSERT_TRUE(run.result.ok()) << run.result.status().ToString();
   const nlohmann::json& j = *run.result;
   EXPECT_EQ(j["ranks"], 2);
@@ -260,6 +274,50 @@ TEST(GangTest, TwoRealFujiRanksFinetuneATinyModel) {
   EXPECT_EQ(started, (std::set<int>{0, 1}));
   EXPECT_EQ(losses, (std::set<int>{0}));
   EXPECT_TRUE(gang.pids().empty());
+}
+
+// Without a gang to stop it, a rank whose peer is SIGKILLed mid-training does not hang: its next
+// collective fails (or times out), and it exits non-zero after an error event.
+TEST_F(RealRankTest, ARankWhosePeerIsKilledFailsWithinTheCollectiveTimeout) {
+  FinetuneSpec spec = Prepared(1000);
+  spec.collective_timeout_ms = 3000;
+  std::vector<std::unique_ptr<RankProcess>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    auto proc = RankProcess::Spawn({rank_, {}, {}});
+    ASSERT_TRUE(proc.ok()) << proc.status().ToString();
+    nlohmann::json request = spec.ToJson();
+    request["op"] = "finetune";
+    request["id"] = "peer";
+    request["rank"] = r;
+    request["rendezvous"] = "file:" + (dir_ / "store").string();
+    ASSERT_TRUE((*proc)->Send(request).ok());
+    (*proc)->CloseInput();
+    ranks.push_back(std::move(proc).value());
+  }
+  // Rank 0's events until its first train loss: both ranks are in the training loop then.
+  auto next_event = [&](const char* name, Clock::time_point deadline) -> std::optional<nlohmann::json> {
+    while (Clock::now() < deadline) {
+      auto next = ranks[0]->Next(milliseconds(200));
+      if (!next.ok()) continue;  // nothing yet
+      if (!next->has_value()) return std::nullopt;
+      if ((*next)->kind == RankOutput::Kind::kEvent && (*next)->event.value("event", "") == name) return (*next)->event;
+    }
+    return std::nullopt;
+  };
+  ASSERT_TRUE(next_event("loss", Clock::now() + std::chrono::seconds(120))) << "rank 0 never reported a loss";
+  ASSERT_EQ(::kill(ranks[1]->pid(), SIGKILL), 0);
+  const auto killed_at = Clock::now();
+  EXPECT_EQ(ranks[1]->Wait().signal, SIGKILL);
+  auto error = next_event("error", killed_at + milliseconds(spec.collective_timeout_ms) + std::chrono::seconds(10));
+  ASSERT_TRUE(error) << "rank 0 reported no error after its peer died";
+  EXPECT_FALSE(error->value("message", "").empty()) << error->dump();
+  const ExitInfo exit = ranks[0]->Wait();
+  const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
+  EXPECT_FALSE(exit.Succeeded()) << exit.Describe();
+  EXPECT_EQ(exit.signal, 0) << "it exited by itself: " << exit.Describe();
+  EXPECT_LT(seconds, spec.collective_timeout_ms / 1000.0 + 5) << error->dump();
+  std::printf("rank 0 exited %.2f s after its peer's SIGKILL: %s (%s)\n", seconds,
+              error->value("message", "").c_str(), error->value("reason", "").c_str());
 }
 
 }  // namespace
