@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include "worker/common/proc_stats.h"
+#include "worker/dist/communicator.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/device.h"
 #include "worker/engine/generate.h"
@@ -276,6 +277,10 @@ bool RankService::Handle(const nlohmann::json& request) {
     } else {
       status = InvalidArgument("unknown op '" + op + "' (infer, init, convert, finetune)");
     }
+  } catch (const dist::CollectiveError& e) {
+    // A peer died or a collective timed out: the launcher names the dead peer when there is one.
+    impl_->Fail(Unavailable(e.what()), "collective_timeout");
+    return false;
   } catch (const std::bad_alloc&) {
     impl_->resident.reset();
     status = ResourceExhausted("out of host memory");
