@@ -147,6 +147,24 @@ exec sleep 60)");
   EXPECT_LT(run.seconds, 10);
 }
 
+TEST(GangTest, ADeadRankIsNamedWhenItsExitComesAfterThePeersError) {
+  GangOptions o;
+  // Rank 0's collective fails at once; the exit of rank 1, whose death caused it, comes later.
+  o.executable = Script("late.sh", R"(if [ "$r" = 1 ]; then sleep 0.1; kill -9 $$; fi
+echo '{"event":"error","code":"UNAVAILABLE","reason":"collective_timeout","message":"peer gone"}' >&3; exit 1)");
+  Gang gang(Spec(2), o);
+  Outcome run = RunGang(gang);
+  ASSERT_FALSE(run.result.ok());
+  ASSERT_TRUE(gang.failure());
+  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankExit);
+  EXPECT_EQ(gang.failure()->rank, 1);
+  EXPECT_EQ(gang.failure()->exit.signal, SIGKILL);
+  EXPECT_NE(run.result.status().message().find("rank 1 killed by signal 9"), std::string::npos)
+      << run.result.status().message();
+  EXPECT_NE(run.result.status().message().find("rank 0: peer gone"), std::string::npos)
+      << run.result.status().message();
+}
+
 TEST(GangTest, ARankExitingWithoutAResultFails) {
   GangOptions o;
   o.executable = Script("quiet.sh", "exit 0");
@@ -310,7 +328,7 @@ TEST_F(RealRankTest, ARankWhosePeerIsKilledFailsWithinTheCollectiveTimeout) {
   EXPECT_EQ(ranks[1]->Wait().signal, SIGKILL);
   auto error = next_event("error", killed_at + milliseconds(spec.collective_timeout_ms) + std::chrono::seconds(10));
   ASSERT_TRUE(error) << "rank 0 reported no error after its peer died";
-  EXPECT_FALSE(error->value("message", "").empty()) << error->dump();
+  EXPECT_EQ(error->value("reason", ""), "collective_timeout") << error->dump();
   const ExitInfo exit = ranks[0]->Wait();
   const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
   EXPECT_FALSE(exit.Succeeded()) << exit.Describe();
