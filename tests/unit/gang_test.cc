@@ -126,6 +126,18 @@ exec sleep 60)");
   for (pid_t pid : pids) EXPECT_FALSE(Alive(pid)) << pid;
 }
 
+// The gang failed naming `rank`, killed by SIGKILL, as the rank that failed.
+void ExpectKilledRankNamed(const Gang& gang, const Outcome& run, int rank) {
+  ASSERT_FALSE(run.result.ok());
+  ASSERT_TRUE(gang.failure());
+  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankExit);
+  EXPECT_EQ(gang.failure()->rank, rank);
+  EXPECT_EQ(gang.failure()->exit.signal, SIGKILL);
+  EXPECT_NE(run.result.status().message().find("rank " + std::to_string(rank) + " killed by signal 9"),
+            std::string::npos)
+      << run.result.status().message();
+}
+
 TEST(GangTest, ARankKilledBySigkillStopsTheOthersAndIsNamed) {
   GangOptions o;
   // Rank 0 plays a peer whose collective fails after the death: the dead rank is still named.
@@ -136,14 +148,8 @@ fi
 exec sleep 60)");
   Gang gang(Spec(3), o);
   Outcome run = RunGang(gang);
-  ASSERT_FALSE(run.result.ok());
-  ASSERT_TRUE(gang.failure());
-  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankExit);
-  EXPECT_EQ(gang.failure()->rank, 2);
-  EXPECT_EQ(gang.failure()->exit.signal, SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(ExpectKilledRankNamed(gang, run, 2));
   EXPECT_EQ(gang.failure()->last_stderr, "dying");
-  EXPECT_NE(run.result.status().message().find("rank 2 killed by signal 9"), std::string::npos)
-      << run.result.status().message();
   EXPECT_LT(run.seconds, 10);
 }
 
@@ -154,13 +160,7 @@ TEST(GangTest, ADeadRankIsNamedWhenItsExitComesAfterThePeersError) {
 echo '{"event":"error","code":"UNAVAILABLE","reason":"collective_timeout","message":"peer gone"}' >&3; exit 1)");
   Gang gang(Spec(2), o);
   Outcome run = RunGang(gang);
-  ASSERT_FALSE(run.result.ok());
-  ASSERT_TRUE(gang.failure());
-  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankExit);
-  EXPECT_EQ(gang.failure()->rank, 1);
-  EXPECT_EQ(gang.failure()->exit.signal, SIGKILL);
-  EXPECT_NE(run.result.status().message().find("rank 1 killed by signal 9"), std::string::npos)
-      << run.result.status().message();
+  ASSERT_NO_FATAL_FAILURE(ExpectKilledRankNamed(gang, run, 1));
   EXPECT_NE(run.result.status().message().find("rank 0: peer gone"), std::string::npos)
       << run.result.status().message();
 }
