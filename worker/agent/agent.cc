@@ -313,6 +313,10 @@ void Agent::StartJob(const fuji::v1::Assignment& assignment) {
   if (stopping_) return;
   auto it = jobs_.find(assignment.job_id());
   if (it != jobs_.end() && it->second->assignment.attempt() == assignment.attempt()) return;  // a repeat
+  if (it != jobs_.end() && it->second->finished && assignment.attempt() > it->second->assignment.attempt()) {
+    deferred_[assignment.job_id()] = assignment;  // the ended attempt's Complete is on its way
+    return;
+  }
   if (it != jobs_.end()) {
     Log("job " + std::to_string(assignment.job_id()) + ": a new attempt while the old one is still here; ignored");
     return;
@@ -444,12 +448,19 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
     forget = true;
   }
   if (!forget) return;
+  std::optional<fuji::v1::Assignment> next;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(id);
     if (it != jobs_.end() && it->second == job) jobs_.erase(it);
+    auto d = deferred_.find(id);
+    if (d != deferred_.end() && jobs_.count(id) == 0) {
+      next = std::move(d->second);
+      deferred_.erase(d);
+    }
   }
   JoinSupervisor(*job);
+  if (next) StartJob(*next);
 }
 
 // ---------------------------------------------------------------------------------------------
