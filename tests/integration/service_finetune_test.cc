@@ -168,6 +168,7 @@ TEST_F(ServiceFinetuneTest, AKilledRankFailsTheAttemptAndTheRetryResumes) {
   // The first attempt's failure, in the job's history, names the killed rank.
   const std::string history = Sql("SELECT from_state, to_state, message FROM job_events WHERE job_id = " + ids);
   EXPECT_NE(history.find("killed by signal 9"), std::string::npos) << history;
+  EXPECT_EQ(history.find("no longer runs it"), std::string::npos) << "the retry was handed out once: " << history;
   EXPECT_EQ(RanksOf(agent->pid()), 0);
 }
 
