@@ -3,4 +3,8 @@ if(FUJI_WITH_TORCH)
   fuji_add_test(service_test SOURCES integration/service_test.cc LIBS fuji_launcher
     LABELS integration TIMEOUT 900)
   add_dependencies(service_test fuji fujid fuji-agent fuji-rank)
+  # Fine-tuning through the daemon: a 2-rank gang on one agent, a rank killed and the job retried.
+  fuji_add_test(service_finetune_test SOURCES integration/service_finetune_test.cc LIBS fuji_launcher
+    LABELS integration TIMEOUT 600)
+  add_dependencies(service_finetune_test fuji fujid fuji-agent fuji-rank)
 endif()

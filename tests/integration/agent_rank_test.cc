@@ -61,10 +61,25 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
   }
   grpc::Status Complete(grpc::ServerContext*, const fuji::v1::CompleteRequest* req,
                         fuji::v1::CompleteResponse*) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     completes_[req->job_id()].push_back(*req);
+    auto retry = retries_.find(req->job_id());
+    const bool retried = retry != retries_.end() && retry->second.attempt() > req->attempt();
+    if (retried) {
+      queue_.push_back(retry->second);  // as fujid does: the retry is handed out at once
+      retries_.erase(retry);
+    }
     cv_.notify_all();
+    lock.unlock();
+    // The answer comes late, so that the agent polls the retry before it hears it.
+    if (retried) std::this_thread::sleep_for(milliseconds(300));
     return grpc::Status::OK;
+  }
+
+  // Hands out `next` as soon as an earlier attempt of its job completes.
+  void RetryOnComplete(fuji::v1::Assignment next) {
+    std::lock_guard<std::mutex> lock(mu_);
+    retries_[next.job_id()] = std::move(next);
   }
 
   void Assign(fuji::v1::Assignment a) {
@@ -116,6 +131,7 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
   std::vector<fuji::v1::RegisterRequest> registers_;
   std::map<int64_t, std::vector<fuji::v1::JobReport>> reports_;
   std::map<int64_t, std::vector<fuji::v1::CompleteRequest>> completes_;
+  std::map<int64_t, fuji::v1::Assignment> retries_;
 };
 
 class AgentRankTest : public ::testing::Test {
@@ -298,6 +314,31 @@ TEST_F(AgentRankTest, TimeoutEndsTheJob) {
   EXPECT_FALSE(done->succeeded());
   EXPECT_EQ(done->failure_kind(), "timeout");
   EXPECT_TRUE(GroupGone(pids[0]));
+}
+
+// The retry of a failed attempt, handed out before the agent has the answer to its Complete, runs
+// on this agent (it is not dropped as "a new attempt while the old one is still here").
+TEST_F(AgentRankTest, ARetryHandedOutBeforeTheCompleteIsAnsweredRuns) {
+  fuji::v1::Assignment first = Infer(11, 4);
+  nlohmann::json bad = nlohmann::json::parse(first.spec_json());
+  bad["model"] = *model_dir_ + "/missing";
+  first.set_spec_json(bad.dump());
+  fuji::v1::Assignment retry = Infer(11, 4);
+  retry.set_attempt(1);
+  service_.RetryOnComplete(retry);
+  service_.Assign(first);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (service_.CompleteCount(11) < 2 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(service_.CompleteCount(11), 2u) << "the retry never ran";
+  auto done = service_.AwaitComplete(11, milliseconds(0));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->attempt(), 0);
+  EXPECT_FALSE(done->succeeded());
+  bool retry_started = false;
+  for (const auto& r : service_.Reports(11)) retry_started = retry_started || (r.attempt() == 1 && r.started());
+  EXPECT_TRUE(retry_started) << "attempt 1 reported no start";
 }
 
 // The daemon goes away mid-job and comes back on the same port: the rank keeps running, the agent

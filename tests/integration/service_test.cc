@@ -1,150 +1,30 @@
 // fuji as a service, end to end: real fujid, fuji-agent and fuji-rank processes on loopback,
 // driven by the real fuji CLI. Submit and wait, timings and nvidia-smi-style samples, cancel,
 // kill -9 of the agent and of the daemon, concurrent submitters, refusals at submit.
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdio>
-#include <dirent.h>
-#include <fstream>
+#include <cstdlib>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
 
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
+#include "tests/integration/process_util.h"
 
-#include "worker/launcher/rank_process.h"
-
+namespace fuji::testing {
 namespace {
 
 using namespace std::chrono_literals;
-const std::string kBin = std::string(FUJI_BINARY_DIR) + "/bin/";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// A long-running service process (fujid, fuji-agent) whose output goes to a log file.
-class Service {
- public:
-  Service(const std::string& log, const std::vector<std::string>& argv) : log_(log) {
-    std::string cmd = "exec";
-    for (const auto& a : argv) cmd += " " + Quote(a);
-    cmd += " >>" + Quote(log) + " 2>&1";
-    auto p = fuji::launch::RankProcess::Spawn({"/bin/sh", {"-c", cmd}, {}});
-    EXPECT_TRUE(p.ok()) << p.status().ToString();
-    if (p.ok()) process_ = std::move(p).value();
-  }
-  ~Service() { Stop(); }
-  pid_t pid() const { return process_ ? process_->pid() : -1; }
-  void Kill9() {
-    if (process_) ::kill(process_->pid(), SIGKILL);
-    if (process_) process_->Wait();
-    process_.reset();
-  }
-  int Stop() {
-    if (!process_) return 0;
-    auto exit = process_->Terminate(5s);
-    process_.reset();
-    return exit.signal != 0 ? 128 + exit.signal : exit.exit_code;
-  }
-  std::string log() const { return Slurp(log_); }
-
- private:
-  std::string log_;
-  std::unique_ptr<fuji::launch::RankProcess> process_;
-};
-
-class ServiceTest : public ::testing::Test {
+class ServiceTest : public ServiceTestBase {
  protected:
   static void SetUpTestSuite() {
-    root_ = std::string(FUJI_BINARY_DIR) + "/service_test_" + std::to_string(::getpid());
-    ASSERT_EQ(std::system(("rm -rf " + root_ + " && mkdir -p " + root_).c_str()), 0);
+    MakeRoot("service_test");
     ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny"}).exit_code, 0);
     // Slow enough to be caught mid-run: 8 layers of 256, 2000 tokens take seconds here.
     ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "8", "--width", "256", "--heads",
                     "4", "--positions", "2048", "--out", root_ + "/slow"}).exit_code, 0);
   }
-  static void TearDownTestSuite() { std::system(("rm -rf " + root_).c_str()); }
-
-  void SetUp() override {
-    dir_ = root_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
-  }
-
-  static CliResult Fuji(const std::vector<std::string>& args, const std::string& server = "") {
-    std::string cmd = kBin + "fuji";
-    for (const auto& a : args) cmd += " " + Quote(a);
-    if (!server.empty()) cmd += " --server " + server;
-    const std::string out = root_ + "/cli.out." + std::to_string(::gettid());
-    const std::string err = root_ + "/cli.err." + std::to_string(::gettid());
-    cmd += " >" + out + " 2>" + err + " </dev/null";
-    CliResult r;
-    const int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = Slurp(out);
-    r.err = Slurp(err);
-    return r;
-  }
-
-  // Starts fujid on a free port of the loopback and returns its address.
-  std::unique_ptr<Service> StartDaemon(const std::string& listen = "127.0.0.1:0") {
-    const std::string log = dir_ + "/fujid.log";
-    std::ofstream(log, std::ios::trunc).close();
-    auto d = std::make_unique<Service>(log, std::vector<std::string>{kBin + "fujid", "--db", dir_ + "/fujid.db",
-                                                                     "--listen", listen, "--lease-ttl-ms", "2000"});
-    const std::regex port_re("port (\\d+)");
-    for (int i = 0; i < 500 && address_.empty(); ++i) {
-      std::smatch m;
-      const std::string text = d->log();
-      if (std::regex_search(text, m, port_re)) address_ = "127.0.0.1:" + m[1].str();
-      std::this_thread::sleep_for(20ms);
-    }
-    EXPECT_FALSE(address_.empty()) << d->log();
-    return d;
-  }
-
-  std::unique_ptr<Service> StartAgent(const std::string& id, int cpus) {
-    return std::make_unique<Service>(dir_ + "/agent-" + id + ".log",
-                                     std::vector<std::string>{kBin + "fuji-agent", "--server", address_, "--devices",
-                                                              "cpu:" + std::to_string(cpus), "--sample-interval-ms",
-                                                              "50", "--worker-id", id});
-  }
-
-  nlohmann::json Show(int64_t id) {
-    CliResult r = Fuji({"show", std::to_string(id), "--output", "json"}, address_);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return nlohmann::json::parse(r.out, nullptr, false);
-  }
-
-  // Polls `fuji show` until the job is in `state` (or the deadline passes).
-  bool WaitForState(int64_t id, const std::string& state, std::chrono::seconds deadline) {
-    const auto end = std::chrono::steady_clock::now() + deadline;
-    while (std::chrono::steady_clock::now() < end) {
-      auto j = Show(id);
-      if (j.is_object() && j.value("state", "") == state) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
-  }
+  static void TearDownTestSuite() { RemoveRoot(); }
 
   int64_t Submit(const std::string& model, int tokens, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {"submit", "infer", "--model", model, "--prompt", "Mt. Fuji is",
@@ -155,29 +35,7 @@ class ServiceTest : public ::testing::Test {
     auto j = nlohmann::json::parse(r.out, nullptr, false);
     return j.is_object() ? j.value("id", int64_t{0}) : 0;
   }
-
-  // fuji-rank processes whose parent is `pid`.
-  static int RanksOf(pid_t pid) {
-    int count = 0;
-    DIR* proc = ::opendir("/proc");
-    while (dirent* e = ::readdir(proc)) {
-      const std::string stat = Slurp(std::string("/proc/") + e->d_name + "/stat");
-      const size_t close = stat.rfind(')');
-      if (close == std::string::npos || stat.find("(fuji-rank)") == std::string::npos) continue;
-      std::istringstream rest(stat.substr(close + 2));
-      char state;
-      pid_t ppid;
-      rest >> state >> ppid;
-      if (ppid == pid && state != 'Z') ++count;
-    }
-    ::closedir(proc);
-    return count;
-  }
-
-  static std::string root_;
-  std::string dir_, address_;
 };
-std::string ServiceTest::root_;
 
 TEST_F(ServiceTest, SubmitWaitsForTextTimingsAndSamples) {
   auto daemon = StartDaemon();
@@ -255,12 +113,7 @@ TEST_F(ServiceTest, KilledDaemonRestartsAndTheRunningJobIsRecordedOnce) {
   EXPECT_EQ(Show(id)["attempts"], 0) << "the job went on; it did not run twice";
   daemon->Stop();
   // History intact and the result recorded exactly once, read straight from the database.
-  const std::string db = dir_ + "/fujid.db";
-  auto count = [&](const std::string& sql) {
-    const std::string out = dir_ + "/sql.out";
-    EXPECT_EQ(std::system(("sqlite3 " + Quote(db) + " " + Quote(sql) + " > " + out).c_str()), 0);
-    return std::atoi(Slurp(out).c_str());
-  };
+  auto count = [&](const std::string& sql) { return std::atoi(Sql(sql).c_str()); };
   EXPECT_EQ(count("SELECT COUNT(*) FROM results WHERE job_id = " + std::to_string(id)), 1);
   EXPECT_EQ(count("SELECT COUNT(*) FROM job_events WHERE job_id = " + std::to_string(id) +
                   " AND to_state = 'SUCCEEDED'"), 1);
@@ -344,3 +197,4 @@ TEST_F(ServiceTest, RefusesAtSubmitWhatCanNeverRun) {
 }
 
 }  // namespace
+}  // namespace fuji::testing

@@ -1,17 +1,21 @@
 // Tests of the fine-tuning gang with real child processes: /bin/sh scripts stand in for fuji-rank's
-// side of the protocol (one request line in, events on fd 3), then the real fuji-rank when built.
+// side of the protocol (one request line in, events on fd 3), then a gang of the real fuji-rank
+// when it is built.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "worker/launcher/finetune_prepare.h"
 #include "worker/launcher/gang.h"
 
 namespace fuji::launch {
@@ -122,6 +126,18 @@ exec sleep 60)");
   for (pid_t pid : pids) EXPECT_FALSE(Alive(pid)) << pid;
 }
 
+// The gang failed naming `rank`, killed by SIGKILL, as the rank that failed.
+void ExpectKilledRankNamed(const Gang& gang, const Outcome& run, int rank) {
+  ASSERT_FALSE(run.result.ok());
+  ASSERT_TRUE(gang.failure());
+  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankExit);
+  EXPECT_EQ(gang.failure()->rank, rank);
+  EXPECT_EQ(gang.failure()->exit.signal, SIGKILL);
+  EXPECT_NE(run.result.status().message().find("rank " + std::to_string(rank) + " killed by signal 9"),
+            std::string::npos)
+      << run.result.status().message();
+}
+
 TEST(GangTest, ARankKilledBySigkillStopsTheOthersAndIsNamed) {
   GangOptions o;
   // Rank 0 plays a peer whose collective fails after the death: the dead rank is still named.
@@ -132,15 +148,21 @@ fi
 exec sleep 60)");
   Gang gang(Spec(3), o);
   Outcome run = RunGang(gang);
-  ASSERT_FALSE(run.result.ok());
-  ASSERT_TRUE(gang.failure());
-  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankExit);
-  EXPECT_EQ(gang.failure()->rank, 2);
-  EXPECT_EQ(gang.failure()->exit.signal, SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(ExpectKilledRankNamed(gang, run, 2));
   EXPECT_EQ(gang.failure()->last_stderr, "dying");
-  EXPECT_NE(run.result.status().message().find("rank 2 killed by signal 9"), std::string::npos)
-      << run.result.status().message();
   EXPECT_LT(run.seconds, 10);
+}
+
+TEST(GangTest, ADeadRankIsNamedWhenItsExitComesAfterThePeersError) {
+  GangOptions o;
+  // Rank 0's collective fails at once; the exit of rank 1, whose death caused it, comes later.
+  o.executable = Script("late.sh", R"(if [ "$r" = 1 ]; then sleep 0.1; kill -9 $$; fi
+echo '{"event":"error","code":"UNAVAILABLE","reason":"collective_timeout","message":"peer gone"}' >&3; exit 1)");
+  Gang gang(Spec(2), o);
+  Outcome run = RunGang(gang);
+  ASSERT_NO_FATAL_FAILURE(ExpectKilledRankNamed(gang, run, 1));
+  EXPECT_NE(run.result.status().message().find("rank 0: peer gone"), std::string::npos)
+      << run.result.status().message();
 }
 
 TEST(GangTest, ARankExitingWithoutAResultFails) {
@@ -178,18 +200,142 @@ TEST(GangTest, DeadlineStopsTheRanks) {
   EXPECT_LT(run.seconds, 5);
 }
 
-// Until fuji-rank has the "finetune" op: it answers every rank with an error event, and the gang
-// fails cleanly. Replace once the trainer lands.
-TEST(GangTest, UnknownOpOfTheCurrentFujiRank) {
-  const std::string rank = std::string(FUJI_BINARY_DIR) + "/bin/fuji-rank";
-  if (::access(rank.c_str(), X_OK) != 0) GTEST_SKIP() << "fuji-rank not built (FUJI_WITH_TORCH=OFF)";
+// One request to a single fuji-rank process; its result event's "result", or the error event's
+// message.
+Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann::json& request) {
+  auto rank = RankProcess::Spawn({executable, {}, {}});
+  if (!rank.ok()) return rank.status();
+  FUJI_RETURN_IF_ERROR((*rank)->Send(request));
+  (*rank)->CloseInput();
+  std::optional<nlohmann::json> result;
+  std::string error = "no result";
+  for (;;) {
+    auto next = (*rank)->Next(std::chrono::seconds(60));
+    if (!next.ok()) return next.status();
+    if (!next->has_value()) break;
+    const nlohmann::json& e = (*next)->event;
+    if ((*next)->kind != RankOutput::Kind::kEvent) continue;
+    if (e.value("event", "") == "result") result = e.value("result", nlohmann::json::object());
+    if (e.value("event", "") == "error") error = e.value("message", "error");
+  }
+  (*rank)->Wait();
+  if (!result) return Internal(request.value("op", "") + ": " + error);
+  return *result;
+}
+
+// fuji-rank, when it is built (FUJI_WITH_TORCH), with a tiny random model and a text file in a
+// scratch directory, and a spec prepared as the launcher prepares it (the token cache made once).
+class RealRankTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    rank_ = std::string(FUJI_BINARY_DIR) + "/bin/fuji-rank";
+    if (::access(rank_.c_str(), X_OK) != 0) GTEST_SKIP() << "fuji-rank not built (FUJI_WITH_TORCH=OFF)";
+    dir_ = std::filesystem::temp_directory_path() / ("fuji-gang-real-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto init = RunRankOnce(rank_, {{"op", "init"}, {"id", "init"}, {"arch", "tiny"}, {"seed", 1},
+                                    {"out", (dir_ / "tiny").string()}, {"vocab_dir", DefaultVocabDir()}});
+    ASSERT_TRUE(init.ok()) << init.status().ToString();
+    std::ofstream text(dir_ / "text.txt");
+    for (int i = 0; i < 300; ++i) text << "Mt. Fuji, " << i << " metres of it, is the highest mountain in Japan.\n";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // 2 ranks, seq_len 32, micro-batch 2, one thread each.
+  FinetuneSpec Prepared(int64_t steps) {
+    FinetuneSpec spec;
+    spec.model = (dir_ / "tiny").string();
+    spec.data = (dir_ / "text.txt").string();
+    spec.cache_dir = (dir_ / "cache").string();
+    spec.ranks = 2;
+    spec.seq_len = 32;
+    spec.micro_batch = 2;
+    spec.steps = steps;
+    spec.threads = 1;
+    PrepareOptions prepare;
+    prepare.max_ranks = 2;
+    auto prepared = PrepareFinetune(spec, prepare);
+    EXPECT_TRUE(prepared.ok()) << prepared.status().ToString();
+    return prepared.ok() ? prepared->spec : spec;
+  }
+
+  std::string rank_;
+  std::filesystem::path dir_;
+};
+
+// A gang of 2 real ranks fine-tunes the tiny model for 3 steps over Gloo.
+TEST_F(RealRankTest, TwoRanksFinetuneATinyModel) {
   GangOptions o;
-  o.executable = rank;
-  Gang gang(Spec(2), o);
+  o.executable = rank_;
+  Gang gang(Prepared(3), o);
   Outcome run = RunGang(gang);
-  ASSERT_FALSE(run.result.ok());
-  EXPECT_NE(run.result.status().message().find("rank "), std::string::npos) << run.result.status().message();
-  EXPECT_LT(run.seconds, 60);
+  ASSERT_TRUE(run.result.ok()) << run.result.status().ToString();
+  const nlohmann::json& j = *run.result;
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["steps"], 3);
+  EXPECT_EQ(j["start_step"], 0);
+  ASSERT_EQ(j["losses"].size(), 3u) << j.dump();
+  for (const auto& l : j["losses"]) EXPECT_GT(l["loss"].get<double>(), 0) << l.dump();
+  ASSERT_EQ(j["memory"]["ranks"].size(), 2u) << j.dump();
+  for (const auto& m : j["memory"]["ranks"]) EXPECT_GT(m["peak_rss_bytes"].get<double>(), 0) << m.dump();
+  EXPECT_EQ(j["timings_per_rank"].size(), 2u);
+  // Both ranks started, and only rank 0 reported losses.
+  std::set<int> started, losses;
+  for (const auto& out : run.outputs) {
+    if (out.output.kind != RankOutput::Kind::kEvent) continue;
+    const std::string event = out.output.event.value("event", "");
+    if (event == "started") started.insert(out.rank);
+    if (event == "loss") losses.insert(out.rank);
+  }
+  EXPECT_EQ(started, (std::set<int>{0, 1}));
+  EXPECT_EQ(losses, (std::set<int>{0}));
+  EXPECT_TRUE(gang.pids().empty());
+}
+
+// Without a gang to stop it, a rank whose peer is SIGKILLed mid-training does not hang: its next
+// collective fails (or times out), and it exits non-zero after an error event.
+TEST_F(RealRankTest, ARankWhosePeerIsKilledFailsWithinTheCollectiveTimeout) {
+  FinetuneSpec spec = Prepared(1000);
+  spec.collective_timeout_ms = 3000;
+  std::vector<std::unique_ptr<RankProcess>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    auto proc = RankProcess::Spawn({rank_, {}, {}});
+    ASSERT_TRUE(proc.ok()) << proc.status().ToString();
+    nlohmann::json request = spec.ToJson();
+    request["op"] = "finetune";
+    request["id"] = "peer";
+    request["rank"] = r;
+    request["rendezvous"] = "file:" + (dir_ / "store").string();
+    ASSERT_TRUE((*proc)->Send(request).ok());
+    (*proc)->CloseInput();
+    ranks.push_back(std::move(proc).value());
+  }
+  // Rank 0's events until its first train loss: both ranks are in the training loop then.
+  auto next_event = [&](const char* name, Clock::time_point deadline) -> std::optional<nlohmann::json> {
+    while (Clock::now() < deadline) {
+      auto next = ranks[0]->Next(milliseconds(200));
+      if (!next.ok()) continue;  // nothing yet
+      if (!next->has_value()) return std::nullopt;
+      if ((*next)->kind == RankOutput::Kind::kEvent && (*next)->event.value("event", "") == name) return (*next)->event;
+    }
+    return std::nullopt;
+  };
+  ASSERT_TRUE(next_event("loss", Clock::now() + std::chrono::seconds(120))) << "rank 0 never reported a loss";
+  ASSERT_EQ(::kill(ranks[1]->pid(), SIGKILL), 0);
+  const auto killed_at = Clock::now();
+  EXPECT_EQ(ranks[1]->Wait().signal, SIGKILL);
+  auto error = next_event("error", killed_at + milliseconds(spec.collective_timeout_ms) + std::chrono::seconds(10));
+  ASSERT_TRUE(error) << "rank 0 reported no error after its peer died";
+  EXPECT_EQ(error->value("reason", ""), "collective_timeout") << error->dump();
+  const ExitInfo exit = ranks[0]->Wait();
+  const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
+  EXPECT_FALSE(exit.Succeeded()) << exit.Describe();
+  EXPECT_EQ(exit.signal, 0) << "it exited by itself: " << exit.Describe();
+  EXPECT_LT(seconds, spec.collective_timeout_ms / 1000.0 + 5) << error->dump();
+  std::printf("rank 0 exited %.2f s after its peer's SIGKILL: %s (%s)\n", seconds,
+              error->value("message", "").c_str(), error->value("reason", "").c_str());
 }
 
 }  // namespace

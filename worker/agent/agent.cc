@@ -57,6 +57,9 @@ void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::J
     p->set_done(e.value("done", int64_t{0}));
     p->set_total(e.value("total", int64_t{0}));
     p->set_rank(rank);
+    // A finetune's "train" progress carries rank 0's latest loss and global tokens/s.
+    p->set_loss(e.value("loss", 0.0));
+    p->set_tokens_per_s(e.value("tokens_per_s", 0.0));
   } else if (kind == "timing") {
     const double ms = e.value("ms", 0.0);
     auto* t = part->add_timings();
@@ -310,6 +313,10 @@ void Agent::StartJob(const fuji::v1::Assignment& assignment) {
   if (stopping_) return;
   auto it = jobs_.find(assignment.job_id());
   if (it != jobs_.end() && it->second->assignment.attempt() == assignment.attempt()) return;  // a repeat
+  if (it != jobs_.end() && it->second->finished && assignment.attempt() > it->second->assignment.attempt()) {
+    deferred_[assignment.job_id()] = assignment;  // the ended attempt's Complete is on its way
+    return;
+  }
   if (it != jobs_.end()) {
     Log("job " + std::to_string(assignment.job_id()) + ": a new attempt while the old one is still here; ignored");
     return;
@@ -442,12 +449,19 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
     forget = true;
   }
   if (!forget) return;
+  std::optional<fuji::v1::Assignment> next;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(id);
     if (it != jobs_.end() && it->second == job) jobs_.erase(it);
+    auto d = deferred_.find(id);
+    if (d != deferred_.end() && jobs_.count(id) == 0) {
+      next = std::move(d->second);
+      deferred_.erase(d);
+    }
   }
   JoinSupervisor(*job);
+  if (next) StartJob(*next);
 }
 
 // ---------------------------------------------------------------------------------------------

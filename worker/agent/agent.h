@@ -92,6 +92,9 @@ class Agent {
   int64_t heartbeat_interval_ms_ = 1000;
   grpc::ClientContext* poll_context_ = nullptr;  // the long-poll in flight, cancelled by Stop()
   std::map<int64_t, std::shared_ptr<Job>> jobs_;  // running, or finished with reports/Complete to send
+  // A job's next attempt that came while its ended attempt was still here (the daemon can hand it
+  // out before the Complete's answer arrives): started once that one is forgotten.
+  std::map<int64_t, fuji::v1::Assignment> deferred_;
 };
 
 }  // namespace fuji::agent

@@ -55,7 +55,7 @@ class C10dWork final : public Work {
     try {
       work_->wait(where_.timeout);
     } catch (const std::exception& e) {
-      throw std::runtime_error(collective_ + " failed on " + Describe(where_) + " (timeout " +
+      throw CollectiveError(collective_ + " failed on " + Describe(where_) + " (timeout " +
                                std::to_string(where_.timeout.count()) +
                                " ms; a peer may have died): " + FirstLine(e.what()));
     }

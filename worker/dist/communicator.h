@@ -4,8 +4,8 @@
 //
 // Every rank of a group calls the same collectives in the same order. Tensors are contiguous,
 // fp32, bf16 or fp16, and all tensors of one call share dtype and device. Synchronous calls throw
-// std::runtime_error when the collective fails (a peer died, the timeout passed) and
-// std::invalid_argument for tensors that break the rules above.
+// CollectiveError (a std::runtime_error) when the collective fails (a peer died, the timeout
+// passed) and std::invalid_argument for tensors that break the rules above.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "worker/common/status.h"
@@ -32,8 +33,14 @@ struct CommOptions {
   int device_index = -1;
 };
 
+// What a collective that failed or timed out throws; the message names the collective.
+class CollectiveError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // An outstanding collective. Wait() blocks until it is done (results are in the output tensors
-// only after Wait) and throws std::runtime_error naming the collective when it failed or timed
+// only after Wait) and throws CollectiveError naming the collective when it failed or timed
 // out. Waiting twice is a no-op. Destroying an unwaited Work waits for it and drops any error.
 class Work {
  public:

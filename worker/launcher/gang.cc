@@ -164,17 +164,24 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
     if (done) break;
   }
 
-  // A collective error usually follows a peer's death: name the peer that died instead.
+  // A collective error usually follows a peer's death: name the peer that died instead. Its exit
+  // can reach us a moment after the survivors' error events, so wait a little for it.
   if (failure_ && failure_->reason == "collective_timeout") {
-    for (int r = 0; r < static_cast<int>(members.size()); ++r) {
-      Member& m = members[r];
-      if (!m.exit) m.exit = m.proc->Poll();
-      if (m.exit && !m.exit->Succeeded() && !m.errored) {
-        failure_ = GangFailure{GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " " +
-                               m.exit->Describe() + " (the others lost it: " + failure_->message + ")", *m.exit,
-                               m.last_stderr};
-        break;
+    const auto until = Clock::now() + milliseconds(500);
+    bool named = false;
+    while (!named) {
+      for (int r = 0; r < static_cast<int>(members.size()) && !named; ++r) {
+        Member& m = members[r];
+        if (!m.exit) m.exit = m.proc->Poll();
+        if (m.exit && !m.exit->Succeeded() && !m.errored) {
+          failure_ = GangFailure{GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " " +
+                                 m.exit->Describe() + " (the others lost it: " + failure_->message + ")", *m.exit,
+                                 m.last_stderr};
+          named = true;
+        }
       }
+      if (named || Clock::now() >= until) break;
+      std::this_thread::sleep_for(milliseconds(10));
     }
   }
   TerminateAll(members, options_.terminate_grace);

@@ -1,5 +1,6 @@
 // fuji-rank: runs the engine for one device. Reads requests as JSON lines on stdin and writes
-// events as JSON lines on fd 3 (stdout when fd 3 is not open), until stdin closes.
+// events as JSON lines on fd 3 (stdout when fd 3 is not open), until stdin closes or a "finetune"
+// request fails (exit code 1).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
                          {"message", request.status().message()}});
       continue;
     }
-    service.Handle(*request);
+    // A fine-tuning rank serves its gang's one request: after a failure (a peer gone, a collective
+    // timed out) it exits non-zero, as the gang protocol says.
+    if (!service.Handle(*request) && request->value("op", "") == "finetune") return 1;
   }
 }

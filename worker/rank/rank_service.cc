@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include "worker/common/proc_stats.h"
+#include "worker/dist/communicator.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/device.h"
 #include "worker/engine/generate.h"
@@ -281,7 +282,7 @@ RankService::RankService(JsonLineWriter* events) : impl_(std::make_unique<Impl>(
 
 RankService::~RankService() = default;
 
-void RankService::Handle(const nlohmann::json& request) {
+bool RankService::Handle(const nlohmann::json& request) {
   impl_->id = request.contains("id") && request["id"].is_string() ? request["id"].get<std::string>() : "";
   const std::string op = request.contains("op") && request["op"].is_string() ? request["op"].get<std::string>() : "";
   impl_->Emit({{"event", "started"}, {"op", op}, {"pid", ::getpid()}});
@@ -298,6 +299,10 @@ void RankService::Handle(const nlohmann::json& request) {
     } else {
       status = InvalidArgument("unknown op '" + op + "' (infer, init, convert, finetune)");
     }
+  } catch (const dist::CollectiveError& e) {
+    // A peer died or a collective timed out: the launcher names the dead peer when there is one.
+    impl_->Fail(Unavailable(e.what()), "collective_timeout");
+    return false;
   } catch (const std::bad_alloc&) {
     impl_->resident.reset();
     status = ResourceExhausted("out of host memory");
@@ -307,11 +312,12 @@ void RankService::Handle(const nlohmann::json& request) {
     if (what.find("CUDA out of memory") != std::string::npos) {
       impl_->resident.reset();
       impl_->Fail(ResourceExhausted(what.substr(0, what.find('\n'))), "cuda_oom");
-      return;
+      return false;
     }
     status = Internal(what.substr(0, what.find("\nException raised from")));
   }
   if (!status.ok()) impl_->Fail(status, ReasonFor(status));
+  return status.ok();
 }
 
 }  // namespace fuji::rank

@@ -28,7 +28,8 @@ class RankService {
   ~RankService();
 
   // Runs one request to completion; every outcome, errors included, is reported as events.
-  void Handle(const nlohmann::json& request);
+  // False when the request failed (an error event was written).
+  bool Handle(const nlohmann::json& request);
 
  private:
   struct Impl;

@@ -1,0 +1,198 @@
+// Helpers for the end-to-end tests of fuji as a service: real fujid, fuji-agent and fuji-rank
+// processes on loopback, driven by the real fuji CLI. A fixture with a scratch directory per test
+// suite and per test, the daemon on a free port, agents with CPU devices, and the fuji-rank
+// processes an agent runs, read from /proc.
+#pragma once
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "worker/launcher/rank_process.h"
+
+namespace fuji::testing {
+
+inline const std::string kBin = std::string(FUJI_BINARY_DIR) + "/bin/";
+
+inline std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `s` as one single-quoted shell word.
+inline std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// A long-running service process (fujid, fuji-agent) whose output goes to a log file.
+class Service {
+ public:
+  Service(const std::string& log, const std::vector<std::string>& argv) : log_(log) {
+    std::string cmd = "exec";
+    for (const auto& a : argv) cmd += " " + Quote(a);
+    cmd += " >>" + Quote(log) + " 2>&1";
+    auto p = fuji::launch::RankProcess::Spawn({"/bin/sh", {"-c", cmd}, {}});
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    if (p.ok()) process_ = std::move(p).value();
+  }
+  ~Service() { Stop(); }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  void Kill9() {
+    if (process_) ::kill(process_->pid(), SIGKILL);
+    if (process_) process_->Wait();
+    process_.reset();
+  }
+  int Stop() {
+    if (!process_) return 0;
+    auto exit = process_->Terminate(std::chrono::seconds(5));
+    process_.reset();
+    return exit.signal != 0 ? 128 + exit.signal : exit.exit_code;
+  }
+  std::string log() const { return Slurp(log_); }
+
+ private:
+  std::string log_;
+  std::unique_ptr<fuji::launch::RankProcess> process_;
+};
+
+// The live (not zombie) fuji-rank processes whose parent is `parent`. Known by argv[0], which
+// stays when fuji-rank re-executes itself through /proc/self/exe (its comm then reads "exe").
+inline std::vector<pid_t> RankPids(pid_t parent) {
+  std::vector<pid_t> pids;
+  DIR* proc = ::opendir("/proc");
+  while (dirent* e = ::readdir(proc)) {
+    const std::string dir = std::string("/proc/") + e->d_name;
+    const std::string argv0 = Slurp(dir + "/cmdline").c_str();  // up to the first NUL
+    if (argv0 != "fuji-rank" && !(argv0.size() > 10 && argv0.substr(argv0.size() - 10) == "/fuji-rank")) continue;
+    const std::string stat = Slurp(dir + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == parent && state != 'Z') pids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+  }
+  ::closedir(proc);
+  return pids;
+}
+
+// Whether `pid` is a process that has not ended (a zombie has ended).
+inline bool Running(pid_t pid) {
+  const std::string stat = Slurp("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// Scratch directories: root_ for the suite (set by MakeRoot in SetUpTestSuite), dir_ per test.
+class ServiceTestBase : public ::testing::Test {
+ protected:
+  static void MakeRoot(const std::string& name) {
+    root_ = std::string(FUJI_BINARY_DIR) + "/" + name + "_" + std::to_string(::getpid());
+    ASSERT_EQ(std::system(("rm -rf " + root_ + " && mkdir -p " + root_).c_str()), 0);
+  }
+  static void RemoveRoot() { std::system(("rm -rf " + root_).c_str()); }
+
+  void SetUp() override {
+    dir_ = root_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
+  }
+
+  // Runs the fuji CLI, talking to `server` when given.
+  static CliResult Fuji(const std::vector<std::string>& args, const std::string& server = "") {
+    std::string cmd = kBin + "fuji";
+    for (const auto& a : args) cmd += " " + Quote(a);
+    if (!server.empty()) cmd += " --server " + server;
+    const std::string out = root_ + "/cli.out." + std::to_string(::gettid());
+    const std::string err = root_ + "/cli.err." + std::to_string(::gettid());
+    cmd += " >" + out + " 2>" + err + " </dev/null";
+    CliResult r;
+    const int status = std::system(cmd.c_str());
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = Slurp(out);
+    r.err = Slurp(err);
+    return r;
+  }
+
+  // Starts fujid on a free port of the loopback and sets address_.
+  std::unique_ptr<Service> StartDaemon(const std::string& listen = "127.0.0.1:0") {
+    const std::string log = dir_ + "/fujid.log";
+    std::ofstream(log, std::ios::trunc).close();
+    auto d = std::make_unique<Service>(log, std::vector<std::string>{kBin + "fujid", "--db", dir_ + "/fujid.db",
+                                                                     "--listen", listen, "--lease-ttl-ms", "2000"});
+    const std::regex port_re("port (\\d+)");
+    for (int i = 0; i < 500 && address_.empty(); ++i) {
+      std::smatch m;
+      const std::string text = d->log();
+      if (std::regex_search(text, m, port_re)) address_ = "127.0.0.1:" + m[1].str();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_FALSE(address_.empty()) << d->log();
+    return d;
+  }
+
+  std::unique_ptr<Service> StartAgent(const std::string& id, int cpus) {
+    return std::make_unique<Service>(dir_ + "/agent-" + id + ".log",
+                                     std::vector<std::string>{kBin + "fuji-agent", "--server", address_, "--devices",
+                                                              "cpu:" + std::to_string(cpus), "--sample-interval-ms",
+                                                              "50", "--worker-id", id});
+  }
+
+  // `fuji <command> ID --output json` (or the given flags), parsed; a discarded value on failure.
+  nlohmann::json Json(const std::vector<std::string>& args) {
+    CliResult r = Fuji(args, address_);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out, nullptr, false);
+  }
+
+  nlohmann::json Show(int64_t id) { return Json({"show", std::to_string(id), "--output", "json"}); }
+
+  // Polls `fuji show` until the job is in `state` (or the deadline passes).
+  bool WaitForState(int64_t id, const std::string& state, std::chrono::seconds deadline) {
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < end) {
+      auto j = Show(id);
+      if (j.is_object() && j.value("state", "") == state) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  // What the sqlite3 shell prints for `sql` on the daemon's database.
+  std::string Sql(const std::string& sql) {
+    const std::string out = dir_ + "/sql.out";
+    EXPECT_EQ(std::system(("sqlite3 " + Quote(dir_ + "/fujid.db") + " " + Quote(sql) + " > " + out).c_str()), 0);
+    return Slurp(out);
+  }
+
+  // The number of fuji-rank processes whose parent is `pid`.
+  static int RanksOf(pid_t pid) { return static_cast<int>(RankPids(pid).size()); }
+
+  inline static std::string root_;
+  std::string dir_, address_;
+};
+
+}  // namespace fuji::testing

@@ -1,0 +1,53 @@
+// The translation of rank events into report entries (HandleEvent): a finetune's progress keeps
+// its loss and tokens/s, an inference's has neither, losses come from rank 0 only.
+#include <optional>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "worker/agent/agent_job.h"
+
+namespace fuji::agent {
+namespace {
+
+fuji::v1::JobReport Handle(const nlohmann::json& event, int32_t rank) {
+  fuji::v1::JobReport part;
+  std::optional<nlohmann::json> result;
+  std::optional<RankError> error;
+  HandleEvent(event, rank, 1000, &part, &result, &error, /*attempt=*/1);
+  return part;
+}
+
+TEST(AgentEventsTest, FinetuneProgressKeepsLossAndTokensPerSecond) {
+  auto part = Handle(nlohmann::json::parse(R"({"event":"progress","id":"7","phase":"train","done":3,
+      "total":30,"loss":4.25,"tokens_per_s":1234.5})"), 0);
+  ASSERT_EQ(part.progress_size(), 1);
+  const fuji::v1::Progress& p = part.progress(0);
+  EXPECT_EQ(p.phase(), "train");
+  EXPECT_EQ(p.done(), 3);
+  EXPECT_EQ(p.total(), 30);
+  EXPECT_EQ(p.rank(), 0);
+  EXPECT_DOUBLE_EQ(p.loss(), 4.25);
+  EXPECT_DOUBLE_EQ(p.tokens_per_s(), 1234.5);
+}
+
+TEST(AgentEventsTest, InferenceProgressHasNoLoss) {
+  auto part = Handle(nlohmann::json::parse(R"({"event":"progress","phase":"generate","done":2,"total":8})"), 0);
+  ASSERT_EQ(part.progress_size(), 1);
+  EXPECT_EQ(part.progress(0).done(), 2);
+  EXPECT_EQ(part.progress(0).loss(), 0);
+  EXPECT_EQ(part.progress(0).tokens_per_s(), 0);
+}
+
+TEST(AgentEventsTest, LossesOfRankZeroOnly) {
+  const auto loss = nlohmann::json::parse(R"({"event":"loss","step":5,"loss":3.5,"split":"train","tokens_per_s":99})");
+  auto part = Handle(loss, 0);
+  ASSERT_EQ(part.losses_size(), 1);
+  EXPECT_EQ(part.losses(0).step(), 5);
+  EXPECT_DOUBLE_EQ(part.losses(0).loss(), 3.5);
+  EXPECT_DOUBLE_EQ(part.losses(0).tokens_per_s(), 99);
+  EXPECT_EQ(Handle(loss, 1).losses_size(), 0);
+}
+
+}  // namespace
+}  // namespace fuji::agent
