@@ -75,7 +75,12 @@ int ConfigureThreads() {
 void ReexecWithPassiveOpenMp(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+  // The real path rather than /proc/self/exe, so that the process keeps its name (ps, pgrep).
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return;
+  path[n] = '\0';
+  ::execv(path, argv);  // returns only on failure: then run as we are
 }
 
 #ifdef FUJI_WITH_CUDA
