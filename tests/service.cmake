@@ -8,3 +8,9 @@ if(FUJI_WITH_TORCH)
     LABELS integration TIMEOUT 600)
   add_dependencies(service_finetune_test fuji fujid fuji-agent fuji-rank)
 endif()
+# The seed study in one command, and reports, from the daemon's database.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(study_test SOURCES integration/study_test.cc LIBS fuji_launcher
+    LABELS integration TIMEOUT 600)
+  add_dependencies(study_test fuji fujid fuji-agent fuji-rank)
+endif()
