@@ -26,11 +26,14 @@ for name, py in (("defaults", default), ("OMP_WAIT_POLICY=PASSIVE", passive)):
     if rel > 1e-4:
         sys.exit(f"first loss differs: fuji {fuji['losses'][0]} python [{name}] {py['losses'][0]} ({rel:.2e} relative)")
     print(f"first loss: fuji {fuji['losses'][0]:.6f}, python [{name}] {py['losses'][0]:.6f} ({rel:.1e} relative)")
+def phases(r):
+    return f"forward {r['forward_ms']:.0f}, backward {r['backward_ms']:.0f}, optimizer {r['optimizer_ms']:.0f}"
+for name, r in (("fuji", fuji), ("python [defaults]", default), ("python [OMP_WAIT_POLICY=PASSIVE]", passive)):
+    print(f"{name}: median step {r['step_ms']:.0f} ms ({phases(r)}), fastest step {min(r['step_ms_all']):.0f} ms")
 best = min(default, passive, key=lambda p: p["step_ms"])
-print(f"step ms: fuji {fuji['step_ms']:.0f} (forward {fuji['forward_ms']:.0f}, backward {fuji['backward_ms']:.0f},"
-      f" optimizer {fuji['optimizer_ms']:.0f}); python {default['step_ms']:.0f} (defaults),"
-      f" {passive['step_ms']:.0f} (OMP_WAIT_POLICY=PASSIVE)")
-print(f"fuji/python: {fuji['step_ms'] / default['step_ms']:.2f} (defaults), "
+print(f"fuji/python, median steps: {fuji['step_ms'] / default['step_ms']:.2f} (defaults), "
       f"{fuji['step_ms'] / passive['step_ms']:.2f} (OMP_WAIT_POLICY=PASSIVE); "
       f"against the best Python {fuji['step_ms'] / best['step_ms']:.2f} (target <= 0.9)")
+fastest = min(min(default["step_ms_all"]), min(passive["step_ms_all"]))
+print(f"fuji/python, fastest steps: {min(fuji['step_ms_all']) / fastest:.2f}")
 PY
