@@ -6,7 +6,8 @@ eps 1e-8, weight decay 0.1 on the matrices only).
 
 usage: python_train_step.py MODEL_DIR THREADS [SEQ BATCH STEPS LR]   (defaults 256 4 5 1e-4)
 prints one JSON line: step_ms and forward/backward/optimizer ms (medians of STEPS after one warmup
-step; optimizer = clipping, AdamW, zero_grad), losses (warmup first)
+step; optimizer = clipping, AdamW, zero_grad), step_cpu_ms (the process's CPU time, every thread),
+losses (warmup first)
 """
 import json
 import math
@@ -69,7 +70,7 @@ def main():
         lr=lr, betas=(0.9, 0.95), eps=1e-8)
     losses, grad_norms, times = [], [], []
     for step in range(steps + 1):  # the first is the warmup
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = loss_of(ids, targets)
         losses.append(loss.item())
         forward_end = time.perf_counter()
@@ -78,13 +79,14 @@ def main():
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, 1.0)))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        end = time.perf_counter()
-        if step > 0:  # step, forward, backward, optimizer (clipping included) in ms
+        end, cpu_end = time.perf_counter(), time.process_time()
+        if step > 0:  # step, forward, backward, optimizer (clipping included), process CPU in ms
             times.append([(end - start) * 1000, (forward_end - start) * 1000,
-                          (backward_end - forward_end) * 1000, (end - backward_end) * 1000])
+                          (backward_end - forward_end) * 1000, (end - backward_end) * 1000,
+                          (cpu_end - cpu_start) * 1000])
     step_ms = [t[0] for t in times]
     phase = {name: statistics.median(t[i] for t in times)
-             for i, name in enumerate(("step_ms", "forward_ms", "backward_ms", "optimizer_ms"))}
+             for i, name in enumerate(("step_ms", "forward_ms", "backward_ms", "optimizer_ms", "step_cpu_ms"))}
     print(json.dumps({"bench": "train_step", "impl": "python", "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "seq": seq, "batch": batch, "steps": steps,
                       **phase, "step_ms_all": step_ms,
