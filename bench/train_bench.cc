@@ -54,6 +54,7 @@ int64_t TokenId(int64_t b, int64_t t, int64_t vocab) { return (b * 7919 + t * 10
 int main(int argc, char** argv) {
   fuji::engine::ReexecWithPassiveOpenMp(argv);
   const int threads = fuji::engine::ConfigureThreads();
+  fuji::engine::KeepFreedMemory();  // as fuji-rank does
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "usage: fuji-train-bench MODEL_DIR [--seq N] [--batch N] [--steps N] [--lr X]\n");
     return 2;

@@ -1,9 +1,11 @@
 // Device parsing, threads and CUDA allocator statistics.
 #include "worker/engine/device.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -70,6 +72,11 @@ int ConfigureThreads() {
   }
   at::set_num_threads(threads);
   return threads;
+}
+
+void KeepFreedMemory() {
+  ::mallopt(M_MMAP_MAX, 0);
+  ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 
 void ReexecWithPassiveOpenMp(char** argv) {

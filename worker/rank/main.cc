@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   const int event_fd = ::fcntl(3, F_GETFD) != -1 ? 3 : 1;
   fuji::JsonLineWriter events(event_fd);
   fuji::engine::ConfigureThreads();
+  fuji::engine::KeepFreedMemory();
   fuji::rank::RankService service(&events);
   fuji::LineReader requests(0, 64u << 20);
   for (;;) {
