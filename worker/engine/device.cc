@@ -75,7 +75,10 @@ int ConfigureThreads() {
 }
 
 void KeepFreedMemory() {
-  ::mallopt(M_MMAP_MAX, 0);
+  // Buffers up to glibc's largest mmap threshold (32 MiB: a block's activations and gradients)
+  // come from the heap and stay there for reuse; larger ones are still mapped and unmapped, so
+  // the heap does not fragment around them.
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
   ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 

@@ -212,7 +212,10 @@ Activations TrainActivations(const PlanRequest& r) {
   // Each block's saved tensors (its input among them), the final hidden state and the embedding
   // output the trainer keeps for the embedding's backward.
   a.stack = m.n_layer * kept + 2 * tok * C * c;
-  a.logits = tok * m.vocab_size * (c + 8);
+  // The trainer fuses the head with its loss over chunks of 256 rows (worker/train/zero_model.cc):
+  // one chunk's fp32 logits, their compute-dtype gradient and the hidden state's gradient.
+  const int64_t chunk = std::min<int64_t>(tok, 256);
+  a.logits = chunk * m.vocab_size * (4 + c) + tok * C * c;
   a.head = tok * C * c + a.logits;
   return a;
 }

@@ -29,8 +29,8 @@
 //     log-sum-exp 4 * H
 //   with activation checkpointing only the block input (C * c) is kept per layer, and one layer's
 //   activations exist at a time during the recompute
-// Head: logits B * T * V * (c + 4 + 4): the compute-dtype logits, the fp32 log-softmax saved by
-// the cross entropy and the fp32 gradient during backward. Workspace: one layer's activations
+// Head: fused with its loss over chunks of 256 rows: one chunk's fp32 logits and their
+// compute-dtype gradient, min(B * T, 256) * V * (4 + c), and the hidden state's gradient. Workspace: one layer's activations
 // again (backward of a block allocates gradients the size of what it saved).
 //
 // Inference: the weights (on the device, or streamed with offload params: two units gathered and

@@ -258,6 +258,43 @@ struct ZeroModel::Impl {
     return at::cross_entropy_loss(logits.to(at::kFloat), targets.reshape({-1}));
   }
 
+  // The head fused with its loss, forward and backward in chunks of rows: the final LayerNorm,
+  // logits through the output embedding, cross-entropy, and their gradients, without ever holding
+  // the [B*T, V] logits, their log-softmax and its gradient at once (the three products are the
+  // same as autograd's). The output weight's gradient goes into its attached buffer; the hidden
+  // state's gradient continues through the LayerNorm's graph. Returns the mean loss.
+  double HeadForwardBackward(const at::Tensor& x, const at::Tensor& targets, double loss_scale) {
+    at::Tensor h = model->FinalNorm(x);
+    const at::Tensor& weight = params[static_cast<size_t>(
+        config.tie_word_embeddings ? engine::param_index::kWte : engine::param_index::LmHead(config))];
+    at::Tensor dweight = weight.grad();
+    at::Tensor dh = at::empty_like(h);
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(h.device()));
+    {
+      at::NoGradGuard no_grad;
+      const at::Tensor hd = h.detach(), w = weight.detach(), t = targets.reshape({-1, 1});
+      const int64_t rows = hd.size(0);
+      const double scale = loss_scale / static_cast<double>(rows);
+      constexpr int64_t kChunk = 256;
+      for (int64_t r = 0; r < rows; r += kChunk) {
+        const int64_t n = std::min(kChunk, rows - r);
+        const at::Tensor hc = hd.narrow(0, r, n), tc = t.narrow(0, r, n);
+        at::Tensor logits = at::mm(hc, w.t()).to(at::kFloat);  // [n, V]
+        const at::Tensor lse = at::logsumexp(logits, 1, /*keepdim=*/true);
+        loss_sum.add_((lse - logits.gather(1, tc)).sum());  // one device sync at the end, not per chunk
+        // d(loss)/d(logits) = softmax - one_hot, times the loss scale over the rows.
+        logits.sub_(lse).exp_();
+        logits.scatter_add_(1, tc, at::full({n, 1}, -1.0, logits.options()));
+        logits.mul_(scale);
+        const at::Tensor g = logits.to(w.scalar_type());
+        dh.narrow(0, r, n).copy_(at::mm(g, w));
+        dweight.addmm_(g.t(), hc);
+      }
+    }
+    h.backward(dh);
+    return loss_sum.item<double>() / static_cast<double>(h.size(0));
+  }
+
   double ForwardBackward(const at::Tensor& ids_cpu, const at::Tensor& targets_cpu, double loss_scale,
                          bool last_micro) {
     const int64_t B = ids_cpu.size(0), T = ids_cpu.size(1), L = config.n_layer;
@@ -290,15 +327,13 @@ struct ZeroModel::Impl {
     FinishGather(FinalUnit());
     StartGather(EmbeddingUnit());
     FinishGather(EmbeddingUnit());
-    at::Tensor loss = Loss(inputs[static_cast<size_t>(L)], targets);
-    const double loss_value = loss.item<double>();
     const auto backward_start = Clock::now();
     forward_ms += std::chrono::duration<double, std::milli>(backward_start - forward_start).count();
     AttachGrads(FinalUnit());
     AttachGrads(EmbeddingUnit());
     if (L > 0) StartGather(BlockUnit(L - 1));
-    (loss * loss_scale).backward();
-    loss = at::Tensor();
+    // The head's forward runs here with its backward, and counts as backward time.
+    const double loss_value = HeadForwardBackward(inputs[static_cast<size_t>(L)], targets, loss_scale);
     Release(FinalUnit());
     Release(EmbeddingUnit());  // the lookup's backward needs only the ids
     StartReduce(FinalUnit(), last_micro);

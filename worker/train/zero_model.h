@@ -80,6 +80,8 @@ struct UnitState {
 };
 
 struct PhaseTimes {
+  // forward: the embeddings and the blocks; the head, fused with its loss, runs forward and
+  // backward together and counts in backward.
   double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
   double comm_wait_ms = 0;  // blocked on collectives (inside the other three)
 };
