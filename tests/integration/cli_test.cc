@@ -10,25 +10,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/cli_run.h"
+
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using fuji::testing::CliResult;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -40,17 +26,7 @@ class CliTest : public ::testing::Test {
   }
   static void TearDownTestSuite() { std::system(("rm -rf " + dir_).c_str()); }
 
-  static CliResult Fuji(const std::vector<std::string>& args) {
-    std::string cmd = std::string(FUJI_BINARY_DIR) + "/bin/fuji";
-    for (const auto& a : args) cmd += " " + Quote(a);
-    cmd += " >" + dir_ + "/out 2>" + dir_ + "/err </dev/null";
-    CliResult r;
-    const int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = Slurp(dir_ + "/out");
-    r.err = Slurp(dir_ + "/err");
-    return r;
-  }
+  static CliResult Fuji(const std::vector<std::string>& args) { return fuji::testing::RunFuji(args, dir_); }
 
   // Bad input: a non-zero exit and exactly one line on stderr, "fuji: ..." containing `expected`.
   static void ExpectOneLineError(const CliResult& r, const std::string& expected) {
