@@ -40,7 +40,9 @@ Cluster MakeCluster(int held, bool mixed_kinds, int jobs, std::mt19937_64& rng) 
   int64_t running_id = 1;
   for (int a = 0; a < kAgents; ++a) {
     const bool cuda = !mixed_kinds || a % 2 == 1;
-    AgentView agent{"node-" + std::to_string(a), cuda ? "cuda" : "cpu", {}, true};
+    AgentView agent;
+    agent.worker_id = "node-" + std::to_string(a);
+    agent.device_kind = cuda ? "cuda" : "cpu";
     for (int d = 0; d < kDevicesPerAgent; ++d) {
       fuji::sched::DeviceView device{d, 81559, 81559, {}, mixed_kinds && cuda};
       if (d < held) {

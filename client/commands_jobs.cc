@@ -13,6 +13,7 @@
 #include "client/format_text.h"
 #include "client/infer_flags.h"
 #include "client/job_watch.h"
+#include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {
@@ -20,7 +21,7 @@ namespace {
 // The flags every `submit KIND` has beside the kind's own.
 struct SubmitFlags {
   std::string server, timeout;
-  bool wait = false;
+  bool wait = false, share = false;
   int32_t priority = 0, max_attempts = 0;
 };
 
@@ -30,6 +31,9 @@ void AddSubmitFlags(CLI::App* cmd, SubmitFlags* f) {
   cmd->add_option("--priority", f->priority, "Higher runs first (default 0)");
   cmd->add_option("--timeout", f->timeout, "Fail the job after this long: 30s, 5m, 1h or 250ms");
   cmd->add_option("--max-attempts", f->max_attempts, "Attempts at most (default: the daemon's)");
+  cmd->add_flag("--share", f->share,
+                "May share devices with other jobs submitted with --share, while their plans fit the "
+                "devices' free memory together");
 }
 
 // Submits a checked spec; with --wait follows the job (progress on a terminal's stderr) and
@@ -41,6 +45,7 @@ int Submit(const std::string& kind, const nlohmann::json& spec, const SubmitFlag
   request.set_spec_json(spec.dump());
   request.set_priority(f.priority);
   request.set_max_attempts(f.max_attempts);
+  request.set_shareable(f.share);
   if (f.max_attempts < 0) return ReportStatus(InvalidArgument("--max-attempts must be at least 0"));
   if (!f.timeout.empty()) {
     auto ms = ParseDurationMs(f.timeout);
@@ -78,13 +83,14 @@ void RegisterSubmit(CLI::App& app, CliState* state) {
     SubmitFlags submit;
   };
   auto fi = std::make_shared<InferSubmit>();
+  fi->infer.offload = kAuto;
   CLI::App* infer = submit->add_subcommand("infer", "Generate text from a prompt (the `run infer` flags)");
   AddInferFlags(infer, &fi->infer);
   AddSubmitFlags(infer, &fi->submit);
   infer->callback([state, fi, infer] {
-    auto spec = InferSpecFromFlags(infer, fi->infer);
+    auto spec = InferSubmitSpec(infer, fi->infer);
     state->exit_code = !spec.ok() ? ReportStatus(spec.status())
-                                  : Submit("infer", spec->ToJson(), fi->submit, fi->infer.output,
+                                  : Submit("infer", *spec, fi->submit, fi->infer.output,
                                            [](const nlohmann::json& r) { PrintInferResult(r, "text"); });
   });
 
@@ -93,14 +99,15 @@ void RegisterSubmit(CLI::App& app, CliState* state) {
     SubmitFlags submit;
   };
   auto ff = std::make_shared<FinetuneSubmit>();
+  ff->finetune.zero = ff->finetune.offload = kAuto;
   CLI::App* finetune = submit->add_subcommand(
       "finetune", "Fine-tune with N ranks on one agent (the `run finetune` flags)");
   AddFinetuneFlags(finetune, &ff->finetune);
   AddSubmitFlags(finetune, &ff->submit);
   finetune->callback([state, ff] {
-    auto spec = FinetuneSpecFromFlags(ff->finetune);
+    auto spec = FinetuneSubmitSpec(ff->finetune);
     state->exit_code = !spec.ok() ? ReportStatus(spec.status())
-                                  : Submit("finetune", spec->ToJson(), ff->submit, ff->finetune.output,
+                                  : Submit("finetune", *spec, ff->submit, ff->finetune.output,
                                            [](const nlohmann::json& r) { PrintText(FormatFinetuneSummary(r)); });
   });
 }

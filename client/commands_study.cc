@@ -18,6 +18,7 @@
 #include "worker/engine/model_config.h"
 #include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
+#include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {
@@ -156,7 +157,9 @@ int RunStudy(const StudyFlags& f) {
     infer.ignore_eos = true;
     infer.precision = precision;
     infer.device = f.device;
-    auto id = SubmitSpec(client, "infer", infer.ToJson());
+    nlohmann::json infer_spec = infer.ToJson();
+    infer_spec["offload"] = kAuto;  // the scheduler picks from the agent's free memory
+    auto id = SubmitSpec(client, "infer", infer_spec);
     if (!id.ok()) return ReportStatus(id.status().WithContext(models[i] + " inference"));
     ids.push_back(*id);
     labels.push_back({models[i], random});
@@ -178,12 +181,13 @@ int RunStudy(const StudyFlags& f) {
     tune.data = data;
     tune.ranks = f.ranks;
     tune.device = f.device;
-    tune.zero = f.ranks > 1 ? 2 : 0;
     tune.precision = precision;
     tune.seq_len = f.seq_len;
     tune.steps = f.steps;
     tune.warmup_steps = 0;
-    auto id = SubmitSpec(client, "finetune", tune.ToJson());
+    nlohmann::json tune_spec = tune.ToJson();
+    tune_spec["zero"] = tune_spec["offload"] = kAuto;  // the scheduler picks the plan
+    auto id = SubmitSpec(client, "finetune", tune_spec);
     if (!id.ok()) {
       // A fine-tune that cannot run on the connected agents is reported, not fatal.
       std::fprintf(stderr, "study: %s fine-tune not submitted: %s\n", models[i].c_str(), id.status().message().c_str());

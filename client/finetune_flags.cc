@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+
+#include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {
@@ -34,8 +37,11 @@ void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f) {
   cmd->add_option("--data", s.data, "Text file, .jsonl with \"text\", or a directory of them")->required();
   cmd->add_option("--ranks", s.ranks, "Data-parallel ranks (1..64)");
   cmd->add_option("--device", s.device, "cpu or cuda (rank r uses GPU r % GPUs)");
-  cmd->add_option("--zero", s.zero, "ZeRO stage 0, 1, 2 or 3");
-  cmd->add_option("--offload", s.offload, "none, optimizer or params (params needs --zero 3)");
+  cmd->add_option("--zero", f->zero, "ZeRO stage 0, 1, 2 or 3, or auto (fujid's scheduler picks)")
+      ->check(CLI::IsMember({"auto", "0", "1", "2", "3"}));
+  cmd->add_option("--offload", f->offload,
+                  "none, optimizer or params (params needs --zero 3), or auto (fujid's scheduler picks)")
+      ->check(CLI::IsMember({"auto", "none", "optimizer", "params"}));
   cmd->add_option("--precision", s.precision, "fp32, bf16 or fp16");
   cmd->add_option("--seq-len", s.seq_len, "Tokens per block");
   cmd->add_option("--micro-batch", s.micro_batch, "Blocks per rank per forward");
@@ -61,13 +67,37 @@ void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f) {
   cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
 }
 
-Result<FinetuneSpec> FinetuneSpecFromFlags(const FinetuneFlags& f) {
+namespace {
+
+// The spec's JSON with absolute paths, and the plan fields as the flags give them.
+nlohmann::json SpecJson(const FinetuneFlags& f) {
   FinetuneSpec spec = f.spec;
   spec.model = Absolute(spec.model);
   spec.data = Absolute(spec.data);
   spec.save_to = Absolute(spec.save_to);
   spec.cache_dir = Absolute(spec.cache_dir);
-  return FinetuneSpec::FromJson(spec.ToJson());
+  nlohmann::json j = spec.ToJson();
+  j["zero"] = f.zero == kAuto ? nlohmann::json(kAuto) : nlohmann::json(std::atoi(f.zero.c_str()));
+  j["offload"] = f.offload;
+  return j;
+}
+
+}  // namespace
+
+Result<FinetuneSpec> FinetuneSpecFromFlags(const FinetuneFlags& f) {
+  if (f.zero == kAuto || f.offload == kAuto) {
+    return InvalidArgument(
+        "--zero auto and --offload auto are chosen by fujid's scheduler (fuji submit finetune); "
+        "here give a stage and an offload (fuji plan --device cpu recommends them)");
+  }
+  return FinetuneSpec::FromJson(SpecJson(f));
+}
+
+Result<nlohmann::json> FinetuneSubmitSpec(const FinetuneFlags& f) {
+  nlohmann::json j = SpecJson(f);
+  PlanFields fields;
+  FUJI_RETURN_IF_ERROR(FinetuneSpecWithAuto(j, &fields).status());
+  return j;
 }
 
 std::string FormatLossEvent(const nlohmann::json& e, int64_t total_steps) {

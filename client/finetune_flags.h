@@ -14,6 +14,8 @@ namespace fuji::client {
 
 struct FinetuneFlags {
   FinetuneSpec spec;
+  // "auto" leaves the choice to fujid's scheduler (the default of `submit finetune`).
+  std::string zero = "0", offload = "none";
   std::string output = "text";
 };
 
@@ -23,8 +25,10 @@ struct FinetuneFlags {
 void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f);
 
 // Builds the spec from the flags and checks it the way the ranks and the daemon will; relative
-// paths become absolute.
+// paths become absolute. "auto" is refused: only the scheduler chooses.
 Result<FinetuneSpec> FinetuneSpecFromFlags(const FinetuneFlags& f);
+// The spec as `submit finetune` sends it: "zero" and "offload" may be "auto".
+Result<nlohmann::json> FinetuneSubmitSpec(const FinetuneFlags& f);
 
 // One line for a rank-0 "loss" event ("step 3/20  loss 5.4321  lr 1.2e-04  1234 tok/s"; eval
 // losses "step 20/20  eval loss 5.1234"); "" for other events.

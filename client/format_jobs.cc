@@ -70,6 +70,8 @@ nlohmann::json JobToJson(const v1::Job& job) {
   j["started_at_ms"] = job.started_at_ms();
   j["finished_at_ms"] = job.finished_at_ms();
   j["spec"] = ParsedSpec(job.spec_json());
+  j["shareable"] = job.shareable();
+  j["plan"] = job.plan_json().empty() ? nlohmann::json() : ParsedSpec(job.plan_json());
   if (!job.progress().phase().empty()) {
     const v1::Progress& p = job.progress();
     j["progress"] = {{"phase", p.phase()},   {"done", p.done()},
@@ -99,6 +101,21 @@ std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms) {
   return RenderTable({"ID", "STATE", "KIND", "PRIO", "ATTEMPTS", "AGE", "REASON"}, rows);
 }
 
+std::string PlanText(const std::string& plan_json) {
+  if (plan_json.empty()) return "- (chosen when it is placed)";
+  const nlohmann::json p = ParsedSpec(plan_json);
+  if (!p.is_object()) return plan_json;
+  const auto gib = [](const nlohmann::json& bytes) {
+    return Fixed((bytes.is_number() ? bytes.get<double>() : 0.0) / (1024.0 * 1024 * 1024), 1) + " GiB";
+  };
+  std::string text = p.value("label", std::string("?")) + " (predicted ";
+  if (p.value("device_mib", int64_t{0}) > 0) text += gib(p.value("gpu_bytes", nlohmann::json(0))) + " per device, ";
+  text += gib(p.value("host_bytes", nlohmann::json(0))) + " of host memory";
+  const nlohmann::json step = p.value("step_seconds", nlohmann::json(0));
+  if (step.is_number() && step.get<double>() > 0) text += ", " + Fixed(step.get<double>(), 3) + " s per step";
+  return text + ")";
+}
+
 std::string JobText(const v1::Job& job, int64_t now_ms) {
   std::vector<std::vector<std::string>> rows = {
       {"id:", std::to_string(job.id())},
@@ -108,7 +125,8 @@ std::string JobText(const v1::Job& job, int64_t now_ms) {
       {"priority:", std::to_string(job.priority())},
       {"attempts:", std::to_string(job.attempts()) + " of at most " + std::to_string(job.max_attempts())},
       {"worker:", job.worker_id().empty() ? "-" : job.worker_id()},
-      {"devices:", std::to_string(job.devices()) + " " + job.device_kind()},
+      {"devices:", std::to_string(job.devices()) + " " + job.device_kind() + (job.shareable() ? ", shareable" : "")},
+      {"plan:", PlanText(job.plan_json())},
       {"timeout:", job.timeout_ms() > 0 ? std::to_string(job.timeout_ms()) + " ms" : "none"},
       {"submitted:", TimeAndAge(job.submitted_at_ms(), now_ms)},
       {"started:", TimeAndAge(job.started_at_ms(), now_ms)},

@@ -116,13 +116,19 @@ nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {
   for (const auto& w : workers) {
     nlohmann::json devices = nlohmann::json::array();
     for (const auto& d : w.devices()) {
-      devices.push_back({{"index", d.index()}, {"name", d.name()}, {"total_mib", d.total_mib()}, {"kind", d.kind()}});
+      devices.push_back({{"index", d.index()},
+                         {"name", d.name()},
+                         {"total_mib", d.total_mib()},
+                         {"free_mib", d.free_mib()},
+                         {"kind", d.kind()}});
     }
     list.push_back({{"id", w.id()},
                     {"host", w.host()},
                     {"state", w.state()},
                     {"last_heartbeat_ms", w.last_heartbeat_ms()},
                     {"devices", devices},
+                    {"host_total_mib", w.host_total_mib()},
+                    {"host_free_mib", w.host_free_mib()},
                     {"running_jobs", std::vector<int64_t>(w.running_jobs().begin(), w.running_jobs().end())}});
   }
   return {{"workers", list}};
@@ -142,10 +148,20 @@ std::string WorkersTable(const std::vector<v1::Worker>& workers, int64_t now_ms)
     for (const auto& [name, n] : counts) devices += (devices.empty() ? "" : ", ") + std::to_string(n) + "x " + name;
     std::string jobs;
     for (int64_t id : w.running_jobs()) jobs += (jobs.empty() ? "" : ",") + std::to_string(id);
+    // Free memory as the scheduler counts it: per GPU, and the host's.
+    std::string free;
+    for (const auto& d : w.devices()) {
+      if (d.kind() == "cuda" && d.free_mib() >= 0) free += (free.empty() ? "" : " ") + Fixed(d.free_mib() / 1024.0, 1);
+    }
+    if (!free.empty()) free = "GPU " + free + " GiB";
+    if (w.host_free_mib() >= 0) {
+      free += (free.empty() ? "" : ", ") + std::string("host ") + Fixed(w.host_free_mib() / 1024.0, 1) + "/" +
+              Fixed(w.host_total_mib() / 1024.0, 1) + " GiB";
+    }
     rows.push_back({w.id(), w.host(), w.state(), FormatAge(w.last_heartbeat_ms(), now_ms),
-                    devices.empty() ? "-" : devices, jobs.empty() ? "-" : jobs});
+                    devices.empty() ? "-" : devices, free.empty() ? "-" : free, jobs.empty() ? "-" : jobs});
   }
-  return RenderTable({"ID", "HOST", "STATE", "HEARTBEAT", "DEVICES", "JOBS"}, rows);
+  return RenderTable({"ID", "HOST", "STATE", "HEARTBEAT", "DEVICES", "FREE", "JOBS"}, rows);
 }
 
 }  // namespace fuji::client

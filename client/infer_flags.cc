@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include "worker/spec/plan_fields.h"
+
 namespace fuji::client {
 
 void AddInferFlags(CLI::App* cmd, InferFlags* f) {
@@ -20,14 +22,20 @@ void AddInferFlags(CLI::App* cmd, InferFlags* f) {
   cmd->add_option("--precision", f->spec.precision, "fp32, bf16 or fp16");
   cmd->add_option("--device", f->spec.device, "cpu, cuda or cuda:N");
   cmd->add_flag("--ignore-eos", f->spec.ignore_eos, "Generate max-new-tokens even past end of text");
-  cmd->add_option("--offload", f->spec.offload,
-                  "none, or params: keep the weights in host memory and stream them to the device "
-                  "block by block");
+  cmd->add_option("--offload", f->offload,
+                  "none; params: keep the weights in host memory and stream them to the device "
+                  "block by block; auto: fujid's scheduler picks")
+      ->check(CLI::IsMember({"auto", "none", "params"}));
   cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
 }
 
 Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f) {
   InferSpec spec = f.spec;
+  if (f.offload == kAuto) {
+    return InvalidArgument(
+        "--offload auto is chosen by fujid's scheduler (fuji submit infer); here give none or params");
+  }
+  spec.offload = f.offload;
   if (!f.prompt.empty() || cmd->count("--prompt") > 0) spec.prompt = f.prompt;
   if (!f.prompt_ids.empty()) {
     FUJI_ASSIGN_OR_RETURN(spec.prompt_ids, ParseIdList(f.prompt_ids));
@@ -38,6 +46,15 @@ Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f) {
     if (::getcwd(cwd, sizeof cwd) != nullptr) spec.model = std::string(cwd) + "/" + spec.model;
   }
   return InferSpec::FromJson(spec.ToJson());
+}
+
+Result<nlohmann::json> InferSubmitSpec(CLI::App* cmd, const InferFlags& f) {
+  InferFlags concrete = f;
+  concrete.offload = f.offload == kAuto ? "none" : f.offload;
+  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecFromFlags(cmd, concrete));
+  nlohmann::json j = spec.ToJson();
+  j["offload"] = f.offload;
+  return j;
 }
 
 void PrintInferResult(const nlohmann::json& result, const std::string& output) {

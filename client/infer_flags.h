@@ -14,6 +14,7 @@ namespace fuji::client {
 
 struct InferFlags {
   InferSpec spec;
+  std::string offload = "none";  // "auto": fujid's scheduler picks (the default of `submit infer`)
   std::string prompt, prompt_ids, output = "text";
   bool greedy_flag = false;
 };
@@ -25,6 +26,8 @@ void AddInferFlags(CLI::App* cmd, InferFlags* f);
 // Builds the spec from the flags and checks it the way the rank and the daemon will; a relative
 // --model becomes absolute.
 Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f);
+// The spec as `submit infer` sends it: "offload" may be "auto".
+Result<nlohmann::json> InferSubmitSpec(CLI::App* cmd, const InferFlags& f);
 
 // json: the result object on stdout. text: the generated text on stdout and a timings line
 // on stderr.

@@ -1,6 +1,8 @@
 // Job reports: tables from the results, CSV data, gnuplot charts. See report.h.
 #include "client/report.h"
 
+#include "worker/spec/plan_fields.h"
+
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -14,6 +16,7 @@
 #include <sstream>
 
 #include "worker/common/file_util.h"
+#include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {
@@ -63,6 +66,13 @@ Result<JobData> FetchJob(DaemonClient& client, int64_t id) {
   FUJI_ASSIGN_OR_RETURN(d.job, client.GetJob(id));
   d.spec = nlohmann::json::parse(d.job.spec_json(), nullptr, false);
   if (d.spec.is_discarded()) d.spec = nlohmann::json::object();
+  // The plan the scheduler chose stands in for the spec's "auto" fields: the report shows what ran.
+  const nlohmann::json plan = nlohmann::json::parse(d.job.plan_json(), nullptr, false);
+  if (plan.is_object() && plan.value("zero", nlohmann::json()).is_number_integer() &&
+      plan.value("offload", nlohmann::json()).is_string()) {
+    d.spec = SpecWithPlan(std::move(d.spec), d.job.kind() == "finetune", plan["zero"].get<int>(),
+                          plan["offload"].get<std::string>());
+  }
   auto result = client.GetResult(id);
   if (result.ok()) {
     d.result = nlohmann::json::parse(result->result_json(), nullptr, false);

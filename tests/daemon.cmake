@@ -2,7 +2,7 @@
 # user talking through the generated stubs; the binary's flags, signals and refusals.
 fuji_add_test(fujid_server_test
   SOURCES integration/fujid_server_test.cc integration/fujid_recovery_test.cc
-    integration/fujid_finetune_test.cc
+    integration/fujid_finetune_test.cc integration/fujid_placement_test.cc
   LIBS fuji_daemon GTest::gmock
   LABELS integration
   TIMEOUT 300)

@@ -7,9 +7,23 @@
 namespace fuji::sched {
 namespace {
 
-// Sharing needs a declared size: without one, the memory check that makes sharing safe is void.
+// Sharing needs a declared size (a plan or memory_mib): without one, the memory check that makes
+// sharing safe is void.
 bool MayShare(const JobRequest& job) {
-  return job.shareable && job.memory_mib > 0;
+  return job.shareable && (job.memory_mib > 0 || job.has_options());
+}
+
+const MemoryOption* OptionAt(const JobRequest& job, int option) {
+  return option < 0 ? nullptr : &job.options()[static_cast<size_t>(option)];
+}
+
+// What the job needs of each device it takes: its option's device memory, or what it declared.
+int64_t DeviceNeed(const JobRequest& job, const MemoryOption* option) {
+  return option ? option->device_mib : job.memory_mib;
+}
+
+bool HasRoom(const DeviceSlot& device, int64_t need) {
+  return need <= 0 || device.free_mib >= need;
 }
 
 int64_t EndOrNever(int64_t end_ms) {
@@ -28,6 +42,7 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
     if (!view.connected) continue;
     AgentSlot& agent = agents_.emplace_back();
     agent.view = &view;
+    agent.host_free_mib = view.host_free_mib;
     for (const DeviceView& device_view : view.devices) {
       DeviceSlot& device = agent.devices.emplace_back();
       device.view = &device_view;
@@ -67,19 +82,23 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
   if (job.devices > bound) return std::nullopt;
 
   AgentSlot* best = nullptr;
-  int best_usable = 0;
+  Fit best_fit;
   for (AgentSlot* agent : kind.agents) {
-    const int usable = CountUsable(*agent, job, AllowanceOn(*agent, job, kind));
-    if (usable >= job.devices && (!best || usable < best_usable)) {
+    const std::optional<Fit> fit = FitOn(*agent, job, AllowanceOn(*agent, job, kind));
+    if (!fit) continue;
+    // An earlier (preferred) plan first, then the best fit.
+    if (!best || fit->option < best_fit.option ||
+        (fit->option == best_fit.option && fit->usable < best_fit.usable)) {
       best = agent;
-      best_usable = usable;
+      best_fit = *fit;
     }
   }
   if (!best) return std::nullopt;
 
   const Allowance allowance = AllowanceOn(*best, job, kind);
   const int idle_before = best->idle;
-  Placement placement{job.id, best->view->worker_id, Take(*best, job, allowance)};
+  Placement placement{job.id, best->view->worker_id,
+                      Take(*best, job, allowance, OptionAt(job, best_fit.option)), best_fit.option};
   // Idle devices taken on the reserved agent by a job that may outlast T were spare ones.
   if (allowance.within_spare) kind.reservation->spare -= idle_before - best->idle;
   RefreshMaxima(kind);
@@ -101,6 +120,10 @@ void PassState::Reserve(const JobRequest& job, KindState& kind) {
     if (need > 0) {
       std::nth_element(releases.begin(), releases.begin() + (need - 1), releases.end());
       start_ms = releases[static_cast<size_t>(need - 1)];
+    } else if (job.has_options()) {
+      // Enough devices, too little memory: some comes back when the first holder ends (memory
+      // other programs hold, nobody knows when).
+      start_ms = releases.empty() ? kNeverMs : *std::min_element(releases.begin(), releases.end());
     }
     const auto back_by_start =
         std::count_if(releases.begin(), releases.end(), [&](int64_t r) { return r <= start_ms; });
@@ -117,7 +140,14 @@ void PassState::Reserve(const JobRequest& job, KindState& kind) {
 bool PassState::HeldByReservation(const JobRequest& job, const KindState& kind) const {
   if (!kind.reservation || kind.reservation->job == &job) return false;
   const AgentSlot& reserved = *kind.reservation->agent;
-  return CountUsable(reserved, job, {reserved.idle, false}) >= job.devices;
+  return FitOn(reserved, job, {reserved.idle, false}).has_value();
+}
+
+bool PassState::FitsByCount(const JobRequest& job, const KindState& kind) const {
+  for (const AgentSlot* agent : kind.agents) {
+    if (CountUsable(*agent, job, {agent->idle, false}, nullptr) >= job.devices) return true;
+  }
+  return false;
 }
 
 PassState::Allowance PassState::AllowanceOn(const AgentSlot& agent, const JobRequest& job,
@@ -134,34 +164,56 @@ bool PassState::EndsBy(const JobRequest& job, int64_t deadline_ms) const {
          now_ms_ + job.estimated_run_ms <= deadline_ms;
 }
 
-int PassState::CountUsable(const AgentSlot& agent, const JobRequest& job,
-                           Allowance allowance) const {
+int PassState::CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                           const MemoryOption* option) const {
+  if (option && agent.host_free_mib != kUnknownMib && option->host_mib > agent.host_free_mib) {
+    return 0;
+  }
+  const int64_t need = DeviceNeed(job, option);
   int usable = allowance.idle_limit;
+  if (option && need > 0) {
+    int roomy = 0;
+    for (const DeviceSlot& device : agent.devices) roomy += device.idle() && HasRoom(device, need);
+    usable = std::min(usable, roomy);
+  }
   if (!allowance.within_spare && MayShare(job)) {
     for (const DeviceSlot& device : agent.devices) {
-      if (!device.idle() && device.joinable && device.free_mib >= job.memory_mib) ++usable;
+      if (!device.idle() && device.joinable && HasRoom(device, need)) ++usable;
     }
   }
   return usable;
 }
 
-std::vector<int> PassState::Take(AgentSlot& agent, const JobRequest& job, Allowance allowance) {
+std::optional<Fit> PassState::FitOn(const AgentSlot& agent, const JobRequest& job,
+                                    Allowance allowance) const {
+  if (!job.has_options()) {
+    const int usable = CountUsable(agent, job, allowance, nullptr);
+    return usable >= job.devices ? std::optional<Fit>(Fit{-1, usable}) : std::nullopt;
+  }
+  for (size_t i = 0; i < job.options().size(); ++i) {
+    const int usable = CountUsable(agent, job, allowance, &job.options()[i]);
+    if (usable >= job.devices) return Fit{static_cast<int>(i), usable};
+  }
+  return std::nullopt;
+}
+
+std::vector<int> PassState::Take(AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                                 const MemoryOption* option) {
   const int64_t release_ms =
       job.estimated_run_ms == kUnknownMs ? kNeverMs : now_ms_ + job.estimated_run_ms;
+  const int64_t need = DeviceNeed(job, option);
   std::vector<DeviceSlot*> chosen;
   // Joinable devices first: packing shared jobs together keeps idle devices for exclusive ones.
   if (!allowance.within_spare && MayShare(job)) {
     for (DeviceSlot& device : agent.devices) {
       if (static_cast<int>(chosen.size()) == job.devices) break;
-      if (!device.idle() && device.joinable && device.free_mib >= job.memory_mib) {
-        chosen.push_back(&device);
-      }
+      if (!device.idle() && device.joinable && HasRoom(device, need)) chosen.push_back(&device);
     }
   }
   int idle_taken = 0;
   for (DeviceSlot& device : agent.devices) {
     if (static_cast<int>(chosen.size()) == job.devices) break;
-    if (device.idle()) {
+    if (device.idle() && (!option || HasRoom(device, need))) {
       chosen.push_back(&device);
       ++idle_taken;
     }
@@ -173,9 +225,10 @@ std::vector<int> PassState::Take(AgentSlot& agent, const JobRequest& job, Allowa
     device->joinable = device->view->shareable && MayShare(job);
     device->holders.push_back(job.id);
     device->release_ms = std::max(device->release_ms, release_ms);
-    device->free_mib -= job.memory_mib;
+    device->free_mib -= need;
     indices.push_back(device->view->index);
   }
+  if (option && agent.host_free_mib != kUnknownMib) agent.host_free_mib -= option->host_mib;
   std::sort(indices.begin(), indices.end());
   agent.idle -= idle_taken;
   return indices;

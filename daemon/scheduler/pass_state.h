@@ -31,6 +31,14 @@ struct AgentSlot {
   const AgentView* view = nullptr;
   std::vector<DeviceSlot> devices;
   int idle = 0;  // devices with no holder
+  int64_t host_free_mib = kUnknownMib;
+};
+
+// Where a job fits on one agent: the first of its options that fits (-1 for a job without
+// options) and how many devices it could take there.
+struct Fit {
+  int option = -1;
+  int usable = 0;
 };
 
 struct Reservation {
@@ -70,6 +78,9 @@ class PassState {
   void Reserve(const JobRequest& job, KindState& kind);
   // Whether `job` could start now if its kind's reservation did not hold devices back.
   bool HeldByReservation(const JobRequest& job, const KindState& kind) const;
+  // Whether `job` fits some agent of the kind by count of devices, disregarding memory: when it
+  // waits nonetheless, memory is what it waits for.
+  bool FitsByCount(const JobRequest& job, const KindState& kind) const;
 
  private:
   // What `job` may take on one agent: up to idle_limit idle devices, and joinable ones unless
@@ -81,9 +92,15 @@ class PassState {
   };
   Allowance AllowanceOn(const AgentSlot& agent, const JobRequest& job, const KindState& kind) const;
   bool EndsBy(const JobRequest& job, int64_t deadline_ms) const;
-  int CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance) const;
-  // Takes the devices and returns their indices; the caller checked that enough are usable.
-  std::vector<int> Take(AgentSlot& agent, const JobRequest& job, Allowance allowance);
+  // Devices `job` could take on the agent with `option`'s memory (nullptr: memory unchecked).
+  int CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                  const MemoryOption* option) const;
+  // The first option of `job` that fits on the agent; nullopt when none does.
+  std::optional<Fit> FitOn(const AgentSlot& agent, const JobRequest& job, Allowance allowance) const;
+  // Takes the devices (and promises the option's memory) and returns their indices; the caller
+  // checked that enough are usable.
+  std::vector<int> Take(AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                        const MemoryOption* option);
   void RefreshMaxima(KindState& kind) const;
 
   int64_t now_ms_;

@@ -1,7 +1,9 @@
 // The texts that say why a job is refused or waits; see reasons.h.
 #include "daemon/scheduler/reasons.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -10,6 +12,53 @@ namespace {
 
 // Holders named per agent before the rest are summed up, to keep a reason to one line.
 constexpr size_t kHoldersNamed = 3;
+
+// The option that needs the least of each device, then of the host.
+const MemoryOption& SmallestOption(const JobRequest& job) {
+  return *std::min_element(job.options().begin(), job.options().end(),
+                           [](const MemoryOption& a, const MemoryOption& b) {
+                             return a.device_mib != b.device_mib ? a.device_mib < b.device_mib
+                                                                 : a.host_mib < b.host_mib;
+                           });
+}
+
+// " with 31.2 GiB free each and 74.8 GiB of host memory (its smallest plan: zero 3, offload
+// params)"; "" for a job without options.
+std::string MemoryNeedText(const JobRequest& job) {
+  if (!job.has_options()) return "";
+  const MemoryOption& smallest = SmallestOption(job);
+  std::string text = smallest.device_mib > 0
+                         ? " with " + GiBText(smallest.device_mib) + " free each and "
+                         : " and ";
+  text += GiBText(smallest.host_mib) + " of host memory (";
+  text += job.options().size() == 1 ? "its plan: " : "its smallest plan: ";
+  return text + smallest.label + ")";
+}
+
+// ", up to 20.1 GiB free per idle device, 40.2 GiB of host memory free"
+std::string AgentMemoryText(const AgentSlot& agent, bool cuda) {
+  std::string text;
+  if (cuda) {
+    int64_t most = 0;
+    for (const DeviceSlot& device : agent.devices) {
+      if (device.idle()) most = std::max(most, device.free_mib);
+    }
+    text += ", up to " + GiBText(most) + " free per idle device";
+  }
+  if (agent.host_free_mib != kUnknownMib) {
+    text += ", " + GiBText(agent.host_free_mib) + " of host memory free";
+  }
+  return text;
+}
+
+// The number-th largest of the agent's device totals (number >= 1, at most its devices).
+int64_t NthLargestTotal(const AgentView& agent, int number) {
+  std::vector<int64_t> totals;
+  for (const DeviceView& device : agent.devices) totals.push_back(device.total_mib);
+  std::nth_element(totals.begin(), totals.begin() + (number - 1), totals.end(),
+                   std::greater<int64_t>());
+  return totals[static_cast<size_t>(number - 1)];
+}
 
 // "node-a has 1 free (job 7 holds 1, job 9 holds 2)"
 std::string AgentText(const AgentSlot& agent) {
@@ -65,6 +114,57 @@ std::string SecondsText(int64_t ms) {
   return text;
 }
 
+std::string GiBText(int64_t mib) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f GiB", static_cast<double>(mib) / 1024.0);
+  return text;
+}
+
+std::string NoMemoryText(const JobRequest& job, const std::vector<AgentView>& agents) {
+  // The agents with enough devices, and the most memory per device among them (the job's
+  // devices-th largest device of each).
+  const AgentView* roomiest = nullptr;
+  int64_t roomiest_mib = -1;
+  for (const AgentView& agent : agents) {
+    if (agent.device_kind != job.device_kind ||
+        static_cast<int>(agent.devices.size()) < job.devices) {
+      continue;
+    }
+    const int64_t mib = NthLargestTotal(agent, job.devices);
+    if (mib > roomiest_mib) {
+      roomiest = &agent;
+      roomiest_mib = mib;
+    }
+  }
+  if (!roomiest) return NoAgentOfKindText(job, "agent with enough devices");
+  const MemoryOption& smallest = SmallestOption(job);
+  if (smallest.device_mib > roomiest_mib) {
+    return job.label() + " needs at least " + GiBText(smallest.device_mib) + " on each of its " +
+           DevicesText(job.devices, job.device_kind) + " (" + smallest.label + "); the largest " +
+           (job.devices == 1 ? "device, on " + roomiest->worker_id + ", has "
+                             : "devices, on " + roomiest->worker_id + ", have ") +
+           GiBText(roomiest_mib);
+  }
+  // Some plan fits the devices: the host is what is short.
+  const MemoryOption* least_host = nullptr;
+  for (const MemoryOption& option : job.options()) {
+    if (option.device_mib <= roomiest_mib &&
+        (!least_host || option.host_mib < least_host->host_mib)) {
+      least_host = &option;
+    }
+  }
+  const AgentView* largest = nullptr;
+  for (const AgentView& agent : agents) {
+    if (agent.device_kind == job.device_kind &&
+        (!largest || agent.host_total_mib > largest->host_total_mib)) {
+      largest = &agent;
+    }
+  }
+  return job.label() + " needs at least " + GiBText(least_host->host_mib) + " of host memory (" +
+         least_host->label + "); the largest agent, " + largest->worker_id + ", has " +
+         GiBText(largest->host_total_mib);
+}
+
 std::string InvalidDevicesText(const JobRequest& job) {
   return "job needs at least 1 device, asked for " + std::to_string(job.devices);
 }
@@ -102,10 +202,12 @@ std::string WaitingText(const JobRequest& job, const PassState& state, const Kin
   text += " free ";
   text += job.device_kind;
   text += job.devices == 1 ? " device" : " devices";
+  text += MemoryNeedText(job);
   if (detailed) {
     for (size_t i = 0; i < kind->agents.size(); ++i) {
-      text += i == 0 ? ": " : ", ";
+      text += i == 0 ? ": " : job.has_options() ? "; " : ", ";
       text += AgentText(*kind->agents[i]);
+      if (job.has_options()) text += AgentMemoryText(*kind->agents[i], job.device_kind == "cuda");
     }
   } else {
     text += " (";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemon/scheduler/pass_state.h"
 #include "daemon/scheduler/scheduler.h"
@@ -23,6 +24,13 @@ std::string InvalidDevicesText(const JobRequest& job);
 std::string NoAgentOfKindText(const JobRequest& job, std::string_view which);
 // "job needs 4 cuda devices; the largest agent, node-a, has 2"
 std::string TooLargeText(const JobRequest& job, const AgentView& largest, std::string_view which);
+
+// "31.2 GiB"
+std::string GiBText(int64_t mib);
+// Why a job with options fits no agent of `agents` (each with enough devices or not): "13b
+// fine-tune (12.85B parameters) needs at least 155.3 GiB of host memory (zero 3, offload
+// params); the largest agent, node-a, has 24.0 GiB".
+std::string NoMemoryText(const JobRequest& job, const std::vector<AgentView>& agents);
 
 // Why a job the pass did not place waits, from the pass's state after the job's turn. `detailed`
 // names every agent's free devices and holders; otherwise the text says how many waiting jobs are

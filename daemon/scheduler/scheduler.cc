@@ -57,6 +57,11 @@ std::map<int64_t, std::string> ById(std::vector<std::pair<int64_t, std::string>>
 
 }  // namespace
 
+const std::string& JobRequest::label() const {
+  static const std::string kJob = "job";
+  return plans ? plans->label : kJob;
+}
+
 Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& agents) {
   if (job.devices < 1) return InvalidArgument(InvalidDevicesText(job));
   const AgentView* largest = nullptr;
@@ -68,7 +73,26 @@ Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& age
   if (job.devices > static_cast<int>(largest->devices.size())) {
     return FailedPrecondition(TooLargeText(job, *largest, "agent"));
   }
-  return Status::Ok();
+  if (!job.has_options()) return Status::Ok();
+  for (const MemoryOption& option : job.options()) {
+    if (option.device_mib < 0 || option.host_mib < 0) {
+      return InvalidArgument(job.label() + ": a plan needs negative memory (" + option.label + ")");
+    }
+  }
+  // With all of its memory free, some agent holds some plan.
+  for (const AgentView& agent : agents) {
+    if (agent.device_kind != job.device_kind ||
+        static_cast<int>(agent.devices.size()) < job.devices) {
+      continue;
+    }
+    for (const MemoryOption& option : job.options()) {
+      if (agent.host_total_mib != kUnknownMib && option.host_mib > agent.host_total_mib) continue;
+      int roomy = 0;
+      for (const DeviceView& device : agent.devices) roomy += device.total_mib >= option.device_mib;
+      if (roomy >= job.devices) return Status::Ok();
+    }
+  }
+  return FailedPrecondition(NoMemoryText(job, agents));
 }
 
 PassResult Schedule(const std::vector<JobRequest>& queued, const std::vector<AgentView>& agents,

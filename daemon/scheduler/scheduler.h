@@ -7,16 +7,21 @@
 //  2. All of a job's ranks go to ONE connected agent whose device kind matches ("cuda", "cpu").
 //     Among the agents where it fits, the one with the fewest usable devices wins (best fit), so
 //     large holes stay open for large jobs.
-//  3. A device holds one job at a time. The exception: a shareable device may hold several jobs
-//     that all allow sharing and declare their memory, while the sum of their memory_mib fits the
-//     device's free_mib.
-//  4. Backfill with a reservation (EASY backfilling). The first job of each device kind that
+//  3. Memory. A job may come with its plans (JobRequest::plans, from the memory planner, in the
+//     order of preference): on an agent it takes the first plan whose device_mib fits the free
+//     memory of each device it takes and whose host_mib fits the agent's free host memory, and
+//     that memory is promised to it for the rest of the pass. Agents where an earlier plan fits
+//     win over agents where only a later one does. A job never starts where none of its plans fits.
+//  4. A device holds one job at a time. The exception: a shareable device may hold several jobs
+//     that all allow sharing and declare their memory (a plan, or memory_mib), while their memory
+//     together fits the device's free_mib.
+//  5. Backfill with a reservation (EASY backfilling). The first job of each device kind that
 //     cannot start reserves the agent expected to have enough free devices soonest, at time T,
 //     from the holders' expected ends. Later jobs still start on that agent, but only on devices
 //     the reserved job will not need at T, or when their own estimated run ends by T. Small jobs
 //     fill the gaps, and the reserved job starts no later than it would have without them (as
 //     far as the estimates hold). Reservations are re-derived each pass; nothing persists.
-//  5. Every job that does not start gets a reason a person can read (`fuji show`).
+//  6. Every job that does not start gets a reason a person can read (`fuji show`).
 //
 // Cost: a sort of the queue, then O(1) for each job larger than every agent's usable devices (the
 // pass keeps the maxima per kind), and O(agents x devices) for each placement and each detailed
@@ -25,6 +30,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,14 +40,35 @@ namespace fuji::sched {
 
 // A time or duration that nobody knows (no timeout, no estimate).
 inline constexpr int64_t kUnknownMs = 0;
+// Memory nobody measured (an agent that has not reported its host's memory): not checked.
+inline constexpr int64_t kUnknownMib = -1;
+
+// One way to run a job (a plan of worker/plan: a ZeRO stage and offload) and the memory it needs.
+struct MemoryOption {
+  int64_t device_mib = 0;  // on each of the job's devices (0 for CPU devices: all is host memory)
+  int64_t host_mib = 0;    // on its agent's host, all of its ranks together
+  std::string label;       // "zero 2, offload optimizer": for the texts of reasons
+};
+
+// A job's plans: the ways it may run, in the order of preference, and what each needs.
+struct MemoryPlans {
+  std::string label = "job";  // how reasons name the job: "13b fine-tune (12.85B parameters)"
+  std::vector<MemoryOption> options;
+};
 
 struct JobRequest {
   int64_t id = 0;                   // submit order: lower ids were submitted first
   int priority = 0;                 // higher starts first
   int devices = 1;                  // one rank per device, all on one agent
   std::string device_kind = "cpu";  // "cpu" or "cuda"
-  int64_t memory_mib = 0;           // declared per device; a job shares only if it declares it
+  int64_t memory_mib = 0;           // declared per device, for a job without options
   bool shareable = false;           // may share devices with other shareable jobs
+  // Its plans; null or none: memory is not checked (and the job shares only with memory_mib).
+  // Shared, so that copying a request (a pass takes a copy of the queue) stays cheap.
+  std::shared_ptr<const MemoryPlans> plans;
+  bool has_options() const { return plans && !plans->options.empty(); }
+  const std::vector<MemoryOption>& options() const { return plans->options; }
+  const std::string& label() const;  // the plans' label, or "job"
   // How long it runs once started (its timeout or an estimate). A duration, not an end: a queued
   // job does not know when it will start.
   int64_t estimated_run_ms = kUnknownMs;
@@ -60,6 +87,8 @@ struct AgentView {
   std::string device_kind;  // every device of an agent is of this kind
   std::vector<DeviceView> devices;
   bool connected = true;  // a disconnected agent gets nothing
+  int64_t host_total_mib = kUnknownMib;
+  int64_t host_free_mib = kUnknownMib;  // neither used nor promised to the jobs it runs
 };
 
 // What the pass needs to know about a job holding devices. A holder missing from the list counts
@@ -74,6 +103,7 @@ struct Placement {
   int64_t job_id = 0;
   std::string worker_id;
   std::vector<int> device_indices;  // DeviceView::index values on that agent, ascending
+  int option = -1;                  // the index in the job's plans chosen; -1 without
 };
 
 struct PassResult {
@@ -93,8 +123,11 @@ struct ScheduleOptions {
 };
 
 // OK when some agent in `agents` (connected or not: a known agent may come back) could ever hold
-// the job. FAILED_PRECONDITION otherwise, e.g. "job needs 4 cuda devices; the largest agent,
-// node-a, has 2"; INVALID_ARGUMENT for a job asking for no device. With no agent registered
+// the job: enough devices, and with plans, one plan that fits its devices' and host's total
+// memory. FAILED_PRECONDITION otherwise, e.g. "job needs 4 cuda devices; the largest agent,
+// node-a, has 2", "13b fine-tune needs at least 155.3 GiB of host memory (zero 3, offload
+// params); the largest agent, node-a, has 24.0 GiB"; INVALID_ARGUMENT for a job asking for no
+// device or with a negative memory need. With no agent registered
 // nothing can hold it: the daemon decides whether to refuse such a job or let it wait.
 Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& agents);
 

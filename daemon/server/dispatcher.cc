@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "daemon/server/grpc_status.h"
+#include "daemon/server/job_plans.h"
 
 namespace fuji::daemon {
 
@@ -14,6 +15,26 @@ using store::JobState;
 // Queued jobs (in queue order) whose waiting reason a pass writes; WaitingReason counts the
 // queue for the rest when asked.
 constexpr int kPassReasons = 1000;
+
+namespace {
+
+Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, const std::string& plan) {
+  Dispatcher::Placed placed;
+  placed.promise = ReadPlan(plan);
+  placed.running.job_id = job.id;
+  placed.running.shareable = job.shareable;
+  placed.running.expected_end_ms = job.timeout_ms > 0 ? assigned_ms + job.timeout_ms : sched::kUnknownMs;
+  return placed;
+}
+
+// Free memory from a reading: the total less what other programs use and the larger of what
+// fuji's jobs were promised and what they use.
+int64_t FreeMib(const store::MemoryReading& reading, int64_t total_mib, int64_t promised_mib) {
+  const int64_t others = std::max<int64_t>(0, reading.used_mib - reading.fuji_mib);
+  return total_mib - others - std::max(promised_mib, reading.fuji_mib);
+}
+
+}  // namespace
 
 Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
                        DispatcherOptions options)
@@ -26,12 +47,12 @@ Status Dispatcher::Recover() {
   FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
   int64_t now_ms = clock_->NowMs();
   std::set<std::string> workers;
-  {
+  for (const store::Assignment& a : live) {
+    Result<store::JobRecord> job = store_->Get(a.job_id);
     std::lock_guard<std::mutex> lock(mu_);
-    for (const store::Assignment& a : live) {
-      leases_.Grant(a.job_id, a.worker_id, now_ms, options_.lease_ttl_ms);
-      workers.insert(a.worker_id);
-    }
+    leases_.Grant(a.job_id, a.worker_id, now_ms, options_.lease_ttl_ms);
+    if (job.ok()) placed_[a.job_id] = PlacedOf(*job, a.assigned_at_ms, job->plan);
+    workers.insert(a.worker_id);
   }
   for (const std::string& worker : workers) {
     FUJI_RETURN_IF_ERROR(
@@ -44,19 +65,51 @@ void Dispatcher::RequestPass() {
   if (pass_requester_) pass_requester_();
 }
 
+
 Result<std::vector<sched::AgentView>> Dispatcher::Agents(
     const std::vector<store::Assignment>& live) {
   FUJI_ASSIGN_OR_RETURN(std::vector<store::WorkerRecord> workers, store_->ListWorkers());
+  // What the jobs holding each device and each host were promised.
+  std::map<std::pair<std::string, int>, int64_t> device_promised;
+  std::map<std::string, int64_t> host_promised;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const store::Assignment& a : live) {
+      const auto it = placed_.find(a.job_id);
+      if (it == placed_.end() || !it->second.promise) continue;
+      const sched::MemoryOption& promise = *it->second.promise;
+      host_promised[a.worker_id] += promise.host_mib;
+      for (int index : a.device_indices) device_promised[{a.worker_id, index}] += promise.device_mib;
+    }
+  }
   std::vector<sched::AgentView> agents;
   for (const store::WorkerRecord& worker : workers) {
     sched::AgentView agent;
     agent.worker_id = worker.id;
     agent.connected = worker.state == "ONLINE";
     agent.device_kind = worker.devices.empty() ? "cpu" : worker.devices.front().kind;
+    const int64_t host_promise = host_promised[worker.id];
+    if (worker.host_memory) {
+      agent.host_total_mib = worker.host_memory->total_mib;
+      agent.host_free_mib = FreeMib(*worker.host_memory, agent.host_total_mib, host_promise);
+    } else if (agent.device_kind == "cpu" && !worker.devices.empty()) {
+      // Not sampled yet: a CPU device's total is the host's memory.
+      agent.host_total_mib = worker.devices.front().total_mib;
+      agent.host_free_mib = agent.host_total_mib - host_promise;
+    }
     for (const store::DeviceRecord& device : worker.devices) {
       sched::DeviceView view;
       view.index = device.index;
-      view.total_mib = view.free_mib = device.total_mib;
+      view.total_mib = device.total_mib;
+      view.shareable = true;  // jobs share a device only when every one of them allows it
+      const int64_t promise = device_promised[{worker.id, device.index}];
+      if (device.kind == "cpu" && agent.host_free_mib != sched::kUnknownMib) {
+        view.free_mib = agent.host_free_mib;  // a CPU device's memory is the host's
+      } else if (device.reading) {
+        view.free_mib = FreeMib(*device.reading, device.total_mib, promise);
+      } else {
+        view.free_mib = device.total_mib - promise;
+      }
       for (const store::Assignment& a : live) {
         if (a.worker_id != worker.id) continue;
         if (std::count(a.device_indices.begin(), a.device_indices.end(), device.index) > 0) {
@@ -68,6 +121,11 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(
     agents.push_back(std::move(agent));
   }
   return agents;
+}
+
+Result<std::vector<sched::AgentView>> Dispatcher::CurrentAgents() {
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  return Agents(live);
 }
 
 Status Dispatcher::CheckSatisfiable(const sched::JobRequest& job) {
@@ -104,6 +162,8 @@ void Dispatcher::AddQueued(const store::JobRecord& job) {
   request.devices = job.devices;
   request.device_kind = DeviceKindOfSpec(job.spec);
   request.estimated_run_ms = job.timeout_ms;
+  request.shareable = job.shareable;
+  request.plans = ReadPlans(job.plans);
   std::lock_guard<std::mutex> lock(mu_);
   queued_[job.id] = std::move(request);
 }
@@ -146,14 +206,23 @@ void Dispatcher::RunPass() {
   }
   if (none_connected) return;
   int64_t now_ms = clock_->NowMs();
+  std::vector<sched::RunningJob> running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const store::Assignment& a : *live) {
+      const auto it = placed_.find(a.job_id);
+      if (it != placed_.end()) running.push_back(it->second.running);
+    }
+  }
   sched::ScheduleOptions schedule_options;
   schedule_options.max_reasons = kPassReasons;
-  sched::PassResult pass = sched::Schedule(requests, *agents, {}, now_ms, schedule_options);
+  sched::PassResult pass = sched::Schedule(requests, *agents, running, now_ms, schedule_options);
   std::set<std::string> workers;
   for (const sched::Placement& placement : pass.placements) {
     Result<store::JobRecord> job = store_->Get(placement.job_id);
+    const std::string plan = job.ok() ? PlanAt(job->plans, placement.option) : std::string();
     Status assigned = job.ok() ? store_->Assign(job->id, placement.worker_id, placement.device_indices,
-                                                now_ms + options_.lease_ttl_ms)
+                                                now_ms + options_.lease_ttl_ms, plan)
                                : job.status();
     if (!assigned.ok()) {  // cancelled meanwhile: it left the queue with its transition
       if (job.ok() && job->state != JobState::kQueued) RemoveQueued(job->id);
@@ -164,12 +233,14 @@ void Dispatcher::RunPass() {
     assignment.set_job_id(job->id);
     assignment.set_attempt(job->attempts);
     assignment.set_kind(store::JobKindName(job->kind));
-    assignment.set_spec_json(job->spec);
+    assignment.set_spec_json(SpecForPlacement(job->kind, job->spec, plan));
     for (int index : placement.device_indices) assignment.add_device_indices(index);
     assignment.set_timeout_ms(job->timeout_ms);
+    const Placed placed = PlacedOf(*job, now_ms, plan);
     {
       std::lock_guard<std::mutex> lock(mu_);
       leases_.Grant(job->id, placement.worker_id, now_ms, options_.lease_ttl_ms);
+      placed_[job->id] = placed;
       pending_[placement.worker_id].push_back(std::move(assignment));
     }
     workers.insert(placement.worker_id);
@@ -323,6 +394,7 @@ void Dispatcher::Forget(int64_t job_id) {
   leases_.Release(job_id);
   cancel_requested_.erase(job_id);
   progress_.erase(job_id);
+  placed_.erase(job_id);
   for (auto& [worker, queue] : pending_) {
     queue.erase(std::remove_if(queue.begin(), queue.end(),
                                [&](const v1::Assignment& a) { return a.job_id() == job_id; }),

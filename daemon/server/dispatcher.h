@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,6 +38,12 @@ class Dispatcher {
   using PollDone = std::function<void(std::vector<v1::Assignment>)>;
   // Called (from any thread) whenever a scheduling pass is worth running soon.
   using PassRequester = std::function<void()>;
+  // What passes need to know of each placed job until its attempt ends: the memory its plan was
+  // promised, whether it shares its devices, and when it is expected to end.
+  struct Placed {
+    std::optional<sched::MemoryOption> promise;
+    sched::RunningJob running;
+  };
 
   Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
              DispatcherOptions options);
@@ -63,6 +70,8 @@ class Dispatcher {
   // ---- JobService ----
   // OK when the job could ever run on the registered agents (or none ever registered).
   Status CheckSatisfiable(const sched::JobRequest& job);
+  // The agents as the next pass sees them: devices, holders and free memory.
+  Result<std::vector<sched::AgentView>> CurrentAgents();
   // Why a QUEUED job waits, from the latest pass ("" if unknown).
   // Past the first waiting jobs of a pass, count_ahead counts the queue ahead of the job (a scan
   // of the queue: for one job, not for a listing).
@@ -115,6 +124,8 @@ class Dispatcher {
                                          const std::vector<store::Loss>& losses);
   // Hands assignments to the worker's waiting poll, if any (call with mu_ not held).
   void Deliver(const std::string& worker_id);
+  // The agents with their free memory: each device's and host's latest reading, less the memory
+  // other programs use and what the jobs holding them were promised (or use, when more).
   Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
   // The in-memory queue follows every change the daemon makes to the store (it is the store's
   // only writer): a pass reads no job rows, so its cost does not grow with SQLite reads.
@@ -136,6 +147,7 @@ class Dispatcher {
   std::map<std::string, std::deque<v1::Assignment>> pending_;  // placed, not yet polled
   std::map<std::string, Waiter> waiters_;                       // one poll per worker
   std::map<int64_t, v1::Progress> progress_;  // latest of each running attempt
+  std::map<int64_t, Placed> placed_;
   bool draining_ = false;
   std::mutex pass_mu_;  // one pass at a time
 };

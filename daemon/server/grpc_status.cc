@@ -73,6 +73,8 @@ v1::Job JobToProto(const store::JobRecord& job) {
   out.set_started_at_ms(job.started_at_ms.value_or(0));
   out.set_finished_at_ms(job.finished_at_ms.value_or(0));
   out.set_spec_json(job.spec);
+  out.set_plan_json(job.plan);
+  out.set_shareable(job.shareable);
   return out;
 }
 

@@ -2,6 +2,8 @@
 // ask (cancel) of jobs; see dispatcher.h.
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -31,6 +33,28 @@ std::string FailureReason(const v1::CompleteRequest& request) {
   }
   if (!request.message().empty()) reason += ": " + request.message();
   return reason;
+}
+
+// The store's rows for samples an agent sent: of a job's ranks, or (no job) of its node.
+std::vector<store::MemorySample> SamplesOf(
+    const google::protobuf::RepeatedPtrField<v1::MemorySample>& in, const std::string& worker_id,
+    std::optional<int64_t> job_id) {
+  std::vector<store::MemorySample> samples;
+  for (const v1::MemorySample& s : in) {
+    store::MemorySample sample;
+    sample.job_id = job_id;
+    sample.worker_id = worker_id;
+    sample.device_index = s.device_index();
+    sample.device_name = s.device_name();
+    sample.used_mib = s.used_mib();
+    sample.total_mib = s.total_mib();
+    sample.utilization_pct = s.utilization_pct();
+    sample.process_mib = s.process_mib();
+    sample.at_ms = s.at_ms();
+    sample.host_memory = s.host_memory();
+    samples.push_back(sample);
+  }
+  return samples;
 }
 
 }  // namespace
@@ -100,9 +124,10 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
   worker.id = request.worker_id();
   worker.host = request.host();
   for (const v1::Device& device : request.devices()) {
-    worker.devices.push_back({device.index(), device.name(), device.total_mib(), device.kind()});
+    worker.devices.push_back({device.index(), device.name(), device.total_mib(), device.kind(), std::nullopt});
   }
-  FUJI_RETURN_IF_ERROR(store_->RegisterWorker(worker));
+  FUJI_RETURN_IF_ERROR(
+      store_->RegisterWorker(worker, SamplesOf(request.samples(), worker.id, std::nullopt)));
   const std::string& id = worker.id;
   int64_t now_ms = clock_->NowMs();
   std::vector<int64_t> stop;
@@ -136,7 +161,7 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
 Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& request) {
   v1::HeartbeatResponse response;
   const std::string& id = request.worker_id();
-  Status beat = store_->Heartbeat(id);
+  Status beat = store_->Heartbeat(id, SamplesOf(request.samples(), id, std::nullopt));
   if (beat.code() == StatusCode::kNotFound) {
     response.set_reregister(true);
     return response;
@@ -203,22 +228,8 @@ Result<bool> Dispatcher::Report(const v1::JobReport& report) {
     FUJI_RETURN_IF_ERROR(store_->RecordTimings(timings));
   }
   if (report.samples_size() > 0) {
-    std::vector<store::MemorySample> samples;
-    for (const v1::MemorySample& s : report.samples()) {
-      store::MemorySample sample;
-      sample.job_id = job_id;
-      sample.worker_id = report.worker_id();
-      sample.device_index = s.device_index();
-      sample.device_name = s.device_name();
-      sample.used_mib = s.used_mib();
-      sample.total_mib = s.total_mib();
-      sample.utilization_pct = s.utilization_pct();
-      sample.process_mib = s.process_mib();
-      sample.at_ms = s.at_ms();
-      sample.host_memory = s.host_memory();
-      samples.push_back(sample);
-    }
-    FUJI_RETURN_IF_ERROR(store_->InsertSamples(samples));
+    FUJI_RETURN_IF_ERROR(
+        store_->InsertSamples(SamplesOf(report.samples(), report.worker_id(), job_id)));
   }
   std::string dropped;
   std::vector<store::Loss> losses = AcceptLosses(report, &dropped);

@@ -197,18 +197,31 @@ grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* c
   if (!live.ok()) return Done(context, live.status());
   std::map<std::string, std::vector<int64_t>> running;
   for (const store::Assignment& a : *live) running[a.worker_id].push_back(a.job_id);
+  Result<std::vector<sched::AgentView>> agents = dispatcher_->CurrentAgents();
+  if (!agents.ok()) return Done(context, agents.status());
+  std::map<std::string, const sched::AgentView*> views;
+  for (const sched::AgentView& agent : *agents) views[agent.worker_id] = &agent;
   for (const store::WorkerRecord& worker : *workers) {
     v1::Worker* out = response->add_workers();
     out->set_id(worker.id);
     out->set_host(worker.host);
     out->set_state(worker.state);
     out->set_last_heartbeat_ms(worker.last_heartbeat_ms);
+    const sched::AgentView* view = views.count(worker.id) ? views[worker.id] : nullptr;
+    out->set_host_total_mib(worker.host_memory ? worker.host_memory->total_mib : 0);
+    out->set_host_free_mib(view && worker.host_memory ? view->host_free_mib : -1);
     for (const store::DeviceRecord& d : worker.devices) {
       v1::Device* device = out->add_devices();
       device->set_index(d.index);
       device->set_name(d.name);
       device->set_total_mib(d.total_mib);
       device->set_kind(d.kind);
+      device->set_free_mib(-1);
+      if (view && (d.reading || worker.host_memory)) {
+        for (const sched::DeviceView& dv : view->devices) {
+          if (dv.index == d.index) device->set_free_mib(dv.free_mib);
+        }
+      }
     }
     for (int64_t job_id : running[worker.id]) out->add_running_jobs(job_id);
   }

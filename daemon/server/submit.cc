@@ -4,9 +4,11 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/server/grpc_status.h"
+#include "daemon/server/job_plans.h"
 #include "daemon/server/job_service.h"
 #include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
+#include "worker/spec/plan_fields.h"
 
 namespace fuji::daemon {
 namespace {
@@ -20,17 +22,20 @@ Status CheckModelDir(const std::string& model) {
   return Status::Ok();
 }
 
-// The spec of an infer job, checked; its job needs one device.
+// The spec of an infer job, checked ("offload" may be "auto"); its job needs one device.
 Result<int> CheckInfer(const nlohmann::json& spec_json) {
-  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpec::FromJson(spec_json));
+  PlanFields fields;
+  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecWithAuto(spec_json, &fields));
   FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model));
   return 1;
 }
 
 // The spec of a finetune job, checked as far as it can be without reading the data (the agent's
-// launcher checks the rest before any rank starts); its job needs one device per rank.
+// launcher checks the rest before any rank starts; "zero" and "offload" may be "auto"); its job
+// needs one device per rank.
 Result<int> CheckFinetune(const nlohmann::json& spec_json) {
-  FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpec::FromJson(spec_json));
+  PlanFields fields;
+  FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpecWithAuto(spec_json, &fields));
   FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model));
   std::error_code ec;
   if (!std::filesystem::exists(spec.data, ec)) return NotFound("data " + spec.data + " not found");
@@ -57,6 +62,8 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int defau
                                          : CheckFinetune(spec_json));
   if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
   if (request.timeout_ms() < 0) return InvalidArgument("timeout_ms must not be negative");
+  FUJI_ASSIGN_OR_RETURN(job.plans, PlanJob(job.kind, spec_json, job.devices));
+  job.shareable = request.shareable();
   job.priority = request.priority();
   job.spec = request.spec_json();
   job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : default_max_attempts;
@@ -79,6 +86,8 @@ grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* contex
   placement.devices = job->devices;
   placement.device_kind = DeviceKindOfSpec(job->spec);
   placement.estimated_run_ms = job->timeout_ms;
+  placement.shareable = job->shareable;
+  placement.plans = ReadPlans(job->plans);
   Status satisfiable = dispatcher_->CheckSatisfiable(placement);
   if (!satisfiable.ok()) {
     reactor->Finish(ToGrpcStatus(satisfiable));

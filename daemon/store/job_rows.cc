@@ -7,7 +7,8 @@ namespace fuji::store {
 
 const char kJobColumns[] =
     "id, kind, state, priority, spec, devices, attempts, max_attempts, timeout_ms, reason, "
-    "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms";
+    "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
+    "COALESCE(plans, ''), COALESCE(plan, '')";
 
 Result<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
@@ -31,6 +32,9 @@ Result<JobRecord> ReadJob(const Statement& row) {
   if (!row.IsNull(12)) job.started_at_ms = row.Int(12);
   if (!row.IsNull(13)) job.finished_at_ms = row.Int(13);
   job.updated_at_ms = row.Int(14);
+  job.shareable = row.Int(15) != 0;
+  job.plans = row.Text(16);
+  job.plan = row.Text(17);
   return job;
 }
 

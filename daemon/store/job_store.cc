@@ -35,6 +35,9 @@ Status ValidateNewJob(const JobRecord& job) {
   if (job.devices < 1) return InvalidArgument("a job needs at least 1 device");
   if (job.max_attempts < 1) return InvalidArgument("max_attempts must be at least 1");
   if (job.timeout_ms < 0) return InvalidArgument("timeout_ms must not be negative");
+  if (!job.plans.empty()) {
+    FUJI_RETURN_IF_ERROR(ValidateJsonObject("job plans", job.plans, JobStore::kMaxJsonBytes));
+  }
   return Status::Ok();
 }
 
@@ -43,8 +46,8 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
   FUJI_ASSIGN_OR_RETURN(
       Statement insert,
       db.Prepare("INSERT INTO jobs (kind, state, priority, spec, devices, attempts, max_attempts, "
-                 "timeout_ms, reason, submitted_at_ms, updated_at_ms) "
-                 "VALUES (?1, 'QUEUED', ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8)"));
+                 "timeout_ms, reason, submitted_at_ms, updated_at_ms, shareable, plans) "
+                 "VALUES (?1, 'QUEUED', ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?9, NULLIF(?10, ''))"));
   FUJI_RETURN_IF_ERROR(insert.BindText(1, JobKindName(job.kind))
                            .BindInt(2, job.priority)
                            .BindText(3, job.spec)
@@ -53,6 +56,8 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
                            .BindInt(6, job.timeout_ms)
                            .BindText(7, job.reason)
                            .BindInt(8, now_ms)
+                           .BindInt(9, job.shareable ? 1 : 0)
+                           .BindText(10, job.plans)
                            .Run());
   *id = db.LastInsertRowId();
   return InsertEvent(db, *id, std::nullopt, JobState::kQueued, "submitted", now_ms);

@@ -82,9 +82,12 @@ class JobStore {
   // ---- Workers and leases ----
 
   // Adds a worker or re-registers it (ONLINE, heartbeat now); its device list is replaced.
-  Status RegisterWorker(const WorkerRecord& worker);
-  // Records a heartbeat now and marks the worker ONLINE. NOT_FOUND for an unknown worker.
-  Status Heartbeat(const std::string& worker_id);
+  // `samples` (the node's memory now: host_memory ones and per device) become the latest
+  // readings of its host and devices; samples of devices it does not have are skipped.
+  Status RegisterWorker(const WorkerRecord& worker, const std::vector<MemorySample>& samples = {});
+  // Records a heartbeat now and marks the worker ONLINE, with the node's memory as
+  // RegisterWorker takes it. NOT_FOUND for an unknown worker.
+  Status Heartbeat(const std::string& worker_id, const std::vector<MemorySample>& samples = {});
   // Marks a worker LOST (its leases are left for ExpiredAssignments to report).
   Status MarkWorkerLost(const std::string& worker_id);
   // Workers by id, each with its devices.
@@ -93,8 +96,10 @@ class JobStore {
   // QUEUED -> ASSIGNED with a live assignment for the job's current attempt, in one transaction.
   // INVALID_ARGUMENT unless device_indices has one distinct index per device the job needs;
   // NOT_FOUND for an unknown job or worker; FAILED_PRECONDITION unless the job is QUEUED.
+  // `plan` (a JSON object, or "") becomes the job's plan: the one this placement chose.
   Status Assign(int64_t job_id, const std::string& worker_id,
-                const std::vector<int>& device_indices, int64_t lease_expires_ms);
+                const std::vector<int>& device_indices, int64_t lease_expires_ms,
+                const std::string& plan = "");
   // Extends every live lease of the worker; returns how many.
   Result<int> RenewLeases(const std::string& worker_id, int64_t lease_expires_ms);
   // Live assignments whose lease expired at or before now_ms.

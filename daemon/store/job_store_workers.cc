@@ -43,9 +43,49 @@ Status CheckWorkerDevices(Connection& db, const std::string& worker_id,
   return Status::Ok();
 }
 
+// The readings of `samples` (host memory and devices) onto the worker's rows. Devices the worker
+// does not have are skipped, as are readings that are negative.
+Status WriteReadings(Connection& db, const std::string& worker_id,
+                     const std::vector<MemorySample>& samples) {
+  FUJI_ASSIGN_OR_RETURN(
+      Statement host,
+      db.Prepare("UPDATE workers SET host_total_mib = ?, host_used_mib = ?, host_fuji_mib = ?, "
+                 "host_sampled_at_ms = ? WHERE id = ?"));
+  FUJI_ASSIGN_OR_RETURN(
+      Statement device,
+      db.Prepare("UPDATE devices SET used_mib = ?, fuji_mib = ?, sampled_at_ms = ? "
+                 "WHERE worker_id = ? AND device_index = ?"));
+  for (const MemorySample& s : samples) {
+    if (s.used_mib < 0 || s.total_mib < 0 || s.process_mib < 0) continue;
+    if (s.host_memory) {
+      host.Reset();
+      FUJI_RETURN_IF_ERROR(host.BindInt(1, s.total_mib)
+                               .BindInt(2, s.used_mib)
+                               .BindInt(3, s.process_mib)
+                               .BindInt(4, s.at_ms)
+                               .BindText(5, worker_id)
+                               .Run());
+    } else if (s.device_index >= 0) {
+      device.Reset();
+      FUJI_RETURN_IF_ERROR(device.BindInt(1, s.used_mib)
+                               .BindInt(2, s.process_mib)
+                               .BindInt(3, s.at_ms)
+                               .BindText(4, worker_id)
+                               .BindInt(5, s.device_index)
+                               .Run());
+    }
+  }
+  return Status::Ok();
+}
+
+std::optional<MemoryReading> ReadingAt(const Statement& row, int used, int total, int fuji, int at) {
+  if (row.IsNull(used) || row.IsNull(total) || row.IsNull(at)) return std::nullopt;
+  return MemoryReading{row.Int(used), row.Int(total), row.IsNull(fuji) ? 0 : row.Int(fuji), row.Int(at)};
+}
+
 }  // namespace
 
-Status JobStore::RegisterWorker(const WorkerRecord& worker) {
+Status JobStore::RegisterWorker(const WorkerRecord& worker, const std::vector<MemorySample>& samples) {
   FUJI_RETURN_IF_ERROR(ValidateWorker(worker));
   return writer_->Run([&](Connection& db) -> Status {
     int64_t now_ms = clock_->NowMs();
@@ -72,18 +112,18 @@ Status JobStore::RegisterWorker(const WorkerRecord& worker) {
                                .BindText(5, device.kind)
                                .Run());
     }
-    return Status::Ok();
+    return WriteReadings(db, worker.id, samples);
   });
 }
 
-Status JobStore::Heartbeat(const std::string& worker_id) {
+Status JobStore::Heartbeat(const std::string& worker_id, const std::vector<MemorySample>& samples) {
   return writer_->Run([&](Connection& db) -> Status {
     FUJI_ASSIGN_OR_RETURN(
         Statement update,
         db.Prepare("UPDATE workers SET last_heartbeat_ms = ?, state = 'ONLINE' WHERE id = ?"));
     FUJI_RETURN_IF_ERROR(update.BindInt(1, clock_->NowMs()).BindText(2, worker_id).Run());
     if (db.Changes() == 0) return NotFound("worker " + worker_id + " not found");
-    return Status::Ok();
+    return WriteReadings(db, worker_id, samples);
   });
 }
 
@@ -103,7 +143,9 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
   FUJI_ASSIGN_OR_RETURN(
       Statement select,
       db->Prepare("SELECT w.id, w.host, w.registered_at_ms, w.last_heartbeat_ms, w.state, "
-                  "d.device_index, d.name, d.total_mib, d.kind "
+                  "d.device_index, d.name, d.total_mib, d.kind, d.used_mib, d.fuji_mib, "
+                  "d.sampled_at_ms, w.host_used_mib, w.host_total_mib, w.host_fuji_mib, "
+                  "w.host_sampled_at_ms "
                   "FROM workers w LEFT JOIN devices d ON d.worker_id = w.id "
                   "ORDER BY w.id, d.device_index"));
   std::vector<WorkerRecord> workers;
@@ -112,22 +154,26 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
     if (!has_row) return workers;
     std::string id = select.Text(0);
     if (workers.empty() || workers.back().id != id) {
-      workers.push_back(
-          WorkerRecord{id, select.Text(1), select.Int(2), select.Int(3), select.Text(4), {}});
+      workers.push_back(WorkerRecord{id, select.Text(1), select.Int(2), select.Int(3),
+                                     select.Text(4), {}, ReadingAt(select, 12, 13, 14, 15)});
     }
     if (!select.IsNull(5)) {
-      workers.back().devices.push_back(DeviceRecord{static_cast<int>(select.Int(5)), select.Text(6),
-                                                    select.Int(7), select.Text(8)});
+      DeviceRecord device{static_cast<int>(select.Int(5)), select.Text(6), select.Int(7),
+                          select.Text(8), std::nullopt};
+      device.reading = ReadingAt(select, 9, 7, 10, 11);
+      workers.back().devices.push_back(std::move(device));
     }
   }
 }
 
 Status JobStore::Assign(int64_t job_id, const std::string& worker_id,
-                        const std::vector<int>& device_indices, int64_t lease_expires_ms) {
+                        const std::vector<int>& device_indices, int64_t lease_expires_ms,
+                        const std::string& plan) {
   std::set<int> distinct(device_indices.begin(), device_indices.end());
   if (device_indices.empty() || distinct.size() != device_indices.size() || *distinct.begin() < 0) {
     return InvalidArgument("an assignment needs distinct, non-negative device indices");
   }
+  if (!plan.empty()) FUJI_RETURN_IF_ERROR(ValidateJsonObject("job plan", plan, kMaxJsonBytes));
   std::string indices_json = nlohmann::json(device_indices).dump();
   return writer_->Run([&](Connection& db) -> Status {
     int64_t now_ms = clock_->NowMs();
@@ -153,8 +199,10 @@ Status JobStore::Assign(int64_t job_id, const std::string& worker_id,
     FUJI_ASSIGN_OR_RETURN(
         Statement update,
         db.Prepare("UPDATE jobs SET state = 'ASSIGNED', worker_id = ?, reason = '', "
-                   "updated_at_ms = ? WHERE id = ? AND state = 'QUEUED'"));
-    FUJI_RETURN_IF_ERROR(update.BindText(1, worker_id).BindInt(2, now_ms).BindInt(3, job_id).Run());
+                   "updated_at_ms = ?, plan = COALESCE(NULLIF(?, ''), plan) "
+                   "WHERE id = ? AND state = 'QUEUED'"));
+    FUJI_RETURN_IF_ERROR(
+        update.BindText(1, worker_id).BindInt(2, now_ms).BindText(3, plan).BindInt(4, job_id).Run());
     // An attempt handed back unstarted (ASSIGNED -> QUEUED) is placed again: its row is reused.
     FUJI_ASSIGN_OR_RETURN(
         Statement insert,
@@ -171,8 +219,12 @@ Status JobStore::Assign(int64_t job_id, const std::string& worker_id,
                              .BindInt(5, now_ms)
                              .BindInt(6, lease_expires_ms)
                              .Run());
-    return InsertEvent(db, job_id, JobState::kQueued, JobState::kAssigned,
-                       "assigned to " + worker_id + " devices " + indices_json, now_ms);
+    std::string message = "assigned to " + worker_id + " devices " + indices_json;
+    if (!plan.empty()) {
+      const nlohmann::json j = nlohmann::json::parse(plan, nullptr, /*allow_exceptions=*/false);
+      if (j.contains("label") && j["label"].is_string()) message += " with " + j["label"].get<std::string>();
+    }
+    return InsertEvent(db, job_id, JobState::kQueued, JobState::kAssigned, message, now_ms);
   });
 }
 

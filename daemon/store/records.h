@@ -28,6 +28,9 @@ struct JobRecord {
   std::optional<int64_t> started_at_ms;   // start of the latest attempt
   std::optional<int64_t> finished_at_ms;  // set in terminal states
   int64_t updated_at_ms = 0;
+  bool shareable = false;  // may share devices with other shareable jobs
+  std::string plans;       // JSON: the plans placement may choose from ("" when none recorded)
+  std::string plan;        // JSON: the one the latest placement chose ("" before the first)
 };
 
 // Filters for JobStore::List. Strings because they come from users; List validates them.
@@ -54,11 +57,21 @@ struct JobEvent {
   std::string message;
 };
 
+// The latest memory reading of a device or of a worker's host, from its agent's Register or
+// Heartbeat.
+struct MemoryReading {
+  int64_t used_mib = 0;   // by everything
+  int64_t total_mib = 0;
+  int64_t fuji_mib = 0;   // of used_mib, by the agent's ranks
+  int64_t at_ms = 0;
+};
+
 struct DeviceRecord {
   int index = 0;
   std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
   int64_t total_mib = 0;
   std::string kind;  // "cuda" or "cpu"
+  std::optional<MemoryReading> reading = std::nullopt;  // read back by ListWorkers; empty before the first
 };
 
 struct WorkerRecord {
@@ -68,6 +81,7 @@ struct WorkerRecord {
   int64_t last_heartbeat_ms = 0;
   std::string state;  // "ONLINE" or "LOST"
   std::vector<DeviceRecord> devices;
+  std::optional<MemoryReading> host_memory = std::nullopt;  // read back by ListWorkers; empty before the first
 };
 
 // A job attempt placed on a worker's devices; live while released_at_ms is empty.

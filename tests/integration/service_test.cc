@@ -71,6 +71,14 @@ TEST_F(ServiceTest, SubmitWaitsForTextTimingsAndSamples) {
   EXPECT_EQ(listed["jobs"][0]["id"], j["id"]);
   auto workers = Fuji({"workers", "--output", "json"}, address_);
   EXPECT_NE(workers.out.find("node-a"), std::string::npos) << workers.out;
+  // The agent reports its host's memory; the scheduler's free memory is within it.
+  const nlohmann::json node = nlohmann::json::parse(workers.out)["workers"][0];
+  EXPECT_GT(node["host_total_mib"].get<int64_t>(), 0) << workers.out;
+  EXPECT_GT(node["host_free_mib"].get<int64_t>(), 0) << workers.out;
+  EXPECT_LE(node["host_free_mib"].get<int64_t>(), node["host_total_mib"].get<int64_t>()) << workers.out;
+  // The job was placed with a plan of the planner: an inference's offload.
+  const nlohmann::json shown = Show(j["id"].get<int64_t>());
+  EXPECT_EQ(shown["plan"].value("offload", ""), "none") << shown.dump();
   EXPECT_EQ(daemon->Stop(), 0) << "SIGTERM shuts fujid down cleanly";
 }
 

@@ -19,7 +19,9 @@ class FakeCluster {
  public:
   void AddAgent(const std::string& worker_id, int devices, const std::string& kind, bool shareable,
                 int64_t total_mib = 16000) {
-    AgentView agent{worker_id, kind, {}, true};
+    AgentView agent;
+    agent.worker_id = worker_id;
+    agent.device_kind = kind;
     for (int i = 0; i < devices; ++i) {
       agent.devices.push_back({i, total_mib, total_mib, {}, shareable});
     }

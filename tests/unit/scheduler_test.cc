@@ -10,7 +10,9 @@ namespace {
 constexpr int64_t kNow = 1'000'000;
 
 AgentView Agent(const std::string& worker_id, int devices, const std::string& kind = "cpu") {
-  AgentView agent{worker_id, kind, {}, true};
+  AgentView agent;
+  agent.worker_id = worker_id;
+  agent.device_kind = kind;
   for (int i = 0; i < devices; ++i) agent.devices.push_back({i, 16384, 16384, {}, false});
   return agent;
 }

@@ -223,15 +223,27 @@ std::vector<fuji::v1::RunningJob> Agent::RunningJobsLocked() const {
   return running;
 }
 
+void Agent::NodeState(google::protobuf::RepeatedPtrField<fuji::v1::RunningJob>* running,
+                      google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples) const {
+  std::vector<pid_t> pids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : RunningJobsLocked()) {
+      pids.insert(pids.end(), r.pids().begin(), r.pids().end());
+      *running->Add() = std::move(r);
+    }
+  }
+  for (auto& s : NodeSamples(inventory_.nvml.get(), inventory_.devices, pids, config_.worker_id, WallClockMs())) {
+    *samples->Add() = std::move(s);
+  }
+}
+
 Status Agent::RegisterOnce() {
   fuji::v1::RegisterRequest request;
   request.set_worker_id(config_.worker_id);
   request.set_host(config_.host);
   for (const auto& d : inventory_.devices) *request.add_devices() = d;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& r : RunningJobsLocked()) *request.add_running() = std::move(r);
-  }
+  NodeState(request.mutable_running(), request.mutable_samples());
   grpc::ClientContext context;
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::RegisterResponse response;
@@ -256,10 +268,7 @@ Status Agent::RegisterOnce() {
 Status Agent::HeartbeatOnce() {
   fuji::v1::HeartbeatRequest request;
   request.set_worker_id(config_.worker_id);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& r : RunningJobsLocked()) *request.add_running() = std::move(r);
-  }
+  NodeState(request.mutable_running(), request.mutable_samples());
   grpc::ClientContext context;
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::HeartbeatResponse response;

@@ -75,6 +75,10 @@ class Agent {
   // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.
   void RequestStop(int64_t job_id, StopReason why);
   std::vector<fuji::v1::RunningJob> RunningJobsLocked() const;
+  // What Register and Heartbeat tell the daemon: the running jobs, and the node's memory now
+  // (NodeSamples over every rank's pid). Takes mu_.
+  void NodeState(google::protobuf::RepeatedPtrField<fuji::v1::RunningJob>* running,
+                 google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples) const;
   void AppendLocked(Job& job, fuji::v1::JobReport part);
   void MarkUnreachable(const grpc::Status& status, const char* call);
   // Waits on cv_ up to ms or until stopping; returns false once stopping.

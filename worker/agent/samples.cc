@@ -52,4 +52,15 @@ std::vector<fuji::v1::MemorySample> GpuSamples(const Nvml& nvml, const std::vect
   return samples;
 }
 
+std::vector<fuji::v1::MemorySample> NodeSamples(const Nvml* nvml, const std::vector<fuji::v1::Device>& devices,
+                                                const std::vector<pid_t>& pids, const std::string& worker_id,
+                                                int64_t at_ms) {
+  std::vector<fuji::v1::MemorySample> samples{HostSample(pids, worker_id, at_ms)};
+  if (nvml == nullptr) return samples;
+  std::vector<int> indices;
+  for (const fuji::v1::Device& device : devices) indices.push_back(device.index());
+  for (auto& s : GpuSamples(*nvml, indices, pids, worker_id, at_ms)) samples.push_back(std::move(s));
+  return samples;
+}
+
 }  // namespace fuji::agent

@@ -22,4 +22,10 @@ std::vector<fuji::v1::MemorySample> GpuSamples(const Nvml& nvml, const std::vect
                                                const std::vector<pid_t>& pids, const std::string& worker_id,
                                                int64_t at_ms);
 
+// The node's memory for the scheduler (Register and Heartbeat): one host reading and, with NVML,
+// one per GPU of `devices`; process_mib counts every pid of `pids` (all of the agent's ranks).
+std::vector<fuji::v1::MemorySample> NodeSamples(const Nvml* nvml, const std::vector<fuji::v1::Device>& devices,
+                                                const std::vector<pid_t>& pids, const std::string& worker_id,
+                                                int64_t at_ms);
+
 }  // namespace fuji::agent
