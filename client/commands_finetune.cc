@@ -25,7 +25,9 @@ Status RunFinetune(const FinetuneFlags& flags) {
     std::fprintf(stderr, "data: %llu tokens (%s)\n", static_cast<unsigned long long>(prepared.num_tokens),
                  prepared.tokenized ? "tokenized" : "cached");
   }
-  launch::Gang gang(prepared.spec, {});
+  launch::GangOptions gang_options;
+  gang_options.corpus_tokens = static_cast<int64_t>(prepared.num_tokens);
+  launch::Gang gang(prepared.spec, gang_options);
   const int64_t steps = prepared.spec.steps;
   auto result = gang.Run([&](const launch::GangOutput& o) {
     if (o.output.kind == launch::RankOutput::Kind::kLog) {

@@ -1,12 +1,19 @@
 // `fuji plan` (the memory planner: every ZeRO stage and offload choice, bytes per GPU and host,
 // fits or why not, step time, the recommended plan) and `fuji estimate` (time to train), in
-// process: the planner is torch-free arithmetic.
+// process: the planner is torch-free arithmetic. `fuji estimate --job` asks fujid for the rate and
+// corpus a fine-tuning job measured.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "client/cli.h"
+#include "client/daemon_client.h"
+#include "client/daemon_commands.h"
+#include "client/format_jobs.h"
 #include "worker/data/token_cache.h"
 #include "worker/launcher/finetune_prepare.h"
 #include "worker/plan/plan.h"
@@ -26,8 +33,19 @@ struct PlanFlags {
 
 struct EstimateFlags {
   double tokens_per_s = 0, corpus_tokens = 0, epochs = 1;
-  std::string corpus, output = "text";
+  std::string corpus, output = "text", server;
   int gpus = 1, measured_gpus = 1;
+  int64_t job = 0;
+  bool has_job = false, has_rate = false, has_gpus = false;  // which flags were given
+};
+
+// What a fine-tuning job measured, and how.
+struct JobMeasure {
+  double tokens_per_s = 0;  // global, on `gpus` devices
+  int gpus = 1;
+  double corpus_tokens = 0;
+  std::string rate_from;    // "its latest progress" | "the median of 6 train steps"
+  std::string corpus_from;  // "progress" | "result"
 };
 
 double GiB(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024 * 1024); }
@@ -123,24 +141,96 @@ Result<double> CorpusTokens(const std::string& path) {
   return static_cast<double>(cache.num_tokens());
 }
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// A running job's rate is its latest progress's; a finished one's the median of its stored train
+// steps' rates. The corpus size comes from the progress, else from the job's latest result.
+Result<JobMeasure> MeasureJob(DaemonClient& client, int64_t id) {
+  FUJI_ASSIGN_OR_RETURN(const v1::Job job, client.GetJob(id));
+  const std::string name = "job " + std::to_string(id);
+  if (job.kind() != "finetune") return InvalidArgument(name + " is an " + job.kind() + " job: --job takes a fine-tuning job");
+  JobMeasure m;
+  m.gpus = std::max(1, job.devices());
+  const v1::Progress& p = job.progress();
+  if (job.state() == v1::RUNNING && p.phase() == "train" && p.tokens_per_s() > 0) {
+    m.tokens_per_s = p.tokens_per_s();
+    m.rate_from = "its latest progress";
+  } else {
+    FUJI_ASSIGN_OR_RETURN(const std::vector<v1::LossPoint> points, client.GetLosses(id, "train"));
+    std::vector<double> rates;
+    for (const v1::LossPoint& point : points) {
+      if (point.tokens_per_s() > 0) rates.push_back(point.tokens_per_s());
+    }
+    if (rates.empty()) return FailedPrecondition(name + " has no measured tokens/s yet (it has not finished a step)");
+    m.tokens_per_s = Median(rates);
+    m.rate_from = "the median of " + std::to_string(rates.size()) + " train steps";
+  }
+  if (p.corpus_tokens() > 0) {
+    m.corpus_tokens = static_cast<double>(p.corpus_tokens());
+    m.corpus_from = "progress";
+  } else {
+    Result<nlohmann::json> result = FetchJobResult(client, id);
+    if (!result.ok() && result.status().code() != StatusCode::kNotFound) return result.status();
+    const nlohmann::json corpus = result.ok() ? result->value("corpus_tokens", nlohmann::json()) : nlohmann::json();
+    if (corpus.is_number() && corpus.get<double>() > 0) {
+      m.corpus_tokens = corpus.get<double>();
+      m.corpus_from = "result";
+    }
+  }
+  if (m.corpus_tokens <= 0) {
+    return FailedPrecondition(name + " (" + JobStateName(job.state()) +
+                              "): neither its progress nor a result says the size of its corpus; give "
+                              "--tokens-per-s and --corpus instead");
+  }
+  return m;
+}
+
 Status RunEstimate(const EstimateFlags& f) {
   if (f.gpus < 1 || f.measured_gpus < 1) return InvalidArgument("--gpus and --measured-gpus must be at least 1");
-  if ((f.corpus_tokens > 0) == !f.corpus.empty()) return InvalidArgument("give one of --corpus-tokens and --corpus");
-  double tokens = f.corpus_tokens;
-  if (!f.corpus.empty()) {
-    FUJI_ASSIGN_OR_RETURN(tokens, CorpusTokens(f.corpus));
+  std::optional<JobMeasure> job;
+  double tokens = f.corpus_tokens, measured_rate = f.tokens_per_s;
+  int gpus = f.gpus, measured_gpus = f.measured_gpus;
+  if (f.has_job) {
+    if (f.has_rate || f.corpus_tokens > 0 || !f.corpus.empty()) {
+      return InvalidArgument("--job takes the rate and corpus from the job: give no --tokens-per-s, --corpus-tokens or --corpus with it");
+    }
+    DaemonClient client(ResolveServerAddress(f.server));
+    FUJI_ASSIGN_OR_RETURN(job, MeasureJob(client, f.job));
+    tokens = job->corpus_tokens;
+    measured_rate = job->tokens_per_s;
+    measured_gpus = job->gpus;
+    if (!f.has_gpus) gpus = job->gpus;
+  } else {
+    if (!f.has_rate) return InvalidArgument("give --tokens-per-s (a measured rate) or --job ID (a fine-tuning job's)");
+    if ((f.corpus_tokens > 0) == !f.corpus.empty()) return InvalidArgument("give one of --corpus-tokens and --corpus");
+    if (!f.corpus.empty()) {
+      FUJI_ASSIGN_OR_RETURN(tokens, CorpusTokens(f.corpus));
+    }
   }
   // Data parallelism scales the rate with the GPUs (linear: an assumption; communication grows).
-  const double rate = f.tokens_per_s * static_cast<double>(f.gpus) / static_cast<double>(f.measured_gpus);
+  const double rate = measured_rate * static_cast<double>(gpus) / static_cast<double>(measured_gpus);
   FUJI_ASSIGN_OR_RETURN(plan::TrainingEstimate e, plan::EstimateTraining(rate, tokens, f.epochs));
   if (f.output == "json") {
-    nlohmann::json j = {{"corpus_tokens", tokens}, {"epochs", f.epochs},       {"gpus", f.gpus},
+    nlohmann::json j = {{"corpus_tokens", tokens}, {"epochs", f.epochs},       {"gpus", gpus},
                         {"tokens_per_s", rate},    {"tokens", e.tokens},       {"seconds", e.seconds},
                         {"duration", plan::FormatDuration(e.seconds)}};
+    if (job) {
+      j["job"] = {{"id", f.job},           {"tokens_per_s", job->tokens_per_s}, {"gpus", job->gpus},
+                  {"rate_from", job->rate_from}, {"corpus_from", job->corpus_from}};
+    }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%.0f tokens (%g epochs of %.0f) at %.0f tokens/s on %d GPUs: %s\n", e.tokens, f.epochs, tokens, rate,
-                f.gpus, plan::FormatDuration(e.seconds).c_str());
+    if (job) {
+      std::printf("job %lld: %.0f tokens/s on %d devices (%s), a corpus of %.0f tokens (from its %s)\n",
+                  static_cast<long long>(f.job), job->tokens_per_s, job->gpus, job->rate_from.c_str(), tokens,
+                  job->corpus_from.c_str());
+    }
+    std::printf("%.0f tokens (%g %s of %.0f) at %.0f tokens/s on %d GPUs: %s\n", e.tokens, f.epochs,
+                f.epochs == 1 ? "epoch" : "epochs", tokens, rate, gpus, plan::FormatDuration(e.seconds).c_str());
   }
   return Status::Ok();
 }
@@ -167,14 +257,21 @@ void RegisterPlanCommands(CLI::App& app, CliState* state) {
 
   auto e = std::make_shared<EstimateFlags>();
   CLI::App* est = app.add_subcommand("estimate", "Wall time to train E epochs of a corpus at a measured tokens/s");
-  est->add_option("--tokens-per-s", e->tokens_per_s, "measured training tokens/s")->required();
+  est->add_option("--tokens-per-s", e->tokens_per_s, "measured training tokens/s (or --job)");
+  est->add_option("--job", e->job, "a fine-tuning job of fujid: its measured tokens/s, devices and corpus");
+  AddServerOption(est, &e->server);
   est->add_option("--measured-gpus", e->measured_gpus, "GPUs the rate was measured on (default 1)");
   est->add_option("--corpus-tokens", e->corpus_tokens, "tokens in the corpus");
   est->add_option("--corpus", e->corpus, "a text file, JSONL or directory, tokenized (and cached) to count its tokens");
   est->add_option("--epochs", e->epochs, "epochs (default 1)");
-  est->add_option("--gpus", e->gpus, "GPUs to train on (default 1)");
+  est->add_option("--gpus", e->gpus, "GPUs to train on (default 1; with --job the job's devices)");
   est->add_option("--output", e->output, "text or json")->check(CLI::IsMember({"text", "json"}));
-  est->callback([state, e] { state->exit_code = ReportStatus(RunEstimate(*e)); });
+  est->callback([state, e, est] {
+    e->has_job = est->count("--job") > 0;
+    e->has_rate = est->count("--tokens-per-s") > 0;
+    e->has_gpus = est->count("--gpus") > 0;
+    state->exit_code = ReportStatus(RunEstimate(*e));
+  });
 }
 
 }  // namespace fuji::client

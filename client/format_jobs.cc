@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include "client/format_text.h"
+#include "worker/plan/plan.h"
 
 namespace fuji::client {
 namespace {
@@ -76,11 +78,13 @@ nlohmann::json JobToJson(const v1::Job& job) {
     const v1::Progress& p = job.progress();
     j["progress"] = {{"phase", p.phase()},   {"done", p.done()},
                      {"total", p.total()},   {"loss", p.loss()},
-                     {"tokens_per_s", p.tokens_per_s()}, {"at_ms", p.at_ms()}};
+                     {"tokens_per_s", p.tokens_per_s()}, {"at_ms", p.at_ms()},
+                     {"corpus_tokens", p.corpus_tokens()}};
   }
   if (!job.last_loss().split().empty()) {
     j["last_loss"] = {{"step", job.last_loss().step()}, {"loss", job.last_loss().loss()}};
   }
+  if (nlohmann::json estimate = RunningTrainEstimate(job); !estimate.is_null()) j["estimate"] = std::move(estimate);
   return j;
 }
 
@@ -138,12 +142,15 @@ std::string JobText(const v1::Job& job, int64_t now_ms) {
   } else if (!p.phase().empty()) {
     rows.push_back({"progress:", p.phase() + " " + std::to_string(p.done()) + "/" + std::to_string(p.total())});
   }
+  if (nlohmann::json estimate = RunningTrainEstimate(job); !estimate.is_null()) {
+    rows.push_back({"time to train:", TrainEstimateText(estimate)});
+  }
   if (!job.last_loss().split().empty()) {
     rows.push_back({"last loss:", "step " + std::to_string(job.last_loss().step()) + "  loss " +
                                       Fixed(job.last_loss().loss(), 4)});
   }
   std::string out;
-  for (const auto& r : rows) out += r[0] + std::string(12 - r[0].size(), ' ') + r[1] + "\n";
+  for (const auto& r : rows) out += r[0] + std::string(r[0].size() < 12 ? 12 - r[0].size() : 1, ' ') + r[1] + "\n";
   out += "spec:       " + ParsedSpec(job.spec_json()).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   return out;
 }
@@ -153,6 +160,26 @@ int64_t EtaMs(int64_t done_then, int64_t then_ms, int64_t done, int64_t at_ms, i
   if (done >= total) return 0;
   const double ms_per_step = static_cast<double>(at_ms - then_ms) / static_cast<double>(done - done_then);
   return static_cast<int64_t>(ms_per_step * static_cast<double>(total - done) + 0.5);
+}
+
+nlohmann::json RunningTrainEstimate(const v1::Job& job) {
+  const v1::Progress& p = job.progress();
+  if (job.state() != v1::RUNNING || job.kind() != "finetune" || p.phase() != "train") return nullptr;
+  const double corpus = static_cast<double>(p.corpus_tokens());
+  Result<plan::TrainingEstimate> e = plan::EstimateTraining(p.tokens_per_s(), corpus, 1);
+  if (!e.ok()) return nullptr;  // no rate yet, or an agent that does not report the corpus
+  return {{"corpus_tokens", p.corpus_tokens()}, {"tokens_per_s", p.tokens_per_s()}, {"epochs", 1},
+          {"ranks", job.devices()}, {"seconds", e->seconds}, {"duration", plan::FormatDuration(e->seconds)}};
+}
+
+std::string TrainEstimateText(const nlohmann::json& e) {
+  const double epochs = e.value("epochs", 1.0);
+  char count[32];
+  std::snprintf(count, sizeof count, "%g", epochs);
+  const int64_t ranks = e.value("ranks", int64_t{0});
+  return std::string(count) + (epochs == 1 ? " epoch" : " epochs") + " of " +
+         Grouped(e.value("corpus_tokens", 0.0)) + " tokens at " + Grouped(e.value("tokens_per_s", 0.0)) + " tok/s on " +
+         std::to_string(ranks) + (ranks == 1 ? " rank: " : " ranks: ") + e.value("duration", "");
 }
 
 std::string TrainProgressText(const v1::Progress& p, int64_t eta_ms) {

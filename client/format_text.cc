@@ -75,6 +75,13 @@ std::string Fixed(double value, int decimals) {
   return buf;
 }
 
+std::string Grouped(double value) {
+  std::string digits = Fixed(value < 0 ? -value : value, 0);
+  if (digits.find_first_not_of("0123456789") != std::string::npos) return Fixed(value, 0);  // nan, inf
+  for (size_t i = digits.size(); i > 3; i -= 3) digits.insert(i - 3, ",");
+  return (value <= -0.5 ? "-" : "") + digits;
+}
+
 std::string FormatEta(int64_t ms) {
   if (ms < 0) return "-";
   const int64_t s = (ms + 500) / 1000;

@@ -28,6 +28,8 @@ std::string FormatLocalTime(int64_t epoch_ms);
 
 // value with `decimals` digits after the point ("3.4000"); "nan" and "inf" as printf has them.
 std::string Fixed(double value, int decimals);
+// value rounded to an integer with thousands separated by commas: "1,234,567", "-3,400".
+std::string Grouped(double value);
 
 // A time left, rounded to seconds: "42s", "5m03s", "2h05m"; "-" when negative (unknown).
 std::string FormatEta(int64_t ms);

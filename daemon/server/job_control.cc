@@ -328,6 +328,11 @@ std::vector<v1::Progress> Dispatcher::TakeProgress(const v1::JobReport& report,
   }
   if (!progress.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
+    // A train progress made from losses alone keeps the corpus size the agent reported before.
+    auto before = progress_.find(report.job_id());
+    if (before != progress_.end() && progress.back().phase() == "train" && progress.back().corpus_tokens() == 0) {
+      progress.back().set_corpus_tokens(before->second.corpus_tokens());
+    }
     progress_[report.job_id()] = progress.back();
   }
   return progress;

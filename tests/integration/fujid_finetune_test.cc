@@ -181,8 +181,10 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   p->set_total(10);
   p->set_loss(3.3);
   p->set_tokens_per_s(2500);
+  p->set_corpus_tokens(123456);
   ASSERT_TRUE(Report(progress).ok());
   EXPECT_EQ(GetJob(job.id()).progress().done(), 5);
+  EXPECT_EQ(GetJob(job.id()).progress().corpus_tokens(), 123456);
   EXPECT_DOUBLE_EQ(GetJob(job.id()).progress().loss(), 3.3);
   EXPECT_GT(GetJob(job.id()).progress().at_ms(), 0);
   // A progress with only done/total (as an agent may pass it on) takes the loss and rate of the
@@ -195,6 +197,7 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   ASSERT_TRUE(Report(bare).ok());
   EXPECT_DOUBLE_EQ(GetJob(job.id()).progress().loss(), 3.25);
   EXPECT_DOUBLE_EQ(GetJob(job.id()).progress().tokens_per_s(), 3000.0);
+  EXPECT_EQ(GetJob(job.id()).progress().corpus_tokens(), 123456) << "the corpus size reported before is kept";
 
   // The attempt fails; the retry resumes from a checkpoint at step 2 and reports 3.. again.
   v1::CompleteRequest failed;

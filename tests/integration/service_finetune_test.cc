@@ -5,7 +5,9 @@
 // resumes from the last checkpoint.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -106,6 +108,104 @@ TEST_F(ServiceFinetuneTest, TwoRanksStoreLossesTimingsAndSamples) {
   ASSERT_TRUE(samples.is_object()) << samples.dump();
   EXPECT_FALSE(samples["samples"].empty()) << "no memory sample taken during the run: " << samples.dump();
   EXPECT_EQ(RanksOf(agent->pid()), 0);
+}
+
+// The time to train from what a job measured: `fuji estimate --job` of a finished fine-tune (the
+// median rate of its steps, the corpus size from its result) and of a running one (its latest
+// progress, which `fuji show` turns into a "time to train" line), and its refusals.
+TEST_F(ServiceFinetuneTest, EstimateFromAJobsMeasuredRateAndCorpus) {
+  auto daemon = StartDaemon();
+  auto agent = StartAgent("node-a", 2);
+  const std::string data = root_ + "/text/english.txt";
+
+  // The corpus counted as `fuji estimate --corpus` counts it (its token cache kept in the test's dir).
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const std::string saved_xdg = xdg != nullptr ? xdg : "";
+  ASSERT_EQ(::setenv("XDG_CACHE_HOME", (dir_ + "/xdg").c_str(), 1), 0);
+  nlohmann::json counted = Json({"estimate", "--tokens-per-s", "1", "--corpus", data, "--output", "json"});
+  if (xdg != nullptr) ::setenv("XDG_CACHE_HOME", saved_xdg.c_str(), 1);
+  else ::unsetenv("XDG_CACHE_HOME");
+  ASSERT_TRUE(counted.is_object());
+  const double corpus = counted["corpus_tokens"].get<double>();
+  ASSERT_GT(corpus, 0);
+
+  // A finished job: its result carries the corpus size, its stored steps the rate.
+  nlohmann::json done = SubmitFinetune(6, {"--wait"});
+  ASSERT_TRUE(done.is_object()) << daemon->log() << agent->log();
+  ASSERT_EQ(done["state"], "SUCCEEDED") << done.dump() << agent->log();
+  const std::string done_id = std::to_string(done["id"].get<int64_t>());
+  EXPECT_EQ(done["result"]["corpus_tokens"].get<double>(), corpus) << done["result"].dump();
+  nlohmann::json e = Json({"estimate", "--job", done_id, "--epochs", "2", "--output", "json"});
+  ASSERT_TRUE(e.is_object());
+  EXPECT_EQ(e["corpus_tokens"].get<double>(), corpus) << e.dump();
+  EXPECT_EQ(e["job"]["corpus_from"], "result") << e.dump();
+  EXPECT_EQ(e["job"]["rate_from"].get<std::string>().rfind("the median of ", 0), 0u) << e.dump();
+  EXPECT_EQ(e["gpus"], 2) << "the job's devices";
+  EXPECT_EQ(e["job"]["gpus"], 2);
+  const double rate = e["tokens_per_s"].get<double>();
+  ASSERT_GT(rate, 0) << e.dump();
+  EXPECT_DOUBLE_EQ(rate, e["job"]["tokens_per_s"].get<double>()) << "same devices, same rate";
+  EXPECT_NEAR(e["seconds"].get<double>(), 2 * corpus / rate, 1e-6 * 2 * corpus / rate) << e.dump();
+  // On 4 GPUs the rate scales with them: half the time.
+  nlohmann::json four = Json({"estimate", "--job", done_id, "--epochs", "2", "--gpus", "4", "--output", "json"});
+  ASSERT_TRUE(four.is_object());
+  EXPECT_NEAR(four["seconds"].get<double>(), corpus / rate, 1e-6 * corpus / rate) << four.dump();
+  CliResult text = Fuji({"estimate", "--job", done_id}, address_);
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("job " + done_id + ": "), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("on 2 GPUs: "), std::string::npos) << text.out;
+
+  // A running job: `fuji show` has the time to train one epoch at the rate of its latest progress.
+  nlohmann::json running = SubmitFinetune(100000, {});
+  ASSERT_TRUE(running.is_object());
+  const std::string running_id = std::to_string(running["id"].get<int64_t>());
+  nlohmann::json shown;
+  const auto until = Clock::now() + 60s;
+  while (Clock::now() < until) {
+    shown = Show(running["id"].get<int64_t>());
+    const std::string state = shown.is_object() ? shown.value("state", "") : "";
+    if (shown.contains("estimate") || state == "SUCCEEDED" || state == "FAILED" || state == "CANCELLED") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(shown.contains("estimate")) << shown.dump() << agent->log();
+  const nlohmann::json& est = shown["estimate"];
+  EXPECT_EQ(est["corpus_tokens"].get<double>(), corpus) << est.dump();
+  EXPECT_EQ(est["epochs"], 1);
+  EXPECT_EQ(est["ranks"], 2);
+  EXPECT_GT(est["tokens_per_s"].get<double>(), 0);
+  EXPECT_NEAR(est["seconds"].get<double>(), corpus / est["tokens_per_s"].get<double>(), 1e-6 * est["seconds"].get<double>());
+  CliResult show_text = Fuji({"show", running_id}, address_);
+  EXPECT_NE(show_text.out.find("time to train: 1 epoch of "), std::string::npos) << show_text.out;
+  nlohmann::json live = Json({"estimate", "--job", running_id, "--output", "json"});
+  ASSERT_TRUE(live.is_object());
+  EXPECT_EQ(live["job"]["rate_from"], "its latest progress") << live.dump();
+  EXPECT_EQ(live["job"]["corpus_from"], "progress") << live.dump();
+  EXPECT_EQ(live["corpus_tokens"].get<double>(), corpus);
+
+  // Refusals, each one line: a job that has not finished a step (queued behind the running one),
+  // an infer job, an unknown job, and --job with a rate or corpus of its own.
+  auto refused = [&](const std::vector<std::string>& args, const std::string& message) {
+    CliResult r = Fuji(args, address_);
+    EXPECT_NE(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  };
+  nlohmann::json queued = SubmitFinetune(6, {});
+  ASSERT_TRUE(queued.is_object());
+  const std::string queued_id = std::to_string(queued["id"].get<int64_t>());
+  refused({"estimate", "--job", queued_id}, "job " + queued_id + " has no measured tokens/s yet (it has not finished a step)");
+  nlohmann::json infer = Json({"submit", "infer", "--model", root_ + "/tiny", "--prompt", "hi", "--max-new-tokens", "2",
+                               "--output", "json"});
+  ASSERT_TRUE(infer.is_object());
+  const std::string infer_id = std::to_string(infer["id"].get<int64_t>());
+  refused({"estimate", "--job", infer_id}, "job " + infer_id + " is an infer job");
+  refused({"estimate", "--job", "99999"}, "job 99999 not found");
+  refused({"estimate", "--job", done_id, "--tokens-per-s", "1000"}, "--job takes the rate and corpus from the job");
+  refused({"estimate", "--job", done_id, "--corpus", data}, "--job takes the rate and corpus from the job");
+  refused({"estimate", "--corpus-tokens", "1000"}, "give --tokens-per-s");
+
+  for (const std::string& id : {queued_id, running_id}) Json({"cancel", id});
+  EXPECT_TRUE(WaitForState(running["id"].get<int64_t>(), "CANCELLED", 60s)) << agent->log();
 }
 
 TEST_F(ServiceFinetuneTest, AKilledRankFailsTheAttemptAndTheRetryResumes) {

@@ -282,6 +282,44 @@ TEST_F(CliFormatTest, ShowHasAFinetunesProgressAndLastLoss) {
   EXPECT_DOUBLE_EQ(j["last_loss"]["loss"].get<double>(), 2.5);
   EXPECT_FALSE(JobToJson(SampleJob()).contains("progress"));
   EXPECT_EQ(JobText(SampleJob(), kNoonMs).find("progress:"), std::string::npos);
+  EXPECT_FALSE(j.contains("estimate")) << "no rate, no corpus size: no estimate";
+}
+
+TEST_F(CliFormatTest, ShowHasARunningFinetunesTimeToTrain) {
+  EXPECT_EQ(Grouped(1234567), "1,234,567");
+  EXPECT_EQ(Grouped(999.6), "1,000");
+  EXPECT_EQ(Grouped(12), "12");
+  EXPECT_EQ(Grouped(-3400), "-3,400");
+  v1::Job job = SampleJob();
+  job.set_kind("finetune");
+  job.set_state(v1::RUNNING);
+  job.set_devices(2);
+  v1::Progress* p = job.mutable_progress();
+  p->set_phase("train");
+  p->set_done(5);
+  p->set_total(20);
+  p->set_tokens_per_s(3400);
+  EXPECT_TRUE(RunningTrainEstimate(job).is_null()) << "the corpus size unknown";
+  p->set_corpus_tokens(1234567);
+  const nlohmann::json e = RunningTrainEstimate(job);
+  ASSERT_TRUE(e.is_object());
+  EXPECT_EQ(e["corpus_tokens"], 1234567);
+  EXPECT_EQ(e["epochs"], 1);
+  EXPECT_EQ(e["ranks"], 2);
+  EXPECT_DOUBLE_EQ(e["tokens_per_s"].get<double>(), 3400);
+  EXPECT_DOUBLE_EQ(e["seconds"].get<double>(), 1234567.0 / 3400);  // 363 s
+  EXPECT_EQ(e["duration"], "6.1 min");
+  EXPECT_EQ(TrainEstimateText(e), "1 epoch of 1,234,567 tokens at 3,400 tok/s on 2 ranks: 6.1 min");
+  EXPECT_EQ(JobToJson(job)["estimate"], e);
+  const std::string text = JobText(job, kNoonMs);
+  EXPECT_NE(text.find("\ntime to train: 1 epoch of 1,234,567 tokens at 3,400 tok/s on 2 ranks: 6.1 min\n"),
+            std::string::npos) << text;
+  p->set_tokens_per_s(0);
+  EXPECT_TRUE(RunningTrainEstimate(job).is_null()) << "no step finished yet";
+  p->set_tokens_per_s(3400);
+  job.set_state(v1::SUCCEEDED);
+  EXPECT_TRUE(RunningTrainEstimate(job).is_null()) << "only while it runs";
+  EXPECT_EQ(JobText(job, kNoonMs).find("time to train"), std::string::npos);
 }
 
 }  // namespace

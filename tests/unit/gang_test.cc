@@ -64,11 +64,13 @@ TEST(GangTest, SendsEachRankItsRequestAndMergesResults) {
 echo '{"event":"started","op":"finetune"}' >&3
 echo "{\"event\":\"result\",\"result\":{\"rank\":$r,\"losses\":[{\"step\":1,\"loss\":2.5}],\"tokens_per_s\":10,\"steps_done\":1,\"timings\":{\"train_ms\":$r},\"memory\":{\"peak_rss_bytes\":$r},\"comm\":{\"bytes_sent\":$r},\"zero\":2,\"offload\":\"none\",\"precision\":\"fp32\"}}" >&3)");
   o.rank_env = [](int rank) { return std::map<std::string, std::string>{{"FUJI_GANG_TEST", std::to_string(rank)}}; };
+  o.corpus_tokens = 123456;
   Gang gang(Spec(3), o);
   Outcome run = RunGang(gang);
   ASSERT_TRUE(run.result.ok()) << run.result.status().ToString();
   const nlohmann::json& j = *run.result;
   EXPECT_EQ(j["ranks"], 3);
+  EXPECT_EQ(j["corpus_tokens"], 123456);
   EXPECT_EQ(j["losses"], nlohmann::json::parse(R"([{"step":1,"loss":2.5}])"));
   EXPECT_EQ(j["steps"], 1);
   EXPECT_EQ(j["zero"], 2);

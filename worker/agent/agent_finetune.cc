@@ -61,6 +61,7 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
   gang_options.executable = config_.rank_executable;
   gang_options.id = std::to_string(a.job_id());
   gang_options.terminate_grace = milliseconds(config_.cancel_grace_ms);
+  gang_options.corpus_tokens = static_cast<int64_t>(prepared->num_tokens);
   if (a.timeout_ms() > 0) gang_options.deadline = milliseconds(a.timeout_ms());
   if (cuda) {
     // Every rank sees the assigned GPUs; rank r takes cuda:(r % count), i.e. devices[r].
@@ -115,6 +116,10 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
       std::optional<RankError> ignored_error;
       try {
         HandleEvent(o.output.event, o.rank, now, &part, &ignored_result, &ignored_error, a.attempt());
+        // The daemon shows the time to train the whole corpus at the rate the progress carries.
+        for (auto& p : *part.mutable_progress()) {
+          if (p.phase() == "train") p.set_corpus_tokens(gang_options.corpus_tokens);
+        }
       } catch (const nlohmann::json::exception& ex) {
         auto* log = part.add_logs();
         log->set_at_ms(now);

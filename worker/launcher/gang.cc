@@ -199,7 +199,9 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
   if (failure_) return FailureStatus(*failure_);
   std::vector<nlohmann::json> results;
   for (auto& m : members) results.push_back(*m.result);
-  return MergeRankResults(results);
+  nlohmann::json merged = MergeRankResults(results);
+  merged["corpus_tokens"] = options_.corpus_tokens;
+  return merged;
 }
 
 nlohmann::json MergeRankResults(const std::vector<nlohmann::json>& results) {

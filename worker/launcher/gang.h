@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -30,6 +31,9 @@ struct GangOptions {
   std::function<std::map<std::string, std::string>(int rank)> rank_env;
   std::chrono::milliseconds deadline{0};      // 0: none
   std::chrono::milliseconds terminate_grace{5000};
+  // Tokens in the prepared training corpus (PreparedFinetune::num_tokens; 0 unknown): the
+  // result carries it as "corpus_tokens", for the time to train the whole corpus.
+  int64_t corpus_tokens = 0;
 };
 
 // One line from a rank, in arrival order.
