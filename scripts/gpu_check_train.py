@@ -9,6 +9,11 @@ memory by the ranks (no multi-GB checkpoint written first).
   1.3b-z2    bf16 fine-tuning steps of the 1.3B shape, ZeRO-2 over NCCL
   6.7b-off   bf16 fine-tuning steps of the 6.7B shape, ZeRO-2 with optimizer offload
 
+For the two big checks the planner's prediction (`fuji plan --output json`, made by
+`scripts/gpu-check --prepare` into --plans) is set beside what was measured: model states against
+the trainer's accounting, the device peak against the caching allocator's peak, and the GPU's
+memory against NVML's (nvidia-smi, polled during the run, less the reading before it).
+
 Writes train-results.md and train-results.json into --out. FUJI_GPU_CHECK_DEVICE=cpu runs a dry
 run of the driver on the CPU build (tiny shapes only).
 """
@@ -63,6 +68,65 @@ def run_gang(rank_path, spec, ranks, timeout_s):
     return results, losses
 
 
+class NvmlPeak:
+    """Polls nvidia-smi's memory.used of GPU 0 while a check runs; peak_mib less the reading before."""
+
+    def __init__(self):
+        self.idle_mib = self.read()
+        self.peak_mib = self.idle_mib
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+
+    @staticmethod
+    def read():
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            return int(out.strip().splitlines()[0])
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            return None
+
+    def poll(self):
+        while not self.stop.is_set():
+            used = self.read()
+            if used is not None and (self.peak_mib is None or used > self.peak_mib):
+                self.peak_mib = used
+            self.stop.wait(0.2)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def used_bytes(self):
+        if self.idle_mib is None or self.peak_mib is None:
+            return None
+        return (self.peak_mib - self.idle_mib) * 2**20
+
+
+def planner_accuracy(plan_file, zero, offload, memory, nvml_bytes):
+    """The planner's prediction for (zero, offload) beside the measured figures; {} without a plan."""
+    if not plan_file or not os.path.exists(plan_file):
+        return {}
+    with open(plan_file) as f:
+        plans = json.load(f)["plans"]
+    p = next((x for x in plans if x["zero"] == zero and x["offload"] == offload), None)
+    if p is None:
+        return {}
+    b = p["breakdown"]
+    device_peak = p["gpu_bytes"] - b["allocator_slack_bytes"] - b["cuda_context_bytes"]
+    out = {"plan_states_gib": b["peak_device_states_bytes"] / 2**30,
+           "plan_device_peak_gib": device_peak / 2**30, "plan_gpu_gib": p["gpu_bytes"] / 2**30,
+           "states_ratio": memory["peak_device_states_bytes"] / b["peak_device_states_bytes"],
+           "allocator_ratio": memory["peak_device_bytes"] / device_peak}
+    if nvml_bytes:
+        out.update(nvml_gib=nvml_bytes / 2**30, nvml_ratio=nvml_bytes / p["gpu_bytes"])
+    return out
+
+
 def rel_diff(a, b):
     return max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a, b)) if a and b else float("inf")
 
@@ -76,6 +140,7 @@ def main():
     ap.add_argument("--rank", required=True)
     ap.add_argument("--tokens", required=True, help="token cache file (.tok)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--plans", default="", help="directory of the planner's plan-<check>.json")
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     device = os.environ.get("FUJI_GPU_CHECK_DEVICE", "cuda")
@@ -118,29 +183,35 @@ def main():
         d = rel_diff(train_losses(got), train_losses(ref))
         return {"ok": d <= 1e-5, "max_rel_loss_diff": d, "losses": train_losses(got)}
 
-    def big(arch, params, extra):
+    def big(name, arch, params, extra):
         def fn():
             spec = dict(base, random_init=("tiny" if dry else arch), precision="bf16", seq_len=64 if dry else 1024,
                         steps=4, clip=1.0, grad_accum=1, **extra)
-            results, losses = run_gang(args.rank, spec, 1, 400)
+            with NvmlPeak() as nvml:
+                results, losses = run_gang(args.rank, spec, 1, 400)
             r = results[0]
             if "error" in r:
                 return {"error": r["error"]}
             per_step = [l["tokens_per_s"] for l in losses if l.get("split") == "train"][1:]
             tps = statistics.median(per_step) if per_step else r["tokens_per_s"]
             m = r["memory"]
-            return {"ok": True, "parameters": params, "tokens_per_s": tps,
-                    "tflops_6n": 6 * params * tps / 1e12, "peak_device_gib": m["peak_device_bytes"] / 2**30,
-                    "optimizer_host_gib": m["optimizer_host_bytes"] / 2**30,
-                    "grads_host_gib": m["grads_host_bytes"] / 2**30, "peak_rss_gib": m["peak_rss_bytes"] / 2**30,
-                    "losses": train_losses(results), "timings": r["timings"], "memory": m}
+            row = {"ok": True, "parameters": params, "tokens_per_s": tps,
+                   "tflops_6n": 6 * params * tps / 1e12, "peak_device_gib": m["peak_device_bytes"] / 2**30,
+                   "optimizer_host_gib": m["optimizer_host_bytes"] / 2**30,
+                   "grads_host_gib": m["grads_host_bytes"] / 2**30, "peak_rss_gib": m["peak_rss_bytes"] / 2**30,
+                   "losses": train_losses(results), "timings": r["timings"], "memory": m}
+            if not dry and args.plans:
+                row["planner"] = planner_accuracy(os.path.join(args.plans, f"plan-{name}.json"), extra["zero"],
+                                                  extra.get("offload", "none"), m, nvml.used_bytes())
+            return row
         return fn
 
     check("nccl-1", nccl_one)
     check("gloo-2", gloo_two)
-    check("1.3b-z2", big("cerebras-gpt-1.3b", 1315723264,
+    check("1.3b-z2", big("1.3b-z2", "cerebras-gpt-1.3b", 1315723264,
                          {"zero": 2, "micro_batch": 8, "backend": "gloo" if dry else "nccl"}))
-    check("6.7b-off", big("cerebras-gpt-6.7b", 6658404352, {"zero": 2, "offload": "optimizer", "micro_batch": 4}))
+    check("6.7b-off", big("6.7b-off", "cerebras-gpt-6.7b", 6658404352,
+                          {"zero": 2, "offload": "optimizer", "micro_batch": 4}))
 
     with open(os.path.join(args.out, "train-results.json"), "w") as f:
         json.dump(rows, f, indent=1)
@@ -156,6 +227,18 @@ def main():
         else:
             lines.append(f"| {r['check']} | {'ok' if r['ok'] else 'MISMATCH'} | | | | | max relative loss difference "
                          f"{r['max_rel_loss_diff']:.2e} over {len(r['losses'])} steps |")
+    planned = [r for r in rows if r.get("planner")]
+    if planned:
+        lines += ["", "Planner accuracy (predicted by `fuji plan`, measured here; ratio = measured / predicted):", "",
+                  "| check | model states (GiB) | ratio | device peak, allocator (GiB) | ratio | GPU, NVML (GiB) | ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in planned:
+            p, m = r["planner"], r["memory"]
+            nvml = (f"{p['nvml_gib']:.1f} vs {p['plan_gpu_gib']:.1f} | {p['nvml_ratio']:.3f}" if "nvml_gib" in p
+                    else "- | -")
+            lines.append(f"| {r['check']} | {m['peak_device_states_bytes'] / 2**30:.1f} vs {p['plan_states_gib']:.1f} | "
+                         f"{p['states_ratio']:.3f} | {m['peak_device_bytes'] / 2**30:.1f} vs "
+                         f"{p['plan_device_peak_gib']:.1f} | {p['allocator_ratio']:.3f} | {nvml} |")
     with open(os.path.join(args.out, "train-results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

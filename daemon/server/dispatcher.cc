@@ -181,15 +181,12 @@ void Dispatcher::Enqueued(const store::JobRecord& job) {
 
 void Dispatcher::RunPass() {
   std::lock_guard<std::mutex> pass_lock(pass_mu_);
-  std::vector<sched::JobRequest> requests;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (queued_.empty()) {
       waiting_reasons_.clear();
       return;
     }
-    requests.reserve(queued_.size());
-    for (const auto& [id, request] : queued_) requests.push_back(request);
   }
   Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
   if (!live.ok()) return;
@@ -206,9 +203,12 @@ void Dispatcher::RunPass() {
   }
   if (none_connected) return;
   int64_t now_ms = clock_->NowMs();
+  std::vector<sched::JobRequest> requests;
   std::vector<sched::RunningJob> running;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    requests.reserve(queued_.size());
+    for (const auto& [id, request] : queued_) requests.push_back(request);
     for (const store::Assignment& a : *live) {
       const auto it = placed_.find(a.job_id);
       if (it != placed_.end()) running.push_back(it->second.running);

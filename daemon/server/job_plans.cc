@@ -1,9 +1,14 @@
 // A job's plans from the memory planner, for placement; see job_plans.h.
 #include "daemon/server/job_plans.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -68,15 +73,13 @@ Result<Ask> AskOf(store::JobKind kind, const nlohmann::json& spec, int devices) 
   ask.offload_auto = fields.offload_auto;
   // The bytes of each plan do not depend on the limits: placement compares them with each agent's.
   if (r.device == plan::DeviceKind::kCuda) r.gpu_memory_bytes = int64_t{1} << 50;
-  FUJI_ASSIGN_OR_RETURN(r.config, plan::ResolveModel(ask.model, &r.checkpoint_bytes));
-  r.seq_len = std::min<int64_t>(r.seq_len, r.config.n_positions);
   return ask;
 }
 
-}  // namespace
-
-Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices) {
-  FUJI_ASSIGN_OR_RETURN(Ask ask, AskOf(kind, spec, devices));
+// Every plan the spec leaves open, fastest first, as the JSON the job row keeps.
+Result<std::string> Plan(store::JobKind kind, Ask ask) {
+  FUJI_ASSIGN_OR_RETURN(ask.request.config, plan::ResolveModel(ask.model, &ask.request.checkpoint_bytes));
+  ask.request.seq_len = std::min<int64_t>(ask.request.seq_len, ask.request.config.n_positions);
   FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::PlanAll(ask.request));
   const bool finetune = kind == store::JobKind::kFinetune;
   // Inference has no stage to choose: its plans are the offload choices.
@@ -112,6 +115,65 @@ Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int
                               {"step_seconds", p.step_seconds}});
   }
   return out.dump();
+}
+
+// The model directory's identity for the cache: its config's and its own modification times and
+// the config's size (a weight file added, removed or renamed changes the directory's time).
+std::string ModelStamp(const std::string& model) {
+  struct stat dir {}, config {};
+  if (::stat(model.c_str(), &dir) != 0 || ::stat((model + "/config.json").c_str(), &config) != 0) return "";
+  return std::to_string(dir.st_mtim.tv_sec) + "." + std::to_string(dir.st_mtim.tv_nsec) + "/" +
+         std::to_string(config.st_mtim.tv_sec) + "." + std::to_string(config.st_mtim.tv_nsec) + "/" +
+         std::to_string(config.st_size);
+}
+
+// Plans by everything they depend on: a burst of submits of one kind of job reads the model's
+// config and plans once; a hit costs two stat calls.
+class PlanCache {
+ public:
+  static PlanCache& Get() {
+    static PlanCache cache;
+    return cache;
+  }
+  std::optional<std::string> Find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = plans_.find(key);
+    if (it == plans_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Put(const std::string& key, const std::string& plans) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (plans_.size() >= kMaxEntries) plans_.clear();
+    plans_[key] = plans;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 1024;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::string> plans_;
+};
+
+std::string CacheKey(store::JobKind kind, const Ask& ask, const std::string& stamp) {
+  const plan::PlanRequest& r = ask.request;
+  return std::to_string(static_cast<int>(kind)) + "|" + std::to_string(r.gpus) + "|" +
+         (ask.zero_auto ? "auto" : std::to_string(ask.zero)) + "|" + (ask.offload_auto ? "auto" : ask.offload) +
+         "|" + r.precision + "|" + std::to_string(r.seq_len) + "|" + std::to_string(r.micro_batch) + "|" +
+         (r.activation_checkpointing ? "ac" : "") + "|" + (r.device == plan::DeviceKind::kCuda ? "cuda" : "cpu") +
+         "|" + stamp + "|" + ask.model;
+}
+
+}  // namespace
+
+Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices) {
+  FUJI_ASSIGN_OR_RETURN(Ask ask, AskOf(kind, spec, devices));
+  const std::string stamp = ModelStamp(ask.model);
+  const std::string key = stamp.empty() ? "" : CacheKey(kind, ask, stamp);
+  if (!key.empty()) {
+    if (std::optional<std::string> hit = PlanCache::Get().Find(key)) return *hit;
+  }
+  FUJI_ASSIGN_OR_RETURN(std::string plans, Plan(kind, std::move(ask)));
+  if (!key.empty()) PlanCache::Get().Put(key, plans);
+  return plans;
 }
 
 std::optional<sched::MemoryOption> ReadPlan(const nlohmann::json& o) {
