@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "client/local_plan.h"
 #include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
@@ -85,12 +86,9 @@ nlohmann::json SpecJson(const FinetuneFlags& f) {
 }  // namespace
 
 Result<FinetuneSpec> FinetuneSpecFromFlags(const FinetuneFlags& f) {
-  if (f.zero == kAuto || f.offload == kAuto) {
-    return InvalidArgument(
-        "--zero auto and --offload auto are chosen by fujid's scheduler (fuji submit finetune); "
-        "here give a stage and an offload (fuji plan --device cpu recommends them)");
-  }
-  return FinetuneSpec::FromJson(SpecJson(f));
+  FUJI_ASSIGN_OR_RETURN(nlohmann::json spec, FinetuneSubmitSpec(f));
+  FUJI_ASSIGN_OR_RETURN(spec, ResolveLocalPlan("finetune", std::move(spec)));
+  return FinetuneSpec::FromJson(spec);
 }
 
 Result<nlohmann::json> FinetuneSubmitSpec(const FinetuneFlags& f) {

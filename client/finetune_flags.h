@@ -25,7 +25,7 @@ struct FinetuneFlags {
 void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f);
 
 // Builds the spec from the flags and checks it the way the ranks and the daemon will; relative
-// paths become absolute. "auto" is refused: only the scheduler chooses.
+// paths become absolute. "auto" becomes the planner's choice for this machine (local_plan.h).
 Result<FinetuneSpec> FinetuneSpecFromFlags(const FinetuneFlags& f);
 // The spec as `submit finetune` sends it: "zero" and "offload" may be "auto".
 Result<nlohmann::json> FinetuneSubmitSpec(const FinetuneFlags& f);

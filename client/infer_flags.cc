@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "client/local_plan.h"
 #include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
@@ -29,13 +30,12 @@ void AddInferFlags(CLI::App* cmd, InferFlags* f) {
   cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
 }
 
-Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f) {
+namespace {
+
+// The spec the flags give, with `offload` (not "auto"), checked.
+Result<InferSpec> BuildSpec(CLI::App* cmd, const InferFlags& f, const std::string& offload) {
   InferSpec spec = f.spec;
-  if (f.offload == kAuto) {
-    return InvalidArgument(
-        "--offload auto is chosen by fujid's scheduler (fuji submit infer); here give none or params");
-  }
-  spec.offload = f.offload;
+  spec.offload = offload;
   if (!f.prompt.empty() || cmd->count("--prompt") > 0) spec.prompt = f.prompt;
   if (!f.prompt_ids.empty()) {
     FUJI_ASSIGN_OR_RETURN(spec.prompt_ids, ParseIdList(f.prompt_ids));
@@ -48,10 +48,16 @@ Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f) {
   return InferSpec::FromJson(spec.ToJson());
 }
 
+}  // namespace
+
+Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f) {
+  FUJI_ASSIGN_OR_RETURN(nlohmann::json spec, InferSubmitSpec(cmd, f));
+  FUJI_ASSIGN_OR_RETURN(spec, ResolveLocalPlan("infer", std::move(spec)));
+  return InferSpec::FromJson(spec);
+}
+
 Result<nlohmann::json> InferSubmitSpec(CLI::App* cmd, const InferFlags& f) {
-  InferFlags concrete = f;
-  concrete.offload = f.offload == kAuto ? "none" : f.offload;
-  FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecFromFlags(cmd, concrete));
+  FUJI_ASSIGN_OR_RETURN(InferSpec spec, BuildSpec(cmd, f, f.offload == kAuto ? "none" : f.offload));
   nlohmann::json j = spec.ToJson();
   j["offload"] = f.offload;
   return j;

@@ -24,7 +24,7 @@ struct InferFlags {
 void AddInferFlags(CLI::App* cmd, InferFlags* f);
 
 // Builds the spec from the flags and checks it the way the rank and the daemon will; a relative
-// --model becomes absolute.
+// --model becomes absolute; --offload auto becomes the planner's choice for this machine.
 Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f);
 // The spec as `submit infer` sends it: "offload" may be "auto".
 Result<nlohmann::json> InferSubmitSpec(CLI::App* cmd, const InferFlags& f);

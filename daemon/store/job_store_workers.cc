@@ -43,8 +43,14 @@ Status CheckWorkerDevices(Connection& db, const std::string& worker_id,
   return Status::Ok();
 }
 
+// Readings beyond this (a mebibyte count of an exbibyte) are not memory any machine has.
+constexpr int64_t kMaxReadingMib = int64_t{1} << 40;
+
+bool Plausible(int64_t mib) { return mib >= 0 && mib <= kMaxReadingMib; }
+
 // The readings of `samples` (host memory and devices) onto the worker's rows. Devices the worker
-// does not have are skipped, as are readings that are negative.
+// does not have are skipped, as are readings that are negative, absurdly large, or claim more
+// used than total or more of it fuji's than used.
 Status WriteReadings(Connection& db, const std::string& worker_id,
                      const std::vector<MemorySample>& samples) {
   FUJI_ASSIGN_OR_RETURN(
@@ -56,7 +62,10 @@ Status WriteReadings(Connection& db, const std::string& worker_id,
       db.Prepare("UPDATE devices SET used_mib = ?, fuji_mib = ?, sampled_at_ms = ? "
                  "WHERE worker_id = ? AND device_index = ?"));
   for (const MemorySample& s : samples) {
-    if (s.used_mib < 0 || s.total_mib < 0 || s.process_mib < 0) continue;
+    if (!Plausible(s.used_mib) || !Plausible(s.total_mib) || !Plausible(s.process_mib) ||
+        s.used_mib > s.total_mib || s.process_mib > s.used_mib) {
+      continue;
+    }
     if (s.host_memory) {
       host.Reset();
       FUJI_RETURN_IF_ERROR(host.BindInt(1, s.total_mib)

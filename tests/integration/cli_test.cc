@@ -96,6 +96,32 @@ TEST_F(CliTest, OffloadedParametersGenerateTheSameTokens) {
   EXPECT_EQ(a["output_ids"], b["output_ids"]);
 }
 
+// auto on this machine: the planner's fastest plan that fits the host's free memory, said on
+// stderr; a model that fits no plan is refused before any rank starts.
+TEST_F(CliTest, AutoPicksThePlanThatFitsThisMachine) {
+  CliResult r = Fuji({"run", "infer", "--model", dir_ + "/tiny", "--prompt-ids", "464,3290", "--max-new-tokens", "4",
+                      "--offload", "auto", "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("plan: offload none (the fastest that fits the "), std::string::npos) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["offload"], "none");
+
+  std::ofstream(dir_ + "/corpus.txt") << "Mt. Fuji is the highest mountain in Japan. " << std::string(2000, 'x') << "\n";
+  r = Fuji({"run", "finetune", "--model", dir_ + "/tiny", "--data", dir_ + "/corpus.txt", "--ranks", "2",
+            "--seq-len", "16", "--steps", "2", "--zero", "auto", "--offload", "auto", "--cache-dir", dir_ + "/tokens",
+            "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("plan: zero "), std::string::npos) << r.err;
+
+  // A 13B shape (its config only) fits no plan in this machine's memory.
+  ASSERT_EQ(std::system(("mkdir -p " + dir_ + "/13b").c_str()), 0);
+  std::ofstream(dir_ + "/13b/config.json") << R"({"n_layer": 40, "n_embd": 5120, "n_head": 40, "n_inner": 20480})";
+  ExpectOneLineError(Fuji({"run", "finetune", "--model", dir_ + "/13b", "--data", dir_ + "/corpus.txt", "--zero", "auto",
+                           "--cache-dir", dir_ + "/tokens"}),
+                     "no plan fits the ");
+  ExpectOneLineError(Fuji({"run", "finetune", "--model", dir_ + "/tiny", "--data", dir_ + "/corpus.txt", "--zero", "4"}),
+                     "--zero");
+}
+
 TEST_F(CliTest, BadInferenceInputIsRefusedInOneLine) {
   const std::string m = dir_ + "/tiny";
   ExpectOneLineError(Fuji({"run", "infer", "--model", dir_ + "/nope", "--prompt", "x"}), "no such checkpoint directory");

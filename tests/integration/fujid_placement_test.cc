@@ -56,11 +56,15 @@ class FujidPlacementTest : public FujidTest {
   }
 
   void RegisterGpus(const std::string& worker, int gpus, int64_t gpu_total_mib, int64_t gpu_used_mib,
-                    int64_t host_total_mib, int64_t host_used_mib) {
+                    int64_t host_total_mib, int64_t host_used_mib, const v1::Assignment* running = nullptr) {
     grpc::ClientContext context;
     v1::RegisterRequest request;
     request.set_worker_id(worker);
     request.set_host(worker);
+    if (running != nullptr) {
+      request.add_running()->set_job_id(running->job_id());
+      request.mutable_running(0)->set_attempt(running->attempt());
+    }
     for (int i = 0; i < gpus; ++i) {
       v1::Device* device = request.add_devices();
       device->set_index(i);
@@ -177,6 +181,38 @@ TEST_F(FujidPlacementTest, PicksThePlanThatFitsTheFreeMemoryAndRecordsIt) {
   ASSERT_EQ(workers.workers_size(), 1);
   EXPECT_EQ(workers.workers(0).devices(0).free_mib(), 40960 - plan["device_mib"].get<int64_t>());
   EXPECT_EQ(workers.workers(0).host_free_mib(), 262144 - 8192 - plan["host_mib"].get<int64_t>());
+}
+
+TEST_F(FujidPlacementTest, PromisesOutliveADaemonRestart) {
+  RegisterGpus("gpu-a", 1, 40960, 0, 262144, 8192);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Finetune("m1p3b", {{"ranks", 1}}), &job, "finetune").ok());
+  ASSERT_EQ(WaitForState(job.id(), v1::ASSIGNED).state(), v1::ASSIGNED);
+  const v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
+  ASSERT_EQ(polled.assignments_size(), 1);
+  const int64_t promised = nlohmann::json::parse(GetJob(job.id()).plan_json())["device_mib"].get<int64_t>();
+
+  StopServer();
+  StartServer();
+  RegisterGpus("gpu-a", 1, 40960, 0, 262144, 8192, &polled.assignments(0));
+  const v1::ListWorkersResponse workers = Workers();
+  ASSERT_EQ(workers.workers_size(), 1);
+  EXPECT_EQ(workers.workers(0).devices(0).free_mib(), 40960 - promised);
+  EXPECT_EQ(GetJob(job.id()).state(), v1::ASSIGNED);
+}
+
+TEST_F(FujidPlacementTest, ImplausibleReadingsAreIgnored) {
+  RegisterGpus("gpu-a", 1, 40960, 1000, 262144, 8192);
+  // Negative, larger than the total, absurdly large: each is skipped and the last good one stays.
+  for (const auto& [gpu_used, host_total] : std::vector<std::pair<int64_t, int64_t>>{
+           {-5, 262144}, {50000, 262144}, {1000, int64_t{1} << 62}, {1000, -1}}) {
+    Heartbeat("gpu-a", 1, 40960, gpu_used, host_total, 8192);
+  }
+  const v1::ListWorkersResponse workers = Workers();
+  ASSERT_EQ(workers.workers_size(), 1);
+  EXPECT_EQ(workers.workers(0).devices(0).free_mib(), 40960 - 1000);
+  EXPECT_EQ(workers.workers(0).host_total_mib(), 262144);
+  EXPECT_EQ(workers.workers(0).host_free_mib(), 262144 - 8192);
 }
 
 TEST_F(FujidPlacementTest, AFixedStageLeavesOnlyTheOffloadToChoose) {
