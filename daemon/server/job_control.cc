@@ -9,6 +9,7 @@
 
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/grpc_status.h"
+#include "daemon/server/job_plans.h"
 
 namespace fuji::daemon {
 namespace {
@@ -373,6 +374,17 @@ Status Dispatcher::Complete(const v1::CompleteRequest& request) {
     Forget(job_id);
     RequestPass();
     return Status::Ok();
+  }
+  // Out of memory with the plan it was given: the retry chooses among the plans that need less
+  // of the memory that ran out (the planner under-predicted this one), and with none left the
+  // job fails rather than run out again.
+  if ((kind == "cuda_oom" || kind == "host_oom") && !job.plan.empty() && !CancelRequested(job_id)) {
+    const std::string narrowed = PlansAfterOom(job.plans, job.plan, kind == "cuda_oom");
+    if (narrowed.empty()) {
+      EndAttempt(job, FailureReason(request) + "; no plan needs less memory than this one", false);
+      return Status::Ok();
+    }
+    FUJI_RETURN_IF_ERROR(store_->SetPlans(job_id, narrowed));
   }
   // bad input and timeouts would fail again anywhere; the rest may be the node's fault.
   EndAttempt(job, FailureReason(request), kind != "bad_input" && kind != "timeout");

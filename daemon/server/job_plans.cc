@@ -222,6 +222,21 @@ std::string PlanAt(const std::string& plans_json, int index) {
   return j["options"][static_cast<size_t>(index)].dump();
 }
 
+std::string PlansAfterOom(const std::string& plans_json, const std::string& plan_json, bool device) {
+  const std::optional<sched::MemoryOption> failed = ReadPlan(plan_json);
+  nlohmann::json j = nlohmann::json::parse(plans_json, nullptr, /*allow_exceptions=*/false);
+  if (!failed || !j.is_object() || !j.contains("options") || !j["options"].is_array()) return "";
+  nlohmann::json kept = nlohmann::json::array();
+  for (const nlohmann::json& o : j["options"]) {
+    const std::optional<sched::MemoryOption> option = ReadPlan(o);
+    if (!option) return "";
+    if (device ? option->device_mib < failed->device_mib : option->host_mib < failed->host_mib) kept.push_back(o);
+  }
+  if (kept.empty()) return "";
+  j["options"] = std::move(kept);
+  return j.dump();
+}
+
 std::string SpecForPlacement(store::JobKind kind, const std::string& spec_json,
                              const std::string& plan_json) {
   if (plan_json.empty()) return spec_json;

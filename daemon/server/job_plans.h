@@ -37,6 +37,11 @@ std::optional<sched::MemoryOption> ReadPlan(const std::string& plan_json);
 // Option `index` of the plans JSON, as a JSON object text ("" when there is none).
 std::string PlanAt(const std::string& plans_json, int index);
 
+// After an attempt with plan `plan_json` ran out of memory (on its GPUs when `device`, else on the
+// host): the plans of `plans_json` that need less of that memory, as the job row keeps them; ""
+// when none is left (or the JSON is not plans).
+std::string PlansAfterOom(const std::string& plans_json, const std::string& plan_json, bool device);
+
 // The spec handed to the agent: `spec_json` with the plan `plan_json` (PlanAt's) in place of its
 // "auto" fields; unchanged when plan_json is "".
 std::string SpecForPlacement(store::JobKind kind, const std::string& spec_json,

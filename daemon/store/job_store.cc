@@ -162,6 +162,16 @@ Result<std::vector<JobRecord>> JobStore::QueuedJobs(int limit) {
   return CollectRows<JobRecord>(select, ReadJob);
 }
 
+Status JobStore::SetPlans(int64_t id, const std::string& plans) {
+  FUJI_RETURN_IF_ERROR(ValidateJsonObject("job plans", plans, kMaxJsonBytes));
+  return writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(Statement update, db.Prepare("UPDATE jobs SET plans = ? WHERE id = ?"));
+    FUJI_RETURN_IF_ERROR(update.BindText(1, plans).BindInt(2, id).Run());
+    if (db.Changes() == 0) return NotFound(JobNotFound(id));
+    return Status::Ok();
+  });
+}
+
 Status JobStore::Transition(int64_t id, JobState from, JobState to, const std::string& reason) {
   if (to == JobState::kAssigned) {
     return InvalidArgument("jobs become ASSIGNED through Assign, which also records the lease");

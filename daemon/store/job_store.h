@@ -76,6 +76,9 @@ class JobStore {
   // replaced; RUNNING sets started_at; RETRYING adds an attempt; terminal states set finished_at;
   // leaving ASSIGNED/RUNNING releases the live assignment and clears worker_id.
   Status Transition(int64_t id, JobState from, JobState to, const std::string& reason);
+  // Replaces the plans placement may choose from (a JSON object, as Submit takes them).
+  // NOT_FOUND for an unknown job.
+  Status SetPlans(int64_t id, const std::string& plans);
   // The job's state changes, oldest first.
   Result<std::vector<JobEvent>> Events(int64_t job_id);
 

@@ -3,6 +3,7 @@
 // samples in Register and Heartbeat), records it on the job and hands the agent a spec with that
 // plan; a job that fits no agent is refused at submit with the numbers; jobs share a GPU only
 // when each allows it.
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -199,6 +200,44 @@ TEST_F(FujidPlacementTest, PromisesOutliveADaemonRestart) {
   ASSERT_EQ(workers.workers_size(), 1);
   EXPECT_EQ(workers.workers(0).devices(0).free_mib(), 40960 - promised);
   EXPECT_EQ(GetJob(job.id()).state(), v1::ASSIGNED);
+}
+
+TEST_F(FujidPlacementTest, AfterRunningOutOfMemoryTheRetryTakesASmallerPlan) {
+  RegisterGpus("gpu-a", 1, 81920, 0, 1048576, 8192);
+  grpc::ClientContext context;
+  v1::SubmitRequest request;
+  request.set_kind("finetune");
+  request.set_spec_json(Finetune("m1p3b", {{"ranks", 1}}));
+  request.set_max_attempts(20);
+  v1::SubmitResponse response;
+  ASSERT_TRUE(jobs_->Submit(&context, request, &response).ok());
+  const v1::Job job = response.job();
+  int64_t last_device_mib = std::numeric_limits<int64_t>::max();
+  // Each attempt runs out of GPU memory: each retry is placed with a plan that needs less of it,
+  // until none is left and the job fails with the reason.
+  for (int attempt = 0;; ++attempt) {
+    ASSERT_LT(attempt, 12);
+    const v1::Job placed = WaitForState(job.id(), v1::ASSIGNED);
+    ASSERT_EQ(placed.state(), v1::ASSIGNED) << placed.reason();
+    const int64_t device_mib = nlohmann::json::parse(placed.plan_json())["device_mib"].get<int64_t>();
+    EXPECT_LT(device_mib, last_device_mib);
+    last_device_mib = device_mib;
+    const v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
+    ASSERT_EQ(polled.assignments_size(), 1);
+    v1::CompleteRequest oom;
+    oom.set_worker_id("gpu-a");
+    oom.set_job_id(job.id());
+    oom.set_attempt(polled.assignments(0).attempt());
+    oom.set_failure_kind("cuda_oom");
+    oom.set_message("CUDA out of memory");
+    ASSERT_TRUE(Complete(oom).ok());
+    const v1::Job after = GetJob(job.id());
+    if (after.state() == v1::FAILED) {
+      EXPECT_THAT(after.reason(), HasSubstr("no plan needs less memory than this one"));
+      EXPECT_GE(attempt, 1);
+      break;
+    }
+  }
 }
 
 TEST_F(FujidPlacementTest, ImplausibleReadingsAreIgnored) {
