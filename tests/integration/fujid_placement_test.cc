@@ -121,6 +121,18 @@ class FujidPlacementTest : public FujidTest {
     return status;
   }
 
+  // Ends an attempt: succeeded with failure_kind "", else failed with it.
+  grpc::Status Finish(const std::string& worker, const v1::Assignment& a, const std::string& failure_kind) {
+    v1::CompleteRequest request;
+    request.set_worker_id(worker);
+    request.set_job_id(a.job_id());
+    request.set_attempt(a.attempt());
+    request.set_succeeded(failure_kind.empty());
+    if (failure_kind.empty()) request.set_result_json("{}");
+    request.set_failure_kind(failure_kind);
+    return Complete(request);
+  }
+
   // Polls GetJob until its reason contains `text`.
   v1::Job WaitForReason(int64_t id, const std::string& text) {
     v1::Job job = GetJob(id);
@@ -224,13 +236,7 @@ TEST_F(FujidPlacementTest, AfterRunningOutOfMemoryTheRetryTakesASmallerPlan) {
     last_device_mib = device_mib;
     const v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
     ASSERT_EQ(polled.assignments_size(), 1);
-    v1::CompleteRequest oom;
-    oom.set_worker_id("gpu-a");
-    oom.set_job_id(job.id());
-    oom.set_attempt(polled.assignments(0).attempt());
-    oom.set_failure_kind("cuda_oom");
-    oom.set_message("CUDA out of memory");
-    ASSERT_TRUE(Complete(oom).ok());
+    ASSERT_TRUE(Finish("gpu-a", polled.assignments(0), "cuda_oom").ok());
     const v1::Job after = GetJob(job.id());
     if (after.state() == v1::FAILED) {
       EXPECT_THAT(after.reason(), HasSubstr("no plan needs less memory than this one"));
@@ -295,13 +301,7 @@ TEST_F(FujidPlacementTest, RefusesAtSubmitWhatFitsNoAgentWithTheNumbers) {
   EXPECT_THAT(short_of_host.reason(), HasSubstr("and 98.9 GiB of host memory (its smallest plan: offload params)"));
   const v1::PollAssignmentsResponse first = Poll("a100", 1000);
   ASSERT_EQ(first.assignments_size(), 1);
-  v1::CompleteRequest done;
-  done.set_worker_id("a100");
-  done.set_job_id(placed.id());
-  done.set_attempt(first.assignments(0).attempt());
-  done.set_succeeded(true);
-  done.set_result_json("{}");
-  ASSERT_TRUE(Complete(done).ok());
+  ASSERT_TRUE(Finish("a100", first.assignments(0), "").ok());
   const v1::Job offloaded = WaitForState(job.id(), v1::ASSIGNED);
   ASSERT_EQ(offloaded.state(), v1::ASSIGNED) << offloaded.reason();
   EXPECT_EQ(nlohmann::json::parse(offloaded.plan_json())["offload"], "params");
