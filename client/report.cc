@@ -106,7 +106,8 @@ Result<std::string> WriteReport(const std::vector<JobData>& jobs, const ReportOp
   infer_csv << "label,parameters,peak_device_mib,peak_host_mib,load_ms,generate_ms\n";
   if (!infers.empty()) {
     md << "## Inference\n\n"
-       << "Time to first token: tokenizing and prefill once the model is loaded. Peak device memory: "
+       << "Offload: the plan fujid's scheduler chose for the agent's free memory (or the one asked "
+          "for). Time to first token: tokenizing and prefill once the model is loaded. Peak device memory: "
           "the job's processes on the GPU in the agent's nvidia-smi style samples (\"-\" on a CPU "
           "agent); peak host memory: the rank's peak RSS.\n\n"
        << "| job | model | parameters | weights | device | precision | offload | peak device (MiB) | "
@@ -140,7 +141,8 @@ Result<std::string> WriteReport(const std::vector<JobData>& jobs, const ReportOp
   // ---- fine-tuning ----
   if (!tunes.empty()) {
     md << "## Fine-tuning\n\n"
-       << "Step time: tokens per optimizer step over the measured tokens/s. Memory per rank: model "
+       << "Zero and offload: the plan fujid's scheduler chose for the agent's free memory (or the one "
+          "asked for). Step time: tokens per optimizer step over the measured tokens/s. Memory per rank: model "
           "states on the device (peak, as the rank accounts them) and the rank's peak RSS.";
     if (options.corpus_tokens > 0) {
       md << " Time to train: " << Fmt("%.3g", options.corpus_tokens) << " tokens x " << Fmt("%g", options.epochs)
