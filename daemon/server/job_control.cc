@@ -384,7 +384,7 @@ Status Dispatcher::Complete(const v1::CompleteRequest& request) {
       EndAttempt(job, FailureReason(request) + "; no plan needs less memory than this one", false);
       return Status::Ok();
     }
-    FUJI_RETURN_IF_ERROR(store_->SetPlans(job_id, narrowed));
+    if (narrowed != job.plans) FUJI_RETURN_IF_ERROR(store_->SetPlans(job_id, narrowed));
   }
   // bad input and timeouts would fail again anywhere; the rest may be the node's fault.
   EndAttempt(job, FailureReason(request), kind != "bad_input" && kind != "timeout");

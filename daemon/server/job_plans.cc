@@ -226,6 +226,8 @@ std::string PlansAfterOom(const std::string& plans_json, const std::string& plan
   const std::optional<sched::MemoryOption> failed = ReadPlan(plan_json);
   nlohmann::json j = nlohmann::json::parse(plans_json, nullptr, /*allow_exceptions=*/false);
   if (!failed || !j.is_object() || !j.contains("options") || !j["options"].is_array()) return "";
+  // A plan that needs none of that memory (a CPU job's GPU memory) says nothing about the others.
+  if ((device ? failed->device_mib : failed->host_mib) <= 0) return plans_json;
   nlohmann::json kept = nlohmann::json::array();
   for (const nlohmann::json& o : j["options"]) {
     const std::optional<sched::MemoryOption> option = ReadPlan(o);

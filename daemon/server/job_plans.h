@@ -39,7 +39,8 @@ std::string PlanAt(const std::string& plans_json, int index);
 
 // After an attempt with plan `plan_json` ran out of memory (on its GPUs when `device`, else on the
 // host): the plans of `plans_json` that need less of that memory, as the job row keeps them; ""
-// when none is left (or the JSON is not plans).
+// when none is left (or the JSON is not plans). Unchanged when the plan needed none of that
+// memory (a GPU out of memory reported for a CPU job).
 std::string PlansAfterOom(const std::string& plans_json, const std::string& plan_json, bool device);
 
 // The spec handed to the agent: `spec_json` with the plan `plan_json` (PlanAt's) in place of its
