@@ -32,8 +32,8 @@ nlohmann::json JobResultJson(const v1::Job& job, const nlohmann::json& result);
 
 // ID STATE KIND PRIO ATTEMPTS AGE REASON, widths fitted.
 std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms);
-// The plan a job was placed with (Job.plan_json): "zero 2, offload optimizer (predicted 31.2 GiB
-// per device, 74.8 GiB of host memory, 1.234 s per step)".
+// The plan a job was placed with (Job.plan_json): "zero 2, offload optimizer (predicted 3.7 GiB
+// of host memory, 1.728 s per step)"; on GPUs the bytes per device come first.
 std::string PlanText(const std::string& plan_json);
 // "field: value" lines with every field, times as local time with their age, the plan, progress,
 // the time to train (RunningTrainEstimate) and last loss when known, and the spec.

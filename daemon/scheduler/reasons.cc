@@ -22,7 +22,7 @@ const MemoryOption& SmallestOption(const JobRequest& job) {
                            });
 }
 
-// " with 31.2 GiB free each and 74.8 GiB of host memory (its smallest plan: zero 3, offload
+// " with 4.9 GiB free each and 58.6 GiB of host memory (its smallest plan: zero 3, offload
 // params)"; "" for a job without options.
 std::string MemoryNeedText(const JobRequest& job) {
   if (!job.has_options()) return "";
@@ -35,7 +35,7 @@ std::string MemoryNeedText(const JobRequest& job) {
   return text + smallest.label + ")";
 }
 
-// ", up to 20.1 GiB free per idle device, 40.2 GiB of host memory free"
+// ", up to 78.1 GiB free per idle device, 19.5 GiB of host memory free"
 std::string AgentMemoryText(const AgentSlot& agent, bool cuda) {
   std::string text;
   if (cuda) {

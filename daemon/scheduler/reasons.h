@@ -25,11 +25,11 @@ std::string NoAgentOfKindText(const JobRequest& job, std::string_view which);
 // "job needs 4 cuda devices; the largest agent, node-a, has 2"
 std::string TooLargeText(const JobRequest& job, const AgentView& largest, std::string_view which);
 
-// "31.2 GiB"
+// "4.9 GiB"
 std::string GiBText(int64_t mib);
-// Why a job with options fits no agent of `agents` (each with enough devices or not): "13b
-// fine-tune (12.85B parameters) needs at least 155.3 GiB of host memory (zero 3, offload
-// params); the largest agent, node-a, has 24.0 GiB".
+// Why a job with options fits no agent of `agents` (each with enough devices or not): "m13b
+// fine-tune (12.85B parameters) needs at least 243.2 GiB of host memory (zero 3, offload
+// params); the largest agent, a100, has 128.0 GiB".
 std::string NoMemoryText(const JobRequest& job, const std::vector<AgentView>& agents);
 
 // Why a job the pass did not place waits, from the pass's state after the job's turn. `detailed`

@@ -20,7 +20,9 @@
 //     from the holders' expected ends. Later jobs still start on that agent, but only on devices
 //     the reserved job will not need at T, or when their own estimated run ends by T. Small jobs
 //     fill the gaps, and the reserved job starts no later than it would have without them (as
-//     far as the estimates hold). Reservations are re-derived each pass; nothing persists.
+//     far as the estimates hold). A job with enough idle devices but too little free memory
+//     reserves from when the agent's first holder is expected to end (memory is counted in
+//     placements, not in reservations). Reservations are re-derived each pass; nothing persists.
 //  6. Every job that does not start gets a reason a person can read (`fuji show`).
 //
 // Cost: a sort of the queue, then O(1) for each job larger than every agent's usable devices (the
@@ -125,10 +127,10 @@ struct ScheduleOptions {
 // OK when some agent in `agents` (connected or not: a known agent may come back) could ever hold
 // the job: enough devices, and with plans, one plan that fits its devices' and host's total
 // memory. FAILED_PRECONDITION otherwise, e.g. "job needs 4 cuda devices; the largest agent,
-// node-a, has 2", "13b fine-tune needs at least 155.3 GiB of host memory (zero 3, offload
-// params); the largest agent, node-a, has 24.0 GiB"; INVALID_ARGUMENT for a job asking for no
-// device or with a negative memory need. With no agent registered
-// nothing can hold it: the daemon decides whether to refuse such a job or let it wait.
+// node-a, has 2", "m13b fine-tune (12.85B parameters) needs at least 243.2 GiB of host memory
+// (zero 3, offload params); the largest agent, a100, has 128.0 GiB"; INVALID_ARGUMENT for a job
+// asking for no device or with a negative memory need. With no agent registered nothing can hold
+// it: the daemon decides whether to refuse such a job or let it wait.
 Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& agents);
 
 // One scheduling pass. `queued` may come in any order; `running` gives the expected ends of the
