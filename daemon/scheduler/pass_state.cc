@@ -36,7 +36,10 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
                      int64_t now_ms)
     : now_ms_(now_ms) {
   std::unordered_map<int64_t, const RunningJob*> running_by_id;
-  for (const RunningJob& job : running) running_by_id.emplace(job.job_id, &job);
+  for (const RunningJob& job : running) {
+    running_by_id.emplace(job.job_id, &job);
+    if (job.host_mib > 0) host_mib_[job.job_id] = job.host_mib;
+  }
 
   for (const AgentView& view : agents) {
     if (!view.connected) continue;
@@ -99,8 +102,14 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
   const int idle_before = best->idle;
   Placement placement{job.id, best->view->worker_id,
                       Take(*best, job, allowance, OptionAt(job, best_fit.option)), best_fit.option};
-  // Idle devices taken on the reserved agent by a job that may outlast T were spare ones.
-  if (allowance.within_spare) kind.reservation->spare -= idle_before - best->idle;
+  // Idle devices taken on the reserved agent by a job that may outlast T were spare ones, and so
+  // was the host memory its plan was promised.
+  if (allowance.within_spare) {
+    kind.reservation->spare -= idle_before - best->idle;
+    if (best_fit.option >= 0 && kind.reservation->spare_host_mib != kUnknownMib) {
+      kind.reservation->spare_host_mib -= job.options()[static_cast<size_t>(best_fit.option)].host_mib;
+    }
+  }
   RefreshMaxima(kind);
   return placement;
 }
@@ -133,8 +142,29 @@ void PassState::Reserve(const JobRequest& job, KindState& kind) {
       best = Reservation{&job, agent, start_ms, spare};
     }
   }
+  if (best && job.has_options() && best->agent->host_free_mib != kUnknownMib) {
+    // Host memory free at T: free now, and the promises of the holders back by then.
+    int64_t at_start = best->agent->host_free_mib;
+    std::vector<int64_t> counted;
+    for (const DeviceSlot& device : best->agent->devices) {
+      if (device.idle() || device.release_ms > best->start_ms) continue;
+      for (int64_t holder : device.holders) {
+        if (std::find(counted.begin(), counted.end(), holder) != counted.end()) continue;
+        counted.push_back(holder);
+        at_start += HostHeldBy(holder);
+      }
+    }
+    int64_t least = job.options().front().host_mib;
+    for (const MemoryOption& option : job.options()) least = std::min(least, option.host_mib);
+    best->spare_host_mib = at_start - least;
+  }
   kind.reservation = best;
   RefreshMaxima(kind);
+}
+
+int64_t PassState::HostHeldBy(int64_t job_id) const {
+  const auto it = host_mib_.find(job_id);
+  return it == host_mib_.end() ? 0 : it->second;
 }
 
 bool PassState::HeldByReservation(const JobRequest& job, const KindState& kind) const {
@@ -156,7 +186,7 @@ PassState::Allowance PassState::AllowanceOn(const AgentSlot& agent, const JobReq
   if (!reservation || reservation->agent != &agent || EndsBy(job, reservation->start_ms)) {
     return {agent.idle, false};
   }
-  return {std::min(agent.idle, reservation->spare), true};
+  return {std::min(agent.idle, reservation->spare), true, reservation->spare_host_mib};
 }
 
 bool PassState::EndsBy(const JobRequest& job, int64_t deadline_ms) const {
@@ -167,6 +197,9 @@ bool PassState::EndsBy(const JobRequest& job, int64_t deadline_ms) const {
 int PassState::CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
                            const MemoryOption* option) const {
   if (option && agent.host_free_mib != kUnknownMib && option->host_mib > agent.host_free_mib) {
+    return 0;
+  }
+  if (option && allowance.host_limit_mib != kUnknownMib && option->host_mib > allowance.host_limit_mib) {
     return 0;
   }
   const int64_t need = DeviceNeed(job, option);
@@ -228,7 +261,10 @@ std::vector<int> PassState::Take(AgentSlot& agent, const JobRequest& job, Allowa
     device->free_mib -= need;
     indices.push_back(device->view->index);
   }
-  if (option && agent.host_free_mib != kUnknownMib) agent.host_free_mib -= option->host_mib;
+  if (option) {
+    if (agent.host_free_mib != kUnknownMib) agent.host_free_mib -= option->host_mib;
+    host_mib_[job.id] = option->host_mib;
+  }
   std::sort(indices.begin(), indices.end());
   agent.idle -= idle_taken;
   return indices;

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "daemon/scheduler/scheduler.h"
@@ -46,6 +47,9 @@ struct Reservation {
   const AgentSlot* agent = nullptr;
   int64_t start_ms = kNeverMs;  // T: when `agent` is expected to have job->devices free
   int spare = 0;                // idle devices others may keep past T without delaying the job
+  // Host memory others may keep past T without delaying the job (its plans' smallest need less
+  // what is free at T); kUnknownMib: not reserved (no plans, or the host's memory unknown).
+  int64_t spare_host_mib = kUnknownMib;
 };
 
 struct KindState {
@@ -89,6 +93,7 @@ class PassState {
   struct Allowance {
     int idle_limit;
     bool within_spare;
+    int64_t host_limit_mib = kUnknownMib;  // within_spare: the reservation's spare host memory
   };
   Allowance AllowanceOn(const AgentSlot& agent, const JobRequest& job, const KindState& kind) const;
   bool EndsBy(const JobRequest& job, int64_t deadline_ms) const;
@@ -103,7 +108,11 @@ class PassState {
                         const MemoryOption* option);
   void RefreshMaxima(KindState& kind) const;
 
+  // The host memory each holder was promised (running jobs, then this pass's placements).
+  int64_t HostHeldBy(int64_t job_id) const;
+
   int64_t now_ms_;
+  std::unordered_map<int64_t, int64_t> host_mib_;
   std::vector<AgentSlot> agents_;
   std::map<std::string, KindState> kinds_;
 };

@@ -20,9 +20,12 @@
 //     from the holders' expected ends. Later jobs still start on that agent, but only on devices
 //     the reserved job will not need at T, or when their own estimated run ends by T. Small jobs
 //     fill the gaps, and the reserved job starts no later than it would have without them (as
-//     far as the estimates hold). A job with enough idle devices but too little free memory
-//     reserves from when the agent's first holder is expected to end (memory is counted in
-//     placements, not in reservations). Reservations are re-derived each pass; nothing persists.
+//     far as the estimates hold). A job with plans reserves host memory too: a job that may
+//     outlast T starts on the reserved agent only if its plan leaves the reserved job's smallest
+//     host need free at T (the host memory free now plus the holders' promises back by T). A job
+//     with enough idle devices but too little memory reserves from when the agent's first holder
+//     is expected to end. Device memory is not reserved (a device comes back whole with its
+//     holders). Reservations are re-derived each pass; nothing persists.
 //  6. Every job that does not start gets a reason a person can read (`fuji show`).
 //
 // Cost: a sort of the queue, then O(1) for each job larger than every agent's usable devices (the
@@ -99,6 +102,7 @@ struct RunningJob {
   int64_t job_id = 0;
   bool shareable = false;
   int64_t expected_end_ms = kUnknownMs;  // absolute: start + timeout, or an estimate
+  int64_t host_mib = 0;  // the host memory its plan was promised, back when it ends
 };
 
 struct Placement {

@@ -24,6 +24,7 @@ Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, co
   placed.running.job_id = job.id;
   placed.running.shareable = job.shareable;
   placed.running.expected_end_ms = job.timeout_ms > 0 ? assigned_ms + job.timeout_ms : sched::kUnknownMs;
+  placed.running.host_mib = placed.promise ? placed.promise->host_mib : 0;
   return placed;
 }
 

@@ -187,5 +187,41 @@ TEST(SchedulerMemoryTest, CpuJobsAreBoundByTheHostsMemory) {
             "cpu-a, has 23.4 GiB");
 }
 
+TEST(SchedulerMemoryTest, TheReservationHoldsBackHostMemoryForTheJobItServes) {
+  // A CPU agent of 2 devices and 24,000 MiB: job 7 holds device 0 and 10,000 MiB until T (+100 s).
+  AgentView cpu;
+  cpu.worker_id = "cpu-a";
+  cpu.device_kind = "cpu";
+  for (int i = 0; i < 2; ++i) cpu.devices.push_back({i, 24000, 14000, {}, true});
+  cpu.devices[0].jobs = {7};
+  cpu.host_total_mib = 24000;
+  cpu.host_free_mib = 14000;
+  RunningJob holder;
+  holder.job_id = 7;
+  holder.expected_end_ms = kNow + 100'000;
+  holder.host_mib = 10000;
+  const std::vector<RunningJob> running = {holder};
+  // The big job needs 20,000 MiB: it waits for T, when 24,000 are free.
+  JobRequest big = PlannedJob(1, 1, Plans({{0, 20000, "zero 0, offload none"}}, "big"), "cpu");
+  big.priority = 1;
+  // A small one of 10,000 MiB would fit now, but past T it would leave the big job 14,000.
+  JobRequest small = PlannedJob(2, 1, Plans({{0, 10000, "zero 0, offload none"}}, "small"), "cpu");
+  PassResult result = Schedule({big, small}, {cpu}, running, kNow);
+  EXPECT_TRUE(result.placements.empty());
+  EXPECT_EQ(result.waiting_reasons.at(2), "held for job 1 (priority 1), which reserved cpu-a");
+  // One that ends by T, or needs little enough, starts beside it.
+  small.estimated_run_ms = 50'000;
+  result = Schedule({big, small}, {cpu}, running, kNow);
+  ASSERT_EQ(result.placements.size(), 1u);
+  EXPECT_EQ(result.placements[0].job_id, 2);
+  JobRequest tiny = PlannedJob(3, 1, Plans({{0, 4000, "zero 0, offload none"}}, "tiny"), "cpu");
+  result = Schedule({big, tiny}, {cpu}, running, kNow);
+  ASSERT_EQ(result.placements.size(), 1u);
+  EXPECT_EQ(result.placements[0].job_id, 3);
+  // Without the big job, the small one starts at once.
+  small.estimated_run_ms = kUnknownMs;
+  EXPECT_EQ(Schedule({small}, {cpu}, running, kNow).placements.size(), 1u);
+}
+
 }  // namespace
 }  // namespace fuji::sched
