@@ -1,38 +1,20 @@
 // The fuji CLI's daemon commands with no fujid listening: each fails at once with exactly one line
 // "fuji: cannot reach fujid at ADDR: ..." and exit 1; bad flags still exit 2 before any call.
-// Run(...) is the helper the end-to-end tests with a real fujid build on.
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "tests/integration/cli_run.h"
+
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using fuji::testing::CliResult;
 
 class CliDaemonTest : public ::testing::Test {
  protected:
@@ -44,15 +26,7 @@ class CliDaemonTest : public ::testing::Test {
 
   // Runs the built fuji with `args`; `env` is prefixed to the command line (e.g. "FUJI_SERVER=x").
   static CliResult Run(const std::vector<std::string>& args, const std::string& env = "") {
-    std::string cmd = env + (env.empty() ? "" : " ") + std::string(FUJI_BINARY_DIR) + "/bin/fuji";
-    for (const auto& a : args) cmd += " " + Quote(a);
-    cmd += " >" + dir_ + "/out 2>" + dir_ + "/err </dev/null";
-    CliResult r;
-    const int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = Slurp(dir_ + "/out");
-    r.err = Slurp(dir_ + "/err");
-    return r;
+    return fuji::testing::RunFuji(args, dir_, env);
   }
 
   static void ExpectUnreachable(const CliResult& r, const std::string& address, const std::string& what) {

@@ -32,9 +32,11 @@ inline std::string ShellQuote(const std::string& s) {
   return q + "'";
 }
 
-// `dir` holds the captured output files.
-inline CliResult RunFuji(const std::vector<std::string>& args, const std::string& dir) {
-  std::string cmd = std::string(FUJI_BINARY_DIR) + "/bin/fuji";
+// `dir` holds the captured output files; `env` is prefixed to the command line (e.g.
+// "FUJI_SERVER=x").
+inline CliResult RunFuji(const std::vector<std::string>& args, const std::string& dir,
+                         const std::string& env = "") {
+  std::string cmd = env + (env.empty() ? "" : " ") + std::string(FUJI_BINARY_DIR) + "/bin/fuji";
   for (const auto& a : args) cmd += " " + ShellQuote(a);
   cmd += " >" + dir + "/out 2>" + dir + "/err </dev/null";
   CliResult r;
