@@ -1,7 +1,17 @@
-# fuji_add_test(NAME SOURCES a.cc... LIBS lib... LABELS unit|integration|reference|gpu [TIMEOUT s])
+# fuji_add_test(NAME SOURCES a.cc... LIBS lib... LABELS unit|integration|reference|gpu [TIMEOUT s]
+#               [GPU_CASES gtest-filter])
 # One GoogleTest executable per unit, registered with ctest under its labels.
+#
+# GPU tests: `ctest -LE gpu` (scripts/test) must leave out everything that needs a GPU, and on a
+# machine without one a GPU case must show as skipped, never as passed. So a test labelled gpu
+# gets SKIP_RETURN_CODE 77: its executable exits 77 when every case it ran was skipped
+# (GTEST_SKIP() for want of a CUDA device), and ctest reports it as skipped. An executable that
+# mixes CPU and GPU cases names the GPU ones with GPU_CASES, a --gtest_filter pattern: they are
+# registered apart as NAME_gpu (its labels plus gpu) and NAME runs every other case.
+set(FUJI_TEST_SKIP_RETURN_CODE 77)
+
 function(fuji_add_test name)
-  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "" "TIMEOUT;GPU_CASES" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main Threads::Threads)
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR})
@@ -11,7 +21,24 @@ function(fuji_add_test name)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
-  add_test(NAME ${name} COMMAND ${name})
-  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
-    ENVIRONMENT "FUJI_BINARY_DIR=${CMAKE_BINARY_DIR};FUJI_SOURCE_DIR=${CMAKE_SOURCE_DIR};OMP_WAIT_POLICY=PASSIVE")
+  set(env "FUJI_BINARY_DIR=${CMAKE_BINARY_DIR};FUJI_SOURCE_DIR=${CMAKE_SOURCE_DIR};OMP_WAIT_POLICY=PASSIVE")
+  set(cpu_labels ${T_LABELS})
+  if(T_GPU_CASES OR "gpu" IN_LIST T_LABELS)
+    # Only these executables see the code, so that adding it rebuilds no other test.
+    target_compile_definitions(${name} PRIVATE FUJI_TEST_SKIP_RETURN_CODE=${FUJI_TEST_SKIP_RETURN_CODE})
+  endif()
+  if(T_GPU_CASES)
+    list(REMOVE_ITEM cpu_labels gpu)
+    set(gpu_labels ${cpu_labels} gpu)
+    add_test(NAME ${name} COMMAND ${name} "--gtest_filter=-${T_GPU_CASES}")
+    add_test(NAME ${name}_gpu COMMAND ${name} "--gtest_filter=${T_GPU_CASES}")
+    set_tests_properties(${name}_gpu PROPERTIES LABELS "${gpu_labels}" TIMEOUT ${T_TIMEOUT}
+      ENVIRONMENT "${env}" SKIP_RETURN_CODE ${FUJI_TEST_SKIP_RETURN_CODE})
+  else()
+    add_test(NAME ${name} COMMAND ${name})
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${cpu_labels}" TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${env}")
+  if("gpu" IN_LIST cpu_labels)
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE ${FUJI_TEST_SKIP_RETURN_CODE})
+  endif()
 endfunction()
