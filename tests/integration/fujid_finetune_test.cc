@@ -83,7 +83,7 @@ TEST_F(FujidFinetuneTest, AllRanksArePlacedOnOneAgentWithEnoughDevices) {
   EXPECT_EQ(job.kind(), "finetune");
   EXPECT_EQ(job.devices(), 3);
   EXPECT_EQ(job.device_kind(), "cpu");
-  v1::PollAssignmentsResponse big = Poll("node-big", 5000);
+  v1::PollAssignmentsResponse big = Poll("node-big", kPatienceMs);
   ASSERT_EQ(big.assignments_size(), 1);
   const v1::Assignment& a = big.assignments(0);
   EXPECT_EQ(a.job_id(), job.id());
@@ -97,7 +97,7 @@ TEST_F(FujidFinetuneTest, AllRanksArePlacedOnOneAgentWithEnoughDevices) {
 
   // Two ranks fit both agents now (node-big has one device left): never split, best fit.
   v1::Job pair = SubmitFinetune({{"ranks", 2}});
-  v1::PollAssignmentsResponse small = Poll("node-small", 5000);
+  v1::PollAssignmentsResponse small = Poll("node-small", kPatienceMs);
   ASSERT_EQ(small.assignments_size(), 1);
   EXPECT_EQ(small.assignments(0).job_id(), pair.id());
   EXPECT_EQ(small.assignments(0).device_indices_size(), 2);
@@ -141,7 +141,7 @@ TEST_F(FujidFinetuneTest, RefusesAtSubmitWhatCanBeRefusedWithoutTheData) {
 TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   Register("node-a", 2);
   v1::Job job = SubmitFinetune();  // the daemon's default of 3 attempts
-  v1::PollAssignmentsResponse polled = Poll("node-a", 5000);
+  v1::PollAssignmentsResponse polled = Poll("node-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 1);
   v1::Assignment first = polled.assignments(0);
 
@@ -207,7 +207,7 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   failed.set_failure_kind("exit_code");
   failed.set_exit_code(1);
   ASSERT_TRUE(Complete(failed).ok());
-  polled = Poll("node-a", 5000);
+  polled = Poll("node-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 1);
   v1::Assignment second = polled.assignments(0);
   EXPECT_EQ(second.attempt(), 1);
@@ -247,7 +247,7 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
 TEST_F(FujidFinetuneTest, BadLossReportsAreDroppedAndTheDaemonKeepsServing) {
   Register("node-a", 2);
   v1::Job job = SubmitFinetune();
-  v1::PollAssignmentsResponse polled = Poll("node-a", 5000);
+  v1::PollAssignmentsResponse polled = Poll("node-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 1);
   const v1::Assignment& a = polled.assignments(0);
   const double nan = std::numeric_limits<double>::quiet_NaN();

@@ -133,10 +133,11 @@ class FujidPlacementTest : public FujidTest {
     return Complete(request);
   }
 
-  // Polls GetJob until its reason contains `text`.
+  // Polls GetJob until its reason contains `text` (or kPatienceMs are up); returns the last view.
   v1::Job WaitForReason(int64_t id, const std::string& text) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kPatienceMs);
     v1::Job job = GetJob(id);
-    for (int i = 0; i < 250 && job.reason().find(text) == std::string::npos; ++i) {
+    while (job.reason().find(text) == std::string::npos && std::chrono::steady_clock::now() < end) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       job = GetJob(id);
     }
@@ -181,7 +182,7 @@ TEST_F(FujidPlacementTest, PicksThePlanThatFitsTheFreeMemoryAndRecordsIt) {
   EXPECT_LE(plan["device_mib"].get<int64_t>(), 40960);
 
   // The agent gets the spec with the plan in place of "auto".
-  v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
+  v1::PollAssignmentsResponse polled = Poll("gpu-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 1);
   const nlohmann::json spec = nlohmann::json::parse(polled.assignments(0).spec_json());
   EXPECT_EQ(spec["zero"], best->zero);
@@ -201,7 +202,7 @@ TEST_F(FujidPlacementTest, PromisesOutliveADaemonRestart) {
   v1::Job job;
   ASSERT_TRUE(Submit(Finetune("m1p3b", {{"ranks", 1}}), &job, "finetune").ok());
   ASSERT_EQ(WaitForState(job.id(), v1::ASSIGNED).state(), v1::ASSIGNED);
-  const v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
+  const v1::PollAssignmentsResponse polled = Poll("gpu-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 1);
   const int64_t promised = nlohmann::json::parse(GetJob(job.id()).plan_json())["device_mib"].get<int64_t>();
 
@@ -234,7 +235,7 @@ TEST_F(FujidPlacementTest, AfterRunningOutOfMemoryTheRetryTakesASmallerPlan) {
     const int64_t device_mib = nlohmann::json::parse(placed.plan_json())["device_mib"].get<int64_t>();
     EXPECT_LT(device_mib, last_device_mib);
     last_device_mib = device_mib;
-    const v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
+    const v1::PollAssignmentsResponse polled = Poll("gpu-a", kPatienceMs);
     ASSERT_EQ(polled.assignments_size(), 1);
     ASSERT_TRUE(Finish("gpu-a", polled.assignments(0), "cuda_oom").ok());
     const v1::Job after = GetJob(job.id());
@@ -299,7 +300,7 @@ TEST_F(FujidPlacementTest, RefusesAtSubmitWhatFitsNoAgentWithTheNumbers) {
   const v1::Job short_of_host = WaitForReason(job.id(), "of host memory free");
   EXPECT_EQ(short_of_host.state(), v1::QUEUED);
   EXPECT_THAT(short_of_host.reason(), HasSubstr("and 98.9 GiB of host memory (its smallest plan: offload params)"));
-  const v1::PollAssignmentsResponse first = Poll("a100", 1000);
+  const v1::PollAssignmentsResponse first = Poll("a100", kPatienceMs);
   ASSERT_EQ(first.assignments_size(), 1);
   ASSERT_TRUE(Finish("a100", first.assignments(0), "").ok());
   const v1::Job offloaded = WaitForState(job.id(), v1::ASSIGNED);
@@ -326,7 +327,7 @@ TEST_F(FujidPlacementTest, JobsShareAGpuOnlyWhenEachAllowsIt) {
   EXPECT_EQ(waiting.state(), v1::QUEUED) << waiting.reason();
   EXPECT_TRUE(GetJob(ids[0]).shareable());
   EXPECT_FALSE(waiting.shareable());
-  const v1::PollAssignmentsResponse polled = Poll("gpu-a", 1000);
+  const v1::PollAssignmentsResponse polled = Poll("gpu-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 3);
   for (const v1::Assignment& a : polled.assignments()) EXPECT_EQ(a.device_indices(0), 0);
 }

@@ -45,7 +45,7 @@ TEST_F(FujidServerTest, SubmitRunsOnTheAgentAndStoresItsResultTimingsAndSamples)
   });
   watching.get_future().wait();  // subscribed: progress is not stored, only streamed
 
-  v1::PollAssignmentsResponse polled = Poll("node-a", 5000);
+  v1::PollAssignmentsResponse polled = Poll("node-a", kPatienceMs);
   ASSERT_EQ(polled.assignments_size(), 1);
   const v1::Assignment& assignment = polled.assignments(0);
   EXPECT_EQ(assignment.job_id(), job.id());
@@ -195,7 +195,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   Register("node-a", 1);
   v1::Job running;
   ASSERT_TRUE(Submit(Spec(), &running).ok());
-  ASSERT_EQ(Poll("node-a", 5000).assignments_size(), 1);
+  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
   v1::JobReport report;
   report.set_worker_id("node-a");
   report.set_job_id(running.id());
@@ -255,7 +255,7 @@ TEST_F(FujidServerTest, FailedAttemptCarriesItsReasonAndBadInputIsNotRetried) {
   Register("node-a", 1);
   v1::Job job;
   ASSERT_TRUE(Submit(Spec(), &job).ok());
-  ASSERT_EQ(Poll("node-a", 5000).assignments_size(), 1);
+  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
   v1::CompleteRequest failed;
   failed.set_worker_id("node-a");
   failed.set_job_id(job.id());
@@ -274,7 +274,7 @@ TEST_F(FujidServerTest, FailedAttemptCarriesItsReasonAndBadInputIsNotRetried) {
   }
   EXPECT_TRUE(retry_explained);
 
-  v1::PollAssignmentsResponse again = Poll("node-a", 5000);
+  v1::PollAssignmentsResponse again = Poll("node-a", kPatienceMs);
   ASSERT_EQ(again.assignments_size(), 1);
   EXPECT_EQ(again.assignments(0).attempt(), 1);
   ASSERT_TRUE(Complete(failed).ok());  // attempt 0 again: stale, ignored

@@ -24,6 +24,11 @@
 
 namespace fuji::testing {
 
+// How long a test waits for what the daemon does within milliseconds when all is well (a pass
+// placing a job, a lease check noticing an expiry): seconds to spare for a stalled, busy machine.
+// Every wait ends as soon as the thing happens, so a passing run never waits it out.
+inline constexpr int kPatienceMs = 30000;
+
 class FujidTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -38,12 +43,23 @@ class FujidTest : public ::testing::Test {
     std::system(("rm -rf " + dir_).c_str());
   }
 
-  void StartServer(daemon::ServerOptions options = {}) {
-    auto store = store::JobStore::Open(dir_ + "/fujid.db", &clock_);
+  // Leases of a minute unless the test says otherwise: most tests send no heartbeats and must not
+  // lose their jobs to a stall. Tests of expiry put the server on fake_clock_ (UseFakeClock) and
+  // move time themselves.
+  static daemon::ServerOptions Options() {
+    daemon::ServerOptions options;
+    options.lease_ttl_ms = 60000;
+    return options;
+  }
+
+  void UseFakeClock() { clock_ = &fake_clock_; }
+
+  void StartServer(daemon::ServerOptions options = Options()) {
+    auto store = store::JobStore::Open(dir_ + "/fujid.db", clock_);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
     options.listen = "127.0.0.1:0";
-    auto server = daemon::DaemonServer::Start(options, store_.get(), &clock_);
+    auto server = daemon::DaemonServer::Start(options, store_.get(), clock_);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
     auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
@@ -84,7 +100,7 @@ class FujidTest : public ::testing::Test {
   }
 
   // Polls GetJob until the job is in `state` (or the time is up); returns the last view.
-  v1::Job WaitForState(int64_t id, v1::JobState state, int timeout_ms = 10000) {
+  v1::Job WaitForState(int64_t id, v1::JobState state, int timeout_ms = kPatienceMs) {
     auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     v1::Job job = GetJob(id);
     while (job.state() != state && std::chrono::steady_clock::now() < end) {
@@ -119,8 +135,12 @@ class FujidTest : public ::testing::Test {
     return response;
   }
 
+  // A long poll: the daemon answers at once with what is pending, else after wait_ms of its clock.
+  // The call's own deadline is in real time, so that a poll on a fake clock that nothing moves
+  // fails the test instead of hanging it.
   v1::PollAssignmentsResponse Poll(const std::string& worker_id, int64_t wait_ms) {
     grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(wait_ms + kPatienceMs));
     v1::PollAssignmentsRequest request;
     request.set_worker_id(worker_id);
     request.set_wait_ms(wait_ms);
@@ -137,7 +157,9 @@ class FujidTest : public ::testing::Test {
   }
 
   std::string dir_;
-  store::SystemClock clock_;
+  store::SystemClock system_clock_;
+  store::FakeClock fake_clock_;
+  const store::Clock* clock_ = &system_clock_;
   std::unique_ptr<store::JobStore> store_;
   std::unique_ptr<daemon::DaemonServer> server_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
