@@ -201,17 +201,38 @@ void CaseBytes(const Child& c) {
                                         std::to_string(want));
 }
 
+// Where rank r of a group with a file: rendezvous says that its collective has failed.
+std::string FailedMarker(const Child& c, int r) {
+  return c.rendezvous.substr(std::strlen("file:")) + ".failed-" + std::to_string(r);
+}
+
 // The last rank leaves without a word after the first barrier (peer_dies) or stops taking part
 // while its sockets stay open (peer_stuck); the others' next collective must fail within about
-// the 3 s timeout with a message naming it, not hang.
+// the 3 s timeout with a message naming it, not hang. The stuck rank stays until every other rank
+// has failed (each leaves a marker file, whatever its checks found), so only the timeout can end
+// their wait: a stuck peer that left after a fixed time would end it too, and hide a timeout that
+// never fires.
 void PeerGone(const Child& c, bool stuck) {
   const auto timeout = std::chrono::milliseconds(3000);
   auto comm = Join(c, timeout);
   comm->Barrier();
   if (c.rank == c.world - 1) {
-    if (stuck) std::this_thread::sleep_for(std::chrono::seconds(6));
+    const auto give_up = Clock::now() + std::chrono::seconds(60);
+    for (int r = 0; stuck && r < c.world - 1 && Clock::now() < give_up;) {
+      if (::access(FailedMarker(c, r).c_str(), F_OK) == 0) {
+        ++r;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
     std::_Exit(0);  // like a crash: no destructors, sockets just close
   }
+  struct MarkFailed {
+    std::string path;
+    ~MarkFailed() {
+      if (std::FILE* f = std::fopen(path.c_str(), "w")) std::fclose(f);
+    }
+  } mark_failed{FailedMarker(c, c.rank)};
   at::Tensor t = at::ones({1 << 16}, at::kFloat);
   auto start = Clock::now();
   try {
