@@ -7,3 +7,7 @@ if(FUJI_WITH_TORCH)
   fuji_add_test(cli_test SOURCES integration/cli_test.cc LIBS fuji_common LABELS integration)
   add_dependencies(cli_test fuji fuji-rank)
 endif()
+# Sampling against the exact distribution (chi-square), in process.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(sampling_test SOURCES unit/sampling_test.cc LIBS fuji_engine LABELS unit)
+endif()
