@@ -1,4 +1,5 @@
-// GPT-2's byte-level BPE tokenizer, id for id identical to the npm package gpt-3-encoder 1.1.4.
+// GPT-2's byte-level BPE tokenizer, id for id identical to OpenAI's tiktoken (encoding "gpt2"), and
+// to the npm package gpt-3-encoder 1.1.4 except where JavaScript's \s differs from tiktoken's.
 #pragma once
 
 #include <array>

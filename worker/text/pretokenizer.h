@@ -8,9 +8,10 @@
 
 namespace fuji::text {
 
-// Yields, in order, the matches of gpt-3-encoder's regex
-//   /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu
-// hand-compiled over code points. The matches tile the text: concatenated they give it back.
+// Yields, in order, the matches of GPT-2's regex, as tiktoken's "gpt2" encoding writes it,
+//   '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// hand-compiled over code points with tiktoken's character classes (unicode_tables.cc). The
+// matches tile the text: concatenated they give it back.
 class PreTokenizer {
  public:
   // text must be valid UTF-8 and outlive the PreTokenizer.

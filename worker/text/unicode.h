@@ -38,7 +38,8 @@ inline DecodedChar DecodeUtf8At(std::string_view s, size_t pos) {
           4};
 }
 
-// The pre-tokenizer's partition of code points: \p{L}, \p{N}, JavaScript's \s, everything else.
+// The pre-tokenizer's partition of code points as tiktoken's regex engine draws it: \p{L}, \p{N},
+// \s (Unicode White_Space: U+0085 is whitespace, U+FEFF is not), everything else.
 enum class CharClass : uint8_t { kLetter, kNumber, kWhitespace, kOther };
 
 CharClass ClassifyCodePoint(char32_t cp);

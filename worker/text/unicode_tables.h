@@ -1,5 +1,5 @@
 // Code point range tables for the pre-tokenizer's character classes (generated into
-// unicode_tables.cc by gen_unicode_tables.js).
+// unicode_tables.cc by gen_unicode_tables.js from tiktoken's regex engine).
 #pragma once
 
 #include <cstddef>
@@ -16,7 +16,7 @@ extern const CodePointRange kLetterRanges[];  // \p{L}
 extern const size_t kLetterRangesSize;
 extern const CodePointRange kNumberRanges[];  // \p{N}
 extern const size_t kNumberRangesSize;
-extern const CodePointRange kWhitespaceRanges[];  // JavaScript's \s
+extern const CodePointRange kWhitespaceRanges[];  // \s: Unicode White_Space
 extern const size_t kWhitespaceRangesSize;
 
 }  // namespace fuji::text

@@ -106,7 +106,8 @@ Result<MergeTable> ParseMerges(const std::string& path, std::string_view text,
   // gpt-3-encoder keys its ranks by the string "left,right" (a JS array used as an object key),
   // so the pair ("\",", "\"") gets the rank of the merge ("\"", ",\""). To match it id for id,
   // every split of a key at a comma into two tokens gets the key's rank, and a repeated key
-  // keeps its last rank.
+  // keeps its last rank. In GPT-2's files each such split forms the merge's own token, and
+  // tiktoken, which merges any adjacent pair that forms a token at that token's rank, agrees.
   std::unordered_map<std::string, int32_t> key_ranks;
   int32_t rank = 0;
   size_t line_number = 0;
