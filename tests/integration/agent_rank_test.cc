@@ -1,14 +1,20 @@
-// The agent library against an in-test WorkerService on loopback, running real fuji-rank processes:
-// an inference job that succeeds, one cancelled through Heartbeat, one that times out.
+// The agent library against an in-test WorkerService on loopback, running fuji-rank processes: an
+// inference job that succeeds, one cancelled through Heartbeat, one that times out, and one that
+// outlives a daemon restart. The last three run twice: with a shell-script rank that only sleeps,
+// where the agent's handling is the point and the rank's speed must not matter, and with real
+// fuji-rank processes generating with a real model, so that what the agent does to a real rank is
+// tested too.
 #include <signal.h>
 
 #include <chrono>
-#include <cstdio>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -31,6 +37,7 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
                         fuji::v1::RegisterResponse* resp) override {
     std::lock_guard<std::mutex> lock(mu_);
     registers_.push_back(*req);
+    registered_.insert(req->worker_id());
     resp->set_lease_ttl_ms(5000);
     resp->set_heartbeat_interval_ms(100);
     cv_.notify_all();
@@ -39,6 +46,13 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
   grpc::Status Heartbeat(grpc::ServerContext*, const fuji::v1::HeartbeatRequest* req,
                          fuji::v1::HeartbeatResponse* resp) override {
     std::lock_guard<std::mutex> lock(mu_);
+    // As fujid answers an agent it does not know (a restarted daemon, say): register first. Then
+    // an agent re-registers with a restarted service even when none of its calls failed while the
+    // service was away.
+    if (registered_.count(req->worker_id()) == 0) {
+      resp->set_reregister(true);
+      return grpc::Status::OK;
+    }
     for (int64_t id : cancels_) resp->add_cancel_job_ids(id);
     cancels_.clear();
     return grpc::Status::OK;
@@ -106,6 +120,30 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
       return false;
     });
   }
+  // Waits for the first progress the job reports; nullopt after the timeout.
+  std::optional<fuji::v1::Progress> AwaitProgress(int64_t id, milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    std::optional<fuji::v1::Progress> first;
+    cv_.wait_for(lock, timeout, [&] {
+      for (const auto& r : reports_[id]) {
+        if (r.progress_size() > 0) first = r.progress(0);
+      }
+      return first.has_value();
+    });
+    return first;
+  }
+  // Waits for a registration that lists the job as running in rank `pid`.
+  bool AwaitListed(int64_t id, pid_t pid, milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] {
+      for (const auto& r : registers_) {
+        for (const auto& j : r.running()) {
+          if (j.job_id() == id && j.pids_size() == 1 && j.pids(0) == pid) return true;
+        }
+      }
+      return false;
+    });
+  }
   std::vector<fuji::v1::JobReport> Reports(int64_t id) {
     std::lock_guard<std::mutex> lock(mu_);
     return reports_[id];
@@ -129,6 +167,7 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
   std::deque<fuji::v1::Assignment> queue_;
   std::vector<int64_t> cancels_;
   std::vector<fuji::v1::RegisterRequest> registers_;
+  std::set<std::string> registered_;
   std::map<int64_t, std::vector<fuji::v1::JobReport>> reports_;
   std::map<int64_t, std::vector<fuji::v1::CompleteRequest>> completes_;
   std::map<int64_t, fuji::v1::Assignment> retries_;
@@ -137,15 +176,30 @@ class FakeWorkerService final : public fuji::v1::WorkerService::Service {
 class AgentRankTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model_dir_ = new std::string(::testing::TempDir() + "/fuji_agent_tiny_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(*model_dir_);
+    const std::string scratch = ::testing::TempDir() + "/fuji_agent_" + std::to_string(::getpid());
+    model_dir_ = new std::string(scratch + "_tiny");
+    long_model_dir_ = new std::string(scratch + "_long");
+    ASSERT_NO_FATAL_FAILURE(InitModel(*model_dir_, nlohmann::json::object()));
+    // Eight layers of 256 and 8192 positions: slow enough to be caught mid-generation (2000 tokens
+    // took 12 s on this 2-core machine, and each token costs more as the context grows).
+    ASSERT_NO_FATAL_FAILURE(InitModel(
+        *long_model_dir_, {{"layers", 8}, {"width", 256}, {"heads", 4}, {"positions", 8192}}));
+  }
+
+  // A random tiny checkpoint with GPT-2's vocabulary, written by fuji-rank's init op; `shape`
+  // overrides the tiny architecture's fields.
+  static void InitModel(const std::string& out, const nlohmann::json& shape) {
+    std::filesystem::remove_all(out);
     auto exe = launch::FindRankExecutable();
     ASSERT_TRUE(exe.ok()) << exe.status().ToString();
     auto rank = launch::RankProcess::Spawn({*exe, {}, {}});
     ASSERT_TRUE(rank.ok()) << rank.status().ToString();
-    ASSERT_TRUE((*rank)->Send({{"op", "init"}, {"id", "init"}, {"out", *model_dir_}, {"arch", "tiny"}, {"seed", 1},
-                               {"vocab_dir", std::string(FUJI_BINARY_DIR) + "/share/fuji"}})
-                    .ok());
+    nlohmann::json request = {
+        {"op", "init"}, {"id", "init"},
+        {"out", out},   {"arch", "tiny"},
+        {"seed", 1},    {"vocab_dir", std::string(FUJI_BINARY_DIR) + "/share/fuji"}};
+    request.update(shape);
+    ASSERT_TRUE((*rank)->Send(request).ok());
     (*rank)->CloseInput();
     bool ok = false;
     std::string said;
@@ -164,8 +218,11 @@ class AgentRankTest : public ::testing::Test {
     ASSERT_TRUE(ok) << said;
   }
   static void TearDownTestSuite() {
-    std::filesystem::remove_all(*model_dir_);
-    delete model_dir_;
+    for (std::string* dir : {model_dir_, long_model_dir_}) {
+      if (dir != nullptr) std::filesystem::remove_all(*dir);
+      delete dir;
+    }
+    model_dir_ = long_model_dir_ = nullptr;
   }
 
   void SetUp() override {
@@ -207,13 +264,17 @@ class AgentRankTest : public ::testing::Test {
 
   void RestartWithSlowRank() { StartAgent(FakeRank(0)); }
 
-  static fuji::v1::Assignment Infer(int64_t id, int64_t max_new_tokens, int64_t timeout_ms = 0) {
+  static fuji::v1::Assignment Infer(int64_t id, int64_t max_new_tokens, int64_t timeout_ms = 0,
+                                    const std::string* model = model_dir_) {
     fuji::v1::Assignment a;
     a.set_job_id(id);
     a.set_attempt(0);
     a.set_kind("infer");
-    nlohmann::json spec = {{"model", *model_dir_}, {"prompt_ids", {464, 3290}}, {"max_new_tokens", max_new_tokens},
-                           {"device", "cpu"}, {"ignore_eos", true}};
+    nlohmann::json spec = {{"model", *model},
+                           {"prompt_ids", {464, 3290}},
+                           {"max_new_tokens", max_new_tokens},
+                           {"device", "cpu"},
+                           {"ignore_eos", true}};
     a.set_spec_json(spec.dump());
     a.add_device_indices(0);
     a.set_timeout_ms(timeout_ms);
@@ -239,7 +300,22 @@ class AgentRankTest : public ::testing::Test {
 
   static bool GroupGone(pid_t pgid) { return ::kill(-pgid, 0) != 0 && errno == ESRCH; }
 
+  // Replaces the service with a new one on the same port, as a daemon restart does.
+  std::unique_ptr<grpc::Server> RestartService(FakeWorkerService* restarted) {
+    server_->Shutdown(std::chrono::system_clock::now() + milliseconds(100));
+    server_->Wait();
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:" + std::to_string(port_),
+                             grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(restarted);
+    auto server = builder.BuildAndStart();
+    EXPECT_EQ(port, port_);
+    return server;
+  }
+
   static std::string* model_dir_;
+  static std::string* long_model_dir_;
   FakeWorkerService service_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
@@ -247,6 +323,7 @@ class AgentRankTest : public ::testing::Test {
   std::thread runner_;
 };
 std::string* AgentRankTest::model_dir_ = nullptr;
+std::string* AgentRankTest::long_model_dir_ = nullptr;
 
 TEST_F(AgentRankTest, InferJobSucceedsWithTimingsAndSamples) {
   service_.Assign(Infer(7, 8));
@@ -379,6 +456,89 @@ TEST_F(AgentRankTest, DaemonRestartMidJobCompletesOnce) {
   agent_->Stop();
   runner_.join();
   agent_.reset();
+  server->Shutdown(std::chrono::system_clock::now() + milliseconds(100));
+}
+
+// ---- the same cases with real fuji-rank processes -------------------------------------------
+// Each job generates with the slow model for longer than anything here waits, so nothing ends it
+// but what the test does; the test acts once the rank reports generation progress, not after a
+// guessed time.
+
+// A minute or more of generation here: only the cancel or the timeout ends these jobs.
+constexpr int64_t kEndlessTokens = 8000;
+// Seconds of generation: time to freeze the rank after its first progress, then to finish.
+constexpr int64_t kRestartTokens = 2000;
+
+TEST_F(AgentRankTest, CancelViaHeartbeatKillsARealRankMidGeneration) {
+  service_.Assign(Infer(21, kEndlessTokens, 0, long_model_dir_));
+  const std::optional<fuji::v1::Progress> progress =
+      service_.AwaitProgress(21, milliseconds(120000));
+  ASSERT_TRUE(progress.has_value()) << "the rank never reported progress";
+  EXPECT_EQ(progress->phase(), "generate");
+  EXPECT_LT(progress->done(), kEndlessTokens);
+  const std::vector<pid_t> pids = agent_->RankPids(21);
+  ASSERT_EQ(pids.size(), 1u);
+  service_.CancelViaHeartbeat(21);
+  auto done = service_.AwaitComplete(21, milliseconds(60000));
+  ASSERT_TRUE(done.has_value()) << "the cancel did not end the job";
+  EXPECT_FALSE(done->succeeded());
+  EXPECT_EQ(done->failure_kind(), "cancelled") << done->message();
+  EXPECT_TRUE(done->result_json().empty());
+  EXPECT_TRUE(GroupGone(pids[0]));
+}
+
+TEST_F(AgentRankTest, TimeoutEndsARealRank) {
+  // Five seconds: the rank is generating by then when all is well (it loads within a second here),
+  // but what is checked holds in any phase: the job ends as a timeout, not before its time, and
+  // the rank's group is gone.
+  constexpr int64_t kTimeoutMs = 5000;
+  const auto assigned = std::chrono::steady_clock::now();
+  service_.Assign(Infer(22, kEndlessTokens, kTimeoutMs, long_model_dir_));
+  ASSERT_TRUE(service_.AwaitStarted(22, milliseconds(30000)));
+  const std::vector<pid_t> pids = agent_->RankPids(22);
+  ASSERT_EQ(pids.size(), 1u);
+  auto done = service_.AwaitComplete(22, milliseconds(60000));
+  ASSERT_TRUE(done.has_value()) << "the timeout did not end the job";
+  EXPECT_GE(std::chrono::steady_clock::now() - assigned, milliseconds(kTimeoutMs));
+  EXPECT_FALSE(done->succeeded());
+  EXPECT_EQ(done->failure_kind(), "timeout") << done->message();
+  EXPECT_EQ(done->message(), "timed out after 5000 ms");
+  EXPECT_TRUE(done->result_json().empty());
+  EXPECT_TRUE(GroupGone(pids[0]));
+}
+
+// The daemon goes away mid-generation and comes back on the same port: the real rank survives,
+// the agent registers again listing it, and the job completes exactly once at the new daemon. The
+// rank is frozen (SIGSTOP) from its first progress until the new daemon has the registration, so
+// the restart may take as long as this machine needs without the job ending meanwhile; then it
+// generates the rest.
+TEST_F(AgentRankTest, DaemonRestartMidGenerationOfARealRankCompletesOnce) {
+  service_.Assign(Infer(23, kRestartTokens, 0, long_model_dir_));
+  ASSERT_TRUE(service_.AwaitProgress(23, milliseconds(120000)).has_value())
+      << "the rank never reported progress";
+  const std::vector<pid_t> pids = agent_->RankPids(23);
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(::kill(-pids[0], SIGSTOP), 0);
+
+  FakeWorkerService restarted;
+  std::unique_ptr<grpc::Server> server = RestartService(&restarted);
+  const bool listed = server != nullptr && restarted.AwaitListed(23, pids[0], milliseconds(60000));
+  ASSERT_EQ(::kill(-pids[0], SIGCONT), 0);
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(listed) << "the re-registration must list the running job with its rank pid";
+
+  auto done = restarted.AwaitComplete(23, milliseconds(120000));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_TRUE(done->succeeded()) << done->failure_kind() << ": " << done->message();
+  const nlohmann::json result = nlohmann::json::parse(done->result_json(), nullptr, false);
+  ASSERT_TRUE(result.is_object()) << done->result_json();
+  EXPECT_EQ(result["output_ids"].size(), static_cast<size_t>(kRestartTokens));
+  // With the agent stopped nothing more can come: exactly one Complete, at the new daemon.
+  agent_->Stop();
+  runner_.join();
+  agent_.reset();
+  EXPECT_EQ(restarted.CompleteCount(23), 1u);
+  EXPECT_EQ(service_.CompleteCount(23), 0u);
   server->Shutdown(std::chrono::system_clock::now() + milliseconds(100));
 }
 

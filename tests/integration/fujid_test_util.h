@@ -140,7 +140,8 @@ class FujidTest : public ::testing::Test {
   // fails the test instead of hanging it.
   v1::PollAssignmentsResponse Poll(const std::string& worker_id, int64_t wait_ms) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(wait_ms + kPatienceMs));
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(wait_ms + kPatienceMs));
     v1::PollAssignmentsRequest request;
     request.set_worker_id(worker_id);
     request.set_wait_ms(wait_ms);
