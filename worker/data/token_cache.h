@@ -21,7 +21,9 @@ namespace fuji::data {
 // "<key as 16 hex digits>.tok" inside the cache directory and written atomically (temp + rename).
 struct TokenCacheHeader {
   static constexpr char kMagic[9] = "FUJITOK1";
-  static constexpr uint32_t kVersion = 1;
+  // Part of every cache key: 2 since the pretokenizer classifies U+0085 and U+FEFF as tiktoken
+  // does, so caches of text holding them are tokenized again.
+  static constexpr uint32_t kVersion = 2;
   static constexpr size_t kSize = 64;
   uint32_t bytes_per_token = 2;
   uint32_t vocab_size = 0;
