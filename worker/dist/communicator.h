@@ -63,7 +63,7 @@ class Communicator {
   int world_size() const;
   const std::string& backend() const;
 
-  // t = sum (or max) of t over ranks, in place.
+  // t = sum (or max) of t over ranks, in place: Float, BFloat16, Half (summed in fp32) or Double.
   void AllReduceSum(at::Tensor& t);
   void AllReduceMax(at::Tensor& t);
   std::unique_ptr<Work> AllReduceSumAsync(at::Tensor t);

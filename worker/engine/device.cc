@@ -6,9 +6,14 @@
 
 #include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <new>
+#include <unordered_map>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -74,12 +79,99 @@ int ConfigureThreads() {
   return threads;
 }
 
-void KeepFreedMemory() {
+#if TORCH_VERSION_MAJOR < 2
+namespace {
+
+// libtorch's CPU allocator with freed blocks of at least kMinBytes kept for reuse by exact size.
+// Smaller ones go to the allocator it replaces. Thread-safe (Gloo's and OpenMP's threads free).
+class LargeBlockCache final : public c10::Allocator {
+ public:
+  static constexpr size_t kMinBytes = size_t{32} << 20;
+  static constexpr size_t kAlignment = 64;  // libtorch's CPU alignment
+
+  LargeBlockCache(c10::Allocator* fallback, size_t limit) : fallback_(fallback), limit_(limit) {}
+
+  c10::DataPtr allocate(size_t n) const override {
+    if (n < kMinBytes) return fallback_->allocate(n);
+    void* p = Take(n);
+    if (p == nullptr && ::posix_memalign(&p, kAlignment, n) != 0) throw std::bad_alloc();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_[p] = n;
+    }
+    return {p, p, &Release, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &Release; }
+
+  int64_t cached() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int64_t>(kept_);
+  }
+
+  static LargeBlockCache* instance;
+
+ private:
+  static void Release(void* p) {
+    if (p != nullptr) instance->Give(p);
+  }
+  // A kept block of exactly n bytes, or null.
+  void* Take(size_t n) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(n);
+    if (it == free_.end()) return nullptr;
+    void* p = it->second;
+    free_.erase(it);
+    kept_ -= n;
+    return p;
+  }
+  void Give(void* p) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto it = live_.find(p);
+    const size_t n = it->second;
+    live_.erase(it);
+    if (kept_ + n > limit_) {
+      lock.unlock();
+      std::free(p);
+      return;
+    }
+    free_.emplace(n, p);
+    kept_ += n;
+  }
+
+  c10::Allocator* fallback_;
+  const size_t limit_;
+  mutable std::mutex mu_;
+  mutable std::unordered_map<void*, size_t> live_;
+  mutable std::multimap<size_t, void*> free_;
+  mutable size_t kept_ = 0;
+};
+LargeBlockCache* LargeBlockCache::instance = nullptr;
+
+}  // namespace
+#endif
+
+void KeepFreedMemory(int64_t cache_limit_bytes) {
   // Buffers up to glibc's largest mmap threshold (32 MiB: a block's activations and gradients)
-  // come from the heap and stay there for reuse; larger ones are still mapped and unmapped, so
-  // the heap does not fragment around them.
+  // come from the heap and stay there for reuse; larger ones come from the cache below.
   ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
   ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#if TORCH_VERSION_MAJOR < 2
+  if (cache_limit_bytes > 0 && LargeBlockCache::instance == nullptr) {
+    // Lives as long as the process: tensors may be freed during exit.
+    LargeBlockCache::instance = new LargeBlockCache(c10::GetCPUAllocator(), static_cast<size_t>(cache_limit_bytes));
+    c10::SetCPUAllocator(LargeBlockCache::instance, /*priority=*/1);
+  }
+#else
+  (void)cache_limit_bytes;
+#endif
+}
+
+int64_t CachedHostBytes() {
+#if TORCH_VERSION_MAJOR < 2
+  return LargeBlockCache::instance != nullptr ? LargeBlockCache::instance->cached() : 0;
+#else
+  return 0;
+#endif
 }
 
 void ReexecWithPassiveOpenMp(char** argv) {

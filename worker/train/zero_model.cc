@@ -421,7 +421,9 @@ struct ZeroModel::Impl {
     double sumsq = 0;
     for (Unit& unit : units) sumsq += SumOfSquares(OptimizerGrads(unit));
     if (options.stage >= 1 && comm != nullptr) {
-      at::Tensor t = at::full({1}, sumsq, at::TensorOptions().dtype(at::kFloat));
+      // In double: AdamW's sum of squares is a careful, thread-invariant double; fp32 here would
+      // throw its precision away.
+      at::Tensor t = at::full({1}, sumsq, at::TensorOptions().dtype(at::kDouble));
       if (options.device.is_cuda()) t = t.to(options.device);
       Timed([&] { comm->AllReduceSum(t); });
       sumsq = t.item<double>();
