@@ -13,6 +13,7 @@
 #include "client/format_text.h"
 #include "client/infer_flags.h"
 #include "client/job_watch.h"
+#include "client/local_plan.h"
 #include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
@@ -42,7 +43,7 @@ int Submit(const std::string& kind, const nlohmann::json& spec, const SubmitFlag
            const std::string& output, const std::function<void(const nlohmann::json&)>& print_result) {
   v1::SubmitRequest request;
   request.set_kind(kind);
-  request.set_spec_json(spec.dump());
+  request.set_spec_json(ApplyCpuOffloadRule(spec, false).dump());
   request.set_priority(f.priority);
   request.set_max_attempts(f.max_attempts);
   request.set_shareable(f.share);

@@ -87,7 +87,7 @@ nlohmann::json SpecJson(const FinetuneFlags& f) {
 
 Result<FinetuneSpec> FinetuneSpecFromFlags(const FinetuneFlags& f) {
   FUJI_ASSIGN_OR_RETURN(nlohmann::json spec, FinetuneSubmitSpec(f));
-  FUJI_ASSIGN_OR_RETURN(spec, ResolveLocalPlan("finetune", std::move(spec)));
+  FUJI_ASSIGN_OR_RETURN(spec, ResolveLocalPlan("finetune", ApplyCpuOffloadRule(std::move(spec), true)));
   return FinetuneSpec::FromJson(spec);
 }
 

@@ -52,7 +52,7 @@ Result<InferSpec> BuildSpec(CLI::App* cmd, const InferFlags& f, const std::strin
 
 Result<InferSpec> InferSpecFromFlags(CLI::App* cmd, const InferFlags& f) {
   FUJI_ASSIGN_OR_RETURN(nlohmann::json spec, InferSubmitSpec(cmd, f));
-  FUJI_ASSIGN_OR_RETURN(spec, ResolveLocalPlan("infer", std::move(spec)));
+  FUJI_ASSIGN_OR_RETURN(spec, ResolveLocalPlan("infer", ApplyCpuOffloadRule(std::move(spec), true)));
   return InferSpec::FromJson(spec);
 }
 

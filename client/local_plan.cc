@@ -2,6 +2,7 @@
 #include "client/local_plan.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -10,7 +11,10 @@
 
 #include "worker/agent/nvml.h"
 #include "worker/common/proc_stats.h"
+#include "worker/launcher/node_rates.h"
+#include "worker/launcher/rank_process.h"
 #include "worker/plan/plan.h"
+#include "worker/plan/spec_plans.h"
 #include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
@@ -61,61 +65,40 @@ Result<int64_t> FreeBytesPerRank(int ranks, int first) {
 
 }  // namespace
 
+plan::Throughput MeasuredRates() {
+  Result<nlohmann::json> measured = Unavailable("no fuji-rank");
+  if (Result<std::string> rank = launch::FindRankExecutable(); rank.ok()) {
+    measured = launch::MeasureNodeRates(*rank, std::chrono::seconds(60));
+  } else {
+    measured = rank.status();
+  }
+  Result<plan::Throughput> rates = measured.ok() ? plan::RatesFromJson(*measured, plan::kThroughput)
+                                                 : Result<plan::Throughput>(measured.status());
+  if (rates.ok()) return *rates;
+  std::fprintf(stderr, "fuji: note: planning with the planner's default rates (%s)\n", rates.status().message().c_str());
+  return plan::kThroughput;
+}
+
 Result<nlohmann::json> ResolveLocalPlan(const std::string& kind, nlohmann::json spec) {
   const bool finetune = kind == "finetune";
-  PlanFields fields;
-  plan::PlanRequest r;
-  std::string model;
-  int fixed_zero = 0;
-  std::string fixed_offload, device;
-  int first_gpu = 0;
-  if (finetune) {
-    FUJI_ASSIGN_OR_RETURN(FinetuneSpec s, FinetuneSpecWithAuto(spec, &fields));
-    model = s.model;
-    r.mode = "finetune";
-    r.gpus = s.ranks;
-    r.precision = s.precision;
-    r.seq_len = s.seq_len;
-    r.micro_batch = s.micro_batch;
-    r.activation_checkpointing = s.activation_checkpointing;
-    device = s.device;
-    fixed_zero = s.zero;
-    fixed_offload = s.offload;
-  } else {
-    FUJI_ASSIGN_OR_RETURN(InferSpec s, InferSpecWithAuto(spec, &fields));
-    model = s.model;
-    r.mode = "infer";
-    const int64_t prompt = s.prompt ? static_cast<int64_t>(s.prompt->size()) : static_cast<int64_t>(s.prompt_ids.size());
-    r.seq_len = std::max<int64_t>(1, prompt + s.max_new_tokens);
-    r.precision = s.precision;
-    device = s.device.rfind("cuda", 0) == 0 ? "cuda" : "cpu";
-    if (s.device.rfind("cuda:", 0) == 0) first_gpu = std::atoi(s.device.c_str() + 5);
-    fixed_offload = s.offload;
-  }
-  if (!fields.zero_auto && !fields.offload_auto) return spec;
-  FUJI_ASSIGN_OR_RETURN(r.config, plan::ResolveModel(model, &r.checkpoint_bytes));
-  r.seq_len = std::min<int64_t>(r.seq_len, r.config.n_positions);
-  r.device = device == "cuda" ? plan::DeviceKind::kCuda : plan::DeviceKind::kCpu;
+  FUJI_ASSIGN_OR_RETURN(plan::SpecAsk ask, plan::AskOfSpec(finetune, spec));
+  if (!ask.zero_auto && !ask.offload_auto) return spec;
+  plan::PlanRequest& r = ask.request;
   r.host_memory_bytes = ReadHostMemory().available_bytes;
   if (r.device == plan::DeviceKind::kCuda) {
-    Result<int64_t> free = FreeBytesPerRank(r.gpus, first_gpu);
+    Result<int64_t> free = FreeBytesPerRank(r.gpus, ask.first_gpu);
     if (!free.ok()) {
       return Unavailable("auto needs the GPUs' free memory (" + free.status().message() +
                          "): give the stage and offload (fuji plan recommends them)");
     }
     r.gpu_memory_bytes = *free;
   }
-  FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::PlanAll(r));
-  plans.erase(std::remove_if(plans.begin(), plans.end(),
-                             [&](const plan::Plan& p) {
-                               return (finetune && !fields.zero_auto && p.zero != fixed_zero) ||
-                                      (!fields.offload_auto && p.offload != fixed_offload);
-                             }),
-              plans.end());
+  r.rates = MeasuredRates();
+  FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::OpenPlans(&ask));
   const std::optional<plan::Plan> best = plan::Recommend(plans);
   const std::string where = (r.device == plan::DeviceKind::kCuda ? plan::FormatGiB(r.gpu_memory_bytes) + " free per GPU and " : "") +
                             plan::FormatGiB(r.host_memory_bytes) + " of host memory free";
-  if (!best || plans.empty()) {
+  if (!best) {
     // The least demanding plan: the fewest host bytes among those that fit the GPU, else the
     // fewest bytes per GPU.
     const plan::Plan* least = nullptr;
@@ -127,19 +110,27 @@ Result<nlohmann::json> ResolveLocalPlan(const std::string& kind, nlohmann::json 
         least = &p;
       }
     }
-    if (!least) return FailedPrecondition("no plan keeps the fixed stage and offload");
     return FailedPrecondition("no plan fits the " + where + ": the least demanding, " +
-                              (finetune ? "zero " + std::to_string(least->zero) + ", " : std::string()) + "offload " +
-                              least->offload + ", " + least->why_not + " (fuji plan lists every plan)");
+                              plan::PlanLabel(finetune, *least) + ", " + least->why_not + " (fuji plan lists every plan)");
   }
   const bool cuda = r.device == plan::DeviceKind::kCuda;
-  std::string said = "plan: ";
-  if (finetune) said += "zero " + std::to_string(best->zero) + ", ";
-  said += "offload " + best->offload + " (the fastest that fits the " + where + "; predicted " +
+  std::string said = "plan: " + plan::PlanLabel(finetune, *best) + " (the fastest that fits the " + where + "; predicted " +
           plan::FormatGiB(cuda ? best->gpu_bytes : best->breakdown.host_peak) + " per rank";
   if (cuda) said += ", " + plan::FormatGiB(best->host_bytes) + " of host memory";
+  char step[64];
+  std::snprintf(step, sizeof step, ", %.3g s per %s", best->step_seconds, finetune ? "step" : "token");
+  said += step;
   std::fprintf(stderr, "%s)\n", said.c_str());
   return SpecWithPlan(std::move(spec), finetune, best->zero, best->offload);
+}
+
+nlohmann::json ApplyCpuOffloadRule(nlohmann::json spec, bool run_here) {
+  const char* emulate = std::getenv("FUJI_CPU_OFFLOAD");
+  if (run_here && emulate != nullptr && std::string(emulate) == "emulate") return spec;
+  std::string note;
+  spec = WithoutCpuOffload(std::move(spec), &note);
+  if (!note.empty()) std::fprintf(stderr, "fuji: note: %s\n", note.c_str());
+  return spec;
 }
 
 }  // namespace fuji::client

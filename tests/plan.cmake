@@ -9,3 +9,9 @@ if(FUJI_WITH_TORCH)
     LABELS integration TIMEOUT 1200)
   add_dependencies(plan_accuracy_test fuji fuji-rank)
 endif()
+# Its step times against measured ones on this machine's CPU, with the rates fuji-rank measures.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(plan_time_test SOURCES integration/plan_time_test.cc LIBS fuji_plan fuji_launcher
+    LABELS integration TIMEOUT 600)
+  add_dependencies(plan_time_test fuji fuji-rank)
+endif()

@@ -16,6 +16,7 @@
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/event_hub.h"
 #include "daemon/server/job_service.h"
+#include "daemon/server/node_rates.h"
 #include "daemon/server/worker_service.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
@@ -59,6 +60,7 @@ class DaemonServer {
 
   const ServerOptions options_;
   EventHub hub_;
+  NodeRates rates_;
   Dispatcher dispatcher_;
   JobService job_service_;
   WorkerService worker_service_;

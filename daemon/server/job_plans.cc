@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/plan/plan.h"
+#include "worker/plan/spec_plans.h"
 #include "worker/spec/plan_fields.h"
 
 namespace fuji::daemon {
@@ -31,80 +32,15 @@ std::string Label(const std::string& model, const char* what, int64_t parameters
   return name + " " + what + " (" + count + " parameters)";
 }
 
-// What the spec asks of the planner, and which choices it leaves open.
-struct Ask {
-  plan::PlanRequest request;
-  std::string model;
-  bool zero_auto = false, offload_auto = false;
-  int zero = 0;
-  std::string offload = "none";
-};
-
-Result<Ask> AskOf(store::JobKind kind, const nlohmann::json& spec, int devices) {
-  Ask ask;
-  PlanFields fields;
-  plan::PlanRequest& r = ask.request;
-  r.gpus = devices;
-  if (kind == store::JobKind::kFinetune) {
-    FUJI_ASSIGN_OR_RETURN(FinetuneSpec s, FinetuneSpecWithAuto(spec, &fields));
-    ask.model = s.model;
-    r.mode = "finetune";
-    r.precision = s.precision;
-    r.seq_len = s.seq_len;
-    r.micro_batch = s.micro_batch;
-    r.activation_checkpointing = s.activation_checkpointing;
-    r.device = s.device == "cuda" ? plan::DeviceKind::kCuda : plan::DeviceKind::kCpu;
-    ask.zero = s.zero;
-    ask.offload = s.offload;
-  } else {
-    FUJI_ASSIGN_OR_RETURN(InferSpec s, InferSpecWithAuto(spec, &fields));
-    ask.model = s.model;
-    r.mode = "infer";
-    r.precision = s.precision;
-    // A prompt of text has at most one token per byte.
-    const int64_t prompt = s.prompt ? static_cast<int64_t>(s.prompt->size())
-                                    : static_cast<int64_t>(s.prompt_ids.size());
-    r.seq_len = std::max<int64_t>(1, prompt + s.max_new_tokens);
-    r.micro_batch = 1;
-    r.device = s.device.rfind("cuda", 0) == 0 ? plan::DeviceKind::kCuda : plan::DeviceKind::kCpu;
-    ask.offload = s.offload;
-  }
-  ask.zero_auto = fields.zero_auto;
-  ask.offload_auto = fields.offload_auto;
-  // The bytes of each plan do not depend on the limits: placement compares them with each agent's.
-  if (r.device == plan::DeviceKind::kCuda) r.gpu_memory_bytes = int64_t{1} << 50;
-  return ask;
-}
-
 // Every plan the spec leaves open, fastest first, as the JSON the job row keeps.
-Result<std::string> Plan(store::JobKind kind, Ask ask) {
-  FUJI_ASSIGN_OR_RETURN(ask.request.config, plan::ResolveModel(ask.model, &ask.request.checkpoint_bytes));
-  ask.request.seq_len = std::min<int64_t>(ask.request.seq_len, ask.request.config.n_positions);
-  FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::PlanAll(ask.request));
-  const bool finetune = kind == store::JobKind::kFinetune;
-  // Inference has no stage to choose: its plans are the offload choices.
-  plans.erase(std::remove_if(plans.begin(), plans.end(),
-                             [&](const plan::Plan& p) {
-                               return (finetune && !ask.zero_auto && p.zero != ask.zero) ||
-                                      (!ask.offload_auto && p.offload != ask.offload);
-                             }),
-              plans.end());
-  if (plans.empty()) {
-    return FailedPrecondition("the planner has no plan for zero " + std::to_string(ask.zero) +
-                              " with offload " + ask.offload);
-  }
-  // Recommend's order: the fastest first, then the fewer bytes per device.
-  std::stable_sort(plans.begin(), plans.end(), [](const plan::Plan& a, const plan::Plan& b) {
-    return a.step_seconds != b.step_seconds ? a.step_seconds < b.step_seconds
-                                            : a.gpu_bytes < b.gpu_bytes;
-  });
+Result<std::string> Plan(plan::SpecAsk ask) {
+  FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::OpenPlans(&ask));
   const bool cuda = ask.request.device == plan::DeviceKind::kCuda;
   nlohmann::json out = {
-      {"label", Label(ask.model, finetune ? "fine-tune" : "inference", ask.request.config.NumParameters())},
+      {"label", Label(ask.model, ask.finetune ? "fine-tune" : "inference", ask.request.config.NumParameters())},
       {"options", nlohmann::json::array()}};
   for (const plan::Plan& p : plans) {
-    out["options"].push_back({{"label", finetune ? "zero " + std::to_string(p.zero) + ", offload " + p.offload
-                                                 : "offload " + p.offload},
+    out["options"].push_back({{"label", plan::PlanLabel(ask.finetune, p)},
                               {"zero", p.zero},
                               {"offload", p.offload},
                               // CPU devices have no memory of their own: all of it is the host's.
@@ -153,25 +89,29 @@ class PlanCache {
   std::unordered_map<std::string, std::string> plans_;
 };
 
-std::string CacheKey(store::JobKind kind, const Ask& ask, const std::string& stamp) {
+std::string CacheKey(const plan::SpecAsk& ask, const std::string& stamp) {
   const plan::PlanRequest& r = ask.request;
-  return std::to_string(static_cast<int>(kind)) + "|" + std::to_string(r.gpus) + "|" +
+  return std::string(ask.finetune ? "finetune" : "infer") + "|" + std::to_string(r.gpus) + "|" +
          (ask.zero_auto ? "auto" : std::to_string(ask.zero)) + "|" + (ask.offload_auto ? "auto" : ask.offload) +
          "|" + r.precision + "|" + std::to_string(r.seq_len) + "|" + std::to_string(r.micro_batch) + "|" +
          (r.activation_checkpointing ? "ac" : "") + "|" + (r.device == plan::DeviceKind::kCuda ? "cuda" : "cpu") +
-         "|" + stamp + "|" + ask.model;
+         "|" + plan::RatesStamp(r.rates) + "|" + stamp + "|" + ask.model;
 }
 
 }  // namespace
 
-Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices) {
-  FUJI_ASSIGN_OR_RETURN(Ask ask, AskOf(kind, spec, devices));
+Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates) {
+  FUJI_ASSIGN_OR_RETURN(plan::SpecAsk ask, plan::AskOfSpec(kind == store::JobKind::kFinetune, spec));
+  ask.request.gpus = devices;
+  // The bytes of each plan do not depend on the limits: placement compares them with each agent's.
+  if (ask.request.device == plan::DeviceKind::kCuda) ask.request.gpu_memory_bytes = int64_t{1} << 50;
+  ask.request.rates = rates.For(ask.request.device == plan::DeviceKind::kCuda);
   const std::string stamp = ModelStamp(ask.model);
-  const std::string key = stamp.empty() ? "" : CacheKey(kind, ask, stamp);
+  const std::string key = stamp.empty() ? "" : CacheKey(ask, stamp);
   if (!key.empty()) {
     if (std::optional<std::string> hit = PlanCache::Get().Find(key)) return *hit;
   }
-  FUJI_ASSIGN_OR_RETURN(std::string plans, Plan(kind, std::move(ask)));
+  FUJI_ASSIGN_OR_RETURN(std::string plans, Plan(std::move(ask)));
   if (!key.empty()) PlanCache::Get().Put(key, plans);
   return plans;
 }

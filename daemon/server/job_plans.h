@@ -13,6 +13,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "daemon/scheduler/scheduler.h"
+#include "daemon/server/node_rates.h"
 #include "daemon/store/job_state.h"
 #include "worker/common/status.h"
 
@@ -25,7 +26,8 @@ namespace fuji::daemon {
 // their memory is the host's.
 // INVALID_ARGUMENT / NOT_FOUND when the model's config cannot be read, FAILED_PRECONDITION when
 // no plan is left (it cannot happen with valid specs).
-Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices);
+// Step times use the measured rates of the job's kind of node (NodeRates::For).
+Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates);
 
 // The scheduler's view of a job row's plans; null for "" (a job from before plans were kept).
 // Malformed JSON gives null as well: such a job is placed by its device count only.

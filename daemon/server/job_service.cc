@@ -19,11 +19,12 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Statu
 
 }  // namespace
 
-JobService::JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub,
+JobService::JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub, const NodeRates* rates,
                        const store::Clock* clock, JobServiceOptions options)
     : store_(store),
       dispatcher_(dispatcher),
       hub_(hub),
+      rates_(rates),
       clock_(clock),
       options_(options),
       started_ms_(clock->NowMs()) {}

@@ -6,6 +6,7 @@
 
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/event_hub.h"
+#include "daemon/server/node_rates.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "fuji/v1/jobs.grpc.pb.h"
@@ -20,7 +21,8 @@ struct JobServiceOptions {
 // and must outlive the gRPC server that serves this.
 class JobService final : public v1::JobService::CallbackService {
  public:
-  JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub,
+  // Nothing is owned; everything must outlive the service. Submits are planned with `rates`.
+  JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub, const NodeRates* rates,
              const store::Clock* clock, JobServiceOptions options);
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context,
@@ -69,6 +71,7 @@ class JobService final : public v1::JobService::CallbackService {
   store::JobStore* store_;
   Dispatcher* dispatcher_;
   EventHub* hub_;
+  const NodeRates* rates_;
   const store::Clock* clock_;
   const JobServiceOptions options_;
   const int64_t started_ms_;

@@ -43,7 +43,8 @@ Result<int> CheckFinetune(const nlohmann::json& spec_json) {
 }
 
 // The job record for a submit, or why it is refused (before anything is written).
-Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int default_max_attempts) {
+Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int default_max_attempts,
+                                     const NodeRates& rates) {
   store::JobRecord job;
   if (request.kind() == "infer") {
     job.kind = store::JobKind::kInfer;
@@ -60,12 +61,14 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int defau
   FUJI_ASSIGN_OR_RETURN(job.devices, job.kind == store::JobKind::kInfer
                                          ? CheckInfer(spec_json)
                                          : CheckFinetune(spec_json));
+  // A valid explicit offload on a CPU device runs as none; the job's first event says so.
+  spec_json = WithoutCpuOffload(std::move(spec_json), &job.reason);
   if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
   if (request.timeout_ms() < 0) return InvalidArgument("timeout_ms must not be negative");
-  FUJI_ASSIGN_OR_RETURN(job.plans, PlanJob(job.kind, spec_json, job.devices));
+  FUJI_ASSIGN_OR_RETURN(job.plans, PlanJob(job.kind, spec_json, job.devices, rates));
   job.shareable = request.shareable();
   job.priority = request.priority();
-  job.spec = request.spec_json();
+  job.spec = job.reason.empty() ? request.spec_json() : spec_json.dump();
   job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : default_max_attempts;
   job.timeout_ms = request.timeout_ms();
   return job;
@@ -77,7 +80,7 @@ grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* contex
                                              const v1::SubmitRequest* request,
                                              v1::SubmitResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Result<store::JobRecord> job = CheckSubmit(*request, options_.default_max_attempts);
+  Result<store::JobRecord> job = CheckSubmit(*request, options_.default_max_attempts, *rates_);
   if (!job.ok()) {
     reactor->Finish(ToGrpcStatus(job.status()));
     return reactor;

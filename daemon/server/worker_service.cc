@@ -16,14 +16,17 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Statu
 
 }  // namespace
 
-WorkerService::WorkerService(Dispatcher* dispatcher, int64_t lease_ttl_ms)
-    : dispatcher_(dispatcher), lease_ttl_ms_(lease_ttl_ms) {}
+WorkerService::WorkerService(Dispatcher* dispatcher, NodeRates* rates, int64_t lease_ttl_ms)
+    : dispatcher_(dispatcher), rates_(rates), lease_ttl_ms_(lease_ttl_ms) {}
 
 grpc::ServerUnaryReactor* WorkerService::Register(grpc::CallbackServerContext* context,
                                                   const v1::RegisterRequest* request,
                                                   v1::RegisterResponse* response) {
   Result<std::vector<int64_t>> stop = dispatcher_->Register(*request);
   if (stop.ok()) {
+    const bool has_gpus = std::any_of(request->devices().begin(), request->devices().end(),
+                                      [](const v1::Device& d) { return d.kind() == "cuda"; });
+    rates_->Register(request->worker_id(), has_gpus, request->rates_json());
     response->set_lease_ttl_ms(lease_ttl_ms_);
     response->set_heartbeat_interval_ms(std::max<int64_t>(lease_ttl_ms_ / 3, 1));
     for (int64_t id : *stop) response->add_stop_job_ids(id);
@@ -35,7 +38,10 @@ grpc::ServerUnaryReactor* WorkerService::Heartbeat(grpc::CallbackServerContext* 
                                                    const v1::HeartbeatRequest* request,
                                                    v1::HeartbeatResponse* response) {
   Result<v1::HeartbeatResponse> beat = dispatcher_->Heartbeat(*request);
-  if (beat.ok()) *response = *beat;
+  if (beat.ok()) {
+    *response = *beat;
+    rates_->Heartbeat(request->worker_id(), request->rates_json());
+  }
   return Done(context, beat.status());
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "daemon/server/dispatcher.h"
+#include "daemon/server/node_rates.h"
 #include "fuji/v1/worker.grpc.pb.h"
 
 namespace fuji::daemon {
@@ -10,7 +11,8 @@ namespace fuji::daemon {
 // Thread-safe. dispatcher is not owned and must outlive the gRPC server that serves this.
 class WorkerService final : public v1::WorkerService::CallbackService {
  public:
-  WorkerService(Dispatcher* dispatcher, int64_t lease_ttl_ms);
+  // dispatcher and rates are not owned and must outlive the service.
+  WorkerService(Dispatcher* dispatcher, NodeRates* rates, int64_t lease_ttl_ms);
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const v1::RegisterRequest* request,
@@ -31,6 +33,7 @@ class WorkerService final : public v1::WorkerService::CallbackService {
 
  private:
   Dispatcher* dispatcher_;
+  NodeRates* rates_;
   const int64_t lease_ttl_ms_;
 };
 

@@ -60,7 +60,9 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
                            .BindText(10, job.plans)
                            .Run());
   *id = db.LastInsertRowId();
-  return InsertEvent(db, *id, std::nullopt, JobState::kQueued, "submitted", now_ms);
+  // A note from the submit check (e.g. an offload a CPU device runs as none) joins the event.
+  return InsertEvent(db, *id, std::nullopt, JobState::kQueued,
+                     job.reason.empty() ? "submitted" : "submitted; " + job.reason, now_ms);
 }
 
 std::string JobNotFound(int64_t id) {

@@ -89,11 +89,23 @@ TEST_F(CliTest, OffloadedParametersGenerateTheSameTokens) {
   CliResult resident = Fuji(args);
   ASSERT_EQ(resident.exit_code, 0) << resident.err;
   args.insert(args.end(), {"--offload", "params"});
-  CliResult streamed = Fuji(args);
+  // FUJI_CPU_OFFLOAD=emulate runs the streaming data path on the CPU, with host memory standing
+  // in for the device's.
+  CliResult streamed = fuji::testing::RunFuji(args, dir_, "FUJI_CPU_OFFLOAD=emulate");
   ASSERT_EQ(streamed.exit_code, 0) << streamed.err;
   const auto a = nlohmann::json::parse(resident.out), b = nlohmann::json::parse(streamed.out);
   EXPECT_EQ(b["offload"], "params");
   EXPECT_EQ(a["output_ids"], b["output_ids"]);
+}
+
+// On a CPU device host and device memory are the same memory: an explicit offload runs as none
+// and says so in one line.
+TEST_F(CliTest, OffloadOnACpuDeviceRunsAsNone) {
+  CliResult r = Fuji({"run", "infer", "--model", dir_ + "/tiny", "--prompt-ids", "464,3290", "--max-new-tokens", "2",
+                      "--offload", "params", "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("fuji: note: offload params runs as offload none on a CPU device"), std::string::npos) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["offload"], "none");
 }
 
 // auto on this machine: the planner's fastest plan that fits the host's free memory, said on

@@ -37,7 +37,11 @@ class FinetuneTest : public ::testing::Test {
   }
   static void TearDownTestSuite() { std::system(("rm -rf " + dir_).c_str()); }
 
-  static CliResult Fuji(const std::vector<std::string>& args) { return fuji::testing::RunFuji(args, dir_); }
+  // FUJI_CPU_OFFLOAD=emulate: an explicit offload runs its data path on these CPU ranks (fuji
+  // would otherwise run it as none), so every offload is checked without a GPU.
+  static CliResult Fuji(const std::vector<std::string>& args) {
+    return fuji::testing::RunFuji(args, dir_, "FUJI_CPU_OFFLOAD=emulate");
+  }
 
   // A fine-tune of the tiny model on English text: 20 steps, accumulation 2, clipping active.
   static CliResult Finetune(int ranks, int zero, const std::string& offload, int micro_batch,

@@ -30,6 +30,13 @@ const Plan& Find(const std::vector<Plan>& plans, int zero, const std::string& of
   return plans.front();
 }
 
+// One configuration through PlanOne (also an offload on a CPU device, which PlanAll never offers).
+Plan One(const PlanRequest& r, int zero, const std::string& offload) {
+  auto plan = PlanOne(r, zero, offload);
+  EXPECT_TRUE(plan.ok()) << plan.status().message();
+  return plan.ok() ? *plan : Plan{};
+}
+
 double GiB(int64_t b) { return static_cast<double>(b) / static_cast<double>(kGiB); }
 
 // The seed: 13B inference on one 40 GB A100 ran out of memory in fp32 (40,459 MiB when it died),
@@ -124,13 +131,13 @@ TEST(PlanTest, ModelStatesFollowTheTrainersArithmetic) {
   EXPECT_EQ(z0.params_device, 4 * padded);
   EXPECT_EQ(z0.grads_device, 4 * padded);
   EXPECT_EQ(z0.optimizer_device, 8 * padded);  // the fp32 parameters are the master weights
-  const Breakdown& z1 = Find(*plans, 1, "optimizer").breakdown;
+  const Breakdown z1 = One(r, 1, "optimizer").breakdown;
   EXPECT_EQ(z1.optimizer_host, 12 * shard);  // a separate master with offload
   EXPECT_EQ(z1.grads_host, 0);               // no pinned staging on a CPU device
-  const Breakdown& z2 = Find(*plans, 2, "optimizer").breakdown;
+  const Breakdown z2 = One(r, 2, "optimizer").breakdown;
   EXPECT_EQ(z2.grads_host, 4 * shard);
   EXPECT_EQ(z2.params_device, 4 * padded);
-  const Breakdown& z3 = Find(*plans, 3, "params").breakdown;
+  const Breakdown z3 = One(r, 3, "params").breakdown;
   EXPECT_EQ(z3.params_host, 4 * shard);
   EXPECT_EQ(z3.params_device, 0);
   EXPECT_EQ(z3.device_states(), 0);
@@ -148,6 +155,33 @@ TEST(PlanTest, ModelStatesFollowTheTrainersArithmetic) {
   EXPECT_EQ(Find(*plans, 1, "optimizer").breakdown.grads_host, 4 * max_shard);
   EXPECT_EQ(Find(*plans, 1, "optimizer").breakdown.optimizer_host, 12 * shard + 4 * max_shard);
   EXPECT_EQ(Find(*plans, 2, "optimizer").breakdown.grads_host, 4 * shard);
+}
+
+// A CPU device's memory is the host's: the planner offers no offload there, for fine-tunes or
+// inference, and so never recommends one (it used to tie offload params with none and pick it
+// for its smaller "device" bytes, streaming every weight through RAM for each token).
+TEST(PlanTest, NoOffloadOnACpuDevice) {
+  for (const char* mode : {"finetune", "infer"}) {
+    PlanRequest r = Request("111m", mode, 2, 0, "fp32");
+    r.device = DeviceKind::kCpu;
+    r.seq_len = 128;
+    if (std::string(mode) == "infer") r.gpus = 1;
+    auto plans = PlanAll(r);
+    ASSERT_TRUE(plans.ok()) << plans.status().message();
+    EXPECT_EQ(plans->size(), std::string(mode) == "infer" ? 1u : 4u) << mode;
+    for (const Plan& p : *plans) EXPECT_EQ(p.offload, "none") << mode;
+    auto best = Recommend(*plans);
+    ASSERT_TRUE(best.has_value());
+    EXPECT_EQ(best->offload, "none");
+    // PlanOne still predicts an emulated offload: the same work plus copies through host memory.
+    const Plan none = One(r, 3, "none"), params = One(r, 3, "params");
+    EXPECT_GT(params.step.copies, 0) << mode;
+    EXPECT_GT(params.step_seconds, none.step_seconds) << mode;
+  }
+  PlanRequest r = Request("111m", "finetune", 2, 0, "fp32");
+  r.device = DeviceKind::kCpu;
+  EXPECT_EQ(PlanOne(r, 2, "params").status().message(), "offload params needs zero 3");
+  EXPECT_EQ(PlanOne(r, 2, "disk").status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(PlanTest, NothingFitsGivesNoRecommendation) {

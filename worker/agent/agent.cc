@@ -12,6 +12,7 @@
 #include "worker/agent/agent_job.h"
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
+#include "worker/launcher/node_rates.h"
 #include "worker/launcher/rank_process.h"
 
 namespace fuji::agent {
@@ -127,6 +128,7 @@ void Agent::JoinSupervisor(Job& job) {
 void Agent::Stop() {
   std::lock_guard<std::mutex> lock(mu_);
   stopping_ = true;
+  calibration_stop_ = true;
   if (poll_context_ != nullptr) poll_context_->TryCancel();
   cv_.notify_all();
 }
@@ -134,13 +136,6 @@ void Agent::Stop() {
 bool Agent::registered() const {
   std::lock_guard<std::mutex> lock(mu_);
   return registered_;
-}
-
-std::vector<int64_t> Agent::ActiveJobIds() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<int64_t> ids;
-  for (const auto& [id, job] : jobs_) ids.push_back(id);
-  return ids;
 }
 
 std::vector<pid_t> Agent::RankPids(int64_t job_id) const {
@@ -169,10 +164,12 @@ void Agent::MarkUnreachable(const grpc::Status& status, const char* call) {
 // Run: register and heartbeat on this thread; polling and reporting on their own.
 
 Status Agent::Run() {
+  std::thread calibrator([this] { Calibrate(); });
   std::thread poller([this] { PollLoop(); });
   std::thread reporter([this] { ReportLoop(); });
   ControlLoop();
   if (poller.joinable()) poller.join();
+  if (calibrator.joinable()) calibrator.join();
   // Terminate what still runs; the reporter flushes what they said last, then ends.
   std::vector<std::shared_ptr<Job>> jobs;
   {
@@ -183,6 +180,26 @@ Status Agent::Run() {
   for (auto& job : jobs) JoinSupervisor(*job);
   if (reporter.joinable()) reporter.join();
   return Status::Ok();
+}
+
+void Agent::Calibrate() {
+  std::string executable = config_.rank_executable;
+  if (executable.empty()) {
+    Result<std::string> found = launch::FindRankExecutable();
+    if (!found.ok()) {
+      Log("no calibration: " + found.status().message() + "; the planner uses its default rates");
+      return;
+    }
+    executable = *found;
+  }
+  Result<nlohmann::json> rates = launch::MeasureNodeRates(executable, std::chrono::seconds(60), &calibration_stop_);
+  if (!rates.ok()) {
+    if (!calibration_stop_) Log("no calibration: " + rates.status().message() + "; the planner uses its default rates");
+    return;
+  }
+  Log("calibrated: " + rates->dump());
+  std::lock_guard<std::mutex> lock(mu_);
+  rates_json_ = rates->dump();
 }
 
 void Agent::ControlLoop() {
@@ -244,6 +261,10 @@ Status Agent::RegisterOnce() {
   request.set_host(config_.host);
   for (const auto& d : inventory_.devices) *request.add_devices() = d;
   NodeState(request.mutable_running(), request.mutable_samples());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_rates_json(rates_json_);
+  }
   grpc::ClientContext context;
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::RegisterResponse response;
@@ -269,6 +290,10 @@ Status Agent::HeartbeatOnce() {
   fuji::v1::HeartbeatRequest request;
   request.set_worker_id(config_.worker_id);
   NodeState(request.mutable_running(), request.mutable_samples());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_rates_json(rates_json_);
+  }
   grpc::ClientContext context;
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::HeartbeatResponse response;

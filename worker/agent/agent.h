@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -50,7 +51,6 @@ class Agent {
 
   // Thread-safe observers, for tests and logs.
   bool registered() const;
-  std::vector<int64_t> ActiveJobIds() const;
   // The pids of a running job's ranks (empty once they ended or for an unknown job).
   std::vector<pid_t> RankPids(int64_t job_id) const;
 
@@ -59,6 +59,9 @@ class Agent {
   enum class StopReason { kNone, kCancelled, kTimeout, kUnwanted, kShutdown };
 
   void ControlLoop();
+  // Measures the node's rates with a fuji-rank once (launch::MeasureNodeRates) into rates_json_,
+  // which Register and Heartbeat carry from then on.
+  void Calibrate();
   Status RegisterOnce();
   Status HeartbeatOnce();
   void PollLoop();
@@ -94,6 +97,8 @@ class Agent {
   bool registered_ = false;
   bool unreachable_logged_ = false;
   int64_t heartbeat_interval_ms_ = 1000;
+  std::string rates_json_;                 // the node's measured rates; "" until measured
+  std::atomic<bool> calibration_stop_{false};
   grpc::ClientContext* poll_context_ = nullptr;  // the long-poll in flight, cancelled by Stop()
   std::map<int64_t, std::shared_ptr<Job>> jobs_;  // running, or finished with reports/Complete to send
   // A job's next attempt that came while its ended attempt was still here (the daemon can hand it

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,38 @@
 namespace fuji::plan {
 
 const Throughput kThroughput{};
+
+Result<Throughput> RatesFromJson(const nlohmann::json& measured, const Throughput& base) {
+  if (!measured.is_object() || !measured.contains("cpu_flops") || !measured.contains("cpu_memory_bandwidth")) {
+    return InvalidArgument("rates must be a JSON object with at least cpu_flops and cpu_memory_bandwidth");
+  }
+  Throughput t = base;
+  const std::pair<const char*, double*> fields[] = {
+      {"cpu_flops", &t.cpu_flops},
+      {"cpu_memory_bandwidth", &t.cpu_memory_bandwidth},
+      {"cpu_adamw_params_per_s_fp32", &t.cpu_adamw_params_per_s_fp32},
+      {"cpu_adamw_params_per_s_half", &t.cpu_adamw_params_per_s_half},
+      {"cpu_link_bandwidth", &t.cpu_link_bandwidth},
+      {"host_device_bandwidth", &t.host_device_bandwidth}};
+  for (const auto& [name, field] : fields) {
+    const auto it = measured.find(name);
+    if (it == measured.end()) continue;
+    // NaN fails both comparisons; infinity the second.
+    if (!it->is_number() || !(it->get<double>() >= 1e6 && it->get<double>() <= 1e16)) {
+      return InvalidArgument(std::string("rate '") + name + "' must be a number from 1e6 to 1e16 per second");
+    }
+    *field = it->get<double>();
+  }
+  return t;
+}
+
+std::string RatesStamp(const Throughput& t) {
+  char stamp[192];
+  std::snprintf(stamp, sizeof stamp, "%.4g/%.4g/%.4g/%.4g/%.4g/%.4g", t.cpu_flops, t.cpu_memory_bandwidth,
+                t.cpu_adamw_params_per_s_fp32, t.cpu_adamw_params_per_s_half, t.cpu_link_bandwidth,
+                t.host_device_bandwidth);
+  return stamp;
+}
 
 namespace {
 
@@ -220,12 +253,12 @@ Activations TrainActivations(const PlanRequest& r) {
   return a;
 }
 
-double GpuFlops(const std::string& precision) {
-  return precision == "fp32" ? kThroughput.gpu_flops_fp32 : kThroughput.gpu_flops_half;
+double GpuFlops(const PlanRequest& r) {
+  return r.precision == "fp32" ? r.rates.gpu_flops_fp32 : r.rates.gpu_flops_half;
 }
 
-double AdamWRate(const std::string& precision) {
-  return precision == "fp32" ? kThroughput.cpu_adamw_params_per_s_fp32 : kThroughput.cpu_adamw_params_per_s_half;
+double AdamWRate(const PlanRequest& r) {
+  return r.precision == "fp32" ? r.rates.cpu_adamw_params_per_s_fp32 : r.rates.cpu_adamw_params_per_s_half;
 }
 
 std::string NeedVsHave(const char* what, int64_t need, int64_t have, const char* per) {
@@ -287,17 +320,17 @@ Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int 
   const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : o.c * n;
   const int64_t arena = o.c * n;  // the model loaded on the host in the compute dtype
   if (o.cuda) {
-    b.allocator_slack = static_cast<int64_t>(kThroughput.allocator_slack * static_cast<double>(device_peak));
-    b.cuda_context = kThroughput.cuda_context_bytes;
+    b.allocator_slack = static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(device_peak));
+    b.cuda_context = r.rates.cuda_context_bytes;
     p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
-    b.base_rss = kThroughput.rank_base_rss_cuda;
+    b.base_rss = r.rates.rank_base_rss_cuda;
     b.load_host = ckpt + arena;
     const int64_t build = arena + b.host_states() + 4 * max_padded;
     b.host_peak = b.base_rss + std::max({b.load_host, build, b.host_states()});
   } else {
     // On the CPU "device" and host are the same memory: a rank's resident set holds it all.
     p.gpu_bytes = device_peak;
-    b.base_rss = kThroughput.rank_base_rss_cpu;
+    b.base_rss = r.rates.rank_base_rss_cpu;
     b.load_host = ckpt + arena;
     const int64_t states = b.device_states() + b.host_states();
     const int64_t build = arena + states + 4 * max_padded;
@@ -316,26 +349,28 @@ Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int 
                                      static_cast<double>(m.n_layer * m.n_embd * r.seq_len);
   const double N = static_cast<double>(r.gpus);
   if (o.cuda) {
-    p.step.compute = tokens * flops_per_token / GpuFlops(r.precision);
+    p.step.compute = tokens * flops_per_token / GpuFlops(r);
   } else {
-    p.step.compute = N * tokens * flops_per_token / kThroughput.cpu_flops;  // ranks share the cores
+    p.step.compute = N * tokens * flops_per_token / r.rates.cpu_flops;  // ranks share the cores
   }
   if (r.gpus > 1) {
     const double factor = stage == 3 ? 3.0 : 2.0;
     const double bytes = factor * static_cast<double>(o.c * n) * (N - 1) / N;
-    p.step.communication = bytes / (o.cuda ? kThroughput.gpu_link_bandwidth : kThroughput.cpu_link_bandwidth);
+    p.step.communication = bytes / (o.cuda ? r.rates.gpu_link_bandwidth : r.rates.cpu_link_bandwidth);
   }
-  if (o.cuda && offload != Offload::kNone) {
+  if (offload != Offload::kNone) {
     double bytes = 2.0 * static_cast<double>(o.c * sum_opt);  // gradients down, parameters up
     if (offload == Offload::kParams) bytes += 2.0 * static_cast<double>(o.c * sum_shard);
-    p.step.copies = N * bytes / kThroughput.host_device_bandwidth;  // the GPUs share the host's links
+    // The GPUs share the host's links; on a CPU (an emulated offload, PlanOne only) a copy reads
+    // and writes host memory.
+    p.step.copies = N * bytes / (o.cuda ? r.rates.host_device_bandwidth : r.rates.cpu_memory_bandwidth / 2);
   }
   if (!o.cuda || offload != Offload::kNone) {
-    p.step.cpu_optimizer = N * static_cast<double>(sum_opt) / AdamWRate(r.precision);
+    p.step.cpu_optimizer = N * static_cast<double>(sum_opt) / AdamWRate(r);
   } else {
     // AdamW in tensor ops: about 40 bytes read and written per parameter (fp32 master, moments,
     // gradient, parameter and the temporaries).
-    p.step.device_optimizer = 40.0 * static_cast<double>(sum_opt) / kThroughput.gpu_memory_bandwidth;
+    p.step.device_optimizer = 40.0 * static_cast<double>(sum_opt) / r.rates.gpu_memory_bandwidth;
   }
   Decide(r, &p);
   return p;
@@ -380,10 +415,10 @@ Plan InferPlan(const PlanRequest& r, const std::vector<int64_t>& numels, Offload
   const int64_t device_peak = b.peak_device_states + b.kv_cache + b.activations;
   const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : c * n;
   if (cuda) {
-    b.allocator_slack = static_cast<int64_t>(kThroughput.allocator_slack * static_cast<double>(device_peak));
-    b.cuda_context = kThroughput.cuda_context_bytes;
+    b.allocator_slack = static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(device_peak));
+    b.cuda_context = r.rates.cuda_context_bytes;
     p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
-    b.base_rss = kThroughput.rank_base_rss_cuda;
+    b.base_rss = r.rates.rank_base_rss_cuda;
     // Without offload the weights go from the map straight to the device; with offload they load
     // into host memory, then the streaming engine copies them unit by unit into its shards.
     b.load_host = offload == Offload::kParams ? ckpt + c * n : ckpt;
@@ -391,7 +426,7 @@ Plan InferPlan(const PlanRequest& r, const std::vector<int64_t>& numels, Offload
     b.host_peak = b.base_rss + std::max(b.load_host, build);
   } else {
     p.gpu_bytes = device_peak;
-    b.base_rss = kThroughput.rank_base_rss_cpu;
+    b.base_rss = r.rates.rank_base_rss_cpu;
     b.load_host = ckpt + c * n;
     const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
     b.host_peak = b.base_rss + std::max({b.load_host, build, b.params_host + device_peak});
@@ -401,10 +436,12 @@ Plan InferPlan(const PlanRequest& r, const std::vector<int64_t>& numels, Offload
   const double weight_bytes = static_cast<double>(c * n);
   const double flops = 2.0 * static_cast<double>(n * B);
   if (cuda) {
-    p.step.compute = std::max(flops / GpuFlops(r.precision), weight_bytes / kThroughput.gpu_memory_bandwidth);
-    if (offload == Offload::kParams) p.step.copies = weight_bytes / kThroughput.host_device_bandwidth;
+    p.step.compute = std::max(flops / GpuFlops(r), weight_bytes / r.rates.gpu_memory_bandwidth);
+    if (offload == Offload::kParams) p.step.copies = weight_bytes / r.rates.host_device_bandwidth;
   } else {
-    p.step.compute = std::max(flops / kThroughput.cpu_flops, weight_bytes / kThroughput.cpu_memory_bandwidth);
+    p.step.compute = std::max(flops / r.rates.cpu_flops, weight_bytes / r.rates.cpu_memory_bandwidth);
+    // An emulated offload (PlanOne only) copies every unit into its gather buffer each step.
+    if (offload == Offload::kParams) p.step.copies = 2 * weight_bytes / r.rates.cpu_memory_bandwidth;
   }
   Decide(r, &p);
   return p;
@@ -437,18 +474,39 @@ Result<std::vector<Plan>> PlanAll(const PlanRequest& request) {
   PlanRequest r = request;
   r.config = config;
   const std::vector<int64_t> numels = UnitNumels(config);
+  // A CPU device's memory is the host's: offload would only copy, so it is no choice there.
+  const bool offload = r.device == DeviceKind::kCuda;
   std::vector<Plan> plans;
   if (r.mode == "infer") {
     plans.push_back(InferPlan(r, numels, Offload::kNone));
-    plans.push_back(InferPlan(r, numels, Offload::kParams));
+    if (offload) plans.push_back(InferPlan(r, numels, Offload::kParams));
     return plans;
   }
   for (int stage = 0; stage <= 3; ++stage) {
     plans.push_back(FinetunePlan(r, numels, stage, Offload::kNone));
-    plans.push_back(FinetunePlan(r, numels, stage, Offload::kOptimizer));
-    if (stage == 3) plans.push_back(FinetunePlan(r, numels, stage, Offload::kParams));
+    if (offload) plans.push_back(FinetunePlan(r, numels, stage, Offload::kOptimizer));
+    if (offload && stage == 3) plans.push_back(FinetunePlan(r, numels, stage, Offload::kParams));
   }
   return plans;
+}
+
+Result<Plan> PlanOne(const PlanRequest& request, int zero, const std::string& offload) {
+  FUJI_RETURN_IF_ERROR(Validate(request));
+  PlanRequest r = request;
+  FUJI_RETURN_IF_ERROR(r.config.Validate());
+  Offload o = Offload::kNone;
+  if (offload == "optimizer" && r.mode == "finetune") {
+    o = Offload::kOptimizer;
+  } else if (offload == "params") {
+    o = Offload::kParams;
+  } else if (offload != "none") {
+    return InvalidArgument("offload must be none, optimizer (fine-tunes) or params, not '" + offload + "'");
+  }
+  const std::vector<int64_t> numels = UnitNumels(r.config);
+  if (r.mode == "infer") return InferPlan(r, numels, o);
+  if (zero < 0 || zero > 3) return InvalidArgument("zero must be 0, 1, 2 or 3");
+  if (o == Offload::kParams && zero != 3) return InvalidArgument("offload params needs zero 3");
+  return FinetunePlan(r, numels, zero, o);
 }
 
 std::optional<Plan> Recommend(const std::vector<Plan>& plans) {

@@ -84,6 +84,8 @@
 
 namespace fuji::plan {
 
+// The rates behind step times. kThroughput holds the defaults listed above; an agent measures its
+// node's CPU rates once (`fuji-rank --calibrate`) and the plans for its jobs use them.
 struct Throughput {
   double cpu_adamw_params_per_s_fp32 = 1.55e9;
   double cpu_adamw_params_per_s_half = 1.11e9;
@@ -102,6 +104,15 @@ struct Throughput {
 };
 extern const Throughput kThroughput;
 
+// A node's measured rates (the result of fuji-rank's calibration, worker/rank/calibrate.h) over
+// `base`: "cpu_flops", "cpu_memory_bandwidth", "cpu_adamw_params_per_s_fp32",
+// "cpu_adamw_params_per_s_half", "cpu_link_bandwidth" and "host_device_bandwidth" where present; other fields are
+// ignored. INVALID_ARGUMENT naming the field for a rate that is not a number from 1e6 to 1e16,
+// and for an object without cpu_flops and cpu_memory_bandwidth (not a calibration).
+Result<Throughput> RatesFromJson(const nlohmann::json& measured, const Throughput& base);
+// The rates step times depend on, as text: part of the key of a cache of plans.
+std::string RatesStamp(const Throughput& rates);
+
 enum class DeviceKind { kCpu, kCuda };
 
 struct PlanRequest {
@@ -117,6 +128,7 @@ struct PlanRequest {
   DeviceKind device = DeviceKind::kCuda;
   bool torch2 = true;                  // PyTorch 2.x libtorch (fused attention on CUDA)
   int64_t checkpoint_bytes = 0;        // bytes of the checkpoint files (mapped while loading); 0: c * params
+  Throughput rates = kThroughput;      // the node's measured rates where known (CalibratedRates)
 };
 
 struct Breakdown {
@@ -155,9 +167,15 @@ struct Plan {
   double step_seconds = 0;
 };
 
-// Every (zero 0..3) x (offload none | optimizer | params at zero 3) for finetune; zero 3 with
-// offload none | params for infer (a single process streaming its weights).
+// The choices for the request's devices. CUDA: every (zero 0..3) x (offload none | optimizer |
+// params at zero 3) for finetune; offload none | params for infer (a single process streaming
+// its weights). CPU devices, whose memory is the host's, have no offload: zero 0..3 with offload
+// none for finetune, offload none for infer.
 Result<std::vector<Plan>> PlanAll(const PlanRequest& request);
+// One configuration, offered or not: also an offload on a CPU device, whose data path runs there
+// with host memory standing in for the device's (FUJI_CPU_OFFLOAD=emulate; what the planner's
+// accuracy tests measure). INVALID_ARGUMENT for a stage and offload that cannot go together.
+Result<Plan> PlanOne(const PlanRequest& request, int zero, const std::string& offload);
 // The fastest plan that fits (ties: the fewer bytes per GPU); nullopt when none fits.
 std::optional<Plan> Recommend(const std::vector<Plan>& plans);
 

@@ -21,6 +21,7 @@
 #include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
 #include "worker/train/trainer.h"
+#include "worker/rank/calibrate.h"
 #include "worker/train/zero_model.h"
 #include "worker/text/bpe_tokenizer.h"
 
@@ -296,8 +297,10 @@ bool RankService::Handle(const nlohmann::json& request) {
       status = impl_->Convert(request);
     } else if (op == "finetune") {
       status = impl_->Finetune(request);
+    } else if (op == "calibrate") {
+      impl_->Emit({{"event", "result"}, {"result", MeasureRates()}});
     } else {
-      status = InvalidArgument("unknown op '" + op + "' (infer, init, convert, finetune)");
+      status = InvalidArgument("unknown op '" + op + "' (infer, init, convert, finetune, calibrate)");
     }
   } catch (const dist::CollectiveError& e) {
     // A peer died or a collective timed out: the launcher names the dead peer when there is one.

@@ -1,6 +1,7 @@
 // The work of a fuji-rank process: requests in, events out, as JSON lines.
 //
-// Requests: {"op": "infer" | "init" | "convert", "id": "...", ...fields of the op}.
+// Requests: {"op": "infer" | "init" | "convert" | "finetune" | "calibrate", "id": "...", ...fields
+// of the op}. "calibrate" measures the node's rates for the planner (calibrate.h).
 // Events, each carrying the request's "id":
 //   {"event": "started", "op", "pid"}          the request was accepted
 //   {"event": "progress", "phase", "done", "total"}

@@ -32,6 +32,23 @@ Result<InferSpec> InferSpecWithAuto(const nlohmann::json& spec, PlanFields* fiel
   return InferSpec::FromJson(concrete);
 }
 
+nlohmann::json WithoutCpuOffload(nlohmann::json spec, std::string* note) {
+  if (note != nullptr) note->clear();
+  if (!spec.is_object()) return spec;
+  const auto device = spec.find("device");
+  const bool cpu = device == spec.end() || (device->is_string() && device->get<std::string>() == "cpu");
+  const auto offload = spec.find("offload");
+  if (!cpu || offload == spec.end() || !offload->is_string()) return spec;
+  const std::string choice = offload->get<std::string>();
+  if (choice != "optimizer" && choice != "params") return spec;
+  spec["offload"] = "none";
+  if (note != nullptr) {
+    *note = "offload " + choice +
+            " runs as offload none on a CPU device: its host and device memory are the same memory";
+  }
+  return spec;
+}
+
 nlohmann::json SpecWithPlan(nlohmann::json spec, bool finetune, int zero, const std::string& offload) {
   if (finetune) spec["zero"] = zero;
   spec["offload"] = offload;

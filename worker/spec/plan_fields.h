@@ -28,6 +28,14 @@ Result<FinetuneSpec> FinetuneSpecWithAuto(const nlohmann::json& spec, PlanFields
 // The same for an inference spec ("offload" only).
 Result<InferSpec> InferSpecWithAuto(const nlohmann::json& spec, PlanFields* fields);
 
+// On a CPU device the host's memory and the device's are the same memory: offloading would only
+// copy tensors from one place in RAM to another, so offload is never a plan there. The spec with
+// an explicit "offload" of optimizer or params on a CPU device ("device" absent, "cpu") set to
+// "none"; *note (when not null) gets one line saying so, and stays empty when nothing changed.
+// fujid applies it at submit, `fuji run` and `fuji submit` before anything else (`fuji run` keeps
+// the offload data path, for tests of it without a GPU, when FUJI_CPU_OFFLOAD=emulate is set).
+nlohmann::json WithoutCpuOffload(nlohmann::json spec, std::string* note);
+
 // `spec` with the chosen plan in place: "zero" (fine-tunes) and "offload".
 nlohmann::json SpecWithPlan(nlohmann::json spec, bool finetune, int zero, const std::string& offload);
 

@@ -102,7 +102,7 @@ class Run {
 
 double Run::AllReduceSum(double value) {
   if (!comm_) return value;
-  at::Tensor t = at::full({1}, value, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor t = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
   if (device_.is_cuda()) t = t.to(device_);
   comm_->AllReduceSum(t);
   return t.item<double>();
@@ -343,7 +343,7 @@ Status Run::Go() {
     ++steps_run;
     tokens_per_s = static_cast<double>(world_ * A * B * T) / (step_ms / 1000.0);
     if (rank_ == 0) {
-      losses.push_back({{"step", step}, {"loss", loss}});
+      losses.push_back({{"step", step}, {"loss", loss}, {"ms", step_ms}});
       emit_({{"event", "loss"}, {"step", step}, {"loss", loss}, {"split", "train"}, {"lr", adamw.lr},
              {"tokens_per_s", tokens_per_s}, {"grad_norm", stats.grad_norm}, {"skipped", stats.skipped},
              {"loss_scale", loss_scale_}});
