@@ -14,6 +14,7 @@
 #include "client/daemon_client.h"
 #include "client/daemon_commands.h"
 #include "client/format_jobs.h"
+#include "client/local_plan.h"
 #include "worker/data/token_cache.h"
 #include "worker/launcher/finetune_prepare.h"
 #include "worker/plan/plan.h"
@@ -29,6 +30,7 @@ struct PlanFlags {
   int gpus = 1;
   int64_t seq_len = 0, micro_batch = 1;
   bool activation_checkpointing = false;
+  bool measure = false;  // this machine's rates (a fuji-rank measures them) instead of plan.h's
 };
 
 struct EstimateFlags {
@@ -109,6 +111,7 @@ Status RunPlan(const PlanFlags& f) {
   r.seq_len = f.seq_len != 0 ? f.seq_len : std::min<int64_t>(2048, r.config.n_positions);
   r.micro_batch = f.micro_batch;
   r.activation_checkpointing = f.activation_checkpointing;
+  if (f.measure) r.rates = MeasuredRates();
   FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::PlanAll(r));
   const std::optional<plan::Plan> best = plan::Recommend(plans);
   if (f.output == "json") {
@@ -253,6 +256,8 @@ void RegisterPlanCommands(CLI::App& app, CliState* state) {
   cmd->add_flag("--activation-checkpointing", f->activation_checkpointing, "recompute each block in backward");
   cmd->add_option("--device", f->device, "cuda or cpu (CPU ranks)")->check(CLI::IsMember({"cuda", "cpu"}));
   cmd->add_option("--output", f->output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_flag("--measure", f->measure,
+                "step times with this machine's measured rates (a fuji-rank measures them) instead of the defaults");
   cmd->callback([state, f] { state->exit_code = ReportStatus(RunPlan(*f)); });
 
   auto e = std::make_shared<EstimateFlags>();

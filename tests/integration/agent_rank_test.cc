@@ -250,6 +250,7 @@ class AgentRankTest : public ::testing::Test {
     config.host = "test-host";
     config.poll_wait_ms = 1000;
     config.rank_executable = rank_executable;
+    config.calibrate = rank_executable.empty();  // a stand-in rank has no node to measure
     agent_ = std::make_unique<Agent>(config, DiscoverDevices(config.devices, ""), MakeChannel(config.server));
     runner_ = std::thread([this] { ASSERT_TRUE(agent_->Run().ok()); });
   }

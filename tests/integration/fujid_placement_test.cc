@@ -310,6 +310,53 @@ TEST_F(FujidPlacementTest, RefusesAtSubmitWhatFitsNoAgentWithTheNumbers) {
   EXPECT_EQ(offloaded.id(), placed.id() + 1);
 }
 
+// On a CPU device offload is no plan: an explicit one is stored and placed as none, and the job's
+// first event says so. CPU jobs are planned with the rates the CPU agent measured.
+TEST_F(FujidPlacementTest, ACpuDeviceRunsAnExplicitOffloadAsNoneWithTheNodesRates) {
+  grpc::ClientContext context;
+  v1::RegisterRequest request;
+  request.set_worker_id("cpu-node");
+  request.set_host("cpu-node");
+  v1::Device* device = request.add_devices();
+  device->set_index(0);
+  device->set_name("cpu");
+  device->set_total_mib(64 * 1024);
+  device->set_kind("cpu");
+  AddSamples(request.mutable_samples(), 0, 0, 0, 64 * 1024, 1024);
+  // A slow node's memory: 1 GB/s, so a decode step of the 1.3B shape in bf16 (2.6 GB) takes 2.6 s.
+  request.set_rates_json(R"({"cpu_flops": 5e10, "cpu_memory_bandwidth": 1e9})");
+  v1::RegisterResponse response;
+  ASSERT_TRUE(workers_->Register(&context, request, &response).ok());
+
+  v1::Job job;
+  ASSERT_TRUE(Submit(Inference("m1p3b", {{"device", "cpu"}, {"offload", "params"}}), &job).ok());
+  EXPECT_EQ(nlohmann::json::parse(job.spec_json())["offload"], "none");
+  const v1::Job placed = WaitForState(job.id(), v1::ASSIGNED);
+  ASSERT_EQ(placed.state(), v1::ASSIGNED) << placed.reason();
+  const nlohmann::json plan = nlohmann::json::parse(placed.plan_json());
+  EXPECT_EQ(plan["offload"], "none");
+  EXPECT_NEAR(plan["step_seconds"].get<double>(), 2.63, 0.05);
+  auto events = store_->Events(job.id());
+  ASSERT_TRUE(events.ok());
+  ASSERT_FALSE(events->empty());
+  EXPECT_EQ(events->front().message,
+            "submitted; offload params runs as offload none on a CPU device: its host and device memory are the "
+            "same memory");
+
+  // A fine-tune's explicit optimizer offload too; its stage stays as given.
+  ASSERT_TRUE(Submit(Finetune("m1p3b", {{"device", "cpu"}, {"precision", "fp32"}, {"seq_len", 64}, {"zero", 2},
+                                        {"offload", "optimizer"}}),
+                     &job, "finetune")
+                  .ok());
+  const nlohmann::json spec = nlohmann::json::parse(job.spec_json());
+  EXPECT_EQ(spec["offload"], "none");
+  EXPECT_EQ(spec["zero"], 2);
+  // An offload that could not run on any device is still refused as before.
+  EXPECT_EQ(Submit(Finetune("m1p3b", {{"device", "cpu"}, {"zero", 1}, {"offload", "params"}}), &job, "finetune")
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(FujidPlacementTest, JobsShareAGpuOnlyWhenEachAllowsIt) {
   RegisterGpus("gpu-a", 1, 81920, 0, 262144, 8192);
   // Three 1.3B inferences (a few GiB each) that allow sharing go on the one GPU together.

@@ -55,6 +55,13 @@ TEST(AgentFailureTest, Table) {
       {"clean exit, no result", std::nullopt, Exited(0), false, "", "internal", "fuji-rank exited without a result", 0,
        0},
   };
+  // A SIGKILL fuji did not send is host_oom only when the OOM killer killed something meanwhile.
+  Failure oom = ClassifyFailure(std::nullopt, Signalled(SIGKILL), false, "", 1);
+  EXPECT_EQ(oom.kind, "host_oom");
+  EXPECT_EQ(oom.message, "killed by SIGKILL (the kernel's OOM killer killed 1 process(es) meanwhile)");
+  Failure killed = ClassifyFailure(std::nullopt, Signalled(SIGKILL), false, "", 0);
+  EXPECT_EQ(killed.kind, "signal");
+  EXPECT_EQ(killed.message, "killed by SIGKILL (not sent by fuji; the kernel's OOM killer killed nothing meanwhile)");
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const Failure f = ClassifyFailure(c.error, c.exit, c.sigkill_by_fuji, c.last_stderr);

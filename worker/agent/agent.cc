@@ -12,6 +12,7 @@
 #include "worker/agent/agent_job.h"
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
+#include "worker/common/proc_stats.h"
 #include "worker/launcher/node_rates.h"
 #include "worker/launcher/rank_process.h"
 
@@ -39,6 +40,11 @@ void KeepLast(google::protobuf::RepeatedPtrField<T>* field, size_t max) {
 }
 
 }  // namespace
+
+int64_t OomKillsSince(int64_t at_start) {
+  const int64_t now = OomKillCount();
+  return at_start < 0 || now < 0 ? -1 : now - at_start;
+}
 
 bool Empty(const fuji::v1::JobReport& r) {
   return !r.started() && r.progress_size() == 0 && r.logs_size() == 0 && r.timings_size() == 0 &&
@@ -183,22 +189,33 @@ Status Agent::Run() {
 }
 
 void Agent::Calibrate() {
+  if (!config_.calibrate) {
+    std::lock_guard<std::mutex> lock(mu_);
+    calibrated_ = true;
+    cv_.notify_all();
+    return;
+  }
   std::string executable = config_.rank_executable;
   if (executable.empty()) {
     Result<std::string> found = launch::FindRankExecutable();
     if (!found.ok()) {
       Log("no calibration: " + found.status().message() + "; the planner uses its default rates");
+      std::lock_guard<std::mutex> lock(mu_);
+      calibrated_ = true;
+      cv_.notify_all();
       return;
     }
     executable = *found;
   }
-  Result<nlohmann::json> rates = launch::MeasureNodeRates(executable, std::chrono::seconds(60), &calibration_stop_);
+  Result<nlohmann::json> rates = launch::MeasureNodeRates(executable, std::chrono::seconds(30), &calibration_stop_);
+  std::lock_guard<std::mutex> lock(mu_);
+  calibrated_ = true;
+  cv_.notify_all();
   if (!rates.ok()) {
     if (!calibration_stop_) Log("no calibration: " + rates.status().message() + "; the planner uses its default rates");
     return;
   }
   Log("calibrated: " + rates->dump());
-  std::lock_guard<std::mutex> lock(mu_);
   rates_json_ = rates->dump();
 }
 
@@ -318,7 +335,9 @@ void Agent::PollLoop() {
     grpc::ClientContext context;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || registered_; });
+      // Work is taken once the node is measured: a job beside the calibration would slow both and
+      // skew the rates.
+      cv_.wait(lock, [&] { return stopping_ || (registered_ && calibrated_); });
       if (stopping_) return;
       poll_context_ = &context;
     }
@@ -357,6 +376,7 @@ void Agent::StartJob(const fuji::v1::Assignment& assignment) {
   }
   auto job = std::make_shared<Job>();
   job->assignment = assignment;
+  job->oom_kills_at_start = OomKillCount();
   jobs_[assignment.job_id()] = job;
   Log("job " + std::to_string(assignment.job_id()) + " attempt " + std::to_string(assignment.attempt()) + ": " +
       assignment.kind());
@@ -685,7 +705,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
       break;
     }
   }
-  const Failure f = ClassifyFailure(error, exits[culprit], false, last_stderr);
+  const Failure f = ClassifyFailure(error, exits[culprit], false, last_stderr, OomKillsSince(job->oom_kills_at_start));
   complete.set_exit_code(f.exit_code);
   complete.set_signal(f.signal);
   finish(false, f.kind, f.message);

@@ -60,7 +60,7 @@ class Agent {
 
   void ControlLoop();
   // Measures the node's rates with a fuji-rank once (launch::MeasureNodeRates) into rates_json_,
-  // which Register and Heartbeat carry from then on.
+  // which Register and Heartbeat carry from then on; assignments are polled only after it.
   void Calibrate();
   Status RegisterOnce();
   Status HeartbeatOnce();
@@ -98,6 +98,7 @@ class Agent {
   bool unreachable_logged_ = false;
   int64_t heartbeat_interval_ms_ = 1000;
   std::string rates_json_;                 // the node's measured rates; "" until measured
+  bool calibrated_ = false;                // measured, or given up: assignments are polled from then
   std::atomic<bool> calibration_stop_{false};
   grpc::ClientContext* poll_context_ = nullptr;  // the long-poll in flight, cancelled by Stop()
   std::map<int64_t, std::shared_ptr<Job>> jobs_;  // running, or finished with reports/Complete to send

@@ -31,6 +31,9 @@ struct AgentConfig {
   size_t max_buffered_samples = 10000;
   std::string nvml_library = "libnvidia-ml.so.1";
   std::string rank_executable;         // empty: fuji-rank beside the agent, or $FUJI_RANK
+  // Measure the node's rates with a fuji-rank at start, before taking work (false: the planner's
+  // defaults; for tests whose rank is a stand-in).
+  bool calibrate = true;
 };
 
 // The machine's host name ("localhost" if unknown).

@@ -153,7 +153,7 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
   }
   std::optional<RankError> error;
   if (f.kind == launch::GangFailure::Kind::kRankError) error = RankError{f.reason, f.message};
-  Failure failure = ClassifyFailure(error, f.exit, false, f.last_stderr);
+  Failure failure = ClassifyFailure(error, f.exit, false, f.last_stderr, OomKillsSince(job->oom_kills_at_start));
   if (f.kind == launch::GangFailure::Kind::kRankExit) failure.message = f.message;
   complete.set_exit_code(failure.exit_code);
   complete.set_signal(failure.signal);

@@ -27,9 +27,13 @@ struct Agent::Job {
   std::optional<fuji::v1::CompleteRequest> completion;  // set once the ranks ended
   bool finished = false;                          // the supervisor is done
   bool send_complete = true;                      // false for kUnwanted and kShutdown
+  int64_t oom_kills_at_start = -1;                // OomKillCount() when the attempt started
 };
 
 bool Empty(const fuji::v1::JobReport& r);
+
+// OOM kills on this host since `at_start` (an OomKillCount reading); -1 when either is unknown.
+int64_t OomKillsSince(int64_t at_start);
 
 // Turns one rank event into report entries (progress, timings, rank 0's losses), or the result /
 // error of the attempt.

@@ -6,7 +6,8 @@
 namespace fuji::agent {
 
 Failure ClassifyFailure(const std::optional<RankError>& error, const launch::ExitInfo& exit,
-                        bool sigkill_sent_by_fuji, const std::string& last_stderr_line) {
+                        bool sigkill_sent_by_fuji, const std::string& last_stderr_line,
+                        int64_t oom_kills_meanwhile) {
   Failure f;
   f.exit_code = exit.signal == 0 ? exit.exit_code : 0;
   f.signal = exit.signal;
@@ -20,9 +21,16 @@ Failure ClassifyFailure(const std::optional<RankError>& error, const launch::Exi
     if (f.message.empty()) f.message = f.kind;
     return f;
   }
-  if (exit.signal == SIGKILL && !sigkill_sent_by_fuji) {
+  if (exit.signal == SIGKILL && !sigkill_sent_by_fuji && oom_kills_meanwhile > 0) {
+    f.kind = "host_oom";
+    f.message = "killed by SIGKILL (the kernel's OOM killer killed " + std::to_string(oom_kills_meanwhile) +
+                " process(es) meanwhile)";
+  } else if (exit.signal == SIGKILL && !sigkill_sent_by_fuji && oom_kills_meanwhile < 0) {
     f.kind = "host_oom";
     f.message = "killed by SIGKILL (not sent by fuji; likely the kernel's OOM killer)";
+  } else if (exit.signal == SIGKILL && !sigkill_sent_by_fuji) {
+    f.kind = "signal";
+    f.message = "killed by SIGKILL (not sent by fuji; the kernel's OOM killer killed nothing meanwhile)";
   } else if (exit.signal != 0) {
     f.kind = "signal";
     f.message = exit.Describe();

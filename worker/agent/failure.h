@@ -23,9 +23,13 @@ struct Failure {
 };
 
 // The rank's own error event wins; else the exit: a SIGKILL fuji did not send is the kernel's OOM
-// killer (host_oom), other signals are "signal", a non-zero exit is "exit_code" with the last
-// stderr line. An exit 0 without a result is "internal".
+// killer (host_oom) when it killed something while the attempt ran (`oom_kills_meanwhile` > 0, the
+// change of OomKillCount; -1 when unknown: then it is presumed), and "signal" when it killed
+// nothing (someone else's kill -9: the job is retried as after any other signal, not narrowed to
+// smaller plans); other signals are "signal", a non-zero exit is "exit_code" with the last stderr
+// line. An exit 0 without a result is "internal".
 Failure ClassifyFailure(const std::optional<RankError>& error, const launch::ExitInfo& exit,
-                        bool sigkill_sent_by_fuji, const std::string& last_stderr_line);
+                        bool sigkill_sent_by_fuji, const std::string& last_stderr_line,
+                        int64_t oom_kills_meanwhile = -1);
 
 }  // namespace fuji::agent

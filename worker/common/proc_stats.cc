@@ -40,6 +40,16 @@ int64_t RssBytes(pid_t pid) {
   return ReadKilobytes("/proc/" + std::to_string(pid) + "/status", "VmRSS");
 }
 
+int64_t OomKillCount() {
+  std::ifstream in("/proc/vmstat");
+  std::string key;
+  int64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "oom_kill") return value;
+  }
+  return -1;
+}
+
 HostMemory ReadHostMemory() {
   return {ReadKilobytes("/proc/meminfo", "MemTotal"), ReadKilobytes("/proc/meminfo", "MemAvailable")};
 }

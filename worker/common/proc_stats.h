@@ -18,5 +18,8 @@ struct HostMemory {
   int64_t available_bytes = 0;
 };
 HostMemory ReadHostMemory();
+// Processes the kernel's OOM killer has killed since boot (/proc/vmstat oom_kill, cgroup limits
+// included); -1 when the kernel does not say.
+int64_t OomKillCount();
 
 }  // namespace fuji

@@ -37,7 +37,7 @@ double BestSeconds(int reps, const std::function<void()>& fn) {
 }
 
 // ZeRO's bytes per rank per second between two ranks of this node over Gloo, called as the
-// trainer calls it: a reduce-scatter of 128 MiB of fp32 gradients, then an all-gather of the
+// trainer calls it: a reduce-scatter of 64 MiB of fp32 gradients, then an all-gather of the
 // updated shards, into buffers allocated for each call as the trainer's are (through the same
 // allocator: fuji-rank's cache of large blocks); the median of five. Two threads stand in for the two rank processes. 0 when the
 // group cannot form (the planner keeps its default).
@@ -45,7 +45,7 @@ double GlooBandwidth() {
   char dir_template[] = "/tmp/fuji-calibrate-XXXXXX";
   if (::mkdtemp(dir_template) == nullptr) return 0;  // private (0700): the store's file lives there
   const std::string store = std::string("file:") + dir_template + "/store";
-  constexpr int64_t kElements = int64_t{32} << 20;
+  constexpr int64_t kElements = int64_t{16} << 20;
   constexpr int kReps = 5;
   std::atomic<int> failed{0};
   double seconds[2] = {0, 0};

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -28,7 +30,14 @@ int main(int argc, char** argv) {
   const int event_fd = ::fcntl(3, F_GETFD) != -1 ? 3 : 1;
   fuji::JsonLineWriter events(event_fd);
   fuji::engine::ConfigureThreads();
-  fuji::engine::KeepFreedMemory();
+  // FUJI_HOST_CACHE_MIB: the most freed large blocks kept for reuse (default 2048; 0: none).
+  int64_t cache_mib = 2048;
+  if (const char* env = std::getenv("FUJI_HOST_CACHE_MIB"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (*end == '\0' && v >= 0 && v <= (int64_t{1} << 30)) cache_mib = v;
+  }
+  fuji::engine::KeepFreedMemory(cache_mib << 20);
   fuji::rank::RankService service(&events);
   fuji::LineReader requests(0, 64u << 20);
   for (;;) {
