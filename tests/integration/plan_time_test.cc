@@ -124,8 +124,8 @@ TEST_F(PlanTimeTest, TwoRankFineTuningStep) {
   ExpectWithin2x(("111M fine-tuning step, 2 ranks, zero " + std::to_string(best->zero)).c_str(), best->step_seconds,
                  none);
 
-  // Optimizer offload at the same stage, its data path emulated on the CPU: the planner's order
-  // of the two agrees with the measured one, or both call it a tie.
+  // Optimizer offload at the same stage, its data path emulated on the CPU: measured within 10% of
+  // each other, the planner must call it a tie too; further apart, its order must be the measured one.
   auto offload = plan::PlanOne(r, best->zero, "optimizer");
   ASSERT_TRUE(offload.ok()) << offload.status().message();
   const double optimizer = FinetuneStep(best->zero, "optimizer");
@@ -135,7 +135,7 @@ TEST_F(PlanTimeTest, TwoRankFineTuningStep) {
   if (measured_tie) {
     EXPECT_TRUE(predicted_tie) << "measured a tie, predicted " << predicted_ratio;
   } else {
-    EXPECT_TRUE(predicted_tie || (predicted_ratio > 1) == (measured_ratio > 1))
+    EXPECT_EQ(predicted_ratio > 1, measured_ratio > 1)
         << "predicted " << predicted_ratio << ", measured " << measured_ratio;
   }
 }

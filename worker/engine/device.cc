@@ -127,6 +127,17 @@ class LargeBlockCache final : public c10::Allocator {
   void Give(void* p) const {
     std::unique_lock<std::mutex> lock(mu_);
     auto it = live_.find(p);
+    if (it == live_.end()) {
+      // A small block handed out by raw_allocate (the fallback's, under our raw_deleter).
+      lock.unlock();
+      const c10::DeleterFnPtr deleter = fallback_->raw_deleter();
+      if (deleter != nullptr) {
+        deleter(p);
+      } else {
+        std::free(p);  // libtorch's CPU memory comes from posix_memalign
+      }
+      return;
+    }
     const size_t n = it->second;
     live_.erase(it);
     if (kept_ + n > limit_) {

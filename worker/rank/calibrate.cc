@@ -39,7 +39,8 @@ double BestSeconds(int reps, const std::function<void()>& fn) {
 // ZeRO's bytes per rank per second between two ranks of this node over Gloo, called as the
 // trainer calls it: a reduce-scatter of 64 MiB of fp32 gradients, then an all-gather of the
 // updated shards, into buffers allocated for each call as the trainer's are (through the same
-// allocator: fuji-rank's cache of large blocks); the median of five. Two threads stand in for the two rank processes. 0 when the
+// allocator: fuji-rank's cache of large blocks), while another thread computes as the ranks do
+// during a step; the median of five. Two threads stand in for the two rank processes. 0 when the
 // group cannot form (the planner keeps its default).
 double GlooBandwidth() {
   char dir_template[] = "/tmp/fuji-calibrate-XXXXXX";
@@ -81,9 +82,19 @@ double GlooBandwidth() {
       ++failed;
     }
   };
+  // In a step the collectives run beside the ranks' compute, which takes the same cores: a third
+  // thread keeps multiplying matrices meanwhile (measured alone, on an idle machine, Gloo's rate
+  // predicted 2-rank steps up to 2x too fast).
+  std::atomic<bool> done{false};
+  std::thread compute([&] {
+    const at::Tensor a = at::randn({256, 768}), b = at::randn({768, 768});
+    while (!done) (void)at::mm(a, b);
+  });
   std::thread peer(rank, 1);
   rank(0);
   peer.join();
+  done = true;
+  compute.join();
   ::unlink((std::string(dir_template) + "/store").c_str());
   ::rmdir(dir_template);
   if (failed > 0) return 0;
