@@ -7,6 +7,7 @@
 
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
+#include "fuji/v1/worker_contract.h"
 
 namespace fuji::daemon {
 
@@ -51,13 +52,13 @@ Status Dispatcher::Recover() {
   for (const store::Assignment& a : live) {
     Result<store::JobRecord> job = store_->Get(a.job_id);
     std::lock_guard<std::mutex> lock(mu_);
-    leases_.Grant(a.job_id, a.worker_id, now_ms, options_.lease_ttl_ms);
+    leases_.Grant(a.job_id, a.worker_id, now_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
     if (job.ok()) placed_[a.job_id] = PlacedOf(*job, a.assigned_at_ms, job->plan);
     workers.insert(a.worker_id);
   }
   for (const std::string& worker : workers) {
     FUJI_RETURN_IF_ERROR(
-        store_->RenewLeases(worker, now_ms + options_.lease_ttl_ms).status());
+        store_->RenewLeases(worker, now_ms + v1::RecoveredLeaseMs(options_.lease_ttl_ms)).status());
   }
   return Status::Ok();
 }

@@ -48,8 +48,8 @@ class Dispatcher {
   Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
              DispatcherOptions options);
 
-  // After a restart: every live assignment gets a fresh lease of lease_ttl_ms, so agents that
-  // reconnect keep their jobs.
+  // After a restart: every live assignment gets a fresh lease, longer than lease_ttl_ms by the
+  // agents' reconnect time (v1::RecoveredLeaseMs), so agents that reconnect keep their jobs.
   Status Recover();
   void SetPassRequester(PassRequester requester) { pass_requester_ = std::move(requester); }
   void RequestPass();

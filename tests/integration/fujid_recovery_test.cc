@@ -1,11 +1,13 @@
 // fujid under failure and load: lost agents (lease expiry), many concurrent submitters, and a
 // daemon restart while a job runs. Lease expiry runs on a fake clock the test moves: a lease of
 // seconds that no stall of this machine can expire early, and no test that sleeps it out.
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include "fuji/v1/worker_contract.h"
 #include "tests/integration/fujid_test_util.h"
 
 namespace fuji::testing {
@@ -94,6 +96,26 @@ TEST_F(FujidRecoveryTest, HandOutTheAgentNeverListsIsRequeuedWithoutUsingAnAttem
   EXPECT_EQ(again.assignments(0).job_id(), job.id());
   EXPECT_EQ(again.assignments(0).attempt(), 0);
   EXPECT_EQ(GetJob(job.id()).attempts(), 0);
+}
+
+TEST_F(FujidRecoveryTest, RestartedDaemonGivesAgentsTimeToReconnectBeforeRequeueing) {
+  StartOnFakeTime();
+  Register("node-a", 1);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Spec(), &job).ok());
+  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
+  StopServer();
+  StartOnFakeTime();  // same database: the running job's lease is recovered
+  // A whole lease passes while the agent is still reconnecting (its gRPC backoff): the job stays
+  // with it, for the agent cannot have sent a heartbeat to a daemon that was down.
+  fake_clock_.AdvanceMs(kLeaseMs + v1::kAgentReconnectCeilingMs);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // lease checks run every 20 ms
+  EXPECT_EQ(GetJob(job.id()).state(), v1::ASSIGNED);
+  EXPECT_EQ(GetJob(job.id()).attempts(), 0);
+  // An agent that never came back loses the job once the recovered lease runs out.
+  fake_clock_.AdvanceMs(v1::RecoveredLeaseMs(kLeaseMs) - kLeaseMs);
+  v1::Job requeued = WaitForState(job.id(), v1::QUEUED);
+  EXPECT_EQ(requeued.state(), v1::QUEUED);
 }
 
 TEST_F(FujidRecoveryTest, ConcurrentSubmitsAreEachListedExactlyOnce) {

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fuji/v1/worker_contract.h"
 #include "worker/agent/agent_job.h"
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
@@ -98,7 +99,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(fuji::v1::kAgentReconnectCeilingMs));
   return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
 }
 
@@ -236,7 +237,7 @@ void Agent::ControlLoop() {
         continue;
       }
       if (!SleepFor(backoff_ms)) return;
-      backoff_ms = std::min<int64_t>(backoff_ms * 2, 2000);
+      backoff_ms = std::min<int64_t>(backoff_ms * 2, fuji::v1::kAgentReconnectCeilingMs);
       continue;
     }
     if (!SleepFor(interval)) return;
