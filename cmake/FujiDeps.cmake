@@ -1,0 +1,110 @@
+# fuji_check_torch_free(target...): fails the configure when any of the targets reaches libtorch
+# through its link closure.
+#
+# The rule (docs/architecture.md): the fuji CLI, fujid and fuji-agent never link libtorch; only
+# fuji-rank does, and the agent and the CLI drive it through the process boundary. A torch-free
+# program starts in milliseconds and builds where libtorch is absent, so a library they use must not
+# quietly pick it up (e.g. by linking fuji_engine for one helper).
+#
+# The walk follows LINK_LIBRARIES (every link item, PRIVATE ones too) and INTERFACE_LINK_LIBRARIES,
+# recursively, through aliases and generator expressions (counted whatever their condition). A link
+# item is torch when it is one of libtorch's imported targets (torch, torch_cpu, torch_cuda,
+# torch_library, c10, c10_cuda, caffe2_nvrtc, ...), an entry of TORCH_LIBRARIES, or a path or
+# flag naming libtorch*, libc10* or libcaffe2*. Targets created in another directory's scope (e.g.
+# SQLite::SQLite3) are not visible here and are taken as leaves; none of them is libtorch.
+# Call it after every add_subdirectory, from the top-level CMakeLists.txt.
+
+# Whether one link item (a target name, a library path or a linker flag) is libtorch.
+function(_fuji_is_torch item out)
+  set(torch FALSE)
+  if(item MATCHES "^(torch|c10|caffe2)(_[A-Za-z0-9_]+)?$" OR item MATCHES "(^|[/ ])lib(torch|c10|caffe2)[^/ ]*\\.(so|a|dylib)")
+    set(torch TRUE)
+  elseif(TORCH_LIBRARIES AND item IN_LIST TORCH_LIBRARIES)
+    set(torch TRUE)
+  endif()
+  set(${out} ${torch} PARENT_SCOPE)
+endfunction()
+
+# The link items of a target: what it links (LINK_LIBRARIES, for targets built here) and what it
+# passes on (INTERFACE_LINK_LIBRARIES), generator expressions unwrapped to their value.
+function(_fuji_link_items target out)
+  get_target_property(type ${target} TYPE)
+  get_target_property(imported ${target} IMPORTED)
+  set(raw)
+  if(NOT imported AND NOT type STREQUAL "INTERFACE_LIBRARY")
+    get_target_property(direct ${target} LINK_LIBRARIES)
+    if(direct)
+      list(APPEND raw ${direct})
+    endif()
+  endif()
+  get_target_property(interface ${target} INTERFACE_LINK_LIBRARIES)
+  if(interface)
+    list(APPEND raw ${interface})
+  endif()
+  set(items)
+  foreach(item IN LISTS raw)
+    # $<LINK_ONLY:x>, $<BUILD_INTERFACE:x>, $<$<CONFIG:Debug>:x>, nested: keep x.
+    while(item MATCHES "^\\$<(.*):([^:]*)>$")
+      set(item "${CMAKE_MATCH_2}")
+    endwhile()
+    # target_link_libraries from another directory brackets its items with ::@(dir) markers.
+    if(item STREQUAL "" OR item MATCHES "^::@")
+      continue()
+    endif()
+    string(REGEX REPLACE "::@\\(.*\\)$" "" item "${item}")
+    list(APPEND items "${item}")
+  endforeach()
+  list(REMOVE_DUPLICATES items)
+  set(${out} ${items} PARENT_SCOPE)
+endfunction()
+
+function(fuji_check_torch_free)
+  foreach(root IN LISTS ARGN)
+    if(NOT TARGET ${root})
+      continue()  # not built in this configuration (e.g. FUJI_RANK_ONLY)
+    endif()
+    # Breadth-first over the link closure; parent_<item> remembers how the walk got there, so a
+    # violation is reported as the chain root -> ... -> torch.
+    set(queue ${root})
+    set(seen ${root})
+    while(queue)
+      list(POP_FRONT queue current)
+      set(name ${current})
+      if(TARGET ${current})
+        get_target_property(aliased ${current} ALIASED_TARGET)
+        if(aliased)
+          set(name ${aliased})
+        endif()
+      endif()
+      _fuji_is_torch("${current}" torch)
+      if(NOT torch)
+        _fuji_is_torch("${name}" torch)
+      endif()
+      if(torch)
+        set(chain "${current}")
+        set(at "${current}")
+        while(DEFINED parent_${at})
+          set(at "${parent_${at}}")
+          set(chain "${at} -> ${chain}")
+        endwhile()
+        message(FATAL_ERROR
+          "fuji: ${root} must not link libtorch, but its link closure reaches it:\n"
+          "  ${chain}\n"
+          "The fuji CLI, fujid and fuji-agent (and every library they use) are torch-free: engine "
+          "work runs in fuji-rank, reached through the process boundary (worker/launcher). Move "
+          "what the torch-free side needs into a torch-free library (see docs/architecture.md).")
+      endif()
+      if(NOT TARGET ${name})
+        continue()  # a library path, a flag, or a target outside this scope: a leaf
+      endif()
+      _fuji_link_items(${name} items)
+      foreach(item IN LISTS items)
+        if(NOT item IN_LIST seen)
+          list(APPEND seen "${item}")
+          list(APPEND queue "${item}")
+          set(parent_${item} "${current}")
+        endif()
+      endforeach()
+    endwhile()
+  endforeach()
+endfunction()
