@@ -14,7 +14,6 @@
 #include <dirent.h>
 
 #include "worker/common/file_util.h"
-#include "worker/engine/param_layout.h"
 #include "worker/format/safetensors.h"
 #include "worker/optim/adamw.h"
 
@@ -83,12 +82,6 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-int64_t Numel(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
 }
 
 // A whole non-negative decimal number, nothing else.
@@ -170,7 +163,7 @@ Result<std::vector<UnitLayout>> ParseUnits(const nlohmann::json& j, const std::s
       const std::string pwhere = where + ".params[" + std::to_string(p) + "]";
       if (!(*params)[p].is_object()) return DataLoss(pwhere + " is not an object");
       Fields pf((*params)[p], pwhere);
-      UnitLayout::Param param;
+      zero::UnitParam param;
       FUJI_RETURN_IF_ERROR(pf.String("name", &param.name));
       FUJI_RETURN_IF_ERROR(pf.Int("offset", &param.offset));
       FUJI_ASSIGN_OR_RETURN(const nlohmann::json* shape, pf.Get("shape"));
@@ -271,7 +264,9 @@ Result<CheckpointMeta> ParseMeta(const nlohmann::json& j, const std::string& ori
   meta.spec = *spec;
   FUJI_ASSIGN_OR_RETURN(const nlohmann::json* units, f.Get("units"));
   FUJI_ASSIGN_OR_RETURN(meta.units, ParseUnits(*units, origin));
-  FUJI_RETURN_IF_ERROR(CheckUnits(meta.units, UnitsOf(meta.model_config), origin));
+  std::vector<UnitLayout> want = UnitsOf(meta.model_config);
+  FUJI_RETURN_IF_ERROR(CheckUnits(meta.units, want, origin));
+  meta.units = std::move(want);  // equal in what meta.json says, complete in the rest
   return meta;
 }
 
@@ -293,33 +288,7 @@ std::string BaseName(std::string path) {
 
 // ---- layout ------------------------------------------------------------------------------------
 
-std::vector<UnitLayout> UnitsOf(const engine::ModelConfig& config) {
-  const std::vector<engine::ParamInfo> layout = engine::ParameterLayout(config);
-  std::vector<UnitLayout> units;
-  auto add = [&](std::string name, size_t first, size_t last) {
-    UnitLayout unit;
-    unit.name = std::move(name);
-    for (size_t i = first; i < last && i < layout.size(); ++i) {
-      unit.params.push_back({layout[i].name, layout[i].shape, unit.numel});
-      unit.numel += Numel(layout[i].shape);
-    }
-    units.push_back(std::move(unit));
-  };
-  constexpr size_t kPerLayer = 12;
-  add("embedding", 0, 2);
-  for (int64_t l = 0; l < config.n_layer; ++l) {
-    const size_t first = 2 + static_cast<size_t>(l) * kPerLayer;
-    add("h." + std::to_string(l), first, first + kPerLayer);
-  }
-  add("final", 2 + static_cast<size_t>(config.n_layer) * kPerLayer, layout.size());
-  return units;
-}
-
-std::pair<int64_t, int64_t> PartitionRange(int64_t numel, int world_size, int rank) {
-  if (world_size < 1 || rank < 0 || numel <= 0) return {0, 0};
-  const int64_t shard = (numel + world_size - 1) / world_size;
-  return {std::min(rank * shard, numel), std::min((rank + 1) * shard, numel)};
-}
+std::vector<UnitLayout> UnitsOf(const engine::ModelConfig& config) { return zero::Layout(config).units(); }
 
 std::string StepDirName(int64_t step) {
   char buf[32];
@@ -556,7 +525,7 @@ Status CheckpointReader::Read(size_t unit_index, int64_t begin, int64_t end, flo
                            meta_.units[unit_index].name + "' of " + std::to_string(numel) + " elements");
   }
   if (begin == end) return Status::Ok();
-  const int64_t shard = (numel + meta_.world_size - 1) / meta_.world_size;
+  const int64_t shard = zero::ShardUnit(numel, meta_.world_size).shard;
   for (int64_t r = begin / shard; r <= (end - 1) / shard; ++r) {
     const int rank = static_cast<int>(r);
     const auto [first, last] = PartitionRange(numel, meta_.world_size, rank);
@@ -659,7 +628,7 @@ Status ExportCheckpoint(const std::string& from, const std::string& out_dir, for
   for (size_t u = 0; u < meta.units.size(); ++u) {
     const UnitLayout& unit = meta.units[u];
     for (const auto& p : unit.params) {
-      const int64_t n = Numel(p.shape);
+      const int64_t n = p.numel;
       for (int64_t done = 0; done < n; done += kChunk) {
         const int64_t len = std::min(kChunk, n - done);
         buf.resize(static_cast<size_t>(len));

@@ -6,8 +6,9 @@
 //                                                            "u<U>.exp_avg_sq" (F32, 1-D)
 //   <save_to>/latest                                         "step-00000010\n"
 //
-// A unit ("embedding", "h.<l>", "final") is a run of parameters of engine::ParameterLayout,
-// numbered flat and unpadded; rank r of N owns PartitionRange(numel, N, r) of it. The reader
+// The units ("embedding", "h.<l>", "final") are those of the ZeRO layout (worker/zero/layout.h):
+// runs of engine::ParameterLayout, numbered flat and unpadded; rank r of N owns
+// zero::PartitionRange(numel, N, r) of each, whatever the stage it trained with. The reader
 // assembles any range from whichever rank files hold it, so a resume may use another world size,
 // and every file is validated against meta.json before a byte is used.
 #pragma once
@@ -24,6 +25,7 @@
 #include "worker/common/status.h"
 #include "worker/engine/model_config.h"
 #include "worker/format/tensor_view.h"
+#include "worker/zero/layout.h"
 
 namespace fuji::ckpt {
 
@@ -31,23 +33,13 @@ inline constexpr const char* kFormatName = "fuji-zero-checkpoint";
 inline constexpr int kFormatVersion = 1;
 inline constexpr int kMaxWorldSize = 4096;
 
-struct UnitLayout {
-  std::string name;  // "embedding", "h.0", ..., "final"
-  int64_t numel = 0;
-  struct Param {
-    std::string name;  // canonical HF GPT2Model name, "wte.weight"
-    std::vector<int64_t> shape;
-    int64_t offset = 0;  // first element inside the unit's flat numbering
-  };
-  std::vector<Param> params;
-};
+// A unit as meta.json lists it: its name, numel and parameters (name, shape, offset).
+using UnitLayout = zero::Unit;
 
-// "embedding" = {wte, wpe}; "h.<l>" = block l's 12 parameters; "final" = {ln_f.weight, ln_f.bias
-// (, lm_head.weight when untied)}; all in ParameterLayout order.
+// The units of the ZeRO layout, zero::Layout(config).units().
 std::vector<UnitLayout> UnitsOf(const engine::ModelConfig& config);
 
-// shard = ceil(numel / world_size); rank owns [min(rank*shard, numel), min((rank+1)*shard, numel)).
-std::pair<int64_t, int64_t> PartitionRange(int64_t numel, int world_size, int rank);
+using zero::PartitionRange;
 
 // "step-00000010" and "rank-00000-of-00002.safetensors".
 std::string StepDirName(int64_t step);
