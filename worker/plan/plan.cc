@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/engine/param_layout.h"
+#include "worker/zero/layout.h"
 
 namespace fuji::plan {
 
@@ -54,172 +54,85 @@ std::string RatesStamp(const Throughput& t) {
 
 namespace {
 
-enum class Offload { kNone, kOptimizer, kParams };
+using zero::Offload;
 
-const char* OffloadName(Offload o) {
-  switch (o) {
-    case Offload::kNone: return "none";
-    case Offload::kOptimizer: return "optimizer";
-    case Offload::kParams: return "params";
-  }
-  return "none";
+int64_t Elem(const std::string& precision) { return precision == "fp32" ? 4 : 2; }
+
+// The ZeRO choices of a plan, for the layout's arithmetic (rank 0 stands for every rank: the
+// shards are equal).
+zero::ZeroConfig ZeroConfigOf(const PlanRequest& r, int stage, Offload offload) {
+  zero::ZeroConfig z;
+  z.stage = stage;
+  z.offload = offload;
+  z.world_size = r.gpus;
+  z.compute_bytes = Elem(r.precision);
+  z.gpu = r.device == DeviceKind::kCuda;
+  return z;
 }
 
-// One unit of the trainer: embedding, the blocks, final; sizes for N ranks and a stage.
-struct UnitSize {
-  int64_t numel = 0, shard = 0, padded = 0, opt_len = 0;
-};
-
-// Unit numels in the trainer's order, from the canonical layout (wte/wpe, h.<l>.*, the rest).
-std::vector<int64_t> UnitNumels(const engine::ModelConfig& config) {
-  std::vector<int64_t> numels(static_cast<size_t>(config.n_layer + 2), 0);
-  for (const engine::ParamInfo& p : engine::ParameterLayout(config)) {
-    int64_t n = 1;
-    for (int64_t d : p.shape) n *= d;
-    size_t unit = numels.size() - 1;  // final: ln_f (and an untied lm_head)
-    if (p.name.rfind("wte.", 0) == 0 || p.name.rfind("wpe.", 0) == 0) {
-      unit = 0;
-    } else if (p.name.rfind("h.", 0) == 0) {
-      unit = 1 + static_cast<size_t>(std::stoll(p.name.substr(2)));
-    }
-    numels[unit] += n;
-  }
-  return numels;
-}
-
-std::vector<UnitSize> Units(const std::vector<int64_t>& numels, int64_t world, int stage) {
-  std::vector<UnitSize> units;
-  units.reserve(numels.size());
-  for (int64_t n : numels) {
-    UnitSize u;
-    u.numel = n;
-    u.shard = (n + world - 1) / world;
-    u.padded = u.shard * world;
-    u.opt_len = stage == 0 ? u.padded : u.shard;
-    units.push_back(u);
-  }
-  return units;
-}
-
-struct Options {
-  int stage = 0;
-  Offload offload = Offload::kNone;
-  int64_t c = 4;  // compute element size
-  bool fp32 = true;
-  bool cuda = false;
-  int64_t world = 1;
-};
-
-// The trainer's MemoryAccount (ZeroModel::Impl::Memory) for these units and options.
-void ModelStates(const std::vector<UnitSize>& units, const Options& o, Breakdown* b) {
-  const int64_t c = o.c;
-  int64_t largest_opt = 0;
-  for (const UnitSize& u : units) {
-    if (o.stage < 3) {
-      b->params_device += c * u.padded;
-    } else if (o.offload == Offload::kParams) {
-      b->params_host += c * u.shard;
-    } else {
-      b->params_device += c * u.shard;
-    }
-    if (o.stage <= 1) {
-      b->grads_device += c * u.padded;
-    } else {
-      (o.offload == Offload::kNone ? b->grads_device : b->grads_host) += 4 * u.shard;
-    }
-    const bool master_is_param = o.fp32 && o.offload == Offload::kNone;
-    const int64_t opt = 8 * u.opt_len + (master_is_param ? 0 : 4 * u.opt_len);
-    (o.offload != Offload::kNone ? b->optimizer_host : b->optimizer_device) += opt;
-    largest_opt = std::max(largest_opt, u.opt_len);
-  }
-  if (o.cuda && o.offload != Offload::kNone) {
-    b->optimizer_host += c * largest_opt;              // param_staging
-    if (o.stage <= 1) b->grads_host += c * largest_opt;  // grad_staging
-  }
-}
-
-// Replays the device-state tracking of one training micro-batch (the last before a step) and the
-// step, as ZeroModel::Impl does it. Returns the peak; *at_head gets the states when the loss's
-// backward starts (where activations peak).
-int64_t SimulateDeviceStates(const std::vector<UnitSize>& units, const Options& o, int64_t base,
+// Walks the trainer's schedule of one training micro-batch (the last before a step) and tracks the
+// device's model states as ZeroModel::Impl does: a gather adds the padded unit in the compute
+// dtype, a release frees it; attaching gradients allocates the padded gradient buffer unless it
+// lives across steps (stages 0/1); a reduction at stages 1-3 allocates the shard it reduces into
+// (with N > 1; one rank reduces in place), and settling it at stages 2/3 frees that and the padded
+// gradients. Returns the peak; *at_head gets the states when the head runs (where activations
+// peak).
+int64_t SimulateDeviceStates(const zero::Layout& layout, const zero::ZeroConfig& z, int64_t base,
                              int64_t* at_head) {
-  const size_t n = units.size();
-  const int64_t c = o.c;
-  const bool comm = o.world > 1;
-  const int E = 0, F = static_cast<int>(n) - 1;
-  const int L = static_cast<int>(n) - 2;
-  auto B = [](int l) { return 1 + l; };
+  const size_t n = static_cast<size_t>(layout.size());
+  const int64_t c = z.compute_bytes;
+  const bool comm = z.world_size > 1;
+  std::vector<zero::Sharding> sizes;
+  for (const zero::Unit& unit : layout.units()) sizes.push_back(zero::ShardUnit(unit.numel, z.world_size));
   int64_t cur = base, peak = base;
-  std::vector<char> gathered(n, 0), gfull(n, o.stage <= 1 ? 1 : 0), gred(n, 0), gred_tracked(n, 0);
+  std::vector<char> gathered(n, 0), gfull(n, z.stage <= 1 ? 1 : 0), gred(n, 0), gred_tracked(n, 0);
   auto track = [&](int64_t d) {
     cur += d;
     peak = std::max(peak, cur);
   };
-  auto start_gather = [&](int u) {
-    if (o.stage < 3 || gathered[static_cast<size_t>(u)]) return;
-    gathered[static_cast<size_t>(u)] = 1;
-    track(c * units[static_cast<size_t>(u)].padded);
-  };
-  auto release = [&](int u) {
-    if (o.stage < 3 || !gathered[static_cast<size_t>(u)]) return;
-    gathered[static_cast<size_t>(u)] = 0;
-    track(-c * units[static_cast<size_t>(u)].padded);
-  };
-  auto attach = [&](int u) {
-    if (gfull[static_cast<size_t>(u)]) return;
-    gfull[static_cast<size_t>(u)] = 1;
-    track(c * units[static_cast<size_t>(u)].padded);
-  };
-  auto start_reduce = [&](int u) {
-    if (o.stage == 0) return;
-    gred[static_cast<size_t>(u)] = 1;
-    if (comm) {
-      gred_tracked[static_cast<size_t>(u)] = 1;
-      track(c * units[static_cast<size_t>(u)].shard);
+  const zero::Schedule schedule = zero::TrainingSchedule(layout, z.stage);
+  for (const std::vector<zero::Action>* phase : {&schedule.forward, &schedule.backward}) {
+    for (const zero::Action& a : *phase) {
+      const size_t u = static_cast<size_t>(a.unit);
+      switch (a.op) {
+        case zero::Op::kStartGather:
+        case zero::Op::kFinishGather:
+          if (!gathered[u]) track(c * sizes[u].padded);
+          gathered[u] = 1;
+          break;
+        case zero::Op::kRelease:
+          if (gathered[u]) track(-c * sizes[u].padded);
+          gathered[u] = 0;
+          break;
+        case zero::Op::kAttachGrads:
+          if (!gfull[u]) track(c * sizes[u].padded);
+          gfull[u] = 1;
+          break;
+        case zero::Op::kStartReduce:
+          if (z.stage == 0) break;
+          gred[u] = 1;
+          if (comm) {
+            gred_tracked[u] = 1;
+            track(c * sizes[u].shard);
+          }
+          break;
+        case zero::Op::kFinishReduce:
+          if (z.stage < 2 || !gred[u]) break;
+          if (gred_tracked[u]) track(-c * sizes[u].shard);
+          gred[u] = gred_tracked[u] = 0;
+          track(-c * sizes[u].padded);
+          gfull[u] = 0;
+          break;
+        case zero::Op::kHead:
+          *at_head = cur;
+          break;
+        default:
+          break;
+      }
     }
-  };
-  auto finish_reduce = [&](int u) {
-    const size_t i = static_cast<size_t>(u);
-    if (o.stage < 2 || !gred[i]) return;
-    if (gred_tracked[i]) track(-c * units[i].shard);
-    gred[i] = gred_tracked[i] = 0;
-    track(-c * units[i].padded);
-    gfull[i] = 0;
-  };
-  // Forward.
-  start_gather(E);
-  release(E);
-  if (L > 0) start_gather(B(0));
-  for (int l = 0; l < L; ++l) {
-    start_gather(B(l));
-    start_gather(l + 1 < L ? B(l + 1) : F);
-    release(B(l));
   }
-  start_gather(F);
-  start_gather(E);
-  // Backward.
-  attach(F);
-  attach(E);
-  if (L > 0) start_gather(B(L - 1));
-  *at_head = cur;
-  release(F);
-  release(E);
-  start_reduce(F);
-  for (int l = L - 1; l >= 0; --l) {
-    start_gather(B(l));
-    if (l > 0) start_gather(B(l - 1));
-    attach(B(l));
-    release(B(l));
-    finish_reduce(l + 1 < L ? B(l + 1) : F);
-    start_reduce(B(l));
-  }
-  finish_reduce(L > 0 ? B(0) : F);
-  start_reduce(E);
-  finish_reduce(E);
   return peak;
 }
-
-int64_t Elem(const std::string& precision) { return precision == "fp32" ? 4 : 2; }
 
 struct Activations {
   int64_t per_layer = 0;  // saved by one block for backward
@@ -279,47 +192,49 @@ void Decide(const PlanRequest& r, Plan* p) {
   p->step_seconds = p->step.total();
 }
 
-Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int stage, Offload offload) {
-  Options o;
-  o.stage = stage;
-  o.offload = offload;
-  o.c = Elem(r.precision);
-  o.fp32 = r.precision == "fp32";
-  o.cuda = r.device == DeviceKind::kCuda;
-  o.world = r.gpus;
-  const std::vector<UnitSize> units = Units(numels, o.world, stage);
+Plan FinetunePlan(const PlanRequest& r, const zero::Layout& layout, int stage, Offload offload) {
+  const zero::ZeroConfig z = ZeroConfigOf(r, stage, offload);
+  const bool cuda = z.gpu;
+  const int64_t c = z.compute_bytes;
   Plan p;
   p.zero = stage;
-  p.offload = OffloadName(offload);
+  p.offload = zero::OffloadName(offload);
   Breakdown& b = p.breakdown;
-  ModelStates(units, o, &b);
+  const zero::StateBytes states = zero::BytesOf(layout, z);
+  b.params_device = states.params_device;
+  b.params_host = states.params_host;
+  b.grads_device = states.grads_device;
+  b.grads_host = states.grads_host;
+  b.optimizer_device = states.optimizer_device;
+  b.optimizer_host = states.optimizer_host;
   int64_t at_head = 0;
-  b.peak_device_states = SimulateDeviceStates(units, o, b.device_states(), &at_head);
+  b.peak_device_states = SimulateDeviceStates(layout, z, b.device_states(), &at_head);
 
   int64_t n = 0, max_padded = 0, sum_opt = 0, sum_shard = 0, max_shard = 0, max_opt = 0;
-  for (const UnitSize& u : units) {
-    n += u.numel;
-    max_padded = std::max(max_padded, u.padded);
-    max_shard = std::max(max_shard, u.shard);
+  for (const zero::Unit& unit : layout.units()) {
+    const zero::UnitStates u = zero::StatesOf(unit, z);
+    n += unit.numel;
+    max_padded = std::max(max_padded, u.sharding.padded);
+    max_shard = std::max(max_shard, u.sharding.shard);
     max_opt = std::max(max_opt, u.opt_len);
     sum_opt += u.opt_len;
-    sum_shard += u.shard;
+    sum_shard += u.sharding.shard;
   }
   const Activations a = TrainActivations(r);
   b.logits = a.logits;
   // Backward of a block allocates gradients about the size of what it saved; with checkpointing
   // the block's activations are recomputed, so one full layer exists again.
   b.workspace = a.per_layer + (r.activation_checkpointing ? a.per_layer : 0);
-  if (o.cuda && offload == Offload::kParams) b.workspace += o.c * max_shard;      // gather staging
-  if (o.cuda && offload == Offload::kNone) b.workspace = std::max(b.workspace, 8 * max_opt);  // device AdamW temporaries
+  if (cuda && offload == Offload::kParams) b.workspace += c * max_shard;      // gather staging
+  if (cuda && offload == Offload::kNone) b.workspace = std::max(b.workspace, 8 * max_opt);  // device AdamW temporaries
   b.activations = a.stack + a.head;
   const int64_t head_peak = at_head + a.stack + a.head;
   const int64_t backward_peak = b.peak_device_states + a.stack + b.workspace;
   const int64_t device_peak = std::max(head_peak, backward_peak);
 
-  const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : o.c * n;
-  const int64_t arena = o.c * n;  // the model loaded on the host in the compute dtype
-  if (o.cuda) {
+  const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : c * n;
+  const int64_t arena = c * n;  // the model loaded on the host in the compute dtype
+  if (cuda) {
     b.allocator_slack = static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(device_peak));
     b.cuda_context = r.rates.cuda_context_bytes;
     p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
@@ -335,7 +250,7 @@ Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int 
     const int64_t states = b.device_states() + b.host_states();
     const int64_t build = arena + states + 4 * max_padded;
     const int64_t train = b.host_states() + device_peak;
-    const int64_t publish = states + ((stage == 1 || stage == 2) && o.world > 1 ? o.c * sum_opt : 0);
+    const int64_t publish = states + ((stage == 1 || stage == 2) && z.world_size > 1 ? c * sum_opt : 0);
     b.host_peak = b.base_rss + std::max({b.load_host, build, train, publish});
   }
   // Each rank maps the checkpoint; its pages are in the page cache once.
@@ -348,24 +263,24 @@ Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int 
                                  (r.activation_checkpointing ? 16.0 : 12.0) *
                                      static_cast<double>(m.n_layer * m.n_embd * r.seq_len);
   const double N = static_cast<double>(r.gpus);
-  if (o.cuda) {
+  if (cuda) {
     p.step.compute = tokens * flops_per_token / GpuFlops(r);
   } else {
     p.step.compute = N * tokens * flops_per_token / r.rates.cpu_flops;  // ranks share the cores
   }
   if (r.gpus > 1) {
     const double factor = stage == 3 ? 3.0 : 2.0;
-    const double bytes = factor * static_cast<double>(o.c * n) * (N - 1) / N;
-    p.step.communication = bytes / (o.cuda ? r.rates.gpu_link_bandwidth : r.rates.cpu_link_bandwidth);
+    const double bytes = factor * static_cast<double>(c * n) * (N - 1) / N;
+    p.step.communication = bytes / (cuda ? r.rates.gpu_link_bandwidth : r.rates.cpu_link_bandwidth);
   }
   if (offload != Offload::kNone) {
-    double bytes = 2.0 * static_cast<double>(o.c * sum_opt);  // gradients down, parameters up
-    if (offload == Offload::kParams) bytes += 2.0 * static_cast<double>(o.c * sum_shard);
+    double bytes = 2.0 * static_cast<double>(c * sum_opt);  // gradients down, parameters up
+    if (offload == Offload::kParams) bytes += 2.0 * static_cast<double>(c * sum_shard);
     // The GPUs share the host's links; on a CPU (an emulated offload, PlanOne only) a copy reads
     // and writes host memory.
-    p.step.copies = N * bytes / (o.cuda ? r.rates.host_device_bandwidth : r.rates.cpu_memory_bandwidth / 2);
+    p.step.copies = N * bytes / (cuda ? r.rates.host_device_bandwidth : r.rates.cpu_memory_bandwidth / 2);
   }
-  if (!o.cuda || offload != Offload::kNone) {
+  if (!cuda || offload != Offload::kNone) {
     p.step.cpu_optimizer = N * static_cast<double>(sum_opt) / AdamWRate(r);
   } else {
     // AdamW in tensor ops: about 40 bytes read and written per parameter (fp32 master, moments,
@@ -376,21 +291,22 @@ Plan FinetunePlan(const PlanRequest& r, const std::vector<int64_t>& numels, int 
   return p;
 }
 
-Plan InferPlan(const PlanRequest& r, const std::vector<int64_t>& numels, Offload offload) {
+Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload) {
   const engine::ModelConfig& m = r.config;
   const int64_t c = Elem(r.precision);
   const bool cuda = r.device == DeviceKind::kCuda;
   Plan p;
   p.zero = offload == Offload::kParams ? 3 : 0;
-  p.offload = OffloadName(offload);
+  p.offload = zero::OffloadName(offload);
   Breakdown& b = p.breakdown;
   int64_t n = 0, max_unit = 0, streamed_peak = 0;
-  for (size_t u = 0; u < numels.size(); ++u) {
-    n += numels[u];
-    max_unit = std::max(max_unit, numels[u]);
+  for (int u = 0; u < layout.size(); ++u) {
+    const int64_t numel = layout.unit(u).numel;
+    n += numel;
+    max_unit = std::max(max_unit, numel);
     // Before unit u runs, u is gathered and u + 1's gather starts through a staging copy.
-    const int64_t next = numels[(u + 1) % numels.size()];
-    streamed_peak = std::max(streamed_peak, c * (numels[u] + 2 * next));
+    const int64_t next = layout.unit((u + 1) % layout.size()).numel;
+    streamed_peak = std::max(streamed_peak, c * (numel + 2 * next));
   }
   const int64_t C = m.n_embd, F = m.ffn(), H = m.n_head, T = r.seq_len, B = r.micro_batch;
   const int64_t tok = B * T;
@@ -473,19 +389,19 @@ Result<std::vector<Plan>> PlanAll(const PlanRequest& request) {
   FUJI_RETURN_IF_ERROR(config.Validate());
   PlanRequest r = request;
   r.config = config;
-  const std::vector<int64_t> numels = UnitNumels(config);
+  const zero::Layout layout(config);
   // A CPU device's memory is the host's: offload would only copy, so it is no choice there.
   const bool offload = r.device == DeviceKind::kCuda;
   std::vector<Plan> plans;
   if (r.mode == "infer") {
-    plans.push_back(InferPlan(r, numels, Offload::kNone));
-    if (offload) plans.push_back(InferPlan(r, numels, Offload::kParams));
+    plans.push_back(InferPlan(r, layout, Offload::kNone));
+    if (offload) plans.push_back(InferPlan(r, layout, Offload::kParams));
     return plans;
   }
   for (int stage = 0; stage <= 3; ++stage) {
-    plans.push_back(FinetunePlan(r, numels, stage, Offload::kNone));
-    if (offload) plans.push_back(FinetunePlan(r, numels, stage, Offload::kOptimizer));
-    if (offload && stage == 3) plans.push_back(FinetunePlan(r, numels, stage, Offload::kParams));
+    plans.push_back(FinetunePlan(r, layout, stage, Offload::kNone));
+    if (offload) plans.push_back(FinetunePlan(r, layout, stage, Offload::kOptimizer));
+    if (offload && stage == 3) plans.push_back(FinetunePlan(r, layout, stage, Offload::kParams));
   }
   return plans;
 }
@@ -502,11 +418,11 @@ Result<Plan> PlanOne(const PlanRequest& request, int zero, const std::string& of
   } else if (offload != "none") {
     return InvalidArgument("offload must be none, optimizer (fine-tunes) or params, not '" + offload + "'");
   }
-  const std::vector<int64_t> numels = UnitNumels(r.config);
-  if (r.mode == "infer") return InferPlan(r, numels, o);
+  const zero::Layout layout(r.config);
+  if (r.mode == "infer") return InferPlan(r, layout, o);
   if (zero < 0 || zero > 3) return InvalidArgument("zero must be 0, 1, 2 or 3");
   if (o == Offload::kParams && zero != 3) return InvalidArgument("offload params needs zero 3");
-  return FinetunePlan(r, numels, zero, o);
+  return FinetunePlan(r, layout, zero, o);
 }
 
 std::optional<Plan> Recommend(const std::vector<Plan>& plans) {

@@ -1,21 +1,14 @@
 // The memory planner: for a model, a mode and the devices, the bytes every ZeRO stage and offload
 // choice needs per GPU and on the host, whether it fits, and its step time. Torch-free.
 //
-// Model states mirror the trainer's accounting (worker/train/zero_model.cc, MemoryAccount) byte
-// for byte: the model is cut into units ("embedding" = wte, wpe; each block "h.<l>"; "final" =
-// ln_f and lm_head when untied); a unit of numel n over N ranks has shard = ceil(n / N) and
-// padded = shard * N; c = 4 (fp32) or 2 (bf16, fp16) bytes.
-//   params      zero 0-2: c * padded on the device; zero 3: c * shard, on the host with offload params
-//   grads       zero 0/1: c * padded on the device; zero 2/3: fp32 4 * shard, on the host with offload
-//   optimizer   opt_len = padded (zero 0) or shard; moments 8 * opt_len, plus an fp32 master
-//               4 * opt_len unless fp32 without offload (then the parameters are the master);
-//               on the host with offload
-//   staging     cuda with offload: pinned c * max(opt_len) on the host (optimizer), and at zero 0/1
-//               another for the gradients (grads)
+// Model states are the ZeRO layout's (worker/zero/layout.h, which the trainer allocates from):
+// units, shards padded to the world size, and per stage and offload the bytes of parameters,
+// gradients, optimizer states and pinned staging, by place; the planner sums them (zero::BytesOf).
 // The transient peak of device model states (the trainer's peak_device_states) is simulated by
-// replaying the trainer's forward and backward unit by unit: stage 3 gathers (c * padded, two at a
-// time, plus the embedding during the head), stage 2/3 full gradients of the current units and of
-// the embedding for the whole backward, the reduce-scatter outputs (c * shard) with N > 1.
+// walking the layout's schedule of a training micro-batch (zero::TrainingSchedule, which the
+// trainer executes): stage 3 gathers (c * padded, two at a time, plus the embedding during the
+// head), stage 2/3 full gradients of the current units and of the embedding for the whole
+// backward, the reduce-scatter outputs (c * shard) with N > 1.
 //
 // Activations (per token of a micro-batch, per layer; GPT-2 pre-LN block of
 // worker/engine/gpt2_model.cc, saved by autograd for backward):
