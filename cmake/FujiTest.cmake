@@ -1,6 +1,12 @@
 # fuji_add_test(NAME SOURCES a.cc... LIBS lib... LABELS unit|integration|reference|gpu [TIMEOUT s]
-#               [GPU_CASES gtest-filter])
+#               [GPU_CASES gtest-filter] [PROCESSORS n] [SERIAL])
 # One GoogleTest executable per unit, registered with ctest under its labels.
+#
+# Parallel runs (scripts/test runs `ctest -j2`): an integration or torch test runs fuji's processes
+# or libtorch, which use every core, so it claims two (PROCESSORS 2) and runs alone on a 2-core
+# machine; other tests that start real fuji-rank gangs say PROCESSORS 2 themselves; the rest run
+# side by side. SERIAL marks a test that measures time (the planner's predictions against measured
+# steps): it never shares the machine, however many cores ctest has.
 #
 # GPU tests: `ctest -LE gpu` (scripts/test) must leave out everything that needs a GPU, and on a
 # machine without one a GPU case must show as skipped, never as passed. So a test labelled gpu
@@ -11,7 +17,7 @@
 set(FUJI_TEST_SKIP_RETURN_CODE 77)
 
 function(fuji_add_test name)
-  cmake_parse_arguments(T "" "TIMEOUT;GPU_CASES" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "SERIAL" "TIMEOUT;GPU_CASES;PROCESSORS" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main Threads::Threads)
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR})
@@ -38,6 +44,15 @@ function(fuji_add_test name)
     add_test(NAME ${name} COMMAND ${name})
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${cpu_labels}" TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${env}")
+  if(NOT T_PROCESSORS AND ("integration" IN_LIST cpu_labels OR "torch" IN_LIST cpu_labels))
+    set(T_PROCESSORS 2)
+  endif()
+  if(T_PROCESSORS)
+    set_tests_properties(${name} PROPERTIES PROCESSORS ${T_PROCESSORS})
+  endif()
+  if(T_SERIAL)
+    set_tests_properties(${name} PROPERTIES RUN_SERIAL TRUE)
+  endif()
   if("gpu" IN_LIST cpu_labels)
     set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE ${FUJI_TEST_SKIP_RETURN_CODE})
   endif()
