@@ -16,3 +16,4 @@ fuji_add_test(daemon_event_hub_test SOURCES unit/daemon_event_hub_test.cc LIBS f
   LABELS unit)
 fuji_add_test(daemon_dispatcher_test SOURCES unit/daemon_dispatcher_test.cc LIBS fuji_daemon
   LABELS unit)
+fuji_add_test(daemon_log_test SOURCES unit/daemon_log_test.cc LIBS fuji_common LABELS unit)
