@@ -30,7 +30,7 @@ Status RunFinetune(const FinetuneFlags& flags) {
   launch::Gang gang(prepared.spec, gang_options);
   const int64_t steps = prepared.spec.steps;
   auto result = gang.Run([&](const launch::GangOutput& o) {
-    if (o.output.kind == launch::RankOutput::Kind::kLog) {
+    if (o.output.kind == launch::ChildOutput::Kind::kLog) {
       std::fprintf(stderr, "rank %d: %s\n", o.rank, o.output.line.c_str());
       return;
     }

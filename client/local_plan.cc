@@ -11,8 +11,8 @@
 
 #include "worker/agent/nvml.h"
 #include "worker/common/proc_stats.h"
+#include "worker/launcher/child_process.h"
 #include "worker/launcher/node_rates.h"
-#include "worker/launcher/rank_process.h"
 #include "worker/plan/plan.h"
 #include "worker/plan/spec_plans.h"
 #include "worker/spec/plan_fields.h"

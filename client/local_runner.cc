@@ -6,13 +6,13 @@
 #include <cstdio>
 #include <deque>
 
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::client {
 
 Result<nlohmann::json> RunLocal(const nlohmann::json& request, const LocalRunOptions& options) {
   FUJI_ASSIGN_OR_RETURN(std::string executable, launch::FindRankExecutable());
-  FUJI_ASSIGN_OR_RETURN(auto rank, launch::RankProcess::Spawn({executable, {}, {}}));
+  FUJI_ASSIGN_OR_RETURN(auto rank, launch::ChildProcess::Spawn({executable, {}, {}}));
   FUJI_RETURN_IF_ERROR(rank->Send(request));
   rank->CloseInput();
 
@@ -24,8 +24,8 @@ Result<nlohmann::json> RunLocal(const nlohmann::json& request, const LocalRunOpt
     auto next = rank->Next(std::chrono::hours(24 * 365));
     if (!next.ok()) return next.status();
     if (!next->has_value()) break;
-    const launch::RankOutput& out = **next;
-    if (out.kind == launch::RankOutput::Kind::kLog) {
+    const launch::ChildOutput& out = **next;
+    if (out.kind == launch::ChildOutput::Kind::kLog) {
       if (options.forward_logs) std::fprintf(stderr, "%s\n", out.line.c_str());
       last_logs.push_back(out.line);
       if (last_logs.size() > 5) last_logs.pop_front();

@@ -23,7 +23,7 @@
 
 #include "fuji/v1/worker.grpc.pb.h"
 #include "worker/agent/agent.h"
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::agent {
 namespace {
@@ -192,7 +192,7 @@ class AgentRankTest : public ::testing::Test {
     std::filesystem::remove_all(out);
     auto exe = launch::FindRankExecutable();
     ASSERT_TRUE(exe.ok()) << exe.status().ToString();
-    auto rank = launch::RankProcess::Spawn({*exe, {}, {}});
+    auto rank = launch::ChildProcess::Spawn({*exe, {}, {}});
     ASSERT_TRUE(rank.ok()) << rank.status().ToString();
     nlohmann::json request = {
         {"op", "init"}, {"id", "init"},
@@ -207,7 +207,7 @@ class AgentRankTest : public ::testing::Test {
       auto next = (*rank)->Next(milliseconds(120000));
       ASSERT_TRUE(next.ok()) << next.status().ToString();
       if (!next->has_value()) break;
-      if ((**next).kind == launch::RankOutput::Kind::kEvent) {
+      if ((**next).kind == launch::ChildOutput::Kind::kEvent) {
         said += (**next).event.dump() + "\n";
         if ((**next).event.value("event", "") == "result") ok = true;
       } else {

@@ -22,7 +22,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::testing {
 
@@ -54,7 +54,7 @@ class Service {
     std::string cmd = "exec";
     for (const auto& a : argv) cmd += " " + Quote(a);
     cmd += " >>" + Quote(log) + " 2>&1";
-    auto p = fuji::launch::RankProcess::Spawn({"/bin/sh", {"-c", cmd}, {}});
+    auto p = fuji::launch::ChildProcess::Spawn({"/bin/sh", {"-c", cmd}, {}});
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     if (p.ok()) process_ = std::move(p).value();
   }
@@ -75,7 +75,7 @@ class Service {
 
  private:
   std::string log_;
-  std::unique_ptr<fuji::launch::RankProcess> process_;
+  std::unique_ptr<fuji::launch::ChildProcess> process_;
 };
 
 // The live (not zombie) fuji-rank processes whose parent is `parent`. Known by argv[0], which

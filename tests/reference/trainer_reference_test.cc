@@ -161,7 +161,7 @@ class TrainerReferenceTest : public ::testing::Test {
     launch::Gang gang(prepared->spec, launch::GangOptions());
     std::string logs;
     auto result = gang.Run([&](const launch::GangOutput& o) {
-      if (o.output.kind == launch::RankOutput::Kind::kLog) {
+      if (o.output.kind == launch::ChildOutput::Kind::kLog) {
         logs += "rank " + std::to_string(o.rank) + ": " + o.output.line + "\n";
         return;
       }

@@ -84,7 +84,7 @@ echo "{\"event\":\"result\",\"result\":{\"rank\":$r,\"losses\":[{\"step\":1,\"lo
   std::set<int> ranks;
   std::set<std::string> rendezvous;
   for (const auto& out : run.outputs) {
-    if (out.output.kind != RankOutput::Kind::kLog) continue;
+    if (out.output.kind != ChildOutput::Kind::kLog) continue;
     auto req = nlohmann::json::parse(out.output.line);
     EXPECT_EQ(req["op"], "finetune");
     EXPECT_EQ(req["ranks"], 3);
@@ -205,7 +205,7 @@ TEST(GangTest, DeadlineStopsTheRanks) {
 // One request to a single fuji-rank process; its result event's "result", or the error event's
 // message.
 Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann::json& request) {
-  auto rank = RankProcess::Spawn({executable, {}, {}});
+  auto rank = ChildProcess::Spawn({executable, {}, {}});
   if (!rank.ok()) return rank.status();
   FUJI_RETURN_IF_ERROR((*rank)->Send(request));
   (*rank)->CloseInput();
@@ -216,7 +216,7 @@ Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann
     if (!next.ok()) return next.status();
     if (!next->has_value()) break;
     const nlohmann::json& e = (*next)->event;
-    if ((*next)->kind != RankOutput::Kind::kEvent) continue;
+    if ((*next)->kind != ChildOutput::Kind::kEvent) continue;
     if (e.value("event", "") == "result") result = e.value("result", nlohmann::json::object());
     if (e.value("event", "") == "error") error = e.value("message", "error");
   }
@@ -286,7 +286,7 @@ TEST_F(RealRankTest, TwoRanksFinetuneATinyModel) {
   // Both ranks started, and only rank 0 reported losses.
   std::set<int> started, losses;
   for (const auto& out : run.outputs) {
-    if (out.output.kind != RankOutput::Kind::kEvent) continue;
+    if (out.output.kind != ChildOutput::Kind::kEvent) continue;
     const std::string event = out.output.event.value("event", "");
     if (event == "started") started.insert(out.rank);
     if (event == "loss") losses.insert(out.rank);
@@ -301,9 +301,9 @@ TEST_F(RealRankTest, TwoRanksFinetuneATinyModel) {
 TEST_F(RealRankTest, ARankWhosePeerIsKilledFailsWithinTheCollectiveTimeout) {
   FinetuneSpec spec = Prepared(1000);
   spec.collective_timeout_ms = 3000;
-  std::vector<std::unique_ptr<RankProcess>> ranks;
+  std::vector<std::unique_ptr<ChildProcess>> ranks;
   for (int r = 0; r < 2; ++r) {
-    auto proc = RankProcess::Spawn({rank_, {}, {}});
+    auto proc = ChildProcess::Spawn({rank_, {}, {}});
     ASSERT_TRUE(proc.ok()) << proc.status().ToString();
     nlohmann::json request = spec.ToJson();
     request["op"] = "finetune";
@@ -320,7 +320,7 @@ TEST_F(RealRankTest, ARankWhosePeerIsKilledFailsWithinTheCollectiveTimeout) {
       auto next = ranks[0]->Next(milliseconds(200));
       if (!next.ok()) continue;  // nothing yet
       if (!next->has_value()) return std::nullopt;
-      if ((*next)->kind == RankOutput::Kind::kEvent && (*next)->event.value("event", "") == name) return (*next)->event;
+      if ((*next)->kind == ChildOutput::Kind::kEvent && (*next)->event.value("event", "") == name) return (*next)->event;
     }
     return std::nullopt;
   };

@@ -7,22 +7,22 @@
 
 #include <gtest/gtest.h>
 
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::launch {
 namespace {
 
 using std::chrono::milliseconds;
 
-std::unique_ptr<RankProcess> Shell(const std::string& script) {
-  auto rank = RankProcess::Spawn({"/bin/sh", {"-c", script}, {{"FUJI_TEST_VAR", "on"}}});
+std::unique_ptr<ChildProcess> Shell(const std::string& script) {
+  auto rank = ChildProcess::Spawn({"/bin/sh", {"-c", script}, {{"FUJI_TEST_VAR", "on"}}});
   EXPECT_TRUE(rank.ok()) << rank.status().ToString();
   return rank.ok() ? std::move(rank).value() : nullptr;
 }
 
 // Drains a rank's output until both pipes close.
-std::vector<RankOutput> Drain(RankProcess* rank) {
-  std::vector<RankOutput> out;
+std::vector<ChildOutput> Drain(ChildProcess* rank) {
+  std::vector<ChildOutput> out;
   for (;;) {
     auto next = rank->Next(milliseconds(10000));
     EXPECT_TRUE(next.ok()) << next.status().ToString();
@@ -39,7 +39,7 @@ TEST(LauncherTest, SeparatesEventsFromLogsAndReportsExit) {
   ASSERT_EQ(out.size(), 3u);
   int events = 0, logs = 0;
   for (const auto& o : out) {
-    if (o.kind == RankOutput::Kind::kEvent) {
+    if (o.kind == ChildOutput::Kind::kEvent) {
       ++events;
       EXPECT_EQ(o.event["x"], 1);
     } else {
@@ -100,7 +100,7 @@ TEST(LauncherTest, TerminateIsGracefulWhenTheRankObeys) {
 }
 
 TEST(LauncherTest, MissingExecutableIsNotFound) {
-  auto rank = RankProcess::Spawn({"/nonexistent/fuji-rank", {}, {}});
+  auto rank = ChildProcess::Spawn({"/nonexistent/fuji-rank", {}, {}});
   EXPECT_EQ(rank.status().code(), StatusCode::kNotFound);
 }
 

@@ -14,8 +14,8 @@
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
 #include "worker/common/proc_stats.h"
+#include "worker/launcher/child_process.h"
 #include "worker/launcher/node_rates.h"
-#include "worker/launcher/rank_process.h"
 
 namespace fuji::agent {
 namespace {
@@ -573,11 +573,11 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   const int world = a.kind() == "infer" ? 1 : std::max(1, a.device_indices_size());
   std::vector<int> devices;
   for (int r = 0; r < world; ++r) devices.push_back(r < a.device_indices_size() ? a.device_indices(r) : r);
-  std::vector<std::unique_ptr<launch::RankProcess>> ranks;
+  std::vector<std::unique_ptr<launch::ChildProcess>> ranks;
   for (int r = 0; r < world; ++r) {
-    launch::RankLaunchSpec spec{executable, {}, {}};
+    launch::ChildSpec spec{executable, {}, {}};
     if (cuda) spec.env["CUDA_VISIBLE_DEVICES"] = std::to_string(devices[r]);
-    auto rank = launch::RankProcess::Spawn(spec);
+    auto rank = launch::ChildProcess::Spawn(spec);
     if (!rank.ok()) return finish(false, "internal", "cannot start fuji-rank: " + rank.status().message());
     nlohmann::json rank_request = request;
     if (world > 1) {
@@ -641,9 +641,9 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
         open[r] = false;
         continue;
       }
-      const launch::RankOutput& out = **next;
+      const launch::ChildOutput& out = **next;
       const int64_t now = WallClockMs();
-      if (out.kind == launch::RankOutput::Kind::kLog) {
+      if (out.kind == launch::ChildOutput::Kind::kLog) {
         auto* log = part.add_logs();
         log->set_at_ms(now);
         log->set_stream("rank" + std::to_string(r) + "/stderr");

@@ -4,7 +4,7 @@
 // retrying with backoff while its ranks keep running and their reports wait in a bounded buffer.
 //
 // Threads: Run()'s caller registers and heartbeats; one thread long-polls; one thread sends
-// Reports and Completes; one supervisor thread per running job owns that job's RankProcesses.
+// Reports and Completes; one supervisor thread per running job owns that job's rank processes.
 // Everything they share sits behind one mutex.
 #pragma once
 

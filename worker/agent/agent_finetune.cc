@@ -106,7 +106,7 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
   auto result = gang.Run([&](const launch::GangOutput& o) {
     fuji::v1::JobReport part;
     const int64_t now = WallClockMs();
-    if (o.output.kind == launch::RankOutput::Kind::kLog) {
+    if (o.output.kind == launch::ChildOutput::Kind::kLog) {
       auto* log = part.add_logs();
       log->set_at_ms(now);
       log->set_stream("rank" + std::to_string(o.rank) + "/stderr");

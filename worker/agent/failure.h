@@ -5,7 +5,7 @@
 #include <optional>
 #include <string>
 
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::agent {
 

@@ -12,7 +12,7 @@
 
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 #include "worker/text/bpe_tokenizer.h"
 
 namespace fuji::launch {

@@ -16,7 +16,7 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 struct Member {
-  std::unique_ptr<RankProcess> proc;
+  std::unique_ptr<ChildProcess> proc;
   bool open = true;  // its pipes still deliver output
   std::optional<ExitInfo> exit;
   std::optional<nlohmann::json> result;
@@ -85,11 +85,11 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
 
   std::vector<Member> members(static_cast<size_t>(n));
   for (int r = 0; r < n && !failure_; ++r) {
-    RankLaunchSpec launch{executable, {}, options_.env};
+    ChildSpec launch{executable, {}, options_.env};
     if (options_.rank_env) {
       for (auto& [k, v] : options_.rank_env(r)) launch.env[k] = v;
     }
-    auto proc = RankProcess::Spawn(launch);
+    auto proc = ChildProcess::Spawn(launch);
     if (!proc.ok()) {
       fail({GangFailure::Kind::kStart, r, "", "cannot start rank " + std::to_string(r) + ": " + proc.status().message(), {}, ""});
       members.resize(static_cast<size_t>(r));
@@ -137,8 +137,8 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
           m.open = false;
           break;
         }
-        RankOutput& out = **next;
-        if (out.kind == RankOutput::Kind::kLog) {
+        ChildOutput& out = **next;
+        if (out.kind == ChildOutput::Kind::kLog) {
           if (!out.line.empty()) m.last_stderr = out.line;
         } else if (out.event.value("event", "") == "result") {
           m.result = out.event.value("result", nlohmann::json::object());

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 #include "worker/spec/finetune_spec.h"
 
 namespace fuji::launch {
@@ -39,7 +39,7 @@ struct GangOptions {
 // One line from a rank, in arrival order.
 struct GangOutput {
   int rank = 0;
-  RankOutput output;
+  ChildOutput output;
 };
 
 // Why a gang failed. `rank` is the first rank seen failing (-1 for a stop or a start failure).

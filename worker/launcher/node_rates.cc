@@ -5,17 +5,17 @@
 #include <memory>
 #include <optional>
 
-#include "worker/launcher/rank_process.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::launch {
 
 Result<nlohmann::json> MeasureNodeRates(const std::string& rank_executable, std::chrono::milliseconds timeout,
                                         const std::atomic<bool>* stop) {
-  RankLaunchSpec spec;
+  ChildSpec spec;
   spec.executable = rank_executable;
-  Result<std::unique_ptr<RankProcess>> rank = RankProcess::Spawn(spec);
+  Result<std::unique_ptr<ChildProcess>> rank = ChildProcess::Spawn(spec);
   if (!rank.ok()) return Unavailable("cannot start fuji-rank: " + rank.status().message());
-  RankProcess& proc = **rank;
+  ChildProcess& proc = **rank;
   FUJI_RETURN_IF_ERROR(proc.Send({{"op", "calibrate"}, {"id", "calibrate"}}));
   proc.CloseInput();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -30,11 +30,11 @@ Result<nlohmann::json> MeasureNodeRates(const std::string& rank_executable, std:
       proc.Terminate(std::chrono::milliseconds(500));
       return Unavailable("calibration stopped");
     }
-    Result<std::optional<RankOutput>> next = proc.Next(std::min(left, std::chrono::milliseconds(100)));
+    Result<std::optional<ChildOutput>> next = proc.Next(std::min(left, std::chrono::milliseconds(100)));
     if (!next.ok()) continue;  // timed out: the deadline check ends the loop
     if (!next->has_value()) break;
-    const RankOutput& out = **next;
-    if (out.kind == RankOutput::Kind::kLog) {
+    const ChildOutput& out = **next;
+    if (out.kind == ChildOutput::Kind::kLog) {
       last_log = out.line;
       continue;
     }

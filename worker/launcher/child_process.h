@@ -1,7 +1,8 @@
-// Starting and supervising fuji-rank processes: the launcher that `fuji run` and the agent share.
+// Child processes with the fuji-rank protocol: the launcher that `fuji run`, the agent and the
+// gang share (and the integration tests, for fujid and fuji-agent).
 //
-// A rank runs in its own process group with three pipes: requests (its stdin), events (JSON lines
-// on fd 3) and its stderr (log lines). Killing the group reaches everything the rank started.
+// A child runs in its own process group with three pipes: requests (its stdin), events (JSON lines
+// on fd 3) and its stderr (log lines). Killing the group reaches everything the child started.
 #pragma once
 
 #include <sys/types.h>
@@ -20,16 +21,16 @@
 
 namespace fuji::launch {
 
-// The fd number on which a rank writes its events.
+// The fd number on which a child writes its events.
 inline constexpr int kEventFd = 3;
 
-struct RankLaunchSpec {
-  std::string executable;             // path of fuji-rank
+struct ChildSpec {
+  std::string executable;             // path of the program (fuji-rank, mostly)
   std::vector<std::string> args;      // after argv[0]
   std::map<std::string, std::string> env;  // added to (or replacing in) the parent's environment
 };
 
-// How a rank process ended.
+// How a child process ended.
 struct ExitInfo {
   int exit_code = -1;   // when it exited
   int signal = 0;       // when a signal ended it
@@ -37,30 +38,30 @@ struct ExitInfo {
   std::string Describe() const;  // "exit code 3", "killed by signal 9 (SIGKILL)"
 };
 
-// One line from a rank: an event object, or a line it wrote to stderr.
-struct RankOutput {
+// One line from a child: an event object, or a line it wrote to stderr.
+struct ChildOutput {
   enum class Kind { kEvent, kLog } kind;
   nlohmann::json event;  // kEvent
   std::string line;      // kLog
 };
 
-// A running rank. Not thread-safe: one owner reads, writes and waits.
+// A running child. Not thread-safe: one owner reads, writes and waits.
 // The destructor kills the process group if it is still running and reaps it.
-class RankProcess {
+class ChildProcess {
  public:
-  static Result<std::unique_ptr<RankProcess>> Spawn(const RankLaunchSpec& spec);
-  ~RankProcess();
-  RankProcess(const RankProcess&) = delete;
-  RankProcess& operator=(const RankProcess&) = delete;
+  static Result<std::unique_ptr<ChildProcess>> Spawn(const ChildSpec& spec);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
 
   pid_t pid() const { return pid_; }
   Status Send(const nlohmann::json& request);
-  // Closes the rank's stdin: it exits after the requests already sent.
+  // Closes the child's stdin: it exits after the requests already sent.
   void CloseInput();
   // The next event or log line, waiting up to timeout (nullopt: both pipes reached end of file).
   // UNAVAILABLE on timeout; a malformed event line comes back as a log line.
-  Result<std::optional<RankOutput>> Next(std::chrono::milliseconds timeout);
-  // The event and stderr descriptors not yet at end of file, to poll(2) over many ranks before
+  Result<std::optional<ChildOutput>> Next(std::chrono::milliseconds timeout);
+  // The event and stderr descriptors not yet at end of file, to poll(2) over many children before
   // calling Next with a zero timeout.
   std::vector<int> OpenOutputFds() const;
   // Reaps the process if it has exited; nullopt while it runs.
@@ -71,7 +72,7 @@ class RankProcess {
   ExitInfo Terminate(std::chrono::milliseconds grace);
 
  private:
-  RankProcess() = default;
+  ChildProcess() = default;
   bool GroupAlive() const;
 
   pid_t pid_ = -1;

@@ -1,5 +1,5 @@
-// Rank processes: fork/exec into a new process group with request, event and log pipes.
-#include "worker/launcher/rank_process.h"
+// Child processes: fork/exec into a new process group with request, event and log pipes.
+#include "worker/launcher/child_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -52,7 +52,7 @@ std::string ExitInfo::Describe() const {
   return "exit code " + std::to_string(exit_code);
 }
 
-Result<std::unique_ptr<RankProcess>> RankProcess::Spawn(const RankLaunchSpec& spec) {
+Result<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const ChildSpec& spec) {
   if (::access(spec.executable.c_str(), X_OK) != 0) {
     return NotFound(spec.executable + ": not an executable (" + ErrnoMessage() + ")");
   }
@@ -89,7 +89,7 @@ Result<std::unique_ptr<RankProcess>> RankProcess::Spawn(const RankLaunchSpec& sp
   }
   if (pid == 0) {
     ::setpgid(0, 0);
-    // A rank never outlives the process that supervises it.
+    // A child never outlives the process that supervises it.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
     ::dup2(in.read, 0);
@@ -110,37 +110,37 @@ Result<std::unique_ptr<RankProcess>> RankProcess::Spawn(const RankLaunchSpec& sp
   ::close(in.read);
   ::close(events.write);
   ::close(err.write);
-  std::unique_ptr<RankProcess> rank(new RankProcess());
-  rank->pid_ = pid;
-  rank->stdin_fd_ = in.write;
-  rank->event_fd_ = events.read;
-  rank->stderr_fd_ = err.read;
-  rank->events_ = std::make_unique<LineReader>(events.read);
-  rank->logs_ = std::make_unique<LineReader>(err.read, 1 << 20);
-  rank->requests_ = std::make_unique<JsonLineWriter>(in.write);
-  return rank;
+  std::unique_ptr<ChildProcess> child(new ChildProcess());
+  child->pid_ = pid;
+  child->stdin_fd_ = in.write;
+  child->event_fd_ = events.read;
+  child->stderr_fd_ = err.read;
+  child->events_ = std::make_unique<LineReader>(events.read);
+  child->logs_ = std::make_unique<LineReader>(err.read, 1 << 20);
+  child->requests_ = std::make_unique<JsonLineWriter>(in.write);
+  return child;
 }
 
-RankProcess::~RankProcess() {
+ChildProcess::~ChildProcess() {
   if (!exit_) Terminate(std::chrono::milliseconds(2000));
   CloseInput();
   if (event_fd_ >= 0) ::close(event_fd_);
   if (stderr_fd_ >= 0) ::close(stderr_fd_);
 }
 
-Status RankProcess::Send(const nlohmann::json& request) {
-  if (stdin_fd_ < 0) return FailedPrecondition("the rank's input is closed");
-  // A rank that died closes its end: report that rather than dying of SIGPIPE.
+Status ChildProcess::Send(const nlohmann::json& request) {
+  if (stdin_fd_ < 0) return FailedPrecondition("the child's input is closed");
+  // A child that died closes its end: report that rather than dying of SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   return requests_->Write(request);
 }
 
-void RankProcess::CloseInput() {
+void ChildProcess::CloseInput() {
   if (stdin_fd_ >= 0) ::close(stdin_fd_);
   stdin_fd_ = -1;
 }
 
-Result<std::optional<RankOutput>> RankProcess::Next(std::chrono::milliseconds timeout) {
+Result<std::optional<ChildOutput>> ChildProcess::Next(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     bool open = false;
@@ -155,23 +155,23 @@ Result<std::optional<RankOutput>> RankProcess::Next(std::chrono::milliseconds ti
         return line.status();
       }
       if (!line->has_value()) continue;  // end of file
-      RankOutput out;
+      ChildOutput out;
       if (reader == events_.get()) {
         auto event = ParseJsonObject(**line);
         if (event.ok()) {
-          out.kind = RankOutput::Kind::kEvent;
+          out.kind = ChildOutput::Kind::kEvent;
           out.event = std::move(event).value();
-          return std::optional<RankOutput>(std::move(out));
+          return std::optional<ChildOutput>(std::move(out));
         }
       }
-      out.kind = RankOutput::Kind::kLog;
+      out.kind = ChildOutput::Kind::kLog;
       out.line = std::move(**line);
-      return std::optional<RankOutput>(std::move(out));
+      return std::optional<ChildOutput>(std::move(out));
     }
-    if (!open) return std::optional<RankOutput>();
+    if (!open) return std::optional<ChildOutput>();
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0) return Unavailable("no output from rank " + std::to_string(pid_) + " in time");
+    if (left <= 0) return Unavailable("no output from child " + std::to_string(pid_) + " in time");
     struct pollfd fds[2] = {{event_fd_, POLLIN, 0}, {stderr_fd_, POLLIN, 0}};
     if (::poll(fds, 2, static_cast<int>(left)) < 0 && errno != EINTR) {
       return Unavailable("poll: " + ErrnoMessage());
@@ -179,14 +179,14 @@ Result<std::optional<RankOutput>> RankProcess::Next(std::chrono::milliseconds ti
   }
 }
 
-std::vector<int> RankProcess::OpenOutputFds() const {
+std::vector<int> ChildProcess::OpenOutputFds() const {
   std::vector<int> fds;
   if (!events_->eof()) fds.push_back(event_fd_);
   if (!logs_->eof()) fds.push_back(stderr_fd_);
   return fds;
 }
 
-std::optional<ExitInfo> RankProcess::Poll() {
+std::optional<ExitInfo> ChildProcess::Poll() {
   if (exit_) return exit_;
   int status = 0;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
@@ -194,7 +194,7 @@ std::optional<ExitInfo> RankProcess::Poll() {
   return exit_;
 }
 
-ExitInfo RankProcess::Wait() {
+ExitInfo ChildProcess::Wait() {
   if (exit_) return *exit_;
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
@@ -203,9 +203,9 @@ ExitInfo RankProcess::Wait() {
   return *exit_;
 }
 
-bool RankProcess::GroupAlive() const { return ::kill(-pid_, 0) == 0 || errno == EPERM; }
+bool ChildProcess::GroupAlive() const { return ::kill(-pid_, 0) == 0 || errno == EPERM; }
 
-ExitInfo RankProcess::Terminate(std::chrono::milliseconds grace) {
+ExitInfo ChildProcess::Terminate(std::chrono::milliseconds grace) {
   ::kill(-pid_, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + grace;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -215,7 +215,7 @@ ExitInfo RankProcess::Terminate(std::chrono::milliseconds grace) {
   }
   ::kill(-pid_, SIGKILL);
   ExitInfo info = Wait();
-  // Children of the rank in its group are not ours to reap; wait until the kernel has them gone.
+  // Processes the child started in its group are not ours to reap; wait until the kernel has them gone.
   for (int i = 0; i < 500 && GroupAlive(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   return info;
 }
