@@ -64,7 +64,7 @@ TEST(AgentFailureTest, Table) {
   EXPECT_EQ(killed.message, "killed by SIGKILL (not sent by fuji; the kernel's OOM killer killed nothing meanwhile)");
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    const Failure f = ClassifyFailure(c.error, c.exit, c.sigkill_by_fuji, c.last_stderr);
+    const Failure f = ClassifyFailure(c.error, c.exit, c.sigkill_by_fuji, c.last_stderr, -1);
     EXPECT_EQ(f.kind, c.kind);
     EXPECT_EQ(f.message, c.message);
     EXPECT_EQ(f.exit_code, c.exit_code);

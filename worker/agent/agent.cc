@@ -140,11 +140,6 @@ void Agent::Stop() {
   cv_.notify_all();
 }
 
-bool Agent::registered() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return registered_;
-}
-
 std::vector<pid_t> Agent::RankPids(int64_t job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
@@ -557,7 +552,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   request["op"] = a.kind();
   request["id"] = std::to_string(a.job_id());
   const bool cuda = inventory_.is_cuda();
-  // Each rank sees only its own GPU (CUDA_VISIBLE_DEVICES), as cuda:0.
+  // The rank sees only its own GPU (CUDA_VISIBLE_DEVICES), as cuda:0.
   if (cuda && request.contains("device") && request["device"].is_string() &&
       request["device"].get<std::string>().rfind("cuda", 0) == 0) {
     request["device"] = "cuda:0";
@@ -569,28 +564,17 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     executable = *found;
   }
 
-  // One rank per assigned device (an inference job uses one).
-  const int world = a.kind() == "infer" ? 1 : std::max(1, a.device_indices_size());
-  std::vector<int> devices;
-  for (int r = 0; r < world; ++r) devices.push_back(r < a.device_indices_size() ? a.device_indices(r) : r);
-  std::vector<std::unique_ptr<launch::ChildProcess>> ranks;
-  for (int r = 0; r < world; ++r) {
-    launch::ChildSpec spec{executable, {}, {}};
-    if (cuda) spec.env["CUDA_VISIBLE_DEVICES"] = std::to_string(devices[r]);
-    auto rank = launch::ChildProcess::Spawn(spec);
-    if (!rank.ok()) return finish(false, "internal", "cannot start fuji-rank: " + rank.status().message());
-    nlohmann::json rank_request = request;
-    if (world > 1) {
-      rank_request["rank"] = r;
-      rank_request["world_size"] = world;
-    }
-    Status sent = (*rank)->Send(rank_request);
-    (*rank)->CloseInput();
-    if (!sent.ok()) Log("job " + std::to_string(a.job_id()) + ": rank " + std::to_string(r) + ": " + sent.message());
-    ranks.push_back(std::move(rank).value());
-  }
-  std::vector<pid_t> pids;
-  for (auto& rank : ranks) pids.push_back(rank->pid());
+  // One rank on the first assigned device (fujid assigns an inference job one).
+  const std::vector<int> devices = {a.device_indices_size() > 0 ? a.device_indices(0) : 0};
+  launch::ChildSpec spec{executable, {}, {}};
+  if (cuda) spec.env["CUDA_VISIBLE_DEVICES"] = std::to_string(devices[0]);
+  auto spawned = launch::ChildProcess::Spawn(spec);
+  if (!spawned.ok()) return finish(false, "internal", "cannot start fuji-rank: " + spawned.status().message());
+  const std::unique_ptr<launch::ChildProcess> rank = std::move(spawned).value();
+  Status sent = rank->Send(request);
+  rank->CloseInput();
+  if (!sent.ok()) Log("job " + std::to_string(a.job_id()) + ": rank 0: " + sent.message());
+  const std::vector<pid_t> pids = {rank->pid()};
   {
     std::lock_guard<std::mutex> lock(mu_);
     job->pids = pids;
@@ -599,10 +583,10 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     AppendLocked(*job, std::move(started));
   }
 
-  // Forward what the ranks say until they end, are cancelled or time out.
+  // Forward what the rank says until it ends, is cancelled or times out.
   const auto begin = Clock::now();
   auto next_sample = begin;
-  std::vector<bool> open(ranks.size(), true);
+  bool open = true;  // its event and stderr pipes
   std::optional<nlohmann::json> result;
   std::optional<RankError> error;
   std::string last_stderr;
@@ -618,46 +602,37 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     std::lock_guard<std::mutex> lock(mu_);
     AppendLocked(*job, std::move(part));
   };
+  // One line of the rank's output into the report.
+  auto forward = [&](const launch::ChildOutput& out, fuji::v1::JobReport* part) {
+    const int64_t now = WallClockMs();
+    if (out.kind == launch::ChildOutput::Kind::kLog) {
+      auto* log = part->add_logs();
+      log->set_at_ms(now);
+      log->set_stream("rank0/stderr");
+      log->set_line(out.line);
+      if (!out.line.empty()) last_stderr = out.line;
+      return;
+    }
+    try {
+      HandleEvent(out.event, 0, now, part, &result, &error, a.attempt());
+    } catch (const nlohmann::json::exception& ex) {
+      auto* log = part->add_logs();
+      log->set_at_ms(now);
+      log->set_stream("rank0/events");
+      log->set_line("malformed event (" + std::string(ex.what()) + "): " + out.event.dump());
+    }
+  };
   sample();
   next_sample += milliseconds(config_.sample_interval_ms);
-  auto all_exited = [&] {
-    for (auto& rank : ranks) {
-      if (!rank->Poll()) return false;
-    }
-    return true;
-  };
   for (;;) {
-    const bool any_open = std::find(open.begin(), open.end(), true) != open.end();
-    if (!any_open && all_exited()) break;
+    if (!open && rank->Poll()) break;
     fuji::v1::JobReport part;
-    for (size_t r = 0; r < ranks.size(); ++r) {
-      if (!open[r]) continue;
-      auto next = ranks[r]->Next(milliseconds(ranks.size() > 1 ? 10 : 25));
-      if (!next.ok()) {
-        if (next.status().code() != StatusCode::kUnavailable) open[r] = false;
-        continue;
-      }
-      if (!next->has_value()) {
-        open[r] = false;
-        continue;
-      }
-      const launch::ChildOutput& out = **next;
-      const int64_t now = WallClockMs();
-      if (out.kind == launch::ChildOutput::Kind::kLog) {
-        auto* log = part.add_logs();
-        log->set_at_ms(now);
-        log->set_stream("rank" + std::to_string(r) + "/stderr");
-        log->set_line(out.line);
-        if (!out.line.empty()) last_stderr = out.line;
-        continue;
-      }
-      try {
-        HandleEvent(out.event, static_cast<int32_t>(r), now, &part, &result, &error, a.attempt());
-      } catch (const nlohmann::json::exception& ex) {
-        auto* log = part.add_logs();
-        log->set_at_ms(now);
-        log->set_stream("rank" + std::to_string(r) + "/events");
-        log->set_line("malformed event (" + std::string(ex.what()) + "): " + out.event.dump());
+    if (open) {
+      auto next = rank->Next(milliseconds(25));
+      if (next.ok() && next->has_value()) {
+        forward(**next, &part);
+      } else if (next.ok() || next.status().code() != StatusCode::kUnavailable) {
+        open = false;  // both pipes at end of file, or unreadable
       }
     }
     {
@@ -669,7 +644,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
       stop = StopReason::kTimeout;
     }
     if (stop != StopReason::kNone) break;
-    if (!any_open) std::this_thread::sleep_for(milliseconds(10));  // pipes closed, waiting for the exit
+    if (!open) std::this_thread::sleep_for(milliseconds(10));  // pipes closed, waiting for the exit
     if (Clock::now() >= next_sample) {
       sample();
       next_sample += milliseconds(config_.sample_interval_ms);
@@ -677,11 +652,9 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     }
   }
 
-  // Terminate (SIGTERM, SIGKILL after the grace; returns once each group is gone) or collect exits.
-  std::vector<launch::ExitInfo> exits;
-  for (auto& rank : ranks) {
-    exits.push_back(stop != StopReason::kNone ? rank->Terminate(milliseconds(config_.cancel_grace_ms)) : rank->Wait());
-  }
+  // Terminate (SIGTERM, SIGKILL after the grace; returns once the group is gone) or collect the exit.
+  const launch::ExitInfo exit =
+      stop != StopReason::kNone ? rank->Terminate(milliseconds(config_.cancel_grace_ms)) : rank->Wait();
   switch (stop) {
     case StopReason::kCancelled:
       return finish(false, "cancelled", "cancelled");
@@ -698,15 +671,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     complete.set_result_json(result->dump());
     return finish(true, "", "");
   }
-  // The first rank that failed says why.
-  size_t culprit = 0;
-  for (size_t r = 0; r < exits.size(); ++r) {
-    if (!exits[r].Succeeded()) {
-      culprit = r;
-      break;
-    }
-  }
-  const Failure f = ClassifyFailure(error, exits[culprit], false, last_stderr, OomKillsSince(job->oom_kills_at_start));
+  const Failure f = ClassifyFailure(error, exit, false, last_stderr, OomKillsSince(job->oom_kills_at_start));
   complete.set_exit_code(f.exit_code);
   complete.set_signal(f.signal);
   finish(false, f.kind, f.message);

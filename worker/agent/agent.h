@@ -49,9 +49,7 @@ class Agent {
   // Thread-safe; returns at once. Not async-signal-safe: call it from a signal-waiting thread.
   void Stop();
 
-  // Thread-safe observers, for tests and logs.
-  bool registered() const;
-  // The pids of a running job's ranks (empty once they ended or for an unknown job).
+  // Thread-safe: the pids of a running job's ranks (empty once they ended or for an unknown job).
   std::vector<pid_t> RankPids(int64_t job_id) const;
 
  private:
@@ -68,6 +66,7 @@ class Agent {
   void ReportLoop();
   void FlushJob(const std::shared_ptr<Job>& job, bool final_pass);
   void StartJob(const fuji::v1::Assignment& assignment);
+  // Runs one attempt on its supervisor thread: an "infer" assignment as one rank, here (agent.cc).
   void Supervise(const std::shared_ptr<Job>& job);
   // A "finetune" assignment: one rank per assigned device, run as a gang (agent_finetune.cc).
   void SuperviseFinetune(const std::shared_ptr<Job>& job);

@@ -30,6 +30,6 @@ struct Failure {
 // line. An exit 0 without a result is "internal".
 Failure ClassifyFailure(const std::optional<RankError>& error, const launch::ExitInfo& exit,
                         bool sigkill_sent_by_fuji, const std::string& last_stderr_line,
-                        int64_t oom_kills_meanwhile = -1);
+                        int64_t oom_kills_meanwhile);
 
 }  // namespace fuji::agent
