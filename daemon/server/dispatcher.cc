@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "daemon/scheduler/free_memory.h"
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "fuji/v1/worker_contract.h"
@@ -29,11 +30,8 @@ Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, co
   return placed;
 }
 
-// Free memory from a reading: the total less what other programs use and the larger of what
-// fuji's jobs were promised and what they use.
-int64_t FreeMib(const store::MemoryReading& reading, int64_t total_mib, int64_t promised_mib) {
-  const int64_t others = std::max<int64_t>(0, reading.used_mib - reading.fuji_mib);
-  return total_mib - others - std::max(promised_mib, reading.fuji_mib);
+sched::MemoryReading ReadingOf(const store::MemoryReading& reading) {
+  return {reading.used_mib, reading.fuji_mib};
 }
 
 }  // namespace
@@ -67,62 +65,35 @@ void Dispatcher::RequestPass() {
   if (pass_requester_) pass_requester_();
 }
 
-
 Result<std::vector<sched::AgentView>> Dispatcher::Agents(
     const std::vector<store::Assignment>& live) {
   FUJI_ASSIGN_OR_RETURN(std::vector<store::WorkerRecord> workers, store_->ListWorkers());
-  // What the jobs holding each device and each host were promised.
-  std::map<std::pair<std::string, int>, int64_t> device_promised;
-  std::map<std::string, int64_t> host_promised;
+  std::vector<sched::Holding> holdings;
+  holdings.reserve(live.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const store::Assignment& a : live) {
       const auto it = placed_.find(a.job_id);
-      if (it == placed_.end() || !it->second.promise) continue;
-      const sched::MemoryOption& promise = *it->second.promise;
-      host_promised[a.worker_id] += promise.host_mib;
-      for (int index : a.device_indices) device_promised[{a.worker_id, index}] += promise.device_mib;
+      holdings.push_back({a.job_id, a.worker_id, a.device_indices,
+                          it == placed_.end() ? std::nullopt : it->second.promise});
     }
   }
-  std::vector<sched::AgentView> agents;
+  std::vector<sched::AgentMemory> agents;
+  agents.reserve(workers.size());
   for (const store::WorkerRecord& worker : workers) {
-    sched::AgentView agent;
+    sched::AgentMemory& agent = agents.emplace_back();
     agent.worker_id = worker.id;
     agent.connected = worker.state == "ONLINE";
-    agent.device_kind = worker.devices.empty() ? "cpu" : worker.devices.front().kind;
-    const int64_t host_promise = host_promised[worker.id];
     if (worker.host_memory) {
-      agent.host_total_mib = worker.host_memory->total_mib;
-      agent.host_free_mib = FreeMib(*worker.host_memory, agent.host_total_mib, host_promise);
-    } else if (agent.device_kind == "cpu" && !worker.devices.empty()) {
-      // Not sampled yet: a CPU device's total is the host's memory.
-      agent.host_total_mib = worker.devices.front().total_mib;
-      agent.host_free_mib = agent.host_total_mib - host_promise;
+      agent.host = sched::HostMemory{worker.host_memory->total_mib, ReadingOf(*worker.host_memory)};
     }
     for (const store::DeviceRecord& device : worker.devices) {
-      sched::DeviceView view;
-      view.index = device.index;
-      view.total_mib = device.total_mib;
-      view.shareable = true;  // jobs share a device only when every one of them allows it
-      const int64_t promise = device_promised[{worker.id, device.index}];
-      if (device.kind == "cpu" && agent.host_free_mib != sched::kUnknownMib) {
-        view.free_mib = agent.host_free_mib;  // a CPU device's memory is the host's
-      } else if (device.reading) {
-        view.free_mib = FreeMib(*device.reading, device.total_mib, promise);
-      } else {
-        view.free_mib = device.total_mib - promise;
-      }
-      for (const store::Assignment& a : live) {
-        if (a.worker_id != worker.id) continue;
-        if (std::count(a.device_indices.begin(), a.device_indices.end(), device.index) > 0) {
-          view.jobs.push_back(a.job_id);
-        }
-      }
-      agent.devices.push_back(view);
+      agent.devices.push_back(
+          {device.index, device.kind, device.total_mib,
+           device.reading ? std::optional(ReadingOf(*device.reading)) : std::nullopt});
     }
-    agents.push_back(std::move(agent));
   }
-  return agents;
+  return sched::AgentsWithFreeMemory(agents, holdings);
 }
 
 Result<std::vector<sched::AgentView>> Dispatcher::CurrentAgents() {

@@ -124,8 +124,8 @@ class Dispatcher {
                                          const std::vector<store::Loss>& losses);
   // Hands assignments to the worker's waiting poll, if any (call with mu_ not held).
   void Deliver(const std::string& worker_id);
-  // The agents with their free memory: each device's and host's latest reading, less the memory
-  // other programs use and what the jobs holding them were promised (or use, when more).
+  // The agents with their free memory (sched::AgentsWithFreeMemory): the store's latest
+  // readings, and what the plans of the jobs in `live` were promised.
   Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
   // The in-memory queue follows every change the daemon makes to the store (it is the store's
   // only writer): a pass reads no job rows, so its cost does not grow with SQLite reads.
