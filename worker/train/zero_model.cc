@@ -7,6 +7,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <tuple>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -50,11 +51,13 @@ struct Segment {
 };
 
 struct Unit {
-  std::string name;
-  std::vector<int64_t> params;   // indices into the layout
-  std::vector<int64_t> offsets;  // of each parameter in the flat numbering
-  int64_t numel = 0, shard = 0, padded = 0;
-  int64_t opt_begin = 0, opt_len = 0;  // the padded-flat range this rank's optimizer updates
+  const zero::Unit* layout = nullptr;  // its parameters: layout index, offset, shape
+  zero::UnitStates plan;               // what this rank holds of it: sizes, ranges, places
+  int64_t numel() const { return layout->numel; }
+  int64_t shard() const { return plan.sharding.shard; }
+  int64_t padded() const { return plan.sharding.padded; }
+  int64_t opt_begin() const { return plan.opt_begin; }  // the padded-flat range this rank's
+  int64_t opt_len() const { return plan.opt_len; }      // optimizer updates
 
   at::Tensor full;    // [padded] compute dtype; its storage is released between uses at stage 3
   size_t full_nbytes = 0;
@@ -76,22 +79,6 @@ struct Unit {
 
 }  // namespace
 
-Result<Offload> ParseOffload(const std::string& name) {
-  if (name == "none") return Offload::kNone;
-  if (name == "optimizer") return Offload::kOptimizer;
-  if (name == "params") return Offload::kParams;
-  return InvalidArgument("offload must be none, optimizer or params, not '" + name + "'");
-}
-
-const char* OffloadName(Offload offload) {
-  switch (offload) {
-    case Offload::kNone: return "none";
-    case Offload::kOptimizer: return "optimizer";
-    case Offload::kParams: return "params";
-  }
-  return "none";
-}
-
 Status ZeroOptions::Validate() const {
   if (stage < 0 || stage > 3) return InvalidArgument("zero must be 0, 1, 2 or 3");
   if (offload == Offload::kParams && stage != 3) return InvalidArgument("offload params needs zero 3");
@@ -103,11 +90,13 @@ Status ZeroOptions::Validate() const {
 
 struct ZeroModel::Impl {
   engine::ModelConfig config;
+  zero::Layout layout;
   ZeroOptions options;
   dist::Communicator* comm = nullptr;
   int rank = 0, world = 1;
+  zero::ZeroConfig zero_config;
+  zero::Schedule schedule;  // of a training micro-batch
   std::vector<Unit> units;
-  std::vector<int> unit_of_param;
   std::vector<at::Tensor> params;  // compute tensors on the units' storages, requires_grad
   std::unique_ptr<engine::Gpt2Model> model;
   optim::CpuAdamW cpu_adamw;
@@ -119,11 +108,7 @@ struct ZeroModel::Impl {
   // and 1) and updated parameters.
   at::Tensor grad_staging, param_staging;
 
-  explicit Impl(int threads) : cpu_adamw(threads) {}
-
-  int EmbeddingUnit() const { return 0; }
-  int BlockUnit(int64_t l) const { return 1 + static_cast<int>(l); }
-  int FinalUnit() const { return static_cast<int>(units.size()) - 1; }
+  Impl(const engine::ModelConfig& model, int threads) : config(model), layout(model), cpu_adamw(threads) {}
 
   void Track(int64_t delta) {
     device_states += delta;
@@ -146,8 +131,8 @@ struct ZeroModel::Impl {
     Track(static_cast<int64_t>(unit.full_nbytes));
     unit.gathered = true;
     at::Tensor source = unit.pshard;
-    if (options.offload == Offload::kParams) {
-      unit.staging = at::empty({unit.shard}, compute);
+    if (unit.plan.params.place == zero::Place::kHost) {  // offload params: through the device
+      unit.staging = at::empty({unit.shard()}, compute);
       unit.staging.copy_(unit.pshard, /*non_blocking=*/true);
       source = unit.staging;
     }
@@ -190,22 +175,21 @@ struct ZeroModel::Impl {
   void AttachGrads(int u) {
     Unit& unit = units[static_cast<size_t>(u)];
     if (!unit.gfull.defined()) {
-      unit.gfull = at::zeros({unit.padded}, compute);
+      unit.gfull = at::zeros({unit.padded()}, compute);
       Track(Bytes(unit.gfull));
     }
-    for (size_t i = 0; i < unit.params.size(); ++i) {
-      at::Tensor& p = params[static_cast<size_t>(unit.params[i])];
-      at::Tensor view = unit.gfull.narrow(0, unit.offsets[i], p.numel()).view(p.sizes());
-      p.mutable_grad() = view;
+    for (const zero::UnitParam& info : unit.layout->params) {
+      at::Tensor& p = params[static_cast<size_t>(info.index)];
+      p.mutable_grad() = unit.gfull.narrow(0, info.offset, info.numel).view(p.sizes());
     }
   }
 
   // After backward: any gradient autograd did not accumulate in place goes into the buffer.
   void CollectGrads(int u) {
     Unit& unit = units[static_cast<size_t>(u)];
-    for (size_t i = 0; i < unit.params.size(); ++i) {
-      at::Tensor& p = params[static_cast<size_t>(unit.params[i])];
-      at::Tensor view = unit.gfull.narrow(0, unit.offsets[i], p.numel());
+    for (const zero::UnitParam& info : unit.layout->params) {
+      at::Tensor& p = params[static_cast<size_t>(info.index)];
+      at::Tensor view = unit.gfull.narrow(0, info.offset, info.numel);
       const at::Tensor& g = p.grad();
       if (g.defined() && g.data_ptr() != view.data_ptr()) view.view(p.sizes()).add_(g);
       p.mutable_grad() = at::Tensor();
@@ -223,10 +207,10 @@ struct ZeroModel::Impl {
       return;
     }
     if (comm == nullptr) {
-      unit.gred = unit.gfull.narrow(0, 0, unit.shard);
+      unit.gred = unit.gfull.narrow(0, 0, unit.shard());
       return;
     }
-    unit.gred = at::empty({unit.shard}, compute);
+    unit.gred = at::empty({unit.shard()}, compute);
     Track(Bytes(unit.gred));
     unit.reduce_work = comm->ReduceScatterSumAsync(unit.gfull, unit.gred);
   }
@@ -295,73 +279,70 @@ struct ZeroModel::Impl {
     return loss_sum.item<double>() / static_cast<double>(h.size(0));
   }
 
+  // One micro-batch: the layout's schedule (zero::TrainingSchedule: gathers, releases and
+  // reductions around the units' compute), forward then backward, each block's graph starting at
+  // a detached input.
   double ForwardBackward(const at::Tensor& ids_cpu, const at::Tensor& targets_cpu, double loss_scale,
                          bool last_micro) {
     const int64_t B = ids_cpu.size(0), T = ids_cpu.size(1), L = config.n_layer;
     at::Tensor ids = ids_cpu.to(options.device), targets = targets_cpu.to(options.device);
     const bool checkpoint = options.activation_checkpointing;
-    const auto forward_start = Clock::now();
-    // Forward, block by block, each block's graph starting at a detached input.
-    FinishGather(EmbeddingUnit());
-    at::Tensor x0 = model->Embed(ids, 0);
-    Release(EmbeddingUnit());
+    at::Tensor x0;
     std::vector<at::Tensor> inputs(static_cast<size_t>(L + 1)), outputs(static_cast<size_t>(L));
-    inputs[0] = x0.detach().requires_grad_(true);
-    StartGather(BlockUnit(0));
-    for (int64_t l = 0; l < L; ++l) {
-      FinishGather(BlockUnit(l));
-      if (l + 1 < L) StartGather(BlockUnit(l + 1)); else StartGather(FinalUnit());
-      const size_t i = static_cast<size_t>(l);
-      at::Tensor out;
-      if (checkpoint) {
-        at::NoGradGuard no_grad;
-        out = model->Block(l, inputs[i], B, T, nullptr);
-      } else {
-        out = model->Block(l, inputs[i], B, T, nullptr);
-        outputs[i] = out;
+    double loss_value = 0;
+    auto run = [&](const zero::Action& a) {
+      const size_t i = static_cast<size_t>(a.layer);
+      switch (a.op) {
+        case zero::Op::kStartGather: StartGather(a.unit); break;
+        case zero::Op::kFinishGather: FinishGather(a.unit); break;
+        case zero::Op::kRelease: Release(a.unit); break;
+        case zero::Op::kAttachGrads: AttachGrads(a.unit); break;
+        case zero::Op::kStartReduce: StartReduce(a.unit, last_micro); break;
+        case zero::Op::kFinishReduce: FinishReduce(a.unit); break;
+        case zero::Op::kEmbed:
+          x0 = model->Embed(ids, 0);
+          inputs[0] = x0.detach().requires_grad_(true);
+          break;
+        case zero::Op::kBlockForward: {
+          at::Tensor out;
+          if (checkpoint) {
+            at::NoGradGuard no_grad;
+            out = model->Block(a.layer, inputs[i], B, T, nullptr);
+          } else {
+            out = model->Block(a.layer, inputs[i], B, T, nullptr);
+            outputs[i] = out;
+          }
+          inputs[i + 1] = out.detach().requires_grad_(true);
+          break;
+        }
+        case zero::Op::kHead:
+          // Final LayerNorm and the tied embedding, whose gradient collects both uses; its
+          // forward runs here with its backward, and counts as backward time.
+          loss_value = HeadForwardBackward(inputs[static_cast<size_t>(L)], targets, loss_scale);
+          break;
+        case zero::Op::kBlockBackward: {
+          at::Tensor grad_out = inputs[i + 1].grad();
+          if (checkpoint) {
+            at::Tensor out = model->Block(a.layer, inputs[i], B, T, nullptr);
+            out.backward(grad_out);
+          } else {
+            outputs[i].backward(grad_out);
+            outputs[i] = at::Tensor();
+          }
+          inputs[i + 1] = at::Tensor();
+          break;
+        }
+        case zero::Op::kEmbedBackward:
+          x0.backward(inputs[0].grad());
+          inputs[0] = at::Tensor();
+          break;
       }
-      inputs[i + 1] = out.detach().requires_grad_(true);
-      Release(BlockUnit(l));
-    }
-    // The head: final LayerNorm and the tied embedding, whose gradient collects both uses.
-    FinishGather(FinalUnit());
-    StartGather(EmbeddingUnit());
-    FinishGather(EmbeddingUnit());
+    };
+    const auto forward_start = Clock::now();
+    for (const zero::Action& a : schedule.forward) run(a);
     const auto backward_start = Clock::now();
     forward_ms += std::chrono::duration<double, std::milli>(backward_start - forward_start).count();
-    AttachGrads(FinalUnit());
-    AttachGrads(EmbeddingUnit());
-    if (L > 0) StartGather(BlockUnit(L - 1));
-    // The head's forward runs here with its backward, and counts as backward time.
-    const double loss_value = HeadForwardBackward(inputs[static_cast<size_t>(L)], targets, loss_scale);
-    Release(FinalUnit());
-    Release(EmbeddingUnit());  // the lookup's backward needs only the ids
-    StartReduce(FinalUnit(), last_micro);
-    for (int64_t l = L - 1; l >= 0; --l) {
-      const size_t i = static_cast<size_t>(l);
-      FinishGather(BlockUnit(l));
-      if (l > 0) StartGather(BlockUnit(l - 1));
-      AttachGrads(BlockUnit(l));
-      at::Tensor grad_out = inputs[i + 1].grad();
-      if (checkpoint) {
-        at::Tensor out = model->Block(l, inputs[i], B, T, nullptr);
-        out.backward(grad_out);
-      } else {
-        outputs[i].backward(grad_out);
-        outputs[i] = at::Tensor();
-      }
-      inputs[i + 1] = at::Tensor();
-      Release(BlockUnit(l));
-      // The previous unit's reduction has had this block's compute to run; settle it.
-      const int previous = l + 1 < L ? BlockUnit(l + 1) : FinalUnit();
-      if (options.stage >= 2) FinishReduce(previous);
-      StartReduce(BlockUnit(l), last_micro);
-    }
-    x0.backward(inputs[0].grad());
-    inputs[0] = at::Tensor();
-    if (options.stage >= 2) FinishReduce(L > 0 ? BlockUnit(0) : FinalUnit());
-    StartReduce(EmbeddingUnit(), last_micro);
-    if (options.stage >= 2) FinishReduce(EmbeddingUnit());
+    for (const zero::Action& a : schedule.backward) run(a);
     backward_ms += std::chrono::duration<double, std::milli>(Clock::now() - backward_start).count();
     return loss_value;
   }
@@ -370,20 +351,20 @@ struct ZeroModel::Impl {
     at::NoGradGuard no_grad;
     const int64_t B = ids_cpu.size(0), T = ids_cpu.size(1), L = config.n_layer;
     at::Tensor ids = ids_cpu.to(options.device), targets = targets_cpu.to(options.device);
-    FinishGather(EmbeddingUnit());
+    FinishGather(layout.embedding());
     at::Tensor x = model->Embed(ids, 0);
-    Release(EmbeddingUnit());
+    Release(layout.embedding());
     for (int64_t l = 0; l < L; ++l) {
-      FinishGather(BlockUnit(l));
-      if (l + 1 < L) StartGather(BlockUnit(l + 1));
+      FinishGather(layout.block(l));
+      if (l + 1 < L) StartGather(layout.block(l + 1));
       x = model->Block(l, x, B, T, nullptr);
-      Release(BlockUnit(l));
+      Release(layout.block(l));
     }
-    FinishGather(FinalUnit());
-    FinishGather(EmbeddingUnit());
+    FinishGather(layout.final());
+    FinishGather(layout.embedding());
     const double loss = Loss(x, targets).item<double>();
-    Release(FinalUnit());
-    Release(EmbeddingUnit());
+    Release(layout.final());
+    Release(layout.embedding());
     return loss;
   }
 
@@ -462,7 +443,7 @@ struct ZeroModel::Impl {
       }
       at::Tensor out;
       if (!unit.master_is_param) {
-        out = options.device.is_cuda() ? param_staging.narrow(0, 0, unit.opt_len) : unit.own;
+        out = options.device.is_cuda() ? param_staging.narrow(0, 0, unit.opt_len()) : unit.own;
       }
       const size_t esize = static_cast<size_t>(grads.element_size());
       std::vector<optim::AdamWShard> shards;
@@ -530,137 +511,103 @@ struct ZeroModel::Impl {
 
   // ---- setup ----
 
+  // Allocates what the layout says this rank holds of each unit (zero::StatesOf), filled from
+  // the full parameters, and the pinned staging of a host optimizer on a GPU.
   Status Build(std::vector<at::Tensor> source) {
-    const std::vector<engine::ParamInfo> layout = engine::ParameterLayout(config);
-    if (source.size() != layout.size()) return InvalidArgument("parameter count does not match the layout");
-    // Units: embedding, blocks, final.
-    auto add_unit = [&](const std::string& name, std::vector<int64_t> indices) {
-      Unit unit;
-      unit.name = name;
-      for (int64_t i : indices) {
-        unit.params.push_back(i);
-        unit.offsets.push_back(unit.numel);
-        int64_t n = 1;
-        for (int64_t d : layout[static_cast<size_t>(i)].shape) n *= d;
-        unit.numel += n;
-      }
-      units.push_back(std::move(unit));
-    };
-    add_unit("embedding", {engine::param_index::kWte, engine::param_index::kWpe});
-    for (int64_t l = 0; l < config.n_layer; ++l) {
-      std::vector<int64_t> idx;
-      for (int64_t p = 0; p < engine::param_index::kPerLayer; ++p) {
-        idx.push_back(engine::param_index::kFirstLayer + l * engine::param_index::kPerLayer + p);
-      }
-      add_unit("h." + std::to_string(l), idx);
-    }
-    std::vector<int64_t> final_idx = {engine::param_index::LnfW(config), engine::param_index::LnfB(config)};
-    if (!config.tie_word_embeddings) final_idx.push_back(engine::param_index::LmHead(config));
-    add_unit("final", final_idx);
-
-    params.assign(layout.size(), at::Tensor());
-    for (size_t u = 0; u < units.size(); ++u) {
-      Unit& unit = units[u];
-      unit.shard = (unit.numel + world - 1) / world;
-      unit.padded = unit.shard * world;
-      if (options.stage == 0) {
-        unit.opt_begin = 0;
-        unit.opt_len = unit.padded;
-      } else {
-        unit.opt_begin = rank * unit.shard;
-        unit.opt_len = unit.shard;
-      }
+    const size_t count = engine::ParameterLayout(config).size();
+    if (source.size() != count) return InvalidArgument("parameter count does not match the layout");
+    zero_config.stage = options.stage;
+    zero_config.offload = options.offload;
+    zero_config.world_size = world;
+    zero_config.rank = rank;
+    zero_config.compute_bytes = static_cast<int64_t>(at::elementSize(options.dtype));
+    zero_config.gpu = options.device.is_cuda();
+    schedule = zero::TrainingSchedule(layout, options.stage);
+    params.assign(count, at::Tensor());
+    for (const zero::Unit& description : layout.units()) {
+      units.emplace_back();
+      Unit& unit = units.back();
+      unit.layout = &description;
+      unit.plan = zero::StatesOf(description, zero_config);
       // The unit's values in fp32 on the host, padding zero.
-      at::Tensor flat = at::zeros({unit.padded}, at::TensorOptions().dtype(at::kFloat));
-      for (size_t i = 0; i < unit.params.size(); ++i) {
-        const at::Tensor& p = source[static_cast<size_t>(unit.params[i])];
-        flat.narrow(0, unit.offsets[i], p.numel()).copy_(p.reshape({-1}));
+      at::Tensor flat = at::zeros({unit.padded()}, at::TensorOptions().dtype(at::kFloat));
+      for (const zero::UnitParam& info : description.params) {
+        at::Tensor& p = source[static_cast<size_t>(info.index)];
+        flat.narrow(0, info.offset, info.numel).copy_(p.reshape({-1}));
+        p = at::Tensor();  // free as we go
       }
-      for (int64_t i : unit.params) source[static_cast<size_t>(i)] = at::Tensor();  // free as we go
       // Parameters in compute precision.
-      unit.full_nbytes = static_cast<size_t>(unit.padded) * static_cast<size_t>(at::elementSize(options.dtype));
-      unit.full = at::empty({unit.padded}, compute);
+      unit.full_nbytes = static_cast<size_t>(unit.padded()) * static_cast<size_t>(at::elementSize(options.dtype));
+      unit.full = at::empty({unit.padded()}, compute);
       if (options.stage < 3) {
         unit.full.copy_(flat);
         unit.gathered = true;
         Track(Bytes(unit.full));
-        unit.own = unit.full.narrow(0, unit.opt_begin, unit.opt_len);
+        unit.own = unit.full.narrow(0, unit.opt_begin(), unit.opt_len());
       } else {
-        const bool host = options.offload == Offload::kParams;
-        unit.pshard = at::empty({unit.shard}, host ? host_compute : compute);
-        unit.pshard.copy_(flat.narrow(0, rank * unit.shard, unit.shard));
+        // The persistent shard: this rank's, which at stage 3 is its optimizer range.
+        const bool host = unit.plan.params.place == zero::Place::kHost;
+        unit.pshard = at::empty({unit.shard()}, host ? host_compute : compute);
+        unit.pshard.copy_(flat.narrow(0, unit.opt_begin(), unit.shard()));
         if (!host) Track(Bytes(unit.pshard));
         unit.own = unit.pshard;
       }
-      for (size_t i = 0; i < unit.params.size(); ++i) {
-        const auto& info = layout[static_cast<size_t>(unit.params[i])];
+      for (const zero::UnitParam& info : description.params) {
         at::Tensor p = at::empty({0}, compute);
-        p.set_(unit.full.storage(), unit.offsets[i], info.shape, c10::contiguous_strides(info.shape));
-        p.requires_grad_(true);
-        params[static_cast<size_t>(unit.params[i])] = p;
+        p.set_(unit.full.storage(), info.offset, info.shape, c10::contiguous_strides(info.shape));
+        p.requires_grad_(!options.inference_only);
+        params[static_cast<size_t>(info.index)] = p;
       }
       if (options.stage == 3) {
         ReleaseStorage(unit.full);
         unit.gathered = false;
       }
-      if (options.inference_only) {
-        for (size_t i = 0; i < unit.params.size(); ++i) params[static_cast<size_t>(unit.params[i])].requires_grad_(false);
-        continue;
-      }
+      if (options.inference_only) continue;
       // Optimizer state over [opt_begin, opt_begin + opt_len).
-      const bool on_host = host_optimizer;  // physically in host memory
-      const at::TensorOptions opt = on_host ? host_f32 : dev_f32;
-      const bool counted_on_device = options.offload == Offload::kNone;
-      unit.master_is_param = options.dtype == at::kFloat && options.offload == Offload::kNone;
-      unit.master = unit.master_is_param ? unit.own : flat.narrow(0, unit.opt_begin, unit.opt_len).to(opt, false, true);
-      unit.exp_avg = at::zeros({unit.opt_len}, opt);
-      unit.exp_avg_sq = at::zeros({unit.opt_len}, opt);
-      if (counted_on_device) Track(2 * Bytes(unit.exp_avg) + (unit.master_is_param ? 0 : Bytes(unit.master)));
+      const bool optimizer_on_device = unit.plan.moments.place == zero::Place::kDevice;
+      const at::TensorOptions opt = optimizer_on_device ? dev_f32 : host_f32;
+      unit.master_is_param = unit.plan.master_is_param;
+      unit.master = unit.master_is_param ? unit.own : flat.narrow(0, unit.opt_begin(), unit.opt_len()).to(opt, false, true);
+      unit.exp_avg = at::zeros({unit.opt_len()}, opt);
+      unit.exp_avg_sq = at::zeros({unit.opt_len()}, opt);
+      if (optimizer_on_device) Track(2 * Bytes(unit.exp_avg) + (unit.master_is_param ? 0 : Bytes(unit.master)));
       // Gradient storage that lives across steps.
       if (options.stage <= 1) {
-        unit.gfull = at::zeros({unit.padded}, compute);
+        unit.gfull = at::zeros({unit.padded()}, compute);
         Track(Bytes(unit.gfull));
       } else {
-        const bool host = options.offload != Offload::kNone;
-        unit.gacc = at::zeros({unit.shard}, host ? host_f32 : dev_f32);
+        const bool host = unit.plan.grads.place == zero::Place::kHost;
+        unit.gacc = at::zeros({unit.shard()}, host ? host_f32 : dev_f32);
         if (!host) Track(Bytes(unit.gacc));
       }
       // Decay segments: each parameter's overlap with the optimizer range.
-      for (size_t i = 0; i < unit.params.size(); ++i) {
-        const auto& info = layout[static_cast<size_t>(unit.params[i])];
-        int64_t n = 1;
-        for (int64_t d : info.shape) n *= d;
-        const int64_t b = std::max(unit.offsets[i], unit.opt_begin);
-        const int64_t e = std::min(unit.offsets[i] + n, unit.opt_begin + unit.opt_len);
-        if (b < e) unit.segments.push_back({b - unit.opt_begin, e - b, info.is_matrix});
+      for (const zero::UnitParam& info : description.params) {
+        const int64_t b = std::max(info.offset, unit.opt_begin());
+        const int64_t e = std::min(info.offset + info.numel, unit.opt_begin() + unit.opt_len());
+        if (b < e) unit.segments.push_back({b - unit.opt_begin(), e - b, info.decay});
       }
     }
-    if (host_optimizer && options.device.is_cuda() && !options.inference_only) {
-      int64_t largest = 0;
-      for (const Unit& unit : units) largest = std::max(largest, unit.opt_len);
-      param_staging = at::empty({largest}, host_compute);
-      if (options.stage <= 1) grad_staging = at::empty({largest}, host_compute);
+    const zero::Staging staging = zero::StagingOf(layout, zero_config);
+    if (staging.numel > 0 && !options.inference_only) {
+      param_staging = at::empty({staging.numel}, host_compute);
+      if (staging.grads_too) grad_staging = at::empty({staging.numel}, host_compute);
     }
     model = std::make_unique<engine::Gpt2Model>(config, params);
     return Status::Ok();
   }
 
+  // The bytes of the tensors this rank holds, each counted at the place the layout gives it.
   MemoryAccount Memory() const {
     MemoryAccount m;
+    auto add = [](const zero::Buffer& where, int64_t bytes, int64_t* device, int64_t* host) {
+      *(where.place == zero::Place::kDevice ? device : host) += bytes;
+    };
     for (const Unit& unit : units) {
-      const bool offload_params = options.offload == Offload::kParams;
-      if (options.stage < 3) {
-        m.params_device += Bytes(unit.full);
-      } else if (offload_params) {
-        m.params_host += Bytes(unit.pshard);
-      } else {
-        m.params_device += Bytes(unit.pshard);
-      }
-      if (options.stage <= 1) m.grads_device += Bytes(unit.gfull);
-      if (unit.gacc.defined()) (options.offload == Offload::kNone ? m.grads_device : m.grads_host) += Bytes(unit.gacc);
+      add(unit.plan.params, Bytes(options.stage < 3 ? unit.full : unit.pshard), &m.params_device, &m.params_host);
+      add(unit.plan.grads, Bytes(options.stage <= 1 ? unit.gfull : unit.gacc), &m.grads_device, &m.grads_host);
       const int64_t opt = Bytes(unit.exp_avg) + Bytes(unit.exp_avg_sq) +
                           (unit.master_is_param ? 0 : Bytes(unit.master));
-      (options.offload != Offload::kNone ? m.optimizer_host : m.optimizer_device) += opt;
+      add(unit.plan.moments, opt, &m.optimizer_device, &m.optimizer_host);
     }
     m.grads_host += Bytes(grad_staging);
     m.optimizer_host += Bytes(param_staging);
@@ -677,8 +624,7 @@ Result<std::unique_ptr<ZeroModel>> ZeroModel::Create(const engine::ModelConfig& 
                                                      const ZeroOptions& options,
                                                      dist::Communicator* comm) {
   FUJI_RETURN_IF_ERROR(options.Validate());
-  auto impl = std::make_unique<Impl>(options.optimizer_threads);
-  impl->config = config;
+  auto impl = std::make_unique<Impl>(config, options.optimizer_threads);
   impl->options = options;
   impl->comm = comm;
   impl->rank = comm != nullptr ? comm->rank() : 0;
@@ -710,16 +656,14 @@ StepStats ZeroModel::Step(const optim::AdamWConfig& config, int64_t step, double
 const engine::ModelConfig& ZeroModel::config() const { return impl_->config; }
 MemoryAccount ZeroModel::memory() const { return impl_->Memory(); }
 int ZeroModel::num_units() const { return static_cast<int>(impl_->units.size()); }
-const std::string& ZeroModel::unit_name(int unit) const { return impl_->units[static_cast<size_t>(unit)].name; }
-int64_t ZeroModel::unit_numel(int unit) const { return impl_->units[static_cast<size_t>(unit)].numel; }
 PhaseTimes ZeroModel::times() const {
   return {impl_->forward_ms, impl_->backward_ms, impl_->optimizer_ms, impl_->comm_wait_ms};
 }
 
 std::pair<int64_t, int64_t> ZeroModel::LoadRange(int u) const {
   const Unit& unit = impl_->units[static_cast<size_t>(u)];
-  const int64_t b = std::min(unit.opt_begin, unit.numel);
-  const int64_t e = std::min(unit.opt_begin + unit.opt_len, unit.numel);
+  const int64_t b = std::min(unit.opt_begin(), unit.numel());
+  const int64_t e = std::min(unit.opt_begin() + unit.opt_len(), unit.numel());
   return {b, e};
 }
 
@@ -728,9 +672,8 @@ std::vector<UnitState> ZeroModel::SaveState() const {
   const Impl& m = *impl_;
   for (const Unit& unit : m.units) {
     UnitState s;
-    s.begin = std::min(m.rank * unit.shard, unit.numel);
-    s.end = std::min((m.rank + 1) * unit.shard, unit.numel);
-    const int64_t off = s.begin - unit.opt_begin, n = s.end - s.begin;
+    std::tie(s.begin, s.end) = zero::PartitionRange(unit.numel(), m.world, m.rank);
+    const int64_t off = s.begin - unit.opt_begin(), n = s.end - s.begin;
     auto copy = [&](const at::Tensor& t, std::vector<float>* v) {
       v->resize(static_cast<size_t>(n));
       if (n == 0) return;
@@ -748,7 +691,7 @@ std::vector<UnitState> ZeroModel::SaveState() const {
 void ZeroModel::LoadState(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
   Unit& unit = impl_->units[static_cast<size_t>(u)];
   const auto [b, e] = LoadRange(u);
-  const int64_t n = e - b, off = b - unit.opt_begin;
+  const int64_t n = e - b, off = b - unit.opt_begin();
   if (n <= 0) return;
   auto put = [&](const float* src, at::Tensor& dst) {
     at::Tensor host = at::from_blob(const_cast<float*>(src), {n}, at::TensorOptions().dtype(at::kFloat));
@@ -775,20 +718,6 @@ const engine::Gpt2Model& ZeroModel::InferenceModel() {
     m->model->set_unit_hooks(std::move(hooks));
   }
   return *m->model;
-}
-
-std::vector<at::Tensor> ZeroModel::GatherParameters() {
-  Impl& m = *impl_;
-  std::vector<at::Tensor> out(m.params.size());
-  at::NoGradGuard no_grad;
-  for (int u = 0; u < static_cast<int>(m.units.size()); ++u) {
-    m.FinishGather(u);
-    for (int64_t i : m.units[static_cast<size_t>(u)].params) {
-      out[static_cast<size_t>(i)] = m.params[static_cast<size_t>(i)].detach().to(at::kCPU, at::kFloat).clone();
-    }
-    m.Release(u);
-  }
-  return out;
 }
 
 }  // namespace fuji::train

@@ -14,6 +14,10 @@
 // block "h.<l>", and "final" (ln_f, and lm_head when untied). Each unit is one flat buffer padded
 // to a multiple of N, so shards are equal and the padding stays zero. The tied input/output
 // embedding is one tensor under every stage: its gradient collects both uses before it is reduced.
+// The units, their shards, what each stage keeps where, and the order of a micro-batch's gathers,
+// releases and reductions are the ZeRO layout's (worker/zero/layout.h, torch-free, which the
+// checkpoint format and the planner read too): this engine allocates what zero::StatesOf says
+// and runs zero::TrainingSchedule.
 //
 // Backward runs unit by unit (each block's graph hangs off a detached input), which is what lets
 // stage 3 gather before and release after each block, stage 2 reduce each unit while the next
@@ -35,6 +39,7 @@
 #include "worker/common/status.h"
 #include "worker/engine/gpt2_model.h"
 #include "worker/optim/adamw.h"
+#include "worker/zero/layout.h"
 
 namespace fuji::dist {
 class Communicator;
@@ -42,9 +47,9 @@ class Communicator;
 
 namespace fuji::train {
 
-enum class Offload { kNone, kOptimizer, kParams };
-Result<Offload> ParseOffload(const std::string& name);  // none | optimizer | params
-const char* OffloadName(Offload offload);
+using zero::Offload;
+using zero::OffloadName;
+using zero::ParseOffload;  // none | optimizer | params
 
 struct ZeroOptions {
   int stage = 0;                           // 0..3
@@ -112,8 +117,6 @@ class ZeroModel {
   const engine::ModelConfig& config() const;
   MemoryAccount memory() const;
   int num_units() const;
-  const std::string& unit_name(int unit) const;
-  int64_t unit_numel(int unit) const;
   // Optimizer state for the checkpoint: this rank's partition range of every unit, on the host.
   std::vector<UnitState> SaveState() const;
   // The range of `unit` this rank must be given on resume (all of it at stage 0).
@@ -127,9 +130,6 @@ class ZeroModel {
   // the next unit's gather overlapping the current one's compute, so a model larger than the
   // device's memory still runs.
   const engine::Gpt2Model& InferenceModel();
-
-  // The full parameters gathered into host fp32 tensors in layout order (tests, export checks).
-  std::vector<at::Tensor> GatherParameters();
 
   // Milliseconds spent since construction.
   PhaseTimes times() const;
