@@ -11,19 +11,10 @@
 #include "client/cli.h"
 #include "client/local_runner.h"
 #include "worker/ckpt/zero_checkpoint.h"
+#include "worker/common/file_util.h"
 #include "worker/spec/job_spec.h"
 
 namespace fuji::client {
-namespace {
-
-std::string AbsolutePath(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  char cwd[4096];
-  return ::getcwd(cwd, sizeof cwd) ? std::string(cwd) + "/" + path : path;
-}
-
-}  // namespace
-
 void RegisterModelCommands(CLI::App& app, CliState* state) {
   CLI::App* model = app.add_subcommand("model", "Create and convert checkpoint directories");
   model->require_subcommand(1);

@@ -15,6 +15,7 @@
 #include "client/daemon_commands.h"
 #include "client/local_runner.h"
 #include "client/report.h"
+#include "worker/common/file_util.h"
 #include "worker/engine/model_config.h"
 #include "worker/spec/finetune_spec.h"
 #include "worker/spec/job_spec.h"
@@ -28,12 +29,6 @@ constexpr char kSeedPrompt[] =
 // Japanese Wikipedia, the seed study's corpus: its size is not in the study; this is the order of
 // magnitude of a jawiki text dump in GPT-2 tokens, an assumption the report states.
 constexpr double kSeedCorpusTokens = 1.5e9;
-
-std::string Absolute(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  char cwd[4096];
-  return ::getcwd(cwd, sizeof cwd) != nullptr ? std::string(cwd) + "/" + path : path;
-}
 
 std::string ShellQuote(const std::string& s) {
   std::string q = "'";
@@ -91,7 +86,7 @@ int RunReport(const ReportFlags& f) {
     jobs.push_back(std::move(*d));
   }
   ReportOptions options;
-  options.out_dir = Absolute(f.out);
+  options.out_dir = AbsolutePath(f.out);
   options.corpus_tokens = f.corpus_tokens;
   options.epochs = f.epochs;
   auto path = WriteReport(jobs, options);
@@ -118,7 +113,7 @@ int RunStudy(const StudyFlags& f) {
   if (f.steps < 1 || f.seq_len < 1 || f.ranks < 1) {
     return ReportStatus(InvalidArgument("--steps, --seq-len and --ranks must be at least 1"));
   }
-  const std::string out = Absolute(f.out);
+  const std::string out = AbsolutePath(f.out);
   const std::string precision = !f.precision.empty() ? f.precision : f.device == "cuda" ? "bf16" : "fp32";
   DaemonClient client(ResolveServerAddress(f.server));
   std::vector<int64_t> ids;
@@ -130,7 +125,7 @@ int RunStudy(const StudyFlags& f) {
     std::string dir;
     bool random = f.weights.empty();
     if (!random) {
-      dir = Absolute(f.weights[i]);
+      dir = AbsolutePath(f.weights[i]);
     } else {
       dir = out + "/models/" + models[i];
       if (::access((dir + "/config.json").c_str(), F_OK) != 0) {
@@ -177,7 +172,7 @@ int RunStudy(const StudyFlags& f) {
   }
   for (size_t i = 0; i < models.size(); ++i) {
     FinetuneSpec tune;
-    tune.model = f.weights.empty() ? out + "/models/" + models[i] : Absolute(f.weights[i]);
+    tune.model = f.weights.empty() ? out + "/models/" + models[i] : AbsolutePath(f.weights[i]);
     tune.data = data;
     tune.ranks = f.ranks;
     tune.device = f.device;

@@ -7,16 +7,11 @@
 #include <cstdlib>
 
 #include "client/local_plan.h"
+#include "worker/common/file_util.h"
 #include "worker/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {
-
-std::string Absolute(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  char cwd[4096];
-  return ::getcwd(cwd, sizeof cwd) != nullptr ? std::string(cwd) + "/" + path : path;
-}
 
 std::string Printf(const char* format, double a) {
   char buf[64];
@@ -73,10 +68,10 @@ namespace {
 // The spec's JSON with absolute paths, and the plan fields as the flags give them.
 nlohmann::json SpecJson(const FinetuneFlags& f) {
   FinetuneSpec spec = f.spec;
-  spec.model = Absolute(spec.model);
-  spec.data = Absolute(spec.data);
-  spec.save_to = Absolute(spec.save_to);
-  spec.cache_dir = Absolute(spec.cache_dir);
+  spec.model = AbsolutePath(spec.model);
+  spec.data = AbsolutePath(spec.data);
+  spec.save_to = AbsolutePath(spec.save_to);
+  spec.cache_dir = AbsolutePath(spec.cache_dir);
   nlohmann::json j = spec.ToJson();
   j["zero"] = f.zero == kAuto ? nlohmann::json(kAuto) : nlohmann::json(std::atoi(f.zero.c_str()));
   j["offload"] = f.offload;

@@ -3,6 +3,10 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <thread>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "worker/common/file_util.h"
@@ -53,6 +57,34 @@ TEST(FileUtilTest, AtomicWriteReadAndMap) {
   EXPECT_EQ(MappedFile::Open(path + ".missing").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(ReadFile("/").status().code(), StatusCode::kInvalidArgument);
   ::unlink(path.c_str());
+}
+
+TEST(FileUtilTest, PathQuestionsAndMakeDirectories) {
+  const std::string dir = Scratch("dirs");
+  EXPECT_FALSE(IsDirectory(dir));
+  // Every rank of a gang makes the same step directory at once: all succeed.
+  std::vector<std::thread> makers;
+  std::vector<Status> made(4);
+  for (size_t i = 0; i < made.size(); ++i) makers.emplace_back([&, i] { made[i] = MakeDirectories(dir + "/a/b/c"); });
+  for (std::thread& t : makers) t.join();
+  for (const Status& s : made) EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(IsDirectory(dir + "/a/b/c"));
+  EXPECT_FALSE(IsRegularFile(dir + "/a/b/c"));
+  ASSERT_TRUE(WriteFileAtomically(dir + "/a/file", "x").ok());
+  EXPECT_TRUE(IsRegularFile(dir + "/a/file"));
+  EXPECT_FALSE(IsDirectory(dir + "/a/file"));
+  const Status under_file = MakeDirectories(dir + "/a/file/d");
+  EXPECT_EQ(under_file.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(under_file.message().find(dir + "/a/file/d: cannot create directory"), std::string::npos) << under_file.message();
+  EXPECT_EQ(MakeDirectories(dir + "/a/file").code(), StatusCode::kInvalidArgument);  // a file already
+  EXPECT_EQ(MakeDirectories("").code(), StatusCode::kInvalidArgument);
+
+  char cwd[4096];
+  ASSERT_NE(::getcwd(cwd, sizeof cwd), nullptr);
+  EXPECT_EQ(AbsolutePath("x/./y/../z"), std::string(cwd) + "/x/z");
+  EXPECT_EQ(AbsolutePath("/a//b/"), "/a/b/");
+  EXPECT_EQ(AbsolutePath(""), "");
+  EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
 }
 
 TEST(JsonLinesTest, RoundTripsAndTimesOut) {

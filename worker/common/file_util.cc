@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 namespace fuji {
 
@@ -131,6 +132,36 @@ Status WriteFileAtomically(const std::string& path, std::string_view contents) {
     ::unlink(tmp.c_str());
     return s;
   }
+  return Status::Ok();
+}
+
+bool IsRegularFile(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string AbsolutePath(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code error;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, error);
+  return error ? path : absolute.lexically_normal().string();
+}
+
+Status MakeDirectories(const std::string& path) {
+  if (path.empty()) return InvalidArgument("empty directory name");
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    const std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return InvalidArgument(prefix + ": cannot create directory: " + ErrnoMessage());
+    }
+  }
+  if (!IsDirectory(path)) return InvalidArgument(path + ": not a directory");
   return Status::Ok();
 }
 

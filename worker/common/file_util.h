@@ -1,4 +1,5 @@
-// Files: read-only memory maps (RAII), bounded whole-file reads, atomic writes.
+// Files: read-only memory maps (RAII), bounded whole-file reads, atomic writes, and the few
+// questions about paths that every part of fuji asks.
 #pragma once
 
 #include <cstddef>
@@ -45,5 +46,17 @@ Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
 // "strerror(errno)" of the current errno.
 std::string ErrnoMessage();
+
+// Whether path is a regular file / a directory, following symbolic links; false on any error.
+bool IsRegularFile(const std::string& path);
+bool IsDirectory(const std::string& path);
+
+// path against the working directory, lexically normal ("a/./b/../c" is "a/c"); "" stays "".
+std::string AbsolutePath(const std::string& path);
+
+// mkdir -p, mode 0755 for what it creates. Concurrent creators are fine (every rank of a gang
+// makes the same step directory). INVALID_ARGUMENT naming the part that could not be made, or
+// when path ends as something other than a directory.
+Status MakeDirectories(const std::string& path);
 
 }  // namespace fuji

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "worker/data/hash.h"
+#include "worker/text/vocab_files.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the token cache format is little-endian");
 
@@ -123,19 +124,9 @@ class CacheBuilder {
 }  // namespace
 
 Result<uint64_t> TokenizerFingerprint(const std::string& tokenizer_dir) {
-  std::error_code error;
-  std::string vocab = tokenizer_dir + "/vocab.json", merges = tokenizer_dir + "/merges.txt";
-  if (!fs::exists(vocab, error)) {
-    vocab = tokenizer_dir + "/encoder.json";
-    merges = tokenizer_dir + "/vocab.bpe";
-    if (!fs::exists(vocab, error)) {
-      return NotFound(
-          tokenizer_dir +
-          ": no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)");
-    }
-  }
+  FUJI_ASSIGN_OR_RETURN(const text::TokenizerFiles files, text::FindTokenizerFiles(tokenizer_dir));
   Hasher hasher(0x746f6b);
-  for (const std::string& path : {vocab, merges}) {
+  for (const std::string& path : {files.vocab, files.merges}) {
     FUJI_ASSIGN_OR_RETURN(std::string contents, ReadFile(path));
     hasher.Update(contents);
   }

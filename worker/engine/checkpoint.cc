@@ -18,19 +18,10 @@
 #include "worker/engine/host_arena.h"
 #include "worker/format/safetensors.h"
 #include "worker/format/torch_zip.h"
+#include "worker/text/vocab_files.h"
 
 namespace fuji::engine {
 namespace {
-
-bool FileExists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool IsDirectory(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -58,16 +49,16 @@ class CheckpointFiles {
   static Result<CheckpointFiles> Open(const std::string& dir) {
     if (!IsDirectory(dir)) return NotFound(dir + ": no such checkpoint directory");
     CheckpointFiles files;
-    if (FileExists(dir + "/model.safetensors")) {
+    if (IsRegularFile(dir + "/model.safetensors")) {
       files.format_ = "safetensors";
       FUJI_RETURN_IF_ERROR(files.AddSafetensors(dir + "/model.safetensors"));
-    } else if (FileExists(dir + "/model.safetensors.index.json")) {
+    } else if (IsRegularFile(dir + "/model.safetensors.index.json")) {
       files.format_ = "safetensors-sharded";
       FUJI_RETURN_IF_ERROR(files.AddShards(dir, "model.safetensors.index.json", true));
-    } else if (FileExists(dir + "/pytorch_model.bin")) {
+    } else if (IsRegularFile(dir + "/pytorch_model.bin")) {
       files.format_ = "pytorch";
       FUJI_RETURN_IF_ERROR(files.AddTorchZip(dir + "/pytorch_model.bin"));
-    } else if (FileExists(dir + "/pytorch_model.bin.index.json")) {
+    } else if (IsRegularFile(dir + "/pytorch_model.bin.index.json")) {
       files.format_ = "pytorch-sharded";
       FUJI_RETURN_IF_ERROR(files.AddShards(dir, "pytorch_model.bin.index.json", false));
     } else {
@@ -291,11 +282,8 @@ Status WriteCheckpoint(const ModelConfig& config, const std::string& dir, format
   FUJI_RETURN_IF_ERROR(writer.Finish());
   FUJI_RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.json", config.ToJson().dump(2) + "\n"));
   if (!vocab_dir.empty()) {
-    const std::pair<const char*, const char*> kFiles[] = {{"vocab.json", "encoder.json"},
-                                                          {"merges.txt", "vocab.bpe"}};
-    for (const auto& [name, npm_name] : kFiles) {
-      std::string from = vocab_dir + "/" + name;
-      if (!FileExists(from)) from = vocab_dir + "/" + npm_name;
+    FUJI_ASSIGN_OR_RETURN(const text::TokenizerFiles files, text::FindTokenizerFiles(vocab_dir));
+    for (const auto& [from, name] : {std::pair{files.vocab, text::kVocabFile}, std::pair{files.merges, text::kMergesFile}}) {
       FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(from, 64u << 20));
       FUJI_RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + name, text));
     }
@@ -314,7 +302,7 @@ Status ConvertCheckpoint(const std::string& in_dir, const std::string& out_dir,
     views.push_back(view);
   }
   const format::DType out_dtype = dtype.value_or(views.front()->dtype);
-  const bool has_vocab = FileExists(in_dir + "/vocab.json") || FileExists(in_dir + "/encoder.json");
+  const bool has_vocab = text::FindTokenizerFiles(in_dir).ok();
   return WriteCheckpoint(
       config, out_dir, out_dtype, [&](size_t i) { return ViewTensor(*views[i]); },
       has_vocab ? in_dir : "");

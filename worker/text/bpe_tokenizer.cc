@@ -2,7 +2,6 @@
 #include "worker/text/bpe_tokenizer.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <limits>
 #include <unordered_map>
 
@@ -32,16 +31,8 @@ Result<BpeTokenizer> BpeTokenizer::Load(const std::string& vocab_json_path,
 }
 
 Result<BpeTokenizer> BpeTokenizer::LoadFromDir(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code error;
-  if (fs::exists(fs::path(dir) / "vocab.json", error)) {
-    return Load(dir + "/vocab.json", dir + "/merges.txt");
-  }
-  if (fs::exists(fs::path(dir) / "encoder.json", error)) {
-    return Load(dir + "/encoder.json", dir + "/vocab.bpe");
-  }
-  return NotFound(dir +
-                  ": no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)");
+  FUJI_ASSIGN_OR_RETURN(const TokenizerFiles files, FindTokenizerFiles(dir));
+  return Load(files.vocab, files.merges);
 }
 
 Result<std::vector<int32_t>> BpeTokenizer::Encode(std::string_view utf8) const {

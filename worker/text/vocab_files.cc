@@ -1,10 +1,12 @@
-// Parsing and validation of vocab.json and merges.txt, with gpt-3-encoder's rank semantics.
+// The vocabulary files: where they are, and their parsing and validation with gpt-3-encoder's
+// rank semantics.
 #include "worker/text/vocab_files.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "worker/common/file_util.h"
 #include "worker/text/byte_alphabet.h"
 #include "worker/text/unicode.h"
 
@@ -40,6 +42,14 @@ std::vector<std::string_view> SplitFields(std::string_view line) {
 }
 
 }  // namespace
+
+Result<TokenizerFiles> FindTokenizerFiles(const std::string& dir) {
+  for (const auto& [vocab, merges] : {std::pair{kVocabFile, kMergesFile}, std::pair{"encoder.json", "vocab.bpe"}}) {
+    TokenizerFiles files{dir + "/" + vocab, dir + "/" + merges};
+    if (IsRegularFile(files.vocab) && IsRegularFile(files.merges)) return files;
+  }
+  return NotFound(dir + ": no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)");
+}
 
 Result<TokenIds> ParseVocabJson(const std::string& path, std::string_view text) {
   nlohmann::json json;

