@@ -1,5 +1,5 @@
-// Dispatcher: scheduling passes, hand-out to long polls, leases and fail-over; see dispatcher.h.
-// What agents and users ask of a job is in job_control.cc.
+// Dispatcher: the queue, scheduling passes, leases, fail-over and the lifecycle's moves; see
+// dispatcher.h. Registration, heartbeats and cancel are in job_control.cc.
 #include "daemon/server/dispatcher.h"
 
 #include <algorithm>
@@ -38,7 +38,12 @@ sched::MemoryReading ReadingOf(const store::MemoryReading& reading) {
 
 Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
                        DispatcherOptions options)
-    : store_(store), clock_(clock), hub_(hub), options_(options) {}
+    : store_(store),
+      clock_(clock),
+      hub_(hub),
+      options_(options),
+      handout_(clock, options.max_poll_wait_ms),
+      reports_(store, clock, hub, this) {}
 
 Status Dispatcher::Recover() {
   FUJI_ASSIGN_OR_RETURN(std::vector<store::JobRecord> queued,
@@ -214,8 +219,8 @@ void Dispatcher::RunPass() {
       std::lock_guard<std::mutex> lock(mu_);
       leases_.Grant(job->id, placement.worker_id, now_ms, options_.lease_ttl_ms);
       placed_[job->id] = placed;
-      pending_[placement.worker_id].push_back(std::move(assignment));
     }
+    handout_.Add(placement.worker_id, std::move(assignment));
     workers.insert(placement.worker_id);
     PublishState(job->id);
   }
@@ -227,68 +232,7 @@ void Dispatcher::RunPass() {
     }
     waiting_reasons_ = std::move(pass.waiting_reasons);
   }
-  for (const std::string& worker : workers) Deliver(worker);
-}
-
-void Dispatcher::Deliver(const std::string& worker_id) {
-  PollDone done;
-  std::vector<v1::Assignment> batch;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto waiter = waiters_.find(worker_id);
-    auto pending = pending_.find(worker_id);
-    if (waiter == waiters_.end() || pending == pending_.end() || pending->second.empty()) return;
-    done = std::move(waiter->second.done);
-    waiters_.erase(waiter);
-    batch.assign(pending->second.begin(), pending->second.end());
-    pending_.erase(pending);
-  }
-  done(std::move(batch));
-}
-
-void Dispatcher::Poll(const std::string& worker_id, int64_t wait_ms, PollDone done) {
-  PollDone replaced;
-  std::vector<v1::Assignment> batch;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto pending = pending_.find(worker_id);
-    if (pending != pending_.end() && !pending->second.empty()) {
-      batch.assign(pending->second.begin(), pending->second.end());
-      pending_.erase(pending);
-    } else if (wait_ms > 0 && !draining_) {
-      wait_ms = std::min(wait_ms, options_.max_poll_wait_ms);
-      auto old = waiters_.find(worker_id);
-      if (old != waiters_.end()) replaced = std::move(old->second.done);  // a newer poll wins
-      waiters_[worker_id] = Waiter{clock_->NowMs() + wait_ms, std::move(done)};
-    }
-  }
-  if (replaced) replaced({});
-  if (done) done(std::move(batch));
-}
-
-void Dispatcher::ExpirePolls() {
-  std::vector<PollDone> expired;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    int64_t now_ms = clock_->NowMs();
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (draining_ || it->second.deadline_ms <= now_ms) {
-        expired.push_back(std::move(it->second.done));
-        it = waiters_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (PollDone& done : expired) done({});
-}
-
-void Dispatcher::Drain() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    draining_ = true;
-  }
-  ExpirePolls();
+  for (const std::string& worker : workers) handout_.Deliver(worker);
 }
 
 void Dispatcher::CheckLeases() {
@@ -337,8 +281,7 @@ void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& caus
       Move(job.id, JobState::kRetrying, JobState::kQueued, decision.reason);
     }
   }
-  Forget(job.id);
-  RequestPass();
+  Ended(job.id);
 }
 
 bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::string& reason) {
@@ -363,16 +306,19 @@ void Dispatcher::PublishState(int64_t job_id) {
 }
 
 void Dispatcher::Forget(int64_t job_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  leases_.Release(job_id);
-  cancel_requested_.erase(job_id);
-  progress_.erase(job_id);
-  placed_.erase(job_id);
-  for (auto& [worker, queue] : pending_) {
-    queue.erase(std::remove_if(queue.begin(), queue.end(),
-                               [&](const v1::Assignment& a) { return a.job_id() == job_id; }),
-                queue.end());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    leases_.Release(job_id);
+    cancel_requested_.erase(job_id);
+    placed_.erase(job_id);
   }
+  handout_.Withdraw(job_id);
+  reports_.Forget(job_id);
+}
+
+void Dispatcher::Ended(int64_t job_id) {
+  Forget(job_id);
+  RequestPass();
 }
 
 }  // namespace fuji::daemon

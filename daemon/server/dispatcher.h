@@ -1,11 +1,12 @@
-// Dispatcher: the daemon's live state around the job store. It runs scheduling passes, hands
-// placements to agents' long polls, keeps the leases, fails over the jobs of lost agents, and
-// carries out what agents report (start, completion) and what users ask (cancel).
+// Dispatcher: the daemon's live state around the job store: the job lifecycle. It keeps the
+// in-memory queue, runs scheduling passes, keeps the leases, fails over the jobs of lost agents,
+// registers agents and takes their heartbeats, and carries out what users ask (cancel). It
+// composes the two parts with state of their own: the long-poll hand-out of placements
+// (PollHandout) and the ingestion of agents' reports and completions (ReportIngest), whose
+// lifecycle it is.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -17,6 +18,8 @@
 #include "daemon/scheduler/lease_table.h"
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/server/event_hub.h"
+#include "daemon/server/poll_handout.h"
+#include "daemon/server/report_ingest.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "fuji/v1/worker.pb.h"
@@ -29,13 +32,17 @@ struct DispatcherOptions {
   int64_t max_poll_wait_ms = 30000;  // PollAssignments holds a call at most this long
 };
 
-// Thread-safe: the services call it from gRPC threads, the event loop from its own thread. The
-// store, clock and hub are not owned and must outlive it. In-memory state (who waits for
-// assignments, which jobs have a cancel request, why queued jobs wait) is lost on restart; the
-// store holds everything else.
-class Dispatcher {
+// Thread-safe: the services call it from gRPC threads, the event loop from its own thread. mu_
+// guards the lifecycle's in-memory state (leases, cancel requests, the queue, waiting reasons,
+// what was placed); the hand-out and the ingestion each guard their own with their own mutex.
+// No two of these mutexes are ever held together, and none is held while the store, the hub, a
+// poll's callback or the pass requester is called. pass_mu_ makes passes run one at a time; it is
+// taken before mu_ (never while mu_ is held). The store, clock and hub are not owned and must
+// outlive it. In-memory state (who waits for assignments, which jobs have a cancel request, why
+// queued jobs wait, progress) is lost on restart; the store holds everything else.
+class Dispatcher : private ReportIngest::Lifecycle {
  public:
-  using PollDone = std::function<void(std::vector<v1::Assignment>)>;
+  using PollDone = PollHandout::PollDone;
   // Called (from any thread) whenever a scheduling pass is worth running soon.
   using PassRequester = std::function<void()>;
   // What passes need to know of each placed job until its attempt ends: the memory its plan was
@@ -63,9 +70,9 @@ class Dispatcher {
   // Jobs of agents whose leases expired: requeued or failed (cancelled if a cancel was asked).
   void CheckLeases();
   // Long polls that waited long enough get an empty answer.
-  void ExpirePolls();
+  void ExpirePolls() { handout_.ExpirePolls(); }
   // Every waiting poll gets an empty answer now, and later polls are answered at once.
-  void Drain();
+  void Drain() { handout_.Drain(); }
 
   // ---- JobService ----
   // OK when the job could ever run on the registered agents (or none ever registered).
@@ -79,51 +86,38 @@ class Dispatcher {
   // QUEUED/RETRYING: cancelled now. ASSIGNED/RUNNING: cancel requested (the agent is told).
   // Terminal: FAILED_PRECONDITION. Returns the job as it is now.
   Result<store::JobRecord> Cancel(int64_t job_id);
-  bool CancelRequested(int64_t job_id) const;
+  bool CancelRequested(int64_t job_id) const override;
 
   // ---- WorkerService ----
   // Registers the worker; returns the ids in `running` it must stop.
   Result<std::vector<int64_t>> Register(const v1::RegisterRequest& request);
   // Renews leases. NOT_FOUND for a worker the store does not know.
   Result<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
-  // Calls done exactly once: at once if assignments are pending, else when the next pass places
-  // something on the worker or after wait_ms (capped), with an empty list.
-  void Poll(const std::string& worker_id, int64_t wait_ms, PollDone done);
-  // Stores what the report carries and tells watchers; returns whether the job should be
-  // cancelled. Loss points the store cannot take (not finite, negative step, unknown split) are
-  // dropped and the drop is written to the job's log; tokens_per_s that is negative or not finite
-  // becomes 0; of more than JobStore::kMaxLossesPerCall points only the last are kept.
-  Result<bool> Report(const v1::JobReport& report);
-  // The latest progress of the job's current attempt (phase empty when none was reported since
-  // the daemon started). A report with train losses but no "train" progress counts as one.
-  v1::Progress LatestProgress(int64_t job_id) const;
-  Status Complete(const v1::CompleteRequest& request);
+  // See PollHandout::Poll: answered when the next pass places something on the worker.
+  void Poll(const std::string& worker_id, int64_t wait_ms, PollDone done) {
+    handout_.Poll(worker_id, wait_ms, std::move(done));
+  }
+  // See ReportIngest.
+  Result<bool> Report(const v1::JobReport& report) { return reports_.Report(report); }
+  v1::Progress LatestProgress(int64_t job_id) const { return reports_.LatestProgress(job_id); }
+  Status Complete(const v1::CompleteRequest& request) { return reports_.Complete(request); }
 
  private:
-  struct Waiter {
-    int64_t deadline_ms;
-    PollDone done;
-  };
-
+  // ---- The lifecycle, as ReportIngest sees it ----
   // Ends the current attempt of `job` after it failed for `cause`: CANCELLED when a cancel was
   // asked, else RETRYING -> QUEUED while retries are left (when retryable), else FAILED.
-  void EndAttempt(const store::JobRecord& job, const std::string& cause, bool retryable);
+  void EndAttempt(const store::JobRecord& job, const std::string& cause, bool retryable) override;
   // A job its agent no longer runs: an ASSIGNED one goes back to the queue (no attempt used),
   // a RUNNING one ends its attempt as EndAttempt does.
-  void Abandoned(const store::JobRecord& job, const std::string& cause);
-  bool IsPending(const std::string& worker_id, int64_t job_id) const;
+  void Abandoned(const store::JobRecord& job, const std::string& cause) override;
   // Moves the job and tells watchers; false if the job had moved meanwhile.
-  bool Move(int64_t job_id, store::JobState from, store::JobState to, const std::string& reason);
+  bool Move(int64_t job_id, store::JobState from, store::JobState to,
+            const std::string& reason) override;
+  // Forget, then a pass.
+  void Ended(int64_t job_id) override;
+
   void PublishState(int64_t job_id);
-  void Forget(int64_t job_id);  // lease, cancel request, pending hand-outs, progress
-  // The report's losses as the store takes them; the reasons for points dropped go to `dropped`.
-  std::vector<store::Loss> AcceptLosses(const v1::JobReport& report, std::string* dropped) const;
-  // The report's progress, with a "train" progress made from its latest train loss when it has
-  // none; each is stamped with now when it carries no time, and the latest is kept.
-  std::vector<v1::Progress> TakeProgress(const v1::JobReport& report, const store::JobRecord& job,
-                                         const std::vector<store::Loss>& losses);
-  // Hands assignments to the worker's waiting poll, if any (call with mu_ not held).
-  void Deliver(const std::string& worker_id);
+  void Forget(int64_t job_id);  // lease, cancel request, placement, pending hand-outs, progress
   // The agents with their free memory (sched::AgentsWithFreeMemory): the store's latest
   // readings, and what the plans of the jobs in `live` were promised.
   Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
@@ -138,17 +132,17 @@ class Dispatcher {
   const DispatcherOptions options_;
   PassRequester pass_requester_;
 
-  mutable std::mutex mu_;
+  PollHandout handout_;   // guarded by its own mutex
+  ReportIngest reports_;  // guarded by its own mutex
+
+  mutable std::mutex mu_;  // guards what follows
   sched::LeaseTable leases_;
   std::set<int64_t> cancel_requested_;
   std::map<int64_t, std::string> waiting_reasons_;
   std::map<int64_t, sched::JobRequest> queued_;  // QUEUED jobs by id
-  bool no_agent_connected_ = false;               // as the latest pass found
-  std::map<std::string, std::deque<v1::Assignment>> pending_;  // placed, not yet polled
-  std::map<std::string, Waiter> waiters_;                       // one poll per worker
-  std::map<int64_t, v1::Progress> progress_;  // latest of each running attempt
+  bool no_agent_connected_ = false;              // as the latest pass found
   std::map<int64_t, Placed> placed_;
-  bool draining_ = false;
+
   std::mutex pass_mu_;  // one pass at a time
 };
 

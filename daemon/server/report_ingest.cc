@@ -1,0 +1,263 @@
+// ReportIngest: agents' reports and completions; see report_ingest.h.
+#include "daemon/server/report_ingest.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/server/grpc_status.h"
+#include "daemon/server/job_plans.h"
+
+namespace fuji::daemon {
+
+using store::JobState;
+
+namespace {
+
+// "exit code 3", "killed by signal 9", "cuda_oom: CUDA out of memory. ..."
+std::string FailureReason(const v1::CompleteRequest& request) {
+  std::string kind = request.failure_kind().empty() ? "internal" : request.failure_kind();
+  std::string reason;
+  if (kind == "exit_code") {
+    reason = "exit code " + std::to_string(request.exit_code());
+  } else if (kind == "signal") {
+    reason = "killed by signal " + std::to_string(request.signal());
+  } else {
+    reason = kind;
+  }
+  if (!request.message().empty()) reason += ": " + request.message();
+  return reason;
+}
+
+}  // namespace
+
+bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt) {
+  return (job.state == JobState::kAssigned || job.state == JobState::kRunning) &&
+         job.worker_id == worker_id && job.attempts == attempt;
+}
+
+std::vector<store::MemorySample> SamplesOf(
+    const google::protobuf::RepeatedPtrField<v1::MemorySample>& in, const std::string& worker_id,
+    std::optional<int64_t> job_id) {
+  std::vector<store::MemorySample> samples;
+  for (const v1::MemorySample& s : in) {
+    store::MemorySample sample;
+    sample.job_id = job_id;
+    sample.worker_id = worker_id;
+    sample.device_index = s.device_index();
+    sample.device_name = s.device_name();
+    sample.used_mib = s.used_mib();
+    sample.total_mib = s.total_mib();
+    sample.utilization_pct = s.utilization_pct();
+    sample.process_mib = s.process_mib();
+    sample.at_ms = s.at_ms();
+    sample.host_memory = s.host_memory();
+    samples.push_back(sample);
+  }
+  return samples;
+}
+
+ReportIngest::ReportIngest(store::JobStore* store, const store::Clock* clock, EventHub* hub,
+                           Lifecycle* lifecycle)
+    : store_(store), clock_(clock), hub_(hub), lifecycle_(lifecycle) {}
+
+Result<bool> ReportIngest::Report(const v1::JobReport& report) {
+  const int64_t job_id = report.job_id();
+  FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
+  if (!HoldsAttempt(job, report.worker_id(), report.attempt())) return true;  // not this run
+  if (report.started() && job.state == JobState::kAssigned) {
+    lifecycle_->Move(job_id, JobState::kAssigned, JobState::kRunning, "");
+  }
+  if (report.logs_size() > 0) {
+    std::vector<store::LogLine> lines;
+    for (const v1::LogLine& line : report.logs()) {
+      lines.push_back({job_id, 0, line.at_ms(), line.stream(), line.line()});
+    }
+    FUJI_RETURN_IF_ERROR(AppendLogs(job_id, lines));
+  }
+  if (report.timings_size() > 0) {
+    std::vector<store::Timing> timings;
+    for (const v1::Timing& t : report.timings()) {
+      timings.push_back({job_id, report.attempt(), t.rank(), t.phase(), t.start_ms(), t.end_ms()});
+    }
+    FUJI_RETURN_IF_ERROR(store_->RecordTimings(timings));
+  }
+  if (report.samples_size() > 0) {
+    FUJI_RETURN_IF_ERROR(
+        store_->InsertSamples(SamplesOf(report.samples(), report.worker_id(), job_id)));
+  }
+  std::string dropped;
+  std::vector<store::Loss> losses = AcceptLosses(report, &dropped);
+  if (!dropped.empty()) {
+    FUJI_RETURN_IF_ERROR(AppendLogs(job_id, {{job_id, 0, clock_->NowMs(), "fujid", dropped}}));
+  }
+  FUJI_RETURN_IF_ERROR(store_->RecordLosses(losses));
+  std::vector<v1::Progress> progress = TakeProgress(report, job, losses);
+  if (!progress.empty() && hub_->HasSubscribers(job_id)) {
+    Result<store::JobRecord> now = store_->Get(job_id);
+    for (const v1::Progress& p : progress) {
+      EventHub::Event event;
+      if (now.ok()) *event.event.mutable_job() = JobToProto(*now);
+      *event.event.mutable_progress() = p;
+      hub_->Publish(job_id, event);
+    }
+  }
+  return lifecycle_->CancelRequested(job_id);
+}
+
+std::vector<store::Loss> ReportIngest::AcceptLosses(const v1::JobReport& report,
+                                                    std::string* dropped) const {
+  const int64_t now_ms = clock_->NowMs();
+  // Only the last points when there are too many: the newest are what a watcher wants.
+  const int total = report.losses_size();
+  const int first = std::max(0, total - static_cast<int>(store::JobStore::kMaxLossesPerCall));
+  std::vector<store::Loss> losses;
+  losses.reserve(total - first);
+  int refused = 0;
+  std::string first_reason;
+  for (int i = first; i < total; ++i) {
+    const v1::LossPoint& point = report.losses(i);
+    store::Loss l;
+    l.job_id = report.job_id();
+    l.attempt = report.attempt();
+    l.step = point.step();
+    l.split = point.split().empty() ? "train" : point.split();
+    l.loss = point.loss();
+    l.tokens_per_s =
+        std::isfinite(point.tokens_per_s()) && point.tokens_per_s() > 0 ? point.tokens_per_s() : 0;
+    l.at_ms = point.at_ms() > 0 ? point.at_ms() : now_ms;
+    if (std::string why = store::JobStore::CheckLoss(l); !why.empty()) {
+      if (refused++ == 0) first_reason = why;
+      continue;
+    }
+    losses.push_back(std::move(l));
+  }
+  if (first > 0 || refused > 0) {
+    *dropped = "dropped " + std::to_string(first + refused) + " of " + std::to_string(total) +
+               " reported loss points";
+    if (first > 0) {
+      *dropped += " (" + std::to_string(first) + " beyond the last " +
+                  std::to_string(store::JobStore::kMaxLossesPerCall) + " of one report)";
+    }
+    if (refused > 0) *dropped += " (" + std::to_string(refused) + " invalid: " + first_reason + ")";
+  }
+  return losses;
+}
+
+std::vector<v1::Progress> ReportIngest::TakeProgress(const v1::JobReport& report,
+                                                     const store::JobRecord& job,
+                                                     const std::vector<store::Loss>& losses) {
+  const int64_t now_ms = clock_->NowMs();
+  std::vector<v1::Progress> progress(report.progress().begin(), report.progress().end());
+  const bool has_train = std::any_of(progress.begin(), progress.end(),
+                                     [](const v1::Progress& p) { return p.phase() == "train"; });
+  const store::Loss* latest = nullptr;
+  for (const store::Loss& l : losses) {
+    if (l.split == "train" && (!latest || l.step >= latest->step)) latest = &l;
+  }
+  if (!has_train && latest != nullptr) {
+    v1::Progress p;
+    p.set_phase("train");
+    p.set_done(latest->step);
+    nlohmann::json spec = nlohmann::json::parse(job.spec, nullptr, /*allow_exceptions=*/false);
+    if (spec.is_object() && spec.contains("steps") && spec["steps"].is_number_integer()) {
+      p.set_total(spec["steps"].get<int64_t>());
+    }
+    p.set_loss(latest->loss);
+    p.set_tokens_per_s(latest->tokens_per_s);
+    p.set_at_ms(latest->at_ms);
+    progress.push_back(std::move(p));
+  }
+  for (v1::Progress& p : progress) {
+    // An agent that passes on only done/total: the loss and rate come from the report's losses.
+    if (p.phase() == "train" && p.loss() == 0 && latest != nullptr && latest->step <= p.done()) {
+      p.set_loss(latest->loss);
+      if (p.tokens_per_s() == 0) p.set_tokens_per_s(latest->tokens_per_s);
+    }
+    if (p.at_ms() <= 0) p.set_at_ms(now_ms);
+    if (!std::isfinite(p.tokens_per_s()) || p.tokens_per_s() < 0) p.set_tokens_per_s(0);
+  }
+  if (!progress.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    // A train progress made from losses alone keeps the corpus size the agent reported before.
+    auto before = progress_.find(report.job_id());
+    if (before != progress_.end() && progress.back().phase() == "train" &&
+        progress.back().corpus_tokens() == 0) {
+      progress.back().set_corpus_tokens(before->second.corpus_tokens());
+    }
+    progress_[report.job_id()] = progress.back();
+  }
+  return progress;
+}
+
+v1::Progress ReportIngest::LatestProgress(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = progress_.find(job_id);
+  return it == progress_.end() ? v1::Progress() : it->second;
+}
+
+void ReportIngest::Forget(int64_t job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  progress_.erase(job_id);
+}
+
+Status ReportIngest::AppendLogs(int64_t job_id, const std::vector<store::LogLine>& lines) {
+  FUJI_RETURN_IF_ERROR(store_->AppendLogs(job_id, lines));
+  EventHub::Event event;
+  event.logs_appended = true;
+  hub_->Publish(job_id, event);
+  return Status::Ok();
+}
+
+Status ReportIngest::Complete(const v1::CompleteRequest& request) {
+  const int64_t job_id = request.job_id();
+  FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
+  // A completion for an attempt that is no longer current (requeued, cancelled, sent twice).
+  if (!HoldsAttempt(job, request.worker_id(), request.attempt())) return Status::Ok();
+  if (request.succeeded()) {
+    if (job.state == JobState::kAssigned) {
+      // It finished before its first report arrived: it did run.
+      if (lifecycle_->Move(job_id, JobState::kAssigned, JobState::kRunning, "")) {
+        job.state = JobState::kRunning;
+      }
+    }
+    Status saved = store_->SaveResult(job_id, request.attempt(), request.result_json());
+    if (!saved.ok() && saved.code() != StatusCode::kFailedPrecondition) return saved;
+    lifecycle_->Move(job_id, job.state, JobState::kSucceeded, "");
+    lifecycle_->Ended(job_id);
+    return Status::Ok();
+  }
+  const std::string& kind = request.failure_kind();
+  if (kind == "cancelled") {
+    if (!lifecycle_->CancelRequested(job_id)) {
+      // The agent stopped it because the daemon said this run was not current: nobody asked
+      // for a cancel, so the job goes on elsewhere.
+      lifecycle_->Abandoned(job, "agent " + request.worker_id() + " stopped it");
+      return Status::Ok();
+    }
+    lifecycle_->Move(job_id, job.state, JobState::kCancelled, "cancelled by request");
+    lifecycle_->Ended(job_id);
+    return Status::Ok();
+  }
+  // Out of memory with the plan it was given: the retry chooses among the plans that need less
+  // of the memory that ran out (the planner under-predicted this one), and with none left the
+  // job fails rather than run out again.
+  if ((kind == "cuda_oom" || kind == "host_oom") && !job.plan.empty() &&
+      !lifecycle_->CancelRequested(job_id)) {
+    const std::string narrowed = PlansAfterOom(job.plans, job.plan, kind == "cuda_oom");
+    if (narrowed.empty()) {
+      lifecycle_->EndAttempt(job,
+                             FailureReason(request) + "; no plan needs less memory than this one",
+                             /*retryable=*/false);
+      return Status::Ok();
+    }
+    if (narrowed != job.plans) FUJI_RETURN_IF_ERROR(store_->SetPlans(job_id, narrowed));
+  }
+  // bad input and timeouts would fail again anywhere; the rest may be the node's fault.
+  lifecycle_->EndAttempt(job, FailureReason(request), kind != "bad_input" && kind != "timeout");
+  return Status::Ok();
+}
+
+}  // namespace fuji::daemon
