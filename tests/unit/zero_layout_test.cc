@@ -64,6 +64,16 @@ TEST(ZeroUnitsTest, UnitsAreRunsOfTheParameterLayout) {
   EXPECT_EQ(Layout(Tiny(true, 5)).size(), 7);
 }
 
+// Streaming inference prefetches the unit that runs next: each block, the final LayerNorm, then the
+// embedding again (the logits use it).
+TEST(ZeroUnitsTest, StreamingPrefetchesTheNextUnitInRunOrder) {
+  const Layout layout(Tiny(true, 3));
+  EXPECT_EQ(layout.prefetch_after(layout.embedding()), layout.block(0));
+  EXPECT_EQ(layout.prefetch_after(layout.block(1)), layout.block(2));
+  EXPECT_EQ(layout.prefetch_after(layout.block(2)), layout.final());
+  EXPECT_EQ(layout.prefetch_after(layout.final()), layout.embedding());
+}
+
 TEST(ZeroShardsTest, ShardsArePaddedToTheWorldSize) {
   for (int64_t n : {1, 2, 7, 64, 1001, 4 * 68 + 3}) {
     for (int world : kWorlds) {

@@ -304,8 +304,8 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
     const int64_t numel = layout.unit(u).numel;
     n += numel;
     max_unit = std::max(max_unit, numel);
-    // Before unit u runs, u is gathered and u + 1's gather starts through a staging copy.
-    const int64_t next = layout.unit((u + 1) % layout.size()).numel;
+    // Before unit u runs, u is gathered and the next one's gather starts through a staging copy.
+    const int64_t next = layout.unit(layout.prefetch_after(u)).numel;
     streamed_peak = std::max(streamed_peak, c * (numel + 2 * next));
   }
   const int64_t C = m.n_embd, F = m.ffn(), H = m.n_head, T = r.seq_len, B = r.micro_batch;

@@ -708,11 +708,10 @@ void ZeroModel::FinishLoad() { impl_->PublishParameters(); }
 const engine::Gpt2Model& ZeroModel::InferenceModel() {
   Impl* m = impl_.get();
   if (m->options.stage == 3) {
-    const int units = static_cast<int>(m->units.size());
     engine::Gpt2Model::UnitHooks hooks;
-    hooks.before = [m, units](int u) {
+    hooks.before = [m](int u) {
       m->FinishGather(u);
-      m->StartGather((u + 1) % units);
+      m->StartGather(m->layout.prefetch_after(u));
     };
     hooks.after = [m](int u) { m->Release(u); };
     m->model->set_unit_hooks(std::move(hooks));

@@ -73,6 +73,10 @@ class Layout {
   int block(int64_t layer) const { return 1 + static_cast<int>(layer); }
   int final() const { return size() - 1; }
   int64_t n_layer() const { return static_cast<int64_t>(units_.size()) - 2; }
+  // Streaming inference at stage 3 (the network's UnitHooks): before unit u runs it is gathered
+  // and this unit's gather starts, to overlap u's compute; after the final LayerNorm comes the
+  // embedding again, for the logits.
+  int prefetch_after(int u) const { return (u + 1) % size(); }
 
  private:
   std::vector<Unit> units_;
