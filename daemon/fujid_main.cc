@@ -1,7 +1,6 @@
 // fujid: the fuji daemon. Flags -> store -> server and loop -> wait for SIGTERM/SIGINT -> stop in
 // reverse order.
 #include <csignal>
-#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -13,6 +12,7 @@
 #include "daemon/server/daemon_server.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
+#include "worker/common/log.h"
 
 namespace {
 
@@ -23,7 +23,7 @@ struct Config {
 };
 
 int Fail(const std::string& message) {
-  std::fprintf(stderr, "fujid: %s\n", message.c_str());
+  fuji::log::Error(message);
   return 1;
 }
 
@@ -31,6 +31,7 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   // ---- Flags ----
+  fuji::log::SetProgram("fujid");
   Config config;
   CLI::App app{"fujid: the fuji job scheduler daemon"};
   app.add_option("--db", config.db_path, "SQLite database path")->capture_default_str();
@@ -60,8 +61,8 @@ int main(int argc, char** argv) {
   fuji::Result<std::unique_ptr<fuji::daemon::DaemonServer>> server =
       fuji::daemon::DaemonServer::Start(config.server, store->get(), &clock);
   if (!server.ok()) return Fail(server.status().message());
-  std::fprintf(stderr, "fujid: listening on %s (port %d), database %s\n",
-               config.server.listen.c_str(), (*server)->port(), config.db_path.c_str());
+  fuji::log::Info("listening on " + config.server.listen + " (port " +
+                  std::to_string((*server)->port()) + "), database " + config.db_path);
 
   // ---- Wait for a signal ----
   boost::asio::io_context signals_io;
@@ -73,6 +74,6 @@ int main(int argc, char** argv) {
   (*server)->Stop();
   server->reset();
   store->reset();
-  std::fprintf(stderr, "fujid: stopped\n");
+  fuji::log::Info("stopped");
   return 0;
 }

@@ -9,6 +9,7 @@
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "fuji/v1/worker_contract.h"
+#include "worker/common/log.h"
 
 namespace fuji::daemon {
 
@@ -28,6 +29,12 @@ Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, co
   placed.running.expected_end_ms = job.timeout_ms > 0 ? assigned_ms + job.timeout_ms : sched::kUnknownMs;
   placed.running.host_mib = placed.promise ? placed.promise->host_mib : 0;
   return placed;
+}
+
+// A store error that has no caller to go back to: what failed, and the error's code. The code
+// only: a store error's message carries the SQL statement.
+void LogDropped(const std::string& what, const Status& status) {
+  log::Warn(what + " failed (" + StatusCodeName(status.code()) + ")");
 }
 
 sched::MemoryReading ReadingOf(const store::MemoryReading& reading) {
@@ -54,6 +61,11 @@ Status Dispatcher::Recover() {
   std::set<std::string> workers;
   for (const store::Assignment& a : live) {
     Result<store::JobRecord> job = store_->Get(a.job_id);
+    if (!job.ok()) {
+      LogDropped("recovery: reading job " + std::to_string(a.job_id) +
+                     " (its plan's memory is not counted)",
+                 job.status());
+    }
     std::lock_guard<std::mutex> lock(mu_);
     leases_.Grant(a.job_id, a.worker_id, now_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
     if (job.ok()) placed_[a.job_id] = PlacedOf(*job, a.assigned_at_ms, job->plan);
@@ -167,9 +179,9 @@ void Dispatcher::RunPass() {
     }
   }
   Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
-  if (!live.ok()) return;
+  if (!live.ok()) return LogDropped("scheduling pass: reading the live assignments", live.status());
   Result<std::vector<sched::AgentView>> agents = Agents(*live);
-  if (!agents.ok()) return;
+  if (!agents.ok()) return LogDropped("scheduling pass: reading the agents", agents.status());
   // With no agent connected nothing can be placed: skip the pass (a burst of submits before any
   // agent registers would otherwise pay for a pass over the whole queue each time).
   const bool none_connected = std::none_of(agents->begin(), agents->end(),
@@ -202,7 +214,14 @@ void Dispatcher::RunPass() {
     Status assigned = job.ok() ? store_->Assign(job->id, placement.worker_id, placement.device_indices,
                                                 now_ms + options_.lease_ttl_ms, plan)
                                : job.status();
-    if (!assigned.ok()) {  // cancelled meanwhile: it left the queue with its transition
+    if (!assigned.ok()) {
+      // FAILED_PRECONDITION: cancelled meanwhile, it left the queue with its transition. Else the
+      // job stays queued for the next pass.
+      if (assigned.code() != StatusCode::kFailedPrecondition) {
+        LogDropped("scheduling pass: placing job " + std::to_string(placement.job_id) +
+                       " on agent " + placement.worker_id,
+                   assigned);
+      }
       if (job.ok() && job->state != JobState::kQueued) RemoveQueued(job->id);
       continue;
     }
@@ -246,17 +265,23 @@ void Dispatcher::CheckLeases() {
   // on them; a heartbeat or a registration brings them back.
   Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
   int64_t now_ms = clock_->NowMs();
+  if (!workers.ok()) LogDropped("lease check: reading the agents", workers.status());
   if (workers.ok()) {
     for (const store::WorkerRecord& worker : *workers) {
-      if (worker.state == "ONLINE" && worker.last_heartbeat_ms + options_.lease_ttl_ms < now_ms &&
-          store_->MarkWorkerLost(worker.id).ok()) {
-        lost.insert(worker.id);
+      if (worker.state != "ONLINE" || worker.last_heartbeat_ms + options_.lease_ttl_ms >= now_ms) {
+        continue;
       }
+      if (MarkLost(worker.id)) lost.insert(worker.id);
     }
   }
   for (const sched::ExpiredLease& lease : expired) {
-    if (lost.insert(lease.worker_id).second) (void)store_->MarkWorkerLost(lease.worker_id);
+    if (lost.insert(lease.worker_id).second) MarkLost(lease.worker_id);
     Result<store::JobRecord> job = store_->Get(lease.job_id);
+    if (!job.ok()) {
+      LogDropped(
+          "lease check: reading job " + std::to_string(lease.job_id) + " (its lease is dropped)",
+          job.status());
+    }
     if (!job.ok() || (job->state != JobState::kAssigned && job->state != JobState::kRunning) ||
         job->worker_id != lease.worker_id) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -265,6 +290,12 @@ void Dispatcher::CheckLeases() {
     }
     EndAttempt(*job, lease.Reason(), /*retryable=*/true);
   }
+}
+
+bool Dispatcher::MarkLost(const std::string& worker_id) {
+  Status marked = store_->MarkWorkerLost(worker_id);
+  if (!marked.ok()) LogDropped("lease check: marking agent " + worker_id + " LOST", marked);
+  return marked.ok();
 }
 
 void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& cause,
@@ -285,11 +316,25 @@ void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& caus
 }
 
 bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::string& reason) {
-  if (!store_->Transition(job_id, from, to, reason).ok()) return false;
+  auto what = [&] {
+    return "moving job " + std::to_string(job_id) + " from " + store::JobStateName(from) + " to " +
+           store::JobStateName(to);
+  };
+  Status moved = store_->Transition(job_id, from, to, reason);
+  if (!moved.ok()) {
+    // FAILED_PRECONDITION: the job had moved meanwhile (a cancel, a completion), as callers expect.
+    if (moved.code() != StatusCode::kFailedPrecondition) LogDropped(what(), moved);
+    return false;
+  }
   if (from == JobState::kQueued) RemoveQueued(job_id);
   if (to == JobState::kQueued) {
     Result<store::JobRecord> job = store_->Get(job_id);
-    if (job.ok()) AddQueued(*job);
+    if (job.ok()) {
+      AddQueued(*job);
+    } else {
+      LogDropped(what() + ": reading it back (it is not placed until fujid restarts)",
+                 job.status());
+    }
   }
   PublishState(job_id);
   return true;
@@ -298,7 +343,9 @@ bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::str
 void Dispatcher::PublishState(int64_t job_id) {
   if (!hub_->HasSubscribers(job_id)) return;
   Result<store::JobRecord> job = store_->Get(job_id);
-  if (!job.ok()) return;
+  if (!job.ok()) {
+    return LogDropped("telling watchers the state of job " + std::to_string(job_id), job.status());
+  }
   EventHub::Event event;
   *event.event.mutable_job() = JobToProto(*job);
   event.event.set_state(StateToProto(job->state));

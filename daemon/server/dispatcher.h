@@ -3,7 +3,8 @@
 // registers agents and takes their heartbeats, and carries out what users ask (cancel). It
 // composes the two parts with state of their own: the long-poll hand-out of placements
 // (PollHandout) and the ingestion of agents' reports and completions (ReportIngest), whose
-// lifecycle it is.
+// lifecycle it is. What cannot be written to the store during a pass or a lease check goes to
+// fujid's log (worker/common/log.h).
 #pragma once
 
 #include <cstdint>
@@ -110,13 +111,16 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // A job its agent no longer runs: an ASSIGNED one goes back to the queue (no attempt used),
   // a RUNNING one ends its attempt as EndAttempt does.
   void Abandoned(const store::JobRecord& job, const std::string& cause) override;
-  // Moves the job and tells watchers; false if the job had moved meanwhile.
+  // Moves the job and tells watchers; false if the job had moved meanwhile. A failure other
+  // than that is logged.
   bool Move(int64_t job_id, store::JobState from, store::JobState to,
             const std::string& reason) override;
   // Forget, then a pass.
   void Ended(int64_t job_id) override;
 
   void PublishState(int64_t job_id);
+  // Marks the agent LOST in the store; false (and logged) when that fails.
+  bool MarkLost(const std::string& worker_id);
   void Forget(int64_t job_id);  // lease, cancel request, placement, pending hand-outs, progress
   // The agents with their free memory (sched::AgentsWithFreeMemory): the store's latest
   // readings, and what the plans of the jobs in `live` were promised.
