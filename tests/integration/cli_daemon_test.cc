@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/integration/cli_run.h"
+#include "tests/integration/process_util.h"
 
 namespace {
 

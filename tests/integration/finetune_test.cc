@@ -16,14 +16,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "tests/integration/cli_run.h"
+#include "tests/integration/process_util.h"
 #include "worker/ckpt/zero_checkpoint.h"
 #include "worker/engine/model_config.h"
 
 namespace {
 
 using fuji::testing::CliResult;
-using fuji::testing::ShellQuote;
+using fuji::testing::Quote;
 
 class FinetuneTest : public ::testing::Test {
  protected:
@@ -31,7 +31,7 @@ class FinetuneTest : public ::testing::Test {
     dir_ = std::string(FUJI_BINARY_DIR) + "/finetune_test_" + std::to_string(::getpid());
     ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
     const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + ShellQuote(corpora) + " " + ShellQuote(dir_ + "/text")).c_str()), 0);
+    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(dir_ + "/text")).c_str()), 0);
     CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", dir_ + "/tiny", "--seed", "1"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
@@ -132,7 +132,7 @@ TEST_F(FinetuneTest, EveryStageMatchesOneRank) {
         ASSERT_EQ(r.exit_code, 0) << what << ": " << r.err;
         ExpectSameLosses(Losses(r.json), ref_losses, 1e-5, what);
         ExpectSameWeights(Weights(save), ref_weights, 1e-4, what);
-        std::system(("rm -rf " + ShellQuote(save)).c_str());
+        std::system(("rm -rf " + Quote(save)).c_str());
       }
     }
   }
@@ -226,7 +226,7 @@ TEST_F(FinetuneTest, BadInputIsRefusedBeforeAnyRankStarts) {
   const std::string fake_rank = dir_ + "/fake-rank";
   {
     std::ofstream f(fake_rank);
-    f << "#!/bin/sh\ntouch " << ShellQuote(mark) << "\nexit 1\n";
+    f << "#!/bin/sh\ntouch " << Quote(mark) << "\nexit 1\n";
   }
   ASSERT_EQ(::chmod(fake_rank.c_str(), 0755), 0);
   ASSERT_EQ(::setenv("FUJI_RANK", fake_rank.c_str(), 1), 0);

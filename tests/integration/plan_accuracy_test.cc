@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/integration/cli_run.h"
+#include "tests/integration/process_util.h"
 #include "worker/plan/plan.h"
 
 namespace fuji::testing {
@@ -26,7 +26,7 @@ class PlanAccuracyTest : public ::testing::Test {
     dir_ = std::string(FUJI_BINARY_DIR) + "/plan_accuracy_test_" + std::to_string(::getpid());
     ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
     const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + ShellQuote(corpora) + " " + ShellQuote(dir_ + "/text")).c_str()), 0);
+    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(dir_ + "/text")).c_str()), 0);
     // 16M parameters (a 50257 x 256 embedding and 4 blocks): large enough that the model states
     // and the logits, not the process base, make up most of a rank's memory.
     CliResult r = RunFuji({"model", "init", "--arch", "tiny", "--layers", "4", "--width", "256", "--heads", "4",

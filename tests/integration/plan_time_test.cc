@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/integration/cli_run.h"
+#include "tests/integration/process_util.h"
 #include "worker/launcher/node_rates.h"
 #include "worker/plan/plan.h"
 
@@ -34,7 +34,7 @@ class PlanTimeTest : public ::testing::Test {
     dir_ = std::string(FUJI_BINARY_DIR) + "/plan_time_test_" + std::to_string(::getpid());
     ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
     const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + ShellQuote(corpora) + " " + ShellQuote(dir_ + "/text") + " >/dev/null").c_str()), 0);
+    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(dir_ + "/text") + " >/dev/null").c_str()), 0);
     CliResult r = RunFuji({"model", "init", "--arch", "cerebras-gpt-111m", "--out", dir_ + "/model", "--seed", "1"}, dir_);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto rates = launch::MeasureNodeRates(std::string(FUJI_BINARY_DIR) + "/bin/fuji-rank", std::chrono::seconds(120));

@@ -1,5 +1,6 @@
-// Helpers for the end-to-end tests of fuji as a service: real fujid, fuji-agent and fuji-rank
-// processes on loopback, driven by the real fuji CLI. A fixture with a scratch directory per test
+// Helpers for the end-to-end tests: the built fuji CLI run with arguments (exit code, stdout,
+// stderr and stdout as JSON), and fuji as a service: real fujid, fuji-agent and fuji-rank
+// processes on loopback, driven by the real CLI. A fixture with a scratch directory per test
 // suite and per test, the daemon on a free port, agents with CPU devices, and the fuji-rank
 // processes an agent runs, read from /proc.
 #pragma once
@@ -45,7 +46,30 @@ inline std::string Quote(const std::string& s) {
 struct CliResult {
   int exit_code = -1;
   std::string out, err;
+  nlohmann::json json;  // discarded when stdout is not JSON
 };
+
+// Runs the fuji binary with `args`, its stdout and stderr captured in the files `out` and `err`;
+// `env` is prefixed to the command line (e.g. "FUJI_SERVER=x").
+inline CliResult RunFujiInto(const std::vector<std::string>& args, const std::string& out,
+                             const std::string& err, const std::string& env = "") {
+  std::string cmd = env + (env.empty() ? "" : " ") + kBin + "fuji";
+  for (const auto& a : args) cmd += " " + Quote(a);
+  cmd += " >" + out + " 2>" + err + " </dev/null";
+  CliResult r;
+  const int status = std::system(cmd.c_str());
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = Slurp(out);
+  r.err = Slurp(err);
+  r.json = nlohmann::json::parse(r.out, nullptr, false);
+  return r;
+}
+
+// RunFujiInto with the captured output in `dir`/out and `dir`/err.
+inline CliResult RunFuji(const std::vector<std::string>& args, const std::string& dir,
+                         const std::string& env = "") {
+  return RunFujiInto(args, dir + "/out", dir + "/err", env);
+}
 
 // A long-running service process (fujid, fuji-agent) whose output goes to a log file.
 class Service {
@@ -123,18 +147,10 @@ class ServiceTestBase : public ::testing::Test {
 
   // Runs the fuji CLI, talking to `server` when given.
   static CliResult Fuji(const std::vector<std::string>& args, const std::string& server = "") {
-    std::string cmd = kBin + "fuji";
-    for (const auto& a : args) cmd += " " + Quote(a);
-    if (!server.empty()) cmd += " --server " + server;
-    const std::string out = root_ + "/cli.out." + std::to_string(::gettid());
-    const std::string err = root_ + "/cli.err." + std::to_string(::gettid());
-    cmd += " >" + out + " 2>" + err + " </dev/null";
-    CliResult r;
-    const int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = Slurp(out);
-    r.err = Slurp(err);
-    return r;
+    std::vector<std::string> all = args;
+    if (!server.empty()) all.insert(all.end(), {"--server", server});
+    const std::string tid = std::to_string(::gettid());
+    return RunFujiInto(all, root_ + "/cli.out." + tid, root_ + "/cli.err." + tid);
   }
 
   // Starts fujid on a free port of the loopback and sets address_.
