@@ -40,6 +40,10 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ttl-ms", config.server.lease_ttl_ms, "lease of an assignment")
       ->check(CLI::Range(int64_t{100}, int64_t{3'600'000}))
       ->capture_default_str();
+  app.add_option("--max-poll-wait-ms", config.server.max_poll_wait_ms,
+                 "longest an agent's poll for work is held open")
+      ->check(CLI::Range(int64_t{100}, int64_t{3'600'000}))
+      ->capture_default_str();
   app.add_option("--max-attempts", config.server.max_attempts, "default runs per job")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();

@@ -10,7 +10,7 @@ namespace fuji::daemon {
 DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
                            const store::Clock* clock)
     : options_(options),
-      dispatcher_(store, clock, &hub_, DispatcherOptions{options.lease_ttl_ms, 30000}),
+      dispatcher_(store, clock, &hub_, DispatcherOptions{options.lease_ttl_ms, options.max_poll_wait_ms}),
       job_service_(store, &dispatcher_, &hub_, &rates_, clock, JobServiceOptions{options.max_attempts}),
       worker_service_(&dispatcher_, &rates_, options.lease_ttl_ms),
       work_(boost::asio::make_work_guard(io_)),

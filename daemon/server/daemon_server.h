@@ -26,6 +26,7 @@ namespace fuji::daemon {
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0: any free port (see DaemonServer::port)
   int64_t lease_ttl_ms = 10000;
+  int64_t max_poll_wait_ms = 30000;  // an agent's long poll is answered within this
   int max_attempts = 3;            // default retry budget of a job
   // A pass runs whenever something changed (submit, completion, registration, requeue); this
   // period only bounds how stale time-based decisions (reservations) get.
