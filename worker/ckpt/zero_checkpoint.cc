@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -22,33 +21,9 @@ namespace {
 
 constexpr const char* kMomentNames[] = {"master", "exp_avg", "exp_avg_sq"};
 
-bool IsDirectory(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-bool IsFile(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 bool PathExists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
-}
-
-// mkdir -p; concurrent creators (every rank makes the step directory) are fine.
-Status MakeDirs(const std::string& path) {
-  if (path.empty()) return InvalidArgument("empty directory name");
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    const std::string prefix = path.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      return InvalidArgument(prefix + ": cannot create directory: " + ErrnoMessage());
-    }
-  }
-  if (!IsDirectory(path)) return InvalidArgument(path + ": not a directory");
-  return Status::Ok();
 }
 
 Status FsyncPath(const std::string& path, int flags) {
@@ -347,7 +322,7 @@ Status WriteRankShard(const std::string& step_dir, int rank, int world_size, int
     }
     for (int m = 0; m < 3; ++m) specs.push_back({TensorName(u, m), format::DType::kF32, {end - begin}});
   }
-  FUJI_RETURN_IF_ERROR(MakeDirs(step_dir));
+  FUJI_RETURN_IF_ERROR(MakeDirectories(step_dir));
   FUJI_ASSIGN_OR_RETURN(auto writer, format::SafetensorsWriter::Create(
                                          step_dir + "/" + RankFileName(rank, world_size), std::move(specs),
                                          std::move(metadata)));
@@ -372,7 +347,7 @@ Status WriteMeta(const std::string& step_dir, const CheckpointMeta& meta) {
   // What ReadMeta would refuse is refused here, before anything is written.
   auto check = ParseMeta(j, step_dir + "/meta.json");
   if (!check.ok()) return InvalidArgument(check.status().message());
-  FUJI_RETURN_IF_ERROR(MakeDirs(step_dir));
+  FUJI_RETURN_IF_ERROR(MakeDirectories(step_dir));
   return WriteFileDurably(step_dir, "meta.json", j.dump(1) + "\n");
 }
 
@@ -380,7 +355,7 @@ Status PublishLatest(const std::string& save_to, const std::string& step_dir_nam
   if (step_dir_name.empty() || step_dir_name.find('/') != std::string::npos || step_dir_name[0] == '.') {
     return InvalidArgument("'" + step_dir_name + "' is not a step directory name");
   }
-  if (!IsFile(save_to + "/" + step_dir_name + "/meta.json")) {
+  if (!IsRegularFile(save_to + "/" + step_dir_name + "/meta.json")) {
     return FailedPrecondition(save_to + "/" + step_dir_name + ": no meta.json; not publishing it as latest");
   }
   return WriteFileDurably(save_to, "latest", step_dir_name + "\n");
@@ -391,7 +366,7 @@ Status PublishLatest(const std::string& save_to, const std::string& step_dir_nam
 Result<std::string> ResolveStepDir(const std::string& given) {
   std::string path = given;
   while (path.size() > 1 && path.back() == '/') path.pop_back();
-  if (IsFile(path + "/meta.json")) return path;
+  if (IsRegularFile(path + "/meta.json")) return path;
   const std::string latest = path + "/latest";
   if (!PathExists(latest)) {
     if (!IsDirectory(path)) return NotFound(path + ": no such checkpoint directory");
@@ -404,7 +379,7 @@ Result<std::string> ResolveStepDir(const std::string& given) {
     return DataLoss(latest + ": does not name a step directory");
   }
   const std::string step_dir = path + "/" + name;
-  if (!IsFile(step_dir + "/meta.json")) {
+  if (!IsRegularFile(step_dir + "/meta.json")) {
     return DataLoss(latest + ": names '" + name + "', but " + step_dir + "/meta.json does not exist");
   }
   return step_dir;
@@ -558,7 +533,7 @@ Status ReadRankRange(const std::string& step_dir, const CheckpointMeta& meta, si
 namespace {
 
 Status CheckOutDir(const std::string& out_dir) {
-  if (!PathExists(out_dir)) return MakeDirs(out_dir);
+  if (!PathExists(out_dir)) return MakeDirectories(out_dir);
   if (!IsDirectory(out_dir)) return InvalidArgument(out_dir + ": exists and is not a directory");
   DIR* d = ::opendir(out_dir.c_str());
   if (!d) return InvalidArgument(out_dir + ": " + ErrnoMessage());
@@ -587,8 +562,8 @@ Status CopyTokenizer(const std::string& model_dir, const std::string& out_dir, s
       {"tokenizer_config.json", nullptr}, {"special_tokens_map.json", nullptr}};
   for (const auto& [name, alias] : kFiles) {
     std::string from = model_dir + "/" + name;
-    if (!IsFile(from) && alias) from = model_dir + "/" + alias;
-    if (!IsFile(from)) continue;
+    if (!IsRegularFile(from) && alias) from = model_dir + "/" + alias;
+    if (!IsRegularFile(from)) continue;
     FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(from, 256u << 20));
     FUJI_RETURN_IF_ERROR(WriteFileAtomically(out_dir + "/" + name, text));
     copied->push_back(name);
