@@ -1,34 +1,26 @@
 // The Dispatcher on fake time: scheduling passes, long polls, lease expiry and retries, with no
 // gRPC server and no real waiting.
-#include <unistd.h>
-
-#include <cstdlib>
 #include <optional>
 
 #include <gtest/gtest.h>
 
 #include "daemon/server/dispatcher.h"
+#include "tests/unit/daemon_store_fixture.h"
 
 namespace fuji::daemon {
 namespace {
 
-class DispatcherTest : public ::testing::Test {
+class DispatcherTest : public testing::StoreTest {
  protected:
+  DispatcherTest() : StoreTest("daemon_dispatcher") {}
   void SetUp() override {
-    dir_ = std::string(FUJI_BINARY_DIR) + "/test_scratch/daemon_dispatcher_" +
-           std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
-    auto store = store::JobStore::Open(dir_ + "/fujid.db", &clock_);
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    store_ = std::move(store).value();
+    StoreTest::SetUp();
     dispatcher_ = std::make_unique<Dispatcher>(store_.get(), &clock_, &hub_,
                                                DispatcherOptions{1000, 30000});
   }
   void TearDown() override {
     dispatcher_.reset();
-    store_.reset();
-    std::system(("rm -rf " + dir_).c_str());
+    StoreTest::TearDown();
   }
 
   void Register(const std::string& id) {
@@ -56,10 +48,7 @@ class DispatcherTest : public ::testing::Test {
     return got;
   }
 
-  std::string dir_;
-  store::FakeClock clock_;
   EventHub hub_;
-  std::unique_ptr<store::JobStore> store_;
   std::unique_ptr<Dispatcher> dispatcher_;
 };
 
