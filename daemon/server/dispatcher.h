@@ -33,14 +33,16 @@ struct DispatcherOptions {
   int64_t max_poll_wait_ms = 30000;  // PollAssignments holds a call at most this long
 };
 
-// Thread-safe: the services call it from gRPC threads, the event loop from its own thread. mu_
-// guards the lifecycle's in-memory state (leases, cancel requests, the queue, waiting reasons,
-// what was placed); the hand-out and the ingestion each guard their own with their own mutex.
-// No two of these mutexes are ever held together, and none is held while the store, the hub, a
-// poll's callback or the pass requester is called. pass_mu_ makes passes run one at a time; it is
-// taken before mu_ (never while mu_ is held). The store, clock and hub are not owned and must
-// outlive it. In-memory state (who waits for assignments, which jobs have a cancel request, why
-// queued jobs wait, progress) is lost on restart; the store holds everything else.
+// Thread-safe: the services call it from gRPC threads, the event loop from its own thread.
+//  - mu_ guards the lifecycle's in-memory state: leases, cancel requests, the queue, waiting
+//    reasons, what was placed. PollHandout and ReportIngest each guard their own state with their
+//    own mutex. These three are leaves: none is held while another is taken, nor while the store,
+//    the hub, a poll's callback or the pass requester is called.
+//  - pass_mu_ runs passes one at a time. It is held through a whole pass (store calls and the
+//    hand-out's callbacks included) and taken only by RunPass, never under another mutex.
+// The store, clock and hub are not owned and must outlive it. In-memory state (who waits for
+// assignments, which jobs have a cancel request, why queued jobs wait, progress) is lost on
+// restart; the store holds everything else.
 class Dispatcher : private ReportIngest::Lifecycle {
  public:
   using PollDone = PollHandout::PollDone;
