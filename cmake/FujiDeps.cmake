@@ -9,8 +9,9 @@
 # The walk follows LINK_LIBRARIES (every link item, PRIVATE ones too) and INTERFACE_LINK_LIBRARIES,
 # recursively, through aliases and generator expressions (counted whatever their condition). A link
 # item is torch when it is one of libtorch's imported targets (torch, torch_cpu, torch_cuda,
-# torch_library, c10, c10_cuda, caffe2_nvrtc, ...), an entry of TORCH_LIBRARIES, or a path or
-# flag naming libtorch*, libc10* or libcaffe2*. Targets created in another directory's scope (e.g.
+# torch_library, c10, c10_cuda, caffe2_nvrtc, ...) or a path or flag naming libtorch*, libc10* or
+# libcaffe2*. (Not every entry of TORCH_LIBRARIES: on a CUDA build it also lists libraries such as
+# libcudart that are no part of libtorch.) Targets created in another directory's scope (e.g.
 # SQLite::SQLite3) are not visible here and are taken as leaves; none of them is libtorch.
 # Call it after every add_subdirectory, from the top-level CMakeLists.txt.
 
@@ -18,8 +19,6 @@
 function(_fuji_is_torch item out)
   set(torch FALSE)
   if(item MATCHES "^(torch|c10|caffe2)(_[A-Za-z0-9_]+)?$" OR item MATCHES "(^|[/ ])lib(torch|c10|caffe2)[^/ ]*\\.(so|a|dylib)")
-    set(torch TRUE)
-  elseif(TORCH_LIBRARIES AND item IN_LIST TORCH_LIBRARIES)
     set(torch TRUE)
   endif()
   set(${out} ${torch} PARENT_SCOPE)
@@ -88,7 +87,7 @@ function(fuji_check_torch_free)
           set(chain "${at} -> ${chain}")
         endwhile()
         message(FATAL_ERROR
-          "fuji: ${root} must not link libtorch, but its link closure reaches it:\n"
+          "fuji: target ${root} must not link libtorch, but its link closure reaches it:\n"
           "  ${chain}\n"
           "The fuji CLI, fujid and fuji-agent (and every library they use) are torch-free: engine "
           "work runs in fuji-rank, reached through the process boundary (worker/launcher). Move "
