@@ -31,10 +31,11 @@ Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, co
   return placed;
 }
 
-// A store error that has no caller to go back to: what failed, and the error's code. The code
-// only: a store error's message carries the SQL statement.
-void LogDropped(const std::string& what, const Status& status) {
-  log::Warn(what + " failed (" + StatusCodeName(status.code()) + ")");
+// A store error that has no caller to go back to: what failed, the error's code and what follows
+// from it. The code only: a store error's message carries the SQL statement.
+void LogDropped(const std::string& what, const Status& status, const std::string& outcome = "") {
+  log::Warn(what + " failed (" + StatusCodeName(status.code()) + ")" +
+            (outcome.empty() ? "" : "; " + outcome));
 }
 
 sched::MemoryReading ReadingOf(const store::MemoryReading& reading) {
@@ -62,9 +63,8 @@ Status Dispatcher::Recover() {
   for (const store::Assignment& a : live) {
     Result<store::JobRecord> job = store_->Get(a.job_id);
     if (!job.ok()) {
-      LogDropped("recovery: reading job " + std::to_string(a.job_id) +
-                     " (its plan's memory is not counted)",
-                 job.status());
+      LogDropped("recovery: reading job " + std::to_string(a.job_id), job.status(),
+                 "its plan's memory is not counted");
     }
     std::lock_guard<std::mutex> lock(mu_);
     leases_.Grant(a.job_id, a.worker_id, now_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
@@ -179,9 +179,15 @@ void Dispatcher::RunPass() {
     }
   }
   Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
-  if (!live.ok()) return LogDropped("scheduling pass: reading the live assignments", live.status());
+  if (!live.ok()) {
+    return LogDropped("scheduling pass: reading the live assignments", live.status(),
+                      "the pass is skipped");
+  }
   Result<std::vector<sched::AgentView>> agents = Agents(*live);
-  if (!agents.ok()) return LogDropped("scheduling pass: reading the agents", agents.status());
+  if (!agents.ok()) {
+    return LogDropped("scheduling pass: reading the agents", agents.status(),
+                      "the pass is skipped");
+  }
   // With no agent connected nothing can be placed: skip the pass (a burst of submits before any
   // agent registers would otherwise pay for a pass over the whole queue each time).
   const bool none_connected = std::none_of(agents->begin(), agents->end(),
@@ -220,7 +226,7 @@ void Dispatcher::RunPass() {
       if (assigned.code() != StatusCode::kFailedPrecondition) {
         LogDropped("scheduling pass: placing job " + std::to_string(placement.job_id) +
                        " on agent " + placement.worker_id,
-                   assigned);
+                   assigned, "it stays queued");
       }
       if (job.ok() && job->state != JobState::kQueued) RemoveQueued(job->id);
       continue;
@@ -265,8 +271,9 @@ void Dispatcher::CheckLeases() {
   // on them; a heartbeat or a registration brings them back.
   Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
   int64_t now_ms = clock_->NowMs();
-  if (!workers.ok()) LogDropped("lease check: reading the agents", workers.status());
-  if (workers.ok()) {
+  if (!workers.ok()) {
+    LogDropped("lease check: reading the agents", workers.status());
+  } else {
     for (const store::WorkerRecord& worker : *workers) {
       if (worker.state != "ONLINE" || worker.last_heartbeat_ms + options_.lease_ttl_ms >= now_ms) {
         continue;
@@ -278,9 +285,8 @@ void Dispatcher::CheckLeases() {
     if (lost.insert(lease.worker_id).second) MarkLost(lease.worker_id);
     Result<store::JobRecord> job = store_->Get(lease.job_id);
     if (!job.ok()) {
-      LogDropped(
-          "lease check: reading job " + std::to_string(lease.job_id) + " (its lease is dropped)",
-          job.status());
+      LogDropped("lease check: reading job " + std::to_string(lease.job_id), job.status(),
+                 "its lease is dropped");
     }
     if (!job.ok() || (job->state != JobState::kAssigned && job->state != JobState::kRunning) ||
         job->worker_id != lease.worker_id) {
@@ -332,8 +338,8 @@ bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::str
     if (job.ok()) {
       AddQueued(*job);
     } else {
-      LogDropped(what() + ": reading it back (it is not placed until fujid restarts)",
-                 job.status());
+      LogDropped(what() + ": reading it back", job.status(),
+                 "it is not placed until fujid restarts");
     }
   }
   PublishState(job_id);
