@@ -102,7 +102,9 @@ echo "{\"event\":\"result\",\"result\":{\"rank\":$r,\"losses\":[{\"step\":1,\"lo
 
 TEST(GangTest, ARanksErrorEventStopsTheOthers) {
   GangOptions o;
+  // Rank 1 fails after the others have surely started, so that the watcher sees all three pids.
   o.executable = Script("error.sh", R"(if [ "$r" = 1 ]; then
+  sleep 0.5
   echo '{"event":"error","code":"INVALID_ARGUMENT","reason":"bad_input","message":"seq_len too long"}' >&3; exit 1
 fi
 exec sleep 60)");
