@@ -158,9 +158,9 @@ Activations TrainActivations(const PlanRequest& r) {
   // Each block's saved tensors (its input among them), the final hidden state and the embedding
   // output the trainer keeps for the embedding's backward.
   a.stack = m.n_layer * kept + 2 * tok * C * c;
-  // The trainer fuses the head with its loss over chunks of 256 rows (worker/train/zero_model.cc):
+  // The trainer fuses the head with its loss over chunks of zero::kHeadChunkRows rows:
   // one chunk's fp32 logits, their compute-dtype gradient and the hidden state's gradient.
-  const int64_t chunk = std::min<int64_t>(tok, 256);
+  const int64_t chunk = std::min<int64_t>(tok, zero::kHeadChunkRows);
   a.logits = chunk * m.vocab_size * (4 + c) + tok * C * c;
   a.head = tok * C * c + a.logits;
   return a;

@@ -22,9 +22,10 @@
 //     log-sum-exp 4 * H
 //   with activation checkpointing only the block input (C * c) is kept per layer, and one layer's
 //   activations exist at a time during the recompute
-// Head: fused with its loss over chunks of 256 rows: one chunk's fp32 logits and their
-// compute-dtype gradient, min(B * T, 256) * V * (4 + c), and the hidden state's gradient. Workspace: one layer's activations
-// again (backward of a block allocates gradients the size of what it saved).
+// Head: fused with its loss over chunks of 256 rows (zero::kHeadChunkRows): one chunk's fp32
+// logits and their compute-dtype gradient, min(B * T, 256) * V * (4 + c), and the hidden state's
+// gradient. Workspace: one layer's activations again (backward of a block allocates gradients
+// the size of what it saved).
 //
 // Inference: the weights (on the device, or streamed with offload params: two units gathered and
 // one unit's staging), the KV cache [L, 2, B, H, T, D] in the compute dtype, the prefill's largest

@@ -259,9 +259,8 @@ struct ZeroModel::Impl {
       const at::Tensor hd = h.detach(), w = weight.detach(), t = targets.reshape({-1, 1});
       const int64_t rows = hd.size(0);
       const double scale = loss_scale / static_cast<double>(rows);
-      constexpr int64_t kChunk = 256;
-      for (int64_t r = 0; r < rows; r += kChunk) {
-        const int64_t n = std::min(kChunk, rows - r);
+      for (int64_t r = 0; r < rows; r += zero::kHeadChunkRows) {
+        const int64_t n = std::min(zero::kHeadChunkRows, rows - r);
         const at::Tensor hc = hd.narrow(0, r, n), tc = t.narrow(0, r, n);
         at::Tensor logits = at::mm(hc, w.t()).to(at::kFloat);  // [n, V]
         const at::Tensor lse = at::logsumexp(logits, 1, /*keepdim=*/true);

@@ -177,6 +177,10 @@ enum class Op {
   kEmbedBackward, // compute: the embeddings' backward
 };
 
+// kHead runs fused with its loss over chunks of this many rows (tokens), so that the [B*T, V]
+// logits, their log-softmax and its gradient never exist at once: one chunk's do.
+inline constexpr int64_t kHeadChunkRows = 256;
+
 struct Action {
   Op op;
   int unit = 0;        // the unit the action touches (for compute, the unit whose weights it uses)
