@@ -2,7 +2,7 @@
 # library call and by the fuji binary, then loaded by engine::LoadModel holds exactly the
 # master weights the ranks wrote.
 if(FUJI_WITH_TORCH)
-  fuji_add_test(ckpt_export_test SOURCES unit/ckpt_export_test.cc LIBS fuji_engine fuji_ckpt fuji_optim
+  fuji_add_test(ckpt_export_test SOURCES unit/ckpt_export_test.cc LIBS fuji_engine fuji_ckpt
     LABELS unit torch)
   add_dependencies(ckpt_export_test fuji)
 endif()

@@ -11,8 +11,8 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/zero_checkpoint_fixture.h"
+#include "worker/common/half.h"
 #include "worker/engine/checkpoint.h"
-#include "worker/optim/adamw.h"
 
 namespace fuji::ckpt {
 namespace {
@@ -47,7 +47,7 @@ TEST(CkptExportTest, LoadModelSeesTheWrittenMasterWeights) {
           ASSERT_EQ(got.sizes().vec(), p.shape) << p.name;
           std::vector<float> want = Values(u, p.offset, p.offset + got.numel(), 0);
           if (dtype == format::DType::kBF16) {
-            for (float& w : want) w = optim::Bf16ToFloat(optim::FloatToBf16(w));
+            for (float& w : want) w = Bf16ToFloat(FloatToBf16(w));
           }
           const at::Tensor expected = at::from_blob(want.data(), got.sizes(), at::kFloat);
           EXPECT_TRUE(at::equal(got, expected)) << p.name << " (" << format::DTypeName(dtype) << ")";
@@ -86,7 +86,7 @@ TEST(CkptExportTest, FujiModelExport) {
   const at::Tensor ln_f = (*model)->parameters()[static_cast<size_t>(engine::param_index::LnfW(config))];
   EXPECT_EQ(ln_f.scalar_type(), at::kHalf);
   std::vector<float> want = Values(3, 0, config.n_embd, 0);
-  for (float& w : want) w = optim::F16ToFloat(optim::FloatToF16(w));
+  for (float& w : want) w = F16ToFloat(FloatToF16(w));
   EXPECT_TRUE(at::equal(ln_f.to(at::kFloat), at::from_blob(want.data(), {config.n_embd}, at::kFloat)));
 
   EXPECT_EQ(RunFuji("model export --from " + root + "/save --out " + root + "/out", &out), 2);

@@ -19,9 +19,9 @@
 
 #include "tests/unit/zero_checkpoint_fixture.h"
 #include "worker/common/file_util.h"
+#include "worker/common/half.h"
 #include "worker/engine/param_layout.h"
 #include "worker/format/safetensors.h"
-#include "worker/optim/adamw.h"
 
 namespace fuji::ckpt {
 namespace {
@@ -460,7 +460,7 @@ void ExpectExported(const std::string& out_dir, const engine::ModelConfig& confi
           uint16_t got;
           std::memcpy(&got, v->data + 2 * i, 2);
           const uint16_t expect =
-              dtype == format::DType::kBF16 ? optim::FloatToBf16(want[i]) : optim::FloatToF16(want[i]);
+              dtype == format::DType::kBF16 ? FloatToBf16(want[i]) : FloatToF16(want[i]);
           ASSERT_EQ(got, expect) << name << "[" << i << "]";
         }
       }

@@ -13,8 +13,8 @@
 #include <dirent.h>
 
 #include "worker/common/file_util.h"
+#include "worker/common/half.h"
 #include "worker/format/safetensors.h"
-#include "worker/optim/adamw.h"
 
 namespace fuji::ckpt {
 namespace {
@@ -614,7 +614,7 @@ Status ExportCheckpoint(const std::string& from, const std::string& out_dir, for
         }
         half.resize(buf.size());
         for (size_t i = 0; i < buf.size(); ++i) {
-          half[i] = dtype == format::DType::kBF16 ? optim::FloatToBf16(buf[i]) : optim::FloatToF16(buf[i]);
+          half[i] = dtype == format::DType::kBF16 ? FloatToBf16(buf[i]) : FloatToF16(buf[i]);
         }
         FUJI_RETURN_IF_ERROR(writer.Write(half.data(), half.size() * sizeof(uint16_t)));
       }

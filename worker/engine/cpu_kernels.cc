@@ -13,22 +13,14 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
+#include "worker/common/half.h"
+#include "worker/common/multiversion.h"
+
 namespace fuji::engine {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FUJI_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FUJI_MULTIVERSION
-#endif
-
 inline float Load(const float* p, int64_t i) { return p[i]; }
-inline float Load(const uint16_t* p, int64_t i) {
-  const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;  // bfloat16 is the top half of a float
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float Load(const uint16_t* p, int64_t i) { return Bf16ToFloat(p[i]); }
 
 // acc[0, n) += sum over k of x[k] * w[k * ld + n], eight rows at a time to cut acc traffic.
 template <typename T>

@@ -12,72 +12,20 @@
 #include <string>
 #include <thread>
 
+#include "worker/common/half.h"
+#include "worker/common/multiversion.h"
+
 namespace fuji::optim {
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FUJI_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FUJI_MULTIVERSION
-#endif
-
-inline uint32_t Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-inline float FromBits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline float Bf16ToF32(uint16_t h) {
-  return FromBits(static_cast<uint32_t>(h) << 16);
-}
-
-inline uint16_t F32ToBf16(float f) {
-  const uint32_t u = Bits(f);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t nan = (u >> 16) | 0x40u;  // quiet NaN, sign and payload top kept
-  return static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
-}
-
-// IEEE half to float, exact (normals, subnormals, infinities and NaNs), written with selects.
-inline float F16ToF32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t o = static_cast<uint32_t>(h & 0x7FFFu) << 13;
-  const uint32_t exp = o & 0x0F800000u;
-  o += (127u - 15u) << 23;
-  const uint32_t inf_nan = o + ((128u - 16u) << 23);
-  const float sub = FromBits(o + (1u << 23)) - FromBits(113u << 23);
-  const uint32_t r = exp == 0x0F800000u ? inf_nan : (exp == 0 ? Bits(sub) : o);
-  return FromBits(r | sign);
-}
-
-// Float to IEEE half, round to nearest even; overflow to infinity, NaN stays NaN.
-inline uint16_t F32ToF16(float f) {
-  const uint32_t f16max = (127u + 16u) << 23;
-  const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
-  uint32_t u = Bits(f);
-  const uint32_t sign = u & 0x80000000u;
-  u ^= sign;
-  const uint32_t big = u > 0x7F800000u ? 0x7E00u : 0x7C00u;
-  const uint32_t sub = Bits(FromBits(u) + FromBits(denorm_magic)) - denorm_magic;
-  const uint32_t mant_odd = (u >> 13) & 1u;
-  const uint32_t normal = (u + ((15u - 127u) << 23) + 0xFFFu + mant_odd) >> 13;
-  const uint32_t o = u >= f16max ? big : (u < (113u << 23) ? sub : normal);
-  return static_cast<uint16_t>(o | (sign >> 16));
-}
 
 template <Precision P>
 inline float LoadAs(const void* base, int64_t i) {
   if constexpr (P == Precision::kF32) {
     return static_cast<const float*>(base)[i];
   } else if constexpr (P == Precision::kBF16) {
-    return Bf16ToF32(static_cast<const uint16_t*>(base)[i]);
+    return Bf16ToFloat(static_cast<const uint16_t*>(base)[i]);
   } else {
-    return F16ToF32(static_cast<const uint16_t*>(base)[i]);
+    return F16ToFloat(static_cast<const uint16_t*>(base)[i]);
   }
 }
 
@@ -119,8 +67,8 @@ inline void Update(const Coefs& k, float* __restrict p, float* __restrict m, flo
     m[i] = mi;
     v[i] = vi;
     if constexpr (kOut == 1) static_cast<float*>(out)[i] = pn;
-    if constexpr (kOut == 2) static_cast<uint16_t*>(out)[i] = F32ToBf16(pn);
-    if constexpr (kOut == 3) static_cast<uint16_t*>(out)[i] = F32ToF16(pn);
+    if constexpr (kOut == 2) static_cast<uint16_t*>(out)[i] = FloatToBf16(pn);
+    if constexpr (kOut == 3) static_cast<uint16_t*>(out)[i] = FloatToF16(pn);
   }
 }
 
@@ -278,19 +226,6 @@ Status AdamWConfig::Validate() const {
     return InvalidArgument("AdamW weight_decay must be >= 0");
   }
   return Status::Ok();
-}
-
-uint16_t FloatToBf16(float f) {
-  return F32ToBf16(f);
-}
-float Bf16ToFloat(uint16_t h) {
-  return Bf16ToF32(h);
-}
-uint16_t FloatToF16(float f) {
-  return F32ToF16(f);
-}
-float F16ToFloat(uint16_t h) {
-  return F16ToF32(h);
 }
 
 Status AdamWStep(const AdamWConfig& config, int64_t step, float grad_scale,

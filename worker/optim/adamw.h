@@ -90,10 +90,4 @@ class CpuAdamW {
   std::unique_ptr<Pool> pool_;
 };
 
-// Conversions used by the kernels (round to nearest even; NaN stays NaN), for tests and callers.
-uint16_t FloatToBf16(float f);
-float Bf16ToFloat(uint16_t h);
-uint16_t FloatToF16(float f);
-float F16ToFloat(uint16_t h);
-
 }  // namespace fuji::optim
