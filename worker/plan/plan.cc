@@ -200,13 +200,7 @@ Plan FinetunePlan(const PlanRequest& r, const zero::Layout& layout, int stage, O
   p.zero = stage;
   p.offload = zero::OffloadName(offload);
   Breakdown& b = p.breakdown;
-  const zero::StateBytes states = zero::BytesOf(layout, z);
-  b.params_device = states.params_device;
-  b.params_host = states.params_host;
-  b.grads_device = states.grads_device;
-  b.grads_host = states.grads_host;
-  b.optimizer_device = states.optimizer_device;
-  b.optimizer_host = states.optimizer_host;
+  static_cast<zero::StateBytes&>(b) = zero::BytesOf(layout, z);
   int64_t at_head = 0;
   b.peak_device_states = SimulateDeviceStates(layout, z, b.device_states(), &at_head);
 

@@ -75,6 +75,7 @@
 
 #include "worker/common/status.h"
 #include "worker/engine/model_config.h"
+#include "worker/zero/layout.h"
 
 namespace fuji::plan {
 
@@ -125,11 +126,9 @@ struct PlanRequest {
   Throughput rates = kThroughput;      // the node's measured rates where known (CalibratedRates)
 };
 
-struct Breakdown {
-  // Model states per rank, as the trainer's MemoryAccount reports them.
-  int64_t params_device = 0, params_host = 0;
-  int64_t grads_device = 0, grads_host = 0;
-  int64_t optimizer_device = 0, optimizer_host = 0;
+// Model states per rank (zero::StateBytes, as the trainer's MemoryAccount reports them), and the
+// rest of a rank's memory.
+struct Breakdown : zero::StateBytes {
   int64_t peak_device_states = 0;  // model states on the device at their transient peak
   int64_t activations = 0;         // per rank, at the peak of forward/backward (incl. logits)
   int64_t logits = 0;              // the head's part of activations
@@ -140,8 +139,6 @@ struct Breakdown {
   int64_t load_host = 0;           // per rank host bytes while loading (checkpoint map + host copy)
   int64_t base_rss = 0;            // per rank process base
   int64_t host_peak = 0;           // per rank host peak (cuda: host states, load; cpu: everything)
-  int64_t device_states() const { return params_device + grads_device + optimizer_device; }
-  int64_t host_states() const { return params_host + grads_host + optimizer_host; }
 };
 
 struct StepTime {

@@ -62,13 +62,10 @@ struct ZeroOptions {
   Status Validate() const;
 };
 
-// Bytes of the model states this rank holds, by kind and place (what ZeRO's arithmetic predicts).
-// On a CPU device, "device" and "host" are the same memory, kept apart in the accounting so
-// that offload shows where the bytes would live.
-struct MemoryAccount {
-  int64_t params_device = 0, params_host = 0;
-  int64_t grads_device = 0, grads_host = 0;
-  int64_t optimizer_device = 0, optimizer_host = 0;
+// Bytes of the model states this rank holds, by kind and place: the tensors it allocated, which
+// zero::BytesOf predicts. On a CPU device, "device" and "host" are the same memory, kept apart in
+// the accounting so that offload shows where the bytes would live.
+struct MemoryAccount : zero::StateBytes {
   int64_t peak_device_states = 0;  // peak of device model-state bytes, transient gathers included
 };
 

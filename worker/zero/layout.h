@@ -139,8 +139,8 @@ struct StateBytes {
   int64_t params_device = 0, params_host = 0;
   int64_t grads_device = 0, grads_host = 0;
   int64_t optimizer_device = 0, optimizer_host = 0;
-  int64_t device() const { return params_device + grads_device + optimizer_device; }
-  int64_t host() const { return params_host + grads_host + optimizer_host; }
+  int64_t device_states() const { return params_device + grads_device + optimizer_device; }
+  int64_t host_states() const { return params_host + grads_host + optimizer_host; }
 };
 StateBytes BytesOf(const Layout& layout, const ZeroConfig& config);
 
