@@ -138,7 +138,7 @@ void RegisterJobDataCommands(CLI::App& app, CliState* state) {
       return;
     }
     if (wf->output == "json") PrintJson(WorkersJson(*list));
-    else PrintText(WorkersTable(*list, NowMs()));
+    else PrintText(WorkersTable(*list, WallClockMs()));
   });
 }
 

@@ -153,7 +153,7 @@ void RegisterJobs(CLI::App& app, CliState* state) {
       for (const auto& job : jobs) list.push_back(JobToJson(job));
       PrintJson({{"jobs", list}, {"next_page_token", response->next_page_token()}});
     } else {
-      PrintText(JobsTable(jobs, NowMs()));
+      PrintText(JobsTable(jobs, WallClockMs()));
     }
   });
 }
@@ -176,7 +176,7 @@ void RegisterShow(CLI::App& app, CliState* state) {
       return;
     }
     if (f->output == "json") PrintJson(JobToJson(*job));
-    else PrintText(JobText(*job, NowMs()));
+    else PrintText(JobText(*job, WallClockMs()));
   });
 }
 

@@ -11,17 +11,13 @@
 
 #include "client/daemon_client.h"
 #include "worker/common/status.h"
+#include "worker/common/wall_clock.h"
 
 namespace fuji::client {
 
 // Adds --server ADDR (default: $FUJI_SERVER, else 127.0.0.1:7070) to `cmd`.
 inline void AddServerOption(CLI::App* cmd, std::string* server) {
   cmd->add_option("--server", *server, "fujid address (default: $FUJI_SERVER, else 127.0.0.1:7070)");
-}
-
-inline int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 inline void PrintJson(const nlohmann::json& j) {

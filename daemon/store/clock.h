@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "worker/common/wall_clock.h"
+
 namespace fuji::store {
 
 // Milliseconds since the Unix epoch. Implementations are thread-safe.
@@ -18,11 +20,7 @@ class Clock {
 // steady.
 class SystemClock final : public Clock {
  public:
-  int64_t NowMs() const override {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
+  int64_t NowMs() const override { return WallClockMs(); }
 };
 
 // A clock that moves only when told to; safe to set from one thread while others read it.

@@ -14,6 +14,7 @@
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
 #include "worker/common/proc_stats.h"
+#include "worker/common/wall_clock.h"
 #include "worker/launcher/child_process.h"
 #include "worker/launcher/node_rates.h"
 
@@ -101,10 +102,6 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(fuji::v1::kAgentReconnectCeilingMs));
   return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
-}
-
-int64_t WallClockMs() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 Agent::Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel)

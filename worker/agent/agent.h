@@ -27,12 +27,9 @@
 
 namespace fuji::agent {
 
-// A channel to fujid that reconnects quickly (100 ms, backing off to 2 s) after the daemon restarts.
+// A channel to fujid that reconnects quickly (100 ms, backing off to v1::kAgentReconnectCeilingMs)
+// after the daemon restarts.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server);
-
-// Milliseconds since the Unix epoch: the clock of Timing.start_ms/end_ms, LogLine.at_ms and
-// MemorySample.at_ms.
-int64_t WallClockMs();
 
 class Agent {
  public:

@@ -1,5 +1,6 @@
 // A program's log lines on stderr; see log.h.
 #include "worker/common/log.h"
+#include "worker/common/wall_clock.h"
 
 #include <atomic>
 #include <chrono>
@@ -51,10 +52,7 @@ std::string FormatLine(std::string_view program, int64_t at_unix_ms, Level level
 }
 
 void Write(Level level, std::string_view message) {
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-  const std::string line = FormatLine(program_name.load(), now_ms, level, message) + "\n";
+  const std::string line = FormatLine(program_name.load(), WallClockMs(), level, message) + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include "worker/common/proc_stats.h"
+#include "worker/common/wall_clock.h"
 #include "worker/dist/communicator.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/device.h"
@@ -80,9 +81,8 @@ struct RankService::Impl {
   // A phase that began at `start` (steady clock) and lasted `ms`; its wall-clock span is derived
   // from now, so phases reported late still land where they happened.
   void Timing(const char* phase, Clock::time_point start, double ms) {
-    const auto wall_now = std::chrono::system_clock::now();
-    const auto wall_start = wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - start);
-    const int64_t start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wall_start.time_since_epoch()).count();
+    const int64_t start_ms =
+        WallClockMs() - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
     Emit({{"event", "timing"}, {"phase", phase}, {"ms", ms}, {"start_ms", start_ms},
           {"end_ms", start_ms + static_cast<int64_t>(ms + 0.5)}});
   }

@@ -15,6 +15,7 @@
 
 #include "worker/ckpt/zero_checkpoint.h"
 #include "worker/common/proc_stats.h"
+#include "worker/common/wall_clock.h"
 #include "worker/data/batch_sampler.h"
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"
@@ -31,11 +32,6 @@ using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Warmup, then cosine decay to min_lr at the last step. step counts from 1.
@@ -70,7 +66,7 @@ class Run {
 
  private:
   void Timing(const char* phase, Clock::time_point start, double ms) {
-    const int64_t end_ms = WallMs();
+    const int64_t end_ms = WallClockMs();
     emit_({{"event", "timing"}, {"phase", phase}, {"ms", ms},
            {"start_ms", end_ms - static_cast<int64_t>(ms + 0.5)}, {"end_ms", end_ms}});
     (void)start;
