@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 int main(int argc, char** argv) {
   int repeats = 200;

@@ -6,7 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

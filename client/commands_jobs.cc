@@ -14,7 +14,7 @@
 #include "client/infer_flags.h"
 #include "client/job_watch.h"
 #include "client/local_plan.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {

@@ -11,8 +11,8 @@
 #include "client/cli.h"
 #include "client/local_runner.h"
 #include "worker/ckpt/zero_checkpoint.h"
-#include "worker/common/file_util.h"
-#include "worker/spec/job_spec.h"
+#include "lib/common/file_util.h"
+#include "lib/spec/job_spec.h"
 
 namespace fuji::client {
 void RegisterModelCommands(CLI::App& app, CliState* state) {

@@ -17,9 +17,9 @@
 #include "client/local_plan.h"
 #include "worker/data/token_cache.h"
 #include "worker/launcher/finetune_prepare.h"
-#include "worker/plan/plan.h"
-#include "worker/spec/finetune_spec.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/plan/plan.h"
+#include "lib/spec/finetune_spec.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::client {
 namespace {

@@ -15,11 +15,11 @@
 #include "client/daemon_commands.h"
 #include "client/local_runner.h"
 #include "client/report.h"
-#include "worker/common/file_util.h"
-#include "worker/engine/model_config.h"
-#include "worker/spec/finetune_spec.h"
-#include "worker/spec/job_spec.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/common/file_util.h"
+#include "lib/model/model_config.h"
+#include "lib/spec/finetune_spec.h"
+#include "lib/spec/job_spec.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {

@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "client/cli.h"
-#include "worker/common/file_util.h"
-#include "worker/spec/job_spec.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/common/file_util.h"
+#include "lib/spec/job_spec.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::client {
 namespace {

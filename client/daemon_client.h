@@ -12,7 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "fuji/v1/jobs.grpc.pb.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "client/daemon_client.h"
-#include "worker/common/status.h"
-#include "worker/common/wall_clock.h"
+#include "lib/common/status.h"
+#include "lib/common/wall_clock.h"
 
 namespace fuji::client {
 

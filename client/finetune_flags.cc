@@ -7,8 +7,8 @@
 #include <cstdlib>
 
 #include "client/local_plan.h"
-#include "worker/common/file_util.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/common/file_util.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {

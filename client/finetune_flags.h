@@ -7,8 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/status.h"
-#include "worker/spec/finetune_spec.h"
+#include "lib/common/status.h"
+#include "lib/spec/finetune_spec.h"
 
 namespace fuji::client {
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include "client/format_text.h"
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::client {
 namespace {

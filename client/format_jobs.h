@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuji/v1/jobs.pb.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

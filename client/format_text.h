@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include "client/local_plan.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
 

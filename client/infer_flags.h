@@ -7,8 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/status.h"
-#include "worker/spec/job_spec.h"
+#include "lib/common/status.h"
+#include "lib/spec/job_spec.h"
 
 namespace fuji::client {
 

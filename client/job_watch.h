@@ -6,7 +6,7 @@
 
 #include "client/daemon_client.h"
 #include "fuji/v1/jobs.pb.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

@@ -9,13 +9,13 @@
 #include <optional>
 #include <vector>
 
-#include "worker/agent/nvml.h"
-#include "worker/common/proc_stats.h"
+#include "lib/nvml/nvml.h"
+#include "lib/common/proc_stats.h"
 #include "worker/launcher/child_process.h"
 #include "worker/launcher/node_rates.h"
-#include "worker/plan/plan.h"
-#include "worker/plan/spec_plans.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/plan/plan.h"
+#include "lib/plan/spec_plans.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {
@@ -48,7 +48,7 @@ std::vector<int> VisibleGpus(int count) {
 // The free bytes each rank can count on: rank r uses GPU r % GPUs (of `first`.. for cuda:N), and
 // ranks sharing a GPU share its free memory.
 Result<int64_t> FreeBytesPerRank(int ranks, int first) {
-  FUJI_ASSIGN_OR_RETURN(std::unique_ptr<agent::Nvml> nvml, agent::Nvml::Load());
+  FUJI_ASSIGN_OR_RETURN(std::unique_ptr<nvml::Nvml> nvml, nvml::Nvml::Load());
   const std::vector<int> gpus = VisibleGpus(nvml->DeviceCount());
   if (gpus.empty() || first >= static_cast<int>(gpus.size())) {
     return Unavailable("no visible GPU to plan for");
@@ -56,7 +56,7 @@ Result<int64_t> FreeBytesPerRank(int ranks, int first) {
   const int used = first > 0 ? 1 : std::min<int>(ranks, static_cast<int>(gpus.size()));
   int64_t least = std::numeric_limits<int64_t>::max();
   for (int g = 0; g < used; ++g) {
-    FUJI_ASSIGN_OR_RETURN(agent::GpuReading reading, nvml->Read(gpus[static_cast<size_t>(first + g)]));
+    FUJI_ASSIGN_OR_RETURN(nvml::GpuReading reading, nvml->Read(gpus[static_cast<size_t>(first + g)]));
     const int sharing = first > 0 ? ranks : (ranks - g + used - 1) / used;  // ranks g, g + used, ...
     least = std::min(least, (reading.total_mib - reading.used_mib) * kMiB / std::max(1, sharing));
   }

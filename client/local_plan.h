@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/status.h"
-#include "worker/plan/plan.h"
+#include "lib/common/status.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::client {
 

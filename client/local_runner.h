@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

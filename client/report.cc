@@ -1,7 +1,7 @@
 // Job reports: tables from the results, CSV data, gnuplot charts. See report.h.
 #include "client/report.h"
 
-#include "worker/spec/plan_fields.h"
+#include "lib/spec/plan_fields.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,8 +15,8 @@
 #include <map>
 #include <sstream>
 
-#include "worker/common/file_util.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/common/file_util.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
 namespace {

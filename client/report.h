@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/daemon_client.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::client {
 

@@ -12,7 +12,7 @@
 #include "daemon/server/daemon_server.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
-#include "worker/common/log.h"
+#include "lib/common/log.h"
 
 namespace {
 

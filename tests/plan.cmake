@@ -1,4 +1,4 @@
-# The memory planner (worker/plan): torch-free unit tests, the CLI end to end, and, with libtorch,
+# The memory planner (lib/plan): torch-free unit tests, the CLI end to end, and, with libtorch,
 # its predictions against the trainer's measured accounting on CPU ranks.
 fuji_add_test(plan_test SOURCES unit/plan_test.cc LIBS fuji_plan LABELS unit)
 fuji_add_test(plan_cli_test SOURCES integration/plan_cli_test.cc LIBS fuji_common LABELS integration

@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::sched {
 
@@ -48,7 +48,7 @@ inline constexpr int64_t kUnknownMs = 0;
 // Memory nobody measured (an agent that has not reported its host's memory): not checked.
 inline constexpr int64_t kUnknownMib = -1;
 
-// One way to run a job (a plan of worker/plan: a ZeRO stage and offload) and the memory it needs.
+// One way to run a job (a plan of lib/plan: a ZeRO stage and offload) and the memory it needs.
 struct MemoryOption {
   int64_t device_mib = 0;  // on each of the job's devices (0 for CPU devices: all is host memory)
   int64_t host_mib = 0;    // on its agent's host, all of its ranks together

@@ -9,7 +9,7 @@
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "fuji/v1/worker_contract.h"
-#include "worker/common/log.h"
+#include "lib/common/log.h"
 
 namespace fuji::daemon {
 

@@ -4,7 +4,7 @@
 // composes the two parts with state of their own: the long-poll hand-out of placements
 // (PollHandout) and the ingestion of agents' reports and completions (ReportIngest), whose
 // lifecycle it is. What cannot be written to the store during a pass or a lease check goes to
-// fujid's log (worker/common/log.h).
+// fujid's log (lib/common/log.h).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "fuji/v1/worker.pb.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::daemon {
 

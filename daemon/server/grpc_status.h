@@ -7,7 +7,7 @@
 
 #include "daemon/store/records.h"
 #include "fuji/v1/jobs.pb.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::daemon {
 

@@ -12,9 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/plan/plan.h"
-#include "worker/plan/spec_plans.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/plan/plan.h"
+#include "lib/plan/spec_plans.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::daemon {
 namespace {

@@ -1,4 +1,4 @@
-// The plans a job may run with, from the memory planner (worker/plan): computed at submit for
+// The plans a job may run with, from the memory planner (lib/plan): computed at submit for
 // the job's device count, every ZeRO stage and offload choice its spec leaves to the scheduler
 // ("auto"), fastest first; kept on the job row (JobRecord::plans) and handed to every scheduling
 // pass as the job's memory options. The pass picks the first that fits the free memory of the
@@ -15,7 +15,7 @@
 #include "daemon/scheduler/scheduler.h"
 #include "daemon/server/node_rates.h"
 #include "daemon/store/job_state.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::daemon {
 

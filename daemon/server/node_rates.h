@@ -8,7 +8,7 @@
 #include <mutex>
 #include <string>
 
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::daemon {
 

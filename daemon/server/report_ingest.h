@@ -16,7 +16,7 @@
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "fuji/v1/worker.pb.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::daemon {
 

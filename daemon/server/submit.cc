@@ -6,9 +6,9 @@
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "daemon/server/job_service.h"
-#include "worker/spec/finetune_spec.h"
-#include "worker/spec/job_spec.h"
-#include "worker/spec/plan_fields.h"
+#include "lib/spec/finetune_spec.h"
+#include "lib/spec/job_spec.h"
+#include "lib/spec/plan_fields.h"
 
 namespace fuji::daemon {
 namespace {

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cstdint>
 
-#include "worker/common/wall_clock.h"
+#include "lib/common/wall_clock.h"
 
 namespace fuji::store {
 

@@ -9,7 +9,7 @@
 
 #include "daemon/store/records.h"
 #include "daemon/store/sqlite.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::store {
 

@@ -3,7 +3,7 @@
 
 #include <string_view>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::store {
 

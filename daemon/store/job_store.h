@@ -10,7 +10,7 @@
 #include "daemon/store/clock.h"
 #include "daemon/store/job_state.h"
 #include "daemon/store/records.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::store {
 

@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 
 namespace fuji::store {
 namespace {

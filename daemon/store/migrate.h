@@ -5,7 +5,7 @@
 
 #include "daemon/store/clock.h"
 #include "daemon/store/sqlite.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::store {
 

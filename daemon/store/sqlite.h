@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::store {
 

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "daemon/store/sqlite.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::store {
 

@@ -23,7 +23,7 @@
 
 #include "fuji/v1/worker.grpc.pb.h"
 #include "worker/agent/agent.h"
-#include "worker/common/wall_clock.h"
+#include "lib/common/wall_clock.h"
 #include "worker/launcher/child_process.h"
 
 namespace fuji::agent {

@@ -18,7 +18,7 @@
 
 #include "tests/integration/process_util.h"
 #include "worker/ckpt/zero_checkpoint.h"
-#include "worker/engine/model_config.h"
+#include "lib/model/model_config.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "tests/integration/fujid_test_util.h"
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::testing {
 namespace {

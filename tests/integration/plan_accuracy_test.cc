@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/integration/process_util.h"
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::testing {
 namespace {

@@ -17,7 +17,7 @@
 
 #include "tests/integration/process_util.h"
 #include "worker/launcher/node_rates.h"
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::testing {
 namespace {

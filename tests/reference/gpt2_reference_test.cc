@@ -15,7 +15,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/generate.h"
 

@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "worker/common/file_util.h"
-#include "worker/text/bpe_tokenizer.h"
-#include "worker/text/byte_alphabet.h"
-#include "worker/text/unicode.h"
+#include "lib/common/file_util.h"
+#include "lib/text/bpe_tokenizer.h"
+#include "lib/text/byte_alphabet.h"
+#include "lib/text/unicode.h"
 
 namespace fuji::text {
 namespace {

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/agent/devices.h"
-#include "worker/common/proc_stats.h"
+#include "lib/common/proc_stats.h"
 
 namespace fuji::agent {
 namespace {
@@ -30,10 +30,10 @@ TEST(AgentDevicesTest, RejectsBadValuesClearly) {
 }
 
 TEST(AgentDevicesTest, AbsentNvmlSaysNoNvml) {
-  auto nvml = Nvml::Load("libnvidia-ml-absent-for-fuji-test.so.1");
-  ASSERT_FALSE(nvml.ok());
-  EXPECT_EQ(nvml.status().code(), StatusCode::kUnavailable);
-  EXPECT_EQ(nvml.status().message().rfind("no NVML", 0), 0u) << nvml.status().message();
+  auto loaded = nvml::Nvml::Load("libnvidia-ml-absent-for-fuji-test.so.1");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(loaded.status().message().rfind("no NVML", 0), 0u) << loaded.status().message();
 }
 
 TEST(AgentDevicesTest, AutoWithoutNvmlOffersOneCpuDevice) {

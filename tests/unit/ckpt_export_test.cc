@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/zero_checkpoint_fixture.h"
-#include "worker/common/half.h"
+#include "lib/common/half.h"
 #include "worker/engine/checkpoint.h"
 
 namespace fuji::ckpt {

@@ -1,4 +1,4 @@
-// Tests of worker/common: Status, file utilities, JSON lines.
+// Tests of lib/common: Status, file utilities, JSON lines.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -9,10 +9,10 @@
 #include <vector>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/file_util.h"
-#include "worker/common/json_lines.h"
-#include "worker/common/proc_stats.h"
-#include "worker/common/status.h"
+#include "lib/common/file_util.h"
+#include "lib/common/json_lines.h"
+#include "lib/common/proc_stats.h"
+#include "lib/common/status.h"
 
 namespace fuji {
 namespace {

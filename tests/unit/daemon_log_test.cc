@@ -1,8 +1,8 @@
-// fujid's log lines (worker/common/log.h): the program's name, the UTC time to the millisecond,
+// fujid's log lines (lib/common/log.h): the program's name, the UTC time to the millisecond,
 // the level and the message, on one line whatever the message holds.
 #include <gtest/gtest.h>
 
-#include "worker/common/log.h"
+#include "lib/common/log.h"
 
 namespace fuji::log {
 namespace {

@@ -7,11 +7,11 @@
 
 #include <gtest/gtest.h>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 #include "worker/data/documents.h"
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::data {
 namespace {

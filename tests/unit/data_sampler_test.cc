@@ -12,7 +12,7 @@
 #include "worker/data/batch_sampler.h"
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::data {
 namespace {

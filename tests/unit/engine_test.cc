@@ -11,12 +11,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/device.h"
 #include "worker/engine/generate.h"
 #include "worker/engine/random_init.h"
-#include "worker/format/safetensors.h"
+#include "lib/format/safetensors.h"
 
 namespace fuji::engine {
 namespace {

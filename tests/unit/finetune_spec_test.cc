@@ -2,7 +2,7 @@
 // kind of bad input (type, range, combinations).
 #include <gtest/gtest.h>
 
-#include "worker/spec/finetune_spec.h"
+#include "lib/spec/finetune_spec.h"
 
 namespace fuji {
 namespace {

@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "worker/common/half.h"
+#include "lib/common/half.h"
 #include "worker/optim/adamw.h"
 
 namespace fuji::optim {

@@ -2,7 +2,7 @@
 // keeps it, the recommendation, and bad input.
 #include <gtest/gtest.h>
 
-#include "worker/plan/plan.h"
+#include "lib/plan/plan.h"
 
 namespace fuji::plan {
 namespace {

@@ -11,8 +11,8 @@
 
 #include <gtest/gtest.h>
 
-#include "worker/common/file_util.h"
-#include "worker/format/safetensors.h"
+#include "lib/common/file_util.h"
+#include "lib/format/safetensors.h"
 
 namespace fuji::format {
 namespace {

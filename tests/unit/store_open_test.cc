@@ -13,7 +13,7 @@
 #include "daemon/store/job_rows.h"
 #include "daemon/store/job_store.h"
 #include "daemon/store/migrate.h"
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 
 namespace fuji::store {
 namespace {

@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "worker/text/bpe_tokenizer.h"
-#include "worker/text/vocab_files.h"
+#include "lib/text/bpe_tokenizer.h"
+#include "lib/text/vocab_files.h"
 
 namespace fuji::text {
 namespace {

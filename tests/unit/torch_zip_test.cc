@@ -11,9 +11,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/file_util.h"
-#include "worker/format/torch_pickle.h"
-#include "worker/format/torch_zip.h"
+#include "lib/common/file_util.h"
+#include "lib/format/torch_pickle.h"
+#include "lib/format/torch_zip.h"
 
 namespace fuji::format {
 namespace {

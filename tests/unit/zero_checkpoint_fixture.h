@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/ckpt/zero_checkpoint.h"
-#include "worker/engine/model_config.h"
+#include "lib/model/model_config.h"
 
 namespace fuji::ckpt::testing {
 

@@ -18,10 +18,10 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/unit/zero_checkpoint_fixture.h"
-#include "worker/common/file_util.h"
-#include "worker/common/half.h"
-#include "worker/engine/param_layout.h"
-#include "worker/format/safetensors.h"
+#include "lib/common/file_util.h"
+#include "lib/common/half.h"
+#include "lib/model/param_layout.h"
+#include "lib/format/safetensors.h"
 
 namespace fuji::ckpt {
 namespace {

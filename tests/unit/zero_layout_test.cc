@@ -1,4 +1,4 @@
-// Tests for the ZeRO layout (worker/zero): units over the canonical parameter layout, shards that
+// Tests for the ZeRO layout (lib/zero): units over the canonical parameter layout, shards that
 // cover every element exactly once for any world size, padding, what each rank holds per stage
 // and offload, and the gather/reduce schedule of a micro-batch.
 #include <algorithm>
@@ -8,8 +8,8 @@
 
 #include <gtest/gtest.h>
 
-#include "worker/engine/param_layout.h"
-#include "worker/zero/layout.h"
+#include "lib/model/param_layout.h"
+#include "lib/zero/layout.h"
 
 namespace fuji::zero {
 namespace {

@@ -13,8 +13,8 @@
 #include "worker/agent/agent_job.h"
 #include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
-#include "worker/common/proc_stats.h"
-#include "worker/common/wall_clock.h"
+#include "lib/common/proc_stats.h"
+#include "lib/common/wall_clock.h"
 #include "worker/launcher/child_process.h"
 #include "worker/launcher/node_rates.h"
 

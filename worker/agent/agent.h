@@ -23,7 +23,7 @@
 #include "fuji/v1/worker.grpc.pb.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/devices.h"
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::agent {
 

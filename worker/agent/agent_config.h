@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::agent {
 

@@ -6,7 +6,7 @@
 
 #include "worker/agent/agent_job.h"
 #include "worker/agent/samples.h"
-#include "worker/common/wall_clock.h"
+#include "lib/common/wall_clock.h"
 #include "worker/launcher/finetune_prepare.h"
 #include "worker/launcher/gang.h"
 

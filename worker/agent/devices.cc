@@ -1,7 +1,7 @@
 // Device discovery for Register.
 #include "worker/agent/devices.h"
 
-#include "worker/common/proc_stats.h"
+#include "lib/common/proc_stats.h"
 
 namespace fuji::agent {
 
@@ -22,14 +22,14 @@ std::vector<fuji::v1::Device> CpuDevices(int count) {
 DeviceInventory DiscoverDevices(const DeviceFlag& flag, const std::string& nvml_library) {
   DeviceInventory inventory;
   if (flag.auto_detect) {
-    auto nvml = Nvml::Load(nvml_library);
-    if (!nvml.ok()) {
-      inventory.note = nvml.status().message();
-    } else if ((*nvml)->DeviceCount() == 0) {
+    auto loaded = nvml::Nvml::Load(nvml_library);
+    if (!loaded.ok()) {
+      inventory.note = loaded.status().message();
+    } else if ((*loaded)->DeviceCount() == 0) {
       inventory.note = "NVML reports no GPU";
     } else {
-      for (int i = 0; i < (*nvml)->DeviceCount(); ++i) {
-        auto reading = (*nvml)->Read(i);
+      for (int i = 0; i < (*loaded)->DeviceCount(); ++i) {
+        auto reading = (*loaded)->Read(i);
         if (!reading.ok()) continue;
         fuji::v1::Device d;
         d.set_index(i);
@@ -39,7 +39,7 @@ DeviceInventory DiscoverDevices(const DeviceFlag& flag, const std::string& nvml_
         inventory.devices.push_back(std::move(d));
       }
       if (!inventory.devices.empty()) {
-        inventory.nvml = std::move(nvml).value();
+        inventory.nvml = std::move(loaded).value();
         return inventory;
       }
       inventory.note = "NVML could not read any GPU";

@@ -7,13 +7,13 @@
 
 #include "fuji/v1/jobs.pb.h"
 #include "worker/agent/agent_config.h"
-#include "worker/agent/nvml.h"
+#include "lib/nvml/nvml.h"
 
 namespace fuji::agent {
 
 struct DeviceInventory {
   std::vector<fuji::v1::Device> devices;  // what Register offers
-  std::unique_ptr<Nvml> nvml;             // null when the devices are CPUs
+  std::unique_ptr<nvml::Nvml> nvml;             // null when the devices are CPUs
   std::string note;                       // why NVML was not used ("no NVML: ..."), for the log
   bool is_cuda() const { return nvml != nullptr; }
 };

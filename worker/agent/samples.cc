@@ -1,7 +1,7 @@
 // Building memory samples from /proc and NVML.
 #include "worker/agent/samples.h"
 
-#include "worker/common/proc_stats.h"
+#include "lib/common/proc_stats.h"
 
 namespace fuji::agent {
 
@@ -24,7 +24,7 @@ fuji::v1::MemorySample HostSample(const std::vector<pid_t>& pids, const std::str
   return s;
 }
 
-std::vector<fuji::v1::MemorySample> GpuSamples(const Nvml& nvml, const std::vector<int>& device_indices,
+std::vector<fuji::v1::MemorySample> GpuSamples(const nvml::Nvml& nvml, const std::vector<int>& device_indices,
                                                const std::vector<pid_t>& pids, const std::string& worker_id,
                                                int64_t at_ms) {
   std::vector<fuji::v1::MemorySample> samples;
@@ -52,7 +52,7 @@ std::vector<fuji::v1::MemorySample> GpuSamples(const Nvml& nvml, const std::vect
   return samples;
 }
 
-std::vector<fuji::v1::MemorySample> NodeSamples(const Nvml* nvml, const std::vector<fuji::v1::Device>& devices,
+std::vector<fuji::v1::MemorySample> NodeSamples(const nvml::Nvml* nvml, const std::vector<fuji::v1::Device>& devices,
                                                 const std::vector<pid_t>& pids, const std::string& worker_id,
                                                 int64_t at_ms) {
   std::vector<fuji::v1::MemorySample> samples{HostSample(pids, worker_id, at_ms)};

@@ -12,9 +12,9 @@
 #include <cstring>
 #include <dirent.h>
 
-#include "worker/common/file_util.h"
-#include "worker/common/half.h"
-#include "worker/format/safetensors.h"
+#include "lib/common/file_util.h"
+#include "lib/common/half.h"
+#include "lib/format/safetensors.h"
 
 namespace fuji::ckpt {
 namespace {

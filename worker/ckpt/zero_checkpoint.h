@@ -6,7 +6,7 @@
 //                                                            "u<U>.exp_avg_sq" (F32, 1-D)
 //   <save_to>/latest                                         "step-00000010\n"
 //
-// The units ("embedding", "h.<l>", "final") are those of the ZeRO layout (worker/zero/layout.h):
+// The units ("embedding", "h.<l>", "final") are those of the ZeRO layout (lib/zero/layout.h):
 // runs of engine::ParameterLayout, numbered flat and unpadded; rank r of N owns
 // zero::PartitionRange(numel, N, r) of each, whatever the stage it trained with. The reader
 // assembles any range from whichever rank files hold it, so a resume may use another world size,
@@ -22,10 +22,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/status.h"
-#include "worker/engine/model_config.h"
-#include "worker/format/tensor_view.h"
-#include "worker/zero/layout.h"
+#include "lib/common/status.h"
+#include "lib/model/model_config.h"
+#include "lib/format/tensor_view.h"
+#include "lib/zero/layout.h"
 
 namespace fuji::ckpt {
 

@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/file_util.h"
-#include "worker/text/unicode.h"
+#include "lib/common/file_util.h"
+#include "lib/text/unicode.h"
 
 namespace fuji::data {
 namespace {

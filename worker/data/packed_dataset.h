@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 #include "worker/data/token_cache.h"
 
 namespace fuji::data {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "worker/data/hash.h"
-#include "worker/text/vocab_files.h"
+#include "lib/text/vocab_files.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the token cache format is little-endian");
 

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "worker/common/file_util.h"
-#include "worker/common/status.h"
+#include "lib/common/file_util.h"
+#include "lib/common/status.h"
 #include "worker/data/documents.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::data {
 

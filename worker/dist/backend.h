@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 #include "worker/dist/communicator.h"
 
 namespace fuji::dist::internal {

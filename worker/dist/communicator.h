@@ -16,7 +16,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::dist {
 

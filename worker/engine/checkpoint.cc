@@ -14,11 +14,11 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 #include "worker/engine/host_arena.h"
-#include "worker/format/safetensors.h"
-#include "worker/format/torch_zip.h"
-#include "worker/text/vocab_files.h"
+#include "lib/format/safetensors.h"
+#include "lib/format/torch_zip.h"
+#include "lib/text/vocab_files.h"
 
 namespace fuji::engine {
 namespace {

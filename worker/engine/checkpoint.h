@@ -11,9 +11,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 #include "worker/engine/gpt2_model.h"
-#include "worker/format/tensor_view.h"
+#include "lib/format/tensor_view.h"
 
 namespace fuji::engine {
 

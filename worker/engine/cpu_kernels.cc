@@ -13,8 +13,8 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
-#include "worker/common/half.h"
-#include "worker/common/multiversion.h"
+#include "lib/common/half.h"
+#include "lib/common/multiversion.h"
 
 namespace fuji::engine {
 namespace {

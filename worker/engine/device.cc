@@ -17,7 +17,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
-#include "worker/common/proc_stats.h"
+#include "lib/common/proc_stats.h"
 
 #ifdef FUJI_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>

@@ -7,7 +7,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::engine {
 

@@ -5,7 +5,7 @@
 #include <functional>
 #include <vector>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 #include "worker/engine/gpt2_model.h"
 
 namespace fuji::engine {

@@ -10,8 +10,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/engine/model_config.h"
-#include "worker/engine/param_layout.h"
+#include "lib/model/model_config.h"
+#include "lib/model/param_layout.h"
 
 namespace fuji::engine {
 

@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 
 namespace fuji::engine {
 namespace {

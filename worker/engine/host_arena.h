@@ -10,7 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::engine {
 

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <thread>
 
-#include "worker/common/file_util.h"
+#include "lib/common/file_util.h"
 
 extern char** environ;
 

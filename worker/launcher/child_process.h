@@ -16,8 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/json_lines.h"
-#include "worker/common/status.h"
+#include "lib/common/json_lines.h"
+#include "lib/common/status.h"
 
 namespace fuji::launch {
 

@@ -13,7 +13,7 @@
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"
 #include "worker/launcher/child_process.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::launch {
 namespace fs = std::filesystem;

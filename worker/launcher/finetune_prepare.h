@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/common/status.h"
-#include "worker/engine/model_config.h"
-#include "worker/spec/finetune_spec.h"
+#include "lib/common/status.h"
+#include "lib/model/model_config.h"
+#include "lib/spec/finetune_spec.h"
 
 namespace fuji::launch {
 

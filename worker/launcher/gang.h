@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/launcher/child_process.h"
-#include "worker/spec/finetune_spec.h"
+#include "lib/spec/finetune_spec.h"
 
 namespace fuji::launch {
 

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::launch {
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <thread>
 
-#include "worker/common/half.h"
-#include "worker/common/multiversion.h"
+#include "lib/common/half.h"
+#include "lib/common/multiversion.h"
 
 namespace fuji::optim {
 namespace {

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 
 namespace fuji::optim {
 

@@ -12,7 +12,7 @@
 
 #include <torch/version.h>
 
-#include "worker/common/json_lines.h"
+#include "lib/common/json_lines.h"
 #include "worker/engine/device.h"
 #include "worker/rank/rank_service.h"
 

@@ -12,19 +12,19 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "worker/common/proc_stats.h"
-#include "worker/common/wall_clock.h"
+#include "lib/common/proc_stats.h"
+#include "lib/common/wall_clock.h"
 #include "worker/dist/communicator.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/device.h"
 #include "worker/engine/generate.h"
 #include "worker/engine/random_init.h"
-#include "worker/spec/finetune_spec.h"
-#include "worker/spec/job_spec.h"
+#include "lib/spec/finetune_spec.h"
+#include "lib/spec/job_spec.h"
 #include "worker/train/trainer.h"
 #include "worker/rank/calibrate.h"
 #include "worker/train/zero_model.h"
-#include "worker/text/bpe_tokenizer.h"
+#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::rank {
 namespace {

@@ -1,8 +1,8 @@
 // The work of a fuji-rank process: requests in, events out, as JSON lines.
 //
 // Requests: {"op": "infer" | "init" | "convert" | "finetune" | "calibrate", "id": "...", ...fields
-// of the op}: an InferSpec's or InitSpec's fields (worker/spec/job_spec.h), "in"/"out"/"dtype" for
-// convert, a FinetuneSpec's (worker/spec/finetune_spec.h) with the rank, rendezvous and token cache
+// of the op}: an InferSpec's or InitSpec's fields (lib/spec/job_spec.h), "in"/"out"/"dtype" for
+// convert, a FinetuneSpec's (lib/spec/finetune_spec.h) with the rank, rendezvous and token cache
 // the launcher sets (worker/launcher/gang.h); "calibrate" measures the node's rates (calibrate.h).
 // Events, each carrying the request's "id":
 //   {"event": "started", "op", "pid"}          the request was accepted
@@ -23,7 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/common/json_lines.h"
+#include "lib/common/json_lines.h"
 
 namespace fuji::rank {
 

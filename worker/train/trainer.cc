@@ -14,8 +14,8 @@
 #include <ATen/Parallel.h>
 
 #include "worker/ckpt/zero_checkpoint.h"
-#include "worker/common/proc_stats.h"
-#include "worker/common/wall_clock.h"
+#include "lib/common/proc_stats.h"
+#include "lib/common/wall_clock.h"
 #include "worker/data/batch_sampler.h"
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"

@@ -15,7 +15,7 @@
 // to a multiple of N, so shards are equal and the padding stays zero. The tied input/output
 // embedding is one tensor under every stage: its gradient collects both uses before it is reduced.
 // The units, their shards, what each stage keeps where, and the order of a micro-batch's gathers,
-// releases and reductions are the ZeRO layout's (worker/zero/layout.h, torch-free, which the
+// releases and reductions are the ZeRO layout's (lib/zero/layout.h, torch-free, which the
 // checkpoint format and the planner read too): this engine allocates what zero::StatesOf says
 // and runs zero::TrainingSchedule.
 //
@@ -36,10 +36,10 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/common/status.h"
+#include "lib/common/status.h"
 #include "worker/engine/gpt2_model.h"
 #include "worker/optim/adamw.h"
-#include "worker/zero/layout.h"
+#include "lib/zero/layout.h"
 
 namespace fuji::dist {
 class Communicator;

@@ -1,0 +1,49 @@
+// JSON lines over file descriptors: the agent<->rank and launcher<->rank wire format.
+// One JSON object per '\n'-terminated line, each line written with a single write() so that
+// concurrent writers never interleave within a line (lines stay under PIPE_BUF only when small;
+// writers are serialized by a mutex regardless).
+#pragma once
+
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "lib/common/status.h"
+
+namespace fuji {
+
+// Writes JSON lines to a file descriptor it does not own. Thread-safe.
+class JsonLineWriter {
+ public:
+  explicit JsonLineWriter(int fd) : fd_(fd) {}
+  Status Write(const nlohmann::json& object);
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+};
+
+// Reads '\n'-terminated lines from a file descriptor it does not own. Not thread-safe.
+class LineReader {
+ public:
+  explicit LineReader(int fd, size_t max_line_bytes = 64u << 20) : fd_(fd), max_line_(max_line_bytes) {}
+  // Waits up to timeout_ms (-1: forever) for a whole line. Returns the line without '\n',
+  // std::nullopt on end of file (a final unterminated line is returned first), or an error
+  // (DEADLINE as kUnavailable, a line over the limit as kResourceExhausted).
+  Result<std::optional<std::string>> ReadLine(int timeout_ms = -1);
+  bool eof() const { return eof_ && buffer_.empty(); }
+
+ private:
+  int fd_;
+  size_t max_line_;
+  std::string buffer_;
+  bool eof_ = false;
+};
+
+// Parses one line as a JSON object; INVALID_ARGUMENT with the parser's message otherwise.
+Result<nlohmann::json> ParseJsonObject(const std::string& line);
+
+}  // namespace fuji
