@@ -1,5 +1,5 @@
 # fuji_check_torch_free(target...): fails the configure when any of the targets reaches libtorch
-# through its link closure.
+# through its link closure. fuji_check_homes() (below) checks which part of fuji links which.
 #
 # The rule (docs/architecture.md): the fuji CLI, fujid and fuji-agent never link libtorch; only
 # fuji-rank does, and the agent and the CLI drive it through the process boundary. A torch-free
@@ -57,53 +57,134 @@ function(_fuji_link_items target out)
   set(${out} ${items} PARENT_SCOPE)
 endfunction()
 
-function(fuji_check_torch_free)
-  foreach(root IN LISTS ARGN)
-    if(NOT TARGET ${root})
-      continue()  # not built in this configuration (e.g. FUJI_RANK_ONLY)
+# The first link item in root's link closure for which predicate(item out) sets out true, as the
+# chain "root -> ... -> item" in ${out_chain}; "" when there is none. Breadth-first; parent_<item>
+# remembers how the walk got to an item.
+function(_fuji_find_in_closure root predicate out_chain)
+  set(queue ${root})
+  set(seen ${root})
+  while(queue)
+    list(POP_FRONT queue current)
+    set(name ${current})
+    if(TARGET ${current})
+      get_target_property(aliased ${current} ALIASED_TARGET)
+      if(aliased)
+        set(name ${aliased})
+      endif()
     endif()
-    # Breadth-first over the link closure; parent_<item> remembers how the walk got there, so a
-    # violation is reported as the chain root -> ... -> torch.
-    set(queue ${root})
-    set(seen ${root})
-    while(queue)
-      list(POP_FRONT queue current)
-      set(name ${current})
-      if(TARGET ${current})
-        get_target_property(aliased ${current} ALIASED_TARGET)
-        if(aliased)
-          set(name ${aliased})
-        endif()
-      endif()
-      _fuji_is_torch("${current}" torch)
-      if(NOT torch)
-        _fuji_is_torch("${name}" torch)
-      endif()
-      if(torch)
+    if(NOT current STREQUAL root)
+      cmake_language(CALL ${predicate} "${name}" found)
+      if(found)
         set(chain "${current}")
         set(at "${current}")
         while(DEFINED parent_${at})
           set(at "${parent_${at}}")
           set(chain "${at} -> ${chain}")
         endwhile()
+        set(${out_chain} "${chain}" PARENT_SCOPE)
+        return()
+      endif()
+    endif()
+    if(NOT TARGET ${name})
+      continue()  # a library path, a flag, or a target outside this scope: a leaf
+    endif()
+    _fuji_link_items(${name} items)
+    foreach(item IN LISTS items)
+      if(NOT item IN_LIST seen)
+        list(APPEND seen "${item}")
+        list(APPEND queue "${item}")
+        set(parent_${item} "${current}")
+      endif()
+    endforeach()
+  endwhile()
+  set(${out_chain} "" PARENT_SCOPE)
+endfunction()
+
+function(fuji_check_torch_free)
+  foreach(root IN LISTS ARGN)
+    if(NOT TARGET ${root})
+      continue()  # not built in this configuration (e.g. FUJI_RANK_ONLY)
+    endif()
+    _fuji_find_in_closure(${root} _fuji_is_torch chain)
+    if(chain)
+      message(FATAL_ERROR
+        "fuji: target ${root} must not link libtorch, but its link closure reaches it:\n"
+        "  ${chain}\n"
+        "The fuji CLI, fujid and fuji-agent (and every library they use) are torch-free: engine "
+        "work runs in fuji-rank, reached through the process boundary (worker/launcher). Move "
+        "what the torch-free side needs into a torch-free library (see docs/architecture.md).")
+    endif()
+  endforeach()
+endfunction()
+
+# A target's home: the top directory that defines it (SOURCE_DIR), e.g. "lib" for lib/plan; "" for
+# an imported target or anything that is not a target.
+function(_fuji_home target out)
+  set(home "")
+  if(TARGET ${target})
+    get_target_property(imported ${target} IMPORTED)
+    if(NOT imported)
+      get_target_property(dir ${target} SOURCE_DIR)
+      file(RELATIVE_PATH rel "${CMAKE_SOURCE_DIR}" "${dir}")
+      string(REGEX MATCH "^[^/]+" home "${rel}")
+    endif()
+  endif()
+  set(${out} "${home}" PARENT_SCOPE)
+endfunction()
+
+# Whether item is a target whose home matches the regex ${fuji_forbidden_homes}, which the caller
+# (fuji_check_homes) sets: a predicate for _fuji_find_in_closure takes only the item.
+function(_fuji_in_forbidden_home item out)
+  _fuji_home("${item}" home)
+  set(found FALSE)
+  if(home MATCHES "^(${fuji_forbidden_homes})$")
+    set(found TRUE)
+  endif()
+  set(${out} ${found} PARENT_SCOPE)
+endfunction()
+
+# The targets defined in dir and its subdirectories.
+function(_fuji_targets_under dir out)
+  get_property(targets DIRECTORY "${dir}" PROPERTY BUILDSYSTEM_TARGETS)
+  get_property(subdirs DIRECTORY "${dir}" PROPERTY SUBDIRECTORIES)
+  foreach(sub IN LISTS subdirs)
+    _fuji_targets_under("${sub}" more)
+    list(APPEND targets ${more})
+  endforeach()
+  set(${out} ${targets} PARENT_SCOPE)
+endfunction()
+
+# fuji_check_homes(): fails the configure when a library of lib/ links one of worker/, daemon/,
+# client/ or proto/, or a library of daemon/ links one of worker/ or client/ (docs/architecture.md:
+# lib/ is shared by every program and depends on nothing else of fuji's; fujid speaks to ranks
+# only through agents). A target's home is the directory that defines it (SOURCE_DIR).
+function(fuji_check_homes)
+  # home:forbidden homes
+  foreach(rule "lib:worker|daemon|client|proto" "daemon:worker|client")
+    string(REPLACE ":" ";" rule "${rule}")
+    list(GET rule 0 home)
+    list(GET rule 1 fuji_forbidden_homes)
+    string(REPLACE "|" "/, " forbidden "${fuji_forbidden_homes}/")
+    if(NOT IS_DIRECTORY "${CMAKE_SOURCE_DIR}/${home}")
+      continue()
+    endif()
+    get_property(added DIRECTORY "${CMAKE_SOURCE_DIR}" PROPERTY SUBDIRECTORIES)
+    if(NOT "${CMAKE_SOURCE_DIR}/${home}" IN_LIST added)
+      continue()  # not configured (e.g. FUJI_RANK_ONLY leaves daemon/ out)
+    endif()
+    _fuji_targets_under("${CMAKE_SOURCE_DIR}/${home}" roots)
+    foreach(root IN LISTS roots)
+      get_target_property(type ${root} TYPE)
+      if(type STREQUAL "UTILITY")
+        continue()
+      endif()
+      _fuji_find_in_closure(${root} _fuji_in_forbidden_home chain)
+      if(chain)
         message(FATAL_ERROR
-          "fuji: target ${root} must not link libtorch, but its link closure reaches it:\n"
+          "fuji: target ${root} (${home}/) must not link anything from ${forbidden}, but it does:\n"
           "  ${chain}\n"
-          "The fuji CLI, fujid and fuji-agent (and every library they use) are torch-free: engine "
-          "work runs in fuji-rank, reached through the process boundary (worker/launcher). Move "
-          "what the torch-free side needs into a torch-free library (see docs/architecture.md).")
+          "See docs/architecture.md for which part of fuji may use which.")
       endif()
-      if(NOT TARGET ${name})
-        continue()  # a library path, a flag, or a target outside this scope: a leaf
-      endif()
-      _fuji_link_items(${name} items)
-      foreach(item IN LISTS items)
-        if(NOT item IN_LIST seen)
-          list(APPEND seen "${item}")
-          list(APPEND queue "${item}")
-          set(parent_${item} "${current}")
-        endif()
-      endforeach()
-    endwhile()
+    endforeach()
   endforeach()
 endfunction()
