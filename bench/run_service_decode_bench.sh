@@ -14,29 +14,10 @@ prompt="There are famous mountain like Mt.Fuji in Japan. Please tell me highest 
 mkdir -p var/bench
 [ -f "$model/model.safetensors" ] || "$bin/fuji" model init --arch cerebras-gpt-111m --out "$model" --seed 1
 rm -rf "$run" && mkdir -p "$run"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-"$bin/fujid" --db "$run/fujid.db" --listen 127.0.0.1:0 2> "$run/fujid.log" &
-pids+=($!)
-for _ in $(seq 100); do
-  port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$run/fujid.log" | sed -n 1p)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "${port:-}" ] || { cat "$run/fujid.log"; exit 1; }
-export FUJI_SERVER=127.0.0.1:$port
-"$bin/fuji-agent" --server "$FUJI_SERVER" 2> "$run/agent.log" &
-pids+=($!)
-# The agent measures the node's rates once at start: wait for it, so that no round shares the
-# cores with the calibration.
-for _ in $(seq 300); do
-  grep -qE 'calibrated|no calibration' "$run/agent.log" && break
-  sleep 0.1
-done
+. bench/service_lib.sh
+trap stop_services EXIT
+start_service "$bin" "$run"
+export FUJI_SERVER=$SERVICE_ADDRESS
 
 args=(--model "$PWD/$model" --prompt "$prompt" --max-new-tokens 64 --ignore-eos --output json)
 for i in $(seq "$rounds"); do
