@@ -78,12 +78,12 @@ Result<bool> Statement::Step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return SqliteError(db_, rc, sqlite3_sql(stmt_));
+  return SqliteError(db_, rc, "database step");
 }
 
 Status Statement::Run() {
   FUJI_ASSIGN_OR_RETURN(bool row, Step());
-  if (row) return Internal(std::string("statement returned a row: ") + sqlite3_sql(stmt_));
+  if (row) return Internal("a database statement that writes returned a row");
   return Status::Ok();
 }
 
@@ -111,7 +111,7 @@ Status Connection::Exec(const char* sql) {
   char* error = nullptr;
   int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, &error);
   sqlite3_free(error);  // the same text as sqlite3_errmsg, which SqliteError reads
-  if (rc != SQLITE_OK) return SqliteError(db_.get(), rc, sql);
+  if (rc != SQLITE_OK) return SqliteError(db_.get(), rc, "database exec");
   return Status::Ok();
 }
 
@@ -122,11 +122,11 @@ Result<Statement> Connection::Prepare(const std::string& sql) {
     int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size()),
                                 SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
     StmtPtr stmt(raw);
-    if (rc != SQLITE_OK) return SqliteError(db_.get(), rc, "prepare " + sql);
+    if (rc != SQLITE_OK) return SqliteError(db_.get(), rc, "database prepare");
     it = statements_.emplace(sql, std::move(stmt)).first;
   }
   if (sqlite3_stmt_busy(it->second.get())) {
-    return Internal("statement already in use on this connection: " + sql);
+    return Internal("a database statement is already in use on this connection");
   }
   return Statement(db_.get(), it->second.get());
 }

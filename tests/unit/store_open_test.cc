@@ -142,6 +142,10 @@ TEST(StoreOpenTest, RefusesCorruptDatabaseUntouched) {
   EXPECT_EQ(store.status().code(), StatusCode::kDataLoss) << store.status().ToString();
   EXPECT_NE(store.status().message().find("corrupt"), std::string::npos)
       << store.status().message();
+  // Errors reach logs and clients: they name what failed, never the SQL that failed.
+  for (const char* sql : {"SELECT", "PRAGMA", "INSERT", "UPDATE", "CREATE"}) {
+    EXPECT_EQ(store.status().message().find(sql), std::string::npos) << store.status().message();
+  }
   EXPECT_EQ(*ReadFile(path), bytes);
 }
 
