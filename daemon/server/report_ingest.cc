@@ -9,6 +9,7 @@
 
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
+#include "lib/common/failure_kind.h"
 
 namespace fuji::daemon {
 
@@ -16,19 +17,39 @@ using store::JobState;
 
 namespace {
 
-// "exit code 3", "killed by signal 9", "cuda_oom: CUDA out of memory. ..."
+// "exit code 3", "killed by signal 9", "cuda_oom: CUDA out of memory. ..."; a kind this daemon
+// does not know is shown in the agent's words.
 std::string FailureReason(const v1::CompleteRequest& request) {
-  std::string kind = request.failure_kind().empty() ? "internal" : request.failure_kind();
+  const FailureKind kind = ParseFailureKind(request.failure_kind());
   std::string reason;
-  if (kind == "exit_code") {
+  if (kind == FailureKind::kExitCode) {
     reason = "exit code " + std::to_string(request.exit_code());
-  } else if (kind == "signal") {
+  } else if (kind == FailureKind::kSignal) {
     reason = "killed by signal " + std::to_string(request.signal());
   } else {
-    reason = kind;
+    reason = request.failure_kind().empty() ? "internal" : request.failure_kind();
   }
   if (!request.message().empty()) reason += ": " + request.message();
   return reason;
+}
+
+// Whether a failed attempt may be retried: bad input and timeouts would fail again anywhere; the
+// rest may be the node's fault (an unknown kind parses as kInternal, so it is retried).
+bool Retryable(FailureKind kind) {
+  switch (kind) {
+    case FailureKind::kBadInput:
+    case FailureKind::kTimeout:
+      return false;
+    case FailureKind::kInternal:
+    case FailureKind::kExitCode:
+    case FailureKind::kSignal:
+    case FailureKind::kHostOom:
+    case FailureKind::kCudaOom:
+    case FailureKind::kCancelled:
+    case FailureKind::kCollectiveTimeout:
+      return true;
+  }
+  return true;
 }
 
 }  // namespace
@@ -229,8 +250,8 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
     lifecycle_->Ended(job_id);
     return Status::Ok();
   }
-  const std::string& kind = request.failure_kind();
-  if (kind == "cancelled") {
+  const FailureKind kind = ParseFailureKind(request.failure_kind());
+  if (kind == FailureKind::kCancelled) {
     if (!lifecycle_->CancelRequested(job_id)) {
       // The agent stopped it because the daemon said this run was not current: nobody asked
       // for a cancel, so the job goes on elsewhere.
@@ -244,9 +265,9 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
   // Out of memory with the plan it was given: the retry chooses among the plans that need less
   // of the memory that ran out (the planner under-predicted this one), and with none left the
   // job fails rather than run out again.
-  if ((kind == "cuda_oom" || kind == "host_oom") && !job.plan.empty() &&
+  if ((kind == FailureKind::kCudaOom || kind == FailureKind::kHostOom) && !job.plan.empty() &&
       !lifecycle_->CancelRequested(job_id)) {
-    const std::string narrowed = PlansAfterOom(job.plans, job.plan, kind == "cuda_oom");
+    const std::string narrowed = PlansAfterOom(job.plans, job.plan, kind == FailureKind::kCudaOom);
     if (narrowed.empty()) {
       lifecycle_->EndAttempt(job,
                              FailureReason(request) + "; no plan needs less memory than this one",
@@ -255,8 +276,7 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
     }
     if (narrowed != job.plans) FUJI_RETURN_IF_ERROR(store_->SetPlans(job_id, narrowed));
   }
-  // bad input and timeouts would fail again anywhere; the rest may be the node's fault.
-  lifecycle_->EndAttempt(job, FailureReason(request), kind != "bad_input" && kind != "timeout");
+  lifecycle_->EndAttempt(job, FailureReason(request), Retryable(kind));
   return Status::Ok();
 }
 

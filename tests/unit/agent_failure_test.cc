@@ -1,5 +1,9 @@
-// Failure classification of a job attempt from the rank's error event and its exit.
+// Failure classification of a job attempt from the rank's error event and its exit, and the wire
+// words of FailureKind.
 #include <csignal>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -18,6 +22,8 @@ launch::ExitInfo Signalled(int sig) {
   e.signal = sig;
   return e;
 }
+// An error event as the rank words it.
+RankError Said(const char* reason, const char* message) { return RankError{ParseFailureKind(reason), message}; }
 
 struct Case {
   const char* name;
@@ -33,17 +39,17 @@ struct Case {
 
 TEST(AgentFailureTest, Table) {
   const std::vector<Case> cases = {
-      {"bad input event", RankError{"bad_input", "max_new_tokens: must be positive"}, Exited(2), false, "",
+      {"bad input event", Said("bad_input", "max_new_tokens: must be positive"), Exited(2), false, "",
        "bad_input", "max_new_tokens: must be positive", 2, 0},
-      {"cuda oom event", RankError{"cuda_oom", "CUDA out of memory. Tried to allocate 2 GiB"}, Exited(1), false, "",
+      {"cuda oom event", Said("cuda_oom", "CUDA out of memory. Tried to allocate 2 GiB"), Exited(1), false, "",
        "cuda_oom", "CUDA out of memory. Tried to allocate 2 GiB", 1, 0},
-      {"cuda oom without the words", RankError{"cuda_oom", "allocating the KV cache"}, Exited(1), false, "",
+      {"cuda oom without the words", Said("cuda_oom", "allocating the KV cache"), Exited(1), false, "",
        "cuda_oom", "CUDA out of memory: allocating the KV cache", 1, 0},
-      {"host oom event", RankError{"host_oom", "std::bad_alloc"}, Exited(1), false, "", "host_oom", "std::bad_alloc",
+      {"host oom event", Said("host_oom", "std::bad_alloc"), Exited(1), false, "", "host_oom", "std::bad_alloc",
        1, 0},
-      {"internal event", RankError{"internal", "checkpoint shape mismatch"}, Exited(1), false, "", "internal",
+      {"internal event", Said("internal", "checkpoint shape mismatch"), Exited(1), false, "", "internal",
        "checkpoint shape mismatch", 1, 0},
-      {"unknown reason is internal", RankError{"weird", "x"}, Exited(1), false, "", "internal", "x", 1, 0},
+      {"unknown reason is internal", Said("weird", "x"), Exited(1), false, "", "internal", "x", 1, 0},
       {"sigkill not ours", std::nullopt, Signalled(SIGKILL), false, "loading", "host_oom",
        "killed by SIGKILL (not sent by fuji; likely the kernel's OOM killer)", 0, SIGKILL},
       {"sigkill ours", std::nullopt, Signalled(SIGKILL), true, "", "signal", "killed by signal 9 (SIGKILL)", 0,
@@ -57,18 +63,37 @@ TEST(AgentFailureTest, Table) {
   };
   // A SIGKILL fuji did not send is host_oom only when the OOM killer killed something meanwhile.
   Failure oom = ClassifyFailure(std::nullopt, Signalled(SIGKILL), false, "", 1);
-  EXPECT_EQ(oom.kind, "host_oom");
+  EXPECT_EQ(FailureKindName(oom.kind), "host_oom");
   EXPECT_EQ(oom.message, "killed by SIGKILL (the kernel's OOM killer killed 1 process(es) meanwhile)");
   Failure killed = ClassifyFailure(std::nullopt, Signalled(SIGKILL), false, "", 0);
-  EXPECT_EQ(killed.kind, "signal");
+  EXPECT_EQ(FailureKindName(killed.kind), "signal");
   EXPECT_EQ(killed.message, "killed by SIGKILL (not sent by fuji; the kernel's OOM killer killed nothing meanwhile)");
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const Failure f = ClassifyFailure(c.error, c.exit, c.sigkill_by_fuji, c.last_stderr, -1);
-    EXPECT_EQ(f.kind, c.kind);
+    EXPECT_EQ(FailureKindName(f.kind), c.kind);
     EXPECT_EQ(f.message, c.message);
     EXPECT_EQ(f.exit_code, c.exit_code);
     EXPECT_EQ(f.signal, c.signal);
+  }
+}
+
+// Every kind's wire word parses back to it; words nobody knows (an older or newer peer's) and ""
+// are kInternal.
+TEST(FailureKindTest, WireWordsRoundTripAndUnknownIsInternal) {
+  const std::vector<std::pair<FailureKind, std::string>> words = {
+      {FailureKind::kInternal, "internal"},   {FailureKind::kExitCode, "exit_code"},
+      {FailureKind::kSignal, "signal"},       {FailureKind::kHostOom, "host_oom"},
+      {FailureKind::kCudaOom, "cuda_oom"},    {FailureKind::kBadInput, "bad_input"},
+      {FailureKind::kTimeout, "timeout"},     {FailureKind::kCancelled, "cancelled"},
+      {FailureKind::kCollectiveTimeout, "collective_timeout"},
+  };
+  for (const auto& [kind, word] : words) {
+    EXPECT_EQ(FailureKindName(kind), word);
+    EXPECT_EQ(ParseFailureKind(word), kind) << word;
+  }
+  for (const char* unknown : {"", "device_oom", "weird", "Cancelled", "cancelled "}) {
+    EXPECT_EQ(ParseFailureKind(unknown), FailureKind::kInternal) << unknown;
   }
 }
 

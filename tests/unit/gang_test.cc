@@ -124,7 +124,7 @@ exec sleep 60)");
   EXPECT_EQ(run.result.status().message(), "rank 1: seq_len too long");
   ASSERT_TRUE(gang.failure());
   EXPECT_EQ(gang.failure()->rank, 1);
-  EXPECT_EQ(gang.failure()->reason, "bad_input");
+  EXPECT_EQ(gang.failure()->reason, FailureKind::kBadInput);
   EXPECT_LT(run.seconds, 10);
   ASSERT_EQ(pids.size(), 3u);
   for (pid_t pid : pids) EXPECT_FALSE(Alive(pid)) << pid;

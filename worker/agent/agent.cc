@@ -92,7 +92,7 @@ void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::J
   } else if (kind == "result" && rank == 0) {
     *result = e.value("result", nlohmann::json::object());
   } else if (kind == "error" && !*error) {
-    *error = RankError{e.value("reason", "internal"), e.value("message", "")};
+    *error = RankError{ParseFailureKind(e.value("reason", "internal")), e.value("message", "")};
   }
 }
 
@@ -514,14 +514,14 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
 // ---------------------------------------------------------------------------------------------
 // Supervising one job's ranks.
 
-void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, const std::string& kind,
+void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
                       const std::string& message) {
   const std::string name = "job " + std::to_string(job.assignment.job_id());
   complete->set_succeeded(succeeded);
   if (!succeeded) {
-    complete->set_failure_kind(kind);
+    complete->set_failure_kind(std::string(FailureKindName(kind)));
     complete->set_message(message);
-    Log(name + ": " + kind + ": " + message);
+    Log(name + ": " + std::string(FailureKindName(kind)) + ": " + message);
   } else {
     Log(name + ": succeeded");
   }
@@ -539,13 +539,13 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   complete.set_worker_id(config_.worker_id);
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
-  auto finish = [&](bool succeeded, const std::string& kind, const std::string& message) {
+  auto finish = [&](bool succeeded, FailureKind kind, const std::string& message) {
     FinishJob(*job, &complete, succeeded, kind, message);
   };
 
   // The request: the spec with the op and the job's id.
   nlohmann::json request = nlohmann::json::parse(a.spec_json(), nullptr, false);
-  if (request.is_discarded() || !request.is_object()) return finish(false, "bad_input", "spec_json is not a JSON object");
+  if (request.is_discarded() || !request.is_object()) return finish(false, FailureKind::kBadInput, "spec_json is not a JSON object");
   request["op"] = a.kind();
   request["id"] = std::to_string(a.job_id());
   const bool cuda = inventory_.is_cuda();
@@ -557,7 +557,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   std::string executable = config_.rank_executable;
   if (executable.empty()) {
     auto found = launch::FindRankExecutable();
-    if (!found.ok()) return finish(false, "internal", found.status().message());
+    if (!found.ok()) return finish(false, FailureKind::kInternal, found.status().message());
     executable = *found;
   }
 
@@ -566,7 +566,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   launch::ChildSpec spec{executable, {}, {}};
   if (cuda) spec.env["CUDA_VISIBLE_DEVICES"] = std::to_string(devices[0]);
   auto spawned = launch::ChildProcess::Spawn(spec);
-  if (!spawned.ok()) return finish(false, "internal", "cannot start fuji-rank: " + spawned.status().message());
+  if (!spawned.ok()) return finish(false, FailureKind::kInternal, "cannot start fuji-rank: " + spawned.status().message());
   const std::unique_ptr<launch::ChildProcess> rank = std::move(spawned).value();
   Status sent = rank->Send(request);
   rank->CloseInput();
@@ -654,19 +654,19 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
       stop != StopReason::kNone ? rank->Terminate(milliseconds(config_.cancel_grace_ms)) : rank->Wait();
   switch (stop) {
     case StopReason::kCancelled:
-      return finish(false, "cancelled", "cancelled");
+      return finish(false, FailureKind::kCancelled, "cancelled");
     case StopReason::kTimeout:
-      return finish(false, "timeout", "timed out after " + std::to_string(a.timeout_ms()) + " ms");
+      return finish(false, FailureKind::kTimeout, "timed out after " + std::to_string(a.timeout_ms()) + " ms");
     case StopReason::kUnwanted:
-      return finish(false, "cancelled", "the daemon no longer wants this job");
+      return finish(false, FailureKind::kCancelled, "the daemon no longer wants this job");
     case StopReason::kShutdown:
-      return finish(false, "internal", "fuji-agent shut down while the job ran");
+      return finish(false, FailureKind::kInternal, "fuji-agent shut down while the job ran");
     case StopReason::kNone:
       break;
   }
   if (result && !error) {
     complete.set_result_json(result->dump());
-    return finish(true, "", "");
+    return finish(true, FailureKind::kInternal, "");
   }
   const Failure f = ClassifyFailure(error, exit, false, last_stderr, OomKillsSince(job->oom_kills_at_start));
   complete.set_exit_code(f.exit_code);

@@ -23,6 +23,7 @@
 #include "fuji/v1/worker.grpc.pb.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/devices.h"
+#include "lib/common/failure_kind.h"
 #include "lib/common/status.h"
 
 namespace fuji::agent {
@@ -68,7 +69,7 @@ class Agent {
   // A "finetune" assignment: one rank per assigned device, run as a gang (agent_finetune.cc).
   void SuperviseFinetune(const std::shared_ptr<Job>& job);
   // Records a job's Complete (succeeded, or failed with kind and message) and logs it.
-  void FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, const std::string& kind,
+  void FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
                  const std::string& message);
   void JoinSupervisor(Job& job);
   // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.

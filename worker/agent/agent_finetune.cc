@@ -19,7 +19,7 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
   complete.set_worker_id(config_.worker_id);
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
-  auto finish = [&](bool succeeded, const std::string& kind, const std::string& message) {
+  auto finish = [&](bool succeeded, FailureKind kind, const std::string& message) {
     FinishJob(*job, &complete, succeeded, kind, message);
   };
   auto append = [&](fuji::v1::JobReport part) {
@@ -29,12 +29,12 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
 
   nlohmann::json j = nlohmann::json::parse(a.spec_json(), nullptr, false);
   auto parsed = FinetuneSpec::FromJson(j);
-  if (!parsed.ok()) return finish(false, "bad_input", parsed.status().message());
+  if (!parsed.ok()) return finish(false, FailureKind::kBadInput, parsed.status().message());
   FinetuneSpec spec = std::move(parsed).value();
   std::vector<int> devices(a.device_indices().begin(), a.device_indices().end());
   if (devices.empty()) devices.push_back(0);
   const bool cuda = spec.device == "cuda";
-  if (cuda && !inventory_.is_cuda()) return finish(false, "bad_input", "device cuda asked of an agent without GPUs");
+  if (cuda && !inventory_.is_cuda()) return finish(false, FailureKind::kBadInput, "device cuda asked of an agent without GPUs");
 
   // Everything refusable is refused here, before any rank starts.
   launch::PrepareOptions options;
@@ -45,7 +45,7 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
   if (!prepared.ok()) {
     const bool bad = prepared.status().code() != StatusCode::kInternal &&
                      prepared.status().code() != StatusCode::kResourceExhausted;
-    return finish(false, bad ? "bad_input" : "internal", prepared.status().message());
+    return finish(false, bad ? FailureKind::kBadInput : FailureKind::kInternal, prepared.status().message());
   }
   {
     fuji::v1::JobReport part;
@@ -135,19 +135,19 @@ void Agent::SuperviseFinetune(const std::shared_ptr<Job>& job) {
 
   if (result.ok()) {
     complete.set_result_json(result->dump());
-    return finish(true, "", "");
+    return finish(true, FailureKind::kInternal, "");
   }
   const launch::GangFailure f = gang.failure().value_or(launch::GangFailure{
-      launch::GangFailure::Kind::kStart, -1, "", result.status().message(), {}, ""});
+      launch::GangFailure::Kind::kStart, -1, FailureKind::kInternal, result.status().message(), {}, ""});
   switch (f.kind) {
     case launch::GangFailure::Kind::kDeadline:
-      return finish(false, "timeout", "timed out after " + std::to_string(a.timeout_ms()) + " ms");
+      return finish(false, FailureKind::kTimeout, "timed out after " + std::to_string(a.timeout_ms()) + " ms");
     case launch::GangFailure::Kind::kCancelled:
-      if (stop == StopReason::kShutdown) return finish(false, "internal", "fuji-agent shut down while the job ran");
-      if (stop == StopReason::kTimeout) return finish(false, "timeout", "timed out");
-      return finish(false, "cancelled", stop == StopReason::kUnwanted ? "the daemon no longer wants this job" : "cancelled");
+      if (stop == StopReason::kShutdown) return finish(false, FailureKind::kInternal, "fuji-agent shut down while the job ran");
+      if (stop == StopReason::kTimeout) return finish(false, FailureKind::kTimeout, "timed out");
+      return finish(false, FailureKind::kCancelled, stop == StopReason::kUnwanted ? "the daemon no longer wants this job" : "cancelled");
     case launch::GangFailure::Kind::kStart:
-      return finish(false, "internal", f.message);
+      return finish(false, FailureKind::kInternal, f.message);
     case launch::GangFailure::Kind::kRankError:
     case launch::GangFailure::Kind::kRankExit:
       break;

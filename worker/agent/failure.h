@@ -5,24 +5,27 @@
 #include <optional>
 #include <string>
 
+#include "lib/common/failure_kind.h"
 #include "worker/launcher/child_process.h"
 
 namespace fuji::agent {
 
-// A rank's {"event": "error"}: reason is bad_input, cuda_oom, host_oom or internal.
+// A rank's {"event": "error"}: its reason (bad_input, cuda_oom, host_oom, collective_timeout,
+// internal) and message.
 struct RankError {
-  std::string reason;
+  FailureKind reason = FailureKind::kInternal;
   std::string message;
 };
 
 struct Failure {
-  std::string kind;     // exit_code, signal, host_oom, cuda_oom, bad_input, internal
+  FailureKind kind = FailureKind::kInternal;  // exit_code, signal, host_oom, cuda_oom, bad_input, internal
   std::string message;
   int exit_code = 0;
   int signal = 0;
 };
 
-// The rank's own error event wins; else the exit: a SIGKILL fuji did not send is the kernel's OOM
+// The rank's own error event wins (a reason other than bad_input, cuda_oom and host_oom is
+// internal); else the exit: a SIGKILL fuji did not send is the kernel's OOM
 // killer (host_oom) when it killed something while the attempt ran (`oom_kills_meanwhile` > 0, the
 // change of OomKillCount; -1 when unknown: then it is presumed), and "signal" when it killed
 // nothing (someone else's kill -9: the job is retried as after any other signal, not narrowed to

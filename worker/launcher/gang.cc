@@ -32,10 +32,13 @@ Status FailureStatus(const GangFailure& f) {
     case GangFailure::Kind::kRankExit: return Internal(f.message);
     case GangFailure::Kind::kRankError: break;
   }
-  if (f.reason == "bad_input") return InvalidArgument(f.message);
-  if (f.reason == "cuda_oom" || f.reason == "host_oom") return ResourceExhausted(f.message);
-  if (f.reason == "collective_timeout") return Unavailable(f.message);
-  return Internal(f.message);
+  switch (f.reason) {
+    case FailureKind::kBadInput: return InvalidArgument(f.message);
+    case FailureKind::kCudaOom:
+    case FailureKind::kHostOom: return ResourceExhausted(f.message);
+    case FailureKind::kCollectiveTimeout: return Unavailable(f.message);
+    default: return Internal(f.message);
+  }
 }
 
 // A fresh private directory for the rendezvous file: $TMPDIR or /tmp, mode 0700.
@@ -91,7 +94,7 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
     }
     auto proc = ChildProcess::Spawn(launch);
     if (!proc.ok()) {
-      fail({GangFailure::Kind::kStart, r, "", "cannot start rank " + std::to_string(r) + ": " + proc.status().message(), {}, ""});
+      fail({GangFailure::Kind::kStart, r, FailureKind::kInternal, "cannot start rank " + std::to_string(r) + ": " + proc.status().message(), {}, ""});
       members.resize(static_cast<size_t>(r));
       break;
     }
@@ -112,11 +115,11 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
 
   while (!failure_) {
     if (stop_) {
-      fail({GangFailure::Kind::kCancelled, -1, "", "cancelled", {}, ""});
+      fail({GangFailure::Kind::kCancelled, -1, FailureKind::kCancelled, "cancelled", {}, ""});
       break;
     }
     if (options_.deadline.count() > 0 && Clock::now() - begin >= options_.deadline) {
-      fail({GangFailure::Kind::kDeadline, -1, "", "stopped after the deadline of " +
+      fail({GangFailure::Kind::kDeadline, -1, FailureKind::kTimeout, "stopped after the deadline of " +
             std::to_string(options_.deadline.count()) + " ms", {}, ""});
       break;
     }
@@ -145,17 +148,17 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
         } else if (out.event.value("event", "") == "error" && !m.errored) {
           m.errored = true;
           const std::string message = out.event.value("message", out.event.value("code", "error"));
-          fail({GangFailure::Kind::kRankError, r, out.event.value("reason", "internal"),
+          fail({GangFailure::Kind::kRankError, r, ParseFailureKind(out.event.value("reason", "internal")),
                 "rank " + std::to_string(r) + ": " + message, {}, ""});
         }
         on_output({r, std::move(out)});
       }
       if (!m.exit) m.exit = m.proc->Poll();
       if (m.exit && !m.exit->Succeeded() && !m.errored) {
-        fail({GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " " + m.exit->Describe() +
+        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, "rank " + std::to_string(r) + " " + m.exit->Describe() +
               (m.last_stderr.empty() ? "" : ": " + m.last_stderr), *m.exit, m.last_stderr});
       } else if (m.exit && !m.open && m.exit->Succeeded() && !m.result && !m.errored) {
-        fail({GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " exited without a result", *m.exit,
+        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, "rank " + std::to_string(r) + " exited without a result", *m.exit,
               m.last_stderr});
       }
     }
@@ -166,7 +169,7 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
 
   // A collective error usually follows a peer's death: name the peer that died instead. Its exit
   // can reach us a moment after the survivors' error events, so wait a little for it.
-  if (failure_ && failure_->reason == "collective_timeout") {
+  if (failure_ && failure_->reason == FailureKind::kCollectiveTimeout) {
     const auto until = Clock::now() + milliseconds(500);
     bool named = false;
     while (!named) {
@@ -174,7 +177,7 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
         Member& m = members[r];
         if (!m.exit) m.exit = m.proc->Poll();
         if (m.exit && !m.exit->Succeeded() && !m.errored) {
-          failure_ = GangFailure{GangFailure::Kind::kRankExit, r, "", "rank " + std::to_string(r) + " " +
+          failure_ = GangFailure{GangFailure::Kind::kRankExit, r, FailureKind::kInternal, "rank " + std::to_string(r) + " " +
                                  m.exit->Describe() + " (the others lost it: " + failure_->message + ")", *m.exit,
                                  m.last_stderr};
           named = true;

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/common/failure_kind.h"
 #include "worker/launcher/child_process.h"
 #include "lib/spec/finetune_spec.h"
 
@@ -46,7 +47,9 @@ struct GangOutput {
 struct GangFailure {
   enum class Kind { kRankError, kRankExit, kCancelled, kDeadline, kStart } kind = Kind::kRankError;
   int rank = -1;
-  std::string reason;       // the rank's error event reason (bad_input, cuda_oom, ...), if any
+  // kRankError: the rank's error event reason; else what the failure amounts to (kCancelled,
+  // kTimeout for kDeadline, kInternal).
+  FailureKind reason = FailureKind::kInternal;
   std::string message;      // one line, naming the rank
   ExitInfo exit;            // the failing rank's exit (kRankError, kRankExit)
   std::string last_stderr;  // that rank's last non-empty stderr line
