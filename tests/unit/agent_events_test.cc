@@ -1,7 +1,5 @@
 // The translation of rank events into report entries (HandleEvent): a finetune's progress keeps
 // its loss and tokens/s, an inference's has neither, losses come from rank 0 only.
-#include <optional>
-
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -12,9 +10,7 @@ namespace {
 
 fuji::v1::JobReport Handle(const nlohmann::json& event, int32_t rank) {
   fuji::v1::JobReport part;
-  std::optional<nlohmann::json> result;
-  std::optional<RankError> error;
-  HandleEvent(event, rank, 1000, &part, &result, &error, /*attempt=*/1);
+  HandleEvent(event, rank, 1000, &part, /*attempt=*/1);
   return part;
 }
 

@@ -204,6 +204,50 @@ TEST(GangTest, DeadlineStopsTheRanks) {
   EXPECT_LT(run.seconds, 5);
 }
 
+// A lone rank (an inference job): its request as given plus op and id, with no rank, ranks or
+// rendezvous; its result is the gang's.
+TEST(GangTest, ALoneRankGetsItsRequestAsGivenAndItsResultIsTheGangs) {
+  GangOptions o;
+  o.executable = Script("lone.sh", R"(echo "$req" >&2
+echo '{"event":"result","result":{"output_ids":[1,2]}}' >&3)");
+  o.op = "infer";
+  o.id = "7";
+  Gang gang(nlohmann::json{{"prompt", "hi"}}, o);
+  EXPECT_FALSE(gang.has_peers());
+  std::vector<pid_t> started;
+  std::vector<std::string> logs;
+  GangCallbacks callbacks;
+  callbacks.started = [&](const std::vector<pid_t>& pids) { started = pids; };
+  callbacks.output = [&](const GangOutput& out) {
+    if (out.output.kind == ChildOutput::Kind::kLog) logs.push_back(out.output.line);
+  };
+  auto result = gang.Run(callbacks);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(*result, nlohmann::json::parse(R"({"output_ids":[1,2]})"));
+  EXPECT_EQ(started.size(), 1u);
+  ASSERT_EQ(logs.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(logs[0]), nlohmann::json::parse(R"({"id":"7","op":"infer","prompt":"hi"})"));
+}
+
+// A lone rank's error is in its own words, and with no peers to stop it is read to its end: what
+// it says after the error arrives and its own exit is kept.
+TEST(GangTest, ALoneRanksErrorIsItsOwnWordsAndItIsReadToItsEnd) {
+  GangOptions o;
+  o.executable = Script("lone_error.sh", R"(echo '{"event":"error","code":"NOT_FOUND","reason":"bad_input","message":"no model at /m"}' >&3
+sleep 0.3; echo "after the error" >&2; exit 3)");
+  o.op = "infer";
+  Gang gang(nlohmann::json::object(), o);
+  Outcome run = RunGang(gang);
+  ASSERT_FALSE(run.result.ok());
+  EXPECT_EQ(run.result.status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(gang.failure());
+  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankError);
+  EXPECT_EQ(gang.failure()->reason, FailureKind::kBadInput);
+  EXPECT_EQ(gang.failure()->message, "no model at /m");
+  EXPECT_EQ(gang.failure()->exit.exit_code, 3);
+  EXPECT_EQ(gang.failure()->last_stderr, "after the error");
+}
+
 // One request to a single fuji-rank process; its result event's "result", or the error event's
 // message.
 Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann::json& request) {

@@ -1,9 +1,8 @@
-// The agent's loops: register/heartbeat, long-poll, report, and one supervisor per job.
+// The agent's loops: register/heartbeat, long-poll and report; each job's supervisor is supervisor.cc.
 #include "worker/agent/agent.h"
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <optional>
 
@@ -11,11 +10,9 @@
 
 #include "fuji/v1/worker_contract.h"
 #include "worker/agent/agent_job.h"
-#include "worker/agent/failure.h"
 #include "worker/agent/samples.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/wall_clock.h"
-#include "worker/launcher/child_process.h"
 #include "worker/launcher/node_rates.h"
 
 namespace fuji::agent {
@@ -43,57 +40,10 @@ void KeepLast(google::protobuf::RepeatedPtrField<T>* field, size_t max) {
 
 }  // namespace
 
-int64_t OomKillsSince(int64_t at_start) {
-  const int64_t now = OomKillCount();
-  return at_start < 0 || now < 0 ? -1 : now - at_start;
-}
-
 bool Empty(const fuji::v1::JobReport& r) {
   return !r.started() && r.progress_size() == 0 && r.logs_size() == 0 && r.timings_size() == 0 &&
          r.samples_size() == 0 &&
          r.losses_size() == 0;
-}
-
-// Turns one rank event into report entries, or the result / error of the attempt. Timing events
-// carry their phase's wall-clock start and end (ms since the epoch, the same host's clock); an
-// event with only a duration becomes [now - ms, now].
-void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part,
-                 std::optional<nlohmann::json>* result, std::optional<RankError>* error, int32_t attempt) {
-  const std::string kind = e.value("event", "");
-  if (kind == "progress") {
-    auto* p = part->add_progress();
-    p->set_phase(e.value("phase", ""));
-    p->set_done(e.value("done", int64_t{0}));
-    p->set_total(e.value("total", int64_t{0}));
-    p->set_rank(rank);
-    // A finetune's "train" progress carries rank 0's latest loss and global tokens/s.
-    p->set_loss(e.value("loss", 0.0));
-    p->set_tokens_per_s(e.value("tokens_per_s", 0.0));
-  } else if (kind == "timing") {
-    const double ms = e.value("ms", 0.0);
-    auto* t = part->add_timings();
-    t->set_attempt(attempt);
-    t->set_rank(rank);
-    t->set_phase(e.value("phase", ""));
-    if (e.contains("start_ms") && e.contains("end_ms")) {
-      t->set_start_ms(e.value("start_ms", int64_t{0}));
-      t->set_end_ms(e.value("end_ms", int64_t{0}));
-    } else {
-      t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
-      t->set_end_ms(now);
-    }
-  } else if (kind == "loss" && rank == 0) {
-    auto* l = part->add_losses();
-    l->set_step(e.value("step", int64_t{0}));
-    l->set_loss(e.value("loss", 0.0));
-    l->set_split(e.value("split", "train"));
-    l->set_tokens_per_s(e.value("tokens_per_s", 0.0));
-    l->set_at_ms(now);
-  } else if (kind == "result" && rank == 0) {
-    *result = e.value("result", nlohmann::json::object());
-  } else if (kind == "error" && !*error) {
-    *error = RankError{ParseFailureKind(e.value("reason", "internal")), e.value("message", "")};
-  }
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
@@ -509,169 +459,6 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
   }
   JoinSupervisor(*job);
   if (next) StartJob(*next);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Supervising one job's ranks.
-
-void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
-                      const std::string& message) {
-  const std::string name = "job " + std::to_string(job.assignment.job_id());
-  complete->set_succeeded(succeeded);
-  if (!succeeded) {
-    complete->set_failure_kind(std::string(FailureKindName(kind)));
-    complete->set_message(message);
-    Log(name + ": " + std::string(FailureKindName(kind)) + ": " + message);
-  } else {
-    Log(name + ": succeeded");
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  job.pids.clear();
-  job.completion = *complete;
-  job.finished = true;
-  cv_.notify_all();
-}
-
-void Agent::Supervise(const std::shared_ptr<Job>& job) {
-  if (job->assignment.kind() == "finetune") return SuperviseFinetune(job);
-  const fuji::v1::Assignment& a = job->assignment;
-  fuji::v1::CompleteRequest complete;
-  complete.set_worker_id(config_.worker_id);
-  complete.set_job_id(a.job_id());
-  complete.set_attempt(a.attempt());
-  auto finish = [&](bool succeeded, FailureKind kind, const std::string& message) {
-    FinishJob(*job, &complete, succeeded, kind, message);
-  };
-
-  // The request: the spec with the op and the job's id.
-  nlohmann::json request = nlohmann::json::parse(a.spec_json(), nullptr, false);
-  if (request.is_discarded() || !request.is_object()) return finish(false, FailureKind::kBadInput, "spec_json is not a JSON object");
-  request["op"] = a.kind();
-  request["id"] = std::to_string(a.job_id());
-  const bool cuda = inventory_.is_cuda();
-  // The rank sees only its own GPU (CUDA_VISIBLE_DEVICES), as cuda:0.
-  if (cuda && request.contains("device") && request["device"].is_string() &&
-      request["device"].get<std::string>().rfind("cuda", 0) == 0) {
-    request["device"] = "cuda:0";
-  }
-  std::string executable = config_.rank_executable;
-  if (executable.empty()) {
-    auto found = launch::FindRankExecutable();
-    if (!found.ok()) return finish(false, FailureKind::kInternal, found.status().message());
-    executable = *found;
-  }
-
-  // One rank on the first assigned device (fujid assigns an inference job one).
-  const std::vector<int> devices = {a.device_indices_size() > 0 ? a.device_indices(0) : 0};
-  launch::ChildSpec spec{executable, {}, {}};
-  if (cuda) spec.env["CUDA_VISIBLE_DEVICES"] = std::to_string(devices[0]);
-  auto spawned = launch::ChildProcess::Spawn(spec);
-  if (!spawned.ok()) return finish(false, FailureKind::kInternal, "cannot start fuji-rank: " + spawned.status().message());
-  const std::unique_ptr<launch::ChildProcess> rank = std::move(spawned).value();
-  Status sent = rank->Send(request);
-  rank->CloseInput();
-  if (!sent.ok()) Log("job " + std::to_string(a.job_id()) + ": rank 0: " + sent.message());
-  const std::vector<pid_t> pids = {rank->pid()};
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job->pids = pids;
-    fuji::v1::JobReport started;
-    started.set_started(true);
-    AppendLocked(*job, std::move(started));
-  }
-
-  // Forward what the rank says until it ends, is cancelled or times out.
-  const auto begin = Clock::now();
-  auto next_sample = begin;
-  bool open = true;  // its event and stderr pipes
-  std::optional<nlohmann::json> result;
-  std::optional<RankError> error;
-  std::string last_stderr;
-  StopReason stop = StopReason::kNone;
-  auto sample = [&] {
-    fuji::v1::JobReport part;
-    const int64_t now = WallClockMs();
-    if (inventory_.nvml) {
-      for (auto& s : GpuSamples(*inventory_.nvml, devices, pids, config_.worker_id, now)) *part.add_samples() = std::move(s);
-    } else {
-      *part.add_samples() = HostSample(pids, config_.worker_id, now);
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    AppendLocked(*job, std::move(part));
-  };
-  // One line of the rank's output into the report.
-  auto forward = [&](const launch::ChildOutput& out, fuji::v1::JobReport* part) {
-    const int64_t now = WallClockMs();
-    if (out.kind == launch::ChildOutput::Kind::kLog) {
-      auto* log = part->add_logs();
-      log->set_at_ms(now);
-      log->set_stream("rank0/stderr");
-      log->set_line(out.line);
-      if (!out.line.empty()) last_stderr = out.line;
-      return;
-    }
-    try {
-      HandleEvent(out.event, 0, now, part, &result, &error, a.attempt());
-    } catch (const nlohmann::json::exception& ex) {
-      auto* log = part->add_logs();
-      log->set_at_ms(now);
-      log->set_stream("rank0/events");
-      log->set_line("malformed event (" + std::string(ex.what()) + "): " + out.event.dump());
-    }
-  };
-  sample();
-  next_sample += milliseconds(config_.sample_interval_ms);
-  for (;;) {
-    if (!open && rank->Poll()) break;
-    fuji::v1::JobReport part;
-    if (open) {
-      auto next = rank->Next(milliseconds(25));
-      if (next.ok() && next->has_value()) {
-        forward(**next, &part);
-      } else if (next.ok() || next.status().code() != StatusCode::kUnavailable) {
-        open = false;  // both pipes at end of file, or unreadable
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!Empty(part)) AppendLocked(*job, std::move(part));
-      stop = job->stop;
-    }
-    if (stop == StopReason::kNone && a.timeout_ms() > 0 && Clock::now() - begin >= milliseconds(a.timeout_ms())) {
-      stop = StopReason::kTimeout;
-    }
-    if (stop != StopReason::kNone) break;
-    if (!open) std::this_thread::sleep_for(milliseconds(10));  // pipes closed, waiting for the exit
-    if (Clock::now() >= next_sample) {
-      sample();
-      next_sample += milliseconds(config_.sample_interval_ms);
-      if (next_sample < Clock::now()) next_sample = Clock::now() + milliseconds(config_.sample_interval_ms);
-    }
-  }
-
-  // Terminate (SIGTERM, SIGKILL after the grace; returns once the group is gone) or collect the exit.
-  const launch::ExitInfo exit =
-      stop != StopReason::kNone ? rank->Terminate(milliseconds(config_.cancel_grace_ms)) : rank->Wait();
-  switch (stop) {
-    case StopReason::kCancelled:
-      return finish(false, FailureKind::kCancelled, "cancelled");
-    case StopReason::kTimeout:
-      return finish(false, FailureKind::kTimeout, "timed out after " + std::to_string(a.timeout_ms()) + " ms");
-    case StopReason::kUnwanted:
-      return finish(false, FailureKind::kCancelled, "the daemon no longer wants this job");
-    case StopReason::kShutdown:
-      return finish(false, FailureKind::kInternal, "fuji-agent shut down while the job ran");
-    case StopReason::kNone:
-      break;
-  }
-  if (result && !error) {
-    complete.set_result_json(result->dump());
-    return finish(true, FailureKind::kInternal, "");
-  }
-  const Failure f = ClassifyFailure(error, exit, false, last_stderr, OomKillsSince(job->oom_kills_at_start));
-  complete.set_exit_code(f.exit_code);
-  complete.set_signal(f.signal);
-  finish(false, f.kind, f.message);
 }
 
 }  // namespace fuji::agent

@@ -52,7 +52,7 @@ class Agent {
 
  private:
   struct Job;
-  enum class StopReason { kNone, kCancelled, kTimeout, kUnwanted, kShutdown };
+  enum class StopReason { kNone, kCancelled, kUnwanted, kShutdown };
 
   void ControlLoop();
   // Measures the node's rates with a fuji-rank once (launch::MeasureNodeRates) into rates_json_,
@@ -64,10 +64,9 @@ class Agent {
   void ReportLoop();
   void FlushJob(const std::shared_ptr<Job>& job, bool final_pass);
   void StartJob(const fuji::v1::Assignment& assignment);
-  // Runs one attempt on its supervisor thread: an "infer" assignment as one rank, here (agent.cc).
+  // Runs one attempt on its supervisor thread, any kind (supervisor.cc): prepares it as its kind
+  // says, runs its ranks as a launch::Gang, and records its Complete.
   void Supervise(const std::shared_ptr<Job>& job);
-  // A "finetune" assignment: one rank per assigned device, run as a gang (agent_finetune.cc).
-  void SuperviseFinetune(const std::shared_ptr<Job>& job);
   // Records a job's Complete (succeeded, or failed with kind and message) and logs it.
   void FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
                  const std::string& message);

@@ -1,8 +1,10 @@
-// The agent's per-job state and the translation of rank events into report entries, shared by
-// the supervisor of single-rank jobs (agent.cc) and of fine-tuning gangs (agent_finetune.cc).
+// The agent's per-job state and what its one supervisor (supervisor.cc) runs: an attempt as its
+// kind prepares it (agent_infer.cc, agent_finetune.cc), and rank events turned into report entries.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -11,6 +13,7 @@
 
 #include "worker/agent/agent.h"
 #include "worker/agent/failure.h"
+#include "worker/launcher/gang.h"
 
 namespace fuji::agent {
 
@@ -30,14 +33,34 @@ struct Agent::Job {
   int64_t oom_kills_at_start = -1;                // OomKillCount() when the attempt started
 };
 
+// One attempt as its kind prepares it; the supervisor runs every kind's the same way.
+struct Launch {
+  std::unique_ptr<launch::Gang> gang;  // an inference: one lone rank; a finetune: a rank per device
+  std::vector<int> devices;            // the assigned devices, sampled while the ranks run
+  fuji::v1::JobReport prepared;        // what preparing reported (a finetune's "prepare" timing)
+  int64_t corpus_tokens = 0;           // a finetune's, shown with its "train" progress
+};
+
+// The gang options every kind shares: the rank executable, the job's id and op, the cancel grace
+// and the assignment's timeout.
+launch::GangOptions AttemptGangOptions(const fuji::v1::Assignment& a, const AgentConfig& config);
+
+// An "infer" assignment: one lone rank on the first assigned device, sent the spec. A refusal is
+// INVALID_ARGUMENT when the job is at fault; INTERNAL and RESOURCE_EXHAUSTED are the node's.
+Result<Launch> InferLaunch(const fuji::v1::Assignment& a, const AgentConfig& config,
+                           const DeviceInventory& inventory);
+// A "finetune" assignment: prepared (everything refusable refused here, before any rank starts),
+// then one rank per assigned device. Refusals as for InferLaunch.
+Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& config,
+                              const DeviceInventory& inventory);
+
 bool Empty(const fuji::v1::JobReport& r);
 
 // OOM kills on this host since `at_start` (an OomKillCount reading); -1 when either is unknown.
 int64_t OomKillsSince(int64_t at_start);
 
-// Turns one rank event into report entries (progress, timings, rank 0's losses), or the result /
-// error of the attempt.
-void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part,
-                 std::optional<nlohmann::json>* result, std::optional<RankError>* error, int32_t attempt);
+// Turns one rank event into report entries: progress, timings, rank 0's losses. The result and
+// error events are the gang's to heed. Throws nlohmann::json::exception on a malformed event.
+void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part, int32_t attempt);
 
 }  // namespace fuji::agent

@@ -61,7 +61,13 @@ void TerminateAll(std::vector<Member>& members, milliseconds grace) {
 
 }  // namespace
 
-Gang::Gang(FinetuneSpec spec, GangOptions options) : spec_(std::move(spec)), options_(std::move(options)) {}
+Gang::Gang(FinetuneSpec spec, GangOptions options)
+    : request_(spec.ToJson()), ranks_(spec.ranks), peers_(true), options_(std::move(options)) {}
+
+Gang::Gang(nlohmann::json request, GangOptions options)
+    : request_(std::move(request)), ranks_(1), peers_(false), options_(std::move(options)) {}
+
+std::string Gang::Name(int r) const { return peers_ ? "rank " + std::to_string(r) : "fuji-rank"; }
 
 void Gang::Stop() { stop_ = true; }
 
@@ -70,7 +76,7 @@ std::vector<pid_t> Gang::pids() const {
   return pids_;
 }
 
-Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& on_output) {
+Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
   failure_.reset();
   auto fail = [&](GangFailure f) {
     if (!failure_) failure_ = std::move(f);
@@ -81,9 +87,12 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
     if (!found.ok()) return found.status();
     executable = *found;
   }
-  FUJI_ASSIGN_OR_RETURN(const std::string dir, MakeRendezvousDir());
+  std::string dir;  // the rendezvous's, for peers
+  if (peers_) {
+    FUJI_ASSIGN_OR_RETURN(dir, MakeRendezvousDir());
+  }
   const std::string rendezvous = "file:" + dir + "/store";
-  const int n = spec_.ranks;
+  const int n = ranks_;
   const auto begin = Clock::now();
 
   std::vector<Member> members(static_cast<size_t>(n));
@@ -94,17 +103,19 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
     }
     auto proc = ChildProcess::Spawn(launch);
     if (!proc.ok()) {
-      fail({GangFailure::Kind::kStart, r, FailureKind::kInternal, "cannot start rank " + std::to_string(r) + ": " + proc.status().message(), {}, ""});
+      fail({GangFailure::Kind::kStart, r, FailureKind::kInternal, "cannot start " + Name(r) + ": " + proc.status().message(), {}, ""});
       members.resize(static_cast<size_t>(r));
       break;
     }
     members[r].proc = std::move(proc).value();
-    nlohmann::json request = spec_.ToJson();
+    nlohmann::json request = request_;
     request["op"] = options_.op;
     request["id"] = options_.id;
-    request["rank"] = r;
-    request["ranks"] = n;
-    request["rendezvous"] = rendezvous;
+    if (peers_) {
+      request["rank"] = r;
+      request["ranks"] = n;
+      request["rendezvous"] = rendezvous;
+    }
     (void)members[r].proc->Send(request);  // a rank that cannot read it shows up by its exit
     members[r].proc->CloseInput();
   }
@@ -112,8 +123,26 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& m : members) pids_.push_back(m.proc->pid());
   }
+  if (!failure_ && callbacks.started) callbacks.started(pids());
 
-  while (!failure_) {
+  // What the gang itself takes from a rank's event: its result, or its first error. Among peers
+  // the error's message names the rank; a lone rank's is its own words.
+  auto heed = [&](const nlohmann::json& event, int r, Member& m) {
+    const std::string kind = event.value("event", "");
+    if (kind == "result") {
+      m.result = event.value("result", nlohmann::json::object());
+    } else if (kind == "error" && !m.errored) {
+      const FailureKind reason = ParseFailureKind(event.value("reason", "internal"));
+      const std::string said = peers_ ? Name(r) + ": " + event.value("message", event.value("code", "error"))
+                                      : event.value("message", "");
+      m.errored = true;
+      fail({GangFailure::Kind::kRankError, r, reason, said, {}, ""});
+    }
+  };
+  // A lone rank's error event does not end the loop: it is read to its end (see gang.h).
+  auto running = [&] { return !failure_ || (!peers_ && failure_->kind == GangFailure::Kind::kRankError); };
+  while (running()) {
+    if (callbacks.tick) callbacks.tick();
     if (stop_) {
       fail({GangFailure::Kind::kCancelled, -1, FailureKind::kCancelled, "cancelled", {}, ""});
       break;
@@ -143,22 +172,22 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
         ChildOutput& out = **next;
         if (out.kind == ChildOutput::Kind::kLog) {
           if (!out.line.empty()) m.last_stderr = out.line;
-        } else if (out.event.value("event", "") == "result") {
-          m.result = out.event.value("result", nlohmann::json::object());
-        } else if (out.event.value("event", "") == "error" && !m.errored) {
-          m.errored = true;
-          const std::string message = out.event.value("message", out.event.value("code", "error"));
-          fail({GangFailure::Kind::kRankError, r, ParseFailureKind(out.event.value("reason", "internal")),
-                "rank " + std::to_string(r) + ": " + message, {}, ""});
+        } else {
+          try {
+            heed(out.event, r, m);
+          } catch (const nlohmann::json::exception&) {
+            // A malformed event means nothing to the gang; the owner's output callback sees it.
+          }
         }
-        on_output({r, std::move(out)});
+        if (callbacks.output) callbacks.output({r, std::move(out)});
       }
       if (!m.exit) m.exit = m.proc->Poll();
-      if (m.exit && !m.exit->Succeeded() && !m.errored) {
-        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, "rank " + std::to_string(r) + " " + m.exit->Describe() +
+      const bool done_its_part = !peers_ && m.result;
+      if (m.exit && !m.exit->Succeeded() && !m.errored && !done_its_part) {
+        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, Name(r) + " " + m.exit->Describe() +
               (m.last_stderr.empty() ? "" : ": " + m.last_stderr), *m.exit, m.last_stderr});
       } else if (m.exit && !m.open && m.exit->Succeeded() && !m.result && !m.errored) {
-        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, "rank " + std::to_string(r) + " exited without a result", *m.exit,
+        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, Name(r) + " exited without a result", *m.exit,
               m.last_stderr});
       }
     }
@@ -198,8 +227,9 @@ Result<nlohmann::json> Gang::Run(const std::function<void(const GangOutput&)>& o
     pids_.clear();
   }
   std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+  if (!dir.empty()) std::filesystem::remove_all(dir, ec);
   if (failure_) return FailureStatus(*failure_);
+  if (!peers_) return *members[0].result;
   std::vector<nlohmann::json> results;
   for (auto& m : members) results.push_back(*m.result);
   nlohmann::json merged = MergeRankResults(results);

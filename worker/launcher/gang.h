@@ -1,6 +1,15 @@
-// A gang: N fuji-rank processes running one fine-tuning job together on this machine. Starts them
-// with a FileStore rendezvous in a fresh private directory, sends each its request, passes what
-// they say to a callback, and stops them all as soon as one fails, is cancelled or runs out of time.
+// A gang: the fuji-rank processes of one job attempt on this machine, run and ended in one way.
+// Starts them, sends each its request, passes what they say to callbacks, and stops them all as
+// soon as one fails, is cancelled or runs out of time. Two shapes:
+//
+//   - peers (a fine-tuning job): N ranks that meet through a FileStore rendezvous in a fresh
+//     private directory; each request carries rank, ranks and rendezvous; messages name the rank;
+//     the result merges the ranks' results (MergeRankResults).
+//   - a lone rank (an inference job): one fuji-rank with the request as given (plus op and id) and
+//     no rendezvous; messages are the rank's own words; its result is the gang's. With no peers to
+//     stop, its error event ends nothing by itself: it is read to its end and exits on its own
+//     (fuji-rank does after an error), so its last words and its own exit are kept; and once it
+//     has sent its result, how it exits no longer matters.
 #pragma once
 
 #include <sys/types.h>
@@ -50,31 +59,52 @@ struct GangFailure {
   // kRankError: the rank's error event reason; else what the failure amounts to (kCancelled,
   // kTimeout for kDeadline, kInternal).
   FailureKind reason = FailureKind::kInternal;
-  std::string message;      // one line, naming the rank
+  std::string message;      // one line, naming the rank among peers
   ExitInfo exit;            // the failing rank's exit (kRankError, kRankExit)
   std::string last_stderr;  // that rank's last non-empty stderr line
 };
 
+// What the owner of a running gang hears; every call comes on Run's thread. Any may be empty.
+struct GangCallbacks {
+  // Once, when every rank has been started, with their pids.
+  std::function<void(const std::vector<pid_t>& pids)> started;
+  // Each line a rank writes, in arrival order.
+  std::function<void(const GangOutput&)> output;
+  // Between polls, at least every 50 ms while the ranks run; may call Stop().
+  std::function<void()> tick;
+};
+
 class Gang {
  public:
-  // spec.ranks processes; spec.rank and spec.rendezvous are set per rank by Run().
+  // Peers: spec.ranks processes; spec.rank and spec.rendezvous are set per rank by Run().
   Gang(FinetuneSpec spec, GangOptions options);
+  // A lone rank: `request` (an object; op and id are set from options) to one fuji-rank.
+  Gang(nlohmann::json request, GangOptions options);
   Gang(const Gang&) = delete;
   Gang& operator=(const Gang&) = delete;
 
-  // Blocks until every rank has ended. The callback runs on this thread for each output line.
-  // OK with the merged launcher result, or an error whose message names the rank and why;
-  // failure() then says more.
-  Result<nlohmann::json> Run(const std::function<void(const GangOutput&)>& on_output);
+  // Blocks until every rank has ended. OK with the gang's result, or an error whose message says
+  // why (naming the rank, for peers); failure() then says more.
+  Result<nlohmann::json> Run(const GangCallbacks& callbacks);
+  Result<nlohmann::json> Run(const std::function<void(const GangOutput&)>& on_output) {
+    return Run(GangCallbacks{nullptr, on_output, nullptr});
+  }
 
   // Thread-safe: ends a Run in progress (the ranks are terminated); Run returns CANCELLED.
   void Stop();
   // Thread-safe: the pids of the running ranks (empty before they start and after they end).
   std::vector<pid_t> pids() const;
   const std::optional<GangFailure>& failure() const { return failure_; }
+  // Whether the ranks are peers (a fine-tuning gang) rather than one lone rank.
+  bool has_peers() const { return peers_; }
 
  private:
-  FinetuneSpec spec_;
+  // How messages name rank r: "rank r" among peers, "fuji-rank" alone.
+  std::string Name(int r) const;
+
+  nlohmann::json request_;  // what every rank is sent, before Run adds op, id and the rank's place
+  int ranks_ = 1;
+  bool peers_ = true;
   GangOptions options_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;

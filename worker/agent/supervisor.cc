@@ -1,0 +1,212 @@
+// The agent's one supervisor of a job attempt, for every kind: prepare it (InferLaunch,
+// FinetuneLaunch), run its gang while forwarding what the ranks say, sampling memory and heeding
+// stop requests, then say how the attempt ended in one Complete.
+#include <cstdio>
+#include <string>
+#include <utility>
+
+#include "lib/common/proc_stats.h"
+#include "lib/common/wall_clock.h"
+#include "worker/agent/agent_job.h"
+#include "worker/agent/samples.h"
+
+namespace fuji::agent {
+namespace {
+
+using std::chrono::milliseconds;
+
+void Log(const std::string& line) { std::fprintf(stderr, "fuji-agent: %s\n", line.c_str()); }
+
+}  // namespace
+
+int64_t OomKillsSince(int64_t at_start) {
+  const int64_t now = OomKillCount();
+  return at_start < 0 || now < 0 ? -1 : now - at_start;
+}
+
+// Timing events carry their phase's wall-clock start and end (ms since the epoch, the same host's
+// clock); an event with only a duration becomes [now - ms, now].
+void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part, int32_t attempt) {
+  const std::string kind = e.value("event", "");
+  if (kind == "progress") {
+    auto* p = part->add_progress();
+    p->set_phase(e.value("phase", ""));
+    p->set_done(e.value("done", int64_t{0}));
+    p->set_total(e.value("total", int64_t{0}));
+    p->set_rank(rank);
+    // A finetune's "train" progress carries rank 0's latest loss and global tokens/s.
+    p->set_loss(e.value("loss", 0.0));
+    p->set_tokens_per_s(e.value("tokens_per_s", 0.0));
+  } else if (kind == "timing") {
+    const double ms = e.value("ms", 0.0);
+    auto* t = part->add_timings();
+    t->set_attempt(attempt);
+    t->set_rank(rank);
+    t->set_phase(e.value("phase", ""));
+    if (e.contains("start_ms") && e.contains("end_ms")) {
+      t->set_start_ms(e.value("start_ms", int64_t{0}));
+      t->set_end_ms(e.value("end_ms", int64_t{0}));
+    } else {
+      t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
+      t->set_end_ms(now);
+    }
+  } else if (kind == "loss" && rank == 0) {
+    auto* l = part->add_losses();
+    l->set_step(e.value("step", int64_t{0}));
+    l->set_loss(e.value("loss", 0.0));
+    l->set_split(e.value("split", "train"));
+    l->set_tokens_per_s(e.value("tokens_per_s", 0.0));
+    l->set_at_ms(now);
+  }
+}
+
+launch::GangOptions AttemptGangOptions(const fuji::v1::Assignment& a, const AgentConfig& config) {
+  launch::GangOptions options;
+  options.executable = config.rank_executable;
+  options.op = a.kind();
+  options.id = std::to_string(a.job_id());
+  options.terminate_grace = milliseconds(config.cancel_grace_ms);
+  if (a.timeout_ms() > 0) options.deadline = milliseconds(a.timeout_ms());
+  return options;
+}
+
+void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
+                      const std::string& message) {
+  const std::string name = "job " + std::to_string(job.assignment.job_id());
+  complete->set_succeeded(succeeded);
+  if (!succeeded) {
+    complete->set_failure_kind(std::string(FailureKindName(kind)));
+    complete->set_message(message);
+    Log(name + ": " + std::string(FailureKindName(kind)) + ": " + message);
+  } else {
+    Log(name + ": succeeded");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  job.pids.clear();
+  job.completion = *complete;
+  job.finished = true;
+  cv_.notify_all();
+}
+
+void Agent::Supervise(const std::shared_ptr<Job>& job) {
+  const fuji::v1::Assignment& a = job->assignment;
+  fuji::v1::CompleteRequest complete;
+  complete.set_worker_id(config_.worker_id);
+  complete.set_job_id(a.job_id());
+  complete.set_attempt(a.attempt());
+  auto fail = [&](FailureKind kind, const std::string& message) { FinishJob(*job, &complete, false, kind, message); };
+  auto append = [&](fuji::v1::JobReport part) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!Empty(part)) AppendLocked(*job, std::move(part));
+  };
+
+  // Prepare: what is refused here is the job's fault (bad_input) unless the node's.
+  Result<Launch> prepared = a.kind() == "finetune" ? FinetuneLaunch(a, config_, inventory_)
+                                                   : InferLaunch(a, config_, inventory_);
+  if (!prepared.ok()) {
+    const StatusCode code = prepared.status().code();
+    const bool node = code == StatusCode::kInternal || code == StatusCode::kResourceExhausted;
+    return fail(node ? FailureKind::kInternal : FailureKind::kBadInput, prepared.status().message());
+  }
+  Launch& run = *prepared;
+  append(std::move(run.prepared));
+  launch::Gang& gang = *run.gang;
+
+  // Run: the attempt has started once its ranks are; samples every sample_interval_ms; a stop
+  // request ends the gang (its ranks get the cancel grace).
+  std::vector<pid_t> pids;
+  StopReason stop = StopReason::kNone;
+  auto next_sample = Clock::now();
+  launch::GangCallbacks callbacks;
+  callbacks.started = [&](const std::vector<pid_t>& started) {
+    pids = started;
+    fuji::v1::JobReport part;
+    part.set_started(true);
+    std::lock_guard<std::mutex> lock(mu_);
+    job->pids = pids;
+    AppendLocked(*job, std::move(part));
+  };
+  callbacks.tick = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (job->stop != StopReason::kNone && stop == StopReason::kNone) {
+        stop = job->stop;
+        gang.Stop();
+      }
+    }
+    if (Clock::now() < next_sample) return;
+    fuji::v1::JobReport part;
+    const int64_t now = WallClockMs();
+    if (inventory_.nvml) {
+      for (auto& s : GpuSamples(*inventory_.nvml, run.devices, pids, config_.worker_id, now)) {
+        *part.add_samples() = std::move(s);
+      }
+    } else {
+      *part.add_samples() = HostSample(pids, config_.worker_id, now);
+    }
+    append(std::move(part));
+    next_sample += milliseconds(config_.sample_interval_ms);
+    if (next_sample < Clock::now()) next_sample = Clock::now() + milliseconds(config_.sample_interval_ms);
+  };
+  callbacks.output = [&](const launch::GangOutput& o) {
+    fuji::v1::JobReport part;
+    const int64_t now = WallClockMs();
+    const std::string rank = "rank" + std::to_string(o.rank);
+    if (o.output.kind == launch::ChildOutput::Kind::kLog) {
+      auto* log = part.add_logs();
+      log->set_at_ms(now);
+      log->set_stream(rank + "/stderr");
+      log->set_line(o.output.line);
+    } else {
+      try {
+        HandleEvent(o.output.event, o.rank, now, &part, a.attempt());
+        // The daemon shows the time to train the whole corpus at the rate the progress carries.
+        for (auto& p : *part.mutable_progress()) {
+          if (p.phase() == "train") p.set_corpus_tokens(run.corpus_tokens);
+        }
+      } catch (const nlohmann::json::exception& ex) {
+        auto* log = part.add_logs();
+        log->set_at_ms(now);
+        log->set_stream(rank + "/events");
+        log->set_line("malformed event (" + std::string(ex.what()) + "): " + o.output.event.dump());
+      }
+    }
+    append(std::move(part));
+  };
+  Result<nlohmann::json> result = gang.Run(callbacks);
+
+  // How the attempt ended: its result; else what it was asked to stop for; else the gang's failure.
+  if (result.ok()) {
+    complete.set_result_json(result->dump());
+    return FinishJob(*job, &complete, true, FailureKind::kInternal, "");
+  }
+  switch (stop) {
+    case StopReason::kCancelled: return fail(FailureKind::kCancelled, "cancelled");
+    case StopReason::kUnwanted: return fail(FailureKind::kCancelled, "the daemon no longer wants this job");
+    case StopReason::kShutdown: return fail(FailureKind::kInternal, "fuji-agent shut down while the job ran");
+    case StopReason::kNone: break;
+  }
+  const launch::GangFailure f = gang.failure().value_or(launch::GangFailure{
+      launch::GangFailure::Kind::kStart, -1, FailureKind::kInternal, result.status().message(), {}, ""});
+  switch (f.kind) {
+    case launch::GangFailure::Kind::kDeadline:
+      return fail(FailureKind::kTimeout, "timed out after " + std::to_string(a.timeout_ms()) + " ms");
+    case launch::GangFailure::Kind::kCancelled:
+      return fail(FailureKind::kCancelled, "cancelled");
+    case launch::GangFailure::Kind::kStart:
+      return fail(FailureKind::kInternal, f.message);
+    case launch::GangFailure::Kind::kRankError:
+    case launch::GangFailure::Kind::kRankExit:
+      break;
+  }
+  std::optional<RankError> error;
+  if (f.kind == launch::GangFailure::Kind::kRankError) error = RankError{f.reason, f.message};
+  Failure failure = ClassifyFailure(error, f.exit, false, f.last_stderr, OomKillsSince(job->oom_kills_at_start));
+  // Among peers the gang's message names the rank that failed.
+  if (f.kind == launch::GangFailure::Kind::kRankExit && gang.has_peers()) failure.message = f.message;
+  complete.set_exit_code(failure.exit_code);
+  complete.set_signal(failure.signal);
+  fail(failure.kind, failure.message);
+}
+
+}  // namespace fuji::agent
