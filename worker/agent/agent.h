@@ -23,7 +23,6 @@
 #include "fuji/v1/worker.grpc.pb.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/devices.h"
-#include "lib/common/failure_kind.h"
 #include "lib/common/status.h"
 
 namespace fuji::agent {
@@ -67,9 +66,8 @@ class Agent {
   // Runs one attempt on its supervisor thread, any kind (supervisor.cc): prepares it as its kind
   // says, runs its ranks as a launch::Gang, and records its Complete.
   void Supervise(const std::shared_ptr<Job>& job);
-  // Records a job's Complete (succeeded, or failed with kind and message) and logs it.
-  void FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
-                 const std::string& message);
+  // Records a job's Complete (its result, or its failure kind and message) and logs it.
+  void FinishJob(Job& job, const fuji::v1::CompleteRequest& complete);
   void JoinSupervisor(Job& job);
   // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.
   void RequestStop(int64_t job_id, StopReason why);

@@ -70,20 +70,12 @@ launch::GangOptions AttemptGangOptions(const fuji::v1::Assignment& a, const Agen
   return options;
 }
 
-void Agent::FinishJob(Job& job, fuji::v1::CompleteRequest* complete, bool succeeded, FailureKind kind,
-                      const std::string& message) {
+void Agent::FinishJob(Job& job, const fuji::v1::CompleteRequest& complete) {
   const std::string name = "job " + std::to_string(job.assignment.job_id());
-  complete->set_succeeded(succeeded);
-  if (!succeeded) {
-    complete->set_failure_kind(std::string(FailureKindName(kind)));
-    complete->set_message(message);
-    Log(name + ": " + std::string(FailureKindName(kind)) + ": " + message);
-  } else {
-    Log(name + ": succeeded");
-  }
+  Log(name + ": " + (complete.succeeded() ? "succeeded" : complete.failure_kind() + ": " + complete.message()));
   std::lock_guard<std::mutex> lock(mu_);
   job.pids.clear();
-  job.completion = *complete;
+  job.completion = complete;
   job.finished = true;
   cv_.notify_all();
 }
@@ -94,7 +86,12 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   complete.set_worker_id(config_.worker_id);
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
-  auto fail = [&](FailureKind kind, const std::string& message) { FinishJob(*job, &complete, false, kind, message); };
+  auto fail = [&](FailureKind kind, const std::string& message) {
+    complete.set_succeeded(false);
+    complete.set_failure_kind(std::string(FailureKindName(kind)));
+    complete.set_message(message);
+    FinishJob(*job, complete);
+  };
   auto append = [&](fuji::v1::JobReport part) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!Empty(part)) AppendLocked(*job, std::move(part));
@@ -177,8 +174,9 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
 
   // How the attempt ended: its result; else what it was asked to stop for; else the gang's failure.
   if (result.ok()) {
+    complete.set_succeeded(true);
     complete.set_result_json(result->dump());
-    return FinishJob(*job, &complete, true, FailureKind::kInternal, "");
+    return FinishJob(*job, complete);
   }
   switch (stop) {
     case StopReason::kCancelled: return fail(FailureKind::kCancelled, "cancelled");
