@@ -153,12 +153,14 @@ class ServiceTestBase : public ::testing::Test {
     return RunFujiInto(all, root_ + "/cli.out." + tid, root_ + "/cli.err." + tid);
   }
 
-  // Starts fujid on a free port of the loopback and sets address_.
+  // Starts fujid on a free port of the loopback and sets address_. Its leases last 6 s: a stall of
+  // this busy machine must not expire one, and no test here waits one out (an agent that comes
+  // back registers, and fujid requeues at once what it no longer runs).
   std::unique_ptr<Service> StartDaemon(const std::string& listen = "127.0.0.1:0") {
     const std::string log = dir_ + "/fujid.log";
     std::ofstream(log, std::ios::trunc).close();
     auto d = std::make_unique<Service>(log, std::vector<std::string>{kBin + "fujid", "--db", dir_ + "/fujid.db",
-                                                                     "--listen", listen, "--lease-ttl-ms", "2000"});
+                                                                     "--listen", listen, "--lease-ttl-ms", "6000"});
     const std::regex port_re("port (\\d+)");
     for (int i = 0; i < 500 && address_.empty(); ++i) {
       std::smatch m;
