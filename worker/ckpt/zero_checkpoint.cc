@@ -15,6 +15,7 @@
 #include "lib/common/file_util.h"
 #include "lib/common/half.h"
 #include "lib/format/safetensors.h"
+#include "lib/text/vocab_files.h"
 
 namespace fuji::ckpt {
 namespace {
@@ -557,13 +558,14 @@ const char* TorchDTypeName(format::DType dtype) {
 // Tokenizer files of the model directory, as WriteCheckpoint names them.
 Status CopyTokenizer(const std::string& model_dir, const std::string& out_dir, std::vector<std::string>* copied) {
   if (model_dir.empty() || !IsDirectory(model_dir)) return Status::Ok();
-  const std::pair<const char*, const char*> kFiles[] = {
-      {"vocab.json", "encoder.json"}, {"merges.txt", "vocab.bpe"}, {"tokenizer.json", nullptr},
-      {"tokenizer_config.json", nullptr}, {"special_tokens_map.json", nullptr}};
-  for (const auto& [name, alias] : kFiles) {
-    std::string from = model_dir + "/" + name;
-    if (!IsRegularFile(from) && alias) from = model_dir + "/" + alias;
-    if (!IsRegularFile(from)) continue;
+  std::vector<std::pair<std::string, std::string>> files;  // from, name in out_dir
+  if (Result<text::TokenizerFiles> gpt2 = text::FindTokenizerFiles(model_dir); gpt2.ok()) {
+    files = {{gpt2->vocab, text::kVocabFile}, {gpt2->merges, text::kMergesFile}};
+  }
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+    if (IsRegularFile(model_dir + "/" + name)) files.emplace_back(model_dir + "/" + name, name);
+  }
+  for (const auto& [from, name] : files) {
     FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(from, 256u << 20));
     FUJI_RETURN_IF_ERROR(WriteFileAtomically(out_dir + "/" + name, text));
     copied->push_back(name);

@@ -10,31 +10,16 @@
 #include <filesystem>
 #include <system_error>
 
+#include "lib/common/file_util.h"
+#include "lib/text/bpe_tokenizer.h"
+#include "lib/text/vocab_files.h"
 #include "worker/data/packed_dataset.h"
 #include "worker/data/token_cache.h"
 #include "worker/launcher/child_process.h"
-#include "lib/text/bpe_tokenizer.h"
 
 namespace fuji::launch {
 namespace fs = std::filesystem;
 namespace {
-
-bool IsFile(const std::string& path) {
-  std::error_code ec;
-  return fs::is_regular_file(path, ec);
-}
-
-bool HasTokenizer(const std::string& dir) {
-  return (IsFile(dir + "/vocab.json") && IsFile(dir + "/merges.txt")) ||
-         (IsFile(dir + "/encoder.json") && IsFile(dir + "/vocab.bpe"));
-}
-
-std::string Absolute(const std::string& path) {
-  if (path.empty()) return path;
-  std::error_code ec;
-  fs::path p = fs::absolute(path, ec);
-  return ec ? path : p.lexically_normal().string();
-}
 
 Status CheckRanks(const FinetuneSpec& spec, const PrepareOptions& options) {
   if (spec.ranks > options.max_ranks) {
@@ -96,10 +81,10 @@ Status CheckWritableDir(const std::string& dir, const std::string& what) {
 
 Result<PreparedFinetune> PrepareFinetune(FinetuneSpec spec, const PrepareOptions& options) {
   PreparedFinetune out;
-  spec.model = Absolute(spec.model);
-  spec.data = Absolute(spec.data);
-  spec.save_to = Absolute(spec.save_to);
-  spec.cache_dir = Absolute(spec.cache_dir.empty() ? DefaultTokenCacheDir() : spec.cache_dir);
+  spec.model = AbsolutePath(spec.model);
+  spec.data = AbsolutePath(spec.data);
+  spec.save_to = AbsolutePath(spec.save_to);
+  spec.cache_dir = AbsolutePath(spec.cache_dir.empty() ? DefaultTokenCacheDir() : spec.cache_dir);
   FUJI_RETURN_IF_ERROR(CheckRanks(spec, options));
   FUJI_RETURN_IF_ERROR(CheckModel(spec, &out.config));
   std::error_code ec;
@@ -107,7 +92,7 @@ Result<PreparedFinetune> PrepareFinetune(FinetuneSpec spec, const PrepareOptions
   if (!spec.save_to.empty()) FUJI_RETURN_IF_ERROR(CheckWritableDir(spec.save_to, "save directory"));
 
   out.tokenizer_dir = spec.model;
-  if (!HasTokenizer(spec.model)) {
+  if (!text::FindTokenizerFiles(spec.model).ok()) {
     out.tokenizer_dir = options.fallback_vocab_dir.empty() ? DefaultVocabDir() : options.fallback_vocab_dir;
   }
   auto tokenizer = text::BpeTokenizer::LoadFromDir(out.tokenizer_dir);
@@ -124,7 +109,7 @@ Result<PreparedFinetune> PrepareFinetune(FinetuneSpec spec, const PrepareOptions
                                                            spec.cache_dir, cache_options));
   FUJI_RETURN_IF_ERROR(data::PackedDataset::Check(
       cache.num_tokens(), {spec.seq_len, out.config.n_positions, spec.holdout}));
-  spec.token_cache = Absolute(cache.path());
+  spec.token_cache = AbsolutePath(cache.path());
   out.num_tokens = cache.num_tokens();
   out.tokenized = cache.tokenized();
   out.spec = std::move(spec);
