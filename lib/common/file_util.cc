@@ -111,10 +111,39 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   return out;
 }
 
-Status WriteFileAtomically(const std::string& path, std::string_view contents) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return InvalidArgument(tmp + ": " + ErrnoMessage());
+std::string RandomHex64() {
+  uint64_t bits = 0;
+  size_t got = 0;
+  while (got < sizeof bits) {
+    const ssize_t n = ::getrandom(reinterpret_cast<char*>(&bits) + got, sizeof bits - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) std::abort();  // the kernel's random source never fails once initialized
+    got += static_cast<size_t>(n);
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(bits));
+  return text;
+}
+
+Result<int> CreateExclusiveFile(const std::string& path, unsigned mode) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    if (errno == EEXIST) return AlreadyExists(path + " already exists");
+    return InvalidArgument(path + ": " + ErrnoMessage());
+  }
+  // The umask may have narrowed the mode; never widened it. Make it exactly `mode`.
+  if (::fchmod(fd, mode) != 0) {
+    Status s = InvalidArgument(path + ": " + ErrnoMessage());
+    ::close(fd);
+    ::unlink(path.c_str());
+    return s;
+  }
+  return fd;
+}
+
+Status WriteFileAtomically(const std::string& path, std::string_view contents, unsigned mode) {
+  const std::string tmp = path + ".tmp-" + RandomHex64();
+  FUJI_ASSIGN_OR_RETURN(int fd, CreateExclusiveFile(tmp, mode));
   size_t done = 0;
   while (done < contents.size()) {
     ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);

@@ -41,8 +41,19 @@ class MappedFile {
 // Reads a whole file, refusing files larger than max_bytes (RESOURCE_EXHAUSTED).
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = size_t{1} << 30);
 
-// Writes to path + ".tmp-<pid>" then renames over path, so readers never see a partial file.
-Status WriteFileAtomically(const std::string& path, std::string_view contents);
+// Writes to a new file beside path with an unpredictable name (created O_EXCL|O_NOFOLLOW, so a
+// planted file or symbolic link is never written through), gives it `mode`, then renames it over
+// path, so readers never see a partial file. A symbolic link at path itself is replaced, not
+// followed.
+Status WriteFileAtomically(const std::string& path, std::string_view contents, unsigned mode = 0644);
+
+// Creates path as a new file for writing with `mode` (O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC): fails
+// with ALREADY_EXISTS when anything (a file, a symbolic link, a FIFO) is there already. The
+// descriptor is the caller's to close.
+Result<int> CreateExclusiveFile(const std::string& path, unsigned mode = 0600);
+
+// 16 hex digits from the kernel's random source (getrandom): for names no one can predict.
+std::string RandomHex64();
 
 // "strerror(errno)" of the current errno.
 std::string ErrnoMessage();

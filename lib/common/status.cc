@@ -14,12 +14,15 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kUnavailable: return "UNAVAILABLE";
     case StatusCode::kCancelled: return "CANCELLED";
     case StatusCode::kInternal: return "INTERNAL";
+    case StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
+    case StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
+    case StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
   }
   return "UNKNOWN";
 }
 
 StatusCode StatusCodeFromName(const std::string& name) {
-  for (int c = 0; c <= static_cast<int>(StatusCode::kInternal); ++c) {
+  for (int c = 0; c <= static_cast<int>(StatusCode::kAlreadyExists); ++c) {
     if (name == StatusCodeName(static_cast<StatusCode>(c))) return static_cast<StatusCode>(c);
   }
   return StatusCode::kInternal;

@@ -18,6 +18,9 @@ enum class StatusCode {
   kUnavailable,       // a peer or service that cannot be reached
   kCancelled,
   kInternal,
+  kUnauthenticated,   // no credential, or one that is not (or no longer) valid
+  kPermissionDenied,  // a valid credential that may not do this
+  kAlreadyExists,     // a file, user or enrollment that is there already
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -53,6 +56,9 @@ inline Status ResourceExhausted(std::string m) { return Status(StatusCode::kReso
 inline Status Unavailable(std::string m) { return Status(StatusCode::kUnavailable, std::move(m)); }
 inline Status Cancelled(std::string m) { return Status(StatusCode::kCancelled, std::move(m)); }
 inline Status Internal(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
+inline Status Unauthenticated(std::string m) { return Status(StatusCode::kUnauthenticated, std::move(m)); }
+inline Status PermissionDenied(std::string m) { return Status(StatusCode::kPermissionDenied, std::move(m)); }
+inline Status AlreadyExists(std::string m) { return Status(StatusCode::kAlreadyExists, std::move(m)); }
 
 // Either a value or a non-OK Status.
 template <typename T>
