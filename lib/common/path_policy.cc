@@ -105,8 +105,9 @@ bool IsUnderKernelFileSystem(const std::string& real_path) {
 }
 
 Result<PathPolicy> PathPolicy::Create(const std::vector<std::string>& read_roots,
-                                      const std::vector<std::string>& write_roots) {
+                                      const std::vector<std::string>& write_roots, const std::string& program) {
   PathPolicy policy;
+  policy.program_ = program;
   FUJI_ASSIGN_OR_RETURN(policy.read_, ResolveRoots(read_roots, "--allow-read"));
   FUJI_ASSIGN_OR_RETURN(policy.write_, ResolveRoots(write_roots, "--allow-write"));
   return policy;
@@ -123,16 +124,17 @@ const PathPolicy::Root* PathPolicy::RootOf(const std::vector<Root>& roots, const
 
 Status PathPolicy::Outside(const std::string& path, std::string_view what, bool write) const {
   const std::string named = std::string(what) + " " + path;
+  const bool agent = program_ == "fuji-agent";
+  const std::string holder = agent ? "this agent" : program_;
   if (empty()) {
-    return InvalidArgument(named + ": this agent lets jobs read and write nowhere (start fuji-agent with "
-                           "--allow-read DIR for models and data and --allow-write DIR for checkpoints and "
-                           "token caches)");
+    return InvalidArgument(named + ": " + holder + " lets jobs " + (agent ? "read and write" : "name") +
+                           " nowhere (start " + program_ + " with --allow-read DIR for models and data" +
+                           (agent ? " and --allow-write DIR for checkpoints and token caches)" : ")"));
   }
   const std::string roots = write ? JoinRoots(write_) : JoinRoots(read_, write_);
   const char* flag = write ? "--allow-write" : "--allow-read";
-  return InvalidArgument(named + " is outside this agent's " + (write ? "write" : "read") + " roots (" +
-                         (roots.empty() ? std::string("none: start fuji-agent with ") + flag + " DIR" : roots) +
-                         ")");
+  return InvalidArgument(named + " is outside " + holder + "'s " + (write ? "write" : "read") + " roots (" +
+                         (roots.empty() ? "none: start " + program_ + " with " + flag + " DIR" : roots) + ")");
 }
 
 Result<std::string> PathPolicy::CheckRead(const std::string& path, std::string_view what) const {

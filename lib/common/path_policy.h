@@ -35,8 +35,10 @@ class PathPolicy {
 
   // Each root made absolute and resolved. INVALID_ARGUMENT naming the root (and its flag) when one
   // does not exist, is not a directory, or is under /proc, /sys or /dev.
+  // `program` is whose roots they are, for messages ("fuji-agent", "fujid").
   static Result<PathPolicy> Create(const std::vector<std::string>& read_roots,
-                                   const std::vector<std::string>& write_roots);
+                                   const std::vector<std::string>& write_roots,
+                                   const std::string& program = "fuji-agent");
 
   // No roots: every check refuses, saying how to start the agent with roots.
   PathPolicy() = default;
@@ -69,6 +71,7 @@ class PathPolicy {
 
   std::vector<Root> read_;   // read roots only; write roots are readable too
   std::vector<Root> write_;
+  std::string program_ = "fuji-agent";
 };
 
 // Whether `real_path` is /proc, /sys or /dev or lies below one of them.
