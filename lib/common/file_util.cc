@@ -183,12 +183,12 @@ std::string AbsolutePath(const std::string& path) {
   return error ? path : absolute.lexically_normal().string();
 }
 
-Status MakeDirectories(const std::string& path) {
+Status MakeDirectories(const std::string& path, unsigned mode) {
   if (path.empty()) return InvalidArgument("empty directory name");
   for (size_t pos = 1; pos <= path.size(); ++pos) {
     if (pos != path.size() && path[pos] != '/') continue;
     const std::string prefix = path.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (::mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
       return InvalidArgument(prefix + ": cannot create directory: " + ErrnoMessage());
     }
   }

@@ -65,9 +65,10 @@ bool IsDirectory(const std::string& path);
 // path against the working directory, lexically normal ("a/./b/../c" is "a/c"); "" stays "".
 std::string AbsolutePath(const std::string& path);
 
-// mkdir -p, mode 0755 for what it creates. Concurrent creators are fine (every rank of a gang
-// makes the same step directory). INVALID_ARGUMENT naming the part that could not be made, or
-// when path ends as something other than a directory.
-Status MakeDirectories(const std::string& path);
+// mkdir -p, `mode` (under the umask) for what it creates: 0700 unless what is made is meant for
+// others (an exported model's directory: 0755). Concurrent creators are fine (every rank of a
+// gang makes the same step directory). INVALID_ARGUMENT naming the part that could not be made,
+// or when path ends as something other than a directory.
+Status MakeDirectories(const std::string& path, unsigned mode = 0700);
 
 }  // namespace fuji

@@ -55,12 +55,18 @@ struct TensorSpec {
 // header is computed from the specs up front (JSON padded with spaces to a multiple of 8 bytes,
 // data offsets in spec order). Write() appends the tensors' bytes strictly in spec order and may
 // be called several times per tensor. Finish() checks every byte was written, fsyncs and renames
-// "<path>.partial" to path. Destroying an unfinished writer removes the partial file. Move-only.
+// the partial file to path. The partial file is "<path>.partial-<16 random hex digits>", created
+// O_EXCL|O_NOFOLLOW (nothing planted there is written through); the rename replaces whatever is at
+// path (a symbolic link included) without following it. Destroying an unfinished writer removes
+// the partial file. Move-only.
 class SafetensorsWriter {
  public:
-  // INVALID_ARGUMENT for duplicate or reserved names, negative or overflowing shapes.
+  // INVALID_ARGUMENT for duplicate or reserved names, negative or overflowing shapes. The file
+  // gets `mode`: 0600 for what only its writer reads (checkpoints), 0644 for what is made for
+  // others (an exported or initialized model).
   static Result<SafetensorsWriter> Create(const std::string& path, std::vector<TensorSpec> specs,
-                                          std::map<std::string, std::string> metadata = {});
+                                          std::map<std::string, std::string> metadata = {},
+                                          unsigned mode = 0600);
 
   SafetensorsWriter(SafetensorsWriter&& other) noexcept;
   SafetensorsWriter& operator=(SafetensorsWriter&& other) noexcept;
@@ -72,6 +78,8 @@ class SafetensorsWriter {
   Status Write(const void* data, size_t nbytes);
   // INVALID_ARGUMENT naming the first incomplete tensor when bytes are missing.
   Status Finish();
+  // Where the bytes go until Finish(); "" once finished or abandoned.
+  const std::string& partial_path() const { return partial_path_; }
 
  private:
   SafetensorsWriter() = default;

@@ -1,4 +1,5 @@
-// SafetensorsWriter: streams tensors into "<path>.partial" and renames it into place when complete.
+// SafetensorsWriter: streams tensors into a partial file beside path and renames it into place when
+// complete.
 #include "lib/format/safetensors.h"
 
 #include <fcntl.h>
@@ -73,7 +74,8 @@ Result<std::string> EncodeHeader(const std::string& path, const std::vector<Tens
 
 Result<SafetensorsWriter> SafetensorsWriter::Create(const std::string& path,
                                                     std::vector<TensorSpec> specs,
-                                                    std::map<std::string, std::string> metadata) {
+                                                    std::map<std::string, std::string> metadata,
+                                                    unsigned mode) {
   SafetensorsWriter w;
   w.path_ = path;
   std::set<std::string_view> names;
@@ -95,9 +97,9 @@ Result<SafetensorsWriter> SafetensorsWriter::Create(const std::string& path,
   FUJI_ASSIGN_OR_RETURN(std::string header, EncodeHeader(path, specs, w.ends_, metadata));
   w.specs_ = std::move(specs);
 
-  w.partial_path_ = path + ".partial";
-  w.fd_ = ::open(w.partial_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w.fd_ < 0) return InvalidArgument(w.partial_path_ + ": " + ErrnoMessage());
+  const std::string partial = path + ".partial-" + RandomHex64();
+  FUJI_ASSIGN_OR_RETURN(w.fd_, CreateExclusiveFile(partial, mode));
+  w.partial_path_ = partial;
   FUJI_RETURN_IF_ERROR(w.Fail(WriteAll(w.fd_, w.partial_path_, header.data(), header.size())));
   return w;
 }
@@ -183,9 +185,10 @@ Status SafetensorsWriter::Finish() {
     return Fail(ResourceExhausted(partial_path_ + ": close failed: " + ErrnoMessage()));
   }
   if (::rename(partial_path_.c_str(), path_.c_str()) != 0) {
-    return Fail(ResourceExhausted(path_ + ": rename from .partial failed: " + ErrnoMessage()));
+    return Fail(ResourceExhausted(path_ + ": rename from " + partial_path_ + " failed: " + ErrnoMessage()));
   }
   finished_ = true;
+  partial_path_.clear();
   return Fail(SyncParentDirectory(path_));
 }
 

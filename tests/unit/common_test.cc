@@ -1,5 +1,6 @@
 // Tests of lib/common: Status, file utilities, JSON lines.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -84,6 +85,47 @@ TEST(FileUtilTest, PathQuestionsAndMakeDirectories) {
   EXPECT_EQ(AbsolutePath("x/./y/../z"), std::string(cwd) + "/x/z");
   EXPECT_EQ(AbsolutePath("/a//b/"), "/a/b/");
   EXPECT_EQ(AbsolutePath(""), "");
+  EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
+}
+
+TEST(FileUtilTest, MakeDirectoriesIsPrivateUnlessToldOtherwise) {
+  const std::string dir = Scratch("modes");
+  ASSERT_TRUE(MakeDirectories(dir + "/private").ok());
+  ASSERT_TRUE(MakeDirectories(dir + "/shared", 0755).ok());
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/private").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((dir + "/shared").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777 & ~0022u, 0755u & ~0022u);  // 0755 under a umask of at most 022
+  EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
+}
+
+TEST(FileUtilTest, PlantedLinksAreNeverWrittenThrough) {
+  const std::string dir = Scratch("links");
+  ASSERT_TRUE(MakeDirectories(dir).ok());
+  const std::string target = dir + "/target";
+  ASSERT_TRUE(WriteFileAtomically(target, "keep").ok());
+
+  // CreateExclusiveFile refuses whatever is at its name: a link to a file, a dangling link.
+  ASSERT_EQ(::symlink(target.c_str(), (dir + "/probe").c_str()), 0);
+  EXPECT_EQ(CreateExclusiveFile(dir + "/probe").status().code(), StatusCode::kAlreadyExists);
+  ASSERT_EQ(::symlink((dir + "/nothing").c_str(), (dir + "/dangling").c_str()), 0);
+  EXPECT_FALSE(CreateExclusiveFile(dir + "/dangling").ok());
+  EXPECT_FALSE(IsRegularFile(dir + "/nothing"));
+
+  // WriteFileAtomically replaces a link at its path; the target stays as it was.
+  ASSERT_EQ(::symlink(target.c_str(), (dir + "/out").c_str()), 0);
+  ASSERT_TRUE(WriteFileAtomically(dir + "/out", "new", 0600).ok());
+  EXPECT_EQ(*ReadFile(target), "keep");
+  struct stat st {};
+  ASSERT_EQ(::lstat((dir + "/out").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(*ReadFile(dir + "/out"), "new");
+
+  // Names no one can guess.
+  EXPECT_EQ(RandomHex64().size(), 16u);
+  EXPECT_NE(RandomHex64(), RandomHex64());
   EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
 }
 

@@ -1,8 +1,12 @@
 // Tests of the rank launcher with real child processes (/bin/sh scripts standing in for the
-// rank's side of the pipes): events and logs, requests, exit reporting, process-group kills.
+// rank's side of the pipes): events and logs, requests, exit reporting, process-group kills, and
+// confined children (a minimal environment, umask 077, another user when started as root).
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -102,6 +106,103 @@ TEST(LauncherTest, TerminateIsGracefulWhenTheRankObeys) {
 TEST(LauncherTest, MissingExecutableIsNotFound) {
   auto rank = ChildProcess::Spawn({"/nonexistent/fuji-rank", {}, {}});
   EXPECT_EQ(rank.status().code(), StatusCode::kNotFound);
+}
+
+// What a confined shell says about itself: "key=value" lines of its ids, umask, directory and
+// environment.
+std::map<std::string, std::string> ConfinedShellReport(const Confinement& confinement) {
+  auto child = ChildProcess::Spawn({"/bin/sh",
+                                    {"-c", "echo uid=$(id -u); echo groups=\"$(id -G)\"; echo umask=$(umask); "
+                                           "echo cwd=$(pwd); env"},
+                                    {{"FUJI_ADDED", "1"}},
+                                    confinement});
+  EXPECT_TRUE(child.ok()) << child.status().ToString();
+  std::map<std::string, std::string> said;
+  if (!child.ok()) return said;
+  for (const ChildOutput& line : Drain(child->get())) {
+    const size_t eq = line.line.find('=');
+    if (eq != std::string::npos) said[line.line.substr(0, eq)] = line.line.substr(eq + 1);
+  }
+  EXPECT_TRUE((*child)->Wait().Succeeded());
+  return said;
+}
+
+// Plants variables in this process's environment for the life of a test.
+class PlantedEnvironment {
+ public:
+  PlantedEnvironment() {
+    for (const auto& [k, v] : kPlanted) ::setenv(k, v, 1);
+  }
+  ~PlantedEnvironment() {
+    for (const auto& [k, v] : kPlanted) ::unsetenv(k);
+  }
+  static constexpr std::pair<const char*, const char*> kPlanted[] = {
+      {"AGENT_SECRET", "x"}, {"FUJI_JOIN_TOKEN", "t"}, {"FUJI_PLANTED", "p"}, {"CUDA_PLANTED", "c"}};
+};
+
+TEST(LauncherTest, AConfinedChildSeesAMinimalEnvironmentAndAPrivateUmask) {
+  PlantedEnvironment planted;
+  auto said = ConfinedShellReport(Confinement{});
+  EXPECT_EQ(said.count("AGENT_SECRET"), 0u);
+  EXPECT_EQ(said.count("FUJI_JOIN_TOKEN"), 0u);  // credentials stay with the agent
+  EXPECT_EQ(said["FUJI_PLANTED"], "p");
+  EXPECT_EQ(said["CUDA_PLANTED"], "c");
+  EXPECT_EQ(said["FUJI_ADDED"], "1");
+  EXPECT_EQ(said.count("PATH"), 1u);
+  EXPECT_EQ(said["umask"], "0077");
+  EXPECT_EQ(said["uid"], std::to_string(::geteuid()));
+
+  // Unconfined (a service the tests start), it inherits everything.
+  auto open = ChildProcess::Spawn({"/bin/sh", {"-c", "echo \"secret=$AGENT_SECRET\""}, {}});
+  ASSERT_TRUE(open.ok());
+  auto out = Drain(open->get());
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].line, "secret=x");
+}
+
+TEST(LauncherTest, PassesToConfinedChildKeepsWhatRanksNeed) {
+  for (const char* yes : {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NCCL_DEBUG",
+                          "OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME", "FUJI_VOCAB_DIR", "ASAN_OPTIONS"}) {
+    EXPECT_TRUE(PassesToConfinedChild(yes)) << yes;
+  }
+  for (const char* no : {"AGENT_SECRET", "LD_PRELOAD", "LD_LIBRARY_PATH", "FUJI_TOKEN", "FUJI_JOIN_TOKEN",
+                         "PATHX", "SSH_AUTH_SOCK", "LC_CTYPE", "TMPDIR"}) {
+    EXPECT_FALSE(PassesToConfinedChild(no)) << no;
+  }
+}
+
+TEST(LauncherTest, AnAgentNotRunAsRootKeepsItsUserForItsRanks) {
+  if (::geteuid() == 0) GTEST_SKIP() << "runs as root";
+  auto none = RankUser("");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  auto root = RankUser("root");
+  EXPECT_EQ(root.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(root.status().message().find("--run-as root"), std::string::npos);
+}
+
+TEST(LauncherTest, ARootAgentRunsItsRanksAsAnUnprivilegedUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_EQ(RankUser("root").status().message(), "--run-as root: ranks never run as root");
+  auto missing = RankUser("no-such-fuji-user");
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.status().message().find("useradd --system"), std::string::npos);
+  // fuji when scripts/bootstrap has made it, else nobody: the mechanism is the same.
+  Result<std::optional<UnixUser>> who = RankUser(LookUpUser("fuji").ok() ? "fuji" : "nobody");
+  ASSERT_TRUE(who.ok()) << who.status().ToString();
+  ASSERT_TRUE(who->has_value());
+  const UnixUser& rank = **who;
+
+  PlantedEnvironment planted;
+  auto said = ConfinedShellReport(Confinement{rank});
+  EXPECT_NE(said["uid"], "0");
+  EXPECT_EQ(said["uid"], std::to_string(rank.uid));
+  EXPECT_EQ(said["groups"], std::to_string(rank.gid));  // no supplementary groups
+  EXPECT_EQ(said["HOME"], rank.home);
+  EXPECT_EQ(said["cwd"], "/");
+  EXPECT_EQ(said["umask"], "0077");
+  EXPECT_EQ(said.count("AGENT_SECRET"), 0u);
+  EXPECT_EQ(said["FUJI_PLANTED"], "p");
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // Tests for SafetensorsWriter and SafetensorsFile: round trips, and every malformed header refused.
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,8 +33,19 @@ std::string TestPath(const std::string& suffix) {
                            ::testing::UnitTest::GetInstance()->current_test_info()->name() +
                            suffix + ".safetensors";
   ::unlink(path.c_str());
-  ::unlink((path + ".partial").c_str());
   return path;
+}
+
+// Whether a writer's partial file of path ("<path>.partial-<hex>") is there.
+bool HasPartial(const std::string& path) {
+  const std::string dir = path.substr(0, path.rfind('/'));
+  const std::string prefix = path.substr(path.rfind('/') + 1) + ".partial-";
+  bool found = false;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) found |= std::string(e->d_name).rfind(prefix, 0) == 0;
+    ::closedir(d);
+  }
+  return found;
 }
 
 bool Exists(const std::string& path) {
@@ -70,7 +82,7 @@ TEST(SafetensorsWriterTest, RoundTripsShapesDtypesBytesAndMetadata) {
     ASSERT_FALSE(Exists(path));
     ASSERT_TRUE(writer->Finish().ok());
   }
-  EXPECT_FALSE(Exists(path + ".partial"));
+  EXPECT_FALSE(HasPartial(path));
 
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status().ToString();
@@ -142,7 +154,7 @@ TEST(SafetensorsWriterTest, RefusesBadSpecs) {
     EXPECT_NE(writer.status().message().find(path + ": " + c.message), std::string::npos)
         << writer.status().message();
   }
-  EXPECT_FALSE(Exists(path + ".partial"));
+  EXPECT_FALSE(HasPartial(path));
 }
 
 TEST(SafetensorsWriterTest, RefusesTooManyBytes) {
@@ -165,15 +177,44 @@ TEST(SafetensorsWriterTest, RefusesTooFewBytesAndRemovesThePartialFile) {
   {
     auto writer = SafetensorsWriter::Create(path, {{"a", DType::kU8, {2}}, {"b", DType::kU8, {2}}});
     ASSERT_TRUE(writer.ok());
-    EXPECT_TRUE(Exists(path + ".partial"));
+    EXPECT_TRUE(Exists(writer->partial_path()));
+    EXPECT_TRUE(HasPartial(path));
     const uint8_t three[3] = {1, 2, 3};
     ASSERT_TRUE(writer->Write(three, 3).ok());
     Status s = writer->Finish();
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find("tensor 'b' is incomplete"), std::string::npos) << s.message();
   }
-  EXPECT_FALSE(Exists(path + ".partial"));
+  EXPECT_FALSE(HasPartial(path));
   EXPECT_FALSE(Exists(path));
+}
+
+TEST(SafetensorsWriterTest, ALinkPlantedAtThePathIsReplacedAndItsTargetLeftAlone) {
+  const std::string path = TestPath("");
+  const std::string target = path + ".target";
+  ASSERT_TRUE(WriteFileAtomically(target, "keep").ok());
+  ASSERT_EQ(::symlink(target.c_str(), path.c_str()), 0);
+  {
+    auto writer = SafetensorsWriter::Create(path, {{"a", DType::kU8, {2}}});
+    ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+    const uint8_t two[2] = {1, 2};
+    ASSERT_TRUE(writer->Write(two, 2).ok());
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  EXPECT_EQ(*ReadFile(target), "keep");
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);  // a checkpoint's file is its writer's
+  ::unlink(target.c_str());
+
+  auto shared = SafetensorsWriter::Create(path, {{"a", DType::kU8, {1}}}, {}, 0644);
+  ASSERT_TRUE(shared.ok());
+  const uint8_t one = 1;
+  ASSERT_TRUE(shared->Write(&one, 1).ok());
+  ASSERT_TRUE(shared->Finish().ok());
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
 }
 
 TEST(SafetensorsFileTest, AllowsGapsAndOrdersByOffset) {

@@ -36,12 +36,13 @@ Status FsyncPath(const std::string& path, int flags) {
   return Status::Ok();
 }
 
-// WriteFileAtomically, made durable: the temp file is fsynced before the rename and the directory
-// after it, so that `latest` never names a step whose files a crash could still lose.
+// WriteFileAtomically, made durable: the temp file (of an unpredictable name, 0600) is fsynced
+// before the rename and the directory after it, so that `latest` never names a step whose files a
+// crash could still lose.
 Status WriteFileDurably(const std::string& dir, const std::string& name, const std::string& text) {
   const std::string path = dir + "/" + name;
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  FUJI_RETURN_IF_ERROR(WriteFileAtomically(tmp, text));
+  const std::string tmp = path + ".tmp-" + RandomHex64();
+  FUJI_RETURN_IF_ERROR(WriteFileAtomically(tmp, text, 0600));
   if (Status s = FsyncPath(tmp, O_RDONLY); !s.ok()) {
     ::unlink(tmp.c_str());
     return s;
@@ -52,6 +53,17 @@ Status WriteFileDurably(const std::string& dir, const std::string& name, const s
     return s;
   }
   return FsyncPath(dir, O_RDONLY | O_DIRECTORY);
+}
+
+// The step directory, made when missing (0700, under the umask). A symbolic link planted at its
+// name is refused, so no checkpoint file is written through one.
+Status MakeStepDir(const std::string& step_dir) {
+  FUJI_RETURN_IF_ERROR(MakeDirectories(step_dir));
+  struct stat st {};
+  if (::lstat(step_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return InvalidArgument(step_dir + ": not a directory of its own (a symbolic link?)");
+  }
+  return Status::Ok();
 }
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
@@ -323,7 +335,7 @@ Status WriteRankShard(const std::string& step_dir, int rank, int world_size, int
     }
     for (int m = 0; m < 3; ++m) specs.push_back({TensorName(u, m), format::DType::kF32, {end - begin}});
   }
-  FUJI_RETURN_IF_ERROR(MakeDirectories(step_dir));
+  FUJI_RETURN_IF_ERROR(MakeStepDir(step_dir));
   FUJI_ASSIGN_OR_RETURN(auto writer, format::SafetensorsWriter::Create(
                                          step_dir + "/" + RankFileName(rank, world_size), std::move(specs),
                                          std::move(metadata)));
@@ -348,7 +360,7 @@ Status WriteMeta(const std::string& step_dir, const CheckpointMeta& meta) {
   // What ReadMeta would refuse is refused here, before anything is written.
   auto check = ParseMeta(j, step_dir + "/meta.json");
   if (!check.ok()) return InvalidArgument(check.status().message());
-  FUJI_RETURN_IF_ERROR(MakeDirectories(step_dir));
+  FUJI_RETURN_IF_ERROR(MakeStepDir(step_dir));
   return WriteFileDurably(step_dir, "meta.json", j.dump(1) + "\n");
 }
 
@@ -534,7 +546,7 @@ Status ReadRankRange(const std::string& step_dir, const CheckpointMeta& meta, si
 namespace {
 
 Status CheckOutDir(const std::string& out_dir) {
-  if (!PathExists(out_dir)) return MakeDirectories(out_dir);
+  if (!PathExists(out_dir)) return MakeDirectories(out_dir, 0755);
   if (!IsDirectory(out_dir)) return InvalidArgument(out_dir + ": exists and is not a directory");
   DIR* d = ::opendir(out_dir.c_str());
   if (!d) return InvalidArgument(out_dir + ": " + ErrnoMessage());
@@ -596,8 +608,9 @@ Status ExportCheckpoint(const std::string& from, const std::string& out_dir, for
       specs.push_back({p.name == "lm_head.weight" ? p.name : "transformer." + p.name, dtype, p.shape});
     }
   }
+  // An exported model is made for others to load: 0644 like the rest of the export.
   FUJI_ASSIGN_OR_RETURN(auto writer, format::SafetensorsWriter::Create(out_dir + "/model.safetensors",
-                                                                       std::move(specs), {{"format", "pt"}}));
+                                                                       std::move(specs), {{"format", "pt"}}, 0644));
   // Parameters in layout order, a bounded chunk at a time.
   constexpr int64_t kChunk = int64_t{1} << 20;
   std::vector<float> buf;

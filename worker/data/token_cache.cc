@@ -210,9 +210,10 @@ Result<TokenCache> TokenCache::Open(const std::string& data_path, const std::str
     for (Document& document : documents) FUJI_RETURN_IF_ERROR(builder.Add(std::move(document)));
   }
   FUJI_RETURN_IF_ERROR(builder.Flush());
-  fs::create_directories(cache_dir, error);
-  if (error) return Unavailable(cache_dir + ": cannot create cache directory: " + error.message());
-  FUJI_RETURN_IF_ERROR(WriteFileAtomically(cache_file, builder.Finish(key)));
+  if (Status made = MakeDirectories(cache_dir); !made.ok()) {
+    return Unavailable(cache_dir + ": cannot create cache directory: " + made.message());
+  }
+  FUJI_RETURN_IF_ERROR(WriteFileAtomically(cache_file, builder.Finish(key), 0600));
   FUJI_ASSIGN_OR_RETURN(TokenCache cache, Load(cache_file, key));
   cache.tokenized_ = true;
   cache.rebuild_reason_ = reason;

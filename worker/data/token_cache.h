@@ -18,7 +18,10 @@ namespace fuji::data {
 //  16 u32 vocab_size  20 u32 zero  24 u64 documents  32 u64 tokens  40 u64 content key
 //  48 u64 hash of the token bytes  56 u64 hash of header bytes [0, 56)
 // Every document's tokens are followed by kEndOfText (50256). The file is named
-// "<key as 16 hex digits>.tok" inside the cache directory and written atomically (temp + rename).
+// "<key as 16 hex digits>.tok" inside the cache directory and written atomically (a temp file of
+// an unpredictable name, then a rename that replaces whatever was planted at the name), mode 0600;
+// the directory is made 0700. The key is the content (DataSetKey), never a path or a time: only
+// the same bytes tokenized the same way find a cache.
 struct TokenCacheHeader {
   static constexpr char kMagic[9] = "FUJITOK1";
   // Part of every cache key: 2 since the pretokenizer classifies U+0085 and U+FEFF as tiktoken

@@ -269,7 +269,7 @@ Status WriteCheckpoint(const ModelConfig& config, const std::string& dir, format
     specs.push_back({body ? "transformer." + info.name : info.name, dtype, info.shape});
   }
   FUJI_ASSIGN_OR_RETURN(auto writer, format::SafetensorsWriter::Create(dir + "/model.safetensors", specs,
-                                                                       {{"format", "pt"}}));
+                                                                       {{"format", "pt"}}, 0644));
   for (size_t i = 0; i < layout.size(); ++i) {
     FUJI_ASSIGN_OR_RETURN(at::Tensor t, source(i));
     if (t.sizes().vec() != layout[i].shape) {

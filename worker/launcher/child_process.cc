@@ -2,9 +2,12 @@
 #include "worker/launcher/child_process.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,7 +45,82 @@ ExitInfo FromWaitStatus(int status) {
   return info;
 }
 
+bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+// The child's environment: the parent's (all of it, or what a confined child may see), HOME of the
+// user it runs as, then spec.env.
+std::vector<std::string> ChildEnvironment(const ChildSpec& spec) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view kv = *e;
+    const size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string key(kv.substr(0, eq));
+    if (!spec.confinement || PassesToConfinedChild(key)) env[key] = std::string(kv.substr(eq + 1));
+  }
+  if (spec.confinement && spec.confinement->user) env["HOME"] = spec.confinement->user->home;
+  for (const auto& [k, v] : spec.env) env[k] = v;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+// In the child between fork and exec (async-signal-safe calls only): becomes `who` for good.
+// False when any step fails or root could be had back.
+bool BecomeUser(const UnixUser& who) {
+  if (::setgroups(0, nullptr) != 0 || ::setgid(who.gid) != 0 || ::setuid(who.uid) != 0) return false;
+  if (who.uid != 0 && ::setuid(0) == 0) return false;
+  return ::chdir("/") == 0;
+}
+
 }  // namespace
+
+Result<UnixUser> LookUpUser(const std::string& name) {
+  struct passwd entry {};
+  struct passwd* found = nullptr;
+  std::vector<char> buffer(16384);
+  const int rc = ::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+  if (rc != 0 || found == nullptr) return NotFound("no user '" + name + "' on this machine");
+  return UnixUser{found->pw_name, found->pw_uid, found->pw_gid, found->pw_dir};
+}
+
+Result<std::optional<UnixUser>> RankUser(const std::string& run_as) {
+  const uid_t self = ::geteuid();
+  if (self != 0) {
+    if (run_as.empty()) return std::optional<UnixUser>();
+    auto who = LookUpUser(run_as);
+    if (who.ok() && who->uid == self) return std::optional<UnixUser>();
+    return InvalidArgument("--run-as " + run_as + ": fuji-agent runs as uid " + std::to_string(self) +
+                           ", not root, so its ranks run as that user; start it as root to run them as another");
+  }
+  const std::string name = run_as.empty() ? "fuji" : run_as;
+  auto who = LookUpUser(name);
+  if (!who.ok()) {
+    return InvalidArgument("--run-as " + name + ": no such user; create it (scripts/bootstrap does: useradd --system "
+                           "--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin " + name +
+                           ") or name another with --run-as USER");
+  }
+  if (who->uid == 0) return InvalidArgument("--run-as " + name + ": ranks never run as root");
+  return std::optional<UnixUser>(std::move(who).value());
+}
+
+bool PassesToConfinedChild(std::string_view name) {
+  for (const char* exact : {"PATH", "HOME", "LANG", "LC_ALL", "TZ"}) {
+    if (name == exact) return true;
+  }
+  if (StartsWith(name, "FUJI_")) return !EndsWith(name, "_TOKEN");
+  for (const char* prefix : {"CUDA_", "NCCL_", "OMP_", "GLOO_"}) {
+    if (StartsWith(name, prefix)) return true;
+  }
+  for (const char* sanitizer : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
+    if (name == sanitizer) return true;
+  }
+  return false;
+}
 
 std::string ExitInfo::Describe() const {
   if (signal != 0) {
@@ -62,16 +140,14 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const ChildSpec& spec)
   std::vector<char*> argv;
   for (auto& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::vector<std::string> env_storage;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string kv = *e;
-    const std::string key = kv.substr(0, kv.find('='));
-    if (!spec.env.count(key)) env_storage.push_back(std::move(kv));
-  }
-  for (const auto& [k, v] : spec.env) env_storage.push_back(k + "=" + v);
+  std::vector<std::string> env_storage = ChildEnvironment(spec);
   std::vector<char*> envp;
   for (auto& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
+  const UnixUser* user = spec.confinement && spec.confinement->user ? &*spec.confinement->user : nullptr;
+  const std::string user_error =
+      user ? "fuji launcher: cannot run as user " + user->user + " (uid " + std::to_string(user->uid) + ")\n"
+           : std::string();
 
   Pipe in, events, err;
   for (Pipe* p : {&in, &events, &err}) {
@@ -89,12 +165,18 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const ChildSpec& spec)
   }
   if (pid == 0) {
     ::setpgid(0, 0);
-    // A child never outlives the process that supervises it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
     ::dup2(in.read, 0);
     ::dup2(err.write, 1);
     ::dup2(err.write, 2);
+    if (user != nullptr && !BecomeUser(*user)) {
+      (void)!::write(2, user_error.data(), user_error.size());
+      ::_exit(126);
+    }
+    if (spec.confinement) ::umask(077);
+    // A child never outlives the process that supervises it. (After the change of user, which
+    // clears the parent-death signal.)
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     if (events.write == kEventFd) {
       ::fcntl(kEventFd, F_SETFD, 0);
     } else {
@@ -220,12 +302,15 @@ ExitInfo ChildProcess::Terminate(std::chrono::milliseconds grace) {
   return info;
 }
 
-std::string ExecutableDir() {
+std::string ExecutablePath() {
   char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+std::string ExecutableDir() {
+  const std::string path = ExecutablePath();
+  return path.empty() ? "." : path.substr(0, path.rfind('/'));
 }
 
 Result<std::string> FindRankExecutable() {

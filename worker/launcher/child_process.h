@@ -3,6 +3,8 @@
 //
 // A child runs in its own process group with three pipes: requests (its stdin), events (JSON lines
 // on fd 3) and its stderr (log lines). Killing the group reaches everything the child started.
+// A confined child (a rank, or the preparation of a job's data) gets a minimal environment and a
+// private umask, and may run as another user than its parent.
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,10 +27,43 @@ namespace fuji::launch {
 // The fd number on which a child writes its events.
 inline constexpr int kEventFd = 3;
 
+// A user a child runs as.
+struct UnixUser {
+  std::string user;
+  uid_t uid = 0;
+  gid_t gid = 0;     // the user's primary group; a child that runs as the user has no other
+  std::string home;  // its HOME
+};
+
+// The user `name` from the password database; NOT_FOUND when there is none.
+Result<UnixUser> LookUpUser(const std::string& name);
+
+// The user an agent runs its ranks as, from --run-as (`run_as`, "" when not given). As root:
+// run_as, or "fuji" by default, which must exist and must not be root. As another user: nullopt
+// (ranks run as the agent's user), and a run_as naming anyone else is an error. INVALID_ARGUMENT
+// in one line naming the flag.
+Result<std::optional<UnixUser>> RankUser(const std::string& run_as);
+
+// Whether this process's variable `name` reaches a confined child: PATH, HOME, LANG, LC_ALL, TZ;
+// those starting with CUDA_, NCCL_, OMP_, GLOO_ or FUJI_ (but not FUJI_..._TOKEN: credentials stay
+// with their holder); the sanitizer runtimes' ASAN_, UBSAN_, LSAN_ and TSAN_OPTIONS.
+bool PassesToConfinedChild(std::string_view name);
+
+// How a child that runs a job's work (a rank, or the preparation of a job's data) is confined: it
+// inherits only the variables PassesToConfinedChild lets through and starts with umask 077 (files
+// 0600, directories 0700); with a user it runs as that user (setgroups(0), setgid, setuid
+// between fork and exec; it does not start if it could become root again), with HOME its home,
+// in "/".
+struct Confinement {
+  std::optional<UnixUser> user;  // nullopt: as this process's user
+};
+
 struct ChildSpec {
   std::string executable;             // path of the program (fuji-rank, mostly)
   std::vector<std::string> args;      // after argv[0]
-  std::map<std::string, std::string> env;  // added to (or replacing in) the parent's environment
+  std::map<std::string, std::string> env;  // added to (or replacing in) the environment it inherits
+  // Set: confined as it says. Unset: the child inherits the whole environment and the umask.
+  std::optional<Confinement> confinement = std::nullopt;
 };
 
 // How a child process ended.
@@ -85,7 +121,8 @@ class ChildProcess {
 // fuji-rank beside the running executable, or $FUJI_RANK.
 Result<std::string> FindRankExecutable();
 
-// The directory of the running executable.
+// The running executable's path, and its directory.
+std::string ExecutablePath();
 std::string ExecutableDir();
 
 }  // namespace fuji::launch

@@ -8,9 +8,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
+#include <nlohmann/json.hpp>
+
 #include "lib/common/file_util.h"
+#include "lib/common/json_lines.h"
 #include "lib/text/bpe_tokenizer.h"
 #include "lib/text/vocab_files.h"
 #include "worker/data/packed_dataset.h"
@@ -65,15 +69,14 @@ int CountCudaDevices() {
 }
 
 Status CheckWritableDir(const std::string& dir, const std::string& what) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return InvalidArgument(what + " " + dir + " cannot be created: " + ec.message());
-  if (!fs::is_directory(dir, ec)) return InvalidArgument(what + " " + dir + " is not a directory");
-  const std::string probe = dir + "/.fuji-write-probe-" + std::to_string(::getpid());
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return InvalidArgument(what + " " + dir + " is not writable: " + std::strerror(errno));
-  const bool wrote = ::write(fd, "x", 1) == 1;
-  ::close(fd);
+  if (Status made = MakeDirectories(dir); !made.ok()) {
+    return InvalidArgument(what + " " + dir + " cannot be created: " + made.message());
+  }
+  const std::string probe = dir + "/.fuji-write-probe-" + RandomHex64();
+  Result<int> fd = CreateExclusiveFile(probe, 0600);
+  if (!fd.ok()) return InvalidArgument(what + " " + dir + " is not writable: " + fd.status().message());
+  const bool wrote = ::write(*fd, "x", 1) == 1;
+  ::close(*fd);
   ::unlink(probe.c_str());
   if (!wrote) return InvalidArgument(what + " " + dir + " is not writable (a write failed)");
   return Status::Ok();
@@ -114,6 +117,99 @@ Result<PreparedFinetune> PrepareFinetune(FinetuneSpec spec, const PrepareOptions
   out.tokenized = cache.tokenized();
   out.spec = std::move(spec);
   return out;
+}
+
+// ---- preparing in a confined child ----------------------------------------------------------
+
+namespace {
+
+nlohmann::json PreparationRequest(const FinetuneSpec& spec, const PrepareOptions& options) {
+  return {{"spec", spec.ToJson()},
+          {"max_ranks", options.max_ranks},
+          {"devices_what", options.devices_what},
+          {"fallback_vocab_dir", options.fallback_vocab_dir},
+          {"tokenizer_threads", options.tokenizer_threads}};
+}
+
+nlohmann::json PreparedToJson(const PreparedFinetune& prepared) {
+  return {{"spec", prepared.spec.ToJson()},
+          {"config", prepared.config.ToJson()},
+          {"tokenizer_dir", prepared.tokenizer_dir},
+          {"num_tokens", prepared.num_tokens},
+          {"tokenized", prepared.tokenized}};
+}
+
+Result<PreparedFinetune> PreparedFromJson(const nlohmann::json& j) {
+  if (!j.is_object()) return Internal("the preparation's result is not an object");
+  PreparedFinetune out;
+  FUJI_ASSIGN_OR_RETURN(out.spec, FinetuneSpec::FromJson(j.value("spec", nlohmann::json())));
+  FUJI_ASSIGN_OR_RETURN(out.config, engine::ParseModelConfig(j.value("config", nlohmann::json()), "the preparation"));
+  out.tokenizer_dir = j.value("tokenizer_dir", "");
+  out.num_tokens = j.value("num_tokens", uint64_t{0});
+  out.tokenized = j.value("tokenized", false);
+  return out;
+}
+
+Result<PreparedFinetune> Serve(const std::string& line) {
+  FUJI_ASSIGN_OR_RETURN(nlohmann::json request, ParseJsonObject(line));
+  FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpec::FromJson(request.value("spec", nlohmann::json())));
+  PrepareOptions options;
+  options.max_ranks = request.value("max_ranks", options.max_ranks);
+  options.devices_what = request.value("devices_what", options.devices_what);
+  options.fallback_vocab_dir = request.value("fallback_vocab_dir", options.fallback_vocab_dir);
+  options.tokenizer_threads = request.value("tokenizer_threads", options.tokenizer_threads);
+  return PrepareFinetune(std::move(spec), options);
+}
+
+}  // namespace
+
+int ServePreparation() {
+  JsonLineWriter events(kEventFd);
+  LineReader requests(0);
+  Result<std::optional<std::string>> line = requests.ReadLine();
+  Result<PreparedFinetune> prepared =
+      !line.ok() ? Result<PreparedFinetune>(line.status())
+      : !line->has_value() ? Result<PreparedFinetune>(InvalidArgument("no preparation request"))
+                           : Serve(**line);
+  const nlohmann::json event =
+      prepared.ok() ? nlohmann::json{{"event", "result"}, {"result", PreparedToJson(*prepared)}}
+                    : nlohmann::json{{"event", "error"},
+                                     {"code", StatusCodeName(prepared.status().code())},
+                                     {"message", prepared.status().message()}};
+  return events.Write(event).ok() ? 0 : 1;
+}
+
+Result<PreparedFinetune> PrepareFinetuneConfined(const FinetuneSpec& spec, const PrepareOptions& options,
+                                                 const std::string& program, const Confinement& confinement) {
+  Result<std::unique_ptr<ChildProcess>> started =
+      ChildProcess::Spawn({program, {kServePreparationArg}, {}, confinement});
+  if (!started.ok()) return Internal("cannot start the preparation: " + started.status().message());
+  ChildProcess& child = **started;
+  (void)child.Send(PreparationRequest(spec, options));  // a child that cannot read it shows by its exit
+  child.CloseInput();
+  std::optional<nlohmann::json> answer;
+  std::string last_log;
+  for (;;) {
+    Result<std::optional<ChildOutput>> next = child.Next(std::chrono::seconds(60));
+    if (!next.ok()) {
+      if (next.status().code() == StatusCode::kUnavailable) continue;  // still preparing
+      return Internal("the preparation: " + next.status().message());
+    }
+    if (!next->has_value()) break;
+    const ChildOutput& out = **next;
+    if (out.kind == ChildOutput::Kind::kLog) {
+      if (!out.line.empty()) last_log = out.line;
+    } else if (!answer) {
+      answer = out.event;
+    }
+  }
+  const ExitInfo exit = child.Wait();
+  if (answer && answer->value("event", "") == "result") return PreparedFromJson(answer->value("result", nlohmann::json()));
+  if (answer && answer->value("event", "") == "error") {
+    return Status(StatusCodeFromName(answer->value("code", "INTERNAL")), answer->value("message", ""));
+  }
+  return Internal("the preparation ended without an answer (" + exit.Describe() +
+                  (last_log.empty() ? "" : ": " + last_log) + ")");
 }
 
 }  // namespace fuji::launch

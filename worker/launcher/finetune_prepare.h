@@ -1,6 +1,8 @@
 // The checks and preparation of a fine-tuning job before any rank starts, shared by `fuji run
 // finetune` and the agent (torch-free): the model's config against seq_len, the ranks against the
-// devices, the save directory, and the data tokenized once into the token cache.
+// devices, the save directory, and the data tokenized once into the token cache. `fuji run` prepares
+// in its own process; the agent in a child confined as its ranks are, so that the data is read and
+// the cache written as the ranks' user, never the agent's.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,7 @@
 #include "lib/common/status.h"
 #include "lib/model/model_config.h"
 #include "lib/spec/finetune_spec.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::launch {
 
@@ -36,6 +39,21 @@ struct PreparedFinetune {
 // created or written; NOT_FOUND for a missing model or data path.
 Result<PreparedFinetune> PrepareFinetune(FinetuneSpec spec, const PrepareOptions& options);
 
+// The argument that makes a program serve one preparation (ServePreparation) instead of running as
+// itself. fuji-agent takes it.
+inline constexpr const char kServePreparationArg[] = "--serve-finetune-preparation";
+
+// PrepareFinetune in a child: `program` run with kServePreparationArg, confined as `confinement`
+// says. The same result and errors as PrepareFinetune; INTERNAL when the child cannot start or
+// ends without an answer (with its last log line).
+Result<PreparedFinetune> PrepareFinetuneConfined(const FinetuneSpec& spec, const PrepareOptions& options,
+                                                 const std::string& program, const Confinement& confinement);
+
+// The child's side of PrepareFinetuneConfined: reads one request on stdin, prepares, and writes
+// {"event": "result", "result": ...} or {"event": "error", "code", "message"} on kEventFd. Returns
+// the exit code: 0 when it answered.
+int ServePreparation();
+
 // The GPUs this machine shows (/proc/driver/nvidia/gpus, else /dev/nvidiaN), limited by
 // CUDA_VISIBLE_DEVICES when it is set; 0 when there are none.
 int CountCudaDevices();
@@ -44,7 +62,8 @@ int CountCudaDevices();
 // share/fuji beside the executable's bin/.
 std::string DefaultVocabDir();
 
-// Creates dir (and parents) when missing and checks that a file can be written there.
+// Creates dir (and parents, 0700 under the umask) when missing and checks that a file can be
+// written there (a probe of an unpredictable name, created O_EXCL|O_NOFOLLOW, then removed).
 Status CheckWritableDir(const std::string& dir, const std::string& what);
 
 }  // namespace fuji::launch

@@ -3,11 +3,14 @@
 
 #include <poll.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <thread>
+
+#include "lib/common/file_util.h"
 
 namespace fuji::launch {
 namespace {
@@ -41,11 +44,19 @@ Status FailureStatus(const GangFailure& f) {
   }
 }
 
-// A fresh private directory for the rendezvous file: $TMPDIR or /tmp, mode 0700.
-Result<std::string> MakeRendezvousDir() {
+// A fresh private directory for the rendezvous file: $TMPDIR or /tmp, mode 0700, owned by the user
+// the ranks run as.
+Result<std::string> MakeRendezvousDir(const std::optional<Confinement>& confinement) {
   const char* tmp = std::getenv("TMPDIR");
   std::string tmpl = std::string(tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp") + "/fuji-gang-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Internal("cannot create a rendezvous directory in " + tmpl);
+  if (confinement && confinement->user &&
+      ::chown(tmpl.c_str(), confinement->user->uid, confinement->user->gid) != 0) {
+    Status s = Internal("cannot give the rendezvous directory " + tmpl + " to user " +
+                        confinement->user->user + ": " + ErrnoMessage());
+    ::rmdir(tmpl.c_str());
+    return s;
+  }
   return tmpl;
 }
 
@@ -89,7 +100,7 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
   }
   std::string dir;  // the rendezvous's, for peers
   if (peers_) {
-    FUJI_ASSIGN_OR_RETURN(dir, MakeRendezvousDir());
+    FUJI_ASSIGN_OR_RETURN(dir, MakeRendezvousDir(options_.confinement));
   }
   const std::string rendezvous = "file:" + dir + "/store";
   const int n = ranks_;
@@ -97,7 +108,7 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
 
   std::vector<Member> members(static_cast<size_t>(n));
   for (int r = 0; r < n && !failure_; ++r) {
-    ChildSpec launch{executable, {}, options_.env};
+    ChildSpec launch{executable, {}, options_.env, options_.confinement};
     if (options_.rank_env) {
       for (auto& [k, v] : options_.rank_env(r)) launch.env[k] = v;
     }

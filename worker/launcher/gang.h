@@ -39,6 +39,8 @@ struct GangOptions {
   std::map<std::string, std::string> env;     // for every rank
   // Per-rank additions to env (e.g. CUDA_VISIBLE_DEVICES); may be empty.
   std::function<std::map<std::string, std::string>(int rank)> rank_env;
+  // Set: every rank is confined so (an agent's); the rendezvous directory belongs to its user.
+  std::optional<Confinement> confinement;
   std::chrono::milliseconds deadline{0};      // 0: none
   std::chrono::milliseconds terminate_grace{5000};
   // Tokens in the prepared training corpus (PreparedFinetune::num_tokens; 0 unknown): the

@@ -10,9 +10,11 @@
 namespace fuji::launch {
 
 Result<nlohmann::json> MeasureNodeRates(const std::string& rank_executable, std::chrono::milliseconds timeout,
-                                        const std::atomic<bool>* stop) {
+                                        const std::atomic<bool>* stop,
+                                        const std::optional<Confinement>& confinement) {
   ChildSpec spec;
   spec.executable = rank_executable;
+  spec.confinement = confinement;
   Result<std::unique_ptr<ChildProcess>> rank = ChildProcess::Spawn(spec);
   if (!rank.ok()) return Unavailable("cannot start fuji-rank: " + rank.status().message());
   ChildProcess& proc = **rank;
