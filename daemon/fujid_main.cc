@@ -1,9 +1,12 @@
 // fujid: the fuji daemon. Flags -> store -> server and loop -> wait for SIGTERM/SIGINT -> stop in
 // reverse order.
+#include <sys/stat.h>
+
 #include <csignal>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -13,12 +16,17 @@
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "lib/common/log.h"
+#include "lib/security/pki.h"
 
 namespace {
 
 // Everything fujid is told on its command line.
 struct Config {
   std::string db_path = "./var/fujid.db";
+  std::string state_dir;  // default: the database's directory
+  std::string tls_cert, tls_key, tls_ca;
+  std::vector<std::string> tls_sans;
+  std::vector<std::string> allow_read;
   fuji::daemon::ServerOptions server;
 };
 
@@ -47,7 +55,26 @@ int main(int argc, char** argv) {
   app.add_option("--max-attempts", config.server.max_attempts, "default runs per job")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
+  app.add_option("--state-dir", config.state_dir,
+                 "where the cluster CA, fujid's certificate and the first admin token live "
+                 "(default: the database's directory)");
+  app.add_option("--tls-san", config.tls_sans,
+                 "another name or address for fujid's certificate (repeatable)");
+  CLI::Option* cert = app.add_option("--tls-cert", config.tls_cert, "your own certificate for fujid (PEM)");
+  CLI::Option* key = app.add_option("--tls-key", config.tls_key, "its key (PEM)");
+  CLI::Option* ca = app.add_option("--tls-ca", config.tls_ca, "the CA that signed it, for clients (PEM)");
+  cert->needs(key, ca);
+  key->needs(cert, ca);
+  ca->needs(cert, key);
+  app.add_option("--allow-read", config.allow_read,
+                 "a directory whose models and data jobs may name (repeatable); fujid reads models' "
+                 "configs there to plan, and refuses submits naming paths elsewhere");
+  app.add_flag("--insecure", config.server.insecure,
+               "plaintext without TLS, on a loopback address only (tokens are still checked)");
   CLI11_PARSE(app, argc, argv);
+
+  // Everything fujid creates (database, keys, tokens) is private to its user.
+  ::umask(077);
 
   // ---- Store ----
   std::filesystem::path parent = std::filesystem::path(config.db_path).parent_path();
@@ -55,6 +82,38 @@ int main(int argc, char** argv) {
   if (!parent.empty() && !std::filesystem::exists(parent, ec)) {
     std::filesystem::create_directories(parent, ec);
     if (ec) return Fail("cannot create " + parent.string() + ": " + ec.message());
+  }
+  if (config.state_dir.empty()) config.state_dir = parent.empty() ? "." : parent.string();
+  if (!std::filesystem::is_directory(config.state_dir, ec)) {
+    std::filesystem::create_directories(config.state_dir, ec);
+    if (ec) return Fail("cannot create " + config.state_dir + ": " + ec.message());
+  }
+
+  fuji::Result<fuji::PathPolicy> policy = fuji::PathPolicy::Create(config.allow_read, {}, "fujid");
+  if (!policy.ok()) return Fail(policy.status().message());
+  config.server.read_policy = *policy;
+
+  // ---- TLS ----
+  std::string ca_path;
+  if (config.server.insecure) {
+    fuji::log::Warn("--insecure: plaintext on " + config.server.listen +
+                    "; tokens cross the loopback unencrypted. Never use this beyond one machine.");
+  } else if (!config.tls_cert.empty()) {
+    fuji::Result<fuji::security::TlsMaterial> tls =
+        fuji::security::LoadTlsMaterial({config.tls_ca, config.tls_cert, config.tls_key});
+    if (!tls.ok()) return Fail(tls.status().message());
+    config.server.tls_cert_pem = tls->cert_pem;
+    config.server.tls_key_pem = tls->key_pem;
+    ca_path = config.tls_ca;
+  } else {
+    fuji::Result<fuji::security::TlsFiles> files = fuji::security::EnsureClusterPki(
+        config.state_dir, fuji::security::ServerSans(config.server.listen, config.tls_sans));
+    if (!files.ok()) return Fail(files.status().message());
+    fuji::Result<fuji::security::TlsMaterial> tls = fuji::security::LoadTlsMaterial(*files);
+    if (!tls.ok()) return Fail(tls.status().message());
+    config.server.tls_cert_pem = tls->cert_pem;
+    config.server.tls_key_pem = tls->key_pem;
+    ca_path = files->ca_cert;
   }
   fuji::store::SystemClock clock;
   fuji::Result<std::unique_ptr<fuji::store::JobStore>> store =
@@ -65,6 +124,14 @@ int main(int argc, char** argv) {
   fuji::Result<std::unique_ptr<fuji::daemon::DaemonServer>> server =
       fuji::daemon::DaemonServer::Start(config.server, store->get(), &clock);
   if (!server.ok()) return Fail(server.status().message());
+  const std::string admin_token = (std::filesystem::path(config.state_dir) / "admin.token").string();
+  fuji::Result<bool> made_admin = (*server)->auth()->EnsureAdmin(admin_token);
+  if (!made_admin.ok()) return Fail("cannot create the first admin: " + made_admin.status().message());
+  if (*made_admin) fuji::log::Info("created user admin; its token is in " + admin_token + " (mode 0600)");
+  if (!ca_path.empty()) {
+    fuji::log::Info("TLS with the CA " + std::filesystem::absolute(ca_path).string() +
+                    ": clients and agents verify fujid with it (--ca, FUJI_CA, fuji login)");
+  }
   fuji::log::Info("listening on " + config.server.listen + " (port " +
                   std::to_string((*server)->port()) + "), database " + config.db_path);
 

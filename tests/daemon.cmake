@@ -8,7 +8,7 @@ fuji_add_test(fujid_server_test
   TIMEOUT 300)
 fuji_add_test(fujid_smoke_test
   SOURCES integration/fujid_smoke_test.cc
-  LIBS fuji_proto
+  LIBS fuji_proto fuji_rpc
   LABELS integration
   TIMEOUT 120)
 add_dependencies(fujid_smoke_test fujid)

@@ -5,14 +5,18 @@
 
 #include <boost/asio/post.hpp>
 
+#include "lib/rpc/connection.h"
+
 namespace fuji::daemon {
 
 DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
                            const store::Clock* clock)
     : options_(options),
+      auth_(store, clock),
       dispatcher_(store, clock, &hub_, DispatcherOptions{options.lease_ttl_ms, options.max_poll_wait_ms}),
-      job_service_(store, &dispatcher_, &hub_, &rates_, clock, JobServiceOptions{options.max_attempts}),
-      worker_service_(&dispatcher_, &rates_, options.lease_ttl_ms),
+      job_service_(store, &dispatcher_, &hub_, &rates_, &auth_, clock, JobServiceOptions{options.max_attempts, options.read_policy}),
+      worker_service_(&dispatcher_, &rates_, &auth_, options.lease_ttl_ms),
+      admin_service_(&auth_),
       work_(boost::asio::make_work_guard(io_)),
       pass_timer_(io_),
       lease_timer_(io_),
@@ -21,7 +25,22 @@ DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
 Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& options,
                                                           store::JobStore* store,
                                                           const store::Clock* clock) {
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (options.insecure) {
+    if (!rpc::IsLoopbackAddress(options.listen)) {
+      return InvalidArgument("plaintext (--insecure) may listen on loopback addresses only, not " + options.listen);
+    }
+    credentials = grpc::InsecureServerCredentials();
+  } else {
+    if (options.tls_cert_pem.empty() || options.tls_key_pem.empty()) {
+      return InvalidArgument("TLS needs a certificate and its key");
+    }
+    grpc::SslServerCredentialsOptions tls;
+    tls.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(tls);
+  }
   std::unique_ptr<DaemonServer> server(new DaemonServer(options, store, clock));
+  FUJI_RETURN_IF_ERROR(server->auth_.Load());
   FUJI_RETURN_IF_ERROR(server->dispatcher_.Recover());
   DaemonServer* self = server.get();
   // Coalesced: many submits in a burst cost one pass.
@@ -38,10 +57,11 @@ Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& o
   self->loop_ = std::thread([self] { self->io_.run(); });
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &self->port_);
+  builder.AddListeningPort(options.listen, credentials, &self->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.RegisterService(&self->job_service_);
   builder.RegisterService(&self->worker_service_);
+  builder.RegisterService(&self->admin_service_);
   self->server_ = builder.BuildAndStart();
   if (self->server_ == nullptr || self->port_ == 0) {
     self->Stop();

@@ -13,6 +13,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "daemon/server/admin_service.h"
+#include "daemon/server/auth.h"
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/event_hub.h"
 #include "daemon/server/job_service.h"
@@ -34,14 +36,20 @@ struct ServerOptions {
   int64_t lease_check_interval_ms = 500;
   int64_t poll_tick_ms = 50;       // long polls end within this of their wait
   int max_message_bytes = 32 << 20;
+  // TLS: fujid's certificate (chain) and key, PEM. With insecure, plaintext instead, which only a
+  // loopback `listen` may use.
+  std::string tls_cert_pem, tls_key_pem;
+  bool insecure = false;
+  PathPolicy read_policy;  // what fujid may read of submitted paths (JobServiceOptions)
 };
 
 // Not thread-safe: one owner starts and stops it. store and clock are not owned and must outlive
 // it. Destroying it stops it.
 class DaemonServer {
  public:
-  // Recovers leases from the store, starts the loop, then listens. UNAVAILABLE when the address
-  // cannot be bound.
+  // Loads the credentials, recovers leases from the store, starts the loop, then listens.
+  // UNAVAILABLE when the address cannot be bound; INVALID_ARGUMENT for plaintext on an address
+  // that is not loopback, or TLS without a certificate and key.
   static Result<std::unique_ptr<DaemonServer>> Start(const ServerOptions& options,
                                                      store::JobStore* store,
                                                      const store::Clock* clock);
@@ -50,6 +58,8 @@ class DaemonServer {
   DaemonServer& operator=(const DaemonServer&) = delete;
 
   int port() const { return port_; }
+  // Users, agents and join tokens (fujid makes the first admin through it).
+  Authenticator* auth() { return &auth_; }
   // Answers waiting polls, shuts the gRPC server down (calls still running after deadline_ms are
   // cancelled), then stops the loop. Idempotent.
   void Stop(int64_t deadline_ms = 2000);
@@ -62,9 +72,11 @@ class DaemonServer {
   const ServerOptions options_;
   EventHub hub_;
   NodeRates rates_;
+  Authenticator auth_;
   Dispatcher dispatcher_;
   JobService job_service_;
   WorkerService worker_service_;
+  AdminService admin_service_;
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;

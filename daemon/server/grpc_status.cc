@@ -17,6 +17,9 @@ grpc::Status ToGrpcStatus(const Status& status) {
     case StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
     case StatusCode::kCancelled: code = grpc::StatusCode::CANCELLED; break;
     case StatusCode::kInternal: code = grpc::StatusCode::INTERNAL; break;
+    case StatusCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
+    case StatusCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
+    case StatusCode::kAlreadyExists: code = grpc::StatusCode::ALREADY_EXISTS; break;
   }
   return grpc::Status(code, status.message());
 }
@@ -75,6 +78,7 @@ v1::Job JobToProto(const store::JobRecord& job) {
   out.set_spec_json(job.spec);
   out.set_plan_json(job.plan);
   out.set_shareable(job.shareable);
+  out.set_owner(job.owner);
   return out;
 }
 

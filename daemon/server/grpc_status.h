@@ -14,6 +14,13 @@ namespace fuji::daemon {
 // INVALID_ARGUMENT, NOT_FOUND, ... with the message unchanged.
 grpc::Status ToGrpcStatus(const Status& status);
 
+// Ends a unary callback call with `status`: `return Finish(context, status);`.
+inline grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 // The job's proto form. device_kind is derived from the spec ("cpu" unless it asks for cuda).
 v1::Job JobToProto(const store::JobRecord& job);
 // "cpu" or "cuda", from a spec's "device" field ("cuda", "cuda:N" -> "cuda").

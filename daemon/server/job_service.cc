@@ -11,23 +11,26 @@
 namespace fuji::daemon {
 namespace {
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 }  // namespace
 
 JobService::JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub, const NodeRates* rates,
-                       const store::Clock* clock, JobServiceOptions options)
+                       const Authenticator* auth, const store::Clock* clock, JobServiceOptions options)
     : store_(store),
+      auth_(auth),
       dispatcher_(dispatcher),
       hub_(hub),
       rates_(rates),
       clock_(clock),
       options_(options),
       started_ms_(clock->NowMs()) {}
+
+Result<store::JobRecord> JobService::OwnedJob(const Caller& caller, int64_t id) const {
+  Result<store::JobRecord> job = store_->Get(id);
+  // Another user's job is as missing as one that never was.
+  if (job.ok() && !caller.admin && job->owner != caller.name) return NotFound("job " + std::to_string(id) + " not found");
+  return job;
+}
 
 v1::Job JobService::View(const store::JobRecord& job, bool count_ahead) const {
   v1::Job out = JobToProto(job);
@@ -41,12 +44,14 @@ v1::Job JobService::View(const store::JobRecord& job, bool count_ahead) const {
 grpc::ServerUnaryReactor* JobService::GetJob(grpc::CallbackServerContext* context,
                                              const v1::GetJobRequest* request,
                                              v1::Job* response) {
-  Result<store::JobRecord> job = store_->Get(request->id());
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->id());
   if (job.ok()) {
     *response = View(*job, /*count_ahead=*/true);
     AddProgress(response);
   }
-  return Done(context, job.status());
+  return Finish(context, job.status());
 }
 
 void JobService::AddProgress(v1::Job* job) const {
@@ -61,14 +66,20 @@ void JobService::AddProgress(v1::Job* job) const {
 grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* context,
                                                const v1::ListJobsRequest* request,
                                                v1::ListJobsResponse* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
   store::ListFilter filter;
+  if (request->all() && !caller->admin) {
+    return Finish(context, PermissionDenied("only admins list every user's jobs"));
+  }
+  if (!request->all()) filter.owner = caller->name;
   filter.state = request->state();
   filter.kind = request->kind();
   filter.limit = request->limit();
   filter.page_token = request->page_token();
   if (!filter.state.empty()) {
     Result<store::JobState> state = store::ParseJobState(filter.state);
-    if (!state.ok()) return Done(context, state.status());
+    if (!state.ok()) return Finish(context, state.status());
   }
   Result<store::JobPage> page = store_->List(filter);
   if (page.ok()) {
@@ -77,22 +88,29 @@ grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* cont
     }
     response->set_next_page_token(page->next_page_token);
   }
-  return Done(context, page.status());
+  return Finish(context, page.status());
 }
 
 grpc::ServerUnaryReactor* JobService::CancelJob(grpc::CallbackServerContext* context,
                                                 const v1::CancelJobRequest* request,
                                                 v1::Job* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  if (Result<store::JobRecord> owned = OwnedJob(*caller, request->id()); !owned.ok()) {
+    return Finish(context, owned.status());
+  }
   Result<store::JobRecord> job = dispatcher_->Cancel(request->id());
   if (job.ok()) *response = JobToProto(*job);
-  return Done(context, job.status());
+  return Finish(context, job.status());
 }
 
 grpc::ServerUnaryReactor* JobService::GetTimings(grpc::CallbackServerContext* context,
                                                  const v1::JobRef* request,
                                                  v1::TimingsResponse* response) {
-  Result<store::JobRecord> job = store_->Get(request->id());
-  if (!job.ok()) return Done(context, job.status());
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->id());
+  if (!job.ok()) return Finish(context, job.status());
   Result<std::vector<store::Timing>> timings = store_->Timings(request->id());
   if (timings.ok()) {
     for (const store::Timing& t : *timings) {
@@ -104,14 +122,16 @@ grpc::ServerUnaryReactor* JobService::GetTimings(grpc::CallbackServerContext* co
       out->set_end_ms(t.end_ms);
     }
   }
-  return Done(context, timings.status());
+  return Finish(context, timings.status());
 }
 
 grpc::ServerUnaryReactor* JobService::GetSamples(grpc::CallbackServerContext* context,
                                                  const v1::JobRef* request,
                                                  v1::SamplesResponse* response) {
-  Result<store::JobRecord> job = store_->Get(request->id());
-  if (!job.ok()) return Done(context, job.status());
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->id());
+  if (!job.ok()) return Finish(context, job.status());
   Result<std::vector<store::MemorySample>> samples = store_->Samples(request->id());
   if (samples.ok()) {
     for (const store::MemorySample& s : *samples) {
@@ -127,32 +147,36 @@ grpc::ServerUnaryReactor* JobService::GetSamples(grpc::CallbackServerContext* co
       out->set_host_memory(s.host_memory);
     }
   }
-  return Done(context, samples.status());
+  return Finish(context, samples.status());
 }
 
 grpc::ServerUnaryReactor* JobService::GetResult(grpc::CallbackServerContext* context,
                                                 const v1::JobRef* request,
                                                 v1::ResultResponse* response) {
-  Result<store::JobRecord> job = store_->Get(request->id());
-  if (!job.ok()) return Done(context, job.status());
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->id());
+  if (!job.ok()) return Finish(context, job.status());
   Result<std::vector<store::JobResult>> results = store_->Results(request->id());
-  if (!results.ok()) return Done(context, results.status());
+  if (!results.ok()) return Finish(context, results.status());
   if (results->empty()) {
-    return Done(context, NotFound("job " + std::to_string(request->id()) + " has no result yet (" +
+    return Finish(context, NotFound("job " + std::to_string(request->id()) + " has no result yet (" +
                                   store::JobStateName(job->state) + ")"));
   }
   response->set_attempt(results->back().attempt);
   response->set_result_json(results->back().result);
-  return Done(context, Status::Ok());
+  return Finish(context, Status::Ok());
 }
 
 grpc::ServerUnaryReactor* JobService::GetLogs(grpc::CallbackServerContext* context,
                                               const v1::LogsRequest* request,
                                               v1::LogsResponse* response) {
-  Result<store::JobRecord> job = store_->Get(request->id());
-  if (!job.ok()) return Done(context, job.status());
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->id());
+  if (!job.ok()) return Finish(context, job.status());
   if (request->limit() < 0 || request->after_seq() < 0) {
-    return Done(context, InvalidArgument("limit and after_seq must not be negative"));
+    return Finish(context, InvalidArgument("limit and after_seq must not be negative"));
   }
   int limit = request->limit() == 0 ? 1000 : std::min(request->limit(), 10000);
   Result<std::vector<store::LogLine>> lines =
@@ -166,15 +190,17 @@ grpc::ServerUnaryReactor* JobService::GetLogs(grpc::CallbackServerContext* conte
       out->set_line(line.line);
     }
   }
-  return Done(context, lines.status());
+  return Finish(context, lines.status());
 }
 
 grpc::ServerUnaryReactor* JobService::GetLosses(grpc::CallbackServerContext* context,
                                                 const v1::GetLossesRequest* request,
                                                 v1::GetLossesResponse* response) {
-  Result<store::JobRecord> job = store_->Get(request->job_id());
-  if (!job.ok()) return Done(context, job.status());
-  if (request->limit() < 0) return Done(context, InvalidArgument("limit must not be negative"));
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->job_id());
+  if (!job.ok()) return Finish(context, job.status());
+  if (request->limit() < 0) return Finish(context, InvalidArgument("limit must not be negative"));
   store::LossQuery query;
   query.split = request->split();
   if (request->has_after_step()) query.after_step = request->after_step();
@@ -186,20 +212,22 @@ grpc::ServerUnaryReactor* JobService::GetLosses(grpc::CallbackServerContext* con
     for (const store::Loss& l : page->losses) *response->add_losses() = LossToProto(l);
     response->set_more(page->more);
   }
-  return Done(context, page.status());
+  return Finish(context, page.status());
 }
 
 grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* context,
                                                   const v1::ListWorkersRequest* request,
                                                   v1::ListWorkersResponse* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
   Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
-  if (!workers.ok()) return Done(context, workers.status());
+  if (!workers.ok()) return Finish(context, workers.status());
   Result<std::vector<store::Assignment>> live = store_->ActiveAssignments();
-  if (!live.ok()) return Done(context, live.status());
+  if (!live.ok()) return Finish(context, live.status());
   std::map<std::string, std::vector<int64_t>> running;
   for (const store::Assignment& a : *live) running[a.worker_id].push_back(a.job_id);
   Result<std::vector<sched::AgentView>> agents = dispatcher_->CurrentAgents();
-  if (!agents.ok()) return Done(context, agents.status());
+  if (!agents.ok()) return Finish(context, agents.status());
   std::map<std::string, const sched::AgentView*> views;
   for (const sched::AgentView& agent : *agents) views[agent.worker_id] = &agent;
   for (const store::WorkerRecord& worker : *workers) {
@@ -226,15 +254,19 @@ grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* c
     }
     for (int64_t job_id : running[worker.id]) out->add_running_jobs(job_id);
   }
-  return Done(context, Status::Ok());
+  return Finish(context, Status::Ok());
 }
 
 grpc::ServerUnaryReactor* JobService::Health(grpc::CallbackServerContext* context,
                                              const v1::HealthRequest* request,
                                              v1::HealthResponse* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  response->set_user(caller->name);
+  response->set_admin(caller->admin);
   response->set_version("0.1.0");
   response->set_uptime_ms(clock_->NowMs() - started_ms_);
-  return Done(context, Status::Ok());
+  return Finish(context, Status::Ok());
 }
 
 }  // namespace fuji::daemon

@@ -4,26 +4,32 @@
 
 #include <cstdint>
 
+#include "daemon/server/auth.h"
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/event_hub.h"
 #include "daemon/server/node_rates.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "fuji/v1/jobs.grpc.pb.h"
+#include "lib/common/path_policy.h"
 
 namespace fuji::daemon {
 
 struct JobServiceOptions {
   int default_max_attempts = 3;  // when a submit says 0
+  // What fujid itself may read of the paths a submit names (the model's config, the data's
+  // existence): fujid --allow-read. The agents check every path again against their own roots.
+  PathPolicy read_policy;
 };
 
 // Thread-safe (gRPC calls it from its threads). store, dispatcher, hub and clock are not owned
 // and must outlive the gRPC server that serves this.
 class JobService final : public v1::JobService::CallbackService {
  public:
-  // Nothing is owned; everything must outlive the service. Submits are planned with `rates`.
+  // Nothing is owned; everything must outlive the service. Submits are planned with `rates`;
+  // every call's caller is asked of `auth`.
   JobService(store::JobStore* store, Dispatcher* dispatcher, EventHub* hub, const NodeRates* rates,
-             const store::Clock* clock, JobServiceOptions options);
+             const Authenticator* auth, const store::Clock* clock, JobServiceOptions options);
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context,
                                    const v1::SubmitRequest* request,
@@ -64,11 +70,15 @@ class JobService final : public v1::JobService::CallbackService {
   // The job as users see it: a QUEUED job's reason is the latest pass's waiting reason
   // (count_ahead: see Dispatcher::WaitingReason).
   v1::Job View(const store::JobRecord& job, bool count_ahead) const;
+  // The job, if the caller may see it (theirs, or any for an admin); NOT_FOUND otherwise, the
+  // same answer as for a job that does not exist.
+  Result<store::JobRecord> OwnedJob(const Caller& caller, int64_t id) const;
   // Adds what GetJob and WatchJob show beyond the row: the latest progress, and a finetune's last
   // train loss.
   void AddProgress(v1::Job* job) const;
 
   store::JobStore* store_;
+  const Authenticator* auth_;
   Dispatcher* dispatcher_;
   EventHub* hub_;
   const NodeRates* rates_;

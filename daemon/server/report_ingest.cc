@@ -10,6 +10,7 @@
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "lib/common/failure_kind.h"
+#include "lib/common/log.h"
 
 namespace fuji::daemon {
 
@@ -54,6 +55,12 @@ bool Retryable(FailureKind kind) {
 
 }  // namespace
 
+// Why a report or completion is not taken, for fujid's log.
+std::string NotLeased(const char* what, const store::JobRecord& job, const std::string& worker_id, int attempt) {
+  return std::string(what) + " of job " + std::to_string(job.id) + " attempt " + std::to_string(attempt) +
+         " from worker " + worker_id + " not taken: that attempt is not leased to it";
+}
+
 bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt) {
   return (job.state == JobState::kAssigned || job.state == JobState::kRunning) &&
          job.worker_id == worker_id && job.attempts == attempt;
@@ -87,7 +94,11 @@ ReportIngest::ReportIngest(store::JobStore* store, const store::Clock* clock, Ev
 Result<bool> ReportIngest::Report(const v1::JobReport& report) {
   const int64_t job_id = report.job_id();
   FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
-  if (!HoldsAttempt(job, report.worker_id(), report.attempt())) return true;  // not this run
+  if (!HoldsAttempt(job, report.worker_id(), report.attempt())) {
+    // Not this run: the agent is told to stop it, and nothing of the report is kept.
+    log::Warn(NotLeased("report", job, report.worker_id(), report.attempt()));
+    return true;
+  }
   if (report.started() && job.state == JobState::kAssigned) {
     lifecycle_->Move(job_id, JobState::kAssigned, JobState::kRunning, "");
   }
@@ -235,8 +246,14 @@ Status ReportIngest::AppendLogs(int64_t job_id, const std::vector<store::LogLine
 Status ReportIngest::Complete(const v1::CompleteRequest& request) {
   const int64_t job_id = request.job_id();
   FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
-  // A completion for an attempt that is no longer current (requeued, cancelled, sent twice).
-  if (!HoldsAttempt(job, request.worker_id(), request.attempt())) return Status::Ok();
+  // A completion for an attempt that is no longer current (requeued, cancelled, sent twice) is
+  // answered OK and changes nothing; one for a job another worker holds now is refused.
+  if (!HoldsAttempt(job, request.worker_id(), request.attempt())) {
+    const std::string refusal = NotLeased("completion", job, request.worker_id(), request.attempt());
+    log::Warn(refusal);
+    if (!job.worker_id.empty() && job.worker_id != request.worker_id()) return FailedPrecondition(refusal);
+    return Status::Ok();
+  }
   if (request.succeeded()) {
     if (job.state == JobState::kAssigned) {
       // It finished before its first report arrived: it did run.

@@ -13,37 +13,38 @@
 namespace fuji::daemon {
 namespace {
 
-Status CheckModelDir(const std::string& model) {
+// The model directory, if fujid may read it (nothing is said of paths outside its roots).
+Status CheckModelDir(const std::string& model, const PathPolicy& policy) {
+  FUJI_ASSIGN_OR_RETURN(std::string real, policy.CheckRead(model, "model path"));
   std::error_code ec;
-  if (!std::filesystem::is_directory(model, ec) ||
-      !std::filesystem::is_regular_file(std::filesystem::path(model) / "config.json", ec)) {
+  if (!std::filesystem::is_directory(real, ec) ||
+      !std::filesystem::is_regular_file(std::filesystem::path(real) / "config.json", ec)) {
     return NotFound("model directory " + model + " not found (or it has no config.json)");
   }
   return Status::Ok();
 }
 
 // The spec of an infer job, checked ("offload" may be "auto"); its job needs one device.
-Result<int> CheckInfer(const nlohmann::json& spec_json) {
+Result<int> CheckInfer(const nlohmann::json& spec_json, const PathPolicy& policy) {
   PlanFields fields;
   FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecWithAuto(spec_json, &fields));
-  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model));
+  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model, policy));
   return 1;
 }
 
 // The spec of a finetune job, checked as far as it can be without reading the data (the agent's
 // launcher checks the rest before any rank starts; "zero" and "offload" may be "auto"); its job
 // needs one device per rank.
-Result<int> CheckFinetune(const nlohmann::json& spec_json) {
+Result<int> CheckFinetune(const nlohmann::json& spec_json, const PathPolicy& policy) {
   PlanFields fields;
   FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpecWithAuto(spec_json, &fields));
-  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model));
-  std::error_code ec;
-  if (!std::filesystem::exists(spec.data, ec)) return NotFound("data " + spec.data + " not found");
+  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model, policy));
+  FUJI_RETURN_IF_ERROR(policy.CheckRead(spec.data, "data path").status());
   return spec.ranks;
 }
 
 // The job record for a submit, or why it is refused (before anything is written).
-Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int default_max_attempts,
+Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, const JobServiceOptions& options,
                                      const NodeRates& rates) {
   store::JobRecord job;
   if (request.kind() == "infer") {
@@ -59,8 +60,8 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int defau
     return InvalidArgument("spec_json is not a JSON object");
   }
   FUJI_ASSIGN_OR_RETURN(job.devices, job.kind == store::JobKind::kInfer
-                                         ? CheckInfer(spec_json)
-                                         : CheckFinetune(spec_json));
+                                         ? CheckInfer(spec_json, options.read_policy)
+                                         : CheckFinetune(spec_json, options.read_policy));
   // A valid explicit offload on a CPU device runs as none; the job's first event says so.
   spec_json = WithoutCpuOffload(std::move(spec_json), &job.reason);
   if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
@@ -69,7 +70,7 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int defau
   job.shareable = request.shareable();
   job.priority = request.priority();
   job.spec = job.reason.empty() ? request.spec_json() : spec_json.dump();
-  job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : default_max_attempts;
+  job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : options.default_max_attempts;
   job.timeout_ms = request.timeout_ms();
   return job;
 }
@@ -79,12 +80,15 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, int defau
 grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* context,
                                              const v1::SubmitRequest* request,
                                              v1::SubmitResponse* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Result<store::JobRecord> job = CheckSubmit(*request, options_.default_max_attempts, *rates_);
+  Result<store::JobRecord> job = CheckSubmit(*request, options_, *rates_);
   if (!job.ok()) {
     reactor->Finish(ToGrpcStatus(job.status()));
     return reactor;
   }
+  job->owner = caller->name;
   sched::JobRequest placement;
   placement.devices = job->devices;
   placement.device_kind = DeviceKindOfSpec(job->spec);

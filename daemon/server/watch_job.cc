@@ -129,10 +129,20 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
   bool finished_ = false;
 };
 
+// A watch refused before it starts (no valid token, not the caller's job). Deletes itself in OnDone.
+class Refused final : public grpc::ServerWriteReactor<v1::WatchEvent> {
+ public:
+  explicit Refused(const Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
 grpc::ServerWriteReactor<v1::WatchEvent>* JobService::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return new Refused(caller.status());
+  if (Result<store::JobRecord> job = OwnedJob(*caller, request->id()); !job.ok()) return new Refused(job.status());
   return new Watcher(store_, hub_, request->id(), request->after_log_seq(),
                      [this](v1::Job* job) { AddProgress(job); });
 }

@@ -2,6 +2,7 @@
 // complete), a thin gRPC layer over the Dispatcher.
 #pragma once
 
+#include "daemon/server/auth.h"
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/node_rates.h"
 #include "fuji/v1/worker.grpc.pb.h"
@@ -11,8 +12,12 @@ namespace fuji::daemon {
 // Thread-safe. dispatcher is not owned and must outlive the gRPC server that serves this.
 class WorkerService final : public v1::WorkerService::CallbackService {
  public:
-  // dispatcher and rates are not owned and must outlive the service.
-  WorkerService(Dispatcher* dispatcher, NodeRates* rates, int64_t lease_ttl_ms);
+  // dispatcher, rates and auth are not owned and must outlive the service.
+  WorkerService(Dispatcher* dispatcher, NodeRates* rates, Authenticator* auth, int64_t lease_ttl_ms);
+
+  // With a join token: the agent's own credential, bound to worker_id.
+  grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* context, const v1::EnrollRequest* request,
+                                   v1::EnrollResponse* response) override;
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const v1::RegisterRequest* request,
@@ -34,6 +39,7 @@ class WorkerService final : public v1::WorkerService::CallbackService {
  private:
   Dispatcher* dispatcher_;
   NodeRates* rates_;
+  Authenticator* auth_;
   const int64_t lease_ttl_ms_;
 };
 

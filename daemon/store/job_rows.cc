@@ -8,7 +8,7 @@ namespace fuji::store {
 const char kJobColumns[] =
     "id, kind, state, priority, spec, devices, attempts, max_attempts, timeout_ms, reason, "
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
-    "COALESCE(plans, ''), COALESCE(plan, '')";
+    "COALESCE(plans, ''), COALESCE(plan, ''), owner";
 
 Result<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
@@ -35,12 +35,14 @@ Result<JobRecord> ReadJob(const Statement& row) {
   job.shareable = row.Int(15) != 0;
   job.plans = row.Text(16);
   job.plan = row.Text(17);
+  job.owner = row.Text(18);
   return job;
 }
 
-std::string ListJobsSql(bool by_state, bool by_kind) {
+std::string ListJobsSql(bool by_state, bool by_kind, bool by_owner) {
   // Built from fixed fragments only: values are always bound.
   std::string sql = std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id < :before";
+  if (by_owner) sql += " AND owner = :owner";
   if (by_state) sql += " AND state = :state";
   if (by_kind) sql += " AND kind = :kind";
   sql += " ORDER BY id DESC LIMIT :limit";

@@ -19,7 +19,7 @@ Result<JobRecord> ReadJob(const Statement& row);
 
 // The List query for a filter combination. Parameters: :before (ids below it), and :state and
 // :kind when filtered, :limit. Every variant is served by an index in id order (no sort).
-std::string ListJobsSql(bool by_state, bool by_kind);
+std::string ListJobsSql(bool by_state, bool by_kind, bool by_owner);
 
 // The columns ReadAssignment expects, in order, from assignments.
 extern const char kAssignmentColumns[];

@@ -46,8 +46,8 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
   FUJI_ASSIGN_OR_RETURN(
       Statement insert,
       db.Prepare("INSERT INTO jobs (kind, state, priority, spec, devices, attempts, max_attempts, "
-                 "timeout_ms, reason, submitted_at_ms, updated_at_ms, shareable, plans) "
-                 "VALUES (?1, 'QUEUED', ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?9, NULLIF(?10, ''))"));
+                 "timeout_ms, reason, submitted_at_ms, updated_at_ms, shareable, plans, owner) "
+                 "VALUES (?1, 'QUEUED', ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?9, NULLIF(?10, ''), ?11)"));
   FUJI_RETURN_IF_ERROR(insert.BindText(1, JobKindName(job.kind))
                            .BindInt(2, job.priority)
                            .BindText(3, job.spec)
@@ -58,6 +58,7 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
                            .BindInt(8, now_ms)
                            .BindInt(9, job.shareable ? 1 : 0)
                            .BindText(10, job.plans)
+                           .BindText(11, job.owner)
                            .Run());
   *id = db.LastInsertRowId();
   // A note from the submit check (e.g. an offload a CPU device runs as none) joins the event.
@@ -136,11 +137,13 @@ Result<JobPage> JobStore::List(const ListFilter& filter) {
 
   FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
   FUJI_ASSIGN_OR_RETURN(Statement select,
-                        db->Prepare(ListJobsSql(!filter.state.empty(), !filter.kind.empty())));
+                        db->Prepare(ListJobsSql(!filter.state.empty(), !filter.kind.empty(),
+                                                    filter.owner.has_value())));
   select.BindInt(select.Param(":before"),
                  filter.page_token == 0 ? std::numeric_limits<int64_t>::max() : filter.page_token);
   if (!filter.state.empty()) select.BindText(select.Param(":state"), filter.state);
   if (!filter.kind.empty()) select.BindText(select.Param(":kind"), filter.kind);
+  if (filter.owner.has_value()) select.BindText(select.Param(":owner"), *filter.owner);
   // One row more than asked tells whether another page follows.
   select.BindInt(select.Param(":limit"), limit + 1);
   FUJI_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, CollectRows<JobRecord>(select, ReadJob));

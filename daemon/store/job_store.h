@@ -110,6 +110,17 @@ class JobStore {
   // Every live assignment, for recovery after a daemon restart.
   Result<std::vector<Assignment>> ActiveAssignments();
 
+  // ---- Credentials (job_store_credentials.cc) ----
+
+  // Inserts a credential; returns its id. ALREADY_EXISTS for a user name that was ever given, or
+  // a worker id that holds a live agent credential. INVALID_ARGUMENT for an unknown kind.
+  Result<int64_t> InsertCredential(const CredentialRecord& credential);
+  // Marks the credential revoked now (a second revoke keeps the first time). NOT_FOUND for an
+  // unknown id.
+  Status RevokeCredential(int64_t id);
+  // Every credential, by id.
+  Result<std::vector<CredentialRecord>> Credentials();
+
   // ---- Telemetry ----
 
   // Each call is one transaction. Every referenced job must exist (FAILED_PRECONDITION).

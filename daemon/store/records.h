@@ -31,6 +31,7 @@ struct JobRecord {
   bool shareable = false;  // may share devices with other shareable jobs
   std::string plans;       // JSON: the plans placement may choose from ("" when none recorded)
   std::string plan;        // JSON: the one the latest placement chose ("" before the first)
+  std::string owner;       // the user who submitted it
 };
 
 // Filters for JobStore::List. Strings because they come from users; List validates them.
@@ -39,6 +40,7 @@ struct ListFilter {
   std::string kind;        // "" for any, else a JobKindName
   int limit = 100;         // 0 means 100; larger than 1000 is cut to 1000
   int64_t page_token = 0;  // 0 for the first page, else the previous page's next_page_token
+  std::optional<std::string> owner;  // only this user's jobs; nullopt for everyone's
 };
 
 // Jobs newest first (id descending).
@@ -72,6 +74,19 @@ struct DeviceRecord {
   int64_t total_mib = 0;
   std::string kind;  // "cuda" or "cpu"
   std::optional<MemoryReading> reading = std::nullopt;  // read back by ListWorkers; empty before the first
+};
+
+// One credential (migration 6): a user's token, an agent's credential or a join token. Only a
+// salted hash of its secret is kept.
+struct CredentialRecord {
+  int64_t id = 0;             // the number in the token (lib/security/token.h)
+  std::string kind;           // "user" | "agent" | "join"
+  std::string name;           // user name, worker id; "" for join tokens
+  bool admin = false;         // users only
+  std::string salt, hash;     // hex
+  int64_t created_at_ms = 0;
+  std::optional<int64_t> expires_at_ms;  // join tokens
+  std::optional<int64_t> revoked_at_ms;
 };
 
 struct WorkerRecord {

@@ -252,7 +252,10 @@ class AgentRankTest : public ::testing::Test {
     config.poll_wait_ms = 1000;
     config.rank_executable = rank_executable;
     config.calibrate = rank_executable.empty();  // a stand-in rank has no node to measure
-    agent_ = std::make_unique<Agent>(config, DiscoverDevices(config.devices, ""), MakeChannel(config.server));
+    // The stand-in daemon here is plaintext on the loopback and takes any credential.
+    auto channel = MakeChannel(fuji::rpc::Endpoint{config.server, "", /*insecure=*/true});
+    ASSERT_TRUE(channel.ok()) << channel.status().ToString();
+    agent_ = std::make_unique<Agent>(config, DiscoverDevices(config.devices, ""), *channel, "fuji_a_1_stand-in");
     runner_ = std::thread([this] { ASSERT_TRUE(agent_->Run().ok()); });
   }
   void TearDown() override {

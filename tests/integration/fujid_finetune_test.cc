@@ -40,6 +40,7 @@ class FujidFinetuneTest : public FujidTest {
   grpc::Status Report(const v1::JobReport& report) {
     grpc::ClientContext context;
     v1::ReportResponse response;
+    AsWorker(&context, report.worker_id());
     return workers_->Report(&context, report, &response);
   }
 
@@ -124,9 +125,9 @@ TEST_F(FujidFinetuneTest, RefusesAtSubmitWhatCanBeRefusedWithoutTheData) {
   expect(FinetuneSpec({{"offload", "params"}, {"zero", 2}}), kInvalid, "params needs zero 3");
   expect(FinetuneSpec({{"ranks", 0}}), kInvalid, "ranks");
   expect(FinetuneSpec({{"model", dir_ + "/nowhere"}}), grpc::StatusCode::NOT_FOUND,
-         "model directory " + dir_ + "/nowhere not found");
+         "model path " + dir_ + "/nowhere not found");
   expect(FinetuneSpec({{"data", dir_ + "/missing.txt"}}), grpc::StatusCode::NOT_FOUND,
-         "data " + dir_ + "/missing.txt not found");
+         "data path " + dir_ + "/missing.txt not found");
   // Two agents of 2 devices hold 4 together, but a gang never spans agents.
   expect(FinetuneSpec({{"ranks", 3}}), grpc::StatusCode::FAILED_PRECONDITION, "3");
   expect(FinetuneSpec({{"ranks", 3}}), grpc::StatusCode::FAILED_PRECONDITION, "has 2");

@@ -75,6 +75,7 @@ class FujidPlacementTest : public FujidTest {
     }
     AddSamples(request.mutable_samples(), gpus, gpu_total_mib, gpu_used_mib, host_total_mib, host_used_mib);
     v1::RegisterResponse response;
+    AsWorker(&context, request.worker_id());
     ASSERT_TRUE(workers_->Register(&context, request, &response).ok());
   }
 
@@ -85,6 +86,7 @@ class FujidPlacementTest : public FujidTest {
     request.set_worker_id(worker);
     AddSamples(request.mutable_samples(), gpus, gpu_total_mib, gpu_used_mib, host_total_mib, host_used_mib);
     v1::HeartbeatResponse response;
+    AsWorker(&context, request.worker_id());
     ASSERT_TRUE(workers_->Heartbeat(&context, request, &response).ok());
   }
 
@@ -326,6 +328,7 @@ TEST_F(FujidPlacementTest, ACpuDeviceRunsAnExplicitOffloadAsNoneWithTheNodesRate
   // A slow node's memory: 1 GB/s, so a decode step of the 1.3B shape in bf16 (2.6 GB) takes 2.6 s.
   request.set_rates_json(R"({"cpu_flops": 5e10, "cpu_memory_bandwidth": 1e9})");
   v1::RegisterResponse response;
+  AsWorker(&context, request.worker_id());
   ASSERT_TRUE(workers_->Register(&context, request, &response).ok());
 
   v1::Job job;

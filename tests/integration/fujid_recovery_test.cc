@@ -35,6 +35,7 @@ class FujidRecoveryTest : public FujidTest {
     v1::HeartbeatRequest beat;
     beat.set_worker_id(worker_id);
     v1::HeartbeatResponse response;
+    AsWorker(&context, beat.worker_id());
     grpc::Status status = workers_->Heartbeat(&context, beat, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return {response.cancel_job_ids().begin(), response.cancel_job_ids().end()};
@@ -168,6 +169,7 @@ TEST_F(FujidRecoveryTest, RunningJobContinuesAcrossADaemonRestartAndCompletesOnc
   {
     grpc::ClientContext context;
     v1::ReportResponse response;
+    AsWorker(&context, report.worker_id());
     ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
   }
 

@@ -76,6 +76,7 @@ TEST_F(FujidServerTest, SubmitRunsOnTheAgentAndStoresItsResultTimingsAndSamples)
   {
     grpc::ClientContext context;
     v1::ReportResponse response;
+    AsWorker(&context, report.worker_id());
     ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
     EXPECT_FALSE(response.cancel());
   }
@@ -141,7 +142,13 @@ TEST_F(FujidServerTest, BadInputGetsItsCodeAndMessageAndTheServerKeepsServing) {
   };
   expect("{not json", grpc::StatusCode::INVALID_ARGUMENT, "JSON");
   expect(Spec({{"model", dir_ + "/nowhere"}}), grpc::StatusCode::NOT_FOUND,
-         "model directory " + dir_ + "/nowhere not found");
+         "model path " + dir_ + "/nowhere not found");
+  // Outside fujid's read roots, whether it exists or not, the answer is the same and names the roots.
+  for (const std::string& outside : std::vector<std::string>{"/etc", "/nonexistent/model", dir_ + "/../elsewhere"}) {
+    grpc::Status status = Submit(Spec({{"model", outside}}), nullptr);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << outside;
+    EXPECT_EQ(status.error_message(), "model path " + outside + " is outside fujid's read roots (" + dir_ + ")");
+  }
   expect(Spec({{"max_new_tokens", -1}}), grpc::StatusCode::INVALID_ARGUMENT, "max_new_tokens");
   expect(Spec({{"max_new_tokens", int64_t{1} << 40}}), grpc::StatusCode::INVALID_ARGUMENT,
          "max_new_tokens");
@@ -203,6 +210,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   {
     grpc::ClientContext context;
     v1::ReportResponse response;
+    AsWorker(&context, report.worker_id());
     ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
   }
   grpc::ClientContext c3;
@@ -216,6 +224,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   v1::RunningJob* r = beat.add_running();
   r->set_job_id(running.id());
   v1::HeartbeatResponse beat_response;
+  AsWorker(&c4, beat.worker_id());
   ASSERT_TRUE(workers_->Heartbeat(&c4, beat, &beat_response).ok());
   ASSERT_EQ(beat_response.cancel_job_ids_size(), 1);
   EXPECT_EQ(beat_response.cancel_job_ids(0), running.id());
@@ -223,6 +232,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
     grpc::ClientContext context;
     v1::ReportResponse response;
     report.set_started(false);
+    AsWorker(&context, report.worker_id());
     ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
     EXPECT_TRUE(response.cancel());
   }
@@ -237,6 +247,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   grpc::ClientContext c5;
   v1::HeartbeatRequest stranger;
   stranger.set_worker_id("node-z");
+  AsWorker(&c5, stranger.worker_id());
   ASSERT_TRUE(workers_->Heartbeat(&c5, stranger, &beat_response).ok());
   EXPECT_TRUE(beat_response.reregister());
 }

@@ -1,8 +1,11 @@
-// The fujid binary: it serves Health on the port it is given, exits 0 on SIGTERM, and refuses a
-// database that is not one, with one line on stderr and the file left as it was.
+// The fujid binary: on first start it makes its cluster CA, certificate and admin token (private
+// files beside the database), serves Health over TLS only on the port it is given, exits 0 on
+// SIGTERM, and refuses a database that is not one, with one line on stderr and the file left as it
+// was.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "fuji/v1/jobs.grpc.pb.h"
+#include "lib/rpc/connection.h"
 
 namespace {
 
@@ -71,20 +75,41 @@ TEST_F(FujidSmokeTest, ServesHealthAndExitsCleanlyOnSigterm) {
   const std::string address = "127.0.0.1:" + std::to_string(FreePort());
   pid_t pid = StartFujid(dir_ + "/var/fujid.db", address, dir_ + "/err");
   ASSERT_GT(pid, 0);
-  auto stub = fuji::v1::JobService::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  const std::string state = dir_ + "/var";
   // Until it answers: it starts within a second when all is well; thirty leave room for a stalled,
   // busy machine.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   bool healthy = false;
+  fuji::v1::HealthResponse health;
   while (!healthy && std::chrono::steady_clock::now() < give_up) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-    fuji::v1::HealthResponse health;
-    healthy = stub->Health(&context, fuji::v1::HealthRequest(), &health).ok();
+    std::string token = Slurp(state + "/admin.token");
+    if (!token.empty() && token.back() == '\n') token.pop_back();
+    auto channel = fuji::rpc::MakeChannel({address, state + "/ca.crt", false}, grpc::ChannelArguments());
+    if (!token.empty() && channel.ok()) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      fuji::rpc::Authorize(&context, token);
+      healthy = fuji::v1::JobService::NewStub(*channel)->Health(&context, fuji::v1::HealthRequest(), &health).ok();
+    }
     if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(healthy) << Slurp(dir_ + "/err");
+  EXPECT_EQ(health.user(), "admin");
+  EXPECT_TRUE(health.admin());
+  // The keys, the token and the database are the daemon user's alone.
+  for (const char* name : {"ca.key", "server.key", "admin.token", "fujid.db"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((state + "/" + name).c_str(), &st), 0) << name;
+    EXPECT_EQ(st.st_mode & 077, 0u) << name << " is readable by others";
+  }
+  // Plaintext gets nowhere: fujid speaks TLS only.
+  {
+    auto plain = fuji::v1::JobService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    fuji::v1::HealthResponse ignored;
+    EXPECT_FALSE(plain->Health(&context, fuji::v1::HealthRequest(), &ignored).ok());
+  }
   ASSERT_EQ(::kill(pid, SIGTERM), 0);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +22,8 @@
 #include "daemon/store/job_store.h"
 #include "fuji/v1/jobs.grpc.pb.h"
 #include "fuji/v1/worker.grpc.pb.h"
+#include "lib/rpc/connection.h"
+#include "lib/security/pki.h"
 
 namespace fuji::testing {
 
@@ -54,18 +57,48 @@ class FujidTest : public ::testing::Test {
 
   void UseFakeClock() { clock_ = &fake_clock_; }
 
+  // fujid as it runs: TLS with a certificate of the cluster CA that fujid makes in dir_, every
+  // call authenticated. jobs_ calls as the user "tester" (a token on the channel); workers_ calls
+  // carry the credential of the worker they name (AsWorker).
   void StartServer(daemon::ServerOptions options = Options()) {
     auto store = store::JobStore::Open(dir_ + "/fujid.db", clock_);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
     options.listen = "127.0.0.1:0";
+    auto files = security::EnsureClusterPki(dir_, security::ServerSans(options.listen, {}));
+    ASSERT_TRUE(files.ok()) << files.status().ToString();
+    auto tls = security::LoadTlsMaterial(*files);
+    ASSERT_TRUE(tls.ok()) << tls.status().ToString();
+    options.tls_cert_pem = tls->cert_pem;
+    options.tls_key_pem = tls->key_pem;
+    auto policy = PathPolicy::Create({dir_}, {}, "fujid");
+    ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+    options.read_policy = *policy;
     auto server = daemon::DaemonServer::Start(options, store_.get(), clock_);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
-    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
-                                       grpc::InsecureChannelCredentials());
-    jobs_ = v1::JobService::NewStub(channel);
-    workers_ = v1::WorkerService::NewStub(channel);
+    if (user_token_.empty()) {
+      auto user = server_->auth()->CreateUser("tester", /*admin=*/false);
+      ASSERT_TRUE(user.ok()) << user.status().ToString();
+      user_token_ = user->token;
+    }
+    grpc::SslCredentialsOptions ca;
+    ca.pem_root_certs = tls->ca_pem;
+    const std::string address = "127.0.0.1:" + std::to_string(server_->port());
+    jobs_ = v1::JobService::NewStub(grpc::CreateChannel(
+        address, grpc::CompositeChannelCredentials(grpc::SslCredentials(ca), grpc::AccessTokenCredentials(user_token_))));
+    workers_ = v1::WorkerService::NewStub(grpc::CreateChannel(address, grpc::SslCredentials(ca)));
+  }
+
+  // Makes `context` carry the credential of the agent enrolled as worker_id (enrolled on first use).
+  void AsWorker(grpc::ClientContext* context, const std::string& worker_id) {
+    std::string& credential = agent_credentials_[worker_id];
+    if (credential.empty()) {
+      auto agent = server_->auth()->EnrollAgent(worker_id);
+      EXPECT_TRUE(agent.ok()) << agent.status().ToString();
+      if (agent.ok()) credential = agent->token;
+    }
+    rpc::Authorize(context, credential);
   }
   void StopServer() {
     if (server_) server_->Stop();
@@ -114,6 +147,7 @@ class FujidTest : public ::testing::Test {
                                 const std::string& kind = "cpu",
                                 const std::vector<std::pair<int64_t, int>>& running = {}) {
     grpc::ClientContext context;
+    AsWorker(&context, worker_id);
     v1::RegisterRequest request;
     request.set_worker_id(worker_id);
     request.set_host(worker_id);
@@ -140,6 +174,7 @@ class FujidTest : public ::testing::Test {
   // fails the test instead of hanging it.
   v1::PollAssignmentsResponse Poll(const std::string& worker_id, int64_t wait_ms) {
     grpc::ClientContext context;
+    AsWorker(&context, worker_id);
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(wait_ms + kPatienceMs));
     v1::PollAssignmentsRequest request;
@@ -153,6 +188,7 @@ class FujidTest : public ::testing::Test {
 
   grpc::Status Complete(const v1::CompleteRequest& request) {
     grpc::ClientContext context;
+    AsWorker(&context, request.worker_id());
     v1::CompleteResponse response;
     return workers_->Complete(&context, request, &response);
   }
@@ -165,6 +201,8 @@ class FujidTest : public ::testing::Test {
   std::unique_ptr<daemon::DaemonServer> server_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
   std::unique_ptr<v1::WorkerService::Stub> workers_;
+  std::string user_token_;
+  std::map<std::string, std::string> agent_credentials_;  // by worker id
 };
 
 }  // namespace fuji::testing

@@ -192,11 +192,12 @@ TEST(StoreOpenTest, ListQueriesUseIndexesWithoutSorting) {
   ASSERT_TRUE(JobStore::Open(path, &clock).ok());
   for (bool by_state : {false, true}) {
     for (bool by_kind : {false, true}) {
+     for (bool by_owner : {false, true}) {
       std::string plan;
       sqlite3* db = nullptr;
       ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
       sqlite3_stmt* stmt = nullptr;
-      std::string sql = "EXPLAIN QUERY PLAN " + ListJobsSql(by_state, by_kind);
+      std::string sql = "EXPLAIN QUERY PLAN " + ListJobsSql(by_state, by_kind, by_owner);
       ASSERT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
       while (sqlite3_step(stmt) == SQLITE_ROW) {
         plan += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
@@ -207,9 +208,12 @@ TEST(StoreOpenTest, ListQueriesUseIndexesWithoutSorting) {
       SCOPED_TRACE(sql + " -> " + plan);
       EXPECT_EQ(plan.find("TEMP B-TREE"), std::string::npos);
       EXPECT_NE(plan.find("SEARCH jobs USING"), std::string::npos);
-      if (by_state || by_kind) {
-        EXPECT_NE(plan.find("INDEX jobs_by_"), std::string::npos);
+      if (by_owner && !by_state && !by_kind) {
+        EXPECT_NE(plan.find("INDEX jobs_owner"), std::string::npos);
+      } else if (by_state || by_kind) {
+        EXPECT_NE(plan.find("INDEX jobs_"), std::string::npos);
       }
+     }
     }
   }
 }

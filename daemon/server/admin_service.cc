@@ -1,0 +1,101 @@
+// AdminService; see admin_service.h. The work is the Authenticator's.
+#include "daemon/server/admin_service.h"
+
+#include "daemon/server/grpc_status.h"
+#include "lib/common/log.h"
+
+namespace fuji::daemon {
+namespace {
+
+v1::User UserToProto(const store::CredentialRecord& c) {
+  v1::User out;
+  out.set_name(c.name);
+  out.set_admin(c.admin);
+  out.set_created_at_ms(c.created_at_ms);
+  out.set_revoked_at_ms(c.revoked_at_ms.value_or(0));
+  return out;
+}
+
+v1::Agent AgentToProto(const store::CredentialRecord& c) {
+  v1::Agent out;
+  out.set_worker_id(c.name);
+  out.set_enrolled_at_ms(c.created_at_ms);
+  out.set_revoked_at_ms(c.revoked_at_ms.value_or(0));
+  return out;
+}
+
+}  // namespace
+
+AdminService::AdminService(Authenticator* auth) : auth_(auth) {}
+
+grpc::ServerUnaryReactor* AdminService::CreateUser(grpc::CallbackServerContext* context,
+                                                   const v1::CreateUserRequest* request,
+                                                   v1::CreateUserResponse* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<NewCredential> user = auth_->CreateUser(request->name(), request->admin());
+  if (user.ok()) {
+    *response->mutable_user() = UserToProto(user->record);
+    response->set_token(user->token);
+    log::Info("user " + user->record.name + (user->record.admin ? " (admin)" : "") + " created by " + caller->name);
+  }
+  return Finish(context, user.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::ListUsers(grpc::CallbackServerContext* context,
+                                                  const v1::ListUsersRequest*, v1::ListUsersResponse* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (caller.ok()) {
+    for (const store::CredentialRecord& c : auth_->Users()) *response->add_users() = UserToProto(c);
+  }
+  return Finish(context, caller.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeUser(grpc::CallbackServerContext* context,
+                                                   const v1::RevokeUserRequest* request, v1::User* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::CredentialRecord> user = auth_->RevokeUser(request->name());
+  if (user.ok()) {
+    *response = UserToProto(*user);
+    log::Info("user " + user->name + " revoked by " + caller->name);
+  }
+  return Finish(context, user.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::CreateJoinToken(grpc::CallbackServerContext* context,
+                                                        const v1::CreateJoinTokenRequest* request,
+                                                        v1::CreateJoinTokenResponse* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<NewCredential> join = auth_->CreateJoinToken(request->ttl_ms());
+  if (join.ok()) {
+    response->set_token(join->token);
+    response->set_expires_at_ms(join->record.expires_at_ms.value_or(0));
+    log::Info("join token " + std::to_string(join->record.id) + " created by " + caller->name);
+  }
+  return Finish(context, join.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::ListAgents(grpc::CallbackServerContext* context,
+                                                   const v1::ListAgentsRequest*, v1::ListAgentsResponse* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (caller.ok()) {
+    for (const store::CredentialRecord& c : auth_->Agents()) *response->add_agents() = AgentToProto(c);
+  }
+  return Finish(context, caller.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeAgent(grpc::CallbackServerContext* context,
+                                                    const v1::RevokeAgentRequest* request, v1::Agent* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::CredentialRecord> agent = auth_->RevokeAgent(request->worker_id());
+  if (agent.ok()) {
+    *response = AgentToProto(*agent);
+    log::Info("agent " + agent->name + " revoked by " + caller->name);
+  }
+  return Finish(context, agent.status());
+}
+
+}  // namespace fuji::daemon
