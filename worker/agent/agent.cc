@@ -46,16 +46,17 @@ bool Empty(const fuji::v1::JobReport& r) {
          r.losses_size() == 0;
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server) {
+Result<std::shared_ptr<grpc::Channel>> MakeChannel(const rpc::Endpoint& endpoint) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(fuji::v1::kAgentReconnectCeilingMs));
-  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  return rpc::MakeChannel(endpoint, args);
 }
 
-Agent::Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel)
-    : config_(std::move(config)), inventory_(std::move(inventory)),
+Agent::Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel,
+             std::string credential)
+    : config_(std::move(config)), inventory_(std::move(inventory)), credential_(std::move(credential)),
       stub_(fuji::v1::WorkerService::NewStub(std::move(channel))) {}
 
 Agent::~Agent() {
@@ -150,7 +151,8 @@ void Agent::Calibrate() {
     }
     executable = *found;
   }
-  Result<nlohmann::json> rates = launch::MeasureNodeRates(executable, std::chrono::seconds(30), &calibration_stop_);
+  Result<nlohmann::json> rates =
+      launch::MeasureNodeRates(executable, std::chrono::seconds(30), &calibration_stop_, config_.ranks);
   std::lock_guard<std::mutex> lock(mu_);
   calibrated_ = true;
   cv_.notify_all();
@@ -226,6 +228,7 @@ Status Agent::RegisterOnce() {
     request.set_rates_json(rates_json_);
   }
   grpc::ClientContext context;
+  rpc::Authorize(&context, credential_);
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::RegisterResponse response;
   const grpc::Status s = stub_->Register(&context, request, &response);
@@ -255,6 +258,7 @@ Status Agent::HeartbeatOnce() {
     request.set_rates_json(rates_json_);
   }
   grpc::ClientContext context;
+  rpc::Authorize(&context, credential_);
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::HeartbeatResponse response;
   const grpc::Status s = stub_->Heartbeat(&context, request, &response);
@@ -276,6 +280,7 @@ Status Agent::HeartbeatOnce() {
 void Agent::PollLoop() {
   for (;;) {
     grpc::ClientContext context;
+    rpc::Authorize(&context, credential_);
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Work is taken once the node is measured: a job beside the calibration would slow both and
@@ -409,6 +414,7 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
     report.set_job_id(id);
     report.set_attempt(job->assignment.attempt());
     grpc::ClientContext context;
+    rpc::Authorize(&context, credential_);
     context.set_deadline(Deadline(config_.rpc_timeout_ms));
     fuji::v1::ReportResponse response;
     const grpc::Status s = stub_->Report(&context, report, &response);
@@ -432,6 +438,7 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
   }
   if (send_complete) {
     grpc::ClientContext context;
+    rpc::Authorize(&context, credential_);
     context.set_deadline(Deadline(config_.rpc_timeout_ms));
     fuji::v1::CompleteResponse response;
     const grpc::Status s = stub_->Complete(&context, complete, &response);

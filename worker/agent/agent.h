@@ -24,16 +24,19 @@
 #include "worker/agent/agent_config.h"
 #include "worker/agent/devices.h"
 #include "lib/common/status.h"
+#include "lib/rpc/connection.h"
 
 namespace fuji::agent {
 
 // A channel to fujid that reconnects quickly (100 ms, backing off to v1::kAgentReconnectCeilingMs)
 // after the daemon restarts.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server);
+Result<std::shared_ptr<grpc::Channel>> MakeChannel(const rpc::Endpoint& endpoint);
 
 class Agent {
  public:
-  Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel);
+  // Every call carries `credential` (enroll.h).
+  Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel,
+        std::string credential);
   // Stops and joins everything still running.
   ~Agent();
   Agent(const Agent&) = delete;
@@ -83,6 +86,7 @@ class Agent {
 
   const AgentConfig config_;
   const DeviceInventory inventory_;
+  const std::string credential_;
   std::unique_ptr<fuji::v1::WorkerService::Stub> stub_;
 
   mutable std::mutex mu_;
