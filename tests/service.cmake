@@ -8,6 +8,12 @@ if(FUJI_WITH_TORCH)
     LABELS integration TIMEOUT 600)
   add_dependencies(service_finetune_test fuji fujid fuji-agent fuji-rank)
 endif()
+# Who may do what: tokens on every RPC, owners, TLS, enrolled agents bound to their leases.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(auth_test SOURCES integration/auth_test.cc LIBS fuji_launcher fuji_rpc fuji_proto
+    LABELS integration TIMEOUT 600)
+  add_dependencies(auth_test fuji fujid fuji-agent fuji-rank)
+endif()
 # The seed study in one command, and reports, from the daemon's database.
 if(FUJI_WITH_TORCH)
   fuji_add_test(study_test SOURCES integration/study_test.cc LIBS fuji_launcher

@@ -2,10 +2,12 @@
 // stderr and stdout as JSON), and fuji as a service: real fujid, fuji-agent and fuji-rank
 // processes on loopback, driven by the real CLI. A fixture with a scratch directory per test
 // suite and per test, the daemon on a free port, agents with CPU devices, and the fuji-rank
-// processes an agent runs, read from /proc.
+// processes an agent runs, read from /proc. As fuji runs for a team: fujid over TLS with its own
+// CA, a user who submits, agents enrolled with join tokens and allowed the scratch root.
 #pragma once
 
 #include <dirent.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -137,46 +139,114 @@ class ServiceTestBase : public ::testing::Test {
   static void MakeRoot(const std::string& name) {
     root_ = std::string(FUJI_BINARY_DIR) + "/" + name + "_" + std::to_string(::getpid());
     ASSERT_EQ(std::system(("rm -rf " + root_ + " && mkdir -p " + root_).c_str()), 0);
+    GiveToRankUser(root_);
+  }
+
+  // An agent started as root runs its ranks as the unprivileged user "fuji": the scratch
+  // directories where tests let ranks write are theirs.
+  static void GiveToRankUser(const std::string& dir) {
+    if (::geteuid() != 0) return;
+    const passwd* user = ::getpwnam("fuji");
+    ASSERT_NE(user, nullptr) << "agents started as root run ranks as the user fuji: run scripts/bootstrap";
+    ASSERT_EQ(::chown(dir.c_str(), user->pw_uid, user->pw_gid), 0) << dir;
   }
   static void RemoveRoot() { std::system(("rm -rf " + root_).c_str()); }
 
   void SetUp() override {
     dir_ = root_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
+    GiveToRankUser(dir_);
+    cli_env_.clear();
   }
 
-  // Runs the fuji CLI, talking to `server` when given.
+  // Runs the fuji CLI as the test's user (once StartDaemon made one), talking to `server` when
+  // given.
   static CliResult Fuji(const std::vector<std::string>& args, const std::string& server = "") {
+    return FujiWithEnv(cli_env_, args, server);
+  }
+  // Runs the fuji CLI with `token` (and the daemon's CA).
+  static CliResult FujiAs(const std::string& token, const std::vector<std::string>& args,
+                          const std::string& server = "") {
+    return FujiWithEnv(CliEnv(token), args, server);
+  }
+  static CliResult FujiWithEnv(const std::string& env, const std::vector<std::string>& args,
+                               const std::string& server) {
     std::vector<std::string> all = args;
     if (!server.empty()) all.insert(all.end(), {"--server", server});
     const std::string tid = std::to_string(::gettid());
-    return RunFujiInto(all, root_ + "/cli.out." + tid, root_ + "/cli.err." + tid);
+    return RunFujiInto(all, root_ + "/cli.out." + tid, root_ + "/cli.err." + tid, env);
+  }
+  // FUJI_CA and FUJI_TOKEN for the CLI ("" before StartDaemon).
+  static std::string CliEnv(const std::string& token) {
+    if (ca_.empty()) return "";
+    return "FUJI_CA=" + Quote(ca_) + " FUJI_TOKEN=" + Quote(token);
   }
 
-  // Starts fujid on a free port of the loopback and sets address_. Its leases last 6 s: a stall of
+  // Starts fujid on a free port of the loopback and sets address_ (its state, database and CA in
+  // dir_/fujid); on its first start in this test, makes the user "alice" (token_) with the admin's
+  // token (admin_token_), and the CLI calls as alice from then on. Its leases last 6 s: a stall of
   // this busy machine must not expire one, and no test here waits one out (an agent that comes
-  // back registers, and fujid requeues at once what it no longer runs).
+  // back registers, and fujid requeues at once what it no longer runs). fujid reads model configs
+  // under the suite's scratch root only.
   std::unique_ptr<Service> StartDaemon(const std::string& listen = "127.0.0.1:0") {
+    const std::string state = dir_ + "/fujid";
     const std::string log = dir_ + "/fujid.log";
     std::ofstream(log, std::ios::trunc).close();
-    auto d = std::make_unique<Service>(log, std::vector<std::string>{kBin + "fujid", "--db", dir_ + "/fujid.db",
-                                                                     "--listen", listen, "--lease-ttl-ms", "6000"});
+    auto d = std::make_unique<Service>(log, std::vector<std::string>{kBin + "fujid", "--db", state + "/fujid.db",
+                                                                     "--listen", listen, "--lease-ttl-ms", "6000",
+                                                                     "--allow-read", root_});
     const std::regex port_re("port (\\d+)");
-    for (int i = 0; i < 500 && address_.empty(); ++i) {
+    for (int i = 0; i < 1500 && address_.empty(); ++i) {
       std::smatch m;
       const std::string text = d->log();
       if (std::regex_search(text, m, port_re)) address_ = "127.0.0.1:" + m[1].str();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     EXPECT_FALSE(address_.empty()) << d->log();
+    ca_ = state + "/ca.crt";
+    if (users_of_ != dir_) {
+      admin_token_ = Slurp(state + "/admin.token");
+      while (!admin_token_.empty() && admin_token_.back() == '\n') admin_token_.pop_back();
+      EXPECT_FALSE(admin_token_.empty()) << d->log();
+      token_ = AddUser("alice");
+      users_of_ = dir_;
+    }
+    cli_env_ = CliEnv(token_);
     return d;
   }
 
+  // A new user's token (`fuji admin user add`).
+  std::string AddUser(const std::string& name, bool admin = false) {
+    std::vector<std::string> args = {"admin", "user", "add", name};
+    if (admin) args.push_back("--admin");
+    CliResult r = FujiAs(admin_token_, args, address_);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::string token = r.out;
+    while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+    return token;
+  }
+
+  // A fuji-agent with `cpus` CPU devices, allowed to read and write the suite's scratch root.
   std::unique_ptr<Service> StartAgent(const std::string& id, int cpus) {
-    return std::make_unique<Service>(dir_ + "/agent-" + id + ".log",
-                                     std::vector<std::string>{kBin + "fuji-agent", "--server", address_, "--devices",
-                                                              "cpu:" + std::to_string(cpus), "--sample-interval-ms",
-                                                              "50", "--worker-id", id});
+    return StartAgentWith(id, cpus, {"--allow-read", root_, "--allow-write", root_});
+  }
+  // A fuji-agent with `flags` (and no allowed roots unless they give some). Its first start in a
+  // test enrolls it with a join token from the admin; later starts use the credential kept in its
+  // state directory (dir_/agent-ID).
+  std::unique_ptr<Service> StartAgentWith(const std::string& id, int cpus, const std::vector<std::string>& flags) {
+    const std::string state = dir_ + "/agent-" + id;
+    std::vector<std::string> argv = {kBin + "fuji-agent", "--server", address_, "--devices",
+                                     "cpu:" + std::to_string(cpus), "--sample-interval-ms", "50", "--worker-id", id,
+                                     "--state-dir", state, "--ca", ca_};
+    if (!std::ifstream(state + "/credential.json").good()) {
+      CliResult join = FujiAs(admin_token_, {"admin", "agent-token", "--expires", "10m"}, address_);
+      EXPECT_EQ(join.exit_code, 0) << join.err;
+      std::string token = join.out;
+      while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+      argv.insert(argv.end(), {"--join-token", token});
+    }
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    return std::make_unique<Service>(dir_ + "/agent-" + id + ".log", argv);
   }
 
   // `fuji <command> ID --output json` (or the given flags), parsed; a discarded value on failure.
@@ -202,7 +272,7 @@ class ServiceTestBase : public ::testing::Test {
   // What the sqlite3 shell prints for `sql` on the daemon's database.
   std::string Sql(const std::string& sql) {
     const std::string out = dir_ + "/sql.out";
-    EXPECT_EQ(std::system(("sqlite3 " + Quote(dir_ + "/fujid.db") + " " + Quote(sql) + " > " + out).c_str()), 0);
+    EXPECT_EQ(std::system(("sqlite3 " + Quote(dir_ + "/fujid/fujid.db") + " " + Quote(sql) + " > " + out).c_str()), 0);
     return Slurp(out);
   }
 
@@ -210,7 +280,12 @@ class ServiceTestBase : public ::testing::Test {
   static int RanksOf(pid_t pid) { return static_cast<int>(RankPids(pid).size()); }
 
   inline static std::string root_;
+  // The CLI's environment (the CA and alice's token), for the static Fuji.
+  inline static std::string cli_env_, ca_;
   std::string dir_, address_;
+  std::string admin_token_, token_;  // the admin's and alice's
+  std::string users_of_;             // the dir_ whose fujid has them
+
 };
 
 }  // namespace fuji::testing
