@@ -18,6 +18,7 @@ rm -rf "$run" && mkdir -p "$run"
 trap stop_services EXIT
 start_service "$bin" "$run"
 export FUJI_SERVER=$SERVICE_ADDRESS
+for setting in $SERVICE_ENV; do export "${setting?}"; done
 
 args=(--model "$PWD/$model" --prompt "$prompt" --max-new-tokens 64 --ignore-eos --output json)
 for i in $(seq "$rounds"); do

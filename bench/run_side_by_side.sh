@@ -23,19 +23,20 @@ sh tests/reference/make_corpora.sh "$work/text" >/dev/null
 . bench/service_lib.sh
 trap stop_services EXIT
 start_service "$base/build/bin" "$work/base"
-base_server=$SERVICE_ADDRESS
+base_server=$SERVICE_ADDRESS base_env=$SERVICE_ENV
 start_service "$here/build/bin" "$work/this"
-this_server=$SERVICE_ADDRESS
+this_server=$SERVICE_ADDRESS this_env=$SERVICE_ENV
 
 infer=(--model "$model" --prompt "$prompt" --max-new-tokens 64 --ignore-eos --output json)
 tune=(run finetune --model "$model" --data "$work/text/english.txt" --ranks 2 --zero 2 --offload none
   --precision fp32 --seq-len 64 --micro-batch 1 --grad-accum 1 --steps 6 --cache-dir "$work/cache" --output json)
 for i in $(seq "$rounds"); do
   for tree in base this; do
-    if [ "$tree" = base ]; then bin=$base/build/bin server=$base_server; else bin=$here/build/bin server=$this_server; fi
+    if [ "$tree" = base ]; then bin=$base/build/bin server=$base_server service_env=$base_env
+    else bin=$here/build/bin server=$this_server service_env=$this_env; fi
     "$bin/fuji" run infer "${infer[@]}" > "$work/$tree-engine-$i.json" 2>/dev/null
     start=$(date +%s.%N)
-    FUJI_SERVER=$server "$bin/fuji" submit infer "${infer[@]}" --wait > "$work/$tree-service-$i.json"
+    env $service_env FUJI_SERVER=$server "$bin/fuji" submit infer "${infer[@]}" --wait > "$work/$tree-service-$i.json"
     end=$(date +%s.%N)
     echo "$start $end" > "$work/$tree-service-$i.wall"
     "$bin/fuji" "${tune[@]}" > "$work/$tree-step-$i.json" 2>/dev/null

@@ -4,11 +4,13 @@
 //   assign   queued -> assigned latency (Submit ack to PollAssignments answer) over a backlog
 //   list     wall time of the real `fuji jobs` process with 1,000,000 jobs in the database
 //   samples  memory-sample rows/s through WorkerService.Report
-// One JSON line per scenario on stdout; progress on stderr.
+// One JSON line per scenario on stdout; progress on stderr. fujid runs as it does for a team: TLS
+// with the CA it makes, every call authenticated (a user "bench" made with the admin's token, the
+// worker enrolled with a join token); --plaintext runs it --insecure instead (tokens still checked).
 //
 //   fuji-service-bench [--fujid PATH] [--fuji PATH] [--dir DIR] [--seconds S] [--clients N]
 //                      [--backlog N] [--assign-rounds N] [--list-jobs N] [--list-runs N]
-//                      [--report-threads N] [--only submit|assign|list|samples]
+//                      [--report-threads N] [--only submit|assign|list|samples] [--plaintext 1]
 // fujid and fuji default to the bench binary's own directory.
 #include <fcntl.h>
 #include <signal.h>
@@ -25,6 +27,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -35,8 +38,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include "daemon/store/job_store.h"
+#include "fuji/v1/admin.grpc.pb.h"
 #include "fuji/v1/jobs.grpc.pb.h"
 #include "fuji/v1/worker.grpc.pb.h"
+#include "lib/rpc/connection.h"
 
 namespace fuji::bench {
 namespace {
@@ -56,6 +61,7 @@ struct BenchConfig {
   int list_runs = 20;
   int report_threads = 4;
   std::string only;
+  bool plaintext = false;  // fujid --insecure: no TLS (tokens are still checked)
 };
 
 double SecondsSince(SteadyClock::time_point start) {
@@ -103,10 +109,14 @@ std::string InferSpec(const std::string& model) {
 
 class Fujid {
  public:
-  // Starts fujid on db, listening on 127.0.0.1:0; waits (up to 120 s: quick_check of a big
-  // database) for the port on its stderr, which goes to dir/fujid.log.
-  Fujid(const std::string& binary, const std::string& db, const std::string& dir,
-        const std::vector<std::string>& extra = {}) {
+  // Starts fujid on db (its state directory is db's, its read root `dir`), listening on
+  // 127.0.0.1:0; waits (up to 120 s: quick_check of a big database) for the port on its stderr,
+  // which goes to dir/fujid.log; then makes the user "bench" with the admin's token.
+  Fujid(const BenchConfig& config, const std::string& db, const std::string& dir)
+      : plaintext_(config.plaintext), state_(fs::path(db).parent_path().string()) {
+    const std::string& binary = config.fujid;
+    std::vector<std::string> extra = {"--allow-read", dir};
+    if (plaintext_) extra.push_back("--insecure");
     log_path_ = dir + "/fujid.log";
     SteadyClock::time_point start = SteadyClock::now();
     pid_ = ::fork();
@@ -147,6 +157,17 @@ class Fujid {
     }
     if (port_ <= 0) Die("fujid did not report its port within 120 s");
     startup_s_ = SecondsSince(start);
+    std::ifstream token_file(state_ + "/admin.token");
+    std::getline(token_file, admin_token_);
+    if (admin_token_.empty()) Die("no admin token in " + state_);
+    auto admin = v1::AdminService::NewStub(Connect());
+    v1::CreateUserRequest request;
+    request.set_name("bench");
+    v1::CreateUserResponse response;
+    grpc::ClientContext context;
+    rpc::Authorize(&context, admin_token_);
+    Check(admin->CreateUser(&context, request, &response), "create the user bench");
+    user_token_ = response.token();
   }
   ~Fujid() { Stop(); }
   Fujid(const Fujid&) = delete;
@@ -170,25 +191,60 @@ class Fujid {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   double startup_s() const { return startup_s_; }
+  const std::string& admin_token() const { return admin_token_; }
+  std::string ca() const { return plaintext_ ? "" : state_ + "/ca.crt"; }
+
+  // Its own channel (and TCP connection: no shared subchannel pool), as a separate client has.
+  std::shared_ptr<grpc::Channel> Connect() const {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetMaxReceiveMessageSize(64 << 20);
+    auto channel = rpc::MakeChannel({address(), ca(), plaintext_}, args);
+    if (!channel.ok()) Die(channel.status().message());
+    if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+      Die("cannot connect to fujid at " + address());
+    }
+    return *channel;
+  }
+
+  void AsUser(grpc::ClientContext* context) const { rpc::Authorize(context, user_token_); }
+  void AsAdmin(grpc::ClientContext* context) const { rpc::Authorize(context, admin_token_); }
+  // The credential of the agent enrolled as worker_id (enrolled with a join token on first use).
+  void AsWorker(grpc::ClientContext* context, const std::string& worker_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string& credential = agents_[worker_id];
+    if (credential.empty()) {
+      auto admin = v1::AdminService::NewStub(Connect());
+      v1::CreateJoinTokenResponse join;
+      {
+        grpc::ClientContext c;
+        AsAdmin(&c);
+        Check(admin->CreateJoinToken(&c, v1::CreateJoinTokenRequest(), &join), "join token");
+      }
+      auto workers = v1::WorkerService::NewStub(Connect());
+      v1::EnrollRequest request;
+      request.set_worker_id(worker_id);
+      v1::EnrollResponse enrolled;
+      grpc::ClientContext c;
+      rpc::Authorize(&c, join.token());
+      Check(workers->Enroll(&c, request, &enrolled), "enroll");
+      credential = enrolled.credential();
+    }
+    rpc::Authorize(context, credential);
+  }
 
  private:
+  const bool plaintext_;
+  const std::string state_;
+  std::string admin_token_, user_token_;
+  std::mutex mu_;
+  std::map<std::string, std::string> agents_;
   pid_t pid_ = -1;
   int port_ = 0;
   double startup_s_ = 0;
   std::string log_path_;
 };
 
-// Its own channel (and TCP connection: no shared subchannel pool), as a separate client has.
-std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
-    Die("cannot connect to fujid at " + address);
-  }
-  return channel;
-}
 
 std::unique_ptr<store::JobStore> OpenStore(const std::string& path, const store::Clock* clock) {
   auto store = store::JobStore::Open(path, clock);
@@ -196,7 +252,7 @@ std::unique_ptr<store::JobStore> OpenStore(const std::string& path, const store:
   return std::move(store).value();
 }
 
-void RegisterWorker(v1::WorkerService::Stub& worker, const std::string& id, int devices) {
+void RegisterWorker(Fujid& fujid, v1::WorkerService::Stub& worker, const std::string& id, int devices) {
   v1::RegisterRequest request;
   request.set_worker_id(id);
   request.set_host("bench-host");
@@ -209,14 +265,15 @@ void RegisterWorker(v1::WorkerService::Stub& worker, const std::string& id, int 
   }
   v1::RegisterResponse response;
   grpc::ClientContext context;
+  fujid.AsWorker(&context, id);
   Check(worker.Register(&context, request, &response), "register");
 }
 
 // Heartbeats every 500 ms from its own thread, so the worker never goes LOST mid-scenario.
 class HeartbeatThread {
  public:
-  HeartbeatThread(const std::string& address, const std::string& worker_id)
-      : stub_(v1::WorkerService::NewStub(Connect(address))), thread_([this, worker_id] {
+  HeartbeatThread(Fujid& fujid, const std::string& worker_id)
+      : stub_(v1::WorkerService::NewStub(fujid.Connect())), thread_([this, &fujid, worker_id] {
           std::unique_lock<std::mutex> lock(mu_);
           while (!stop_) {
             lock.unlock();
@@ -224,6 +281,7 @@ class HeartbeatThread {
             request.set_worker_id(worker_id);
             v1::HeartbeatResponse response;
             grpc::ClientContext context;
+            fujid.AsWorker(&context, worker_id);
             (void)stub_->Heartbeat(&context, request, &response);
             lock.lock();
             cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; });
@@ -251,10 +309,10 @@ class HeartbeatThread {
 void BenchSubmit(const BenchConfig& config) {
   std::string dir = FreshDir(config, "submit");
   std::string spec = InferSpec(MakeModelDir(dir));
-  Fujid fujid(config.fujid, dir + "/fujid.db", dir);
+  Fujid fujid(config, dir + "/fujid.db", dir);
   std::vector<std::unique_ptr<v1::JobService::Stub>> stubs;
   for (int t = 0; t < config.clients; ++t) {
-    stubs.push_back(v1::JobService::NewStub(Connect(fujid.address())));
+    stubs.push_back(v1::JobService::NewStub(fujid.Connect()));
   }
   std::vector<std::vector<double>> latencies_ms(config.clients);
   std::atomic<int64_t> errors{0};
@@ -271,6 +329,7 @@ void BenchSubmit(const BenchConfig& config) {
         SteadyClock::time_point begin = SteadyClock::now();
         v1::SubmitResponse response;
         grpc::ClientContext context;
+        fujid.AsUser(&context);
         grpc::Status status = stubs[t]->Submit(&context, request, &response);
         if (!status.ok() || response.job().id() <= 0) {
           if (errors++ == 0) {
@@ -334,12 +393,12 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
   SteadyClock::time_point fill_start = SteadyClock::now();
   FillBacklog(db, spec, backlog);
   double fill_s = SecondsSince(fill_start);
-  Fujid fujid(config.fujid, db, dir);
-  auto jobs = v1::JobService::NewStub(Connect(fujid.address()));
-  auto worker = v1::WorkerService::NewStub(Connect(fujid.address()));
+  Fujid fujid(config, db, dir);
+  auto jobs = v1::JobService::NewStub(fujid.Connect());
+  auto worker = v1::WorkerService::NewStub(fujid.Connect());
   const std::string worker_id = "bench-worker";
-  RegisterWorker(*worker, worker_id, 1);
-  HeartbeatThread heartbeats(fujid.address(), worker_id);
+  RegisterWorker(fujid, *worker, worker_id, 1);
+  HeartbeatThread heartbeats(fujid, worker_id);
 
   std::vector<double> latencies_ms, submit_ms;
   int64_t extra_polls = 0;
@@ -352,6 +411,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
     SteadyClock::time_point submit_begin = SteadyClock::now();
     {
       grpc::ClientContext context;
+      fujid.AsUser(&context);
       Check(jobs->Submit(&context, submit, &submitted), "submit");
     }
     SteadyClock::time_point acked = SteadyClock::now();
@@ -364,6 +424,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
       poll.set_wait_ms(5000);
       v1::PollAssignmentsResponse polled;
       grpc::ClientContext context;
+      fujid.AsWorker(&context, worker_id);
       Check(worker->PollAssignments(&context, poll, &polled), "poll");
       for (const v1::Assignment& a : polled.assignments()) {
         if (a.job_id() == job_id) {
@@ -388,6 +449,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
       started.set_started(true);
       v1::ReportResponse reported;
       grpc::ClientContext context;
+      fujid.AsWorker(&context, worker_id);
       Check(worker->Report(&context, started, &reported), "report started");
     }
     v1::CompleteRequest complete;
@@ -398,15 +460,18 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
     complete.set_result_json("{}");
     v1::CompleteResponse completed;
     grpc::ClientContext context;
+    fujid.AsWorker(&context, worker_id);
     Check(worker->Complete(&context, complete, &completed), "complete");
   }
   // The backlog is still all queued (a sanity check that the measurement meant what it says).
   v1::ListJobsRequest list;
   list.set_state("QUEUED");
   list.set_limit(1);
+  list.set_all(true);  // the backlog was written straight into the database, owned by no one
   v1::ListJobsResponse listed;
   {
     grpc::ClientContext context;
+    fujid.AsAdmin(&context);
     Check(jobs->ListJobs(&context, list, &listed), "list");
   }
   int64_t backlog_left_top = listed.jobs_size() > 0 ? listed.jobs(0).id() : 0;
@@ -463,15 +528,20 @@ void FillJobs(const std::string& path, int64_t n, int queued_every) {
   sqlite3_close(db);
 }
 
-// Wall time of one `fuji jobs --server ADDR` process, start to exit; its output is discarded.
-double RunFujiJobs(const std::string& fuji, const std::string& address) {
+// Wall time of one `fuji jobs --all --server ADDR` process as the admin (the filled jobs are owned by
+// no one), start to exit; its output is discarded.
+double RunFujiJobs(const std::string& fuji, const Fujid& fujid) {
+  const std::string address = fujid.address();
   SteadyClock::time_point start = SteadyClock::now();
   pid_t pid = ::fork();
   if (pid < 0) Die("fork failed");
   if (pid == 0) {
     int null_fd = ::open("/dev/null", O_WRONLY);
     if (null_fd >= 0) ::dup2(null_fd, 1);
-    std::vector<std::string> args = {fuji, "jobs", "--server", address};
+    ::setenv("FUJI_TOKEN", fujid.admin_token().c_str(), 1);
+    ::setenv("FUJI_CA", fujid.ca().c_str(), 1);
+    std::vector<std::string> args = {fuji, "jobs", "--all", "--server", address};
+    if (fujid.ca().empty()) args.push_back("--insecure");
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -493,9 +563,9 @@ void BenchList(const BenchConfig& config, int queued_every) {
   SteadyClock::time_point fill_start = SteadyClock::now();
   FillJobs(db, config.list_jobs, queued_every);
   double fill_s = SecondsSince(fill_start);
-  Fujid fujid(config.fujid, db, dir);
+  Fujid fujid(config, db, dir);
   std::vector<double> ms;
-  for (int i = 0; i < config.list_runs; ++i) ms.push_back(RunFujiJobs(config.fuji, fujid.address()));
+  for (int i = 0; i < config.list_runs; ++i) ms.push_back(RunFujiJobs(config.fuji, fujid));
   fujid.Stop();
   double first = ms.front();
   std::sort(ms.begin(), ms.end());
@@ -516,18 +586,19 @@ void BenchList(const BenchConfig& config, int queued_every) {
 void BenchSamples(const BenchConfig& config) {
   std::string dir = FreshDir(config, "samples");
   std::string spec = InferSpec(MakeModelDir(dir));
-  Fujid fujid(config.fujid, dir + "/fujid.db", dir);
-  auto jobs = v1::JobService::NewStub(Connect(fujid.address()));
-  auto worker = v1::WorkerService::NewStub(Connect(fujid.address()));
+  Fujid fujid(config, dir + "/fujid.db", dir);
+  auto jobs = v1::JobService::NewStub(fujid.Connect());
+  auto worker = v1::WorkerService::NewStub(fujid.Connect());
   const std::string worker_id = "bench-worker";
-  RegisterWorker(*worker, worker_id, 1);
-  HeartbeatThread heartbeats(fujid.address(), worker_id);
+  RegisterWorker(fujid, *worker, worker_id, 1);
+  HeartbeatThread heartbeats(fujid, worker_id);
   v1::SubmitRequest submit;
   submit.set_kind("infer");
   submit.set_spec_json(spec);
   v1::SubmitResponse submitted;
   {
     grpc::ClientContext context;
+    fujid.AsUser(&context);
     Check(jobs->Submit(&context, submit, &submitted), "submit");
   }
   int attempt = -1;
@@ -537,6 +608,7 @@ void BenchSamples(const BenchConfig& config) {
     poll.set_wait_ms(5000);
     v1::PollAssignmentsResponse polled;
     grpc::ClientContext context;
+    fujid.AsWorker(&context, worker_id);
     Check(worker->PollAssignments(&context, poll, &polled), "poll");
     for (const v1::Assignment& a : polled.assignments()) {
       if (a.job_id() == submitted.job().id()) attempt = a.attempt();
@@ -553,7 +625,7 @@ void BenchSamples(const BenchConfig& config) {
   std::vector<std::thread> threads;
   for (int t = 0; t < config.report_threads; ++t) {
     threads.emplace_back([&, t] {
-      auto stub = v1::WorkerService::NewStub(Connect(fujid.address()));
+      auto stub = v1::WorkerService::NewStub(fujid.Connect());
       v1::JobReport report;
       report.set_worker_id(worker_id);
       report.set_job_id(submitted.job().id());
@@ -576,6 +648,7 @@ void BenchSamples(const BenchConfig& config) {
         SteadyClock::time_point begin = SteadyClock::now();
         v1::ReportResponse response;
         grpc::ClientContext context;
+        fujid.AsWorker(&context, worker_id);
         Check(stub->Report(&context, report, &response), "report");
         if (response.cancel()) Die("report: the daemon answered cancel");
         latencies_ms[t].push_back(SecondsSince(begin) * 1e3);
@@ -613,7 +686,7 @@ BenchConfig ParseFlags(int argc, char** argv) {
                    "usage: fuji-service-bench [--fujid PATH] [--fuji PATH] [--dir D] "
                    "[--seconds S] [--clients N] [--backlog N] [--assign-rounds N] "
                    "[--list-jobs N] [--list-runs N] [--report-threads N] "
-                   "[--only submit|assign|list|samples]\n");
+                   "[--only submit|assign|list|samples] [--plaintext 1]\n");
       std::exit(2);
     }
     std::string value = argv[++i];
@@ -639,6 +712,8 @@ BenchConfig ParseFlags(int argc, char** argv) {
       config.report_threads = std::stoi(value);
     } else if (flag == "--only") {
       config.only = value;
+    } else if (flag == "--plaintext") {
+      config.plaintext = value == "1" || value == "true";
     } else {
       std::fprintf(stderr, "fuji-service-bench: unknown flag %s\n", flag.c_str());
       std::exit(2);
