@@ -252,6 +252,10 @@ class AgentRankTest : public ::testing::Test {
     config.poll_wait_ms = 1000;
     config.rank_executable = rank_executable;
     config.calibrate = rank_executable.empty();  // a stand-in rank has no node to measure
+    // Jobs here name the models in the test's temporary directory.
+    auto paths = PathPolicy::Create({::testing::TempDir()}, {});
+    ASSERT_TRUE(paths.ok()) << paths.status().ToString();
+    config.paths = *paths;
     // The stand-in daemon here is plaintext on the loopback and takes any credential.
     auto channel = MakeChannel(fuji::rpc::Endpoint{config.server, "", /*insecure=*/true});
     ASSERT_TRUE(channel.ok()) << channel.status().ToString();

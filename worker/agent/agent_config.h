@@ -2,9 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
+#include "lib/common/path_policy.h"
 #include "lib/common/status.h"
+#include "worker/launcher/child_process.h"
 
 namespace fuji::agent {
 
@@ -34,6 +37,15 @@ struct AgentConfig {
   // Measure the node's rates with a fuji-rank at start, before taking work (false: the planner's
   // defaults; for tests whose rank is a stand-in).
   bool calibrate = true;
+  // What jobs may name (--allow-read, --allow-write): every path of a spec is checked against it
+  // before any rank starts. No roots: every job that names a path is refused.
+  PathPolicy paths;
+  // Who runs a job's work (ranks, the calibration rank, a finetune's preparation): confined, as
+  // --run-as's user when the agent is root (launch::RankUser).
+  launch::Confinement ranks;
+  // The program that prepares a finetune's data in a confined child (launch::kServePreparationArg);
+  // "": this executable (fuji-agent).
+  std::string preparation_program;
 };
 
 // The machine's host name ("localhost" if unknown).

@@ -1,10 +1,12 @@
-// The agent's side of a fine-tuning job: prepare (refusing bad input before any rank starts), then
-// one rank per assigned device as a gang of peers, which the supervisor (supervisor.cc) runs. A
-// retry needs nothing special: resume "auto" continues from save_to's latest checkpoint.
+// The agent's side of a fine-tuning job: check its paths against the agent's roots, prepare in a
+// confined child (refusing bad input before any rank starts), then one rank per assigned device as
+// a gang of peers, which the supervisor (supervisor.cc) runs. A retry needs nothing special:
+// resume "auto" continues from save_to's latest checkpoint.
 #include <string>
 
 #include "lib/common/wall_clock.h"
 #include "worker/agent/agent_job.h"
+#include "worker/agent/job_paths.h"
 #include "worker/launcher/finetune_prepare.h"
 
 namespace fuji::agent {
@@ -15,6 +17,8 @@ Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& 
   auto parsed = FinetuneSpec::FromJson(j);
   if (!parsed.ok()) return InvalidArgument(parsed.status().message());
   FinetuneSpec spec = std::move(parsed).value();
+  // Nothing is read or created before every path is checked.
+  FUJI_RETURN_IF_ERROR(ConfineFinetunePaths(config.paths, &spec));
   Launch attempt;
   attempt.devices.assign(a.device_indices().begin(), a.device_indices().end());
   if (attempt.devices.empty()) attempt.devices.push_back(0);
@@ -26,7 +30,10 @@ Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& 
   prepare.max_ranks = static_cast<int>(attempt.devices.size());
   prepare.devices_what = "assigned devices";
   const int64_t prepare_start = WallClockMs();
-  FUJI_ASSIGN_OR_RETURN(launch::PreparedFinetune prepared, launch::PrepareFinetune(std::move(spec), prepare));
+  const std::string program =
+      config.preparation_program.empty() ? launch::ExecutablePath() : config.preparation_program;
+  FUJI_ASSIGN_OR_RETURN(launch::PreparedFinetune prepared,
+                        launch::PrepareFinetuneConfined(spec, prepare, program, config.ranks));
   auto* t = attempt.prepared.add_timings();
   t->set_attempt(a.attempt());
   t->set_phase("prepare");

@@ -1,8 +1,10 @@
-// The agent's side of an inference job: the spec, with its op and id, to one lone fuji-rank that
-// sees only its assigned GPU. The supervisor (supervisor.cc) runs it.
+// The agent's side of an inference job: the spec, its model path checked against the agent's
+// roots and made real, with its op and id, to one lone fuji-rank that sees only its assigned GPU.
+// The supervisor (supervisor.cc) runs it.
 #include <string>
 
 #include "worker/agent/agent_job.h"
+#include "worker/agent/job_paths.h"
 
 namespace fuji::agent {
 
@@ -10,6 +12,7 @@ Result<Launch> InferLaunch(const fuji::v1::Assignment& a, const AgentConfig& con
                            const DeviceInventory& inventory) {
   nlohmann::json request = nlohmann::json::parse(a.spec_json(), nullptr, false);
   if (request.is_discarded() || !request.is_object()) return InvalidArgument("spec_json is not a JSON object");
+  FUJI_RETURN_IF_ERROR(ConfineInferPaths(config.paths, &request));
   Launch attempt;
   // One rank on the first assigned device (fujid assigns an inference job one).
   attempt.devices = {a.device_indices_size() > 0 ? a.device_indices(0) : 0};

@@ -66,6 +66,7 @@ launch::GangOptions AttemptGangOptions(const fuji::v1::Assignment& a, const Agen
   options.op = a.kind();
   options.id = std::to_string(a.job_id());
   options.terminate_grace = milliseconds(config.cancel_grace_ms);
+  options.confinement = config.ranks;
   if (a.timeout_ms() > 0) options.deadline = milliseconds(a.timeout_ms());
   return options;
 }
@@ -99,7 +100,8 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
 
   // Prepare: what is refused here is the job's fault (bad_input) unless the node's.
   Result<Launch> prepared = a.kind() == "finetune" ? FinetuneLaunch(a, config_, inventory_)
-                                                   : InferLaunch(a, config_, inventory_);
+                            : a.kind() == "infer"  ? InferLaunch(a, config_, inventory_)
+                                                   : InvalidArgument("unknown job kind '" + a.kind() + "'");
   if (!prepared.ok()) {
     const StatusCode code = prepared.status().code();
     const bool node = code == StatusCode::kInternal || code == StatusCode::kResourceExhausted;
