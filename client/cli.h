@@ -15,7 +15,7 @@ struct CliState {
 };
 
 // Prints "fuji: <message>" and returns the exit code for the status: 0 for OK, 2 for bad input
-// (INVALID_ARGUMENT, NOT_FOUND, DATA_LOSS, FAILED_PRECONDITION), 1 otherwise.
+// (INVALID_ARGUMENT, NOT_FOUND, DATA_LOSS, FAILED_PRECONDITION, ALREADY_EXISTS), 1 otherwise.
 int ReportStatus(const Status& status);
 
 // The directory holding the GPT-2 vocab.json and merges.txt that fuji ships: $FUJI_VOCAB_DIR,
@@ -27,7 +27,10 @@ void RegisterTextCommands(CLI::App& app, CliState* state);
 void RegisterRunCommands(CLI::App& app, CliState* state);
 // `run finetune`, under the `run` command.
 void AddRunFinetuneCommand(CLI::App* run, CliState* state);
-// Through fujid (--server, $FUJI_SERVER, 127.0.0.1:7070): submit, jobs, show, watch, cancel.
+// `login`, `whoami` and `admin ...`: users, tokens and agents.
+void RegisterAdminCommands(CLI::App& app, CliState* state);
+// Through fujid (--server, $FUJI_SERVER, the profile, 127.0.0.1:7070): submit, jobs, show, watch,
+// cancel.
 void RegisterJobCommands(CLI::App& app, CliState* state);
 // Through fujid: logs, result, losses, timings, samples, workers.
 void RegisterJobDataCommands(CLI::App& app, CliState* state);

@@ -14,7 +14,8 @@ int ReportStatus(const Status& status) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kNotFound:
     case StatusCode::kDataLoss:
-    case StatusCode::kFailedPrecondition: return 2;
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kAlreadyExists: return 2;
     default: return 1;
   }
 }

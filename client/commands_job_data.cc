@@ -14,7 +14,8 @@ namespace fuji::client {
 namespace {
 
 struct JobFlags {
-  std::string server, output;
+  ServerFlags server;
+  std::string output;
   int64_t id = 0;
 };
 
@@ -34,7 +35,7 @@ std::shared_ptr<JobFlags> AddJobFlags(CLI::App* cmd, const std::vector<std::stri
 }
 
 int RunLogs(const JobFlags& f, bool follow) {
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   auto lines = client.GetLogs(f.id, 0);
   if (!lines.ok()) return ReportStatus(lines.status());
   int64_t last_seq = 0;
@@ -55,7 +56,7 @@ int RunLogs(const JobFlags& f, bool follow) {
 }
 
 int RunResult(const JobFlags& f) {
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   auto job = client.GetJob(f.id);
   if (!job.ok()) return ReportStatus(job.status());
   auto result = FetchJobResult(client, f.id);
@@ -67,7 +68,7 @@ int RunResult(const JobFlags& f) {
 }
 
 int RunLosses(const JobFlags& f, const std::string& split) {
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   auto points = client.GetLosses(f.id, split);
   if (!points.ok()) return ReportStatus(points.status());
   if (f.output == "json") PrintJson(LossesJson(f.id, *points, split));
@@ -76,7 +77,7 @@ int RunLosses(const JobFlags& f, const std::string& split) {
 }
 
 int RunTimings(const JobFlags& f) {
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   auto job = client.GetJob(f.id);
   if (!job.ok()) return ReportStatus(job.status());
   auto timings = client.GetTimings(f.id);
@@ -87,7 +88,7 @@ int RunTimings(const JobFlags& f) {
 }
 
 int RunSamples(const JobFlags& f) {
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   auto samples = client.GetSamples(f.id);
   if (!samples.ok()) return ReportStatus(samples.status());
   if (f.output == "json") PrintJson(SamplesJson(f.id, *samples));
@@ -124,14 +125,15 @@ void RegisterJobDataCommands(CLI::App& app, CliState* state) {
   samples->callback([state, samples_flags] { state->exit_code = RunSamples(*samples_flags); });
 
   struct WorkerFlags {
-    std::string server, output = "table";
+    ServerFlags server;
+    std::string output = "table";
   };
   auto wf = std::make_shared<WorkerFlags>();
   CLI::App* workers = app.add_subcommand("workers", "The agents and their devices");
   AddServerOption(workers, &wf->server);
   workers->add_option("--output", wf->output, "table or json")->check(CLI::IsMember({"table", "json"}));
   workers->callback([state, wf] {
-    DaemonClient client(ResolveServerAddress(wf->server));
+    DaemonClient client(wf->server);
     auto list = client.ListWorkers();
     if (!list.ok()) {
       state->exit_code = ReportStatus(list.status());

@@ -21,7 +21,8 @@ namespace {
 
 // The flags every `submit KIND` has beside the kind's own.
 struct SubmitFlags {
-  std::string server, timeout;
+  ServerFlags server;
+  std::string timeout;
   bool wait = false, share = false;
   int32_t priority = 0, max_attempts = 0;
 };
@@ -53,7 +54,7 @@ int Submit(const std::string& kind, const nlohmann::json& spec, const SubmitFlag
     if (!ms.ok()) return ReportStatus(ms.status().WithContext("--timeout"));
     request.set_timeout_ms(*ms);
   }
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   auto job = client.Submit(request);
   if (!job.ok()) return ReportStatus(job.status());
   if (!f.wait) {
@@ -115,7 +116,9 @@ void RegisterSubmit(CLI::App& app, CliState* state) {
 
 void RegisterJobs(CLI::App& app, CliState* state) {
   struct Flags {
-    std::string server, state, kind, output = "table";
+    ServerFlags server;
+    std::string state, kind, output = "table";
+    bool all = false;
     int32_t limit = 0;
   };
   auto f = std::make_shared<Flags>();
@@ -125,8 +128,10 @@ void RegisterJobs(CLI::App& app, CliState* state) {
   cmd->add_option("--kind", f->kind, "Only jobs of this kind (infer, finetune)");
   cmd->add_option("--limit", f->limit, "At most this many (default 100, at most 1000)");
   cmd->add_option("--output", f->output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_flag("--all", f->all, "Every user's jobs, with their owners (admins only)");
   cmd->callback([state, f] {
     v1::ListJobsRequest request;
+    request.set_all(f->all);
     if (!f->state.empty()) {
       auto s = ParseJobState(f->state);
       if (!s.ok()) {
@@ -141,7 +146,7 @@ void RegisterJobs(CLI::App& app, CliState* state) {
     }
     request.set_kind(f->kind);
     request.set_limit(f->limit);
-    DaemonClient client(ResolveServerAddress(f->server));
+    DaemonClient client(f->server);
     auto response = client.ListJobs(request);
     if (!response.ok()) {
       state->exit_code = ReportStatus(response.status());
@@ -153,14 +158,15 @@ void RegisterJobs(CLI::App& app, CliState* state) {
       for (const auto& job : jobs) list.push_back(JobToJson(job));
       PrintJson({{"jobs", list}, {"next_page_token", response->next_page_token()}});
     } else {
-      PrintText(JobsTable(jobs, WallClockMs()));
+      PrintText(JobsTable(jobs, WallClockMs(), f->all));
     }
   });
 }
 
 void RegisterShow(CLI::App& app, CliState* state) {
   struct Flags {
-    std::string server, output = "text";
+    ServerFlags server;
+    std::string output = "text";
     int64_t id = 0;
   };
   auto f = std::make_shared<Flags>();
@@ -169,7 +175,7 @@ void RegisterShow(CLI::App& app, CliState* state) {
   AddServerOption(cmd, &f->server);
   cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
   cmd->callback([state, f] {
-    DaemonClient client(ResolveServerAddress(f->server));
+    DaemonClient client(f->server);
     auto job = client.GetJob(f->id);
     if (!job.ok()) {
       state->exit_code = ReportStatus(job.status());
@@ -182,7 +188,7 @@ void RegisterShow(CLI::App& app, CliState* state) {
 
 void RegisterWatch(CLI::App& app, CliState* state) {
   struct Flags {
-    std::string server;
+    ServerFlags server;
     int64_t id = 0;
   };
   auto f = std::make_shared<Flags>();
@@ -190,7 +196,7 @@ void RegisterWatch(CLI::App& app, CliState* state) {
   cmd->add_option("id", f->id, "Job id")->required();
   AddServerOption(cmd, &f->server);
   cmd->callback([state, f] {
-    DaemonClient client(ResolveServerAddress(f->server));
+    DaemonClient client(f->server);
     WatchDisplay display;
     display.mode = ::isatty(1) ? WatchDisplay::Mode::kTerminal : WatchDisplay::Mode::kLines;
     display.out = stdout;
@@ -207,7 +213,8 @@ void RegisterWatch(CLI::App& app, CliState* state) {
 
 void RegisterCancel(CLI::App& app, CliState* state) {
   struct Flags {
-    std::string server, output = "text";
+    ServerFlags server;
+    std::string output = "text";
     int64_t id = 0;
   };
   auto f = std::make_shared<Flags>();
@@ -216,7 +223,7 @@ void RegisterCancel(CLI::App& app, CliState* state) {
   AddServerOption(cmd, &f->server);
   cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
   cmd->callback([state, f] {
-    DaemonClient client(ResolveServerAddress(f->server));
+    DaemonClient client(f->server);
     auto job = client.CancelJob(f->id);
     if (!job.ok()) {
       state->exit_code = ReportStatus(job.status());

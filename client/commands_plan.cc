@@ -35,7 +35,8 @@ struct PlanFlags {
 
 struct EstimateFlags {
   double tokens_per_s = 0, corpus_tokens = 0, epochs = 1;
-  std::string corpus, output = "text", server;
+  std::string corpus, output = "text";
+  ServerFlags server;
   int gpus = 1, measured_gpus = 1;
   int64_t job = 0;
   bool has_job = false, has_rate = false, has_gpus = false;  // which flags were given
@@ -201,7 +202,7 @@ Status RunEstimate(const EstimateFlags& f) {
     if (f.has_rate || f.corpus_tokens > 0 || !f.corpus.empty()) {
       return InvalidArgument("--job takes the rate and corpus from the job: give no --tokens-per-s, --corpus-tokens or --corpus with it");
     }
-    DaemonClient client(ResolveServerAddress(f.server));
+    DaemonClient client(f.server);
     FUJI_ASSIGN_OR_RETURN(job, MeasureJob(client, f.job));
     tokens = job->corpus_tokens;
     measured_rate = job->tokens_per_s;

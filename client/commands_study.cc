@@ -72,13 +72,14 @@ Status WaitAll(DaemonClient& client, const std::vector<int64_t>& ids) {
 }
 
 struct ReportFlags {
-  std::string server, out = "report";
+  ServerFlags server;
+  std::string out = "report";
   std::vector<int64_t> ids;
   double corpus_tokens = kSeedCorpusTokens, epochs = 1;
 };
 
 int RunReport(const ReportFlags& f) {
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   std::vector<JobData> jobs;
   for (int64_t id : f.ids) {
     auto d = FetchJob(client, id);
@@ -96,7 +97,8 @@ int RunReport(const ReportFlags& f) {
 }
 
 struct StudyFlags {
-  std::string server, models, device = "cpu", out = "study", precision;
+  ServerFlags server;
+  std::string models, device = "cpu", out = "study", precision;
   std::vector<std::string> weights;
   int64_t steps = 4, seq_len = 64, max_new_tokens = 32;
   int ranks = 1;
@@ -115,7 +117,7 @@ int RunStudy(const StudyFlags& f) {
   }
   const std::string out = AbsolutePath(f.out);
   const std::string precision = !f.precision.empty() ? f.precision : f.device == "cuda" ? "bf16" : "fp32";
-  DaemonClient client(ResolveServerAddress(f.server));
+  DaemonClient client(f.server);
   std::vector<int64_t> ids;
   std::vector<std::pair<std::string, bool>> labels;  // per job: model label, random weights
   // The fine-tunes' data: Japanese text from manpages-ja, as the tests use.

@@ -1,16 +1,10 @@
-// gRPC plumbing of the CLI: one channel, deadlines, and status conversion.
+// gRPC plumbing of the CLI: one authenticated channel, deadlines, and status conversion.
 #include "client/daemon_client.h"
 
 #include <algorithm>
 #include <cstdlib>
 
 namespace fuji::client {
-
-std::string ResolveServerAddress(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  if (const char* env = std::getenv("FUJI_SERVER"); env != nullptr && *env != '\0') return env;
-  return kDefaultServer;
-}
 
 Status StatusFromGrpc(const grpc::Status& status, const std::string& address, bool channel_was_ready) {
   if (status.ok()) return Status::Ok();
@@ -27,40 +21,76 @@ Status StatusFromGrpc(const grpc::Status& status, const std::string& address, bo
     case grpc::StatusCode::FAILED_PRECONDITION: return FailedPrecondition(message);
     case grpc::StatusCode::RESOURCE_EXHAUSTED: return ResourceExhausted(message);
     case grpc::StatusCode::CANCELLED: return Cancelled(message);
+    case grpc::StatusCode::UNAUTHENTICATED: return Unauthenticated(message);
+    case grpc::StatusCode::PERMISSION_DENIED: return PermissionDenied(message);
+    case grpc::StatusCode::ALREADY_EXISTS: return AlreadyExists(message);
     default: return Internal(message);
   }
 }
 
-DaemonClient::DaemonClient(std::string address, std::chrono::milliseconds call_timeout)
-    : address_(std::move(address)), call_timeout_(call_timeout) {
+DaemonClient::DaemonClient(const ServerFlags& flags, std::chrono::milliseconds call_timeout)
+    : call_timeout_(call_timeout) {
+  Result<Connection> connection = ResolveConnection(flags);
+  if (!connection.ok()) {
+    unusable_ = connection.status();
+    connection_.endpoint.address = flags.server;
+    return;
+  }
+  connection_ = std::move(*connection);
+  Open();
+}
+
+DaemonClient::DaemonClient(Connection connection, std::chrono::milliseconds call_timeout)
+    : connection_(std::move(connection)), call_timeout_(call_timeout) {
+  Open();
+}
+
+void DaemonClient::Open() {
   grpc::ChannelArguments args;
   // A daemon that is down should be reported at once, not after the default 20 s backoff.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(256 << 20);
-  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  Result<std::shared_ptr<grpc::Channel>> channel = rpc::MakeChannel(connection_.endpoint, args);
+  if (!channel.ok()) {
+    unusable_ = channel.status();
+    return;
+  }
+  channel_ = std::move(*channel);
   stub_ = v1::JobService::NewStub(channel_);
+  admin_ = v1::AdminService::NewStub(channel_);
 }
 
-void DaemonClient::SetDeadline(grpc::ClientContext* context) const {
+void DaemonClient::Prepare(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() + call_timeout_);
+  rpc::Authorize(context, connection_.token);
 }
 
 Status DaemonClient::Convert(const grpc::Status& status) const {
-  return StatusFromGrpc(status, address_, channel_->GetState(false) == GRPC_CHANNEL_READY);
+  const std::string& address = connection_.endpoint.address;
+  if (std::string handshake = rpc::DescribeHandshakeFailure(status, connection_.endpoint); !handshake.empty()) {
+    return Unavailable(handshake);
+  }
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    return Unauthenticated("fujid at " + address + " refused the token from " + connection_.token_source + " (" +
+                           status.error_message() + "): ask an admin for a new token and run fuji login");
+  }
+  return StatusFromGrpc(status, address, channel_->GetState(false) == GRPC_CHANNEL_READY);
 }
 
 Result<v1::Job> DaemonClient::Submit(const v1::SubmitRequest& request) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::SubmitResponse response;
   FUJI_RETURN_IF_ERROR(Convert(stub_->Submit(&context, request, &response)));
   return response.job();
 }
 
 Result<v1::Job> DaemonClient::GetJob(int64_t id) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::GetJobRequest request;
   request.set_id(id);
   v1::Job job;
@@ -69,16 +99,18 @@ Result<v1::Job> DaemonClient::GetJob(int64_t id) {
 }
 
 Result<v1::ListJobsResponse> DaemonClient::ListJobs(const v1::ListJobsRequest& request) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::ListJobsResponse response;
   FUJI_RETURN_IF_ERROR(Convert(stub_->ListJobs(&context, request, &response)));
   return response;
 }
 
 Result<v1::Job> DaemonClient::CancelJob(int64_t id) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::CancelJobRequest request;
   request.set_id(id);
   v1::Job job;
@@ -87,8 +119,9 @@ Result<v1::Job> DaemonClient::CancelJob(int64_t id) {
 }
 
 Result<std::vector<v1::Timing>> DaemonClient::GetTimings(int64_t id) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::JobRef request;
   request.set_id(id);
   v1::TimingsResponse response;
@@ -97,8 +130,9 @@ Result<std::vector<v1::Timing>> DaemonClient::GetTimings(int64_t id) {
 }
 
 Result<std::vector<v1::MemorySample>> DaemonClient::GetSamples(int64_t id) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::JobRef request;
   request.set_id(id);
   v1::SamplesResponse response;
@@ -107,8 +141,9 @@ Result<std::vector<v1::MemorySample>> DaemonClient::GetSamples(int64_t id) {
 }
 
 Result<v1::ResultResponse> DaemonClient::GetResult(int64_t id) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::JobRef request;
   request.set_id(id);
   v1::ResultResponse response;
@@ -117,11 +152,12 @@ Result<v1::ResultResponse> DaemonClient::GetResult(int64_t id) {
 }
 
 Result<std::vector<v1::LogLine>> DaemonClient::GetLogs(int64_t id, int64_t after_seq) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   constexpr int kPage = 1000;
   std::vector<v1::LogLine> lines;
   for (;;) {
     grpc::ClientContext context;
-    SetDeadline(&context);
+    Prepare(&context);
     v1::LogsRequest request;
     request.set_id(id);
     request.set_after_seq(after_seq);
@@ -140,6 +176,7 @@ Result<std::vector<v1::LogLine>> DaemonClient::GetLogs(int64_t id, int64_t after
 }
 
 Result<std::vector<v1::LossPoint>> DaemonClient::GetLosses(int64_t id, const std::string& split) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   constexpr int kPage = 10000;
   std::vector<v1::LossPoint> points;
   v1::GetLossesRequest request;
@@ -148,7 +185,7 @@ Result<std::vector<v1::LossPoint>> DaemonClient::GetLosses(int64_t id, const std
   request.set_limit(kPage);
   for (;;) {
     grpc::ClientContext context;
-    SetDeadline(&context);
+    Prepare(&context);
     v1::GetLossesResponse response;
     FUJI_RETURN_IF_ERROR(Convert(stub_->GetLosses(&context, request, &response)));
     points.insert(points.end(), response.losses().begin(), response.losses().end());
@@ -163,8 +200,9 @@ Result<std::vector<v1::LossPoint>> DaemonClient::GetLosses(int64_t id, const std
 }
 
 Result<std::vector<v1::Worker>> DaemonClient::ListWorkers() {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  Prepare(&context);
   v1::ListWorkersResponse response;
   FUJI_RETURN_IF_ERROR(Convert(stub_->ListWorkers(&context, v1::ListWorkersRequest(), &response)));
   return std::vector<v1::Worker>(response.workers().begin(), response.workers().end());
@@ -172,7 +210,9 @@ Result<std::vector<v1::Worker>> DaemonClient::ListWorkers() {
 
 Status DaemonClient::Watch(int64_t id, int64_t after_log_seq,
                            const std::function<bool(const v1::WatchEvent&)>& on_event) {
+  FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
+  rpc::Authorize(&context, connection_.token);
   v1::WatchJobRequest request;
   request.set_id(id);
   request.set_after_log_seq(after_log_seq);
@@ -189,6 +229,78 @@ Status DaemonClient::Watch(int64_t id, int64_t after_log_seq,
   const grpc::Status status = reader->Finish();
   if (stopped) return Status::Ok();
   return Convert(status);
+}
+
+Result<v1::HealthResponse> DaemonClient::Health() {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::HealthResponse response;
+  FUJI_RETURN_IF_ERROR(Convert(stub_->Health(&context, v1::HealthRequest(), &response)));
+  return response;
+}
+
+Result<v1::CreateUserResponse> DaemonClient::CreateUser(const std::string& name, bool admin) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::CreateUserRequest request;
+  request.set_name(name);
+  request.set_admin(admin);
+  v1::CreateUserResponse response;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->CreateUser(&context, request, &response)));
+  return response;
+}
+
+Result<std::vector<v1::User>> DaemonClient::ListUsers() {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ListUsersResponse response;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->ListUsers(&context, v1::ListUsersRequest(), &response)));
+  return std::vector<v1::User>(response.users().begin(), response.users().end());
+}
+
+Result<v1::User> DaemonClient::RevokeUser(const std::string& name) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::RevokeUserRequest request;
+  request.set_name(name);
+  v1::User user;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->RevokeUser(&context, request, &user)));
+  return user;
+}
+
+Result<v1::CreateJoinTokenResponse> DaemonClient::CreateJoinToken(int64_t ttl_ms) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::CreateJoinTokenRequest request;
+  request.set_ttl_ms(ttl_ms);
+  v1::CreateJoinTokenResponse response;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->CreateJoinToken(&context, request, &response)));
+  return response;
+}
+
+Result<std::vector<v1::Agent>> DaemonClient::ListAgents() {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ListAgentsResponse response;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->ListAgents(&context, v1::ListAgentsRequest(), &response)));
+  return std::vector<v1::Agent>(response.agents().begin(), response.agents().end());
+}
+
+Result<v1::Agent> DaemonClient::RevokeAgent(const std::string& worker_id) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::RevokeAgentRequest request;
+  request.set_worker_id(worker_id);
+  v1::Agent agent;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->RevokeAgent(&context, request, &agent)));
+  return agent;
 }
 
 }  // namespace fuji::client

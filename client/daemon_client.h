@@ -11,30 +11,34 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "client/profile.h"
+#include "fuji/v1/admin.grpc.pb.h"
 #include "fuji/v1/jobs.grpc.pb.h"
 #include "lib/common/status.h"
 
 namespace fuji::client {
 
-inline constexpr char kDefaultServer[] = "127.0.0.1:7070";
-
-// --server if given, else $FUJI_SERVER, else 127.0.0.1:7070.
-std::string ResolveServerAddress(const std::string& flag);
-
 // A gRPC status as a fuji Status. Not reaching the daemon at all (UNAVAILABLE, or a deadline
 // passed while the channel never became ready) becomes UNAVAILABLE "cannot reach fujid at ADDR:
 // ..."; otherwise the server's message with INVALID_ARGUMENT, NOT_FOUND and FAILED_PRECONDITION
-// kept (exit 2) and every other code mapped to one that exits 1.
+// kept (exit 2), UNAUTHENTICATED, PERMISSION_DENIED and ALREADY_EXISTS kept, and every other code
+// mapped to one that exits 1.
 Status StatusFromGrpc(const grpc::Status& status, const std::string& address, bool channel_was_ready);
 
-// One daemon connection. Not thread-safe: one command uses it from one thread.
+// One daemon connection, over TLS verified against the cluster CA and with the user's token on
+// every call. Not thread-safe: one command uses it from one thread.
 class DaemonClient {
  public:
-  // Creates the channel (lazily connected: the first call reports an unreachable daemon).
-  explicit DaemonClient(std::string address,
+  // Resolves the connection (ResolveConnection) and creates the channel, lazily connected: the
+  // first call reports an unreachable daemon. When the connection cannot be resolved (no token,
+  // no CA, a broken profile), every call returns that error and sends nothing.
+  explicit DaemonClient(const ServerFlags& flags,
+                        std::chrono::milliseconds call_timeout = std::chrono::seconds(15));
+  // A known connection (`fuji login` checks one before storing it).
+  explicit DaemonClient(Connection connection,
                         std::chrono::milliseconds call_timeout = std::chrono::seconds(15));
 
-  const std::string& address() const { return address_; }
+  const std::string& address() const { return connection_.endpoint.address; }
 
   Result<v1::Job> Submit(const v1::SubmitRequest& request);
   Result<v1::Job> GetJob(int64_t id);
@@ -48,19 +52,35 @@ class DaemonClient {
   // Every loss point of a finetune ("" for both splits, else "train" or "eval"), page by page.
   Result<std::vector<v1::LossPoint>> GetLosses(int64_t id, const std::string& split = "");
   Result<std::vector<v1::Worker>> ListWorkers();
+  // Who the token speaks for.
+  Result<v1::HealthResponse> Health();
+
+  // The admin service (an admin's token; anyone else gets PERMISSION_DENIED).
+  Result<v1::CreateUserResponse> CreateUser(const std::string& name, bool admin);
+  Result<std::vector<v1::User>> ListUsers();
+  Result<v1::User> RevokeUser(const std::string& name);
+  Result<v1::CreateJoinTokenResponse> CreateJoinToken(int64_t ttl_ms);
+  Result<std::vector<v1::Agent>> ListAgents();
+  Result<v1::Agent> RevokeAgent(const std::string& worker_id);
 
   // Streams WatchJob (no deadline) and calls `on_event` for each event until the daemon ends the
   // stream (the job is terminal) or `on_event` returns false (the call is then cancelled, OK).
   Status Watch(int64_t id, int64_t after_log_seq, const std::function<bool(const v1::WatchEvent&)>& on_event);
 
  private:
-  void SetDeadline(grpc::ClientContext* context) const;
+  void Open();
+  // The deadline and the token of one call.
+  void Prepare(grpc::ClientContext* context) const;
+  // The gRPC status as a Status a person can act on: a failed TLS handshake and a refused token
+  // say so and what to do.
   Status Convert(const grpc::Status& status) const;
 
-  std::string address_;
+  Connection connection_;
+  Status unusable_;  // why no call can be made, else OK
   std::chrono::milliseconds call_timeout_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
 };
 
 }  // namespace fuji::client

@@ -1,4 +1,4 @@
-// Pieces shared by the commands that talk to fujid: the --server flag, the clock, printing.
+// Pieces shared by the commands that talk to fujid: the connection flags, the clock, printing.
 #pragma once
 
 #include <chrono>
@@ -15,9 +15,12 @@
 
 namespace fuji::client {
 
-// Adds --server ADDR (default: $FUJI_SERVER, else 127.0.0.1:7070) to `cmd`.
-inline void AddServerOption(CLI::App* cmd, std::string* server) {
-  cmd->add_option("--server", *server, "fujid address (default: $FUJI_SERVER, else 127.0.0.1:7070)");
+// Adds --server ADDR, --ca FILE and --insecure to `cmd` (see profile.h for what they default to).
+inline void AddServerOption(CLI::App* cmd, ServerFlags* flags) {
+  cmd->add_option("--server", flags->server,
+                  "fujid address (default: $FUJI_SERVER, else the profile's, else 127.0.0.1:7070)");
+  cmd->add_option("--ca", flags->ca, "The cluster CA to verify fujid with (default: $FUJI_CA, else the profile's)");
+  cmd->add_flag("--insecure", flags->insecure, "Plaintext, to a fujid started with --insecure on the loopback");
 }
 
 inline void PrintJson(const nlohmann::json& j) {

@@ -62,6 +62,7 @@ nlohmann::json JobHeadJson(const v1::Job& job) {
 
 nlohmann::json JobToJson(const v1::Job& job) {
   nlohmann::json j = JobHeadJson(job);
+  j["owner"] = job.owner();
   j["priority"] = job.priority();
   j["max_attempts"] = job.max_attempts();
   j["worker_id"] = job.worker_id();
@@ -94,15 +95,18 @@ nlohmann::json JobResultJson(const v1::Job& job, const nlohmann::json& result) {
   return j;
 }
 
-std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms) {
+std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms, bool with_owner) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& job : jobs) {
     std::string attempts = std::to_string(job.attempts());
     if (job.max_attempts() > 0) attempts += "/" + std::to_string(job.max_attempts());
     rows.push_back({std::to_string(job.id()), JobStateName(job.state()), job.kind(), std::to_string(job.priority()),
                     attempts, FormatAge(job.submitted_at_ms(), now_ms), job.reason()});
+    if (with_owner) rows.back().insert(rows.back().begin() + 1, job.owner().empty() ? "-" : job.owner());
   }
-  return RenderTable({"ID", "STATE", "KIND", "PRIO", "ATTEMPTS", "AGE", "REASON"}, rows);
+  std::vector<std::string> header = {"ID", "STATE", "KIND", "PRIO", "ATTEMPTS", "AGE", "REASON"};
+  if (with_owner) header.insert(header.begin() + 1, "OWNER");
+  return RenderTable(header, rows);
 }
 
 std::string PlanText(const std::string& plan_json) {
@@ -125,6 +129,7 @@ std::string JobText(const v1::Job& job, int64_t now_ms) {
       {"id:", std::to_string(job.id())},
       {"state:", JobStateName(job.state())},
       {"kind:", job.kind()},
+      {"owner:", job.owner().empty() ? "-" : job.owner()},
       {"reason:", job.reason().empty() ? "-" : job.reason()},
       {"priority:", std::to_string(job.priority())},
       {"attempts:", std::to_string(job.attempts()) + " of at most " + std::to_string(job.max_attempts())},

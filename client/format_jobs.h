@@ -30,8 +30,8 @@ nlohmann::json JobToJson(const v1::Job& job);
 // The head plus "result": `fuji result`, `fuji submit --wait --output json`.
 nlohmann::json JobResultJson(const v1::Job& job, const nlohmann::json& result);
 
-// ID STATE KIND PRIO ATTEMPTS AGE REASON, widths fitted.
-std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms);
+// ID STATE KIND PRIO ATTEMPTS AGE REASON, widths fitted; with_owner adds OWNER after ID.
+std::string JobsTable(const std::vector<v1::Job>& jobs, int64_t now_ms, bool with_owner = false);
 // The plan a job was placed with (Job.plan_json): "zero 2, offload optimizer (predicted 3.7 GiB
 // of host memory, 1.728 s per step)"; on GPUs the bytes per device come first.
 std::string PlanText(const std::string& plan_json);

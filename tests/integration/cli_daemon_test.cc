@@ -1,5 +1,7 @@
 // The fuji CLI's daemon commands with no fujid listening: each fails at once with exactly one line
-// "fuji: cannot reach fujid at ADDR: ..." and exit 1; bad flags still exit 2 before any call.
+// "fuji: cannot reach fujid at ADDR: ..." and exit 1; bad flags still exit 2 before any call. Where
+// the server, CA and token come from (flags, FUJI_* variables, the profile fuji login writes), and
+// the one line said when one of them is missing or the profile is open to others.
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,14 +22,43 @@ class CliDaemonTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = std::string(FUJI_BINARY_DIR) + "/cli_daemon_test_" + std::to_string(::getpid());
-    ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
+    ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_ + "/home").c_str()), 0);
+    // A CA as an operator would make one; nothing here ever verifies a server with it.
+    ASSERT_EQ(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+                           "-subj /CN=test-ca -keyout " + dir_ + "/ca.key -out " + dir_ + "/ca.pem 2>/dev/null")
+                              .c_str()),
+              0);
   }
   static void TearDownTestSuite() { std::system(("rm -rf " + dir_).c_str()); }
 
-  // Runs the built fuji with `args`; `env` is prefixed to the command line (e.g. "FUJI_SERVER=x").
+  // Runs the built fuji with `args`, a CA and a token in the environment and an empty home;
+  // `env` is added after them (e.g. "FUJI_SERVER=x", or "FUJI_TOKEN=" to take the token away).
   static CliResult Run(const std::vector<std::string>& args, const std::string& env = "") {
-    return fuji::testing::RunFuji(args, dir_, env);
+    return fuji::testing::RunFuji(args, dir_, BaseEnv() + " " + env);
   }
+  static std::string BaseEnv() {
+    return "HOME=" + dir_ + "/home XDG_CONFIG_HOME= FUJI_SERVER= FUJI_CA=" + dir_ + "/ca.pem FUJI_TOKEN=" + kToken;
+  }
+  // A profile as fuji login writes it, with `mode`.
+  static void WriteProfile(const std::string& server, unsigned mode) {
+    const std::string dir = dir_ + "/home/.config/fuji";
+    ASSERT_EQ(std::system(("mkdir -p " + dir + " && chmod 700 " + dir + " && cp " + dir_ + "/ca.pem " + dir +
+                           "/ca.pem && printf '{\"server\": \"" + server + "\", \"token\": \"" + kToken +
+                           "\"}' > " + dir + "/profile.json")
+                              .c_str()),
+              0);
+    ASSERT_EQ(::chmod((dir + "/profile.json").c_str(), mode), 0);
+  }
+  static void RemoveProfile() { std::system(("rm -rf " + dir_ + "/home/.config").c_str()); }
+  static void ExpectOneLine(const CliResult& r, int code, const std::string& words, const std::string& what) {
+    EXPECT_EQ(r.exit_code, code) << what << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("fuji: ", 0), 0u) << what << ": " << r.err;
+    EXPECT_NE(r.err.find(words), std::string::npos) << what << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
+    EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << what << ": " << r.err;
+  }
+
+  inline static const std::string kToken = "fuji_u_1_" + std::string(64, 'a');
 
   static void ExpectUnreachable(const CliResult& r, const std::string& address, const std::string& what) {
     EXPECT_EQ(r.exit_code, 1) << what << ": " << r.err;
@@ -58,6 +89,13 @@ TEST_F(CliDaemonTest, EveryDaemonCommandReportsAnUnreachableDaemon) {
       {"timings", "1"},
       {"samples", "1", "--format", "csv"},
       {"workers"},
+      {"whoami"},
+      {"admin", "user", "add", "bob"},
+      {"admin", "user", "list"},
+      {"admin", "user", "revoke", "bob"},
+      {"admin", "agent-token"},
+      {"admin", "agent", "list"},
+      {"admin", "agent", "revoke", "node-a"},
   };
   for (auto args : commands) {
     std::string what;
@@ -76,6 +114,48 @@ TEST_F(CliDaemonTest, ServerComesFromTheEnvironment) {
   ExpectUnreachable(Run({"workers", "--server", kNowhere}, "FUJI_SERVER=127.0.0.1:2"), kNowhere, "--server");
 }
 
+TEST_F(CliDaemonTest, TheProfileGivesWhatFlagsAndTheEnvironmentLeaveOpen) {
+  WriteProfile("127.0.0.1:3", 0600);
+  // The profile's server, CA and token serve when nothing else is given...
+  ExpectUnreachable(Run({"jobs"}, "FUJI_CA= FUJI_TOKEN="), "127.0.0.1:3", "profile");
+  // ...and FUJI_SERVER and --server win over it, in that order.
+  ExpectUnreachable(Run({"jobs"}, "FUJI_SERVER=127.0.0.1:2"), "127.0.0.1:2", "FUJI_SERVER over the profile");
+  ExpectUnreachable(Run({"jobs", "--server", kNowhere}, "FUJI_SERVER=127.0.0.1:2"), kNowhere, "--server");
+  // A profile others may read is refused, saying how to fix it, before anything is sent.
+  WriteProfile("127.0.0.1:3", 0644);
+  ExpectOneLine(Run({"jobs"}, "FUJI_TOKEN="), 2, "chmod 600", "a profile others may read");
+  // It is not read at all while flags and the environment give everything.
+  ExpectUnreachable(Run({"jobs", "--server", kNowhere}), kNowhere, "everything given");
+  // A link in its place is refused too.
+  RemoveProfile();
+  WriteProfile("127.0.0.1:3", 0600);
+  const std::string profile = dir_ + "/home/.config/fuji/profile.json";
+  ASSERT_EQ(std::system(("mv " + profile + " " + dir_ + "/elsewhere.json && ln -s " + dir_ + "/elsewhere.json " +
+                         profile).c_str()),
+            0);
+  ExpectOneLine(Run({"jobs"}, "FUJI_TOKEN="), 2, "symbolic link", "a linked profile");
+  RemoveProfile();
+}
+
+TEST_F(CliDaemonTest, NoTokenOrNoCaIsOneLineBeforeAnyCall) {
+  ExpectOneLine(Run({"jobs", "--server", kNowhere}, "FUJI_TOKEN="), 1, "no token", "no token");
+  ExpectOneLine(Run({"jobs", "--server", kNowhere}, "FUJI_CA="), 2, "no CA", "no CA");
+  ExpectOneLine(Run({"jobs", "--server", kNowhere, "--ca", dir_ + "/absent.pem"}), 2, "absent.pem", "a missing CA");
+  ExpectOneLine(Run({"jobs", "--server", kNowhere, "--ca", dir_ + "/ca.key"}), 2, "no PEM certificate", "a key as CA");
+  // Plaintext only to the loopback.
+  ExpectOneLine(Run({"jobs", "--server", "192.0.2.1:7070", "--insecure"}), 2, "loopback", "--insecure");
+  ExpectUnreachable(Run({"jobs", "--server", kNowhere, "--insecure"}, "FUJI_CA="), kNowhere, "--insecure loopback");
+}
+
+TEST_F(CliDaemonTest, LoginChecksTheTokenBeforeKeepingAnything) {
+  ExpectUnreachable(Run({"login", "--server", kNowhere, "--ca", dir_ + "/ca.pem", "--token", kToken}), kNowhere,
+                    "login");
+  EXPECT_NE(::access((dir_ + "/home/.config/fuji/profile.json").c_str(), F_OK), 0) << "no profile on failure";
+  ExpectOneLine(Run({"login", "--server", kNowhere, "--ca", dir_ + "/ca.pem"}, "FUJI_TOKEN="), 2, "token",
+                "login without a token");
+  ExpectOneLine(Run({"login", "--server", kNowhere, "--token", kToken}, "FUJI_CA="), 2, "--ca", "login without a CA");
+}
+
 TEST_F(CliDaemonTest, BadInputExitsTwoBeforeAnyCall) {
   struct Case {
     std::vector<std::string> args;
@@ -87,6 +167,9 @@ TEST_F(CliDaemonTest, BadInputExitsTwoBeforeAnyCall) {
       {{"jobs", "--state", "DONE"}, "unknown job state"},
       {{"show", "seven"}, "fuji: "},
       {{"samples", "1", "--format", "xml"}, "fuji: "},
+      {{"admin", "agent-token", "--expires", "soon"}, "--expires"},
+      {{"admin", "agent-token", "--expires", "0s"}, "--expires"},
+      {{"admin", "user", "add"}, "fuji: "},
   };
   for (auto c : cases) {
     std::string what;

@@ -108,11 +108,16 @@ TEST_F(CliFormatTest, JobsTable) {
             "ID  STATE    KIND   PRIO  ATTEMPTS  AGE  REASON\n"
             "7   QUEUED   infer  5     1/3       1m   waiting for a cuda device with 40 GiB free\n"
             "12  RUNNING  infer  5     1/3       1m\n");
+  running.set_owner("alice");
+  EXPECT_EQ(JobsTable({SampleJob(), running}, kNoonMs + 90 * 1000, /*with_owner=*/true),
+            "ID  OWNER  STATE    KIND   PRIO  ATTEMPTS  AGE  REASON\n"
+            "7   -      QUEUED   infer  5     1/3       1m   waiting for a cuda device with 40 GiB free\n"
+            "12  alice  RUNNING  infer  5     1/3       1m\n");
 }
 
 TEST_F(CliFormatTest, JobJsonFields) {
   const nlohmann::json j = JobToJson(SampleJob());
-  for (const char* key : {"id", "state", "kind", "priority", "attempts", "max_attempts", "reason", "worker_id",
+  for (const char* key : {"id", "state", "kind", "owner", "priority", "attempts", "max_attempts", "reason", "worker_id",
                           "devices", "device_kind", "timeout_ms", "submitted_at_ms", "started_at_ms",
                           "finished_at_ms", "spec"}) {
     EXPECT_TRUE(j.contains(key)) << key;

@@ -1,0 +1,263 @@
+// Who the CLI is and what admins do: `login`, `whoami`, and `admin user add|list|revoke`,
+// `admin agent-token`, `admin agent list|revoke`. A token is printed once, alone on stdout, so
+// that a script can take it; everything said around it goes to stderr.
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+
+#include "client/cli.h"
+#include "client/daemon_client.h"
+#include "client/daemon_commands.h"
+#include "client/format_text.h"
+#include "client/profile.h"
+#include "lib/common/file_util.h"
+
+namespace fuji::client {
+namespace {
+
+std::string TimeOrDash(int64_t ms) { return ms > 0 ? FormatLocalTime(ms) : "-"; }
+
+void RegisterLogin(CLI::App& app, CliState* state) {
+  struct Flags {
+    std::string server, ca, token;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand(
+      "login", "Check a token with fujid and keep the server, CA and token in ~/.config/fuji (0600)");
+  cmd->add_option("--server", f->server, "fujid address (default: $FUJI_SERVER, else 127.0.0.1:7070)");
+  cmd->add_option("--ca", f->ca, "The cluster CA (ca.crt in fujid's state directory; default: $FUJI_CA)");
+  cmd->add_option("--token", f->token, "Your token; - reads it from stdin (default: $FUJI_TOKEN)");
+  cmd->callback([state, f] {
+    auto run = [&]() -> Status {
+      Connection c;
+      c.endpoint.address = !f->server.empty() ? f->server : "";
+      if (c.endpoint.address.empty()) {
+        const char* env = std::getenv("FUJI_SERVER");
+        c.endpoint.address = env != nullptr && *env != '\0' ? env : kDefaultServer;
+      }
+      c.endpoint.ca_file = f->ca;
+      if (c.endpoint.ca_file.empty()) {
+        const char* env = std::getenv("FUJI_CA");
+        if (env != nullptr) c.endpoint.ca_file = env;
+      }
+      if (c.endpoint.ca_file.empty()) {
+        return InvalidArgument("login needs the cluster CA: --ca FILE (ca.crt in fujid's state directory)");
+      }
+      c.token = f->token;
+      c.token_source = "--token";
+      if (c.token == "-") {
+        std::getline(std::cin, c.token);
+        c.token_source = "stdin";
+      } else if (c.token.empty()) {
+        const char* env = std::getenv("FUJI_TOKEN");
+        if (env != nullptr) c.token = env;
+        c.token_source = "FUJI_TOKEN";
+      }
+      while (!c.token.empty() && (c.token.back() == '\n' || c.token.back() == '\r' || c.token.back() == ' ')) {
+        c.token.pop_back();
+      }
+      if (c.token.empty()) return InvalidArgument("login needs a token: --token TOKEN, --token - (stdin) or FUJI_TOKEN");
+      FUJI_ASSIGN_OR_RETURN(std::string ca_pem, ReadFile(c.endpoint.ca_file, 1 << 20));
+      DaemonClient client(c);
+      FUJI_ASSIGN_OR_RETURN(v1::HealthResponse who, client.Health());
+      const std::string dir = ProfileDir();
+      FUJI_RETURN_IF_ERROR(SaveProfile(dir, c.endpoint.address, ca_pem, c.token));
+      std::printf("logged in to %s as %s%s; profile in %s\n", c.endpoint.address.c_str(), who.user().c_str(),
+                  who.admin() ? " (admin)" : "", dir.c_str());
+      return Status::Ok();
+    };
+    state->exit_code = ReportStatus(run());
+  });
+}
+
+void RegisterWhoami(CLI::App& app, CliState* state) {
+  auto f = std::make_shared<ServerFlags>();
+  CLI::App* cmd = app.add_subcommand("whoami", "Who fujid says your token is");
+  AddServerOption(cmd, f.get());
+  cmd->callback([state, f] {
+    DaemonClient client(*f);
+    auto who = client.Health();
+    if (!who.ok()) {
+      state->exit_code = ReportStatus(who.status());
+      return;
+    }
+    std::printf("%s%s at %s (fujid %s)\n", who->user().c_str(), who->admin() ? " (admin)" : "",
+                client.address().c_str(), who->version().c_str());
+  });
+}
+
+void RegisterUserCommands(CLI::App* admin, CliState* state) {
+  CLI::App* user = admin->add_subcommand("user", "Users and their tokens");
+  user->require_subcommand(1);
+
+  struct AddFlags {
+    ServerFlags server;
+    std::string name;
+    bool admin = false;
+  };
+  auto af = std::make_shared<AddFlags>();
+  CLI::App* add = user->add_subcommand("add", "Make a user and print their token (shown only this once)");
+  add->add_option("name", af->name, "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")->required();
+  add->add_flag("--admin", af->admin, "The user may administer fujid");
+  AddServerOption(add, &af->server);
+  add->callback([state, af] {
+    DaemonClient client(af->server);
+    auto made = client.CreateUser(af->name, af->admin);
+    if (!made.ok()) {
+      state->exit_code = ReportStatus(made.status());
+      return;
+    }
+    std::printf("%s\n", made->token().c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr, "user %s%s made; fujid keeps only a hash of the token above: hand it over now\n",
+                 made->user().name().c_str(), made->user().admin() ? " (admin)" : "");
+  });
+
+  struct ListFlags {
+    ServerFlags server;
+    std::string output = "table";
+  };
+  auto lf = std::make_shared<ListFlags>();
+  CLI::App* list = user->add_subcommand("list", "Every user, revoked ones too");
+  AddServerOption(list, &lf->server);
+  list->add_option("--output", lf->output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  list->callback([state, lf] {
+    DaemonClient client(lf->server);
+    auto users = client.ListUsers();
+    if (!users.ok()) {
+      state->exit_code = ReportStatus(users.status());
+      return;
+    }
+    if (lf->output == "json") {
+      nlohmann::json list = nlohmann::json::array();
+      for (const v1::User& u : *users) {
+        list.push_back({{"name", u.name()}, {"admin", u.admin()}, {"created_at_ms", u.created_at_ms()},
+                        {"revoked_at_ms", u.revoked_at_ms()}});
+      }
+      PrintJson({{"users", list}});
+      return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::User& u : *users) {
+      rows.push_back({u.name(), u.admin() ? "yes" : "no", TimeOrDash(u.created_at_ms()), TimeOrDash(u.revoked_at_ms())});
+    }
+    PrintText(RenderTable({"NAME", "ADMIN", "CREATED", "REVOKED"}, rows));
+  });
+
+  struct RevokeFlags {
+    ServerFlags server;
+    std::string name;
+  };
+  auto rf = std::make_shared<RevokeFlags>();
+  CLI::App* revoke = user->add_subcommand("revoke", "Revoke a user's token from their next call on");
+  revoke->add_option("name", rf->name, "The user")->required();
+  AddServerOption(revoke, &rf->server);
+  revoke->callback([state, rf] {
+    DaemonClient client(rf->server);
+    auto user = client.RevokeUser(rf->name);
+    if (!user.ok()) {
+      state->exit_code = ReportStatus(user.status());
+      return;
+    }
+    std::printf("user %s revoked\n", user->name().c_str());
+  });
+}
+
+void RegisterAgentCommands(CLI::App* admin, CliState* state) {
+  struct TokenFlags {
+    ServerFlags server;
+    std::string expires = "1h";
+  };
+  auto tf = std::make_shared<TokenFlags>();
+  CLI::App* token = admin->add_subcommand(
+      "agent-token", "Print a join token: fuji-agent --join-token T enrolls with it until it expires");
+  token->add_option("--expires", tf->expires, "How long it lets agents enroll: 30m, 1h (default), 720h at most");
+  AddServerOption(token, &tf->server);
+  token->callback([state, tf] {
+    auto ms = ParseDurationMs(tf->expires);
+    if (!ms.ok()) {
+      state->exit_code = ReportStatus(ms.status().WithContext("--expires"));
+      return;
+    }
+    if (*ms <= 0) {
+      state->exit_code = ReportStatus(InvalidArgument("--expires must be longer than 0"));
+      return;
+    }
+    DaemonClient client(tf->server);
+    auto made = client.CreateJoinToken(*ms);
+    if (!made.ok()) {
+      state->exit_code = ReportStatus(made.status());
+      return;
+    }
+    std::printf("%s\n", made->token().c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr, "agents may enroll with the join token above until %s\n",
+                 FormatLocalTime(made->expires_at_ms()).c_str());
+  });
+
+  CLI::App* agent = admin->add_subcommand("agent", "Enrolled agents");
+  agent->require_subcommand(1);
+  struct ListFlags {
+    ServerFlags server;
+    std::string output = "table";
+  };
+  auto lf = std::make_shared<ListFlags>();
+  CLI::App* list = agent->add_subcommand("list", "Every enrolled agent, revoked ones too");
+  AddServerOption(list, &lf->server);
+  list->add_option("--output", lf->output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  list->callback([state, lf] {
+    DaemonClient client(lf->server);
+    auto agents = client.ListAgents();
+    if (!agents.ok()) {
+      state->exit_code = ReportStatus(agents.status());
+      return;
+    }
+    if (lf->output == "json") {
+      nlohmann::json list = nlohmann::json::array();
+      for (const v1::Agent& a : *agents) {
+        list.push_back({{"worker_id", a.worker_id()}, {"enrolled_at_ms", a.enrolled_at_ms()},
+                        {"revoked_at_ms", a.revoked_at_ms()}});
+      }
+      PrintJson({{"agents", list}});
+      return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::Agent& a : *agents) {
+      rows.push_back({a.worker_id(), TimeOrDash(a.enrolled_at_ms()), TimeOrDash(a.revoked_at_ms())});
+    }
+    PrintText(RenderTable({"WORKER", "ENROLLED", "REVOKED"}, rows));
+  });
+
+  struct RevokeFlags {
+    ServerFlags server;
+    std::string worker_id;
+  };
+  auto rf = std::make_shared<RevokeFlags>();
+  CLI::App* revoke = agent->add_subcommand(
+      "revoke", "Revoke an agent's credential: its next call fails, and the worker id may enroll again");
+  revoke->add_option("worker_id", rf->worker_id, "The agent's worker id")->required();
+  AddServerOption(revoke, &rf->server);
+  revoke->callback([state, rf] {
+    DaemonClient client(rf->server);
+    auto agent = client.RevokeAgent(rf->worker_id);
+    if (!agent.ok()) {
+      state->exit_code = ReportStatus(agent.status());
+      return;
+    }
+    std::printf("agent %s revoked\n", agent->worker_id().c_str());
+  });
+}
+
+}  // namespace
+
+void RegisterAdminCommands(CLI::App& app, CliState* state) {
+  RegisterLogin(app, state);
+  RegisterWhoami(app, state);
+  CLI::App* admin = app.add_subcommand("admin", "Users, tokens and agents (an admin's token)");
+  admin->require_subcommand(1);
+  RegisterUserCommands(admin, state);
+  RegisterAgentCommands(admin, state);
+}
+
+}  // namespace fuji::client
