@@ -16,9 +16,9 @@ namespace {
 // The model directory, if fujid may read it (nothing is said of paths outside its roots).
 Status CheckModelDir(const std::string& model, const PathPolicy& policy) {
   FUJI_ASSIGN_OR_RETURN(std::string real, policy.CheckRead(model, "model path"));
+  // One stat: a regular file named config.json below it makes `real` a directory.
   std::error_code ec;
-  if (!std::filesystem::is_directory(real, ec) ||
-      !std::filesystem::is_regular_file(std::filesystem::path(real) / "config.json", ec)) {
+  if (!std::filesystem::is_regular_file(std::filesystem::path(real) / "config.json", ec)) {
     return NotFound("model directory " + model + " not found (or it has no config.json)");
   }
   return Status::Ok();

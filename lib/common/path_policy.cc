@@ -1,11 +1,13 @@
 // PathPolicy: resolving a job's paths and placing them against the agent's roots.
 #include "lib/common/path_policy.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 
@@ -29,6 +31,21 @@ std::string RealPath(const std::string& path) {
   return real ? std::string(real.get()) : std::string();
 }
 
+// The real path of an existing `path` in three system calls (open with O_PATH, which neither reads
+// nor blocks on a FIFO; the kernel's name of the descriptor; close) where realpath(3) makes one
+// per component; "" when the path does not resolve or /proc cannot say.
+std::string RealPathOfExisting(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+  if (fd < 0) return "";
+  char link[32];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(link, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0 || n >= static_cast<ssize_t>(sizeof buf) || buf[0] != '/') return "";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
 Resolution Resolve(const std::string& path) {
   std::string head = path;
   if (head.empty() || head[0] != '/') {
@@ -36,8 +53,16 @@ Resolution Resolve(const std::string& path) {
     head = std::string(::getcwd(cwd, sizeof cwd) != nullptr ? cwd : "/") + "/" + head;
   }
   while (head.size() > 1 && head.back() == '/') head.pop_back();
-  std::vector<std::string> below;  // unresolved names, the innermost first
   Resolution r;
+  // The common case, a path that exists; the kernel's name for a file unlinked since the open ends
+  // in " (deleted)", which is not the path: that case takes the slow way below.
+  if (std::string real = RealPathOfExisting(head);
+      !real.empty() && real.find(" (deleted)") == std::string::npos) {
+    r.real = std::move(real);
+    r.exists = true;
+    return r;
+  }
+  std::vector<std::string> below;  // unresolved names, the innermost first
   for (;;) {
     r.real = RealPath(head);
     if (!r.real.empty()) break;
