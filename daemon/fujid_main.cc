@@ -1,6 +1,9 @@
 // fujid: the fuji daemon. Flags -> store -> server and loop -> wait for SIGTERM/SIGINT -> stop in
 // reverse order.
 #include <sys/stat.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <csignal>
 #include <filesystem>
@@ -30,6 +33,18 @@ struct Config {
   fuji::daemon::ServerOptions server;
 };
 
+// Every call allocates and frees buffers on gRPC's and the store's threads. glibc hands the top of a
+// thread's arena back to the kernel as soon as 128 KiB of it are free: a madvise, and a TLB
+// shootdown on every other CPU, about once per submit, 8% of fujid's CPU time under a stream of
+// submits (perf stat: 0.75 madvise calls per submit). fujid keeps up to 64 MiB of freed memory per
+// arena instead; allocations from 4 MiB up still get their own mapping.
+void TuneAllocator() {
+#ifdef __GLIBC__
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
+#endif
+}
+
 int Fail(const std::string& message) {
   fuji::log::Error(message);
   return 1;
@@ -38,6 +53,7 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  TuneAllocator();
   // ---- Flags ----
   fuji::log::SetProgram("fujid");
   Config config;
