@@ -32,12 +32,13 @@ std::string Label(const std::string& model, const char* what, int64_t parameters
   return name + " " + what + " (" + count + " parameters)";
 }
 
-// Every plan the spec leaves open, fastest first, as the JSON the job row keeps.
-Result<std::string> Plan(plan::SpecAsk ask) {
+// Every plan the spec leaves open, fastest first, as the JSON the job row keeps; `named` is the
+// model as the spec names it.
+Result<std::string> Plan(plan::SpecAsk ask, const std::string& named) {
   FUJI_ASSIGN_OR_RETURN(std::vector<plan::Plan> plans, plan::OpenPlans(&ask));
   const bool cuda = ask.request.device == plan::DeviceKind::kCuda;
   nlohmann::json out = {
-      {"label", Label(ask.model, ask.finetune ? "fine-tune" : "inference", ask.request.config.NumParameters())},
+      {"label", Label(named, ask.finetune ? "fine-tune" : "inference", ask.request.config.NumParameters())},
       {"options", nlohmann::json::array()}};
   for (const plan::Plan& p : plans) {
     out["options"].push_back({{"label", plan::PlanLabel(ask.finetune, p)},
@@ -100,8 +101,11 @@ std::string CacheKey(const plan::SpecAsk& ask, const std::string& stamp) {
 
 }  // namespace
 
-Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates) {
+Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates,
+                            const std::string& model_dir) {
   FUJI_ASSIGN_OR_RETURN(plan::SpecAsk ask, plan::AskOfSpec(kind == store::JobKind::kFinetune, spec));
+  const std::string named = ask.model;
+  if (!model_dir.empty()) ask.model = model_dir;
   ask.request.gpus = devices;
   // The bytes of each plan do not depend on the limits: placement compares them with each agent's.
   if (ask.request.device == plan::DeviceKind::kCuda) ask.request.gpu_memory_bytes = int64_t{1} << 50;
@@ -111,7 +115,7 @@ Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int
   if (!key.empty()) {
     if (std::optional<std::string> hit = PlanCache::Get().Find(key)) return *hit;
   }
-  FUJI_ASSIGN_OR_RETURN(std::string plans, Plan(std::move(ask)));
+  FUJI_ASSIGN_OR_RETURN(std::string plans, Plan(std::move(ask), named));
   if (!key.empty()) PlanCache::Get().Put(key, plans);
   return plans;
 }

@@ -26,8 +26,11 @@ namespace fuji::daemon {
 // their memory is the host's.
 // INVALID_ARGUMENT / NOT_FOUND when the model's config cannot be read, FAILED_PRECONDITION when
 // no plan is left (it cannot happen with valid specs).
-// Step times use the measured rates of the job's kind of node (NodeRates::For).
-Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates);
+// Step times use the measured rates of the job's kind of node (NodeRates::For). The model's config
+// is read from model_dir when it is given (the spec's model as the caller resolved and checked
+// it), else from the spec's model; the label names the spec's model.
+Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates,
+                            const std::string& model_dir = "");
 
 // The scheduler's view of a job row's plans; null for "" (a job from before plans were kept).
 // Malformed JSON gives null as well: such a job is placed by its device count only.

@@ -13,34 +13,41 @@
 namespace fuji::daemon {
 namespace {
 
-// The model directory, if fujid may read it (nothing is said of paths outside its roots).
-Status CheckModelDir(const std::string& model, const PathPolicy& policy) {
+// The model directory's real path, if fujid may read it (nothing is said of paths outside its
+// roots).
+Result<std::string> CheckModelDir(const std::string& model, const PathPolicy& policy) {
   FUJI_ASSIGN_OR_RETURN(std::string real, policy.CheckRead(model, "model path"));
   // One stat: a regular file named config.json below it makes `real` a directory.
   std::error_code ec;
   if (!std::filesystem::is_regular_file(std::filesystem::path(real) / "config.json", ec)) {
     return NotFound("model directory " + model + " not found (or it has no config.json)");
   }
-  return Status::Ok();
+  return real;
 }
 
+// What a spec asks for, once checked: the devices its job needs and the model's real path.
+struct CheckedSpec {
+  int devices = 1;
+  std::string real_model;
+};
+
 // The spec of an infer job, checked ("offload" may be "auto"); its job needs one device.
-Result<int> CheckInfer(const nlohmann::json& spec_json, const PathPolicy& policy) {
+Result<CheckedSpec> CheckInfer(const nlohmann::json& spec_json, const PathPolicy& policy) {
   PlanFields fields;
   FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecWithAuto(spec_json, &fields));
-  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model, policy));
-  return 1;
+  FUJI_ASSIGN_OR_RETURN(std::string real, CheckModelDir(spec.model, policy));
+  return CheckedSpec{1, std::move(real)};
 }
 
 // The spec of a finetune job, checked as far as it can be without reading the data (the agent's
 // launcher checks the rest before any rank starts; "zero" and "offload" may be "auto"); its job
 // needs one device per rank.
-Result<int> CheckFinetune(const nlohmann::json& spec_json, const PathPolicy& policy) {
+Result<CheckedSpec> CheckFinetune(const nlohmann::json& spec_json, const PathPolicy& policy) {
   PlanFields fields;
   FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpecWithAuto(spec_json, &fields));
-  FUJI_RETURN_IF_ERROR(CheckModelDir(spec.model, policy));
+  FUJI_ASSIGN_OR_RETURN(std::string real, CheckModelDir(spec.model, policy));
   FUJI_RETURN_IF_ERROR(policy.CheckRead(spec.data, "data path").status());
-  return spec.ranks;
+  return CheckedSpec{spec.ranks, std::move(real)};
 }
 
 // The job record for a submit, or why it is refused (before anything is written).
@@ -59,14 +66,17 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, const Job
   if (spec_json.is_discarded() || !spec_json.is_object()) {
     return InvalidArgument("spec_json is not a JSON object");
   }
-  FUJI_ASSIGN_OR_RETURN(job.devices, job.kind == store::JobKind::kInfer
-                                         ? CheckInfer(spec_json, options.read_policy)
-                                         : CheckFinetune(spec_json, options.read_policy));
+  FUJI_ASSIGN_OR_RETURN(CheckedSpec checked, job.kind == store::JobKind::kInfer
+                                                  ? CheckInfer(spec_json, options.read_policy)
+                                                  : CheckFinetune(spec_json, options.read_policy));
+  job.devices = checked.devices;
   // A valid explicit offload on a CPU device runs as none; the job's first event says so.
   spec_json = WithoutCpuOffload(std::move(spec_json), &job.reason);
   if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
   if (request.timeout_ms() < 0) return InvalidArgument("timeout_ms must not be negative");
-  FUJI_ASSIGN_OR_RETURN(job.plans, PlanJob(job.kind, spec_json, job.devices, rates));
+  // The planner reads the model's config through the path that was checked, so a link swapped
+  // since cannot lead it outside fujid's roots; the job keeps the path its user wrote.
+  FUJI_ASSIGN_OR_RETURN(job.plans, PlanJob(job.kind, spec_json, job.devices, rates, checked.real_model));
   job.shareable = request.shareable();
   job.priority = request.priority();
   job.spec = job.reason.empty() ? request.spec_json() : spec_json.dump();

@@ -186,6 +186,17 @@ TEST_F(FujidServerTest, BadInputGetsItsCodeAndMessageAndTheServerKeepsServing) {
   EXPECT_TRUE(Submit(Spec(), nullptr).ok());
 }
 
+TEST_F(FujidServerTest, AModelReachedThroughALinkIsCheckedWhereItLeadsAndKeptAsWritten) {
+  ASSERT_EQ(::symlink((dir_ + "/model").c_str(), (dir_ + "/model-link").c_str()), 0);
+  ASSERT_EQ(::symlink("/etc", (dir_ + "/etc-link").c_str()), 0);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Spec({{"model", dir_ + "/model-link"}}), &job).ok());
+  EXPECT_EQ(nlohmann::json::parse(job.spec_json())["model"], dir_ + "/model-link");
+  grpc::Status out = Submit(Spec({{"model", dir_ + "/etc-link"}}), nullptr);
+  EXPECT_EQ(out.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(out.error_message(), "model path " + dir_ + "/etc-link is outside fujid's read roots (" + dir_ + ")");
+}
+
 TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   v1::Job queued;
   ASSERT_TRUE(Submit(Spec(), &queued).ok());
