@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 
 namespace fuji::client {
 namespace {
@@ -97,7 +98,7 @@ std::string ProfileDir() {
 Result<Profile> LoadProfile(const std::string& dir) {
   const std::string path = dir + "/profile.json";
   FUJI_ASSIGN_OR_RETURN(std::string text, ReadPrivateFile(path));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  const nlohmann::json j = ParseJsonBounded(text);
   if (j.is_discarded() || !j.is_object() || !j.contains("server") || !j["server"].is_string() ||
       !j.contains("token") || !j["token"].is_string()) {
     return InvalidArgument(path + " is not a fuji profile (an object with the strings server and token): run fuji login");

@@ -6,6 +6,7 @@
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "daemon/server/job_service.h"
+#include "lib/common/json_bounds.h"
 #include "lib/spec/finetune_spec.h"
 #include "lib/spec/job_spec.h"
 #include "lib/spec/plan_fields.h"
@@ -61,6 +62,7 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, const Job
   } else {
     return InvalidArgument("unknown job kind '" + request.kind() + "' (infer, finetune)");
   }
+  FUJI_RETURN_IF_ERROR(CheckJsonDepth(request.spec_json(), "spec_json"));
   nlohmann::json spec_json =
       nlohmann::json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
   if (spec_json.is_discarded() || !spec_json.is_object()) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 
 namespace fuji {
 
@@ -81,6 +82,7 @@ Result<std::optional<std::string>> LineReader::ReadLine(int timeout_ms) {
 }
 
 Result<nlohmann::json> ParseJsonObject(const std::string& line) {
+  FUJI_RETURN_IF_ERROR(CheckJsonDepth(line, "JSON line"));
   nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgument("malformed JSON line");
   if (!j.is_object()) return InvalidArgument("JSON line is not an object");

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/common/json_bounds.h"
 #include "lib/format/shape_util.h"
 
 namespace fuji::format {
@@ -47,6 +48,7 @@ Result<json> ParseHeader(const std::string& path, std::string_view text) {
     }
     return true;
   };
+  if (Status depth = CheckJsonDepth(text, path + ": header"); !depth.ok()) return DataLoss(depth.message());
   json header;
   try {
     header = json::parse(text.begin(), text.end(), on_event);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 
 namespace fuji::engine {
 namespace {
@@ -133,6 +134,7 @@ Result<ModelConfig> ParseModelConfig(const nlohmann::json& j, const std::string&
 Result<ModelConfig> LoadModelConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
   FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 1 << 20));
+  FUJI_RETURN_IF_ERROR(CheckJsonDepth(text, path));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgument(path + ": malformed JSON");
   return ParseModelConfig(j, path);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 #include "lib/text/byte_alphabet.h"
 #include "lib/text/unicode.h"
 
@@ -59,6 +60,7 @@ Result<TokenizerFiles> FindTokenizerFiles(const std::string& dir) {
 }
 
 Result<TokenIds> ParseVocabJson(const std::string& path, std::string_view text) {
+  if (Status depth = CheckJsonDepth(text, path); !depth.ok()) return DataLoss(depth.message());
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(text);

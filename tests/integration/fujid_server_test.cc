@@ -141,6 +141,11 @@ TEST_F(FujidServerTest, BadInputGetsItsCodeAndMessageAndTheServerKeepsServing) {
     EXPECT_THAT(status.error_message(), HasSubstr(text));
   };
   expect("{not json", grpc::StatusCode::INVALID_ARGUMENT, "JSON");
+  // Once a stack overflow that took fujid down: a spec nested 400,000 deep (0.8 MB).
+  std::string deep = Spec();
+  deep.pop_back();  // the closing brace
+  deep += R"(, "deep": )" + std::string(400000, '[') + std::string(400000, ']') + "}";
+  expect(deep, grpc::StatusCode::INVALID_ARGUMENT, "spec_json nests arrays and objects deeper than 64 levels");
   expect(Spec({{"model", dir_ + "/nowhere"}}), grpc::StatusCode::NOT_FOUND,
          "model path " + dir_ + "/nowhere not found");
   // Outside fujid's read roots, whether it exists or not, the answer is the same and names the roots.

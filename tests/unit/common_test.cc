@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 #include "lib/common/json_lines.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/status.h"
@@ -171,6 +172,47 @@ TEST(ProcStatsTest, ReadsThisProcess) {
   const HostMemory m = ReadHostMemory();
   EXPECT_GT(m.total_bytes, 0);
   EXPECT_LE(m.available_bytes, m.total_bytes);
+}
+
+// Nesting `depth` arrays around a number.
+std::string Nested(int depth) { return std::string(depth, '[') + "1" + std::string(depth, ']'); }
+
+TEST(JsonBoundsTest, SixtyFourLevelsPassAndSixtyFiveAreRefused) {
+  EXPECT_TRUE(CheckJsonDepth(Nested(64), "x").ok());
+  const Status deep = CheckJsonDepth(Nested(65), "spec_json");
+  EXPECT_EQ(deep.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(deep.message(), "spec_json nests arrays and objects deeper than 64 levels");
+  // Objects count as arrays do, and a level closed makes room for another.
+  std::string mixed;
+  for (int i = 0; i < 32; ++i) mixed += "{\"a\":[";
+  mixed += "1";
+  for (int i = 0; i < 32; ++i) mixed += "]}";
+  EXPECT_TRUE(CheckJsonDepth(mixed + "," + mixed, "x").ok());
+  EXPECT_FALSE(CheckJsonDepth("{\"b\":" + mixed + "}", "x").ok());
+  EXPECT_TRUE(CheckJsonDepth(Nested(3), "x", 3).ok());
+  EXPECT_FALSE(CheckJsonDepth(Nested(4), "x", 3).ok());
+}
+
+TEST(JsonBoundsTest, BracketsInsideStringsDoNotCount) {
+  const std::string brackets(1000, '[');
+  EXPECT_TRUE(CheckJsonDepth("{\"prompt\": \"" + brackets + "\"}", "x").ok());
+  // An escaped quote does not end the string; an escaped backslash before a quote does.
+  EXPECT_TRUE(CheckJsonDepth("[\"\\\"" + brackets + "\"]", "x").ok());
+  EXPECT_FALSE(CheckJsonDepth("[\"\\\\\"" + brackets + "]", "x").ok());
+}
+
+TEST(JsonBoundsTest, AHugeDepthIsRefusedWithoutParsingOrEchoing) {
+  const std::string deep = Nested(400000);
+  const Status s = CheckJsonDepth(deep, "spec_json");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_LT(s.message().size(), 100u);
+  EXPECT_TRUE(ParseJsonBounded(deep).is_discarded());
+  EXPECT_TRUE(ParseJsonBounded("{\"a\": [1, {\"b\": 2}]}")["a"][1]["b"] == 2);
+  EXPECT_TRUE(ParseJsonBounded("{not json").is_discarded());
+  // A JSON line from another process is held to the same bound.
+  Result<nlohmann::json> line = ParseJsonObject("{\"e\": " + Nested(100) + "}");
+  EXPECT_EQ(line.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ParseJsonObject("{\"e\": " + Nested(10) + "}").ok());
 }
 
 }  // namespace

@@ -297,6 +297,9 @@ std::vector<BadFile> BadFiles() {
        "__metadata__ is not an object"},
       {"metadata_value", Craft(R"({"__metadata__":{"k":1}})"), StatusCode::kDataLoss,
        "__metadata__ 'k' is not a string"},
+      // Once a SIGSEGV in fuji-rank: a header nested 300,000 deep.
+      {"deep", Craft(R"({"__metadata__":)" + std::string(300000, '[') + std::string(300000, ']') + "}"),
+       StatusCode::kDataLoss, "header nests arrays and objects deeper than 64 levels"},
   };
 }
 

@@ -4,6 +4,7 @@
 // resume "auto" continues from save_to's latest checkpoint.
 #include <string>
 
+#include "lib/common/json_bounds.h"
 #include "lib/common/wall_clock.h"
 #include "worker/agent/agent_job.h"
 #include "worker/agent/job_paths.h"
@@ -13,6 +14,7 @@ namespace fuji::agent {
 
 Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& config,
                               const DeviceInventory& inventory) {
+  FUJI_RETURN_IF_ERROR(CheckJsonDepth(a.spec_json(), "spec_json"));
   nlohmann::json j = nlohmann::json::parse(a.spec_json(), nullptr, false);
   auto parsed = FinetuneSpec::FromJson(j);
   if (!parsed.ok()) return InvalidArgument(parsed.status().message());

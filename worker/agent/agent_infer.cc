@@ -3,6 +3,7 @@
 // The supervisor (supervisor.cc) runs it.
 #include <string>
 
+#include "lib/common/json_bounds.h"
 #include "worker/agent/agent_job.h"
 #include "worker/agent/job_paths.h"
 
@@ -10,6 +11,7 @@ namespace fuji::agent {
 
 Result<Launch> InferLaunch(const fuji::v1::Assignment& a, const AgentConfig& config,
                            const DeviceInventory& inventory) {
+  FUJI_RETURN_IF_ERROR(CheckJsonDepth(a.spec_json(), "spec_json"));
   nlohmann::json request = nlohmann::json::parse(a.spec_json(), nullptr, false);
   if (request.is_discarded() || !request.is_object()) return InvalidArgument("spec_json is not a JSON object");
   FUJI_RETURN_IF_ERROR(ConfineInferPaths(config.paths, &request));

@@ -14,6 +14,7 @@
 
 #include "lib/common/file_util.h"
 #include "lib/common/half.h"
+#include "lib/common/json_bounds.h"
 #include "lib/format/safetensors.h"
 #include "lib/text/vocab_files.h"
 
@@ -402,8 +403,8 @@ Result<CheckpointMeta> ReadMeta(const std::string& path) {
   FUJI_ASSIGN_OR_RETURN(std::string step_dir, ResolveStepDir(path));
   const std::string meta_path = step_dir + "/meta.json";
   FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(meta_path, 64u << 20));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return DataLoss(meta_path + ": malformed JSON");
+  const nlohmann::json j = ParseJsonBounded(text);
+  if (j.is_discarded()) return DataLoss(meta_path + ": malformed JSON (or nested deeper than 64 levels)");
   FUJI_ASSIGN_OR_RETURN(CheckpointMeta meta, ParseMeta(j, meta_path));
   const int64_t named_step = StepOfDirName(BaseName(step_dir));
   if (named_step >= 0 && named_step != meta.step) {

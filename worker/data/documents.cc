@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 #include "lib/text/unicode.h"
 
 namespace fuji::data {
@@ -136,6 +137,7 @@ Result<std::vector<Document>> ParseDataFile(const DataFile& file, std::string_vi
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
     const std::string where = file.path + ":" + std::to_string(line_number);
+    FUJI_RETURN_IF_ERROR(CheckJsonDepth(line, where));
     const nlohmann::json object = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (object.is_discarded()) return InvalidArgument(where + ": malformed JSON line");
     if (!object.is_object()) return InvalidArgument(where + ": not a JSON object");

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_bounds.h"
 #include "worker/engine/host_arena.h"
 #include "lib/format/safetensors.h"
 #include "lib/format/torch_zip.h"
@@ -107,7 +108,7 @@ class CheckpointFiles {
   Status AddShards(const std::string& dir, const std::string& index_name, bool safetensors) {
     const std::string index_path = dir + "/" + index_name;
     FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(index_path, 64u << 20));
-    nlohmann::json index = nlohmann::json::parse(text, nullptr, false);
+    nlohmann::json index = ParseJsonBounded(text);
     if (index.is_discarded() || !index.is_object()) return DataLoss(index_path + ": malformed JSON");
     auto map = index.find("weight_map");
     if (map == index.end() || !map->is_object() || map->empty()) {
