@@ -1,7 +1,10 @@
 // fuji-store-bench: job store throughput. Acknowledged submits/s and latency from concurrent
-// clients, the first List page over a million jobs, and memory-sample ingestion in rows/s.
+// clients (fsynced at every commit as fujid runs, and with --rounds R also alternated with
+// synchronous=NORMAL, R rounds of each), the first List page over a million jobs, and
+// memory-sample ingestion in rows/s. DIR must be on the disk a daemon would use (fsync on tmpfs
+// costs nothing).
 //
-//   fuji-store-bench [--dir DIR] [--seconds S] [--clients N] [--jobs N] [--samples N]
+//   fuji-store-bench [--dir DIR] [--seconds S] [--clients N] [--jobs N] [--samples N] [--rounds R]
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -26,6 +29,7 @@ struct BenchConfig {
   int clients = 16;
   int64_t jobs = 1'000'000;
   int64_t samples = 1'000'000;
+  int rounds = 0;  // > 0: submits alone, fsync per commit and at checkpoints alternated
 };
 
 double SecondsSince(SteadyClock::time_point start) {
@@ -37,9 +41,10 @@ double SecondsSince(SteadyClock::time_point start) {
   std::exit(1);
 }
 
-std::unique_ptr<JobStore> OpenFresh(const std::string& path, const Clock* clock) {
+std::unique_ptr<JobStore> OpenFresh(const std::string& path, const Clock* clock,
+                                    JobStore::Durability durability = JobStore::Durability::kFsyncEachCommit) {
   for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
-  auto store = JobStore::Open(path, clock);
+  auto store = JobStore::Open(path, clock, durability);
   if (!store.ok()) Die("open " + path, store.status());
   return std::move(store).value();
 }
@@ -51,8 +56,9 @@ JobRecord InferJob() {
   return job;
 }
 
-void BenchSubmits(const BenchConfig& config, const Clock* clock) {
-  std::unique_ptr<JobStore> store = OpenFresh(config.dir + "/submit.db", clock);
+void BenchSubmits(const BenchConfig& config, const Clock* clock,
+                  JobStore::Durability durability = JobStore::Durability::kFsyncEachCommit) {
+  std::unique_ptr<JobStore> store = OpenFresh(config.dir + "/submit.db", clock, durability);
   std::vector<std::vector<double>> latencies_ms(config.clients);
   SteadyClock::time_point start = SteadyClock::now();
   SteadyClock::time_point deadline = start + std::chrono::duration_cast<SteadyClock::duration>(
@@ -76,8 +82,9 @@ void BenchSubmits(const BenchConfig& config, const Clock* clock) {
   std::sort(all.begin(), all.end());
   auto pct = [&](double p) { return all[std::min(all.size() - 1, size_t(p * all.size()))]; };
   std::printf(
-      "submit: %d clients, %zu acknowledged in %.2f s = %.0f submits/s; latency ms p50 "
+      "submit (%s): %d clients, %zu acknowledged in %.2f s = %.0f submits/s; latency ms p50 "
       "%.2f p99 %.2f max %.2f\n",
+      durability == JobStore::Durability::kFsyncEachCommit ? "synchronous=FULL" : "synchronous=NORMAL",
       config.clients, all.size(), elapsed, all.size() / elapsed, pct(0.50), pct(0.99), all.back());
 }
 
@@ -182,7 +189,7 @@ BenchConfig ParseFlags(int argc, char** argv) {
     if (i + 1 >= argc) {
       std::fprintf(stderr,
                    "usage: fuji-store-bench [--dir D] [--seconds S] [--clients N] "
-                   "[--jobs N] [--samples N]\n");
+                   "[--jobs N] [--samples N] [--rounds R]\n");
       std::exit(2);
     }
     std::string value = argv[++i];
@@ -196,6 +203,8 @@ BenchConfig ParseFlags(int argc, char** argv) {
       config.jobs = std::stoll(value);
     } else if (flag == "--samples") {
       config.samples = std::stoll(value);
+    } else if (flag == "--rounds") {
+      config.rounds = std::stoi(value);
     } else {
       std::fprintf(stderr, "fuji-store-bench: unknown flag %s\n", flag.c_str());
       std::exit(2);
@@ -212,6 +221,13 @@ int main(int argc, char** argv) {
   BenchConfig config = ParseFlags(argc, argv);
   ::mkdir(config.dir.c_str(), 0755);
   SystemClock clock;
+  if (config.rounds > 0) {
+    for (int r = 0; r < config.rounds; ++r) {
+      BenchSubmits(config, &clock, JobStore::Durability::kFsyncEachCommit);
+      BenchSubmits(config, &clock, JobStore::Durability::kFsyncAtCheckpoint);
+    }
+    return 0;
+  }
   BenchSubmits(config, &clock);
   BenchList(config, &clock);
   BenchSamples(config, &clock);

@@ -18,15 +18,15 @@ constexpr size_t kMaxIdleReaders = 8;
 constexpr int kDefaultPageSize = 100;
 
 // Per-connection settings of the write connection. WAL lets readers run beside the writer;
-// synchronous=NORMAL skips the fsync per commit, which WAL makes safe against process crashes
-// (see the durability note in job_store.h).
-Status ConfigureWriter(Connection& db, const std::string& path) {
+// synchronous=FULL fsyncs the WAL at every commit (see the durability note in job_store.h).
+Status ConfigureWriter(Connection& db, const std::string& path, JobStore::Durability durability) {
   FUJI_ASSIGN_OR_RETURN(Statement wal, db.Prepare("PRAGMA journal_mode=WAL"));
   FUJI_RETURN_IF_ERROR(wal.Step().status());
   if (std::string mode = wal.Text(0); mode != "wal") {
     return FailedPrecondition(path + ": cannot use WAL journal mode (got '" + mode + "')");
   }
-  FUJI_RETURN_IF_ERROR(db.Exec("PRAGMA synchronous=NORMAL"));
+  FUJI_RETURN_IF_ERROR(db.Exec(durability == JobStore::Durability::kFsyncEachCommit ? "PRAGMA synchronous=FULL"
+                                                                                     : "PRAGMA synchronous=NORMAL"));
   return db.Exec("PRAGMA foreign_keys=ON");
 }
 
@@ -78,7 +78,8 @@ JobStore::JobStore(const Clock* clock, std::unique_ptr<Writer> writer,
 
 JobStore::~JobStore() = default;
 
-Result<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, const Clock* clock) {
+Result<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, const Clock* clock,
+                                                   Durability durability) {
   if (clock == nullptr) return InvalidArgument("JobStore::Open needs a clock");
   FUJI_ASSIGN_OR_RETURN(bool existing, CheckDatabasePath(path));
   if (existing) {
@@ -86,7 +87,7 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, const 
     FUJI_RETURN_IF_ERROR(CheckDatabase(*reader, path));
   }
   FUJI_ASSIGN_OR_RETURN(std::unique_ptr<Connection> db, Connection::Open(path, false));
-  FUJI_RETURN_IF_ERROR(ConfigureWriter(*db, path));
+  FUJI_RETURN_IF_ERROR(ConfigureWriter(*db, path, durability));
   FUJI_RETURN_IF_ERROR(Migrate(*db, *clock).WithContext(path));
   auto readers = std::make_unique<ReaderPool>(path, kMaxIdleReaders);
   auto writer = std::make_unique<Writer>(std::move(db));
