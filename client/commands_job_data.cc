@@ -34,20 +34,20 @@ std::shared_ptr<JobFlags> AddJobFlags(CLI::App* cmd, const std::vector<std::stri
   return f;
 }
 
-int RunLogs(const JobFlags& f, bool follow) {
+int RunLogs(const JobFlags& f, bool follow, bool raw) {
   DaemonClient client(f.server);
   auto lines = client.GetLogs(f.id, 0);
   if (!lines.ok()) return ReportStatus(lines.status());
   int64_t last_seq = 0;
   for (const auto& line : *lines) {
-    std::printf("%s\n", LogLineText(line).c_str());
+    std::printf("%s\n", LogLineText(line, raw).c_str());
     last_seq = std::max(last_seq, line.seq());
   }
   std::fflush(stdout);
   if (!follow) return 0;
-  Status status = client.Watch(f.id, last_seq, [](const v1::WatchEvent& event) {
+  Status status = client.Watch(f.id, last_seq, [raw](const v1::WatchEvent& event) {
     if (event.what_case() == v1::WatchEvent::kLog) {
-      std::printf("%s\n", LogLineText(event.log()).c_str());
+      std::printf("%s\n", LogLineText(event.log(), raw).c_str());
       std::fflush(stdout);
     }
     return true;
@@ -103,7 +103,13 @@ void RegisterJobDataCommands(CLI::App& app, CliState* state) {
   auto logs_flags = AddJobFlags(logs, {});
   auto follow = std::make_shared<bool>(false);
   logs->add_flag("--follow,-f", *follow, "Keep printing new lines until the job ends");
-  logs->callback([state, logs_flags, follow] { state->exit_code = RunLogs(*logs_flags, *follow); });
+  auto raw = std::make_shared<bool>(false);
+  logs->add_flag("--raw", *raw,
+                 "Print control characters as they are (by default they are escaped: \\x1b, so that a line "
+                 "cannot drive your terminal)");
+  logs->callback([state, logs_flags, follow, raw] {
+    state->exit_code = RunLogs(*logs_flags, *follow, *raw);
+  });
 
   CLI::App* result = app.add_subcommand("result", "A finished job's result");
   auto result_flags = AddJobFlags(result, {"text", "json"});

@@ -107,8 +107,9 @@ std::string LossesTable(const std::vector<v1::LossPoint>& points, const std::str
   return RenderTable({"STEP", "LOSS", "EVAL_LOSS", "TOK/S"}, rows);
 }
 
-std::string LogLineText(const v1::LogLine& line) {
-  return line.stream().empty() ? line.line() : line.stream() + ": " + line.line();
+std::string LogLineText(const v1::LogLine& line, bool raw) {
+  std::string text = line.stream().empty() ? line.line() : line.stream() + ": " + line.line();
+  return raw ? text : EscapeControls(text);
 }
 
 nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {

@@ -36,8 +36,9 @@ nlohmann::json LossesJson(int64_t job_id, const std::vector<v1::LossPoint>& poin
 // split; with split "train" (STEP LOSS TOK/S) or "eval" (STEP EVAL_LOSS) only its columns.
 std::string LossesTable(const std::vector<v1::LossPoint>& points, const std::string& split = "");
 
-// "rank0/stderr: the line" (no stream: just the line).
-std::string LogLineText(const v1::LogLine& line);
+// "rank0/stderr: the line" (no stream: just the line), control characters escaped
+// (EscapeControls) unless raw.
+std::string LogLineText(const v1::LogLine& line, bool raw = false);
 
 // {"workers": [{id, host, state, last_heartbeat_ms, devices: [{index, name, total_mib, kind}],
 // running_jobs: [...]}]}

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 
 namespace fuji::client {
@@ -104,6 +105,62 @@ std::string ProgressBar(const std::string& phase, int64_t done, int64_t total, i
   const int filled = static_cast<int>(clamped * width / total);
   return "[" + std::string(filled, '#') + std::string(width - filled, '-') + "] " + phase + " " +
          std::to_string(done) + "/" + std::to_string(total);
+}
+
+std::string EscapeControls(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  char hex[8];
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x80) {
+      if ((b < 0x20 && b != '\t' && b != '\n') || b == 0x7f) {
+        std::snprintf(hex, sizeof hex, "\\x%02x", b);
+        out += hex;
+      } else {
+        out += static_cast<char>(b);
+      }
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: its length from the lead byte, then continuation bytes, shortest form.
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (b >= 0xc2 && b <= 0xdf) {
+      len = 2;
+      cp = b & 0x1f;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      len = 3;
+      cp = b & 0x0f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      len = 4;
+      cp = b & 0x07;
+    }
+    bool valid = len > 0 && i + len <= text.size();
+    for (size_t k = 1; valid && k < len; ++k) {
+      const auto c = static_cast<unsigned char>(text[i + k]);
+      if ((c & 0xc0) != 0x80) valid = false;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    if (valid && ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))) {
+      valid = false;
+    }
+    if (!valid) {
+      std::snprintf(hex, sizeof hex, "\\x%02x", b);
+      out += hex;
+      ++i;
+      continue;
+    }
+    if (cp >= 0x80 && cp <= 0x9f) {
+      std::snprintf(hex, sizeof hex, "\\u%04x", static_cast<unsigned>(cp));
+      out += hex;
+    } else {
+      out.append(text.substr(i, len));
+    }
+    i += len;
+  }
+  return out;
 }
 
 }  // namespace fuji::client

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/common/status.h"
@@ -33,6 +34,12 @@ std::string Grouped(double value);
 
 // A time left, rounded to seconds: "42s", "5m03s", "2h05m"; "-" when negative (unknown).
 std::string FormatEta(int64_t ms);
+
+// `text` safe to print on a terminal: control characters other than tab and newline (C0, DEL,
+// and C1 in UTF-8) become \xNN or \u00NN, and so does every byte that is not part of valid UTF-8.
+// A job's log is written by its ranks and the code they run: an escape sequence in it must not
+// reach the reader's terminal as one.
+std::string EscapeControls(std::string_view text);
 
 // "[########------------] generate 12/64"; with total 0 just the phase.
 std::string ProgressBar(const std::string& phase, int64_t done, int64_t total, int width = 24);

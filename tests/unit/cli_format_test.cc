@@ -327,5 +327,21 @@ TEST_F(CliFormatTest, ShowHasARunningFinetunesTimeToTrain) {
   EXPECT_EQ(JobText(job, kNoonMs).find("time to train"), std::string::npos);
 }
 
+TEST_F(CliFormatTest, EscapeControlsKeepsTextAndDisarmsTerminalSequences) {
+  EXPECT_EQ(EscapeControls("step 3\tloss 2.5\n富士山 é"), "step 3\tloss 2.5\n富士山 é");
+  // A line that would clear the screen, retitle the window and ring the bell.
+  EXPECT_EQ(EscapeControls("\x1b[2J\x1b]0;owned\x07" "done\r\x7f"),
+            "\\x1b[2J\\x1b]0;owned\\x07done\\x0d\\x7f");
+  // C1 controls as UTF-8 (U+009B is CSI), lone and truncated bytes, an overlong form.
+  EXPECT_EQ(EscapeControls("a\xc2\x9b" "b"), "a\\u009bb");
+  EXPECT_EQ(EscapeControls("\x9b\xff\xe6\x97"), "\\x9b\\xff\\xe6\\x97");
+  EXPECT_EQ(EscapeControls("\xc0\xaf"), "\\xc0\\xaf");
+  v1::LogLine line;
+  line.set_stream("rank0/stderr");
+  line.set_line("\x1b[31mred");
+  EXPECT_EQ(LogLineText(line), "rank0/stderr: \\x1b[31mred");
+  EXPECT_EQ(LogLineText(line, /*raw=*/true), "rank0/stderr: \x1b[31mred");
+}
+
 }  // namespace
 }  // namespace fuji::client
