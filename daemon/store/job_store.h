@@ -10,6 +10,7 @@
 #include "daemon/store/clock.h"
 #include "daemon/store/job_state.h"
 #include "daemon/store/records.h"
+#include "lib/common/limits.h"
 #include "lib/common/status.h"
 
 namespace fuji::store {
@@ -38,7 +39,7 @@ class JobStore {
  public:
   // Cap on spec and result JSON (RESOURCE_EXHAUSTED beyond).
   static constexpr size_t kMaxJsonBytes = size_t{16} << 20;
-  static constexpr size_t kMaxLogLineBytes = size_t{64} << 10;
+  static constexpr size_t kMaxLogLineBytes = limits::kMaxLogLineBytes;  // the agent cuts to it
   static constexpr int kMaxPageSize = 1000;
   static constexpr int kMaxLossPageSize = 10000;
   static constexpr int64_t kMaxLossStep = int64_t{1} << 40;

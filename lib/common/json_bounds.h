@@ -8,12 +8,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/common/limits.h"
 #include "lib/common/status.h"
 
 namespace fuji {
 
 // No job spec, event, config, index or header fuji reads nests deeper than this.
-inline constexpr int kMaxJsonDepth = 64;
+inline constexpr int kMaxJsonDepth = limits::kMaxJsonDepth;
 
 // OK when `text` nests at most max_depth arrays and objects, else INVALID_ARGUMENT "<what> nests
 // arrays and objects deeper than N levels". Counts brackets outside strings in one pass over the

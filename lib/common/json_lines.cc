@@ -12,6 +12,7 @@
 
 #include "lib/common/file_util.h"
 #include "lib/common/json_bounds.h"
+#include "lib/common/limits.h"
 
 namespace fuji {
 
@@ -35,13 +36,27 @@ Result<std::optional<std::string>> LineReader::ReadLine(int timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     size_t nl = buffer_.find('\n');
-    if (nl != std::string::npos) {
+    if (dropping_) {
+      // The tail of a line already returned cut: gone up to and with its newline.
+      if (nl == std::string::npos) {
+        buffer_.clear();
+      } else {
+        buffer_.erase(0, nl + 1);
+        dropping_ = false;
+        continue;
+      }
+    } else if (nl != std::string::npos) {
       std::string line = buffer_.substr(0, nl);
       buffer_.erase(0, nl + 1);
       return std::optional<std::string>(std::move(line));
-    }
-    if (buffer_.size() > max_line_) {
-      return ResourceExhausted("line longer than " + std::to_string(max_line_) + " bytes");
+    } else if (buffer_.size() > max_line_) {
+      if (overlong_ == Overlong::kFail) {
+        return ResourceExhausted("line longer than " + std::to_string(max_line_) + " bytes");
+      }
+      std::string line = limits::CutLine(std::move(buffer_), max_line_);
+      buffer_.clear();
+      dropping_ = true;
+      return std::optional<std::string>(std::move(line));
     }
     if (eof_) {
       if (buffer_.empty()) return std::optional<std::string>();

@@ -29,18 +29,25 @@ class JsonLineWriter {
 // Reads '\n'-terminated lines from a file descriptor it does not own. Not thread-safe.
 class LineReader {
  public:
-  explicit LineReader(int fd, size_t max_line_bytes = 64u << 20) : fd_(fd), max_line_(max_line_bytes) {}
+  // What a line longer than the limit does: fail the read (a protocol's lines), or come back cut
+  // to the limit (limits::CutLine) while the rest of it is read and dropped, so that the writer
+  // never blocks on a full pipe (a process's log).
+  enum class Overlong { kFail, kCut };
+  explicit LineReader(int fd, size_t max_line_bytes = 64u << 20, Overlong overlong = Overlong::kFail)
+      : fd_(fd), max_line_(max_line_bytes), overlong_(overlong) {}
   // Waits up to timeout_ms (-1: forever) for a whole line. Returns the line without '\n',
   // std::nullopt on end of file (a final unterminated line is returned first), or an error
-  // (DEADLINE as kUnavailable, a line over the limit as kResourceExhausted).
+  // (DEADLINE as kUnavailable, a line over the limit as kResourceExhausted with Overlong::kFail).
   Result<std::optional<std::string>> ReadLine(int timeout_ms = -1);
   bool eof() const { return eof_ && buffer_.empty(); }
 
  private:
   int fd_;
   size_t max_line_;
+  Overlong overlong_;
   std::string buffer_;
   bool eof_ = false;
+  bool dropping_ = false;  // the rest of a cut line is being read and dropped
 };
 
 // Parses one line as a JSON object; INVALID_ARGUMENT with the parser's message otherwise.

@@ -13,6 +13,7 @@
 #include "lib/common/file_util.h"
 #include "lib/common/json_bounds.h"
 #include "lib/common/json_lines.h"
+#include "lib/common/limits.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/status.h"
 
@@ -151,6 +152,49 @@ TEST(JsonLinesTest, RoundTripsAndTimesOut) {
   EXPECT_EQ(reader.ReadLine(1000).status().code(), StatusCode::kResourceExhausted);
   ::close(fds[1]);
   ::close(fds[0]);
+}
+
+TEST(JsonLinesTest, ACutReaderReturnsLongLinesCutAndReadsOn) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  LineReader reader(fds[0], 64, LineReader::Overlong::kCut);
+  std::thread writer([fd = fds[1]] {
+    // 1 MiB with no newline (more than a pipe holds: the writer blocks unless it is read), then
+    // lines that must come through whole.
+    const std::string big(1 << 20, 'x');
+    for (size_t done = 0; done < big.size();) {
+      const ssize_t n = ::write(fd, big.data() + done, big.size() - done);
+      if (n <= 0) return;
+      done += static_cast<size_t>(n);
+    }
+    const std::string rest = "y\nshort\n";
+    if (::write(fd, rest.data(), rest.size()) < 0) return;
+    ::close(fd);
+  });
+  auto cut = reader.ReadLine(5000);
+  ASSERT_TRUE(cut.ok() && cut->has_value()) << cut.status().ToString();
+  EXPECT_EQ((*cut)->size(), 64u);
+  EXPECT_NE((*cut)->find("[cut: line longer than"), std::string::npos) << **cut;
+  auto next = reader.ReadLine(5000);
+  ASSERT_TRUE(next.ok() && next->has_value()) << next.status().ToString();
+  EXPECT_EQ(**next, "short");
+  writer.join();
+  EXPECT_FALSE(reader.ReadLine(5000)->has_value());
+  ::close(fds[0]);
+}
+
+TEST(LimitsTest, CutLineKeepsShortLinesAndCutsAtACharacter) {
+  EXPECT_EQ(limits::CutLine("short", 64), "short");
+  const std::string fuji = "富士山";  // 3 bytes a character
+  std::string line;
+  for (int i = 0; i < 40; ++i) line += fuji;
+  const std::string cut = limits::CutLine(line, 64);
+  EXPECT_LE(cut.size(), 64u);
+  const std::string marker = limits::kCutMarker;
+  ASSERT_GE(cut.size(), marker.size());
+  EXPECT_EQ(cut.substr(cut.size() - marker.size()), marker);
+  EXPECT_EQ((cut.size() - marker.size()) % 3, 0u) << "a character cut in half";
+  EXPECT_EQ(limits::CutLine(std::string(limits::kMaxLogLineBytes + 1, 'a')).size(), limits::kMaxLogLineBytes);
 }
 
 TEST(JsonLinesTest, FinalUnterminatedLineThenEof) {

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "lib/common/limits.h"
 #include "worker/launcher/child_process.h"
 
 namespace fuji::launch {
@@ -57,6 +58,25 @@ TEST(LauncherTest, SeparatesEventsFromLogsAndReportsExit) {
   EXPECT_EQ(exit.exit_code, 3);
   EXPECT_FALSE(exit.Succeeded());
   EXPECT_EQ(exit.Describe(), "exit code 3");
+}
+
+TEST(LauncherTest, ARankStderrLineOfTwoMebibytesIsCutAndTheRankIsStillRead) {
+  // Once the agent stopped reading such a rank, which then blocked on its full pipe.
+  auto rank = Shell(R"(head -c 2097152 /dev/zero | tr '\0' x >&2; echo >&2; echo after >&2;
+                       echo '{"event":"result","x":2}' >&3)");
+  ASSERT_TRUE(rank);
+  auto out = Drain(rank.get());
+  ASSERT_EQ(out.size(), 3u);
+  std::vector<std::string> logs;
+  for (const auto& o : out) {
+    if (o.kind == ChildOutput::Kind::kLog) logs.push_back(o.line);
+    else EXPECT_EQ(o.event["x"], 2);
+  }
+  ASSERT_EQ(logs.size(), 2u);
+  EXPECT_EQ(logs[0].size(), limits::kMaxLogLineBytes);
+  EXPECT_NE(logs[0].find("[cut: line longer than"), std::string::npos);
+  EXPECT_EQ(logs[1], "after");
+  EXPECT_TRUE(rank->Wait().Succeeded());
 }
 
 TEST(LauncherTest, SendsRequestsOnStdin) {

@@ -26,10 +26,13 @@ std::chrono::system_clock::time_point Deadline(int64_t ms) {
   return std::chrono::system_clock::now() + milliseconds(ms);
 }
 
+// Whether a failed call may succeed if sent again as it is. RESOURCE_EXHAUSTED may not: fujid says
+// so of a message it will never take (a line or a batch over its limits), and retrying it would
+// hold the job's reports and its Complete back forever.
 bool Retryable(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
          s.error_code() == grpc::StatusCode::CANCELLED || s.error_code() == grpc::StatusCode::UNKNOWN ||
-         s.error_code() == grpc::StatusCode::INTERNAL || s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+         s.error_code() == grpc::StatusCode::INTERNAL;
 }
 
 template <typename T>

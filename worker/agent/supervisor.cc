@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "lib/common/limits.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/wall_clock.h"
 #include "worker/agent/agent_job.h"
@@ -155,7 +156,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
       auto* log = part.add_logs();
       log->set_at_ms(now);
       log->set_stream(rank + "/stderr");
-      log->set_line(o.output.line);
+      log->set_line(limits::CutLine(o.output.line));
     } else {
       try {
         HandleEvent(o.output.event, o.rank, now, &part, a.attempt());
@@ -167,7 +168,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
         auto* log = part.add_logs();
         log->set_at_ms(now);
         log->set_stream(rank + "/events");
-        log->set_line("malformed event (" + std::string(ex.what()) + "): " + o.output.event.dump());
+        log->set_line(limits::CutLine("malformed event (" + std::string(ex.what()) + "): " + o.output.event.dump()));
       }
     }
     append(std::move(part));

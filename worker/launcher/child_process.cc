@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "lib/common/file_util.h"
+#include "lib/common/limits.h"
 
 extern char** environ;
 
@@ -198,7 +199,8 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const ChildSpec& spec)
   child->event_fd_ = events.read;
   child->stderr_fd_ = err.read;
   child->events_ = std::make_unique<LineReader>(events.read);
-  child->logs_ = std::make_unique<LineReader>(err.read, 1 << 20);
+  // A rank's stderr is drained whatever it writes: a line longer than fujid stores comes back cut.
+  child->logs_ = std::make_unique<LineReader>(err.read, limits::kMaxLogLineBytes, LineReader::Overlong::kCut);
   child->requests_ = std::make_unique<JsonLineWriter>(in.write);
   return child;
 }
