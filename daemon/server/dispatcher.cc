@@ -69,6 +69,9 @@ Status Dispatcher::Recover() {
     std::lock_guard<std::mutex> lock(mu_);
     leases_.Grant(a.job_id, a.worker_id, now_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
     if (job.ok()) placed_[a.job_id] = PlacedOf(*job, a.assigned_at_ms, job->plan);
+    // A cancel asked for before the restart still stands: the agent is told again at its next
+    // heartbeat, and the attempt ends the job CANCELLED.
+    if (job.ok() && job->cancel_requested_at_ms > 0) cancel_requested_.insert(a.job_id);
     workers.insert(a.worker_id);
   }
   for (const std::string& worker : workers) {

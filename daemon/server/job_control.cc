@@ -28,6 +28,12 @@ Result<store::JobRecord> Dispatcher::Cancel(int64_t job_id) {
       Forget(job_id);
       return store_->Get(job_id);
     }
+    // Recorded before it is acknowledged: a restarted fujid still stops the job and ends it
+    // CANCELLED, whatever the agent then reports.
+    if (Status recorded = store_->RequestCancel(job_id); !recorded.ok()) {
+      if (recorded.code() == StatusCode::kFailedPrecondition) continue;  // it ended meanwhile
+      return recorded;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       cancel_requested_.insert(job_id);

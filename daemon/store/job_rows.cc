@@ -8,7 +8,7 @@ namespace fuji::store {
 const char kJobColumns[] =
     "id, kind, state, priority, spec, devices, attempts, max_attempts, timeout_ms, reason, "
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
-    "COALESCE(plans, ''), COALESCE(plan, ''), owner";
+    "COALESCE(plans, ''), COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0)";
 
 Result<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
@@ -36,6 +36,7 @@ Result<JobRecord> ReadJob(const Statement& row) {
   job.plans = row.Text(16);
   job.plan = row.Text(17);
   job.owner = row.Text(18);
+  job.cancel_requested_at_ms = row.Int(19);
   return job;
 }
 

@@ -244,4 +244,18 @@ Result<std::vector<JobEvent>> JobStore::Events(int64_t job_id) {
   });
 }
 
+Status JobStore::RequestCancel(int64_t job_id) {
+  return writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(Statement update,
+                          db.Prepare("UPDATE jobs SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, ?) "
+                                     "WHERE id = ? AND state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')"));
+    FUJI_RETURN_IF_ERROR(update.BindInt(1, clock_->NowMs()).BindInt(2, job_id).Run());
+    if (db.Changes() > 0) return Status::Ok();
+    FUJI_ASSIGN_OR_RETURN(Statement exists, db.Prepare("SELECT state FROM jobs WHERE id = ?"));
+    FUJI_ASSIGN_OR_RETURN(bool row, exists.BindInt(1, job_id).Step());
+    if (!row) return NotFound("job " + std::to_string(job_id) + " not found");
+    return FailedPrecondition("job " + std::to_string(job_id) + " is already " + exists.Text(0));
+  });
+}
+
 }  // namespace fuji::store

@@ -122,6 +122,10 @@ class JobStore {
   // Marks the credential revoked now (a second revoke keeps the first time). NOT_FOUND for an
   // unknown id.
   Status RevokeCredential(int64_t id);
+
+  // Records that the job's cancel was asked for (the first time only), durably, so that it holds
+  // across restarts. NOT_FOUND for no such job; FAILED_PRECONDITION when it has already ended.
+  Status RequestCancel(int64_t job_id);
   // Every credential, by id.
   Result<std::vector<CredentialRecord>> Credentials();
 

@@ -32,6 +32,7 @@ struct JobRecord {
   std::string plans;       // JSON: the plans placement may choose from ("" when none recorded)
   std::string plan;        // JSON: the one the latest placement chose ("" before the first)
   std::string owner;       // the user who submitted it
+  int64_t cancel_requested_at_ms = 0;  // when its cancel was asked for while an agent ran it; 0: never
 };
 
 // Filters for JobStore::List. Strings because they come from users; List validates them.

@@ -156,6 +156,57 @@ TEST_F(FujidRecoveryTest, ConcurrentSubmitsAreEachListedExactlyOnce) {
   for (int64_t id : acknowledged) EXPECT_EQ(listed.count(id), 1u) << id;
 }
 
+TEST_F(FujidRecoveryTest, ACancelOfARunningJobOutlivesARestart) {
+  StartServer();
+  Register("node-a", 1);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Spec(), &job).ok());
+  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
+  v1::JobReport report;
+  report.set_worker_id("node-a");
+  report.set_job_id(job.id());
+  report.set_started(true);
+  {
+    grpc::ClientContext context;
+    v1::ReportResponse response;
+    AsWorker(&context, report.worker_id());
+    ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
+  }
+  {
+    grpc::ClientContext context;
+    v1::CancelJobRequest cancel;
+    cancel.set_id(job.id());
+    v1::Job cancelled;
+    ASSERT_TRUE(jobs_->CancelJob(&context, cancel, &cancelled).ok());
+    EXPECT_EQ(cancelled.state(), v1::RUNNING);  // until the agent stops it
+  }
+  // fujid goes down before the agent heard of the cancel; the cancel is a row.
+  StopServer();
+  StartServer();
+  auto row = store_->Get(job.id());
+  ASSERT_TRUE(row.ok());
+  EXPECT_GT(row->cancel_requested_at_ms, 0);
+  Register("node-a", 1, "cpu", {{job.id(), 0}});
+  grpc::ClientContext context;
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id("node-a");
+  beat.add_running()->set_job_id(job.id());
+  v1::HeartbeatResponse beat_response;
+  AsWorker(&context, beat.worker_id());
+  ASSERT_TRUE(workers_->Heartbeat(&context, beat, &beat_response).ok());
+  ASSERT_EQ(beat_response.cancel_job_ids_size(), 1) << "the restarted fujid forgot the cancel";
+  EXPECT_EQ(beat_response.cancel_job_ids(0), job.id());
+  // The agent stops it; however the attempt ends, the job ends CANCELLED and never runs again.
+  v1::CompleteRequest done;
+  done.set_worker_id("node-a");
+  done.set_job_id(job.id());
+  done.set_failure_kind("signal");
+  done.set_signal(15);
+  ASSERT_TRUE(Complete(done).ok());
+  EXPECT_EQ(GetJob(job.id()).state(), v1::CANCELLED);
+  EXPECT_EQ(Poll("node-a", 300).assignments_size(), 0);
+}
+
 TEST_F(FujidRecoveryTest, RunningJobContinuesAcrossADaemonRestartAndCompletesOnce) {
   StartServer();
   Register("node-a", 1);
