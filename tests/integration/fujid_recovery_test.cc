@@ -160,18 +160,7 @@ TEST_F(FujidRecoveryTest, ACancelOfARunningJobOutlivesARestart) {
   StartServer();
   Register("node-a", 1);
   v1::Job job;
-  ASSERT_TRUE(Submit(Spec(), &job).ok());
-  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
-  v1::JobReport report;
-  report.set_worker_id("node-a");
-  report.set_job_id(job.id());
-  report.set_started(true);
-  {
-    grpc::ClientContext context;
-    v1::ReportResponse response;
-    AsWorker(&context, report.worker_id());
-    ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(SubmitAndStart("node-a", &job));
   {
     grpc::ClientContext context;
     v1::CancelJobRequest cancel;
@@ -211,18 +200,7 @@ TEST_F(FujidRecoveryTest, RunningJobContinuesAcrossADaemonRestartAndCompletesOnc
   StartServer();
   Register("node-a", 1);
   v1::Job job;
-  ASSERT_TRUE(Submit(Spec(), &job).ok());
-  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
-  v1::JobReport report;
-  report.set_worker_id("node-a");
-  report.set_job_id(job.id());
-  report.set_started(true);
-  {
-    grpc::ClientContext context;
-    v1::ReportResponse response;
-    AsWorker(&context, report.worker_id());
-    ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(SubmitAndStart("node-a", &job));
 
   StopServer();
   StartServer();

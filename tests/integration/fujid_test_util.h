@@ -186,6 +186,20 @@ class FujidTest : public ::testing::Test {
     return response;
   }
 
+  // Submits Spec(), has worker_id (registered, with a free device) take it and report it started.
+  void SubmitAndStart(const std::string& worker_id, v1::Job* job) {
+    ASSERT_TRUE(Submit(Spec(), job).ok());
+    ASSERT_EQ(Poll(worker_id, kPatienceMs).assignments_size(), 1);
+    v1::JobReport report;
+    report.set_worker_id(worker_id);
+    report.set_job_id(job->id());
+    report.set_started(true);
+    grpc::ClientContext context;
+    v1::ReportResponse response;
+    AsWorker(&context, worker_id);
+    ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
+  }
+
   grpc::Status Complete(const v1::CompleteRequest& request) {
     grpc::ClientContext context;
     AsWorker(&context, request.worker_id());
