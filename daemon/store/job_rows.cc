@@ -10,6 +10,16 @@ const char kJobColumns[] =
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
     "COALESCE(plans, ''), COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0)";
 
+// kJobColumns with the two columns that may be megabytes cut down: the spec to its "device" (all
+// that a listing shows of it) and no plans.
+const char kJobSummaryColumns[] =
+    "id, kind, state, priority, "
+    "CASE WHEN json_type(spec, '$.device') = 'text' "
+    "THEN json_object('device', substr(json_extract(spec, '$.device'), 1, 64)) ELSE '{}' END, "
+    "devices, attempts, max_attempts, timeout_ms, reason, "
+    "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
+    "'', COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0)";
+
 Result<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
   job.id = row.Int(0);
@@ -42,7 +52,7 @@ Result<JobRecord> ReadJob(const Statement& row) {
 
 std::string ListJobsSql(bool by_state, bool by_kind, bool by_owner) {
   // Built from fixed fragments only: values are always bound.
-  std::string sql = std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id < :before";
+  std::string sql = std::string("SELECT ") + kJobSummaryColumns + " FROM jobs WHERE id < :before";
   if (by_owner) sql += " AND owner = :owner";
   if (by_state) sql += " AND state = :state";
   if (by_kind) sql += " AND kind = :kind";

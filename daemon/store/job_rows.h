@@ -17,7 +17,8 @@ namespace fuji::store {
 extern const char kJobColumns[];
 Result<JobRecord> ReadJob(const Statement& row);
 
-// The List query for a filter combination. Parameters: :before (ids below it), and :state and
+// The List query for a filter combination. Its rows carry a summary of the spec (its "device"
+// only) and no plans, so that a page stays small whatever the specs' sizes. Parameters: :before (ids below it), and :state and
 // :kind when filtered, :limit. Every variant is served by an index in id order (no sort).
 std::string ListJobsSql(bool by_state, bool by_kind, bool by_owner);
 

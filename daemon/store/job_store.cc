@@ -1,6 +1,8 @@
 // JobStore: open (checks, pragmas, migrations), submit, reads and state transitions of jobs.
 #include "daemon/store/job_store.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -9,6 +11,7 @@
 #include "daemon/store/migrate.h"
 #include "daemon/store/sqlite.h"
 #include "daemon/store/writer.h"
+#include "lib/common/file_util.h"
 
 namespace fuji::store {
 namespace {
@@ -72,9 +75,9 @@ std::string JobNotFound(int64_t id) {
 
 }  // namespace
 
-JobStore::JobStore(const Clock* clock, std::unique_ptr<Writer> writer,
+JobStore::JobStore(std::string path, const Clock* clock, std::unique_ptr<Writer> writer,
                    std::unique_ptr<ReaderPool> readers)
-    : clock_(clock), writer_(std::move(writer)), readers_(std::move(readers)) {}
+    : path_(std::move(path)), clock_(clock), writer_(std::move(writer)), readers_(std::move(readers)) {}
 
 JobStore::~JobStore() = default;
 
@@ -85,13 +88,18 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, const 
   if (existing) {
     FUJI_ASSIGN_OR_RETURN(std::unique_ptr<Connection> reader, Connection::Open(path, true));
     FUJI_RETURN_IF_ERROR(CheckDatabase(*reader, path));
+  } else if (::access(path.c_str(), F_OK) != 0) {
+    // SQLite would create it 0644 under the usual umask; jobs' specs and tokens' hashes are
+    // nobody else's business. An empty file is a new database to SQLite.
+    FUJI_ASSIGN_OR_RETURN(int fd, CreateExclusiveFile(path, 0600));
+    ::close(fd);
   }
   FUJI_ASSIGN_OR_RETURN(std::unique_ptr<Connection> db, Connection::Open(path, false));
   FUJI_RETURN_IF_ERROR(ConfigureWriter(*db, path, durability));
   FUJI_RETURN_IF_ERROR(Migrate(*db, *clock).WithContext(path));
   auto readers = std::make_unique<ReaderPool>(path, kMaxIdleReaders);
   auto writer = std::make_unique<Writer>(std::move(db));
-  return std::unique_ptr<JobStore>(new JobStore(clock, std::move(writer), std::move(readers)));
+  return std::unique_ptr<JobStore>(new JobStore(path, clock, std::move(writer), std::move(readers)));
 }
 
 Result<int64_t> JobStore::Submit(const JobRecord& job) {
@@ -166,6 +174,25 @@ Result<std::vector<JobRecord>> JobStore::QueuedJobs(int limit) {
                                                       "ORDER BY priority DESC, id ASC LIMIT ?"));
   select.BindInt(1, limit);
   return CollectRows<JobRecord>(select, ReadJob);
+}
+
+Status JobStore::SetPriority(int64_t id, int64_t priority) {
+  if (priority < limits::kMinPriority || priority > limits::kMaxPriority) {
+    return InvalidArgument("priority " + std::to_string(priority) + " is outside " +
+                           std::to_string(limits::kMinPriority) + ".." + std::to_string(limits::kMaxPriority));
+  }
+  return writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(Statement update,
+                          db.Prepare("UPDATE jobs SET priority = ?, updated_at_ms = ? "
+                                     "WHERE id = ? AND state = 'QUEUED'"));
+    FUJI_RETURN_IF_ERROR(update.BindInt(1, priority).BindInt(2, clock_->NowMs()).BindInt(3, id).Run());
+    if (db.Changes() > 0) return Status::Ok();
+    FUJI_ASSIGN_OR_RETURN(Statement current, db.Prepare("SELECT state FROM jobs WHERE id = ?"));
+    FUJI_ASSIGN_OR_RETURN(bool found, current.BindInt(1, id).Step());
+    if (!found) return NotFound(JobNotFound(id));
+    return FailedPrecondition("job " + std::to_string(id) + " is " + current.Text(0) +
+                              ": only a QUEUED job's priority can change");
+  });
 }
 
 Status JobStore::SetPlans(int64_t id, const std::string& plans) {

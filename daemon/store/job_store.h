@@ -46,7 +46,8 @@ class JobStore {
   // RecordLosses takes at most this many points in one call.
   static constexpr size_t kMaxLossesPerCall = 100000;
 
-  // Opens or creates the database at path and applies pending migrations. Refuses, leaving the
+  // Opens or creates the database at path and applies pending migrations. A new database file
+  // is made mode 0600 whatever the umask (SQLite gives its -wal and -shm files the same mode). Refuses, leaving the
   // file untouched: a file that is not SQLite or is corrupt (DATA_LOSS), a schema newer than this
   // binary or another program's database (FAILED_PRECONDITION). An unwritable file or directory
   // is FAILED_PRECONDITION. clock is not owned and must outlive the store.
@@ -74,6 +75,11 @@ class JobStore {
   // QUEUED jobs in dispatch order: priority descending, then id ascending.
   Result<std::vector<JobRecord>> QueuedJobs(int limit);
 
+  // Sets a QUEUED job's priority (limits::kMinPriority..kMaxPriority, else INVALID_ARGUMENT),
+  // durably, before it returns: QueuedJobs orders by it from then on, across restarts.
+  // NOT_FOUND for an unknown job; FAILED_PRECONDITION unless the job is QUEUED.
+  Status SetPriority(int64_t id, int64_t priority);
+
   // Compare-and-set of the job's state with its event row, in one transaction. FAILED_PRECONDITION
   // when the job is not in `from` or the lifecycle has no edge from -> to (see IsValidTransition);
   // NOT_FOUND for an unknown job. ASSIGNED is entered only through Assign. Effects: reason is
@@ -99,6 +105,10 @@ class JobStore {
   Status MarkWorkerLost(const std::string& worker_id);
   // Workers by id, each with its devices.
   Result<std::vector<WorkerRecord>> ListWorkers();
+  // Drains the worker (no new job is placed on it; the jobs it runs go on) or takes the drain
+  // back, durably, before it returns. Returns when the worker was drained (a second drain keeps
+  // the first time), nullopt once undrained. NOT_FOUND for a worker that never registered.
+  Result<std::optional<int64_t>> SetDrained(const std::string& worker_id, bool drained);
 
   // QUEUED -> ASSIGNED with a live assignment for the job's current attempt, in one transaction.
   // INVALID_ARGUMENT unless device_indices has one distinct index per device the job needs;
@@ -161,9 +171,29 @@ class JobStore {
   Result<std::vector<LogLine>> Logs(int64_t job_id, int64_t after_seq, int limit = 1000);
   Result<std::vector<JobResult>> Results(int64_t job_id);  // by attempt
 
- private:
-  JobStore(const Clock* clock, std::unique_ptr<Writer> writer, std::unique_ptr<ReaderPool> readers);
+  // ---- Retention and backup (job_store_retention.cc) ----
 
+  // The telemetry fujid --retain deletes of ended jobs; the job rows themselves stay.
+  enum class Telemetry { kLogs, kSamples, kLosses };
+  static constexpr int kMaxPurgeRows = 10000;
+  // Deletes up to max_rows rows of `table` that belong to jobs which ended (SUCCEEDED, FAILED or
+  // CANCELLED) at a time in [ended_from_ms, ended_before_ms), in one write; returns how many. Fewer
+  // than max_rows: none is left in that range. INVALID_ARGUMENT for max_rows outside
+  // 1..kMaxPurgeRows. One call is one small write among the others, so callers go batch by batch.
+  Result<int> PurgeEnded(Telemetry table, int64_t ended_from_ms, int64_t ended_before_ms, int max_rows);
+
+  // Copies the database as of one moment (SQLite's online backup, from a read snapshot: writes
+  // go on meanwhile) into the file at dest_path, which must exist and be empty (the caller
+  // creates it, privately). The copy is a database JobStore::Open takes.
+  Status BackupTo(const std::string& dest_path);
+  // The database file this store opened.
+  const std::string& path() const { return path_; }
+
+ private:
+  JobStore(std::string path, const Clock* clock, std::unique_ptr<Writer> writer,
+           std::unique_ptr<ReaderPool> readers);
+
+  const std::string path_;
   const Clock* clock_;
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<ReaderPool> readers_;

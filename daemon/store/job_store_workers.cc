@@ -146,6 +146,23 @@ Status JobStore::MarkWorkerLost(const std::string& worker_id) {
   });
 }
 
+Result<std::optional<int64_t>> JobStore::SetDrained(const std::string& worker_id, bool drained) {
+  std::optional<int64_t> since;
+  FUJI_RETURN_IF_ERROR(writer_->Run([&](Connection& db) -> Status {
+    // A second drain keeps the time of the first.
+    FUJI_ASSIGN_OR_RETURN(Statement update,
+                          db.Prepare("UPDATE workers SET drained_at_ms = "
+                                     "CASE WHEN ?1 THEN COALESCE(drained_at_ms, ?2) END WHERE id = ?3 "
+                                     "RETURNING drained_at_ms"));
+    FUJI_ASSIGN_OR_RETURN(bool found,
+                          update.BindInt(1, drained ? 1 : 0).BindInt(2, clock_->NowMs()).BindText(3, worker_id).Step());
+    if (!found) return NotFound("worker " + worker_id + " not found");
+    if (!update.IsNull(0)) since = update.Int(0);
+    return update.Step().status();  // to the end, so the statement completes
+  }));
+  return since;
+}
+
 Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
   FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
   // One statement, so workers and devices come from one snapshot.
@@ -154,7 +171,7 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
       db->Prepare("SELECT w.id, w.host, w.registered_at_ms, w.last_heartbeat_ms, w.state, "
                   "d.device_index, d.name, d.total_mib, d.kind, d.used_mib, d.fuji_mib, "
                   "d.sampled_at_ms, w.host_used_mib, w.host_total_mib, w.host_fuji_mib, "
-                  "w.host_sampled_at_ms "
+                  "w.host_sampled_at_ms, w.drained_at_ms "
                   "FROM workers w LEFT JOIN devices d ON d.worker_id = w.id "
                   "ORDER BY w.id, d.device_index"));
   std::vector<WorkerRecord> workers;
@@ -165,6 +182,7 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
     if (workers.empty() || workers.back().id != id) {
       workers.push_back(WorkerRecord{id, select.Text(1), select.Int(2), select.Int(3),
                                      select.Text(4), {}, ReadingAt(select, 12, 13, 14, 15)});
+      if (!select.IsNull(16)) workers.back().drained_at_ms = select.Int(16);
     }
     if (!select.IsNull(5)) {
       DeviceRecord device{static_cast<int>(select.Int(5)), select.Text(6), select.Int(7),

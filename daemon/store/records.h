@@ -44,7 +44,8 @@ struct ListFilter {
   std::optional<std::string> owner;  // only this user's jobs; nullopt for everyone's
 };
 
-// Jobs newest first (id descending).
+// Jobs newest first (id descending). Each carries a summary of its spec, {"device": ...} (or {}),
+// and no plans: Get reads a job whole.
 struct JobPage {
   std::vector<JobRecord> jobs;
   int64_t next_page_token = 0;  // 0 when this is the last page
@@ -98,6 +99,9 @@ struct WorkerRecord {
   std::string state;  // "ONLINE" or "LOST"
   std::vector<DeviceRecord> devices;
   std::optional<MemoryReading> host_memory = std::nullopt;  // read back by ListWorkers; empty before the first
+  // When an admin drained it (no new job is placed on it); empty while it takes work. Kept by
+  // RegisterWorker and Heartbeat; changed by SetDrained only.
+  std::optional<int64_t> drained_at_ms = std::nullopt;
 };
 
 // A job attempt placed on a worker's devices; live while released_at_ms is empty.
