@@ -1,8 +1,13 @@
 // Who the CLI is and what admins do: `login`, `whoami`, and `admin user add|list|revoke`,
-// `admin agent-token`, `admin agent list|revoke`. A token is printed once, alone on stdout, so
-// that a script can take it; everything said around it goes to stderr.
+// `admin agent-token`, `admin agent list|revoke|drain|undrain`, `admin backup`. A token is printed
+// once, alone on stdout, so that a script can take it; everything said around it goes to stderr.
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -217,16 +222,17 @@ void RegisterAgentCommands(CLI::App* admin, CliState* state) {
       nlohmann::json list = nlohmann::json::array();
       for (const v1::Agent& a : *agents) {
         list.push_back({{"worker_id", a.worker_id()}, {"enrolled_at_ms", a.enrolled_at_ms()},
-                        {"revoked_at_ms", a.revoked_at_ms()}});
+                        {"revoked_at_ms", a.revoked_at_ms()}, {"drained_at_ms", a.drained_at_ms()}});
       }
       PrintJson({{"agents", list}});
       return;
     }
     std::vector<std::vector<std::string>> rows;
     for (const v1::Agent& a : *agents) {
-      rows.push_back({a.worker_id(), TimeOrDash(a.enrolled_at_ms()), TimeOrDash(a.revoked_at_ms())});
+      rows.push_back({a.worker_id(), TimeOrDash(a.enrolled_at_ms()), TimeOrDash(a.revoked_at_ms()),
+                      a.drained_at_ms() > 0 ? "DRAINED since " + FormatLocalTime(a.drained_at_ms()) : "-"});
     }
-    PrintText(RenderTable({"WORKER", "ENROLLED", "REVOKED"}, rows));
+    PrintText(RenderTable({"WORKER", "ENROLLED", "REVOKED", "DRAINED"}, rows));
   });
 
   struct RevokeFlags {
@@ -247,6 +253,91 @@ void RegisterAgentCommands(CLI::App* admin, CliState* state) {
     }
     std::printf("agent %s revoked\n", agent->worker_id().c_str());
   });
+
+  for (const bool drain : {true, false}) {
+    auto df = std::make_shared<RevokeFlags>();
+    CLI::App* cmd = agent->add_subcommand(
+        drain ? "drain" : "undrain",
+        drain ? "Place no new job on the agent (the jobs it runs go on); fujid keeps this across restarts"
+              : "Let the agent take new jobs again");
+    cmd->add_option("worker_id", df->worker_id, "The agent's worker id")->required();
+    AddServerOption(cmd, &df->server);
+    cmd->callback([state, df, drain] {
+      DaemonClient client(df->server);
+      auto agent = client.DrainAgent(df->worker_id, drain);
+      if (!agent.ok()) {
+        state->exit_code = ReportStatus(agent.status());
+        return;
+      }
+      std::printf("agent %s %s\n", agent->worker_id().c_str(), drain ? "drained" : "undrained");
+    });
+  }
+}
+
+// Writes a backup streamed from fujid to `path`, which must not exist: into a new private file
+// beside it (O_EXCL|O_NOFOLLOW, 0600), checked against the size fujid announced, fsynced, then
+// renamed to path without replacing anything there. Returns the bytes written.
+Result<int64_t> WriteBackup(DaemonClient& client, const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) return AlreadyExists(path + " exists; a backup never replaces a file");
+  const std::filesystem::path target(path);
+  const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
+  const std::string partial = dir + "/." + target.filename().string() + ".partial-" + RandomHex64();
+  FUJI_ASSIGN_OR_RETURN(int fd, CreateExclusiveFile(partial, 0600));
+  int64_t written = 0, total = -1;
+  Status status = client.Backup([&](const v1::BackupChunk& chunk) -> Status {
+    if (total < 0) total = chunk.total_bytes();
+    if (chunk.total_bytes() != total || written + static_cast<int64_t>(chunk.data().size()) > total) {
+      return Internal("fujid sent more of the backup than it announced");
+    }
+    for (size_t done = 0; done < chunk.data().size();) {
+      const ssize_t n = ::write(fd, chunk.data().data() + done, chunk.data().size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Internal("writing " + partial + ": " + ErrnoMessage());
+      done += static_cast<size_t>(n);
+    }
+    written += static_cast<int64_t>(chunk.data().size());
+    return Status::Ok();
+  });
+  if (status.ok() && written != total) status = Internal("the backup ended early: " + std::to_string(written) +
+                                                         " of " + std::to_string(total) + " bytes");
+  if (status.ok() && ::fsync(fd) != 0) status = Internal("fsync " + partial + ": " + ErrnoMessage());
+  ::close(fd);
+  if (status.ok() && ::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+    status = errno == EEXIST ? AlreadyExists(path + " appeared meanwhile; a backup never replaces a file")
+                             : Internal("rename to " + path + ": " + ErrnoMessage());
+  }
+  if (!status.ok()) {
+    ::unlink(partial.c_str());
+    return status;
+  }
+  // The rename itself is durable once the directory is.
+  if (int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return written;
+}
+
+void RegisterBackup(CLI::App* admin, CliState* state) {
+  struct Flags {
+    ServerFlags server;
+    std::string path;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = admin->add_subcommand(
+      "backup", "Copy fujid's database as of now into FILE (new, 0600) while fujid runs; fujid --db FILE starts from it");
+  cmd->add_option("file", f->path, "Where the copy goes; must not exist")->required();
+  AddServerOption(cmd, &f->server);
+  cmd->callback([state, f] {
+    DaemonClient client(f->server);
+    auto written = WriteBackup(client, f->path);
+    if (!written.ok()) {
+      state->exit_code = ReportStatus(written.status());
+      return;
+    }
+    std::printf("backup of fujid's database in %s (%lld bytes)\n", f->path.c_str(), static_cast<long long>(*written));
+  });
 }
 
 }  // namespace
@@ -254,10 +345,11 @@ void RegisterAgentCommands(CLI::App* admin, CliState* state) {
 void RegisterAdminCommands(CLI::App& app, CliState* state) {
   RegisterLogin(app, state);
   RegisterWhoami(app, state);
-  CLI::App* admin = app.add_subcommand("admin", "Users, tokens and agents (an admin's token)");
+  CLI::App* admin = app.add_subcommand("admin", "Users, tokens, agents and backups (an admin's token)");
   admin->require_subcommand(1);
   RegisterUserCommands(admin, state);
   RegisterAgentCommands(admin, state);
+  RegisterBackup(admin, state);
 }
 
 }  // namespace fuji::client

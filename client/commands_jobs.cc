@@ -1,5 +1,5 @@
-// The job commands that talk to fujid: `submit infer|finetune`, `jobs`, `show`, `watch` and
-// `cancel`.
+// The job commands that talk to fujid: `submit infer|finetune`, `jobs`, `show`, `watch`,
+// `cancel` and `priority`.
 #include <unistd.h>
 
 #include <functional>
@@ -14,6 +14,7 @@
 #include "client/infer_flags.h"
 #include "client/job_watch.h"
 #include "client/local_plan.h"
+#include "lib/common/limits.h"
 #include "lib/spec/plan_fields.h"
 
 namespace fuji::client {
@@ -120,6 +121,7 @@ void RegisterJobs(CLI::App& app, CliState* state) {
     std::string state, kind, output = "table";
     bool all = false;
     int32_t limit = 0;
+    int64_t page_token = 0;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("jobs", "List jobs, newest first");
@@ -127,6 +129,7 @@ void RegisterJobs(CLI::App& app, CliState* state) {
   cmd->add_option("--state", f->state, "Only jobs in this state (QUEUED, RUNNING, FAILED, ...)");
   cmd->add_option("--kind", f->kind, "Only jobs of this kind (infer, finetune)");
   cmd->add_option("--limit", f->limit, "At most this many (default 100, at most 1000)");
+  cmd->add_option("--page-token", f->page_token, "The next page: the token the previous page ended with");
   cmd->add_option("--output", f->output, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->add_flag("--all", f->all, "Every user's jobs, with their owners (admins only)");
   cmd->callback([state, f] {
@@ -146,6 +149,7 @@ void RegisterJobs(CLI::App& app, CliState* state) {
     }
     request.set_kind(f->kind);
     request.set_limit(f->limit);
+    request.set_page_token(f->page_token);
     DaemonClient client(f->server);
     auto response = client.ListJobs(request);
     if (!response.ok()) {
@@ -159,6 +163,10 @@ void RegisterJobs(CLI::App& app, CliState* state) {
       PrintJson({{"jobs", list}, {"next_page_token", response->next_page_token()}});
     } else {
       PrintText(JobsTable(jobs, WallClockMs(), f->all));
+      if (response->next_page_token() != 0) {
+        std::fprintf(stderr, "more jobs: fuji jobs --page-token %lld\n",
+                     static_cast<long long>(response->next_page_token()));
+      }
     }
   });
 }
@@ -234,6 +242,33 @@ void RegisterCancel(CLI::App& app, CliState* state) {
   });
 }
 
+void RegisterPriority(CLI::App& app, CliState* state) {
+  struct Flags {
+    ServerFlags server;
+    std::string output = "text";
+    int64_t id = 0;
+    int32_t priority = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand("priority", "Change a queued job's priority (higher runs first)");
+  cmd->add_option("id", f->id, "Job id")->required();
+  cmd->add_option("priority", f->priority, "The new priority")
+      ->required()
+      ->check(CLI::Range(limits::kMinPriority, limits::kMaxPriority));
+  AddServerOption(cmd, &f->server);
+  cmd->add_option("--output", f->output, "text or json")->check(CLI::IsMember({"text", "json"}));
+  cmd->callback([state, f] {
+    DaemonClient client(f->server);
+    auto job = client.SetPriority(f->id, f->priority);
+    if (!job.ok()) {
+      state->exit_code = ReportStatus(job.status());
+      return;
+    }
+    if (f->output == "json") PrintJson(JobToJson(*job));
+    else std::printf("job %lld: priority %d\n", static_cast<long long>(job->id()), job->priority());
+  });
+}
+
 }  // namespace
 
 void RegisterJobCommands(CLI::App& app, CliState* state) {
@@ -242,6 +277,7 @@ void RegisterJobCommands(CLI::App& app, CliState* state) {
   RegisterShow(app, state);
   RegisterWatch(app, state);
   RegisterCancel(app, state);
+  RegisterPriority(app, state);
 }
 
 Result<nlohmann::json> FetchJobResult(DaemonClient& client, int64_t id) {

@@ -107,6 +107,18 @@ Result<v1::ListJobsResponse> DaemonClient::ListJobs(const v1::ListJobsRequest& r
   return response;
 }
 
+Result<v1::Job> DaemonClient::SetPriority(int64_t id, int32_t priority) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::SetPriorityRequest request;
+  request.set_id(id);
+  request.set_priority(priority);
+  v1::Job job;
+  FUJI_RETURN_IF_ERROR(Convert(stub_->SetPriority(&context, request, &job)));
+  return job;
+}
+
 Result<v1::Job> DaemonClient::CancelJob(int64_t id) {
   FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
@@ -231,6 +243,25 @@ Status DaemonClient::Watch(int64_t id, int64_t after_log_seq,
   return Convert(status);
 }
 
+Status DaemonClient::Backup(const std::function<Status(const v1::BackupChunk&)>& on_chunk) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  rpc::Authorize(&context, connection_.token);
+  auto reader = admin_->Backup(&context, v1::BackupRequest());
+  v1::BackupChunk chunk;
+  Status failed;
+  while (reader->Read(&chunk)) {
+    failed = on_chunk(chunk);
+    if (!failed.ok()) {
+      context.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  FUJI_RETURN_IF_ERROR(failed);
+  return Convert(status);
+}
+
 Result<v1::HealthResponse> DaemonClient::Health() {
   FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
@@ -300,6 +331,18 @@ Result<v1::Agent> DaemonClient::RevokeAgent(const std::string& worker_id) {
   request.set_worker_id(worker_id);
   v1::Agent agent;
   FUJI_RETURN_IF_ERROR(Convert(admin_->RevokeAgent(&context, request, &agent)));
+  return agent;
+}
+
+Result<v1::Agent> DaemonClient::DrainAgent(const std::string& worker_id, bool drain) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::DrainAgentRequest request;
+  request.set_worker_id(worker_id);
+  request.set_drain(drain);
+  v1::Agent agent;
+  FUJI_RETURN_IF_ERROR(Convert(admin_->DrainAgent(&context, request, &agent)));
   return agent;
 }
 

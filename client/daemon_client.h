@@ -44,6 +44,7 @@ class DaemonClient {
   Result<v1::Job> GetJob(int64_t id);
   Result<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
   Result<v1::Job> CancelJob(int64_t id);
+  Result<v1::Job> SetPriority(int64_t id, int32_t priority);
   Result<std::vector<v1::Timing>> GetTimings(int64_t id);
   Result<std::vector<v1::MemorySample>> GetSamples(int64_t id);
   Result<v1::ResultResponse> GetResult(int64_t id);
@@ -62,6 +63,10 @@ class DaemonClient {
   Result<v1::CreateJoinTokenResponse> CreateJoinToken(int64_t ttl_ms);
   Result<std::vector<v1::Agent>> ListAgents();
   Result<v1::Agent> RevokeAgent(const std::string& worker_id);
+  Result<v1::Agent> DrainAgent(const std::string& worker_id, bool drain);
+  // Streams a backup of the database (no deadline: a large one takes a while), calling on_chunk
+  // for each chunk in order; its error ends the call.
+  Status Backup(const std::function<Status(const v1::BackupChunk&)>& on_chunk);
 
   // Streams WatchJob (no deadline) and calls `on_event` for each event until the daemon ends the
   // stream (the job is terminal) or `on_event` returns false (the call is then cancelled, OK).

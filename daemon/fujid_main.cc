@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "daemon/server/daemon_server.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
+#include "daemon/store/retention.h"
 #include "lib/common/log.h"
 #include "lib/security/pki.h"
 
@@ -30,8 +32,25 @@ struct Config {
   std::string tls_cert, tls_key, tls_ca;
   std::vector<std::string> tls_sans;
   std::vector<std::string> allow_read;
+  // Days the logs, samples and losses of an ended job are kept; 0: for good.
+  int retain_days = 0, retain_logs_days = 0, retain_samples_days = 0, retain_losses_days = 0;
   fuji::daemon::ServerOptions server;
 };
+
+// --retain-TABLE wins over --retain; nullopt keeps the table's rows for good.
+fuji::store::RetentionPolicy RetentionOf(const Config& config) {
+  constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+  auto days = [&](int table_days) -> std::optional<int64_t> {
+    const int chosen = table_days > 0 ? table_days : config.retain_days;
+    if (chosen <= 0) return std::nullopt;
+    return chosen * kDayMs;
+  };
+  fuji::store::RetentionPolicy policy;
+  policy.logs_ms = days(config.retain_logs_days);
+  policy.samples_ms = days(config.retain_samples_days);
+  policy.losses_ms = days(config.retain_losses_days);
+  return policy;
+}
 
 // Every call allocates and frees buffers on gRPC's and the store's threads. glibc hands the top of a
 // thread's arena back to the kernel as soon as 128 KiB of it are free: a madvise, and a TLB
@@ -85,6 +104,15 @@ int main(int argc, char** argv) {
   app.add_option("--allow-read", config.allow_read,
                  "a directory whose models and data jobs may name (repeatable); fujid reads models' "
                  "configs there to plan, and refuses submits naming paths elsewhere");
+  const auto days = CLI::Range(0, 36500);
+  app.add_option("--retain", config.retain_days,
+                 "delete the logs, samples and losses of jobs that ended more than DAYS ago (0: keep "
+                 "them); the jobs themselves stay")
+      ->check(days);
+  app.add_option("--retain-logs", config.retain_logs_days, "as --retain, for logs only (wins over it)")->check(days);
+  app.add_option("--retain-samples", config.retain_samples_days, "as --retain, for memory samples only")
+      ->check(days);
+  app.add_option("--retain-losses", config.retain_losses_days, "as --retain, for losses only")->check(days);
   app.add_flag("--insecure", config.server.insecure,
                "plaintext without TLS, on a loopback address only (tokens are still checked)");
   CLI11_PARSE(app, argc, argv);
@@ -143,6 +171,11 @@ int main(int argc, char** argv) {
   const std::string admin_token = (std::filesystem::path(config.state_dir) / "admin.token").string();
   fuji::Result<bool> made_admin = (*server)->auth()->EnsureAdmin(admin_token);
   if (!made_admin.ok()) return Fail("cannot create the first admin: " + made_admin.status().message());
+  std::unique_ptr<fuji::store::Retention> retention;
+  if (fuji::store::RetentionPolicy policy = RetentionOf(config); policy.any()) {
+    retention = std::make_unique<fuji::store::Retention>(store->get(), &clock, policy);
+    retention->Start();
+  }
   if (*made_admin) fuji::log::Info("created user admin; its token is in " + admin_token + " (mode 0600)");
   if (!ca_path.empty()) {
     fuji::log::Info("TLS with the CA " + std::filesystem::absolute(ca_path).string() +
@@ -158,6 +191,7 @@ int main(int argc, char** argv) {
   signals_io.run();
 
   // ---- Stop in reverse order ----
+  retention.reset();
   (*server)->Stop();
   server->reset();
   store->reset();

@@ -3,6 +3,7 @@
 fuji_add_test(fujid_server_test
   SOURCES integration/fujid_server_test.cc integration/fujid_recovery_test.cc
     integration/fujid_finetune_test.cc integration/fujid_placement_test.cc
+    integration/fujid_admin_test.cc
   LIBS fuji_daemon GTest::gmock
   LABELS integration
   TIMEOUT 300)

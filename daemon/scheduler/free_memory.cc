@@ -38,6 +38,7 @@ std::vector<AgentView> AgentsWithFreeMemory(const std::vector<AgentMemory>& agen
     AgentView view;
     view.worker_id = agent.worker_id;
     view.connected = agent.connected;
+    view.drained = agent.drained;
     view.device_kind = agent.devices.empty() ? "cpu" : agent.devices.front().kind;
     const int64_t host_promise = host_promised[agent.worker_id];
     if (agent.host) {

@@ -51,6 +51,7 @@ struct HostMemory {
 struct AgentMemory {
   std::string worker_id;
   bool connected = true;
+  bool drained = false;
   std::vector<DeviceMemory> devices;  // every one of one kind; none: a CPU agent
   std::optional<HostMemory> host;     // empty before the first reading
 };

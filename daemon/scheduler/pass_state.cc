@@ -43,6 +43,10 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
 
   for (const AgentView& view : agents) {
     if (!view.connected) continue;
+    if (view.drained) {
+      drained_kinds_.insert(view.device_kind);
+      continue;
+    }
     AgentSlot& agent = agents_.emplace_back();
     agent.view = &view;
     agent.host_free_mib = view.host_free_mib;

@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -70,9 +71,14 @@ class PassState {
   PassState& operator=(const PassState&) = delete;
 
   int64_t now_ms() const { return now_ms_; }
+  // Connected agents that take work: drained ones are left out of the pass.
   bool any_connected() const { return !agents_.empty(); }
-  // nullptr when no connected agent has devices of this kind.
+  // nullptr when no connected agent that takes work has devices of this kind.
   KindState* Kind(const std::string& device_kind);
+  // Whether a connected agent with devices of this kind is drained ("" for any kind).
+  bool Drained(const std::string& device_kind) const {
+    return device_kind.empty() ? !drained_kinds_.empty() : drained_kinds_.count(device_kind) > 0;
+  }
 
   // Places the job on the best-fitting agent if it can start now under its kind's reservation,
   // and records the placement so later jobs see those devices taken.
@@ -115,6 +121,7 @@ class PassState {
   std::unordered_map<int64_t, int64_t> host_mib_;
   std::vector<AgentSlot> agents_;
   std::map<std::string, KindState> kinds_;
+  std::set<std::string> drained_kinds_;
 };
 
 }  // namespace fuji::sched

@@ -183,8 +183,13 @@ std::string TooLargeText(const JobRequest& job, const AgentView& largest, std::s
 std::string WaitingText(const JobRequest& job, const PassState& state, const KindState* kind,
                         bool detailed, int waiting_ahead) {
   if (job.devices < 1) return InvalidDevicesText(job);
-  if (!state.any_connected()) return "no agent connected";
-  if (!kind) return NoAgentOfKindText(job, "connected agent");
+  if (!state.any_connected()) {
+    return state.Drained("") ? "every connected agent is drained" : "no agent connected";
+  }
+  if (!kind) {
+    return state.Drained(job.device_kind) ? NoAgentOfKindText(job, "undrained agent")
+                                          : NoAgentOfKindText(job, "connected agent");
+  }
   if (job.devices > static_cast<int>(kind->largest->devices.size())) {
     return TooLargeText(job, *kind->largest->view, "connected agent");
   }

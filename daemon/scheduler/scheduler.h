@@ -92,6 +92,7 @@ struct AgentView {
   std::string device_kind;  // every device of an agent is of this kind
   std::vector<DeviceView> devices;
   bool connected = true;  // a disconnected agent gets nothing
+  bool drained = false;   // an admin drained it: it gets nothing new, its jobs run on
   int64_t host_total_mib = kUnknownMib;
   int64_t host_free_mib = kUnknownMib;  // neither used nor promised to the jobs it runs
 };

@@ -1,6 +1,9 @@
-// AdminService; see admin_service.h. The work is the Authenticator's.
+// AdminService; see admin_service.h. The work is the Authenticator's and the store's.
 #include "daemon/server/admin_service.h"
 
+#include <map>
+
+#include "daemon/server/backup.h"
 #include "daemon/server/grpc_status.h"
 #include "lib/common/log.h"
 
@@ -26,7 +29,7 @@ v1::Agent AgentToProto(const store::CredentialRecord& c) {
 
 }  // namespace
 
-AdminService::AdminService(Authenticator* auth) : auth_(auth) {}
+AdminService::AdminService(Authenticator* auth, store::JobStore* store) : auth_(auth), store_(store) {}
 
 grpc::ServerUnaryReactor* AdminService::CreateUser(grpc::CallbackServerContext* context,
                                                    const v1::CreateUserRequest* request,
@@ -80,10 +83,20 @@ grpc::ServerUnaryReactor* AdminService::CreateJoinToken(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminService::ListAgents(grpc::CallbackServerContext* context,
                                                    const v1::ListAgentsRequest*, v1::ListAgentsResponse* response) {
   Result<Caller> caller = auth_->Admin(*context);
-  if (caller.ok()) {
-    for (const store::CredentialRecord& c : auth_->Agents()) *response->add_agents() = AgentToProto(c);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
+  if (!workers.ok()) return Finish(context, workers.status());
+  std::map<std::string, int64_t> drained;
+  for (const store::WorkerRecord& w : *workers) {
+    if (w.drained_at_ms) drained[w.id] = *w.drained_at_ms;
   }
-  return Finish(context, caller.status());
+  for (const store::CredentialRecord& c : auth_->Agents()) {
+    v1::Agent* agent = response->add_agents();
+    *agent = AgentToProto(c);
+    // A revoked credential's worker id may be enrolled again: the drain shows on the live one.
+    if (!c.revoked_at_ms && drained.count(c.name)) agent->set_drained_at_ms(drained[c.name]);
+  }
+  return Finish(context, Status::Ok());
 }
 
 grpc::ServerUnaryReactor* AdminService::RevokeAgent(grpc::CallbackServerContext* context,
@@ -96,6 +109,30 @@ grpc::ServerUnaryReactor* AdminService::RevokeAgent(grpc::CallbackServerContext*
     log::Info("agent " + agent->name + " revoked by " + caller->name);
   }
   return Finish(context, agent.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::DrainAgent(grpc::CallbackServerContext* context,
+                                                   const v1::DrainAgentRequest* request, v1::Agent* response) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  if (request->worker_id().empty() || request->worker_id().size() > limits::kMaxNameBytes) {
+    return Finish(context, InvalidArgument("a worker id is 1 to " + std::to_string(limits::kMaxNameBytes) + " bytes"));
+  }
+  Result<std::optional<int64_t>> drained = store_->SetDrained(request->worker_id(), request->drain());
+  if (drained.ok()) {
+    response->set_worker_id(request->worker_id());
+    response->set_drained_at_ms(drained->value_or(0));
+    log::Info("agent " + request->worker_id() + (request->drain() ? " drained" : " undrained") + " by " +
+              caller->name);
+  }
+  return Finish(context, drained.status());
+}
+
+grpc::ServerWriteReactor<v1::BackupChunk>* AdminService::Backup(grpc::CallbackServerContext* context,
+                                                                const v1::BackupRequest*) {
+  Result<Caller> caller = auth_->Admin(*context);
+  if (caller.ok()) log::Info("database backup for " + caller->name);
+  return StartBackup(store_, caller.status());
 }
 
 }  // namespace fuji::daemon

@@ -1,16 +1,17 @@
-// AdminService: users and their tokens, join tokens, enrolled agents. Every call needs an admin's
-// token (Authenticator::Admin).
+// AdminService: users and their tokens, join tokens, enrolled agents and their drains, backups of
+// the database. Every call needs an admin's token (Authenticator::Admin).
 #pragma once
 
 #include "daemon/server/auth.h"
+#include "daemon/store/job_store.h"
 #include "fuji/v1/admin.grpc.pb.h"
 
 namespace fuji::daemon {
 
-// Thread-safe. auth is not owned and must outlive the gRPC server that serves this.
+// Thread-safe. auth and store are not owned and must outlive the gRPC server that serves this.
 class AdminService final : public v1::AdminService::CallbackService {
  public:
-  explicit AdminService(Authenticator* auth);
+  AdminService(Authenticator* auth, store::JobStore* store);
 
   grpc::ServerUnaryReactor* CreateUser(grpc::CallbackServerContext* context, const v1::CreateUserRequest* request,
                                        v1::CreateUserResponse* response) override;
@@ -25,9 +26,14 @@ class AdminService final : public v1::AdminService::CallbackService {
                                        v1::ListAgentsResponse* response) override;
   grpc::ServerUnaryReactor* RevokeAgent(grpc::CallbackServerContext* context, const v1::RevokeAgentRequest* request,
                                         v1::Agent* response) override;
+  grpc::ServerUnaryReactor* DrainAgent(grpc::CallbackServerContext* context, const v1::DrainAgentRequest* request,
+                                       v1::Agent* response) override;
+  grpc::ServerWriteReactor<v1::BackupChunk>* Backup(grpc::CallbackServerContext* context,
+                                                    const v1::BackupRequest* request) override;
 
  private:
   Authenticator* auth_;
+  store::JobStore* store_;
 };
 
 }  // namespace fuji::daemon

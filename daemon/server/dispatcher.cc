@@ -104,6 +104,7 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(
     sched::AgentMemory& agent = agents.emplace_back();
     agent.worker_id = worker.id;
     agent.connected = worker.state == "ONLINE";
+    agent.drained = worker.drained_at_ms.has_value();  // persisted intent: no new work on it
     if (worker.host_memory) {
       agent.host = sched::HostMemory{worker.host_memory->total_mib, ReadingOf(*worker.host_memory)};
     }

@@ -84,7 +84,10 @@ grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* cont
   Result<store::JobPage> page = store_->List(filter);
   if (page.ok()) {
     for (const store::JobRecord& job : page->jobs) {
-      *response->add_jobs() = View(job, /*count_ahead=*/false);
+      // The page's rows hold a summary of the spec (what View needs of it), never the spec.
+      v1::Job* out = response->add_jobs();
+      *out = View(job, /*count_ahead=*/false);
+      out->clear_spec_json();
     }
     response->set_next_page_token(page->next_page_token);
   }
@@ -102,6 +105,26 @@ grpc::ServerUnaryReactor* JobService::CancelJob(grpc::CallbackServerContext* con
   Result<store::JobRecord> job = dispatcher_->Cancel(request->id());
   if (job.ok()) *response = JobToProto(*job);
   return Finish(context, job.status());
+}
+
+grpc::ServerUnaryReactor* JobService::SetPriority(grpc::CallbackServerContext* context,
+                                                  const v1::SetPriorityRequest* request,
+                                                  v1::Job* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  if (Result<store::JobRecord> owned = OwnedJob(*caller, request->id()); !owned.ok()) {
+    return Finish(context, owned.status());
+  }
+  // The row first: once acknowledged, the order holds across restarts.
+  if (Status set = store_->SetPriority(request->id(), request->priority()); !set.ok()) {
+    return Finish(context, set);
+  }
+  Result<store::JobRecord> job = store_->Get(request->id());
+  if (!job.ok()) return Finish(context, job.status());
+  // The dispatcher's queue takes the new priority (a job placed meanwhile leaves it at the pass).
+  if (job->state == store::JobState::kQueued) dispatcher_->Enqueued(*job);
+  *response = View(*job, /*count_ahead=*/true);
+  return Finish(context, Status::Ok());
 }
 
 grpc::ServerUnaryReactor* JobService::GetTimings(grpc::CallbackServerContext* context,
@@ -236,6 +259,7 @@ grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* c
     out->set_host(worker.host);
     out->set_state(worker.state);
     out->set_last_heartbeat_ms(worker.last_heartbeat_ms);
+    out->set_drained_at_ms(worker.drained_at_ms.value_or(0));
     const sched::AgentView* view = views.count(worker.id) ? views[worker.id] : nullptr;
     out->set_host_total_mib(worker.host_memory ? worker.host_memory->total_mib : 0);
     out->set_host_free_mib(view && worker.host_memory ? view->host_free_mib : -1);

@@ -2,7 +2,6 @@
 // deletes the logs, samples and losses of jobs that ended long ago (on fake time) in bounded
 // batches; backups are databases the store opens; a new database file is private; priority
 // changes and drains are rows that outlive the store.
-#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <string>
@@ -13,6 +12,7 @@
 #include "daemon/store/retention.h"
 #include "lib/common/file_util.h"
 #include "tests/unit/daemon_store_fixture.h"
+#include "tests/unit/sqlite_integrity.h"
 
 namespace fuji::daemon::testing {
 namespace {
@@ -178,14 +178,7 @@ TEST_F(StoreRetentionTest, ABackupIsADatabaseTheStoreOpens) {
   // Written after the copy: not in it.
   SubmitJob();
 
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open_v2((dir_ + "/copy.db").c_str(), &raw, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* check = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA integrity_check", -1, &check, nullptr), SQLITE_OK);
-  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
-  sqlite3_finalize(check);
-  sqlite3_close(raw);
+  EXPECT_EQ(::fuji::testing::IntegrityCheck(dir_ + "/copy.db"), "ok");
 
   auto copy = store::JobStore::Open(dir_ + "/copy.db", &clock_);
   ASSERT_TRUE(copy.ok()) << copy.status().ToString();
