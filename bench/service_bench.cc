@@ -418,6 +418,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
     submit_ms.push_back(std::chrono::duration<double>(acked - submit_begin).count() * 1e3);
     const int64_t job_id = submitted.job().id();
     int attempt = -1;
+    int64_t epoch = 0;
     while (attempt < 0) {
       v1::PollAssignmentsRequest poll;
       poll.set_worker_id(worker_id);
@@ -429,6 +430,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
       for (const v1::Assignment& a : polled.assignments()) {
         if (a.job_id() == job_id) {
           attempt = a.attempt();
+          epoch = a.lease_epoch();
         } else {
           Die("round " + std::to_string(round) + ": unexpected assignment of job " + std::to_string(a.job_id()) + ", waiting for " + std::to_string(job_id));
         }
@@ -446,6 +448,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
       started.set_worker_id(worker_id);
       started.set_job_id(job_id);
       started.set_attempt(attempt);
+      started.set_lease_epoch(epoch);
       started.set_started(true);
       v1::ReportResponse reported;
       grpc::ClientContext context;
@@ -456,6 +459,7 @@ void BenchAssign(const BenchConfig& config, int64_t backlog, int rounds) {
     complete.set_worker_id(worker_id);
     complete.set_job_id(job_id);
     complete.set_attempt(attempt);
+    complete.set_lease_epoch(epoch);
     complete.set_succeeded(true);
     complete.set_result_json("{}");
     v1::CompleteResponse completed;
@@ -602,6 +606,7 @@ void BenchSamples(const BenchConfig& config) {
     Check(jobs->Submit(&context, submit, &submitted), "submit");
   }
   int attempt = -1;
+  int64_t epoch = 0;
   for (int tries = 0; attempt < 0 && tries < 10; ++tries) {
     v1::PollAssignmentsRequest poll;
     poll.set_worker_id(worker_id);
@@ -611,7 +616,10 @@ void BenchSamples(const BenchConfig& config) {
     fujid.AsWorker(&context, worker_id);
     Check(worker->PollAssignments(&context, poll, &polled), "poll");
     for (const v1::Assignment& a : polled.assignments()) {
-      if (a.job_id() == submitted.job().id()) attempt = a.attempt();
+      if (a.job_id() == submitted.job().id()) {
+        attempt = a.attempt();
+        epoch = a.lease_epoch();
+      }
     }
   }
   if (attempt < 0) Die("samples: the job was never assigned");
@@ -630,6 +638,7 @@ void BenchSamples(const BenchConfig& config) {
       report.set_worker_id(worker_id);
       report.set_job_id(submitted.job().id());
       report.set_attempt(attempt);
+      report.set_lease_epoch(epoch);
       report.set_started(true);
       for (int i = 0; i < kBatch; ++i) {
         v1::MemorySample* s = report.add_samples();

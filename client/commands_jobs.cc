@@ -31,9 +31,11 @@ struct SubmitFlags {
 void AddSubmitFlags(CLI::App* cmd, SubmitFlags* f) {
   AddServerOption(cmd, &f->server);
   cmd->add_flag("--wait", f->wait, "Wait for the job and print its result");
-  cmd->add_option("--priority", f->priority, "Higher runs first (default 0)");
+  cmd->add_option("--priority", f->priority, "Higher runs first (default 0)")
+      ->check(CLI::Range(limits::kMinPriority, limits::kMaxPriority));
   cmd->add_option("--timeout", f->timeout, "Fail the job after this long: 30s, 5m, 1h or 250ms");
-  cmd->add_option("--max-attempts", f->max_attempts, "Attempts at most (default: the daemon's)");
+  cmd->add_option("--max-attempts", f->max_attempts, "Attempts at most (default: the daemon's)")
+      ->check(CLI::Range(0, limits::kMaxAttempts));
   cmd->add_flag("--share", f->share,
                 "May share devices with other jobs submitted with --share, while their plans fit the "
                 "devices' free memory together");

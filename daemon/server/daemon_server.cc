@@ -10,10 +10,10 @@
 namespace fuji::daemon {
 
 DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
-                           const store::Clock* clock)
+                           const store::Clock* clock, const store::Clock* lease_clock)
     : options_(options),
       auth_(store, clock),
-      dispatcher_(store, clock, &hub_, DispatcherOptions{options.lease_ttl_ms, options.max_poll_wait_ms}),
+      dispatcher_(store, clock, lease_clock != nullptr ? lease_clock : &steady_clock_, &hub_, DispatcherOptions{options.lease_ttl_ms, options.max_poll_wait_ms}),
       job_service_(store, &dispatcher_, &hub_, &rates_, &auth_, clock, JobServiceOptions{options.max_attempts, options.read_policy}),
       worker_service_(&dispatcher_, &rates_, &auth_, options.lease_ttl_ms),
       admin_service_(&auth_, store),
@@ -24,7 +24,8 @@ DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
 
 Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& options,
                                                           store::JobStore* store,
-                                                          const store::Clock* clock) {
+                                                          const store::Clock* clock,
+                                                          const store::Clock* lease_clock) {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (options.insecure) {
     if (!rpc::IsLoopbackAddress(options.listen)) {
@@ -39,7 +40,7 @@ Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& o
     tls.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
     credentials = grpc::SslServerCredentials(tls);
   }
-  std::unique_ptr<DaemonServer> server(new DaemonServer(options, store, clock));
+  std::unique_ptr<DaemonServer> server(new DaemonServer(options, store, clock, lease_clock));
   FUJI_RETURN_IF_ERROR(server->auth_.Load());
   FUJI_RETURN_IF_ERROR(server->dispatcher_.Recover());
   DaemonServer* self = server.get();

@@ -22,6 +22,7 @@
 #include "daemon/server/worker_service.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
+#include "lib/common/limits.h"
 
 namespace fuji::daemon {
 
@@ -35,7 +36,7 @@ struct ServerOptions {
   int64_t pass_interval_ms = 1000;
   int64_t lease_check_interval_ms = 500;
   int64_t poll_tick_ms = 50;       // long polls end within this of their wait
-  int max_message_bytes = 32 << 20;
+  int max_message_bytes = limits::kMaxMessageBytes;
   // TLS: fujid's certificate (chain) and key, PEM. With insecure, plaintext instead, which only a
   // loopback `listen` may use.
   std::string tls_cert_pem, tls_key_pem;
@@ -50,9 +51,12 @@ class DaemonServer {
   // Loads the credentials, recovers leases from the store, starts the loop, then listens.
   // UNAVAILABLE when the address cannot be bound; INVALID_ARGUMENT for plaintext on an address
   // that is not loopback, or TLS without a certificate and key.
+  // `clock` is the time of day (what the store keeps); leases run on `lease_clock`, fujid's own
+  // steady clock when null (tests pass their fake clock for both).
   static Result<std::unique_ptr<DaemonServer>> Start(const ServerOptions& options,
                                                      store::JobStore* store,
-                                                     const store::Clock* clock);
+                                                     const store::Clock* clock,
+                                                     const store::Clock* lease_clock = nullptr);
   ~DaemonServer();
   DaemonServer(const DaemonServer&) = delete;
   DaemonServer& operator=(const DaemonServer&) = delete;
@@ -65,11 +69,13 @@ class DaemonServer {
   void Stop(int64_t deadline_ms = 2000);
 
  private:
-  DaemonServer(const ServerOptions& options, store::JobStore* store, const store::Clock* clock);
+  DaemonServer(const ServerOptions& options, store::JobStore* store, const store::Clock* clock,
+               const store::Clock* lease_clock);
   // Runs `tick` every period_ms on the loop.
   void Every(boost::asio::steady_timer& timer, int64_t period_ms, void (Dispatcher::*tick)());
 
   const ServerOptions options_;
+  const store::SteadyClock steady_clock_;
   EventHub hub_;
   NodeRates rates_;
   Authenticator auth_;

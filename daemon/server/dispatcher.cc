@@ -44,10 +44,11 @@ sched::MemoryReading ReadingOf(const store::MemoryReading& reading) {
 
 }  // namespace
 
-Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
-                       DispatcherOptions options)
+Dispatcher::Dispatcher(store::JobStore* store, const store::Clock* clock, const store::Clock* lease_clock,
+                       EventHub* hub, DispatcherOptions options)
     : store_(store),
       clock_(clock),
+      lease_clock_(lease_clock),
       hub_(hub),
       options_(options),
       handout_(clock, options.max_poll_wait_ms),
@@ -58,7 +59,8 @@ Status Dispatcher::Recover() {
                         store_->QueuedJobs(std::numeric_limits<int>::max()));
   for (const store::JobRecord& job : queued) AddQueued(job);
   FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
-  int64_t now_ms = clock_->NowMs();
+  const int64_t now_ms = clock_->NowMs();
+  const int64_t now_lease_ms = lease_clock_->NowMs();
   std::set<std::string> workers;
   for (const store::Assignment& a : live) {
     Result<store::JobRecord> job = store_->Get(a.job_id);
@@ -67,8 +69,11 @@ Status Dispatcher::Recover() {
                  "its plan's memory is not counted");
     }
     std::lock_guard<std::mutex> lock(mu_);
-    leases_.Grant(a.job_id, a.worker_id, now_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
-    if (job.ok()) placed_[a.job_id] = PlacedOf(*job, a.assigned_at_ms, job->plan);
+    leases_.Grant(a.job_id, a.worker_id, now_lease_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
+    if (job.ok()) {
+      placed_[a.job_id] = PlacedOf(*job, a.assigned_at_ms, job->plan);
+      placed_[a.job_id].placed_lease_ms = now_lease_ms;
+    }
     // A cancel asked for before the restart still stands: the agent is told again at its next
     // heartbeat, and the attempt ends the job CANCELLED.
     if (job.ok() && job->cancel_requested_at_ms > 0) cancel_requested_.insert(a.job_id);
@@ -239,14 +244,16 @@ void Dispatcher::RunPass() {
     v1::Assignment assignment;
     assignment.set_job_id(job->id);
     assignment.set_attempt(job->attempts);
+    assignment.set_lease_epoch(job->lease_epoch + 1);  // Assign added one (passes run one at a time)
     assignment.set_kind(store::JobKindName(job->kind));
     assignment.set_spec_json(SpecForPlacement(job->kind, job->spec, plan));
     for (int index : placement.device_indices) assignment.add_device_indices(index);
     assignment.set_timeout_ms(job->timeout_ms);
-    const Placed placed = PlacedOf(*job, now_ms, plan);
+    Placed placed = PlacedOf(*job, now_ms, plan);
+    placed.placed_lease_ms = lease_clock_->NowMs();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      leases_.Grant(job->id, placement.worker_id, now_ms, options_.lease_ttl_ms);
+      leases_.Grant(job->id, placement.worker_id, placed.placed_lease_ms, v1::RequeueAfterMs(options_.lease_ttl_ms));
       placed_[job->id] = placed;
     }
     handout_.Add(placement.worker_id, std::move(assignment));
@@ -265,23 +272,28 @@ void Dispatcher::RunPass() {
 }
 
 void Dispatcher::CheckLeases() {
+  const int64_t now_lease_ms = lease_clock_->NowMs();
   std::vector<sched::ExpiredLease> expired;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    expired = leases_.Expired(clock_->NowMs());
+    expired = leases_.Expired(now_lease_ms);
   }
   std::set<std::string> lost;
   // Agents silent for a whole lease are LOST even when they hold nothing, so no pass places a job
-  // on them; a heartbeat or a registration brings them back.
+  // on them; a heartbeat or a registration brings them back. Their jobs wait for the fencing
+  // margin on top (their leases above).
   Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
-  int64_t now_ms = clock_->NowMs();
   if (!workers.ok()) {
     LogDropped("lease check: reading the agents", workers.status());
   } else {
     for (const store::WorkerRecord& worker : *workers) {
-      if (worker.state != "ONLINE" || worker.last_heartbeat_ms + options_.lease_ttl_ms >= now_ms) {
-        continue;
+      if (worker.state != "ONLINE") continue;
+      int64_t heard_ms;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        heard_ms = heard_lease_ms_.emplace(worker.id, now_lease_ms).first->second;
       }
+      if (heard_ms + options_.lease_ttl_ms >= now_lease_ms) continue;
       if (MarkLost(worker.id)) lost.insert(worker.id);
     }
   }
@@ -300,6 +312,17 @@ void Dispatcher::CheckLeases() {
     }
     EndAttempt(*job, lease.Reason(), /*retryable=*/true);
   }
+}
+
+bool Dispatcher::PlacedWithinLease(int64_t job_id, int64_t now_lease_ms) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto it = placed_.find(job_id);
+  return it != placed_.end() && it->second.placed_lease_ms + options_.lease_ttl_ms > now_lease_ms;
+}
+
+void Dispatcher::Heard(const std::string& worker_id, int64_t now_lease_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  heard_lease_ms_[worker_id] = now_lease_ms;
 }
 
 bool Dispatcher::MarkLost(const std::string& worker_id) {

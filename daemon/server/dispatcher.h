@@ -53,9 +53,13 @@ class Dispatcher : private ReportIngest::Lifecycle {
   struct Placed {
     std::optional<sched::MemoryOption> promise;
     sched::RunningJob running;
+    int64_t placed_lease_ms = 0;  // lease_clock's time of the placement (or of fujid's recovery)
   };
 
-  Dispatcher(store::JobStore* store, const store::Clock* clock, EventHub* hub,
+  // `clock` stamps what the store keeps and people read (wall time); `lease_clock` times leases,
+  // hand-outs and agents' silence (a steady clock: a step of the time of day neither requeues
+  // running jobs nor hides dead agents). Tests may pass the same fake clock for both.
+  Dispatcher(store::JobStore* store, const store::Clock* clock, const store::Clock* lease_clock, EventHub* hub,
              DispatcherOptions options);
 
   // After a restart: every live assignment gets a fresh lease, longer than lease_ttl_ms by the
@@ -123,6 +127,11 @@ class Dispatcher : private ReportIngest::Lifecycle {
   void PublishState(int64_t job_id);
   // Marks the agent LOST in the store; false (and logged) when that fails.
   bool MarkLost(const std::string& worker_id);
+  // Whether the job was placed (or recovered) less than a lease ago by lease_clock: its hand-out
+  // may still be on its way to the agent.
+  bool PlacedWithinLease(int64_t job_id, int64_t now_lease_ms) const;
+  // An agent was heard from (Register, Heartbeat) at now_lease_ms.
+  void Heard(const std::string& worker_id, int64_t now_lease_ms);
   void Forget(int64_t job_id);  // lease, cancel request, placement, pending hand-outs, progress
   // The agents with their free memory (sched::AgentsWithFreeMemory): the store's latest
   // readings, and what the plans of the jobs in `live` were promised.
@@ -134,6 +143,7 @@ class Dispatcher : private ReportIngest::Lifecycle {
 
   store::JobStore* store_;
   const store::Clock* clock_;
+  const store::Clock* lease_clock_;
   EventHub* hub_;
   const DispatcherOptions options_;
   PassRequester pass_requester_;
@@ -148,6 +158,9 @@ class Dispatcher : private ReportIngest::Lifecycle {
   std::map<int64_t, sched::JobRequest> queued_;  // QUEUED jobs by id
   bool no_agent_connected_ = false;              // as the latest pass found
   std::map<int64_t, Placed> placed_;
+  // When each agent was last heard from, by lease_clock; agents not heard from since fujid started
+  // count from their first lease check.
+  std::map<std::string, int64_t> heard_lease_ms_;
 
   std::mutex pass_mu_;  // one pass at a time
 };

@@ -66,6 +66,7 @@ v1::Job JobToProto(const store::JobRecord& job) {
   out.set_state(StateToProto(job.state));
   out.set_priority(static_cast<int32_t>(job.priority));
   out.set_attempts(job.attempts);
+  out.set_lease_epoch(job.lease_epoch);
   out.set_max_attempts(job.max_attempts);
   out.set_reason(job.reason);
   out.set_worker_id(job.worker_id);

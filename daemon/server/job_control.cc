@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "daemon/server/dispatcher.h"
+#include "fuji/v1/worker_contract.h"
 
 namespace fuji::daemon {
 
@@ -70,15 +71,17 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
   FUJI_RETURN_IF_ERROR(
       store_->RegisterWorker(worker, SamplesOf(request.samples(), worker.id, std::nullopt)));
   const std::string& id = worker.id;
-  int64_t now_ms = clock_->NowMs();
+  const int64_t now_ms = clock_->NowMs();
+  const int64_t now_lease_ms = lease_clock_->NowMs();
+  Heard(id, now_lease_ms);
   std::vector<int64_t> stop;
   std::set<int64_t> continuing;
   for (const v1::RunningJob& running : request.running()) {
     Result<store::JobRecord> job = store_->Get(running.job_id());
-    if (job.ok() && HoldsAttempt(*job, id, running.attempt())) {
+    if (job.ok() && HoldsAttempt(*job, id, running.attempt(), running.lease_epoch())) {
       continuing.insert(job->id);
       std::lock_guard<std::mutex> lock(mu_);
-      leases_.Grant(job->id, id, now_ms, options_.lease_ttl_ms);
+      leases_.Grant(job->id, id, now_lease_ms, v1::RequeueAfterMs(options_.lease_ttl_ms));
     } else {
       stop.push_back(running.job_id());
     }
@@ -92,8 +95,8 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
       continue;
     }
     Result<store::JobRecord> job = store_->Get(a.job_id);
-    if (!job.ok() || !HoldsAttempt(*job, id, a.attempt)) continue;
-    if (job->state == JobState::kAssigned && a.assigned_at_ms + options_.lease_ttl_ms > now_ms) continue;
+    if (!job.ok() || !HoldsAttempt(*job, id, a.attempt, job->lease_epoch)) continue;
+    if (job->state == JobState::kAssigned && PlacedWithinLease(a.job_id, now_lease_ms)) continue;
     Abandoned(*job, "agent " + id + " restarted");
   }
   FUJI_RETURN_IF_ERROR(store_->RenewLeases(id, now_ms + options_.lease_ttl_ms).status());
@@ -110,12 +113,14 @@ Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& 
     return response;
   }
   FUJI_RETURN_IF_ERROR(beat);
-  int64_t now_ms = clock_->NowMs();
+  const int64_t now_ms = clock_->NowMs();
+  const int64_t now_lease_ms = lease_clock_->NowMs();
   FUJI_RETURN_IF_ERROR(store_->RenewLeases(id, now_ms + options_.lease_ttl_ms).status());
+  Heard(id, now_lease_ms);
   std::vector<int64_t> cancel_requested;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    leases_.Renew(id, now_ms, options_.lease_ttl_ms);
+    leases_.Renew(id, now_lease_ms, v1::RequeueAfterMs(options_.lease_ttl_ms));
     cancel_requested.assign(cancel_requested_.begin(), cancel_requested_.end());
   }
   std::set<int64_t> cancel;
@@ -123,18 +128,18 @@ Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& 
   for (const v1::RunningJob& running : request.running()) {
     listed.insert(running.job_id());
     Result<store::JobRecord> job = store_->Get(running.job_id());
-    if (!job.ok() || !HoldsAttempt(*job, id, running.attempt())) cancel.insert(running.job_id());
+    if (!job.ok() || !HoldsAttempt(*job, id, running.attempt(), running.lease_epoch())) cancel.insert(running.job_id());
   }
   // Jobs held by this agent for a whole lease that it does not list (a hand-out lost with its
   // poll, a rank that died unreported): requeued, and the agent is told to stop them.
   FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
   for (const store::Assignment& a : live) {
     if (a.worker_id != id || listed.count(a.job_id) > 0 || handout_.IsPending(id, a.job_id) ||
-        a.assigned_at_ms + options_.lease_ttl_ms > now_ms) {
+        PlacedWithinLease(a.job_id, now_lease_ms)) {
       continue;
     }
     Result<store::JobRecord> job = store_->Get(a.job_id);
-    if (!job.ok() || !HoldsAttempt(*job, id, a.attempt)) continue;
+    if (!job.ok() || !HoldsAttempt(*job, id, a.attempt, job->lease_epoch)) continue;
     Abandoned(*job, "agent " + id + " no longer runs it");
     cancel.insert(a.job_id);
   }

@@ -39,7 +39,9 @@ Result<std::string> Plan(plan::SpecAsk ask, const std::string& named) {
   const bool cuda = ask.request.device == plan::DeviceKind::kCuda;
   nlohmann::json out = {
       {"label", Label(named, ask.finetune ? "fine-tune" : "inference", ask.request.config.NumParameters())},
-      {"options", nlohmann::json::array()}};
+      {"options", nlohmann::json::array()},
+      // Submit bounds an inference's prompt and new tokens by it (PositionsOfPlans).
+      {"positions", ask.request.config.n_positions}};
   for (const plan::Plan& p : plans) {
     out["options"].push_back({{"label", plan::PlanLabel(ask.finetune, p)},
                               {"zero", p.zero},
@@ -118,6 +120,13 @@ Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int
   FUJI_ASSIGN_OR_RETURN(std::string plans, Plan(std::move(ask), named));
   if (!key.empty()) PlanCache::Get().Put(key, plans);
   return plans;
+}
+
+int64_t PositionsOfPlans(const std::string& plans_json) {
+  const nlohmann::json j = nlohmann::json::parse(plans_json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return 0;
+  const auto it = j.find("positions");
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
 }
 
 std::optional<sched::MemoryOption> ReadPlan(const nlohmann::json& o) {

@@ -31,6 +31,8 @@ namespace fuji::daemon {
 // it), else from the spec's model; the label names the spec's model.
 Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int devices, const NodeRates& rates,
                             const std::string& model_dir = "");
+// The model's positions as PlanJob recorded them in a job's plans; 0 when they are not there.
+int64_t PositionsOfPlans(const std::string& plans_json);
 
 // The scheduler's view of a job row's plans; null for "" (a job from before plans were kept).
 // Malformed JSON gives null as well: such a job is placed by its device count only.

@@ -4,7 +4,31 @@
 #include <algorithm>
 #include <utility>
 
+#include "lib/common/limits.h"
+
 namespace fuji::daemon {
+namespace {
+
+// The front of a worker's pending assignments that one poll answer carries: at least one, then as
+// many as fit in limits::kMaxPollBatchBytes; the rest wait for the agent's next poll, which is
+// answered at once. Empties the map entry when all are taken.
+std::vector<v1::Assignment> TakeBatch(std::map<std::string, std::deque<v1::Assignment>>& pending,
+                                      std::map<std::string, std::deque<v1::Assignment>>::iterator it) {
+  std::vector<v1::Assignment> batch;
+  size_t bytes = 0;
+  std::deque<v1::Assignment>& queue = it->second;
+  while (!queue.empty()) {
+    const size_t next = queue.front().ByteSizeLong();
+    if (!batch.empty() && bytes + next > limits::kMaxPollBatchBytes) break;
+    bytes += next;
+    batch.push_back(std::move(queue.front()));
+    queue.pop_front();
+  }
+  if (queue.empty()) pending.erase(it);
+  return batch;
+}
+
+}  // namespace
 
 PollHandout::PollHandout(const store::Clock* clock, int64_t max_wait_ms)
     : clock_(clock), max_wait_ms_(max_wait_ms) {}
@@ -24,8 +48,7 @@ void PollHandout::Deliver(const std::string& worker_id) {
     if (waiter == waiters_.end() || pending == pending_.end() || pending->second.empty()) return;
     done = std::move(waiter->second.done);
     waiters_.erase(waiter);
-    batch.assign(pending->second.begin(), pending->second.end());
-    pending_.erase(pending);
+    batch = TakeBatch(pending_, pending);
   }
   done(std::move(batch));
 }
@@ -37,8 +60,7 @@ void PollHandout::Poll(const std::string& worker_id, int64_t wait_ms, PollDone d
     std::lock_guard<std::mutex> lock(mu_);
     auto pending = pending_.find(worker_id);
     if (pending != pending_.end() && !pending->second.empty()) {
-      batch.assign(pending->second.begin(), pending->second.end());
-      pending_.erase(pending);
+      batch = TakeBatch(pending_, pending);
     } else if (wait_ms > 0 && !draining_) {
       wait_ms = std::min(wait_ms, max_wait_ms_);
       auto old = waiters_.find(worker_id);

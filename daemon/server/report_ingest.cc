@@ -56,14 +56,16 @@ bool Retryable(FailureKind kind) {
 }  // namespace
 
 // Why a report or completion is not taken, for fujid's log.
-std::string NotLeased(const char* what, const store::JobRecord& job, const std::string& worker_id, int attempt) {
+std::string NotLeased(const char* what, const store::JobRecord& job, const std::string& worker_id, int attempt,
+                      int64_t lease_epoch) {
   return std::string(what) + " of job " + std::to_string(job.id) + " attempt " + std::to_string(attempt) +
-         " from worker " + worker_id + " not taken: that attempt is not leased to it";
+         " (lease epoch " + std::to_string(lease_epoch) + ") from worker " + worker_id +
+         " not taken: that attempt is not leased to it";
 }
 
-bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt) {
+bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt, int64_t lease_epoch) {
   return (job.state == JobState::kAssigned || job.state == JobState::kRunning) &&
-         job.worker_id == worker_id && job.attempts == attempt;
+         job.worker_id == worker_id && job.attempts == attempt && job.lease_epoch == lease_epoch;
 }
 
 std::vector<store::MemorySample> SamplesOf(
@@ -94,9 +96,9 @@ ReportIngest::ReportIngest(store::JobStore* store, const store::Clock* clock, Ev
 Result<bool> ReportIngest::Report(const v1::JobReport& report) {
   const int64_t job_id = report.job_id();
   FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
-  if (!HoldsAttempt(job, report.worker_id(), report.attempt())) {
+  if (!HoldsAttempt(job, report.worker_id(), report.attempt(), report.lease_epoch())) {
     // Not this run: the agent is told to stop it, and nothing of the report is kept.
-    log::Warn(NotLeased("report", job, report.worker_id(), report.attempt()));
+    log::Warn(NotLeased("report", job, report.worker_id(), report.attempt(), report.lease_epoch()));
     return true;
   }
   if (report.started() && job.state == JobState::kAssigned) {
@@ -248,8 +250,9 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
   FUJI_ASSIGN_OR_RETURN(store::JobRecord job, store_->Get(job_id));
   // A completion for an attempt that is no longer current (requeued, cancelled, sent twice) is
   // answered OK and changes nothing; one for a job another worker holds now is refused.
-  if (!HoldsAttempt(job, request.worker_id(), request.attempt())) {
-    const std::string refusal = NotLeased("completion", job, request.worker_id(), request.attempt());
+  if (!HoldsAttempt(job, request.worker_id(), request.attempt(), request.lease_epoch())) {
+    const std::string refusal =
+        NotLeased("completion", job, request.worker_id(), request.attempt(), request.lease_epoch());
     log::Warn(refusal);
     if (!job.worker_id.empty() && job.worker_id != request.worker_id()) return FailedPrecondition(refusal);
     return Status::Ok();

@@ -20,9 +20,9 @@
 
 namespace fuji::daemon {
 
-// Whether `job` is held by `worker_id`'s run of `attempt` (ASSIGNED or RUNNING there): what an
-// agent says of any other run is stale.
-bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt);
+// Whether `job` is held by `worker_id`'s run of `attempt` placed as `lease_epoch` (ASSIGNED or
+// RUNNING there: the current fencing token): what an agent says of any other run is stale.
+bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt, int64_t lease_epoch);
 
 // The store's rows for memory samples an agent sent: of a job's ranks, or (no job) of its node.
 std::vector<store::MemorySample> SamplesOf(

@@ -7,6 +7,7 @@
 #include "daemon/server/job_plans.h"
 #include "daemon/server/job_service.h"
 #include "lib/common/json_bounds.h"
+#include "lib/common/limits.h"
 #include "lib/spec/finetune_spec.h"
 #include "lib/spec/job_spec.h"
 #include "lib/spec/plan_fields.h"
@@ -30,6 +31,10 @@ Result<std::string> CheckModelDir(const std::string& model, const PathPolicy& po
 struct CheckedSpec {
   int devices = 1;
   std::string real_model;
+  // An inference's new tokens and the fewest tokens its prompt can have (its ids, or one for text:
+  // the rank counts the text's tokens once it has tokenized it).
+  int64_t new_tokens = 0;
+  int64_t min_prompt_tokens = 0;
 };
 
 // The spec of an infer job, checked ("offload" may be "auto"); its job needs one device.
@@ -37,7 +42,8 @@ Result<CheckedSpec> CheckInfer(const nlohmann::json& spec_json, const PathPolicy
   PlanFields fields;
   FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecWithAuto(spec_json, &fields));
   FUJI_ASSIGN_OR_RETURN(std::string real, CheckModelDir(spec.model, policy));
-  return CheckedSpec{1, std::move(real)};
+  return CheckedSpec{1, std::move(real), spec.max_new_tokens,
+                     spec.prompt ? int64_t{1} : static_cast<int64_t>(spec.prompt_ids.size())};
 }
 
 // The spec of a finetune job, checked as far as it can be without reading the data (the agent's
@@ -48,7 +54,7 @@ Result<CheckedSpec> CheckFinetune(const nlohmann::json& spec_json, const PathPol
   FUJI_ASSIGN_OR_RETURN(FinetuneSpec spec, FinetuneSpecWithAuto(spec_json, &fields));
   FUJI_ASSIGN_OR_RETURN(std::string real, CheckModelDir(spec.model, policy));
   FUJI_RETURN_IF_ERROR(policy.CheckRead(spec.data, "data path").status());
-  return CheckedSpec{spec.ranks, std::move(real)};
+  return CheckedSpec{spec.ranks, std::move(real), 0, 0};
 }
 
 // The job record for a submit, or why it is refused (before anything is written).
@@ -62,6 +68,18 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, const Job
   } else {
     return InvalidArgument("unknown job kind '" + request.kind() + "' (infer, finetune)");
   }
+  if (request.spec_json().size() > limits::kMaxSpecBytes) {
+    return InvalidArgument("spec_json has " + std::to_string(request.spec_json().size()) +
+                           " bytes, over the limit of " + std::to_string(limits::kMaxSpecBytes));
+  }
+  if (request.priority() < limits::kMinPriority || request.priority() > limits::kMaxPriority) {
+    return InvalidArgument("priority " + std::to_string(request.priority()) + " is outside " +
+                           std::to_string(limits::kMinPriority) + ".." + std::to_string(limits::kMaxPriority));
+  }
+  if (request.max_attempts() < 0 || request.max_attempts() > limits::kMaxAttempts) {
+    return InvalidArgument("max_attempts " + std::to_string(request.max_attempts()) + " is outside 0.." +
+                           std::to_string(limits::kMaxAttempts) + " (0: fujid's default)");
+  }
   FUJI_RETURN_IF_ERROR(CheckJsonDepth(request.spec_json(), "spec_json"));
   nlohmann::json spec_json =
       nlohmann::json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
@@ -74,11 +92,17 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, const Job
   job.devices = checked.devices;
   // A valid explicit offload on a CPU device runs as none; the job's first event says so.
   spec_json = WithoutCpuOffload(std::move(spec_json), &job.reason);
-  if (request.max_attempts() < 0) return InvalidArgument("max_attempts must not be negative");
   if (request.timeout_ms() < 0) return InvalidArgument("timeout_ms must not be negative");
   // The planner reads the model's config through the path that was checked, so a link swapped
   // since cannot lead it outside fujid's roots; the job keeps the path its user wrote.
   FUJI_ASSIGN_OR_RETURN(job.plans, PlanJob(job.kind, spec_json, job.devices, rates, checked.real_model));
+  if (const int64_t positions = PositionsOfPlans(job.plans);
+      checked.new_tokens > 0 && positions > 0 && checked.min_prompt_tokens + checked.new_tokens > positions) {
+    return InvalidArgument("max_new_tokens " + std::to_string(checked.new_tokens) + " with a prompt of " +
+                           (checked.min_prompt_tokens == 1 ? std::string("at least 1 token")
+                                                           : std::to_string(checked.min_prompt_tokens) + " tokens") +
+                           " exceeds the model's " + std::to_string(positions) + " positions");
+  }
   job.shareable = request.shareable();
   job.priority = request.priority();
   job.spec = job.reason.empty() ? request.spec_json() : spec_json.dump();

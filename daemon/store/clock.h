@@ -1,4 +1,5 @@
-// Clock: wall time in ms, injected so the store and scheduler can run on fake time in tests.
+// Clock: time in ms (wall time, or steady time for leases), injected so the store and scheduler
+// can run on fake time in tests.
 #pragma once
 
 #include <atomic>
@@ -21,6 +22,17 @@ class Clock {
 class SystemClock final : public Clock {
  public:
   int64_t NowMs() const override { return WallClockMs(); }
+};
+
+// Milliseconds of std::chrono::steady_clock: never jumps with the time of day, so leases and
+// timeouts measured with it are right across NTP steps and clock changes. Not comparable between
+// processes or across restarts.
+class SteadyClock final : public Clock {
+ public:
+  int64_t NowMs() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
 };
 
 // A clock that moves only when told to; safe to set from one thread while others read it.

@@ -8,7 +8,7 @@ namespace fuji::store {
 const char kJobColumns[] =
     "id, kind, state, priority, spec, devices, attempts, max_attempts, timeout_ms, reason, "
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
-    "COALESCE(plans, ''), COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0)";
+    "COALESCE(plans, ''), COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0), lease_epoch";
 
 // kJobColumns with the two columns that may be megabytes cut down: the spec to its "device" (all
 // that a listing shows of it) and no plans.
@@ -18,7 +18,7 @@ const char kJobSummaryColumns[] =
     "THEN json_object('device', substr(json_extract(spec, '$.device'), 1, 64)) ELSE '{}' END, "
     "devices, attempts, max_attempts, timeout_ms, reason, "
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
-    "'', COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0)";
+    "'', COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0), lease_epoch";
 
 Result<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
@@ -47,6 +47,7 @@ Result<JobRecord> ReadJob(const Statement& row) {
   job.plan = row.Text(17);
   job.owner = row.Text(18);
   job.cancel_requested_at_ms = row.Int(19);
+  job.lease_epoch = row.Int(20);
   return job;
 }
 

@@ -226,7 +226,7 @@ Status JobStore::Assign(int64_t job_id, const std::string& worker_id,
     FUJI_ASSIGN_OR_RETURN(
         Statement update,
         db.Prepare("UPDATE jobs SET state = 'ASSIGNED', worker_id = ?, reason = '', "
-                   "updated_at_ms = ?, plan = COALESCE(NULLIF(?, ''), plan) "
+                   "updated_at_ms = ?, plan = COALESCE(NULLIF(?, ''), plan), lease_epoch = lease_epoch + 1 "
                    "WHERE id = ? AND state = 'QUEUED'"));
     FUJI_RETURN_IF_ERROR(
         update.BindText(1, worker_id).BindInt(2, now_ms).BindText(3, plan).BindInt(4, job_id).Run());

@@ -33,6 +33,8 @@ struct JobRecord {
   std::string plan;        // JSON: the one the latest placement chose ("" before the first)
   std::string owner;       // the user who submitted it
   int64_t cancel_requested_at_ms = 0;  // when its cancel was asked for while an agent ran it; 0: never
+  // Placements so far (Assign adds one): with `attempts`, the current holder's fencing token.
+  int64_t lease_epoch = 0;
 };
 
 // Filters for JobStore::List. Strings because they come from users; List validates them.

@@ -9,15 +9,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/common/limits.h"
 #include "lib/common/status.h"
 
 namespace fuji {
 
-// Limits on what a request may carry; the model's own limits (positions, vocabulary) are
-// checked again where the model is known.
-inline constexpr size_t kMaxPromptBytes = 1 << 20;
-inline constexpr size_t kMaxPromptIds = 1 << 20;
-inline constexpr int64_t kMaxNewTokens = 1 << 20;
+// Limits on what a request may carry (lib/common/limits.h); the model's own limits (positions,
+// vocabulary) are checked again where the model is known.
+inline constexpr size_t kMaxPromptBytes = limits::kMaxPromptBytes;
+inline constexpr size_t kMaxPromptIds = limits::kMaxPromptIds;
+inline constexpr int64_t kMaxNewTokens = limits::kMaxNewTokens;
 
 struct InferSpec {
   std::string model;                 // checkpoint directory

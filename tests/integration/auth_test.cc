@@ -110,7 +110,8 @@ class AuthTest : public ServiceTestBase {
     return j.is_object() ? j.value("credential", "") : "";
   }
 
-  // A successful Complete of job `id`'s attempt 0 sent with `credential`, naming worker_id.
+  // A successful Complete of job `id`'s attempt 0, first placement, sent with `credential`, naming
+  // worker_id.
   grpc::Status CompleteAs(const std::string& credential, const std::string& worker_id, int64_t id,
                           const std::string& text) {
     auto stub = v1::WorkerService::NewStub(Channel());
@@ -119,6 +120,7 @@ class AuthTest : public ServiceTestBase {
     v1::CompleteRequest request;
     request.set_worker_id(worker_id);
     request.set_job_id(id);
+    request.set_lease_epoch(1);
     request.set_succeeded(true);
     request.set_result_json(nlohmann::json{{"text", text}}.dump());
     v1::CompleteResponse response;

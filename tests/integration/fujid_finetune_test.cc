@@ -50,6 +50,7 @@ class FujidFinetuneTest : public FujidTest {
     report.set_worker_id(worker);
     report.set_job_id(a.job_id());
     report.set_attempt(a.attempt());
+    report.set_lease_epoch(a.lease_epoch());
     report.set_started(true);
     for (const auto& [step, split, loss] : points) {
       v1::LossPoint* p = report.add_losses();
@@ -176,6 +177,7 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   progress.set_worker_id("node-a");
   progress.set_job_id(job.id());
   progress.set_attempt(first.attempt());
+  progress.set_lease_epoch(first.lease_epoch());
   v1::Progress* p = progress.add_progress();
   p->set_phase("train");
   p->set_done(5);
@@ -205,6 +207,7 @@ TEST_F(FujidFinetuneTest, LossesAreStoredOncePerAttemptAndStepAndPaged) {
   failed.set_worker_id("node-a");
   failed.set_job_id(job.id());
   failed.set_attempt(first.attempt());
+  failed.set_lease_epoch(first.lease_epoch());
   failed.set_failure_kind("exit_code");
   failed.set_exit_code(1);
   ASSERT_TRUE(Complete(failed).ok());

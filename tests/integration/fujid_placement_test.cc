@@ -65,6 +65,7 @@ class FujidPlacementTest : public FujidTest {
     if (running != nullptr) {
       request.add_running()->set_job_id(running->job_id());
       request.mutable_running(0)->set_attempt(running->attempt());
+      request.mutable_running(0)->set_lease_epoch(running->lease_epoch());
     }
     for (int i = 0; i < gpus; ++i) {
       v1::Device* device = request.add_devices();
@@ -129,6 +130,7 @@ class FujidPlacementTest : public FujidTest {
     request.set_worker_id(worker);
     request.set_job_id(a.job_id());
     request.set_attempt(a.attempt());
+    request.set_lease_epoch(a.lease_epoch());
     request.set_succeeded(failure_kind.empty());
     if (failure_kind.empty()) request.set_result_json("{}");
     request.set_failure_kind(failure_kind);

@@ -55,9 +55,9 @@ TEST_F(FujidRecoveryTest, LostAgentsJobIsRequeuedThenFailsWhenRetriesRunOut) {
   const int64_t id = submitted.job().id();
 
   ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
-  // A lease's time passes without a heartbeat: the lease runs out and the job waits for a live
-  // agent.
-  fake_clock_.AdvanceMs(kLeaseMs + 1000);
+  // A lease and the fencing margin pass without a heartbeat: the lease runs out and the job waits
+  // for a live agent.
+  fake_clock_.AdvanceMs(v1::RequeueAfterMs(kLeaseMs) + 1000);
   v1::Job requeued = WaitForState(id, v1::QUEUED);
   ASSERT_EQ(requeued.state(), v1::QUEUED);
   EXPECT_EQ(requeued.attempts(), 1);
@@ -71,10 +71,10 @@ TEST_F(FujidRecoveryTest, LostAgentsJobIsRequeuedThenFailsWhenRetriesRunOut) {
   v1::PollAssignmentsResponse again = Poll("node-a", kPatienceMs);
   ASSERT_EQ(again.assignments_size(), 1);
   EXPECT_EQ(again.assignments(0).attempt(), 1);
-  fake_clock_.AdvanceMs(kLeaseMs + 1000);  // and goes silent again
+  fake_clock_.AdvanceMs(v1::RequeueAfterMs(kLeaseMs) + 1000);  // and goes silent again
   v1::Job failed = WaitForState(id, v1::FAILED);
   ASSERT_EQ(failed.state(), v1::FAILED);
-  EXPECT_THAT(failed.reason(), HasSubstr("agent node-a lost (no heartbeat for 11 s)"));
+  EXPECT_THAT(failed.reason(), HasSubstr("agent node-a lost (no heartbeat for 16 s)"));
   EXPECT_THAT(failed.reason(), HasSubstr("retries exhausted (2 of 2)"));
 }
 
@@ -109,12 +109,12 @@ TEST_F(FujidRecoveryTest, RestartedDaemonGivesAgentsTimeToReconnectBeforeRequeue
   StartOnFakeTime();  // same database: the running job's lease is recovered
   // A whole lease passes while the agent is still reconnecting (its gRPC backoff): the job stays
   // with it, for the agent cannot have sent a heartbeat to a daemon that was down.
-  fake_clock_.AdvanceMs(kLeaseMs + v1::kAgentReconnectCeilingMs);
+  fake_clock_.AdvanceMs(v1::RequeueAfterMs(kLeaseMs) + v1::kAgentReconnectCeilingMs);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // lease checks run every 20 ms
   EXPECT_EQ(GetJob(job.id()).state(), v1::ASSIGNED);
   EXPECT_EQ(GetJob(job.id()).attempts(), 0);
   // An agent that never came back loses the job once the recovered lease runs out.
-  fake_clock_.AdvanceMs(v1::RecoveredLeaseMs(kLeaseMs) - kLeaseMs);
+  fake_clock_.AdvanceMs(v1::RecoveredLeaseMs(kLeaseMs) - v1::RequeueAfterMs(kLeaseMs));
   v1::Job requeued = WaitForState(job.id(), v1::QUEUED);
   EXPECT_EQ(requeued.state(), v1::QUEUED);
 }
@@ -180,6 +180,7 @@ TEST_F(FujidRecoveryTest, ACancelOfARunningJobOutlivesARestart) {
   v1::HeartbeatRequest beat;
   beat.set_worker_id("node-a");
   beat.add_running()->set_job_id(job.id());
+  beat.mutable_running(0)->set_lease_epoch(1);
   v1::HeartbeatResponse beat_response;
   AsWorker(&context, beat.worker_id());
   ASSERT_TRUE(workers_->Heartbeat(&context, beat, &beat_response).ok());
@@ -189,6 +190,7 @@ TEST_F(FujidRecoveryTest, ACancelOfARunningJobOutlivesARestart) {
   v1::CompleteRequest done;
   done.set_worker_id("node-a");
   done.set_job_id(job.id());
+  done.set_lease_epoch(1);
   done.set_failure_kind("signal");
   done.set_signal(15);
   ASSERT_TRUE(Complete(done).ok());
@@ -213,6 +215,7 @@ TEST_F(FujidRecoveryTest, RunningJobContinuesAcrossADaemonRestartAndCompletesOnc
   v1::CompleteRequest done;
   done.set_worker_id("node-a");
   done.set_job_id(job.id());
+  done.set_lease_epoch(job.lease_epoch());
   done.set_succeeded(true);
   done.set_result_json(R"({"text":"once"})");
   ASSERT_TRUE(Complete(done).ok());

@@ -4,6 +4,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/common/limits.h"
 #include "tests/integration/fujid_test_util.h"
 
 namespace fuji::testing {
@@ -56,6 +57,7 @@ TEST_F(FujidServerTest, SubmitRunsOnTheAgentAndStoresItsResultTimingsAndSamples)
   v1::JobReport report;
   report.set_worker_id("node-a");
   report.set_job_id(job.id());
+  report.set_lease_epoch(assignment.lease_epoch());
   report.set_started(true);
   v1::Timing* timing = report.add_timings();
   timing->set_phase("load");
@@ -85,6 +87,7 @@ TEST_F(FujidServerTest, SubmitRunsOnTheAgentAndStoresItsResultTimingsAndSamples)
   v1::CompleteRequest done;
   done.set_worker_id("node-a");
   done.set_job_id(job.id());
+  done.set_lease_epoch(assignment.lease_epoch());
   done.set_succeeded(true);
   done.set_result_json(R"({"text":"hello world"})");
   ASSERT_TRUE(Complete(done).ok());
@@ -157,8 +160,29 @@ TEST_F(FujidServerTest, BadInputGetsItsCodeAndMessageAndTheServerKeepsServing) {
   expect(Spec({{"max_new_tokens", -1}}), grpc::StatusCode::INVALID_ARGUMENT, "max_new_tokens");
   expect(Spec({{"max_new_tokens", int64_t{1} << 40}}), grpc::StatusCode::INVALID_ARGUMENT,
          "max_new_tokens");
-  expect(Spec({{"prompt", std::string(10 << 20, 'a')}}), grpc::StatusCode::INVALID_ARGUMENT,
+  expect(Spec({{"prompt", std::string(2 << 20, 'a')}}), grpc::StatusCode::INVALID_ARGUMENT,
          "prompt");
+  // One table of limits (lib/common/limits.h): a spec over its bytes, new tokens past the model's
+  // positions (the test model's config is GPT-2's: 1024), a priority or an attempt budget out of range.
+  expect(Spec({{"prompt", std::string(5 << 20, 'a')}}), grpc::StatusCode::INVALID_ARGUMENT,
+         "spec_json has 52430");
+  expect(Spec({{"max_new_tokens", 1024}}), grpc::StatusCode::INVALID_ARGUMENT,
+         "max_new_tokens 1024 with a prompt of at least 1 token exceeds the model's 1024 positions");
+  nlohmann::json ids = nlohmann::json::parse(Spec({{"max_new_tokens", 1020}, {"prompt_ids", std::vector<int>(5, 1)}}));
+  ids.erase("prompt");
+  expect(ids.dump(), grpc::StatusCode::INVALID_ARGUMENT,
+         "max_new_tokens 1020 with a prompt of 5 tokens exceeds the model's 1024 positions");
+  {
+    grpc::ClientContext context;
+    v1::SubmitRequest request;
+    request.set_kind("infer");
+    request.set_spec_json(Spec());
+    request.set_priority(limits::kMaxPriority + 1);
+    v1::SubmitResponse response;
+    grpc::Status status = jobs_->Submit(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("priority 1001 is outside -1000..1000"));
+  }
   expect(Spec({{"temperature", "hot"}}), grpc::StatusCode::INVALID_ARGUMENT, "temperature");
   expect(Spec(), grpc::StatusCode::INVALID_ARGUMENT, "field 'data' is required", "finetune");
 
@@ -218,10 +242,13 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   Register("node-a", 1);
   v1::Job running;
   ASSERT_TRUE(Submit(Spec(), &running).ok());
-  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
+  v1::PollAssignmentsResponse polled = Poll("node-a", kPatienceMs);
+  ASSERT_EQ(polled.assignments_size(), 1);
+  const int64_t epoch = polled.assignments(0).lease_epoch();
   v1::JobReport report;
   report.set_worker_id("node-a");
   report.set_job_id(running.id());
+  report.set_lease_epoch(epoch);
   report.set_started(true);
   {
     grpc::ClientContext context;
@@ -239,6 +266,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   beat.set_worker_id("node-a");
   v1::RunningJob* r = beat.add_running();
   r->set_job_id(running.id());
+  r->set_lease_epoch(epoch);
   v1::HeartbeatResponse beat_response;
   AsWorker(&c4, beat.worker_id());
   ASSERT_TRUE(workers_->Heartbeat(&c4, beat, &beat_response).ok());
@@ -255,6 +283,7 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   v1::CompleteRequest done;
   done.set_worker_id("node-a");
   done.set_job_id(running.id());
+  done.set_lease_epoch(epoch);
   done.set_failure_kind("signal");
   done.set_signal(15);
   ASSERT_TRUE(Complete(done).ok());
@@ -282,10 +311,12 @@ TEST_F(FujidServerTest, FailedAttemptCarriesItsReasonAndBadInputIsNotRetried) {
   Register("node-a", 1);
   v1::Job job;
   ASSERT_TRUE(Submit(Spec(), &job).ok());
-  ASSERT_EQ(Poll("node-a", kPatienceMs).assignments_size(), 1);
+  v1::PollAssignmentsResponse first = Poll("node-a", kPatienceMs);
+  ASSERT_EQ(first.assignments_size(), 1);
   v1::CompleteRequest failed;
   failed.set_worker_id("node-a");
   failed.set_job_id(job.id());
+  failed.set_lease_epoch(first.assignments(0).lease_epoch());
   failed.set_failure_kind("cuda_oom");
   failed.set_message("CUDA out of memory. Tried to allocate 2.00 GiB");
   ASSERT_TRUE(Complete(failed).ok());
@@ -307,6 +338,7 @@ TEST_F(FujidServerTest, FailedAttemptCarriesItsReasonAndBadInputIsNotRetried) {
   ASSERT_TRUE(Complete(failed).ok());  // attempt 0 again: stale, ignored
   EXPECT_EQ(GetJob(job.id()).attempts(), 1);
   failed.set_attempt(1);
+  failed.set_lease_epoch(again.assignments(0).lease_epoch());
   failed.set_failure_kind("bad_input");
   failed.set_message("prompt is longer than the model's 2048 positions");
   ASSERT_TRUE(Complete(failed).ok());

@@ -74,7 +74,8 @@ class FujidTest : public ::testing::Test {
     auto policy = PathPolicy::Create({dir_}, {}, "fujid");
     ASSERT_TRUE(policy.ok()) << policy.status().ToString();
     options.read_policy = *policy;
-    auto server = daemon::DaemonServer::Start(options, store_.get(), clock_);
+    // Leases run on the same clock, so a fake one moves both.
+    auto server = daemon::DaemonServer::Start(options, store_.get(), clock_, clock_);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
     if (user_token_.empty()) {
@@ -143,9 +144,15 @@ class FujidTest : public ::testing::Test {
     return job;
   }
 
+  // A job attempt the registering agent still runs, by its fencing token.
+  struct Running {
+    int64_t job_id = 0;
+    int attempt = 0;
+    int64_t lease_epoch = 1;  // the job's first placement
+  };
   v1::RegisterResponse Register(const std::string& worker_id, int devices,
                                 const std::string& kind = "cpu",
-                                const std::vector<std::pair<int64_t, int>>& running = {}) {
+                                const std::vector<Running>& running = {}) {
     grpc::ClientContext context;
     AsWorker(&context, worker_id);
     v1::RegisterRequest request;
@@ -158,10 +165,11 @@ class FujidTest : public ::testing::Test {
       device->set_total_mib(81559);
       device->set_kind(kind);
     }
-    for (const auto& [job_id, attempt] : running) {
+    for (const Running& job : running) {
       v1::RunningJob* r = request.add_running();
-      r->set_job_id(job_id);
-      r->set_attempt(attempt);
+      r->set_job_id(job.job_id);
+      r->set_attempt(job.attempt);
+      r->set_lease_epoch(job.lease_epoch);
     }
     v1::RegisterResponse response;
     grpc::Status status = workers_->Register(&context, request, &response);
@@ -189,10 +197,13 @@ class FujidTest : public ::testing::Test {
   // Submits Spec(), has worker_id (registered, with a free device) take it and report it started.
   void SubmitAndStart(const std::string& worker_id, v1::Job* job) {
     ASSERT_TRUE(Submit(Spec(), job).ok());
-    ASSERT_EQ(Poll(worker_id, kPatienceMs).assignments_size(), 1);
+    v1::PollAssignmentsResponse polled = Poll(worker_id, kPatienceMs);
+    ASSERT_EQ(polled.assignments_size(), 1);
+    job->set_lease_epoch(polled.assignments(0).lease_epoch());  // the placement's token
     v1::JobReport report;
     report.set_worker_id(worker_id);
     report.set_job_id(job->id());
+    report.set_lease_epoch(job->lease_epoch());
     report.set_started(true);
     grpc::ClientContext context;
     v1::ReportResponse response;

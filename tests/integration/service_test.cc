@@ -2,6 +2,7 @@
 // driven by the real fuji CLI. Submit and wait, timings and nvidia-smi-style samples, cancel,
 // kill -9 of the agent and of the daemon, concurrent submitters, refusals at submit.
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <regex>
 #include <set>
@@ -126,6 +127,41 @@ TEST_F(ServiceTest, KilledDaemonRestartsAndTheRunningJobIsRecordedOnce) {
   EXPECT_EQ(count("SELECT COUNT(*) FROM job_events WHERE job_id = " + std::to_string(id) +
                   " AND to_state = 'SUCCEEDED'"), 1);
   EXPECT_GE(count("SELECT COUNT(*) FROM job_events WHERE job_id = " + std::to_string(id)), 4);
+}
+
+// Fencing: an agent cut off from fujid for its lease stops the job's ranks itself, before fujid
+// (which waits the lease and a margin) could place the job elsewhere; once fujid is back, the
+// stopped attempt ends and the job is retried, never run twice at once.
+TEST_F(ServiceTest, AnAgentCutOffFromFujidStopsItsRanksWithinTheLease) {
+  // Slow enough to outlive the lease (6 s) by far: 12 layers of 512, 2000 tokens.
+  ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "12", "--width", "512", "--heads", "8",
+                  "--positions", "2048", "--out", root_ + "/slower"}).exit_code, 0);
+  auto daemon = StartDaemon();
+  auto agent = StartAgent("node-a", 1);
+  const int64_t id = Submit(root_ + "/slower", 2000);
+  ASSERT_TRUE(WaitForState(id, "RUNNING", 60s)) << daemon->log() << agent->log();
+  ASSERT_EQ(RanksOf(agent->pid()), 1);
+  ASSERT_EQ(::kill(daemon->pid(), SIGSTOP), 0);  // fujid stops answering; the connection stays up
+  const auto stopped = std::chrono::steady_clock::now();
+  // The lease is 6 s, the rank's grace 2 s; fujid would requeue after 11 s.
+  while (RanksOf(agent->pid()) > 0 && std::chrono::steady_clock::now() - stopped < 10s) {
+    std::this_thread::sleep_for(100ms);
+  }
+  const auto gone_after = std::chrono::steady_clock::now() - stopped;
+  EXPECT_EQ(RanksOf(agent->pid()), 0) << agent->log();
+  EXPECT_GE(gone_after, 6s) << "stopped before the lease ran out";
+  EXPECT_NE(agent->log().find("stopping its ranks before fujid places it elsewhere"), std::string::npos)
+      << agent->log();
+  ASSERT_EQ(::kill(daemon->pid(), SIGCONT), 0);
+  // The stopped attempt ends (self-fencing is the node's fault: retried), and the job runs again.
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  nlohmann::json shown = Show(id);
+  while (shown.value("attempts", 0) < 1 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(100ms);
+    shown = Show(id);
+  }
+  EXPECT_EQ(shown.value("attempts", 0), 1) << shown.dump() << daemon->log() << agent->log();
+  EXPECT_EQ(Fuji({"cancel", std::to_string(id)}, address_).exit_code, 0);
 }
 
 TEST_F(ServiceTest, TwoAgentsNeverRunMoreThanTheirDevices) {

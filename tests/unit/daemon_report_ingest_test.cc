@@ -40,7 +40,7 @@ class RecordingLifecycle : public ReportIngest::Lifecycle {
 class ReportIngestTest : public testing::StoreTest {
  protected:
   ReportIngestTest() : StoreTest("daemon_report_ingest") {}
-  // A job ASSIGNED to node-a, attempt 0.
+  // A job ASSIGNED to node-a, attempt 0, its first placement (lease epoch 1).
   void SetUp() override {
     StoreTest::SetUp();
     store::WorkerRecord worker;
@@ -64,6 +64,7 @@ class ReportIngestTest : public testing::StoreTest {
     request.set_job_id(job_id_);
     request.set_worker_id("node-a");
     request.set_attempt(0);
+    request.set_lease_epoch(1);
     request.set_succeeded(succeeded);
     request.set_failure_kind(kind);
     return request;
@@ -92,6 +93,7 @@ TEST_F(ReportIngestTest, AReportStartsTheJobAndKeepsItsLogsLossesAndProgress) {
   v1::JobReport report;
   report.set_job_id(job_id_);
   report.set_worker_id("node-a");
+  report.set_lease_epoch(1);
   report.set_started(true);
   report.add_logs()->set_line("step 1");
   v1::LossPoint* point = report.add_losses();

@@ -11,6 +11,7 @@
 #include "fuji/v1/worker_contract.h"
 #include "worker/agent/agent_job.h"
 #include "worker/agent/samples.h"
+#include "lib/common/limits.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/wall_clock.h"
 #include "worker/launcher/node_rates.h"
@@ -41,7 +42,38 @@ void KeepLast(google::protobuf::RepeatedPtrField<T>* field, size_t max) {
   if (excess > 0) field->DeleteSubrange(0, excess);
 }
 
+// Moves the oldest entries of `from` to `to`: at most limits::kMaxReportEntries, and no more once
+// *bytes reaches limits::kMaxReportBytes (one entry always goes, so a report is never empty).
+template <typename T>
+void MoveFront(google::protobuf::RepeatedPtrField<T>* from, google::protobuf::RepeatedPtrField<T>* to,
+               size_t* bytes) {
+  int n = 0;
+  while (n < from->size() && n < limits::kMaxReportEntries &&
+         (*bytes < limits::kMaxReportBytes || (n == 0 && to->empty()))) {
+    *bytes += from->Get(n).ByteSizeLong();
+    ++n;
+  }
+  for (int i = 0; i < n; ++i) *to->Add() = std::move(*from->Mutable(i));
+  from->DeleteSubrange(0, n);
+}
+
 }  // namespace
+
+fuji::v1::JobReport TakeReport(fuji::v1::JobReport* pending) {
+  fuji::v1::JobReport report;
+  report.set_started(pending->started());
+  pending->set_started(false);
+  size_t bytes = 0;
+  // Losses and progress are small and bounded where they are buffered; logs, samples and timings
+  // are sent in reports of bounded size, oldest first.
+  report.mutable_losses()->Swap(pending->mutable_losses());
+  report.mutable_progress()->Swap(pending->mutable_progress());
+  bytes += report.ByteSizeLong();
+  MoveFront(pending->mutable_logs(), report.mutable_logs(), &bytes);
+  MoveFront(pending->mutable_timings(), report.mutable_timings(), &bytes);
+  MoveFront(pending->mutable_samples(), report.mutable_samples(), &bytes);
+  return report;
+}
 
 bool Empty(const fuji::v1::JobReport& r) {
   return !r.started() && r.progress_size() == 0 && r.logs_size() == 0 && r.timings_size() == 0 &&
@@ -54,6 +86,9 @@ Result<std::shared_ptr<grpc::Channel>> MakeChannel(const rpc::Endpoint& endpoint
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(fuji::v1::kAgentReconnectCeilingMs));
+  // What fujid may send (a poll answer of limits::kMaxPollBatchBytes) the agent can receive.
+  args.SetMaxReceiveMessageSize(limits::kMaxMessageBytes);
+  args.SetMaxSendMessageSize(limits::kMaxMessageBytes);
   return rpc::MakeChannel(endpoint, args);
 }
 
@@ -120,7 +155,13 @@ Status Agent::Run() {
   std::thread calibrator([this] { Calibrate(); });
   std::thread poller([this] { PollLoop(); });
   std::thread reporter([this] { ReportLoop(); });
+  // Its own thread: the control loop's calls block up to their deadline while fujid is away.
+  std::thread fencer([this] {
+    while (SleepFor(FenceIfSilent())) {
+    }
+  });
   ControlLoop();
+  if (fencer.joinable()) fencer.join();
   if (poller.joinable()) poller.join();
   if (calibrator.joinable()) calibrator.join();
   // Terminate what still runs; the reporter flushes what they said last, then ends.
@@ -192,6 +233,28 @@ void Agent::ControlLoop() {
   }
 }
 
+int64_t Agent::FenceIfSilent() {
+  std::vector<int64_t> fence;
+  int64_t silent_ms = 0, ttl_ms = 0, next_ms = 1000;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (lease_ttl_ms_ <= 0) return next_ms;
+    ttl_ms = lease_ttl_ms_;
+    silent_ms = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - last_contact_).count();
+    next_ms = std::max<int64_t>(ttl_ms - silent_ms, 10);
+    if (silent_ms < ttl_ms) return next_ms;
+    for (const auto& [id, job] : jobs_) {
+      if (!job->finished && job->stop == StopReason::kNone) fence.push_back(id);
+    }
+  }
+  for (int64_t id : fence) {
+    Log("job " + std::to_string(id) + ": no contact with fujid for " + std::to_string(silent_ms) +
+        " ms (its lease is " + std::to_string(ttl_ms) + " ms): stopping its ranks before fujid places it elsewhere");
+    RequestStop(id, StopReason::kFenced);
+  }
+  return 100;
+}
+
 std::vector<fuji::v1::RunningJob> Agent::RunningJobsLocked() const {
   std::vector<fuji::v1::RunningJob> running;
   for (const auto& [id, job] : jobs_) {
@@ -199,6 +262,7 @@ std::vector<fuji::v1::RunningJob> Agent::RunningJobsLocked() const {
     fuji::v1::RunningJob r;
     r.set_job_id(id);
     r.set_attempt(job->assignment.attempt());
+    r.set_lease_epoch(job->assignment.lease_epoch());
     for (pid_t pid : job->pids) r.add_pids(pid);  // empty: ended, its Complete still to come
     running.push_back(std::move(r));
   }
@@ -234,6 +298,7 @@ Status Agent::RegisterOnce() {
   rpc::Authorize(&context, credential_);
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::RegisterResponse response;
+  const auto sent = std::chrono::steady_clock::now();
   const grpc::Status s = stub_->Register(&context, request, &response);
   if (!s.ok()) {
     MarkUnreachable(s, "Register");
@@ -244,6 +309,8 @@ Status Agent::RegisterOnce() {
     registered_ = true;
     unreachable_logged_ = false;
     heartbeat_interval_ms_ = response.heartbeat_interval_ms() > 0 ? response.heartbeat_interval_ms() : 1000;
+    lease_ttl_ms_ = response.lease_ttl_ms();
+    last_contact_ = sent;
     cv_.notify_all();
   }
   Log("registered as " + config_.worker_id + " with " + std::to_string(request.devices_size()) + " device(s), " +
@@ -264,10 +331,15 @@ Status Agent::HeartbeatOnce() {
   rpc::Authorize(&context, credential_);
   context.set_deadline(Deadline(config_.rpc_timeout_ms));
   fuji::v1::HeartbeatResponse response;
+  const auto sent = std::chrono::steady_clock::now();
   const grpc::Status s = stub_->Heartbeat(&context, request, &response);
   if (!s.ok()) {
     MarkUnreachable(s, "Heartbeat");
     return Unavailable("Heartbeat: " + s.error_message());
+  }
+  if (!response.reregister()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_contact_ = sent;
   }
   for (int64_t id : response.cancel_job_ids()) RequestStop(id, StopReason::kCancelled);
   if (response.reregister()) {
@@ -304,9 +376,24 @@ void Agent::PollLoop() {
       if (stopping_) return;
     }
     if (!s.ok()) {
-      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) MarkUnreachable(s, "PollAssignments");
-      if (!SleepFor(200)) return;
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        MarkUnreachable(s, "PollAssignments");
+      } else if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+                 s.error_code() != grpc::StatusCode::CANCELLED) {
+        // Not a connection that comes back by itself: said once per kind of error, so that a
+        // refused poll (a credential revoked, an answer too large) is never silent.
+        std::lock_guard<std::mutex> lock(mu_);
+        if (s.error_code() != last_poll_error_) {
+          Log("PollAssignments refused (" + s.error_message() + "); retrying");
+          last_poll_error_ = s.error_code();
+        }
+      }
+      if (!SleepFor(s.error_code() == grpc::StatusCode::UNAVAILABLE ? 200 : 2000)) return;
       continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_poll_error_ = grpc::StatusCode::OK;
     }
     for (const auto& assignment : response.assignments()) StartJob(assignment);
   }
@@ -316,8 +403,13 @@ void Agent::StartJob(const fuji::v1::Assignment& assignment) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return;
   auto it = jobs_.find(assignment.job_id());
-  if (it != jobs_.end() && it->second->assignment.attempt() == assignment.attempt()) return;  // a repeat
-  if (it != jobs_.end() && it->second->finished && assignment.attempt() > it->second->assignment.attempt()) {
+  // A placement is known by its fencing token: the same attempt placed again (it went back to the
+  // queue unstarted) has a newer lease epoch.
+  if (it != jobs_.end() && it->second->assignment.attempt() == assignment.attempt() &&
+      it->second->assignment.lease_epoch() == assignment.lease_epoch()) {
+    return;  // a repeat
+  }
+  if (it != jobs_.end() && it->second->finished) {
     deferred_[assignment.job_id()] = assignment;  // the ended attempt's Complete is on its way
     return;
   }
@@ -401,9 +493,9 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
     std::lock_guard<std::mutex> lock(mu_);
     const bool due = Clock::now() - job->last_report >= milliseconds(config_.report_interval_ms);
     if (!Empty(job->pending) && (due || job->finished || final_pass)) {
-      report = std::move(job->pending);
-      job->pending.Clear();
-      job->last_report = Clock::now();
+      report = TakeReport(&job->pending);
+      // A backlog (after fujid was away) goes out report after report, not one per interval.
+      if (Empty(job->pending)) job->last_report = Clock::now();
       send_report = true;
     }
     if (job->finished && !job->send_complete && !send_report) forget = true;
@@ -416,6 +508,7 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
     report.set_worker_id(config_.worker_id);
     report.set_job_id(id);
     report.set_attempt(job->assignment.attempt());
+    report.set_lease_epoch(job->assignment.lease_epoch());
     grpc::ClientContext context;
     rpc::Authorize(&context, credential_);
     context.set_deadline(Deadline(config_.rpc_timeout_ms));

@@ -4,13 +4,15 @@
 // retrying with backoff while its ranks keep running and their reports wait in a bounded buffer.
 //
 // Threads: Run()'s caller registers and heartbeats; one thread long-polls; one thread sends
-// Reports and Completes; one supervisor thread per running job owns that job's rank processes.
+// Reports and Completes; one thread fences (stops the jobs once fujid has been away for a lease);
+// one supervisor thread per running job owns that job's rank processes.
 // Everything they share sits behind one mutex.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -54,7 +56,8 @@ class Agent {
 
  private:
   struct Job;
-  enum class StopReason { kNone, kCancelled, kUnwanted, kShutdown };
+  // kFenced: the agent lost fujid for a whole lease and stops the job itself (FenceIfSilent).
+  enum class StopReason { kNone, kCancelled, kUnwanted, kShutdown, kFenced };
 
   void ControlLoop();
   // Measures the node's rates with a fuji-rank once (launch::MeasureNodeRates) into rates_json_,
@@ -81,6 +84,11 @@ class Agent {
                  google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples) const;
   void AppendLocked(Job& job, fuji::v1::JobReport part);
   void MarkUnreachable(const grpc::Status& status, const char* call);
+  // Self-fencing: once no Register or Heartbeat has succeeded for the lease fujid gave (counted
+  // from when the last successful one was sent, so never later than fujid counts it), fujid may
+  // place the agent's jobs elsewhere after its margin (v1::kFenceMarginMs): every running job is
+  // stopped here first. Returns how long until the next check is due (ms).
+  int64_t FenceIfSilent();
   // Waits on cv_ up to ms or until stopping; returns false once stopping.
   bool SleepFor(int64_t ms);
 
@@ -95,6 +103,9 @@ class Agent {
   bool registered_ = false;
   bool unreachable_logged_ = false;
   int64_t heartbeat_interval_ms_ = 1000;
+  int64_t lease_ttl_ms_ = 0;               // fujid's lease; 0 until the first registration
+  std::chrono::steady_clock::time_point last_contact_{};  // sending of the last successful Register/Heartbeat
+  grpc::StatusCode last_poll_error_ = grpc::StatusCode::OK;  // said once until a poll succeeds
   std::string rates_json_;                 // the node's measured rates; "" until measured
   bool calibrated_ = false;                // measured, or given up: assignments are polled from then
   std::atomic<bool> calibration_stop_{false};

@@ -55,6 +55,10 @@ Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& 
                               const DeviceInventory& inventory);
 
 bool Empty(const fuji::v1::JobReport& r);
+// The next report to send of what `pending` holds, taken from it: all losses and progress, then
+// the oldest logs, timings and samples within limits::kMaxReportEntries each and about
+// limits::kMaxReportBytes in all, so that fujid never refuses a report as too large.
+fuji::v1::JobReport TakeReport(fuji::v1::JobReport* pending);
 
 // OOM kills on this host since `at_start` (an OomKillCount reading); -1 when either is unknown.
 int64_t OomKillsSince(int64_t at_start);

@@ -1,15 +1,18 @@
 // The agent's one supervisor of a job attempt, for every kind: prepare it (InferLaunch,
 // FinetuneLaunch), run its gang while forwarding what the ranks say, sampling memory and heeding
 // stop requests, then say how the attempt ended in one Complete.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <utility>
 
+#include "lib/common/json_lines.h"
 #include "lib/common/limits.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/wall_clock.h"
 #include "worker/agent/agent_job.h"
 #include "worker/agent/samples.h"
+#include "worker/ckpt/zero_checkpoint.h"
 
 namespace fuji::agent {
 namespace {
@@ -26,37 +29,39 @@ int64_t OomKillsSince(int64_t at_start) {
 }
 
 // Timing events carry their phase's wall-clock start and end (ms since the epoch, the same host's
-// clock); an event with only a duration becomes [now - ms, now].
+// clock); an event with only a duration becomes [now - ms, now]. An event is a rank's own words:
+// a field of another type, or a number out of range, reads as absent (IntField, NumberField).
 void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::JobReport* part, int32_t attempt) {
-  const std::string kind = e.value("event", "");
+  const std::string kind = StringField(e, "event");
   if (kind == "progress") {
     auto* p = part->add_progress();
-    p->set_phase(e.value("phase", ""));
-    p->set_done(e.value("done", int64_t{0}));
-    p->set_total(e.value("total", int64_t{0}));
+    p->set_phase(StringField(e, "phase"));
+    p->set_done(IntField(e, "done"));
+    p->set_total(IntField(e, "total"));
     p->set_rank(rank);
     // A finetune's "train" progress carries rank 0's latest loss and global tokens/s.
-    p->set_loss(e.value("loss", 0.0));
-    p->set_tokens_per_s(e.value("tokens_per_s", 0.0));
+    p->set_loss(NumberField(e, "loss"));
+    p->set_tokens_per_s(NumberField(e, "tokens_per_s"));
   } else if (kind == "timing") {
-    const double ms = e.value("ms", 0.0);
+    // At most a year: the duration becomes an integer count of ms.
+    const double ms = std::clamp(NumberField(e, "ms"), 0.0, 365 * 86400e3);
     auto* t = part->add_timings();
     t->set_attempt(attempt);
     t->set_rank(rank);
-    t->set_phase(e.value("phase", ""));
+    t->set_phase(StringField(e, "phase"));
     if (e.contains("start_ms") && e.contains("end_ms")) {
-      t->set_start_ms(e.value("start_ms", int64_t{0}));
-      t->set_end_ms(e.value("end_ms", int64_t{0}));
+      t->set_start_ms(IntField(e, "start_ms"));
+      t->set_end_ms(IntField(e, "end_ms"));
     } else {
       t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
       t->set_end_ms(now);
     }
   } else if (kind == "loss" && rank == 0) {
     auto* l = part->add_losses();
-    l->set_step(e.value("step", int64_t{0}));
-    l->set_loss(e.value("loss", 0.0));
-    l->set_split(e.value("split", "train"));
-    l->set_tokens_per_s(e.value("tokens_per_s", 0.0));
+    l->set_step(IntField(e, "step"));
+    l->set_loss(NumberField(e, "loss"));
+    l->set_split(StringField(e, "split", "train"));
+    l->set_tokens_per_s(NumberField(e, "tokens_per_s"));
     l->set_at_ms(now);
   }
 }
@@ -69,6 +74,8 @@ launch::GangOptions AttemptGangOptions(const fuji::v1::Assignment& a, const Agen
   options.terminate_grace = milliseconds(config.cancel_grace_ms);
   options.confinement = config.ranks;
   if (a.timeout_ms() > 0) options.deadline = milliseconds(a.timeout_ms());
+  // The attempt's fencing token (worker.proto): a fine-tune claims its save directory with it.
+  options.env["FUJI_ATTEMPT"] = ckpt::AttemptToken{a.job_id(), a.attempt(), a.lease_epoch()}.ToString();
   return options;
 }
 
@@ -88,6 +95,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   complete.set_worker_id(config_.worker_id);
   complete.set_job_id(a.job_id());
   complete.set_attempt(a.attempt());
+  complete.set_lease_epoch(a.lease_epoch());
   auto fail = [&](FailureKind kind, const std::string& message) {
     complete.set_succeeded(false);
     complete.set_failure_kind(std::string(FailureKindName(kind)));
@@ -185,6 +193,8 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     case StopReason::kCancelled: return fail(FailureKind::kCancelled, "cancelled");
     case StopReason::kUnwanted: return fail(FailureKind::kCancelled, "the daemon no longer wants this job");
     case StopReason::kShutdown: return fail(FailureKind::kInternal, "fuji-agent shut down while the job ran");
+    case StopReason::kFenced:
+      return fail(FailureKind::kInternal, "stopped by its agent, which lost fujid for a whole lease (self-fencing)");
     case StopReason::kNone: break;
   }
   const launch::GangFailure f = gang.failure().value_or(launch::GangFailure{

@@ -10,6 +10,8 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <dirent.h>
 
 #include "lib/common/file_util.h"
@@ -256,6 +258,10 @@ Result<CheckpointMeta> ParseMeta(const nlohmann::json& j, const std::string& ori
   std::vector<UnitLayout> want = UnitsOf(meta.model_config);
   FUJI_RETURN_IF_ERROR(CheckUnits(meta.units, want, origin));
   meta.units = std::move(want);  // equal in what meta.json says, complete in the rest
+  if (j.contains("attempt")) {
+    FUJI_RETURN_IF_ERROR(f.String("attempt", &meta.attempt));
+    if (!AttemptToken::Parse(meta.attempt).ok()) return f.Bad("attempt", "is not an attempt token");
+  }
   return meta;
 }
 
@@ -298,10 +304,79 @@ nlohmann::json CheckpointMeta::ToJson() const {
     for (const auto& p : u.params) params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}});
     jt.push_back({{"name", u.name}, {"numel", u.numel}, {"params", std::move(params)}});
   }
-  return {{"format", kFormatName},  {"version", kFormatVersion}, {"step", step},
-          {"world_size", world_size}, {"zero", zero},              {"precision", precision},
-          {"loss_scale", loss_scale}, {"good_steps", good_steps},  {"model_dir", model_dir},
-          {"config", config},         {"spec", spec},              {"units", std::move(jt)}};
+  nlohmann::json j = {{"format", kFormatName},  {"version", kFormatVersion}, {"step", step},
+                      {"world_size", world_size}, {"zero", zero},              {"precision", precision},
+                      {"loss_scale", loss_scale}, {"good_steps", good_steps},  {"model_dir", model_dir},
+                      {"config", config},         {"spec", spec},              {"units", std::move(jt)}};
+  if (!attempt.empty()) j["attempt"] = attempt;
+  return j;
+}
+
+// ---- fencing -----------------------------------------------------------------------------------
+
+std::string AttemptToken::ToString() const {
+  return "job " + std::to_string(job_id) + " attempt " + std::to_string(attempt) + " epoch " +
+         std::to_string(lease_epoch);
+}
+
+Result<AttemptToken> AttemptToken::Parse(const std::string& text) {
+  auto bad = [&] { return InvalidArgument("'" + text.substr(0, 64) + "' is not an attempt token (job J attempt A epoch E)"); };
+  if (text.size() > 128) return bad();
+  AttemptToken token;
+  int64_t values[3] = {0, 0, 0};
+  const char* words[3] = {"job ", " attempt ", " epoch "};
+  size_t at = 0;
+  for (int i = 0; i < 3; ++i) {
+    const size_t n = std::strlen(words[i]);
+    if (text.compare(at, n, words[i]) != 0) return bad();
+    at += n;
+    size_t end = at;
+    while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
+    if (end == at || end - at > 18 || !ParseDecimal(text.substr(at, end - at), &values[i])) return bad();
+    at = end;
+  }
+  if (at != text.size() || values[1] > std::numeric_limits<int>::max()) return bad();
+  token.job_id = values[0];
+  token.attempt = static_cast<int>(values[1]);
+  token.lease_epoch = values[2];
+  return token;
+}
+
+namespace {
+
+// The token in save_to/attempt; nullopt when there is none. Anything but a regular file there (a
+// link planted at the name) is no claim, and is never read through: ClaimSaveDir replaces it.
+Result<std::optional<AttemptToken>> ReadClaim(const std::string& save_to) {
+  const std::string path = save_to + "/attempt";
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::optional<AttemptToken>();
+  FUJI_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4096));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  Result<AttemptToken> token = AttemptToken::Parse(text);
+  if (!token.ok()) return DataLoss(path + ": " + token.status().message());
+  return std::optional<AttemptToken>(*token);
+}
+
+Status Fenced(const std::string& save_to, const AttemptToken& mine, const std::string& owner) {
+  return FailedPrecondition("fenced: " + save_to + " is written by " + owner + " now; this attempt (" +
+                            mine.ToString() + ") stops without writing it");
+}
+
+}  // namespace
+
+Status ClaimSaveDir(const std::string& save_to, const AttemptToken& token) {
+  FUJI_ASSIGN_OR_RETURN(std::optional<AttemptToken> owner, ReadClaim(save_to));
+  if (owner && owner->job_id == token.job_id && owner->lease_epoch > token.lease_epoch) {
+    return Fenced(save_to, token, owner->ToString());
+  }
+  return WriteFileDurably(save_to, "attempt", token.ToString() + "\n");
+}
+
+Status CheckSaveDirClaim(const std::string& save_to, const AttemptToken& token) {
+  FUJI_ASSIGN_OR_RETURN(std::optional<AttemptToken> owner, ReadClaim(save_to));
+  if (!owner) return Fenced(save_to, token, "no attempt (its claim is gone)");
+  if (owner->ToString() != token.ToString()) return Fenced(save_to, token, owner->ToString());
+  return Status::Ok();
 }
 
 // ---- writing -----------------------------------------------------------------------------------
@@ -365,14 +440,14 @@ Status WriteMeta(const std::string& step_dir, const CheckpointMeta& meta) {
   return WriteFileDurably(step_dir, "meta.json", j.dump(1) + "\n");
 }
 
-Status PublishLatest(const std::string& save_to, const std::string& step_dir_name) {
+Status PublishLatest(const std::string& save_to, const std::string& step_dir_name, const std::string& attempt) {
   if (step_dir_name.empty() || step_dir_name.find('/') != std::string::npos || step_dir_name[0] == '.') {
     return InvalidArgument("'" + step_dir_name + "' is not a step directory name");
   }
   if (!IsRegularFile(save_to + "/" + step_dir_name + "/meta.json")) {
     return FailedPrecondition(save_to + "/" + step_dir_name + ": no meta.json; not publishing it as latest");
   }
-  return WriteFileDurably(save_to, "latest", step_dir_name + "\n");
+  return WriteFileDurably(save_to, "latest", step_dir_name + "\n" + (attempt.empty() ? "" : "attempt " + attempt + "\n"));
 }
 
 // ---- reading -----------------------------------------------------------------------------------
@@ -387,7 +462,9 @@ Result<std::string> ResolveStepDir(const std::string& given) {
     return NotFound(path + ": not a checkpoint: neither meta.json (a step directory) nor latest (a save directory)");
   }
   FUJI_ASSIGN_OR_RETURN(std::string name, ReadFile(latest, 4096));
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
+  // The first line names the step; a second, if any, the attempt that wrote it.
+  if (const size_t eol = name.find('\n'); eol != std::string::npos) name.resize(eol);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
   if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' ||
       name.find('\n') != std::string::npos) {
     return DataLoss(latest + ": does not name a step directory");

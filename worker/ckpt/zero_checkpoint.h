@@ -4,7 +4,16 @@
 //   <save_to>/step-00000010/meta.json
 //   <save_to>/step-00000010/rank-00000-of-00002.safetensors   "u<U>.master", "u<U>.exp_avg",
 //                                                            "u<U>.exp_avg_sq" (F32, 1-D)
-//   <save_to>/latest                                         "step-00000010\n"
+//   <save_to>/latest                                         "step-00000010\n" and, when a fujid
+//                                                            attempt wrote it, "attempt <token>\n"
+//   <save_to>/attempt                                        the token of the attempt that writes
+//                                                            the directory now (ClaimSaveDir)
+//
+// Fencing: a job attempt placed by fujid carries a token (job, attempt, lease epoch; the agent
+// passes it to its ranks as FUJI_ATTEMPT). It claims the save directory before it trains, and
+// every rank checks the claim before it writes a step: an attempt fujid gave up on (its agent cut
+// off, a newer attempt started elsewhere) stops instead of writing beside the newer one. The step
+// directory's meta.json and `latest` name the attempt that wrote them.
 //
 // The units ("embedding", "h.<l>", "final") are those of the ZeRO layout (lib/zero/layout.h):
 // runs of engine::ParameterLayout, numbered flat and unpadded; rank r of N owns
@@ -45,6 +54,22 @@ using zero::PartitionRange;
 std::string StepDirName(int64_t step);
 std::string RankFileName(int rank, int world_size);
 
+// A job attempt's fencing token: "job 12 attempt 1 epoch 3".
+struct AttemptToken {
+  int64_t job_id = 0;
+  int attempt = 0;
+  int64_t lease_epoch = 0;
+  std::string ToString() const;
+  // INVALID_ARGUMENT for anything but ToString()'s form.
+  static Result<AttemptToken> Parse(const std::string& text);
+};
+
+// Makes `token`'s attempt the writer of save_to (save_to/attempt, durably). FAILED_PRECONDITION
+// ("fenced: ...") when a newer placement of the same job has claimed it: this attempt is stale.
+Status ClaimSaveDir(const std::string& save_to, const AttemptToken& token);
+// OK while save_to is still claimed by `token`; FAILED_PRECONDITION ("fenced: ...") otherwise.
+Status CheckSaveDirClaim(const std::string& save_to, const AttemptToken& token);
+
 // Every field of meta.json. ReadMeta also fills step_dir and model_config.
 struct CheckpointMeta {
   int64_t step = 0;
@@ -57,6 +82,7 @@ struct CheckpointMeta {
   nlohmann::json config = nlohmann::json::object();  // the model's HF config.json
   nlohmann::json spec = nlohmann::json::object();    // the FinetuneSpec JSON
   std::vector<UnitLayout> units;                     // UnitsOf(config)
+  std::string attempt;                               // AttemptToken::ToString() of its writer; "" outside fujid
 
   std::string step_dir;              // set by ReadMeta: the directory meta.json was read from
   engine::ModelConfig model_config;  // set by ReadMeta: config, parsed and validated
@@ -84,8 +110,9 @@ Status WriteRankShard(const std::string& step_dir, int rank, int world_size, int
 // (world size, zero, precision, config, units not UnitsOf(config)).
 Status WriteMeta(const std::string& step_dir, const CheckpointMeta& meta);
 
-// Writes save_to/latest = "<step_dir_name>\n" atomically and durably (after the shards and meta).
-Status PublishLatest(const std::string& save_to, const std::string& step_dir_name);
+// Writes save_to/latest = "<step_dir_name>\n" (and "attempt <attempt>\n" when given) atomically and
+// durably (after the shards and meta).
+Status PublishLatest(const std::string& save_to, const std::string& step_dir_name, const std::string& attempt = "");
 
 // path: a step directory (holding meta.json) or a save directory (then the step its latest names).
 // NOT_FOUND when it is neither, DATA_LOSS for a meta.json or latest that is corrupt or

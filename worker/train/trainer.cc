@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <unistd.h>
@@ -94,6 +96,9 @@ class Run {
   int64_t good_steps_ = 0;
   double load_ms_ = 0, data_ms_ = 0, eval_ms_ = 0, save_ms_ = 0;
   std::string last_checkpoint_;
+  // The fencing token of the fujid attempt this run is (FUJI_ATTEMPT, set by the agent); none for
+  // a run outside fujid.
+  std::optional<ckpt::AttemptToken> attempt_;
 };
 
 double Run::AllReduceSum(double value) {
@@ -192,6 +197,16 @@ Status Run::Setup() {
   FUJI_ASSIGN_OR_RETURN(model_, ZeroModel::Create(config, std::move(weights), options, comm_.get()));
   loss_scale_ = dtype_ == at::kHalf ? spec_.initial_loss_scale : 1.0;
   FUJI_RETURN_IF_ERROR(Resume());
+  if (const char* token = std::getenv("FUJI_ATTEMPT"); token != nullptr && *token != '\0') {
+    FUJI_ASSIGN_OR_RETURN(ckpt::AttemptToken parsed, ckpt::AttemptToken::Parse(token));
+    attempt_ = parsed;
+  }
+  // This attempt becomes the save directory's writer before it trains (ranks check the claim
+  // before each save: a stale attempt stops instead of writing beside a newer one).
+  if (attempt_ && !spec_.save_to.empty() && rank_ == 0) {
+    FUJI_RETURN_IF_ERROR(ckpt::ClaimSaveDir(spec_.save_to, *attempt_));
+  }
+  if (comm_) comm_->Barrier();
   engine::SynchronizeDevice(device_);
   load_ms_ = MsSince(load_start);
   Timing("data", start, data_ms_);
@@ -261,6 +276,7 @@ Status Run::Save(int64_t step) {
   for (const UnitState& s : states) {
     views.push_back({s.begin, s.end, s.master.data(), s.exp_avg.data(), s.exp_avg_sq.data()});
   }
+  if (attempt_) FUJI_RETURN_IF_ERROR(ckpt::CheckSaveDirClaim(spec_.save_to, *attempt_));
   FUJI_RETURN_IF_ERROR(ckpt::WriteRankShard(dir, rank_, world_, step, layout_, views));
   if (comm_) comm_->Barrier();
   if (rank_ == 0) {
@@ -275,8 +291,10 @@ Status Run::Save(int64_t step) {
     meta.config = model_config_json_;
     meta.spec = spec_.ToJson();
     meta.units = layout_;
+    if (attempt_) meta.attempt = attempt_->ToString();
     FUJI_RETURN_IF_ERROR(ckpt::WriteMeta(dir, meta));
-    FUJI_RETURN_IF_ERROR(ckpt::PublishLatest(spec_.save_to, ckpt::StepDirName(step)));
+    if (attempt_) FUJI_RETURN_IF_ERROR(ckpt::CheckSaveDirClaim(spec_.save_to, *attempt_));
+    FUJI_RETURN_IF_ERROR(ckpt::PublishLatest(spec_.save_to, ckpt::StepDirName(step), meta.attempt));
     emit_({{"event", "checkpoint"}, {"step", step}, {"path", dir}});
   }
   if (comm_) comm_->Barrier();
