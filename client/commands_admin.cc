@@ -89,6 +89,10 @@ void RegisterWhoami(CLI::App& app, CliState* state) {
     }
     std::printf("%s%s at %s (fujid %s)\n", who->user().c_str(), who->admin() ? " (admin)" : "",
                 client.address().c_str(), who->version().c_str());
+    if (who->status() == "NOT_SERVING") {
+      std::fprintf(stderr, "fuji: fujid is NOT_SERVING: %s; submits fail until it clears\n", who->reason().c_str());
+      state->exit_code = 1;
+    }
   });
 }
 

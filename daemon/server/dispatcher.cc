@@ -304,6 +304,11 @@ void Dispatcher::CheckLeases() {
       LogDropped("lease check: reading job " + std::to_string(lease.job_id), job.status(),
                  "its lease is dropped");
     }
+    if (job.ok() && job->state == JobState::kRetrying) {
+      // Its requeue could not be written (the store's disk full): tried again until it is.
+      if (Move(job->id, JobState::kRetrying, JobState::kQueued, "requeued")) Ended(job->id);
+      continue;
+    }
     if (!job.ok() || (job->state != JobState::kAssigned && job->state != JobState::kRunning) ||
         job->worker_id != lease.worker_id) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -333,22 +338,31 @@ bool Dispatcher::MarkLost(const std::string& worker_id) {
 
 void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& cause,
                             bool retryable) {
+  Status moved;
   if (CancelRequested(job.id)) {
-    Move(job.id, job.state, JobState::kCancelled, "cancelled by request (" + cause + ")");
+    moved = TryMove(job.id, job.state, JobState::kCancelled, "cancelled by request (" + cause + ")");
   } else if (!retryable) {
-    Move(job.id, job.state, JobState::kFailed, cause);
+    moved = TryMove(job.id, job.state, JobState::kFailed, cause);
   } else {
     sched::RetryDecision decision = sched::DecideRetry(cause, job.attempts + 1, job.max_attempts);
     if (!decision.requeue) {
-      Move(job.id, job.state, JobState::kFailed, decision.reason);
-    } else if (Move(job.id, job.state, JobState::kRetrying, decision.reason)) {
-      Move(job.id, JobState::kRetrying, JobState::kQueued, decision.reason);
+      moved = TryMove(job.id, job.state, JobState::kFailed, decision.reason);
+    } else {
+      moved = TryMove(job.id, job.state, JobState::kRetrying, decision.reason);
+      if (moved.ok()) moved = TryMove(job.id, JobState::kRetrying, JobState::kQueued, decision.reason);
     }
   }
+  // The store could not be written (its disk full): the job keeps its lease, and the next lease
+  // check (or the agent's next heartbeat, which no longer lists it) ends the attempt again.
+  if (moved.code() == StatusCode::kUnavailable) return;
   Ended(job.id);
 }
 
 bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::string& reason) {
+  return TryMove(job_id, from, to, reason).ok();
+}
+
+Status Dispatcher::TryMove(int64_t job_id, JobState from, JobState to, const std::string& reason) {
   auto what = [&] {
     return "moving job " + std::to_string(job_id) + " from " + store::JobStateName(from) + " to " +
            store::JobStateName(to);
@@ -356,8 +370,12 @@ bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::str
   Status moved = store_->Transition(job_id, from, to, reason);
   if (!moved.ok()) {
     // FAILED_PRECONDITION: the job had moved meanwhile (a cancel, a completion), as callers expect.
-    if (moved.code() != StatusCode::kFailedPrecondition) LogDropped(what(), moved);
-    return false;
+    if (moved.code() == StatusCode::kUnavailable) {
+      LogDropped(what(), moved, "retried later");
+    } else if (moved.code() != StatusCode::kFailedPrecondition) {
+      LogDropped(what(), moved);
+    }
+    return moved;
   }
   if (from == JobState::kQueued) RemoveQueued(job_id);
   if (to == JobState::kQueued) {
@@ -370,7 +388,7 @@ bool Dispatcher::Move(int64_t job_id, JobState from, JobState to, const std::str
     }
   }
   PublishState(job_id);
-  return true;
+  return Status::Ok();
 }
 
 void Dispatcher::PublishState(int64_t job_id) {

@@ -121,6 +121,9 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // than that is logged.
   bool Move(int64_t job_id, store::JobState from, store::JobState to,
             const std::string& reason) override;
+  // Move, saying why it did not: FAILED_PRECONDITION when the job had moved meanwhile,
+  // UNAVAILABLE when the store cannot be written now (logged; the caller tries again later).
+  Status TryMove(int64_t job_id, store::JobState from, store::JobState to, const std::string& reason);
   // Forget, then a pass.
   void Ended(int64_t job_id) override;
 

@@ -290,6 +290,9 @@ grpc::ServerUnaryReactor* JobService::Health(grpc::CallbackServerContext* contex
   response->set_admin(caller->admin);
   response->set_version("0.1.0");
   response->set_uptime_ms(clock_->NowMs() - started_ms_);
+  const std::string fault = store_->StorageFault();
+  response->set_status(fault.empty() ? "SERVING" : "NOT_SERVING");
+  response->set_reason(fault);
   return Finish(context, Status::Ok());
 }
 

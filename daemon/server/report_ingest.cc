@@ -266,7 +266,7 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
     }
     Status saved = store_->SaveResult(job_id, request.attempt(), request.result_json());
     if (!saved.ok() && saved.code() != StatusCode::kFailedPrecondition) return saved;
-    lifecycle_->Move(job_id, job.state, JobState::kSucceeded, "");
+    if (!lifecycle_->Move(job_id, job.state, JobState::kSucceeded, "")) FUJI_RETURN_IF_ERROR(Unrecorded(job));
     lifecycle_->Ended(job_id);
     return Status::Ok();
   }
@@ -278,7 +278,9 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
       lifecycle_->Abandoned(job, "agent " + request.worker_id() + " stopped it");
       return Status::Ok();
     }
-    lifecycle_->Move(job_id, job.state, JobState::kCancelled, "cancelled by request");
+    if (!lifecycle_->Move(job_id, job.state, JobState::kCancelled, "cancelled by request")) {
+      FUJI_RETURN_IF_ERROR(Unrecorded(job));
+    }
     lifecycle_->Ended(job_id);
     return Status::Ok();
   }
@@ -292,12 +294,21 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
       lifecycle_->EndAttempt(job,
                              FailureReason(request) + "; no plan needs less memory than this one",
                              /*retryable=*/false);
-      return Status::Ok();
+      return Unrecorded(job);
     }
     if (narrowed != job.plans) FUJI_RETURN_IF_ERROR(store_->SetPlans(job_id, narrowed));
   }
   lifecycle_->EndAttempt(job, FailureReason(request), Retryable(kind));
-  return Status::Ok();
+  return Unrecorded(job);
+}
+
+Status ReportIngest::Unrecorded(const store::JobRecord& job) {
+  Result<store::JobRecord> now = store_->Get(job.id);
+  if (!now.ok() || now->state != job.state || now->lease_epoch != job.lease_epoch) return Status::Ok();
+  const std::string fault = store_->StorageFault();
+  if (fault.empty()) return Status::Ok();
+  return Unavailable("fujid could not record the end of job " + std::to_string(job.id) + " (" + fault +
+                     "); send it again");
 }
 
 }  // namespace fuji::daemon

@@ -64,7 +64,8 @@ class ReportIngest {
   // Ends the current attempt as the agent says: succeeded (its result saved), cancelled (by
   // request, or requeued when nobody asked), or failed (retried unless the failure would recur;
   // an out-of-memory failure narrows the plans the retry may use). A completion of a run that
-  // is not current is ignored.
+  // is not current is ignored. UNAVAILABLE when the store could not record the end (its disk
+  // full, read-only): the agent sends the completion again.
   Status Complete(const v1::CompleteRequest& request);
   // The latest progress of the job's current attempt (phase empty when none was reported since
   // the daemon started). A report with train losses but no "train" progress counts as one.
@@ -73,6 +74,9 @@ class ReportIngest {
   void Forget(int64_t job_id);
 
  private:
+  // UNAVAILABLE when `job` is still where it was (same state and placement) because the store
+  // cannot be written; OK when it moved on (or it stands still for another reason).
+  Status Unrecorded(const store::JobRecord& job);
   // The report's losses as the store takes them; the reasons for points dropped go to `dropped`.
   std::vector<store::Loss> AcceptLosses(const v1::JobReport& report, std::string* dropped) const;
   // The report's progress, with a "train" progress made from its latest train loss when it has

@@ -285,4 +285,6 @@ Status JobStore::RequestCancel(int64_t job_id) {
   });
 }
 
+std::string JobStore::StorageFault() const { return writer_->Fault(); }
+
 }  // namespace fuji::store

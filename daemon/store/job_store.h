@@ -58,6 +58,10 @@ class JobStore {
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
 
+  // Why the database cannot be written now (disk full, read-only, I/O errors: every write fails
+  // UNAVAILABLE meanwhile), as the latest write found; "" while writes commit.
+  std::string StorageFault() const;
+
   // ---- Jobs ----
 
   // Inserts a QUEUED job and its submit event; returns the new id once committed. INVALID_ARGUMENT

@@ -20,15 +20,17 @@ Status SqliteError(sqlite3* db, int rc, std::string_view context) {
     case SQLITE_NOTADB: return DataLoss(message);
     case SQLITE_BUSY:
     case SQLITE_LOCKED: return Unavailable(message);
-    case SQLITE_CONSTRAINT:
+    // The database cannot be written for now (disk full, read-only, I/O errors): the caller may
+    // try again once an operator clears it, and fujid's Health says NOT_SERVING meanwhile.
     case SQLITE_READONLY:
+    case SQLITE_FULL:
+    case SQLITE_IOERR: return Unavailable(message);
+    case SQLITE_CONSTRAINT:
     case SQLITE_CANTOPEN:
     case SQLITE_PERM:
     case SQLITE_AUTH: return FailedPrecondition(message);
-    case SQLITE_FULL:
     case SQLITE_TOOBIG:
     case SQLITE_NOMEM: return ResourceExhausted(message);
-    case SQLITE_IOERR: return Unavailable(message);
     default: return Internal(message);
   }
 }

@@ -75,14 +75,35 @@ void Writer::Loop() {
   }
 }
 
+namespace {
+
+// What an SQLite result code says of the database's storage; "" when it is not about storage.
+std::string StorageFault(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_FULL: return "the database's disk is full";
+    case SQLITE_READONLY: return "the database is read-only";
+    case SQLITE_IOERR: return "I/O error writing the database";
+    default: return "";
+  }
+}
+
+}  // namespace
+
+std::string Writer::Fault() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return fault_;
+}
+
 void Writer::RunBatch(std::deque<Pending>& batch) {
   Connection& db = *db_;
   std::vector<Status> results(batch.size());
+  std::string fault;  // the storage fault an operation or the commit met, if any
   Status batch_status = RunCached(db, "BEGIN IMMEDIATE");
   for (size_t i = 0; i < batch.size() && batch_status.ok(); ++i) {
     batch_status = RunCached(db, "SAVEPOINT op");
     if (!batch_status.ok()) break;
     results[i] = batch[i].op(db);
+    if (!results[i].ok() && fault.empty()) fault = StorageFault(sqlite3_extended_errcode(db.raw()));
     if (!db.InTransaction()) {
       // SQLite rolled the whole transaction back by itself (disk full, I/O error): every
       // operation of the batch is lost, not just this one.
@@ -94,6 +115,15 @@ void Writer::RunBatch(std::deque<Pending>& batch) {
     if (batch_status.ok()) batch_status = RunCached(db, "RELEASE op");
   }
   if (batch_status.ok()) batch_status = RunCached(db, "COMMIT");
+  if (!batch_status.ok() && fault.empty()) fault = StorageFault(sqlite3_extended_errcode(db.raw()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (batch_status.ok() && fault.empty()) {
+      fault_.clear();
+    } else if (!fault.empty()) {
+      fault_ = fault;
+    }
+  }
   if (!batch_status.ok()) {
     if (db.InTransaction()) (void)db.Exec("ROLLBACK");
     batch_status = batch_status.WithContext("store transaction rolled back");

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "daemon/store/sqlite.h"
@@ -49,6 +50,10 @@ class Writer {
   Status Run(Op op);
 
   Stats stats() const;
+  // Why the database cannot be written now ("the database's disk is full", "the database is
+  // read-only", "I/O error writing the database"), as the latest batch found; "" once a batch
+  // commits again.
+  std::string Fault() const;
 
  private:
   struct Pending {
@@ -65,6 +70,7 @@ class Writer {
   std::deque<Pending> queue_;  // guarded by mu_
   bool stopping_ = false;      // guarded by mu_
   Stats stats_;                // guarded by mu_
+  std::string fault_;          // guarded by mu_
   std::thread thread_;         // last: starts after everything above is ready
 };
 
