@@ -470,14 +470,16 @@ class Cluster:
         for name in ("node-a", "node-b"):
             self.proxies[name] = Proxy(self.port)
             self.start_agent(name)
-        # Both agents registered (and calibrated) before the schedule starts.
+        # Both agents registered and calibrated (they take work from then on) before the schedule.
         deadline = now() + 120
         while now() < deadline:
             r = self.fuji(["workers", "--output", "json"])
-            if r.returncode == 0 and r.stdout.count("node-") >= 2 and "node-a" in r.stdout and "node-b" in r.stdout:
+            calibrated = all("calibrat" in open(os.path.join(self.work, f"agent-{n}.log"), errors="replace").read()
+                             for n in self.agents)
+            if r.returncode == 0 and "node-a" in r.stdout and "node-b" in r.stdout and calibrated:
                 return
             time.sleep(0.5)
-        raise RuntimeError("the agents did not register within 120 s: " + r.stdout + r.stderr)
+        raise RuntimeError("the agents did not register and calibrate within 120 s: " + r.stdout + r.stderr)
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, kind):
@@ -634,6 +636,19 @@ class Cluster:
             if pending:
                 time.sleep(1.0)
         return pending
+
+    def diagnose(self):
+        """What the agents and fujid say when jobs do not end: the workers' states, each log's tail."""
+        r = self.fuji(["workers", "--output", "json"])
+        try:
+            states = {w.get("id", w.get("worker_id")): w.get("state") for w in json.loads(r.stdout)["workers"]}
+        except (ValueError, KeyError, TypeError):
+            states = (r.stdout + r.stderr).strip()[:300]
+        self.note(f"fuji workers: {states}")
+        for path in self.logs and sorted(set(self.logs)):
+            with open(path, errors="replace") as f:
+                tail = [line.rstrip()[:200] for line in f.readlines()[-3:]]
+            self.note(f"{os.path.basename(path)} ends: " + " | ".join(tail))
 
     def teardown(self):
         for name, p in self.agents.items():
@@ -841,6 +856,7 @@ def run_schedule(args, index, seed, run_id, faketime_lib):
         pending = cluster.wait_terminal(args.drain_s)
         if pending:
             cluster.note(f"not terminal after {args.drain_s} s: jobs {sorted(pending, key=int)}")
+            cluster.diagnose()
         shown = {j: cluster.show(j) for j in cluster.acked}
         time.sleep(0.3)
         sampler.stop()
@@ -944,6 +960,19 @@ def main():
     os.chmod(args.work_dir, 0o755)
     log(f"chaos run {run_id}: seed {seed}, {args.schedules} schedules of {args.faults_per_schedule} faults, "
         f"work directory {args.work_dir}")
+    # The binaries as they are now: a build that relinks one mid-run changes nothing here.
+    snapshot = os.path.join(args.work_dir, "bin")
+    os.makedirs(snapshot, mode=0o755)
+    for b in ("fujid", "fuji-agent", "fuji", "fuji-rank"):
+        shutil.copy2(os.path.join(args.bin, b), snapshot)
+    log("binaries from " + args.bin + ": " + ", ".join(
+        f"{b} {time.strftime('%Y-%m-%d %H:%M', time.localtime(os.stat(os.path.join(args.bin, b)).st_mtime))}"
+        for b in ("fujid", "fuji-agent", "fuji", "fuji-rank")))
+    # Their data (the tokenizer files) where they look for it: beside their directory.
+    share = os.path.join(os.path.dirname(os.path.abspath(args.bin)), "share")
+    if os.path.isdir(share):
+        os.symlink(share, os.path.join(args.work_dir, "share"))
+    args.bin = snapshot
     assets = os.path.join(args.work_dir, "assets")
     make_assets(args, assets)
     args.assets = assets
