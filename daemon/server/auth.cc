@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "lib/common/file_util.h"
+#include "lib/common/limits.h"
 #include "lib/rpc/connection.h"
 #include "lib/security/token.h"
 
@@ -19,7 +20,7 @@ const char* KindName(char kind) {
 }
 
 bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
+  if (name.empty() || name.size() > limits::kMaxNameBytes) return false;
   if (!std::isalnum(static_cast<unsigned char>(name[0]))) return false;
   for (char c : name) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;

@@ -28,9 +28,9 @@ inline constexpr int kMaxJsonDepth = 64;
 inline constexpr size_t kMaxPromptBytes = size_t{1} << 20;
 inline constexpr size_t kMaxPromptIds = size_t{1} << 16;
 inline constexpr int64_t kMaxNewTokens = int64_t{1} << 16;
-// Names: users, agents (worker ids), devices kinds.
+// Names: users and agents (worker ids).
 inline constexpr size_t kMaxNameBytes = 64;
-// Job ids and their order.
+// The order of queued jobs (higher first).
 inline constexpr int32_t kMinPriority = -1000;
 inline constexpr int32_t kMaxPriority = 1000;
 // Runs of one job (its first and its retries); 0 in a request means fujid's default.

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "lib/common/limits.h"
+#include "worker/agent/agent_job.h"
 #include "worker/agent/failure.h"
 
 namespace fuji::agent {
@@ -95,6 +97,37 @@ TEST(FailureKindTest, WireWordsRoundTripAndUnknownIsInternal) {
   for (const char* unknown : {"", "device_oom", "weird", "Cancelled", "cancelled "}) {
     EXPECT_EQ(ParseFailureKind(unknown), FailureKind::kInternal) << unknown;
   }
+}
+
+}  // namespace
+}  // namespace fuji::agent
+
+namespace fuji::agent {
+namespace {
+
+// A backlog (fujid away for a while) goes out in reports fujid takes: at most
+// limits::kMaxReportEntries entries of a kind and about limits::kMaxReportBytes each, oldest first,
+// losses and progress in the first.
+TEST(AgentReportTest, ABacklogIsSentInReportsThatFit) {
+  fuji::v1::JobReport pending;
+  pending.set_started(true);
+  for (int i = 0; i < 2000; ++i) pending.add_logs()->set_line(std::to_string(i) + std::string(16 << 10, 'x'));
+  for (int i = 0; i < 700; ++i) pending.add_samples()->set_used_mib(i);
+  pending.add_losses()->set_step(3);
+  std::vector<fuji::v1::JobReport> sent;
+  while (!Empty(pending)) sent.push_back(TakeReport(&pending));
+  ASSERT_GE(sent.size(), 4u);
+  EXPECT_TRUE(sent[0].started());
+  EXPECT_EQ(sent[0].losses_size(), 1);
+  int logs = 0, samples = 0;
+  for (const auto& r : sent) {
+    EXPECT_LE(r.logs_size(), limits::kMaxReportEntries);
+    EXPECT_LE(r.ByteSizeLong(), limits::kMaxReportBytes + (64u << 10));
+    for (const auto& l : r.logs()) EXPECT_EQ(l.line().substr(0, l.line().find('x')), std::to_string(logs++));
+    for (const auto& s : r.samples()) EXPECT_EQ(s.used_mib(), samples++);
+  }
+  EXPECT_EQ(logs, 2000);
+  EXPECT_EQ(samples, 700);
 }
 
 }  // namespace

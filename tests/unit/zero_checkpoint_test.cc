@@ -290,6 +290,36 @@ class ZeroCorruptionTest : public ::testing::Test {
 
 TEST_F(ZeroCorruptionTest, IntactCheckpointReads) { ASSERT_TRUE(ReadAll().ok()); }
 
+// Fencing: a save directory is written by one attempt at a time. A newer placement of the job
+// takes it over; the older one's check fails ("fenced") and it cannot claim it back; `latest`
+// names the attempt and still resolves.
+TEST_F(ZeroCorruptionTest, ASaveDirectoryIsWrittenByOneAttemptAtATime) {
+  const AttemptToken old_attempt{7, 0, 1}, new_attempt{7, 1, 2}, other_job{8, 0, 1};
+  EXPECT_EQ(new_attempt.ToString(), "job 7 attempt 1 epoch 2");
+  ASSERT_TRUE(AttemptToken::Parse(new_attempt.ToString()).ok());
+  EXPECT_EQ(AttemptToken::Parse(new_attempt.ToString())->lease_epoch, 2);
+  for (const char* bad : {"", "job 7", "job 7 attempt 1 epoch", "job -7 attempt 1 epoch 2", "job 7 attempt 1 epoch 2 x"}) {
+    EXPECT_FALSE(AttemptToken::Parse(bad).ok()) << bad;
+  }
+  ASSERT_TRUE(ClaimSaveDir(save_to_, old_attempt).ok());
+  EXPECT_TRUE(CheckSaveDirClaim(save_to_, old_attempt).ok());
+  ASSERT_TRUE(ClaimSaveDir(save_to_, new_attempt).ok());
+  Status stale = CheckSaveDirClaim(save_to_, old_attempt);
+  EXPECT_EQ(stale.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(stale.message().find("fenced: " + save_to_ + " is written by job 7 attempt 1 epoch 2 now"), std::string::npos)
+      << stale.message();
+  EXPECT_EQ(ClaimSaveDir(save_to_, old_attempt).code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(CheckSaveDirClaim(save_to_, new_attempt).ok());
+  // Another job may take the directory over (a later job resuming this one's work).
+  ASSERT_TRUE(ClaimSaveDir(save_to_, other_job).ok());
+  EXPECT_FALSE(CheckSaveDirClaim(save_to_, new_attempt).ok());
+
+  const std::string step_name = std::filesystem::path(step_dir_).filename().string();
+  ASSERT_TRUE(PublishLatest(save_to_, step_name, other_job.ToString()).ok());
+  EXPECT_EQ(ReadFile(save_to_ + "/latest").value(), step_name + "\nattempt job 8 attempt 0 epoch 1\n");
+  EXPECT_EQ(*ResolveStepDir(save_to_), step_dir_);
+}
+
 TEST_F(ZeroCorruptionTest, TruncatedShard) {
   std::filesystem::resize_file(RankPath(1), std::filesystem::file_size(RankPath(1)) - 100);
   ExpectError(ReadAll(), StatusCode::kDataLoss, RankPath(1));
