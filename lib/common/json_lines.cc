@@ -45,17 +45,24 @@ Result<std::optional<std::string>> LineReader::ReadLine(int timeout_ms) {
         dropping_ = false;
         continue;
       }
-    } else if (nl != std::string::npos) {
-      std::string line = buffer_.substr(0, nl);
-      buffer_.erase(0, nl + 1);
-      return std::optional<std::string>(std::move(line));
-    } else if (buffer_.size() > max_line_) {
+    } else if (nl != std::string::npos ? nl > max_line_ : buffer_.size() > max_line_) {
+      // A line over the limit: whole (it came with its newline in one read) or still arriving.
       if (overlong_ == Overlong::kFail) {
         return ResourceExhausted("line longer than " + std::to_string(max_line_) + " bytes");
       }
-      std::string line = limits::CutLine(std::move(buffer_), max_line_);
-      buffer_.clear();
-      dropping_ = true;
+      std::string line;
+      if (nl == std::string::npos) {
+        line = limits::CutLine(std::move(buffer_), max_line_);
+        buffer_.clear();
+        dropping_ = true;
+      } else {
+        line = limits::CutLine(buffer_.substr(0, nl), max_line_);
+        buffer_.erase(0, nl + 1);
+      }
+      return std::optional<std::string>(std::move(line));
+    } else if (nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
       return std::optional<std::string>(std::move(line));
     }
     if (eof_) {
@@ -102,6 +109,39 @@ Result<nlohmann::json> ParseJsonObject(const std::string& line) {
   if (j.is_discarded()) return InvalidArgument("malformed JSON line");
   if (!j.is_object()) return InvalidArgument("JSON line is not an object");
   return j;
+}
+
+namespace {
+
+// The field's value, or nullptr when `object` is not an object or lacks the field.
+const nlohmann::json* FindField(const nlohmann::json& object, const char* key) {
+  if (!object.is_object()) return nullptr;
+  const auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+}  // namespace
+
+int64_t IntField(const nlohmann::json& object, const char* key, int64_t fallback) {
+  const nlohmann::json* v = FindField(object, key);
+  if (v == nullptr || !v->is_number_integer()) return fallback;
+  if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) return fallback;
+  return v->get<int64_t>();
+}
+
+double NumberField(const nlohmann::json& object, const char* key, double fallback) {
+  const nlohmann::json* v = FindField(object, key);
+  return v != nullptr && v->is_number() ? v->get<double>() : fallback;
+}
+
+std::string StringField(const nlohmann::json& object, const char* key, const std::string& fallback) {
+  const nlohmann::json* v = FindField(object, key);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : fallback;
+}
+
+nlohmann::json JsonField(const nlohmann::json& object, const char* key, const nlohmann::json& fallback) {
+  const nlohmann::json* v = FindField(object, key);
+  return v != nullptr ? *v : fallback;
 }
 
 }  // namespace fuji

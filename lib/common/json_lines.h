@@ -4,6 +4,7 @@
 // writers are serialized by a mutex regardless).
 #pragma once
 
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -52,5 +53,16 @@ class LineReader {
 
 // Parses one line as a JSON object; INVALID_ARGUMENT with the parser's message otherwise.
 Result<nlohmann::json> ParseJsonObject(const std::string& line);
+
+// Typed reads of one field of a JSON object another process wrote (a rank's event or result):
+// the field's value when `object` is an object and the field has the type asked for and fits it,
+// else `fallback`. Unlike nlohmann's value(), they never throw (value() throws for a field of
+// another type or an object that is not one) and never convert a number that does not fit (a
+// float such as 1e300 read as an integer is undefined behaviour).
+int64_t IntField(const nlohmann::json& object, const char* key, int64_t fallback = 0);
+double NumberField(const nlohmann::json& object, const char* key, double fallback = 0);
+std::string StringField(const nlohmann::json& object, const char* key, const std::string& fallback = "");
+// Any JSON value: the field's, else `fallback`.
+nlohmann::json JsonField(const nlohmann::json& object, const char* key, const nlohmann::json& fallback);
 
 }  // namespace fuji

@@ -64,8 +64,9 @@ Result<TokenIds> ParseVocabJson(const std::string& path, std::string_view text) 
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    return DataLoss(path + ": malformed JSON: " + e.what());  // what() names line and column
+  } catch (const nlohmann::json::exception& e) {
+    // A parse_error names line and column; a number too large for a double is an out_of_range.
+    return DataLoss(path + ": malformed JSON: " + e.what());
   }
   if (!json.is_object()) return DataLoss(path + ": expected a JSON object of token -> id");
   const int64_t size = static_cast<int64_t>(json.size());
@@ -73,8 +74,8 @@ Result<TokenIds> ParseVocabJson(const std::string& path, std::string_view text) 
   std::vector<const std::string*> token_of_id(size, nullptr);
   for (const auto& [token, id_json] : json.items()) {
     if (!id_json.is_number_integer()) {
-      return DataLoss(path + ": token " + Quote(token) + " has id " + id_json.dump() +
-                      ", expected an integer");
+      return DataLoss(path + ": token " + Quote(token) + " has a " + id_json.type_name() +
+                      " as its id, expected an integer");
     }
     const int64_t id = id_json.get<int64_t>();
     if (id < 0 || id >= size) {

@@ -45,5 +45,21 @@ TEST(AgentEventsTest, LossesOfRankZeroOnly) {
   EXPECT_EQ(Handle(loss, 1).losses_size(), 0);
 }
 
+// An event is a rank's own words: a field of another type, or a number that does not fit, reads as
+// absent rather than throwing or overflowing (a duration of 1e300 ms once cast to an integer).
+TEST(AgentEventsTest, FieldsOfAnotherTypeOrOutOfRangeReadAsAbsent) {
+  auto part = Handle(nlohmann::json::parse(R"({"event":"progress","phase":7,"done":1e300,"total":"8","loss":"x"})"), 0);
+  ASSERT_EQ(part.progress_size(), 1);
+  EXPECT_EQ(part.progress(0).phase(), "");
+  EXPECT_EQ(part.progress(0).done(), 0);
+  EXPECT_EQ(part.progress(0).total(), 0);
+  EXPECT_EQ(part.progress(0).loss(), 0);
+  part = Handle(nlohmann::json::parse(R"({"event":"timing","phase":"load","ms":1e300})"), 0);
+  ASSERT_EQ(part.timings_size(), 1);
+  EXPECT_EQ(part.timings(0).end_ms(), 1000);
+  EXPECT_LT(part.timings(0).start_ms(), 1000);
+  EXPECT_EQ(Handle(nlohmann::json::parse(R"({"event":["loss"]})"), 0).losses_size(), 0);
+}
+
 }  // namespace
 }  // namespace fuji::agent

@@ -183,6 +183,51 @@ TEST(JsonLinesTest, ACutReaderReturnsLongLinesCutAndReadsOn) {
   ::close(fds[0]);
 }
 
+// A line over the limit that arrives whole, newline and all, in one read is cut (or refused) as
+// one that arrives in pieces.
+TEST(JsonLinesTest, ALongLineReadWithItsNewlineIsCutOrRefused) {
+  for (const auto overlong : {LineReader::Overlong::kCut, LineReader::Overlong::kFail}) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const std::string input = std::string(100, 'a') + "\nshort\n";
+    ASSERT_EQ(::write(fds[1], input.data(), input.size()), static_cast<ssize_t>(input.size()));
+    ::close(fds[1]);
+    LineReader reader(fds[0], 64, overlong);
+    auto first = reader.ReadLine(1000);
+    if (overlong == LineReader::Overlong::kFail) {
+      EXPECT_EQ(first.status().code(), StatusCode::kResourceExhausted);
+    } else {
+      ASSERT_TRUE(first.ok() && first->has_value()) << first.status().ToString();
+      EXPECT_EQ((*first)->size(), 64u);
+      EXPECT_NE((*first)->find("[cut: line longer than"), std::string::npos) << **first;
+      auto next = reader.ReadLine(1000);
+      ASSERT_TRUE(next.ok() && next->has_value());
+      EXPECT_EQ(**next, "short");
+    }
+    ::close(fds[0]);
+  }
+}
+
+// Fields of a JSON object another process wrote: the value when its type is the one asked for and
+// it fits, else the fallback; never an exception.
+TEST(JsonLinesTest, FieldReadsNeverThrowNorOverflow) {
+  const auto e = nlohmann::json::parse(
+      R"({"i":7,"big":18446744073709551615,"f":1e300,"s":"x","n":null,"o":{"a":1}})");
+  EXPECT_EQ(IntField(e, "i"), 7);
+  EXPECT_EQ(IntField(e, "big", -1), -1);
+  EXPECT_EQ(IntField(e, "f", -1), -1);
+  EXPECT_EQ(IntField(e, "s", -1), -1);
+  EXPECT_EQ(IntField(nlohmann::json(3), "i", -1), -1);
+  EXPECT_EQ(NumberField(e, "f"), 1e300);
+  EXPECT_EQ(NumberField(e, "i"), 7.0);
+  EXPECT_EQ(NumberField(e, "s", 2.5), 2.5);
+  EXPECT_EQ(StringField(e, "s"), "x");
+  EXPECT_EQ(StringField(e, "i", "none"), "none");
+  EXPECT_EQ(StringField(nlohmann::json::array(), "s", "none"), "none");
+  EXPECT_EQ(JsonField(e, "o", nullptr), nlohmann::json({{"a", 1}}));
+  EXPECT_EQ(JsonField(e, "missing", 5), 5);
+}
+
 TEST(LimitsTest, CutLineKeepsShortLinesAndCutsAtACharacter) {
   EXPECT_EQ(limits::CutLine("short", 64), "short");
   const std::string fuji = "富士山";  // 3 bytes a character

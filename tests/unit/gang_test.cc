@@ -248,6 +248,19 @@ sleep 0.3; echo "after the error" >&2; exit 3)");
   EXPECT_EQ(gang.failure()->last_stderr, "after the error");
 }
 
+// A rank's result is its own words: one that is no object, or whose fields have other types, merges
+// as absent fields instead of throwing out of Gang::Run (and the agent's thread).
+TEST(GangTest, MergingResultsOfTheWrongShapeReadsThemAsAbsent) {
+  const nlohmann::json odd = nlohmann::json::parse(R"({"tokens_per_s":"fast","tokens":1.5,"device":7,"losses":[1]})");
+  const nlohmann::json merged = MergeRankResults({odd, nlohmann::json(1)});
+  EXPECT_EQ(merged["tokens_per_s"], 0.0);
+  EXPECT_EQ(merged["tokens"], 0);
+  EXPECT_EQ(merged["device"], "");
+  EXPECT_EQ(merged["losses"], nlohmann::json::array({1}));
+  EXPECT_EQ(merged["ranks"], 2);
+  EXPECT_EQ(MergeRankResults({nlohmann::json("result")})["memory"]["ranks"][0], nlohmann::json::object());
+}
+
 // One request to a single fuji-rank process; its result event's "result", or the error event's
 // message.
 Result<nlohmann::json> RunRankOnce(const std::string& executable, const nlohmann::json& request) {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "lib/common/file_util.h"
+#include "lib/common/json_lines.h"
 
 namespace fuji::launch {
 namespace {
@@ -249,30 +250,31 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
 }
 
 nlohmann::json MergeRankResults(const std::vector<nlohmann::json>& results) {
+  // A rank's result is its own words: a field of another type reads as absent.
   const nlohmann::json empty = nlohmann::json::object();
   const nlohmann::json& r0 = results.empty() ? empty : results[0];
   nlohmann::json timings = nlohmann::json::array(), memory = nlohmann::json::array(), comm = nlohmann::json::array();
   for (const auto& r : results) {
-    timings.push_back(r.value("timings", empty));
-    memory.push_back(r.value("memory", empty));
-    comm.push_back(r.value("comm", empty));
+    timings.push_back(JsonField(r, "timings", empty));
+    memory.push_back(JsonField(r, "memory", empty));
+    comm.push_back(JsonField(r, "comm", empty));
   }
-  return {{"losses", r0.value("losses", nlohmann::json::array())},
-          {"eval_losses", r0.value("eval_losses", nlohmann::json::array())},
-          {"tokens_per_s", r0.value("tokens_per_s", 0.0)},
-          {"tokens", r0.value("tokens", int64_t{0})},
-          {"timings", r0.value("timings", empty)},
+  return {{"losses", JsonField(r0, "losses", nlohmann::json::array())},
+          {"eval_losses", JsonField(r0, "eval_losses", nlohmann::json::array())},
+          {"tokens_per_s", NumberField(r0, "tokens_per_s")},
+          {"tokens", IntField(r0, "tokens")},
+          {"timings", JsonField(r0, "timings", empty)},
           {"timings_per_rank", timings},
           {"memory", {{"ranks", memory}}},
           {"comm", {{"ranks", comm}}},
           {"ranks", static_cast<int64_t>(results.size())},
-          {"device", r0.value("device", "")},
-          {"zero", r0.value("zero", nlohmann::json())},
-          {"offload", r0.value("offload", nlohmann::json())},
-          {"precision", r0.value("precision", nlohmann::json())},
-          {"steps", r0.value("steps_done", int64_t{0})},
-          {"start_step", r0.value("start_step", int64_t{0})},
-          {"checkpoint", r0.value("checkpoint", "")}};
+          {"device", StringField(r0, "device")},
+          {"zero", JsonField(r0, "zero", nlohmann::json())},
+          {"offload", JsonField(r0, "offload", nlohmann::json())},
+          {"precision", JsonField(r0, "precision", nlohmann::json())},
+          {"steps", IntField(r0, "steps_done")},
+          {"start_step", IntField(r0, "start_step")},
+          {"checkpoint", StringField(r0, "checkpoint")}};
 }
 
 }  // namespace fuji::launch
