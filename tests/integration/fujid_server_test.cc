@@ -1,5 +1,10 @@
 // fujid's services end to end: the real gRPC server in-process on loopback, a test agent and a
 // test user talking to it through the generated stubs.
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <future>
 #include <thread>
 #include <vector>
@@ -295,6 +300,57 @@ TEST_F(FujidServerTest, CancelsQueuedAndRunningJobs) {
   AsWorker(&c5, stranger.worker_id());
   ASSERT_TRUE(workers_->Heartbeat(&c5, stranger, &beat_response).ok());
   EXPECT_TRUE(beat_response.reregister());
+}
+
+// A full disk under fujid's database (a tmpfs the test mounts, as root): submits fail UNAVAILABLE
+// with the reason, Health answers NOT_SERVING until a write commits again, and every acknowledged
+// job is kept.
+TEST_F(FujidServerTest, AFullDiskMakesSubmitsUnavailableAndHealthNotServing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  StopServer();  // started by the fixture: this one runs on the small disk, with a user of its own
+  user_token_.clear();
+  if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=6m,mode=0700") != 0) GTEST_SKIP() << "no tmpfs here";
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir_};
+  ASSERT_EQ(::mkdir((dir_ + "/model").c_str(), 0700), 0);
+  std::ofstream(dir_ + "/model/config.json") << "{}\n";
+  StartServer();
+  auto health = [&] {
+    grpc::ClientContext context;
+    v1::HealthResponse response;
+    grpc::Status status = jobs_->Health(&context, v1::HealthRequest(), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  };
+  EXPECT_EQ(health().status(), "SERVING");
+  std::vector<int64_t> acknowledged;
+  const std::string spec = Spec({{"prompt", std::string(64 << 10, 'p')}});
+  {
+    std::ofstream ballast(dir_ + "/ballast", std::ios::binary);
+    const std::string block(64 << 10, 'x');
+    while (ballast.write(block.data(), block.size())) {
+    }
+  }
+  grpc::Status full;
+  for (int i = 0; i < 100 && full.ok(); ++i) {
+    v1::Job job;
+    full = Submit(spec, &job);
+    if (full.ok()) acknowledged.push_back(job.id());
+  }
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::UNAVAILABLE) << full.error_message();
+  EXPECT_THAT(full.error_message(), HasSubstr("full"));
+  v1::HealthResponse sick = health();
+  EXPECT_EQ(sick.status(), "NOT_SERVING");
+  EXPECT_EQ(sick.reason(), "the database's disk is full");
+
+  ASSERT_EQ(::unlink((dir_ + "/ballast").c_str()), 0);
+  v1::Job after;
+  ASSERT_TRUE(Submit(spec, &after).ok());
+  acknowledged.push_back(after.id());
+  EXPECT_EQ(health().status(), "SERVING");
+  for (int64_t id : acknowledged) EXPECT_EQ(GetJob(id).id(), id);
 }
 
 TEST_F(FujidServerTest, RefusesAtSubmitWhatNoAgentCouldEverHold) {
