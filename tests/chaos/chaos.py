@@ -750,6 +750,11 @@ def check(cluster, sampler, shown, db_path, integrity, leftovers, seed):
         st = (shown.get(j) or {}).get("state")
         states[st] = states.get(st, 0) + 1
     verdict("terminal", fails, "end states " + ", ".join(f"{k} {v}" for k, v in sorted(states.items(), key=str)))
+    # Why jobs that were not cancelled failed: a fault fuji survives may still use up a job's
+    # retries (say two kills of its agent); the reason says which.
+    for j in sorted(cluster.acked, key=int):
+        if (shown.get(j) or {}).get("state") == "FAILED":
+            log(f"job {j} ({cluster.acked[j]['kind']}) FAILED: {(shown.get(j) or {}).get('reason', '')[:200]}")
 
     # cancel
     fails = []

@@ -201,6 +201,16 @@ TEST_F(FinetuneTest, ResumeContinuesExactly) {
   for (double l : Losses(c.json)) resumed.push_back(l);
   ExpectSameLosses(resumed, Losses(a.json), 1e-6, "resumed");
   ExpectSameWeights(Weights(stopped), Weights(straight), 1e-6, "resumed");
+
+  // Run again once done (a retry of an attempt whose end never reached fujid): nothing left to
+  // train, it succeeds with the finished checkpoint and the weights stay as they were.
+  CliResult again = Finetune(2, 2, "none", 2, stopped);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.json["start_step"].get<int64_t>(), 20);
+  EXPECT_EQ(again.json["steps"].get<int64_t>(), 20);  // the steps done
+  EXPECT_TRUE(again.json["losses"].empty());
+  EXPECT_NE(again.json["checkpoint"].get<std::string>().find("step-00000020"), std::string::npos) << again.json.dump();
+  ExpectSameWeights(Weights(stopped), Weights(straight), 1e-6, "after a run with nothing left");
 }
 
 // Fine-tuning the tiny model on Japanese text lowers the held-out loss clearly.

@@ -222,10 +222,13 @@ Status Run::Resume() {
   if (meta.model_config.ToJson() != model_->config().ToJson()) {
     return InvalidArgument(meta.step_dir + ": a checkpoint of another model shape than " + spec_.model);
   }
-  if (meta.step >= spec_.steps) {
+  if (meta.step > spec_.steps) {
     return InvalidArgument(meta.step_dir + ": already at step " + std::to_string(meta.step) + " of " +
                            std::to_string(spec_.steps) + " (resume never, or more steps)");
   }
+  // At the last step: the training is done (an attempt that finished but whose end never reached
+  // fujid, retried); the run loads it, trains nothing and reports that checkpoint.
+  if (meta.step == spec_.steps) last_checkpoint_ = meta.step_dir;
   for (int u = 0; u < model_->num_units(); ++u) {
     const auto [begin, end] = model_->LoadRange(u);
     const size_t n = static_cast<size_t>(end - begin);
