@@ -12,6 +12,8 @@ Status StatusFromGrpc(const grpc::Status& status, const std::string& address, bo
                                                              : status.error_message();
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
+      // fujid answered, but cannot serve the call now (its disk full): its own words.
+      if (channel_was_ready && status.error_message().rfind("fujid ", 0) == 0) return Unavailable(message);
       return Unavailable("cannot reach fujid at " + address + ": " + message);
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       if (!channel_was_ready) return Unavailable("cannot reach fujid at " + address + ": " + message);

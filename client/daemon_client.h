@@ -20,7 +20,8 @@ namespace fuji::client {
 
 // A gRPC status as a fuji Status. Not reaching the daemon at all (UNAVAILABLE, or a deadline
 // passed while the channel never became ready) becomes UNAVAILABLE "cannot reach fujid at ADDR:
-// ..."; otherwise the server's message with INVALID_ARGUMENT, NOT_FOUND and FAILED_PRECONDITION
+// ..."; fujid's own UNAVAILABLE (its messages start "fujid ": its disk is full) is kept as it said
+// it; otherwise the server's message with INVALID_ARGUMENT, NOT_FOUND and FAILED_PRECONDITION
 // kept (exit 2), UNAUTHENTICATED, PERMISSION_DENIED and ALREADY_EXISTS kept, and every other code
 // mapped to one that exits 1.
 Status StatusFromGrpc(const grpc::Status& status, const std::string& address, bool channel_was_ready);

@@ -129,8 +129,13 @@ void Writer::RunBatch(std::deque<Pending>& batch) {
     batch_status = batch_status.WithContext("store transaction rolled back");
   }
   for (size_t i = 0; i < batch.size(); ++i) {
-    // An operation that failed on its own keeps its own error; the others share the batch's.
-    batch[i].done(batch_status.ok() || !results[i].ok() ? results[i] : batch_status);
+    // An operation that failed on its own keeps its own error; the others share the batch's. A
+    // storage fault is said as such, whatever statement met it.
+    Status result = batch_status.ok() || !results[i].ok() ? results[i] : batch_status;
+    if (!fault.empty() && result.code() == StatusCode::kUnavailable) {
+      result = Unavailable("fujid cannot write its database: " + fault + "; try again once it is cleared");
+    }
+    batch[i].done(result);
   }
 }
 

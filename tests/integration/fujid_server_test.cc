@@ -340,7 +340,7 @@ TEST_F(FujidServerTest, AFullDiskMakesSubmitsUnavailableAndHealthNotServing) {
     if (full.ok()) acknowledged.push_back(job.id());
   }
   EXPECT_EQ(full.error_code(), grpc::StatusCode::UNAVAILABLE) << full.error_message();
-  EXPECT_THAT(full.error_message(), HasSubstr("full"));
+  EXPECT_EQ(full.error_message(), "fujid cannot write its database: the database's disk is full; try again once it is cleared");
   v1::HealthResponse sick = health();
   EXPECT_EQ(sick.status(), "NOT_SERVING");
   EXPECT_EQ(sick.reason(), "the database's disk is full");
