@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/common/duration.h"
 #include "lib/common/status.h"
 
 namespace fuji::client {
@@ -16,9 +17,7 @@ namespace fuji::client {
 std::string RenderTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows);
 
-// "250ms", "30s", "5m", "1h" (a non-negative integer and a unit) to milliseconds; a bare
-// integer is seconds. INVALID_ARGUMENT naming the text otherwise.
-Result<int64_t> ParseDurationMs(const std::string& text);
+// ParseDurationMs ("30s", "5m") is lib/common/duration.h's.
 
 // A short age: "12s", "5m", "3h", "2d"; "-" for a zero or future time.
 std::string FormatAge(int64_t since_ms, int64_t now_ms);

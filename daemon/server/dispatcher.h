@@ -107,6 +107,10 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // See ReportIngest.
   Result<bool> Report(const v1::JobReport& report) { return reports_.Report(report); }
   v1::Progress LatestProgress(int64_t job_id) const { return reports_.LatestProgress(job_id); }
+  std::vector<v1::TokenDelta> Tokens(int64_t job_id) const { return reports_.Tokens(job_id); }
+  // The warm models each agent said it holds in its latest Register or Heartbeat (in memory: an
+  // agent says it again within a heartbeat of fujid's restart).
+  std::vector<v1::WarmModel> Warm(const std::string& worker_id) const;
   Status Complete(const v1::CompleteRequest& request) { return reports_.Complete(request); }
 
  private:
@@ -136,6 +140,7 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // An agent was heard from (Register, Heartbeat) at now_lease_ms.
   void Heard(const std::string& worker_id, int64_t now_lease_ms);
   void Forget(int64_t job_id);  // lease, cancel request, placement, pending hand-outs, progress
+  void SetWarm(const std::string& worker_id, const google::protobuf::RepeatedPtrField<v1::WarmModel>& warm);
   // The agents with their free memory (sched::AgentsWithFreeMemory): the store's latest
   // readings, and what the plans of the jobs in `live` were promised.
   Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
@@ -164,6 +169,7 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // When each agent was last heard from, by lease_clock; agents not heard from since fujid started
   // count from their first lease check.
   std::map<std::string, int64_t> heard_lease_ms_;
+  std::map<std::string, std::vector<v1::WarmModel>> warm_;  // by agent, as it last said
 
   std::mutex pass_mu_;  // one pass at a time
 };

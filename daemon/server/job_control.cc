@@ -1,5 +1,6 @@
 // Dispatcher: agents' registration and heartbeats (the leases they renew, the jobs they no longer
 // run) and users' cancel; see dispatcher.h. Reports and completions are ReportIngest's.
+#include <algorithm>
 #include <optional>
 #include <set>
 #include <vector>
@@ -61,6 +62,21 @@ void Dispatcher::Abandoned(const store::JobRecord& job, const std::string& cause
   EndAttempt(job, cause, /*retryable=*/true);
 }
 
+void Dispatcher::SetWarm(const std::string& worker_id,
+                         const google::protobuf::RepeatedPtrField<v1::WarmModel>& warm) {
+  // At most one entry per device and a few models each: an agent's list is small, and bounded here.
+  constexpr int kMaxWarmPerAgent = 1024;
+  std::vector<v1::WarmModel> models(warm.begin(), warm.begin() + std::min(warm.size(), kMaxWarmPerAgent));
+  std::lock_guard<std::mutex> lock(mu_);
+  warm_[worker_id] = std::move(models);
+}
+
+std::vector<v1::WarmModel> Dispatcher::Warm(const std::string& worker_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = warm_.find(worker_id);
+  return it == warm_.end() ? std::vector<v1::WarmModel>() : it->second;
+}
+
 Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& request) {
   store::WorkerRecord worker;
   worker.id = request.worker_id();
@@ -74,6 +90,7 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
   const int64_t now_ms = clock_->NowMs();
   const int64_t now_lease_ms = lease_clock_->NowMs();
   Heard(id, now_lease_ms);
+  SetWarm(id, request.warm());
   std::vector<int64_t> stop;
   std::set<int64_t> continuing;
   for (const v1::RunningJob& running : request.running()) {
@@ -117,6 +134,7 @@ Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& 
   const int64_t now_lease_ms = lease_clock_->NowMs();
   FUJI_RETURN_IF_ERROR(store_->RenewLeases(id, now_ms + options_.lease_ttl_ms).status());
   Heard(id, now_lease_ms);
+  SetWarm(id, request.warm());
   std::vector<int64_t> cancel_requested;
   {
     std::lock_guard<std::mutex> lock(mu_);

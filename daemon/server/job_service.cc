@@ -260,6 +260,7 @@ grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* c
     out->set_state(worker.state);
     out->set_last_heartbeat_ms(worker.last_heartbeat_ms);
     out->set_drained_at_ms(worker.drained_at_ms.value_or(0));
+    for (v1::WarmModel& w : dispatcher_->Warm(worker.id)) *out->add_warm() = std::move(w);
     const sched::AgentView* view = views.count(worker.id) ? views[worker.id] : nullptr;
     out->set_host_total_mib(worker.host_memory ? worker.host_memory->total_mib : 0);
     out->set_host_free_mib(view && worker.host_memory ? view->host_free_mib : -1);

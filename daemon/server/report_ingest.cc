@@ -128,6 +128,30 @@ Result<bool> ReportIngest::Report(const v1::JobReport& report) {
     FUJI_RETURN_IF_ERROR(AppendLogs(job_id, {{job_id, 0, clock_->NowMs(), "fujid", dropped}}));
   }
   FUJI_RETURN_IF_ERROR(store_->RecordLosses(losses));
+  if (report.tokens_size() > 0) {
+    // In order, each run once: a report the agent sent again (its answer was lost) repeats runs.
+    std::vector<v1::TokenDelta> fresh;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      TokenLog& log = tokens_[job_id];
+      if (log.attempt != report.attempt()) log = TokenLog{report.attempt(), {}, 0, 0};
+      for (const v1::TokenDelta& run : report.tokens()) {
+        if (run.index() != log.next_index || run.ids_size() == 0) continue;
+        log.next_index += run.ids_size();
+        v1::TokenDelta& kept = fresh.emplace_back(run);
+        kept.set_attempt(report.attempt());
+        if (log.runs.size() < kMaxTokenRuns && log.bytes + run.text().size() <= kMaxTokenBytes) {
+          log.bytes += run.text().size();
+          log.runs.push_back(kept);
+        }
+      }
+    }
+    for (v1::TokenDelta& run : fresh) {
+      EventHub::Event event;
+      *event.event.mutable_tokens() = std::move(run);
+      hub_->Publish(job_id, event);
+    }
+  }
   std::vector<v1::Progress> progress = TakeProgress(report, job, losses);
   if (!progress.empty() && hub_->HasSubscribers(job_id)) {
     Result<store::JobRecord> now = store_->Get(job_id);
@@ -235,6 +259,13 @@ v1::Progress ReportIngest::LatestProgress(int64_t job_id) const {
 void ReportIngest::Forget(int64_t job_id) {
   std::lock_guard<std::mutex> lock(mu_);
   progress_.erase(job_id);
+  tokens_.erase(job_id);
+}
+
+std::vector<v1::TokenDelta> ReportIngest::Tokens(int64_t job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tokens_.find(job_id);
+  return it == tokens_.end() ? std::vector<v1::TokenDelta>() : it->second.runs;
 }
 
 Status ReportIngest::AppendLogs(int64_t job_id, const std::vector<store::LogLine>& lines) {

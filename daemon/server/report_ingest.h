@@ -70,8 +70,14 @@ class ReportIngest {
   // The latest progress of the job's current attempt (phase empty when none was reported since
   // the daemon started). A report with train losses but no "train" progress counts as one.
   v1::Progress LatestProgress(int64_t job_id) const;
-  // The job's attempt ended: its progress is dropped.
+  // The job's attempt ended: its progress and tokens are dropped.
   void Forget(int64_t job_id);
+  // The tokens the job's current attempt generated so far, in order (an inference's; none once
+  // the attempt ended: its result has the whole text). Kept in memory only, at most
+  // kMaxTokenBytes of text and kMaxTokenRuns runs per job (beyond them watchers read the result).
+  std::vector<v1::TokenDelta> Tokens(int64_t job_id) const;
+  static constexpr size_t kMaxTokenBytes = 4u << 20;
+  static constexpr size_t kMaxTokenRuns = 65536;
 
  private:
   // UNAVAILABLE when `job` is still where it was (same state and placement) because the store
@@ -93,6 +99,13 @@ class ReportIngest {
 
   mutable std::mutex mu_;
   std::map<int64_t, v1::Progress> progress_;  // latest of each running attempt
+  struct TokenLog {
+    int32_t attempt = 0;
+    std::vector<v1::TokenDelta> runs;
+    size_t bytes = 0;
+    int64_t next_index = 0;  // the first index not yet taken (a resent run is dropped)
+  };
+  std::map<int64_t, TokenLog> tokens_;  // of each running inference attempt
 };
 
 }  // namespace fuji::daemon

@@ -1,5 +1,6 @@
 // JobService::WatchJob: a server stream fed by the EventHub. The current state comes first, then
-// the logs after after_log_seq, then whatever happens, until the job is terminal.
+// the logs after after_log_seq (and with tokens, the tokens generated so far), then whatever
+// happens, until the job is terminal.
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -15,9 +16,11 @@ namespace {
 class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
  public:
   // decorate adds what the first event's job shows beyond its row (JobService::AddProgress).
+  // tokens_so_far: the tokens of the current attempt (Dispatcher::Tokens); null: no tokens.
   Watcher(store::JobStore* store, EventHub* hub, int64_t job_id, int64_t after_seq,
-          const std::function<void(v1::Job*)>& decorate)
-      : store_(store), hub_(hub), job_id_(job_id), last_seq_(after_seq) {
+          const std::function<void(v1::Job*)>& decorate,
+          const std::function<std::vector<v1::TokenDelta>()>& tokens_so_far)
+      : store_(store), hub_(hub), job_id_(job_id), last_seq_(after_seq), tokens_(tokens_so_far != nullptr) {
     // Subscribe before reading the state, so nothing falls between the two.
     token_ = hub_->Subscribe(job_id_, [this](const EventHub::Event& e) { OnEvent(e); });
     std::lock_guard<std::mutex> lock(mu_);
@@ -34,6 +37,9 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
     if (store::IsTerminal(job->state)) terminal_ = true;
     queue_.push_front(first);
     ReadLogs();
+    if (tokens_) {
+      for (v1::TokenDelta& run : tokens_so_far()) QueueTokens(std::move(run));
+    }
     WriteNext();
   }
 
@@ -70,6 +76,8 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
     if (finished_) return;
     if (event.logs_appended) {
       ReadLogs();
+    } else if (event.event.what_case() == v1::WatchEvent::kTokens) {
+      if (tokens_) QueueTokens(event.event.tokens());
     } else {
       queue_.push_back(event.event);
       if (event.event.what_case() == v1::WatchEvent::kState) {
@@ -80,6 +88,20 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
       }
     }
     WriteNext();
+  }
+
+  // Queues a run of tokens unless it was queued already: the runs read when the watch began and
+  // those published meanwhile overlap (mu_ held). A new attempt starts again from its first.
+  void QueueTokens(v1::TokenDelta run) {
+    if (run.attempt() != token_attempt_) {
+      token_attempt_ = run.attempt();
+      next_token_ = 0;
+    }
+    if (run.index() != next_token_) return;
+    next_token_ += run.ids_size();
+    v1::WatchEvent event;
+    *event.mutable_tokens() = std::move(run);
+    queue_.push_back(std::move(event));
   }
 
   // Queues the store's log lines after last_seq_ (mu_ held).
@@ -121,6 +143,9 @@ class Watcher final : public grpc::ServerWriteReactor<v1::WatchEvent> {
 
   std::mutex mu_;
   int64_t last_seq_;
+  const bool tokens_;
+  int32_t token_attempt_ = -1;
+  int64_t next_token_ = 0;
   std::deque<v1::WatchEvent> queue_;
   v1::WatchEvent current_;  // the write in flight
   bool writing_ = false;
@@ -143,8 +168,10 @@ grpc::ServerWriteReactor<v1::WatchEvent>* JobService::WatchJob(
   Result<Caller> caller = auth_->User(*context);
   if (!caller.ok()) return new Refused(caller.status());
   if (Result<store::JobRecord> job = OwnedJob(*caller, request->id()); !job.ok()) return new Refused(job.status());
+  std::function<std::vector<v1::TokenDelta>()> tokens;
+  if (request->tokens()) tokens = [this, id = request->id()] { return dispatcher_->Tokens(id); };
   return new Watcher(store_, hub_, request->id(), request->after_log_seq(),
-                     [this](v1::Job* job) { AddProgress(job); });
+                     [this](v1::Job* job) { AddProgress(job); }, tokens);
 }
 
 }  // namespace fuji::daemon

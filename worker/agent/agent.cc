@@ -21,6 +21,10 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// How long generated tokens may wait before a report carries them (report_interval_ms is for the
+// rest): a stream's latency, traded against one Report per token.
+constexpr int64_t kStreamIntervalMs = 15;
+
 void Log(const std::string& line) { std::fprintf(stderr, "fuji-agent: %s\n", line.c_str()); }
 
 std::chrono::system_clock::time_point Deadline(int64_t ms) {
@@ -68,6 +72,7 @@ fuji::v1::JobReport TakeReport(fuji::v1::JobReport* pending) {
   // are sent in reports of bounded size, oldest first.
   report.mutable_losses()->Swap(pending->mutable_losses());
   report.mutable_progress()->Swap(pending->mutable_progress());
+  report.mutable_tokens()->Swap(pending->mutable_tokens());  // bounded by the job's max_new_tokens
   bytes += report.ByteSizeLong();
   MoveFront(pending->mutable_logs(), report.mutable_logs(), &bytes);
   MoveFront(pending->mutable_timings(), report.mutable_timings(), &bytes);
@@ -77,8 +82,7 @@ fuji::v1::JobReport TakeReport(fuji::v1::JobReport* pending) {
 
 bool Empty(const fuji::v1::JobReport& r) {
   return !r.started() && r.progress_size() == 0 && r.logs_size() == 0 && r.timings_size() == 0 &&
-         r.samples_size() == 0 &&
-         r.losses_size() == 0;
+         r.samples_size() == 0 && r.losses_size() == 0 && r.tokens_size() == 0;
 }
 
 Result<std::shared_ptr<grpc::Channel>> MakeChannel(const rpc::Endpoint& endpoint) {
@@ -97,7 +101,15 @@ Result<std::shared_ptr<grpc::Channel>> MakeChannel(const rpc::Endpoint& endpoint
 Agent::Agent(AgentConfig config, DeviceInventory inventory, std::shared_ptr<grpc::Channel> channel,
              std::string credential)
     : config_(std::move(config)), inventory_(std::move(inventory)), credential_(std::move(credential)),
-      stub_(fuji::v1::WorkerService::NewStub(std::move(channel))) {}
+      stub_(fuji::v1::WorkerService::NewStub(std::move(channel))) {
+  WarmPoolOptions warm;
+  warm.executable = config_.rank_executable;
+  warm.confinement = config_.ranks;
+  warm.cuda = inventory_.is_cuda();
+  warm.keep_warm = milliseconds(config_.keep_warm_ms);
+  warm.terminate_grace = milliseconds(config_.cancel_grace_ms);
+  warm_ = std::make_unique<WarmPool>(std::move(warm));
+}
 
 Agent::~Agent() {
   Stop();
@@ -231,6 +243,7 @@ void Agent::ControlLoop() {
       continue;
     }
     if (!SleepFor(interval)) return;
+    warm_->Reap();
     (void)HeartbeatOnce();
   }
 }
@@ -272,8 +285,12 @@ std::vector<fuji::v1::RunningJob> Agent::RunningJobsLocked() const {
 }
 
 void Agent::NodeState(google::protobuf::RepeatedPtrField<fuji::v1::RunningJob>* running,
-                      google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples) const {
-  std::vector<pid_t> pids;
+                      google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples,
+                      google::protobuf::RepeatedPtrField<fuji::v1::WarmModel>* warm) const {
+  // Warm ranks are the node's too: their memory is fuji's in the readings. A rank serving several
+  // inference jobs is counted once.
+  std::vector<pid_t> pids = warm_->Pids();
+  for (auto& w : warm_->Snapshot()) *warm->Add() = std::move(w);
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& r : RunningJobsLocked()) {
@@ -281,6 +298,8 @@ void Agent::NodeState(google::protobuf::RepeatedPtrField<fuji::v1::RunningJob>* 
       *running->Add() = std::move(r);
     }
   }
+  std::sort(pids.begin(), pids.end());
+  pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
   for (auto& s : NodeSamples(inventory_.nvml.get(), inventory_.devices, pids, config_.worker_id, WallClockMs())) {
     *samples->Add() = std::move(s);
   }
@@ -291,7 +310,7 @@ Status Agent::RegisterOnce() {
   request.set_worker_id(config_.worker_id);
   request.set_host(config_.host);
   for (const auto& d : inventory_.devices) *request.add_devices() = d;
-  NodeState(request.mutable_running(), request.mutable_samples());
+  NodeState(request.mutable_running(), request.mutable_samples(), request.mutable_warm());
   {
     std::lock_guard<std::mutex> lock(mu_);
     request.set_rates_json(rates_json_);
@@ -327,7 +346,7 @@ Status Agent::RegisterOnce() {
 Status Agent::HeartbeatOnce() {
   fuji::v1::HeartbeatRequest request;
   request.set_worker_id(config_.worker_id);
-  NodeState(request.mutable_running(), request.mutable_samples());
+  NodeState(request.mutable_running(), request.mutable_samples(), request.mutable_warm());
   {
     std::lock_guard<std::mutex> lock(mu_);
     request.set_rates_json(rates_json_);
@@ -454,6 +473,7 @@ void Agent::AppendLocked(Job& job, fuji::v1::JobReport part) {
   for (auto& x : *part.mutable_timings()) *p.add_timings() = std::move(x);
   for (auto& x : *part.mutable_samples()) *p.add_samples() = std::move(x);
   for (auto& x : *part.mutable_losses()) *p.add_losses() = std::move(x);
+  for (auto& x : *part.mutable_tokens()) *p.add_tokens() = std::move(x);
   KeepLast(p.mutable_progress(), 1000);
   KeepLast(p.mutable_losses(), 100000);  // what one Report may carry (fujid keeps the last 100,000)
   KeepLast(p.mutable_logs(), config_.max_buffered_logs);
@@ -467,7 +487,9 @@ void Agent::ReportLoop() {
     std::vector<std::shared_ptr<Job>> jobs;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, milliseconds(50));
+      const bool streaming = std::any_of(jobs_.begin(), jobs_.end(),
+                                         [](const auto& j) { return j.second->pending.tokens_size() > 0; });
+      cv_.wait_for(lock, milliseconds(streaming ? kStreamIntervalMs : 50));
       stopping = stopping_;
       for (auto& [id, job] : jobs_) jobs.push_back(job);
       if (!registered_) {
@@ -497,7 +519,10 @@ void Agent::FlushJob(const std::shared_ptr<Job>& job, bool final_pass) {
   fuji::v1::CompleteRequest complete;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const bool due = Clock::now() - job->last_report >= milliseconds(config_.report_interval_ms);
+    // Generated tokens are a stream someone may be reading: they go out within kStreamIntervalMs.
+    const auto since = Clock::now() - job->last_report;
+    const bool due = since >= milliseconds(config_.report_interval_ms) ||
+                     (job->pending.tokens_size() > 0 && since >= milliseconds(kStreamIntervalMs));
     if (!Empty(job->pending) && (due || job->finished || final_pass)) {
       report = TakeReport(&job->pending);
       // A backlog (after fujid was away) goes out report after report, not one per interval.

@@ -3,7 +3,8 @@
 // every attempt with exactly one Complete -- across daemon restarts, which it rides out by
 // retrying with backoff while its ranks keep running and their reports wait in a bounded buffer.
 //
-// Threads: Run()'s caller registers and heartbeats; one thread long-polls; one thread sends
+// Threads: Run()'s caller registers and heartbeats (and unloads warm models idle past
+// --keep-warm); one thread long-polls; one thread sends
 // Reports and Completes; one thread fences (stops the jobs once fujid has been away for a lease);
 // one supervisor thread per running job owns that job's rank processes.
 // Everything they share sits behind one mutex.
@@ -25,6 +26,7 @@
 #include "fuji/v1/worker.grpc.pb.h"
 #include "worker/agent/agent_config.h"
 #include "worker/agent/devices.h"
+#include "worker/agent/warm_pool.h"
 #include "lib/common/status.h"
 #include "lib/rpc/connection.h"
 
@@ -78,10 +80,11 @@ class Agent {
   // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.
   void RequestStop(int64_t job_id, StopReason why);
   std::vector<fuji::v1::RunningJob> RunningJobsLocked() const;
-  // What Register and Heartbeat tell the daemon: the running jobs, and the node's memory now
-  // (NodeSamples over every rank's pid). Takes mu_.
+  // What Register and Heartbeat tell the daemon: the running jobs, the node's memory now
+  // (NodeSamples over every rank's pid) and the warm models. Takes mu_.
   void NodeState(google::protobuf::RepeatedPtrField<fuji::v1::RunningJob>* running,
-                 google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples) const;
+                 google::protobuf::RepeatedPtrField<fuji::v1::MemorySample>* samples,
+                 google::protobuf::RepeatedPtrField<fuji::v1::WarmModel>* warm) const;
   void AppendLocked(Job& job, fuji::v1::JobReport part);
   void MarkUnreachable(const grpc::Status& status, const char* call);
   // Self-fencing: once no Register or Heartbeat has succeeded for the lease fujid gave (counted
@@ -114,6 +117,8 @@ class Agent {
   // A job's next attempt that came while its ended attempt was still here (the daemon can hand it
   // out before the Complete's answer arrives): started once that one is forgotten.
   std::map<int64_t, fuji::v1::Assignment> deferred_;
+  // The ranks that keep models loaded between inference jobs; every inference runs in one.
+  std::unique_ptr<WarmPool> warm_;
 };
 
 }  // namespace fuji::agent

@@ -29,6 +29,9 @@ struct AgentConfig {
   int64_t poll_wait_ms = 10000;        // how long PollAssignments may hold the call open
   int64_t report_interval_ms = 200;    // at most one Report per job this often
   int64_t cancel_grace_ms = 2000;      // SIGTERM, then SIGKILL after this
+  // How long a rank keeps its model loaded after its last inference job (warm_pool.h); 0: the
+  // rank ends with its job.
+  int64_t keep_warm_ms = 600000;
   int64_t rpc_timeout_ms = 5000;       // deadline of the short calls (all but PollAssignments)
   size_t max_buffered_logs = 10000;    // per job, while the daemon is unreachable (oldest dropped)
   size_t max_buffered_samples = 10000;

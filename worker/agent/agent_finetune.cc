@@ -51,7 +51,7 @@ Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& 
     for (int d : attempt.devices) visible += (visible.empty() ? "" : ",") + std::to_string(d);
     options.env["CUDA_VISIBLE_DEVICES"] = visible;
   }
-  attempt.gang = std::make_unique<launch::Gang>(std::move(prepared.spec), std::move(options));
+  attempt.runner = std::make_unique<launch::Gang>(std::move(prepared.spec), std::move(options));
   return attempt;
 }
 

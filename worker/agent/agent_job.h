@@ -13,6 +13,7 @@
 
 #include "worker/agent/agent.h"
 #include "worker/agent/failure.h"
+#include "worker/agent/warm_pool.h"
 #include "worker/launcher/gang.h"
 
 namespace fuji::agent {
@@ -35,7 +36,8 @@ struct Agent::Job {
 
 // One attempt as its kind prepares it; the supervisor runs every kind's the same way.
 struct Launch {
-  std::unique_ptr<launch::Gang> gang;  // an inference: one lone rank; a finetune: a rank per device
+  // An inference: a request to a warm rank (WarmPool); a finetune: a gang of a rank per device.
+  std::unique_ptr<launch::Runner> runner;
   std::vector<int> devices;            // the assigned devices, sampled while the ranks run
   fuji::v1::JobReport prepared;        // what preparing reported (a finetune's "prepare" timing)
   int64_t corpus_tokens = 0;           // a finetune's, shown with its "train" progress
@@ -45,10 +47,11 @@ struct Launch {
 // and the assignment's timeout.
 launch::GangOptions AttemptGangOptions(const fuji::v1::Assignment& a, const AgentConfig& config);
 
-// An "infer" assignment: one lone rank on the first assigned device, sent the spec. A refusal is
-// INVALID_ARGUMENT when the job is at fault; INTERNAL and RESOURCE_EXHAUSTED are the node's.
+// An "infer" assignment: a request to the pool's rank holding the model on the first assigned
+// device (started when none does), sent the spec. A refusal is INVALID_ARGUMENT when the job is at
+// fault; INTERNAL and RESOURCE_EXHAUSTED are the node's.
 Result<Launch> InferLaunch(const fuji::v1::Assignment& a, const AgentConfig& config,
-                           const DeviceInventory& inventory);
+                           const DeviceInventory& inventory, WarmPool* pool);
 // A "finetune" assignment: prepared (everything refusable refused here, before any rank starts),
 // then one rank per assigned device. Refusals as for InferLaunch.
 Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& config,

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "lib/common/duration.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/enroll.h"
 #include "worker/launcher/finetune_prepare.h"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   std::string devices = "auto";
   std::vector<std::string> read_roots, write_roots;
   std::string run_as;
+  std::string keep_warm = "10m";
   EnrollOptions enroll;
   enroll.state_dir = DefaultStateDir();
   CLI::App app{"fuji-agent: runs fujid's jobs on this node's devices"};
@@ -33,6 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--allow-write", write_roots,
                  "a directory jobs may write checkpoints and token caches in, and read (repeatable)")
       ->allow_extra_args(false);
+  app.add_option("--keep-warm", keep_warm,
+                 "how long a rank keeps its model loaded after its last inference job (0: not at all)")
+      ->capture_default_str();
   app.add_option("--run-as", run_as, "the user ranks run as when the agent runs as root (default: fuji)");
   app.add_option("--state-dir", enroll.state_dir, "where the agent keeps its credential")->capture_default_str();
   app.add_option("--ca", enroll.ca_file,
@@ -48,6 +53,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.devices = *flag;
+  auto keep_warm_ms = fuji::ParseDurationMs(keep_warm);
+  if (!keep_warm_ms.ok()) {
+    std::fprintf(stderr, "fuji-agent: --keep-warm: %s\n", keep_warm_ms.status().message().c_str());
+    return 2;
+  }
+  config.keep_warm_ms = *keep_warm_ms;
   config.host = HostName();
   if (config.worker_id.empty()) config.worker_id = config.host;
   auto paths = fuji::PathPolicy::Create(read_roots, write_roots);

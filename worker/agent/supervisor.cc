@@ -56,6 +56,18 @@ void HandleEvent(const nlohmann::json& e, int32_t rank, int64_t now, fuji::v1::J
       t->set_start_ms(now - static_cast<int64_t>(ms + 0.5));
       t->set_end_ms(now);
     }
+  } else if (kind == "token") {
+    // An inference's new tokens (ids and the text they complete), for watchers of the stream.
+    auto* t = part->add_tokens();
+    t->set_index(IntField(e, "index"));
+    t->set_text(limits::CutLine(StringField(e, "text")));
+    t->set_attempt(attempt);
+    if (auto ids = e.find("ids"); ids != e.end() && ids->is_array()) {
+      for (const auto& id : *ids) {
+        if (t->ids_size() >= 4096) break;
+        if (id.is_number_integer()) t->add_ids(id.get<int32_t>());
+      }
+    }
   } else if (kind == "loss" && rank == 0) {
     auto* l = part->add_losses();
     l->set_step(IntField(e, "step"));
@@ -107,9 +119,15 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     if (!Empty(part)) AppendLocked(*job, std::move(part));
   };
 
+  // Room first: the warm models fujid counted as free for this job are unloaded, and a job that
+  // takes its devices whole (a fine-tune) unloads every idle one on them.
+  for (const auto& evict : a.evict()) warm_->Evict(evict.key(), evict.device_index());
+  if (a.kind() == "finetune") {
+    warm_->EvictIdleOn(std::vector<int>(a.device_indices().begin(), a.device_indices().end()));
+  }
   // Prepare: what is refused here is the job's fault (bad_input) unless the node's.
   Result<Launch> prepared = a.kind() == "finetune" ? FinetuneLaunch(a, config_, inventory_)
-                            : a.kind() == "infer"  ? InferLaunch(a, config_, inventory_)
+                            : a.kind() == "infer"  ? InferLaunch(a, config_, inventory_, warm_.get())
                                                    : InvalidArgument("unknown job kind '" + a.kind() + "'");
   if (!prepared.ok()) {
     const StatusCode code = prepared.status().code();
@@ -118,7 +136,7 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   }
   Launch& run = *prepared;
   append(std::move(run.prepared));
-  launch::Gang& gang = *run.gang;
+  launch::Runner& gang = *run.runner;
 
   // Run: the attempt has started once its ranks are; samples every sample_interval_ms; a stop
   // request ends the gang (its ranks get the cancel grace).

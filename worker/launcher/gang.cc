@@ -28,22 +28,6 @@ struct Member {
   std::string last_stderr;
 };
 
-Status FailureStatus(const GangFailure& f) {
-  switch (f.kind) {
-    case GangFailure::Kind::kCancelled: return Cancelled(f.message);
-    case GangFailure::Kind::kDeadline: return Unavailable(f.message);
-    case GangFailure::Kind::kStart: return Internal(f.message);
-    case GangFailure::Kind::kRankExit: return Internal(f.message);
-    case GangFailure::Kind::kRankError: break;
-  }
-  switch (f.reason) {
-    case FailureKind::kBadInput: return InvalidArgument(f.message);
-    case FailureKind::kCudaOom:
-    case FailureKind::kHostOom: return ResourceExhausted(f.message);
-    case FailureKind::kCollectiveTimeout: return Unavailable(f.message);
-    default: return Internal(f.message);
-  }
-}
 
 // A fresh private directory for the rendezvous file: $TMPDIR or /tmp, mode 0700, owned by the user
 // the ranks run as.
@@ -72,6 +56,23 @@ void TerminateAll(std::vector<Member>& members, milliseconds grace) {
 }
 
 }  // namespace
+
+Status FailureStatus(const GangFailure& f) {
+  switch (f.kind) {
+    case GangFailure::Kind::kCancelled: return Cancelled(f.message);
+    case GangFailure::Kind::kDeadline: return Unavailable(f.message);
+    case GangFailure::Kind::kStart: return Internal(f.message);
+    case GangFailure::Kind::kRankExit: return Internal(f.message);
+    case GangFailure::Kind::kRankError: break;
+  }
+  switch (f.reason) {
+    case FailureKind::kBadInput: return InvalidArgument(f.message);
+    case FailureKind::kCudaOom:
+    case FailureKind::kHostOom: return ResourceExhausted(f.message);
+    case FailureKind::kCollectiveTimeout: return Unavailable(f.message);
+    default: return Internal(f.message);
+  }
+}
 
 Gang::Gang(FinetuneSpec spec, GangOptions options)
     : request_(spec.ToJson()), ranks_(spec.ranks), peers_(true), options_(std::move(options)) {}

@@ -76,7 +76,22 @@ struct GangCallbacks {
   std::function<void()> tick;
 };
 
-class Gang {
+// What runs one job attempt's ranks and is run, stopped and judged the same way by its owner
+// (the agent's supervisor): a Gang, or a request to a rank that outlives it (the agent's warm
+// models, worker/agent/warm_pool.h).
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  // Blocks until the attempt ended: OK with its result, or an error; failure() then says more.
+  virtual Result<nlohmann::json> Run(const GangCallbacks& callbacks) = 0;
+  // Thread-safe: ends a Run in progress; Run returns CANCELLED.
+  virtual void Stop() = 0;
+  virtual const std::optional<GangFailure>& failure() const = 0;
+  // Whether the ranks are peers (a fine-tuning gang) rather than one rank.
+  virtual bool has_peers() const = 0;
+};
+
+class Gang : public Runner {
  public:
   // Peers: spec.ranks processes; spec.rank and spec.rendezvous are set per rank by Run().
   Gang(FinetuneSpec spec, GangOptions options);
@@ -87,18 +102,18 @@ class Gang {
 
   // Blocks until every rank has ended. OK with the gang's result, or an error whose message says
   // why (naming the rank, for peers); failure() then says more.
-  Result<nlohmann::json> Run(const GangCallbacks& callbacks);
+  Result<nlohmann::json> Run(const GangCallbacks& callbacks) override;
   Result<nlohmann::json> Run(const std::function<void(const GangOutput&)>& on_output) {
     return Run(GangCallbacks{nullptr, on_output, nullptr});
   }
 
   // Thread-safe: ends a Run in progress (the ranks are terminated); Run returns CANCELLED.
-  void Stop();
+  void Stop() override;
   // Thread-safe: the pids of the running ranks (empty before they start and after they end).
   std::vector<pid_t> pids() const;
-  const std::optional<GangFailure>& failure() const { return failure_; }
+  const std::optional<GangFailure>& failure() const override { return failure_; }
   // Whether the ranks are peers (a fine-tuning gang) rather than one lone rank.
-  bool has_peers() const { return peers_; }
+  bool has_peers() const override { return peers_; }
 
  private:
   // How messages name rank r: "rank r" among peers, "fuji-rank" alone.
@@ -113,6 +128,10 @@ class Gang {
   std::vector<pid_t> pids_;
   std::optional<GangFailure> failure_;
 };
+
+// The error Run returns for a failure: CANCELLED, UNAVAILABLE (deadline, a lost peer), INTERNAL,
+// INVALID_ARGUMENT (bad_input), RESOURCE_EXHAUSTED (out of memory), with its message.
+Status FailureStatus(const GangFailure& f);
 
 // The launcher result of the contract from each rank's "result" object (index = rank).
 nlohmann::json MergeRankResults(const std::vector<nlohmann::json>& results);
