@@ -11,3 +11,7 @@ endif()
 if(FUJI_WITH_TORCH)
   fuji_add_test(sampling_test SOURCES unit/sampling_test.cc LIBS fuji_engine LABELS unit)
 endif()
+# Continuous batching with the paged KV cache against Generate, in process.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(batch_engine_test SOURCES unit/batch_engine_test.cc LIBS fuji_engine LABELS unit)
+endif()

@@ -108,6 +108,61 @@ FUJI_MULTIVERSION void DecodeAttentionHeadBF16(const float* q, const uint16_t* k
   AttentionHead(q, k, v, length, dim, scale, scores, out);
 }
 
+// AttentionHead over keys and values scattered in blocks: position j is row j % block_size of
+// block table[j / block_size]; `block_stride` elements separate one block's head rows from the
+// next block's. The loops and their order are AttentionHead's.
+template <typename T>
+inline void PagedAttentionHead(const float* q, const T* keys, const T* values, const int32_t* table,
+                               int64_t block_size, int64_t block_stride, int64_t length, int64_t dim,
+                               float scale, float* scores, float* out) {
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < length; ++j) {
+    const T* key = keys + table[j / block_size] * block_stride + (j % block_size) * dim;
+    float s = 0;
+    for (int64_t d = 0; d < dim; ++d) s += q[d] * Load(key, d);
+    scores[j] = s * scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < length; ++j) sum += scores[j] = std::exp(scores[j] - max_score);
+  const float inv = 1.0f / sum;
+  for (int64_t d = 0; d < dim; ++d) out[d] = 0;
+  for (int64_t j = 0; j < length; ++j) {
+    const T* value = values + table[j / block_size] * block_stride + (j % block_size) * dim;
+    const float p = scores[j] * inv;
+    for (int64_t d = 0; d < dim; ++d) out[d] += p * Load(value, d);
+  }
+}
+
+FUJI_MULTIVERSION void PagedAttentionHeadF32(const float* q, const float* k, const float* v, const int32_t* table,
+                                             int64_t block_size, int64_t block_stride, int64_t length,
+                                             int64_t dim, float scale, float* scores, float* out) {
+  PagedAttentionHead(q, k, v, table, block_size, block_stride, length, dim, scale, scores, out);
+}
+FUJI_MULTIVERSION void PagedAttentionHeadBF16(const float* q, const uint16_t* k, const uint16_t* v,
+                                              const int32_t* table, int64_t block_size, int64_t block_stride,
+                                              int64_t length, int64_t dim, float scale, float* scores,
+                                              float* out) {
+  PagedAttentionHead(q, k, v, table, block_size, block_stride, length, dim, scale, scores, out);
+}
+
+// DotRows of each of `count` rows of x (stride k) with e's rows [0, rows): out[i * ld + r].
+template <typename T>
+inline void DotRowsMany(const float* x, int64_t count, const T* e, int64_t rows, int64_t k, float* out,
+                        int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < count; ++i) DotRows(x + i * k, e + r * k, 1, k, out + i * ld + r);
+  }
+}
+FUJI_MULTIVERSION void DotRowsManyF32(const float* x, int64_t count, const float* e, int64_t rows, int64_t k,
+                                      float* out, int64_t ld) {
+  DotRowsMany(x, count, e, rows, k, out, ld);
+}
+FUJI_MULTIVERSION void DotRowsManyBF16(const float* x, int64_t count, const uint16_t* e, int64_t rows, int64_t k,
+                                       float* out, int64_t ld) {
+  DotRowsMany(x, count, e, rows, k, out, ld);
+}
+
 // Splits [0, n) into one contiguous range per thread, in multiples of `align`.
 template <typename F>
 void ParallelRanges(int64_t n, int64_t align, const F& f) {
@@ -195,6 +250,46 @@ at::Tensor DecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, const
   return out;
 }
 
+at::Tensor PagedDecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, const at::Tensor& values,
+                                const std::vector<int32_t>& tables, const std::vector<int64_t>& table_offsets,
+                                const std::vector<int64_t>& lengths, double scale) {
+  const int64_t rows = q_in.size(0), heads = keys.size(1), block_size = keys.size(2), dim = keys.size(3);
+  TORCH_CHECK(q_in.dim() == 2 && q_in.size(1) == heads * dim, "q must be [R, H * D]");
+  TORCH_CHECK(static_cast<int64_t>(lengths.size()) == rows && static_cast<int64_t>(table_offsets.size()) == rows,
+              "one length and one table offset per row");
+  TORCH_CHECK(keys.is_contiguous() && values.is_contiguous(), "the block pool must be contiguous");
+  const at::Tensor q = q_in.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty({rows, heads * dim}, at::kFloat);
+  int64_t max_length = 0;
+  for (int64_t len : lengths) max_length = std::max(max_length, len);
+  const float* qp = q.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const bool bf16 = keys.scalar_type() == at::kBFloat16;
+  const void* kp = keys.data_ptr();
+  const void* vp = values.data_ptr();
+  const int64_t block_stride = heads * block_size * dim, head_stride = block_size * dim;
+  at::parallel_for(0, rows * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(max_length));
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r = i / heads, h = i % heads;
+      const float* qh = qp + r * heads * dim + h * dim;
+      const int32_t* table = tables.data() + table_offsets[static_cast<size_t>(r)];
+      const int64_t length = lengths[static_cast<size_t>(r)];
+      float* oh = op + r * heads * dim + h * dim;
+      if (bf16) {
+        PagedAttentionHeadBF16(qh, static_cast<const uint16_t*>(kp) + h * head_stride,
+                               static_cast<const uint16_t*>(vp) + h * head_stride, table, block_size,
+                               block_stride, length, dim, static_cast<float>(scale), scores.data(), oh);
+      } else {
+        PagedAttentionHeadF32(qh, static_cast<const float*>(kp) + h * head_stride,
+                              static_cast<const float*>(vp) + h * head_stride, table, block_size, block_stride,
+                              length, dim, static_cast<float>(scale), scores.data(), oh);
+      }
+    }
+  });
+  return out;
+}
+
 at::Tensor GeluRow(const at::Tensor& x_in, bool tanh_approximation) {
   at::Tensor y = x_in.to(at::kFloat).contiguous().clone();
   float* p = y.data_ptr<float>();
@@ -224,6 +319,24 @@ at::Tensor RowDotRows(const at::Tensor& x_in, const at::Tensor& e) {
       DotRowsBF16(xp, static_cast<const uint16_t*>(ep) + lo * k, hi - lo, k, yp + lo);
     } else {
       DotRowsF32(xp, static_cast<const float*>(ep) + lo * k, hi - lo, k, yp + lo);
+    }
+  });
+  return y;
+}
+
+at::Tensor RowsDotRows(const at::Tensor& x_in, const at::Tensor& e) {
+  const int64_t count = x_in.size(0), rows = e.size(0), k = e.size(1);
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  at::Tensor y = at::empty({count, rows}, at::kFloat);
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const bool bf16 = e.scalar_type() == at::kBFloat16;
+  const void* ep = e.data_ptr();
+  ParallelRanges(rows, 16, [&](int64_t lo, int64_t hi) {
+    if (bf16) {
+      DotRowsManyBF16(xp, count, static_cast<const uint16_t*>(ep) + lo * k, hi - lo, k, yp + lo, rows);
+    } else {
+      DotRowsManyF32(xp, count, static_cast<const float*>(ep) + lo * k, hi - lo, k, yp + lo, rows);
     }
   });
   return y;

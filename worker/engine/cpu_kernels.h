@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -22,6 +23,18 @@ at::Tensor RowDotRows(const at::Tensor& x, const at::Tensor& e);
 // tiny per-head products through a per-batch loop that cost more than the weights' reads.)
 at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                            int64_t length, double scale);
+
+// RowDotRows for each row of x [M, K] (float or bfloat16): [M, V] float, every row computed with
+// RowDotRows's arithmetic (so a row's result does not depend on M), e read once for all rows.
+at::Tensor RowsDotRows(const at::Tensor& x, const at::Tensor& e);
+
+// DecodeAttention for R new tokens of different sequences whose keys and values live in a block
+// pool (paged_kv.h): keys, values [num_blocks, H, block_size, D]; q [R, H * D]; row r attends over
+// positions [0, lengths[r]) found through its block table tables[table_offsets[r] ...]. The same
+// arithmetic as DecodeAttention per row and head. Returns [R, H * D] float.
+at::Tensor PagedDecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                                const std::vector<int32_t>& tables, const std::vector<int64_t>& table_offsets,
+                                const std::vector<int64_t>& lengths, double scale);
 
 // GELU of one row, exact (erf) or tanh-approximated, computed in float. Returns float.
 at::Tensor GeluRow(const at::Tensor& x, bool tanh_approximation);

@@ -104,6 +104,11 @@ at::Tensor Gpt2Model::Embed(const at::Tensor& ids, int64_t past) const {
 
 at::Tensor Gpt2Model::Block(int64_t l, const at::Tensor& input, int64_t B, int64_t T,
                             KvCache* cache) const {
+  return BlockWith(l, input, [&](const at::Tensor& qkv) { return Attention(l, qkv, B, T, cache); });
+}
+
+at::Tensor Gpt2Model::BlockWith(int64_t l, const at::Tensor& input,
+                                const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const {
   using namespace param_index;  // NOLINT
   const int64_t C = config_.n_embd;
   const double eps = config_.layer_norm_epsilon;
@@ -111,7 +116,7 @@ at::Tensor Gpt2Model::Block(int64_t l, const at::Tensor& input, int64_t B, int64
   auto w = [&](LayerParam p) -> const at::Tensor& { return P(Layer(l, p)); };
   at::Tensor x = input;
   at::Tensor h = at::layer_norm(x, {C}, w(kLn1W), w(kLn1B), eps);
-  at::Tensor attn = Attention(l, Linear(h, w(kAttnW), w(kAttnB)), B, T, cache);
+  at::Tensor attn = attend(Linear(h, w(kAttnW), w(kAttnB)));
   x = x + Linear(attn, w(kAttnProjW), w(kAttnProjB));
   h = at::layer_norm(x, {C}, w(kLn2W), w(kLn2B), eps);
   h = Linear(h, w(kFcW), w(kFcB));
@@ -146,6 +151,44 @@ at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
   x = FinalNorm(x).view({B, T, C});
   After(L + 1);
   return x;
+}
+
+at::Tensor Gpt2Model::ForwardRows(const at::Tensor& ids, const at::Tensor& positions,
+                                  const RowAttention& attend) const {
+  using namespace param_index;  // NOLINT
+  TORCH_CHECK(ids.dim() == 1 && positions.dim() == 1 && ids.size(0) == positions.size(0),
+              "ids and positions must be [N]");
+  TORCH_CHECK(ids.size(0) == 0 || positions.max().item<int64_t>() < config_.n_positions,
+              "a position exceeds n_positions ", config_.n_positions);
+  const int L = static_cast<int>(config_.n_layer);
+  Before(0);
+  at::Tensor x = at::embedding(P(kWte), ids) + at::embedding(P(kWpe), positions);
+  After(0);
+  for (int l = 0; l < L; ++l) {
+    Before(1 + l);
+    x = BlockWith(l, x, [&](const at::Tensor& qkv) { return attend(l, qkv); });
+    After(1 + l);
+  }
+  Before(L + 1);
+  x = FinalNorm(x);
+  After(L + 1);
+  return x;
+}
+
+at::Tensor Gpt2Model::LogitsRows(const at::Tensor& hidden) const {
+  const int unit = config_.tie_word_embeddings ? 0 : static_cast<int>(config_.n_layer) + 1;
+  const at::Tensor& head =
+      config_.tie_word_embeddings ? P(param_index::kWte) : P(param_index::LmHead(config_));
+  Before(unit);
+  at::Tensor logits;
+  const at::Tensor rows = hidden.reshape({-1, config_.n_embd});
+  if (rows.size(0) >= 1 && DecodeKernelApplies(rows.narrow(0, 0, 1), head)) {
+    logits = RowsDotRows(rows, head);
+  } else {
+    logits = at::matmul(rows.to(at::kFloat), head.to(at::kFloat).t());
+  }
+  After(unit);
+  return logits;
 }
 
 at::Tensor Gpt2Model::Logits(const at::Tensor& hidden) const {

@@ -61,6 +61,16 @@ class Gpt2Model {
   // the final LayerNorm, x [B*T, C] -> [B*T, C].
   at::Tensor FinalNorm(const at::Tensor& x) const;
 
+  // Continuous batching (batch_engine.h): N rows from different sequences run through the network
+  // together. ids and positions are [N] int64; `attend(layer, qkv [N, 3C])` returns the attention
+  // output [N, C] (the caller keeps the keys and values). The other layers are the same ops as
+  // Forward's (one row: the batch-1 kernels). Returns the final-LayerNorm hidden states [N, C].
+  using RowAttention = std::function<at::Tensor(int64_t layer, const at::Tensor& qkv)>;
+  at::Tensor ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend) const;
+  // Logits of hidden rows [M, C] as float32 [M, V]. On the CPU every row is computed with the
+  // arithmetic of the batch-1 kernel (RowDotRows), so a row's logits do not depend on its batch.
+  at::Tensor LogitsRows(const at::Tensor& hidden) const;
+
   // Called around each unit's use in Forward and Logits: unit 0 is the embeddings (also used by
   // Logits), 1 + l is block l, n_layer + 1 the final LayerNorm. Parameter streaming (offload)
   // makes a unit's parameters resident in `before` and drops them in `after`.
@@ -72,6 +82,8 @@ class Gpt2Model {
  private:
   at::Tensor Attention(int64_t layer, const at::Tensor& qkv, int64_t batch, int64_t steps,
                        KvCache* cache) const;
+  at::Tensor BlockWith(int64_t layer, const at::Tensor& x,
+                       const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const;
   const at::Tensor& P(int64_t index) const { return params_[static_cast<size_t>(index)]; }
 
   at::Tensor LogitsOf(const at::Tensor& hidden) const;
