@@ -27,6 +27,7 @@ nlohmann::json InferSpec::ToJson() const {
                       {"seed", seed},       {"precision", precision},
                       {"device", device},   {"ignore_eos", ignore_eos},
                       {"offload", offload}};
+  if (!stop.empty()) j["stop"] = stop;
   if (prompt) {
     j["prompt"] = *prompt;
   } else {
@@ -70,6 +71,32 @@ Result<InferSpec> InferSpec::FromJson(const nlohmann::json& j) {
   r.String("device", &s.device, 64);
   r.Bool("ignore_eos", &s.ignore_eos);
   r.OneOf("offload", &s.offload, {"none", "params"});
+  if (auto it = j.find("stop"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) {
+      r.Fail("stop", "must be a list of strings");
+    } else if (it->size() > kMaxStopStrings) {
+      r.Fail("stop", "has " + std::to_string(it->size()) + " strings, over the limit of " +
+                         std::to_string(kMaxStopStrings));
+    } else {
+      for (const auto& item : *it) {
+        if (!item.is_string()) {
+          r.Fail("stop", "must hold only strings");
+          break;
+        }
+        const auto& text = item.get_ref<const std::string&>();
+        if (text.empty() || text.size() > kMaxStopBytes) {
+          r.Fail("stop", "strings must be 1.." + std::to_string(kMaxStopBytes) + " bytes (one is " +
+                             std::to_string(text.size()) + ")");
+          break;
+        }
+        if (!text::IsValidUtf8(text)) {
+          r.Fail("stop", "strings must be valid UTF-8");
+          break;
+        }
+        s.stop.push_back(text);
+      }
+    }
+  }
   FUJI_RETURN_IF_ERROR(r.status());
   if (s.model.empty()) return InvalidArgument("field 'model' is required: a checkpoint directory");
   if (s.prompt && s.prompt->empty()) return InvalidArgument("empty prompt: give some text");

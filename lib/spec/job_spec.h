@@ -36,6 +36,10 @@ struct InferSpec {
   // params: the weights stay in host memory and are streamed to the device block by block
   // (the ZeRO-3 offload path), so a model larger than the device's memory still generates.
   std::string offload = "none";      // none | params
+  // Generation ends once the decoded text contains one of these; the text is cut before it.
+  std::vector<std::string> stop;     // at most kMaxStopStrings, each 1..kMaxStopBytes bytes
+  static constexpr size_t kMaxStopStrings = 4;
+  static constexpr size_t kMaxStopBytes = 256;
 
   nlohmann::json ToJson() const;
   // INVALID_ARGUMENT naming the field for anything malformed or out of range.
