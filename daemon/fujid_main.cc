@@ -113,6 +113,12 @@ int main(int argc, char** argv) {
   app.add_option("--retain-samples", config.retain_samples_days, "as --retain, for memory samples only")
       ->check(days);
   app.add_option("--retain-losses", config.retain_losses_days, "as --retain, for losses only")->check(days);
+  app.add_option("--http-listen", config.server.http_listen,
+                 "serve the OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions) "
+                 "on ADDR:PORT, with fujid's TLS certificate (port 0: any free port)");
+  app.add_option("--models", config.server.model_dirs,
+                 "a directory whose model directories (those holding a config.json) the HTTP API offers by "
+                 "name (repeatable; each must be under an --allow-read directory)");
   app.add_flag("--insecure", config.server.insecure,
                "plaintext without TLS, on a loopback address only (tokens are still checked)");
   CLI11_PARSE(app, argc, argv);
@@ -183,6 +189,11 @@ int main(int argc, char** argv) {
   }
   fuji::log::Info("listening on " + config.server.listen + " (port " +
                   std::to_string((*server)->port()) + "), database " + config.db_path);
+  if (const int http_port = (*server)->http_port(); http_port != 0) {
+    const std::string host = config.server.http_listen.substr(0, config.server.http_listen.rfind(':'));
+    fuji::log::Info(std::string("OpenAI-compatible HTTP API on ") + (config.server.insecure ? "http" : "https") +
+                    "://" + host + ":" + std::to_string(http_port) + "/v1");
+  }
 
   // ---- Wait for a signal ----
   boost::asio::io_context signals_io;

@@ -68,7 +68,41 @@ Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& o
     self->Stop();
     return Unavailable("cannot listen on " + options.listen);
   }
+  if (!options.http_listen.empty()) {
+    if (Status http = self->StartHttp(); !http.ok()) {
+      self->Stop();
+      return http;
+    }
+  }
   return server;
+}
+
+Status DaemonServer::StartHttp() {
+  if (options_.insecure && !rpc::IsLoopbackAddress(options_.http_listen)) {
+    return InvalidArgument("plaintext (--insecure) HTTP may listen on loopback addresses only, not " +
+                           options_.http_listen);
+  }
+  FUJI_ASSIGN_OR_RETURN(http::ModelCatalog catalog, http::ModelCatalog::Create(options_.model_dirs, options_.read_policy));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  args.SetMaxSendMessageSize(options_.max_message_bytes);
+  gateway_ = std::make_unique<http::OpenAiGateway>(server_->InProcessChannel(args),
+                                                   http::GatewayOptions{std::move(catalog), options_.read_policy});
+  http::HttpServerOptions http_options;
+  http_options.listen = options_.http_listen;
+  if (!options_.insecure) {
+    http_options.tls_cert_pem = options_.tls_cert_pem;
+    http_options.tls_key_pem = options_.tls_key_pem;
+  }
+  http::OpenAiGateway* gateway = gateway_.get();
+  FUJI_ASSIGN_OR_RETURN(http_, http::HttpServer::Start(
+                                   http_options,
+                                   [gateway](const http::HttpRequest& request,
+                                             const std::shared_ptr<http::HttpResponder>& out) {
+                                     gateway->Handle(request, out);
+                                   },
+                                   &http::OpenAiGateway::ErrorBody));
+  return Status::Ok();
 }
 
 void DaemonServer::Every(boost::asio::steady_timer& timer, int64_t period_ms,
@@ -84,6 +118,8 @@ void DaemonServer::Every(boost::asio::steady_timer& timer, int64_t period_ms,
 void DaemonServer::Stop(int64_t deadline_ms) {
   if (stopped_) return;
   stopped_ = true;
+  // First, while the job service still answers: the HTTP requests cancel their jobs.
+  if (http_ != nullptr) http_->Stop();
   dispatcher_.Drain();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));

@@ -1,18 +1,21 @@
 // DaemonServer: fujid's running parts wired together — the gRPC server with the job and worker
-// services, the dispatcher, and the Boost.Asio loop that drives scheduling passes, lease checks
-// and long-poll timeouts.
+// services, the dispatcher, the Boost.Asio loop that drives scheduling passes, lease checks and
+// long-poll timeouts, and the OpenAI-compatible HTTP API over the job service (daemon/http).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "daemon/http/http_server.h"
+#include "daemon/http/openai_gateway.h"
 #include "daemon/server/admin_service.h"
 #include "daemon/server/auth.h"
 #include "daemon/server/dispatcher.h"
@@ -42,6 +45,12 @@ struct ServerOptions {
   std::string tls_cert_pem, tls_key_pem;
   bool insecure = false;
   PathPolicy read_policy;  // what fujid may read of submitted paths (JobServiceOptions)
+  // The OpenAI-compatible HTTP API ("" : none): TLS with the certificate above, plaintext only
+  // with insecure on a loopback address, as gRPC. Port 0: any free port (see http_port).
+  std::string http_listen;
+  // Directories whose model directories the HTTP API offers by name; each must be readable under
+  // read_policy.
+  std::vector<std::string> model_dirs;
 };
 
 // Not thread-safe: one owner starts and stops it. store and clock are not owned and must outlive
@@ -62,15 +71,20 @@ class DaemonServer {
   DaemonServer& operator=(const DaemonServer&) = delete;
 
   int port() const { return port_; }
+  // The HTTP API's port; 0 without one.
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   // Users, agents and join tokens (fujid makes the first admin through it).
   Authenticator* auth() { return &auth_; }
-  // Answers waiting polls, shuts the gRPC server down (calls still running after deadline_ms are
+  // Stops the HTTP API (its requests' clients are gone: their jobs are cancelled), answers
+  // waiting polls, shuts the gRPC server down (calls still running after deadline_ms are
   // cancelled), then stops the loop. Idempotent.
   void Stop(int64_t deadline_ms = 2000);
 
  private:
   DaemonServer(const ServerOptions& options, store::JobStore* store, const store::Clock* clock,
                const store::Clock* lease_clock);
+  // Starts the HTTP API on options_.http_listen, over the gRPC server's in-process channel.
+  Status StartHttp();
   // Runs `tick` every period_ms on the loop.
   void Every(boost::asio::steady_timer& timer, int64_t period_ms, void (Dispatcher::*tick)());
 
@@ -92,6 +106,8 @@ class DaemonServer {
 
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::unique_ptr<http::OpenAiGateway> gateway_;
+  std::unique_ptr<http::HttpServer> http_;
   bool stopped_ = false;
 };
 
