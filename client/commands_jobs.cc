@@ -25,6 +25,7 @@ struct SubmitFlags {
   ServerFlags server;
   std::string timeout;
   bool wait = false, share = false;
+  bool stream = false;  // infer: print the text as it is generated
   int32_t priority = 0, max_attempts = 0;
 };
 
@@ -39,6 +40,41 @@ void AddSubmitFlags(CLI::App* cmd, SubmitFlags* f) {
   cmd->add_flag("--share", f->share,
                 "May share devices with other jobs submitted with --share, while their plans fit the "
                 "devices' free memory together");
+}
+
+// `submit infer --stream`: the text on stdout as the tokens come, then a newline; the timings on
+// stderr. A retry starts the text again (said on stderr). The result's text is the truth: what the
+// stream did not carry (runs beyond fujid's bound) is printed from it at the end.
+int StreamInference(DaemonClient& client, int64_t id) {
+  std::string streamed;
+  int32_t attempt = 0;
+  WatchDisplay display;  // nothing on stderr while the text comes
+  display.on_tokens = [&](const v1::TokenDelta& run) {
+    if (run.attempt() != attempt) {
+      attempt = run.attempt();
+      streamed.clear();
+      std::fprintf(stderr, "\n(attempt %d starts again)\n", attempt + 1);
+    }
+    streamed += run.text();
+    std::fwrite(run.text().data(), 1, run.text().size(), stdout);
+    std::fflush(stdout);
+  };
+  auto final_job = FollowJob(client, id, display);
+  if (!final_job.ok()) return ReportStatus(final_job.status());
+  if (final_job->state() != v1::SUCCEEDED) {
+    if (!streamed.empty()) std::printf("\n");
+    return ReportJobOutcome(*final_job);
+  }
+  auto result = FetchJobResult(client, id);
+  if (!result.ok()) return ReportStatus(result.status());
+  const std::string text = result->value("text", "");
+  if (text.compare(0, streamed.size(), streamed) == 0) std::printf("%s", text.substr(streamed.size()).c_str());
+  std::printf("\n");
+  const nlohmann::json t = result->value("timings", nlohmann::json::object());
+  std::fprintf(stderr, "job %lld: load %.0f ms, first token %.0f ms, decode %.1f tokens/s, total %.0f ms\n",
+               static_cast<long long>(id), t.value("load_ms", 0.0), t.value("prefill_ms", 0.0),
+               t.value("decode_tokens_per_s", 0.0), t.value("total_ms", 0.0));
+  return 0;
 }
 
 // Submits a checked spec; with --wait follows the job (progress on a terminal's stderr) and
@@ -60,6 +96,7 @@ int Submit(const std::string& kind, const nlohmann::json& spec, const SubmitFlag
   DaemonClient client(f.server);
   auto job = client.Submit(request);
   if (!job.ok()) return ReportStatus(job.status());
+  if (f.stream && output != "json") return StreamInference(client, job->id());
   if (!f.wait) {
     if (output == "json") PrintJson(JobToJson(*job));
     else std::printf("%lld\n", static_cast<long long>(job->id()));
@@ -92,6 +129,8 @@ void RegisterSubmit(CLI::App& app, CliState* state) {
   CLI::App* infer = submit->add_subcommand("infer", "Generate text from a prompt (the `run infer` flags)");
   AddInferFlags(infer, &fi->infer);
   AddSubmitFlags(infer, &fi->submit);
+  infer->add_flag("--stream", fi->submit.stream,
+                  "Print the text as it is generated (implies --wait; not with --output json)");
   infer->callback([state, fi, infer] {
     auto spec = InferSubmitSpec(infer, fi->infer);
     state->exit_code = !spec.ok() ? ReportStatus(spec.status())

@@ -223,13 +223,14 @@ Result<std::vector<v1::Worker>> DaemonClient::ListWorkers() {
 }
 
 Status DaemonClient::Watch(int64_t id, int64_t after_log_seq,
-                           const std::function<bool(const v1::WatchEvent&)>& on_event) {
+                           const std::function<bool(const v1::WatchEvent&)>& on_event, bool tokens) {
   FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
   rpc::Authorize(&context, connection_.token);
   v1::WatchJobRequest request;
   request.set_id(id);
   request.set_after_log_seq(after_log_seq);
+  request.set_tokens(tokens);
   auto reader = stub_->WatchJob(&context, request);
   v1::WatchEvent event;
   bool stopped = false;

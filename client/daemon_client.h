@@ -71,7 +71,8 @@ class DaemonClient {
 
   // Streams WatchJob (no deadline) and calls `on_event` for each event until the daemon ends the
   // stream (the job is terminal) or `on_event` returns false (the call is then cancelled, OK).
-  Status Watch(int64_t id, int64_t after_log_seq, const std::function<bool(const v1::WatchEvent&)>& on_event);
+  Status Watch(int64_t id, int64_t after_log_seq, const std::function<bool(const v1::WatchEvent&)>& on_event,
+               bool tokens = false);
 
  private:
   void Open();

@@ -112,6 +112,26 @@ std::string LogLineText(const v1::LogLine& line, bool raw) {
   return raw ? text : EscapeControls(text);
 }
 
+namespace {
+
+nlohmann::json WarmJson(const v1::Worker& w) {
+  nlohmann::json warm = nlohmann::json::array();
+  for (const auto& m : w.warm()) {
+    warm.push_back({{"key", m.key()},
+                    {"device_index", m.device_index()},
+                    {"model", m.model()},
+                    {"precision", m.precision()},
+                    {"offload", m.offload()},
+                    {"mib", m.mib()},
+                    {"idle_ms", m.idle_ms()},
+                    {"active", m.active()},
+                    {"serving_job_id", m.serving_job_id()}});
+  }
+  return warm;
+}
+
+}  // namespace
+
 nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& w : workers) {
@@ -130,7 +150,9 @@ nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {
                     {"devices", devices},
                     {"host_total_mib", w.host_total_mib()},
                     {"host_free_mib", w.host_free_mib()},
-                    {"running_jobs", std::vector<int64_t>(w.running_jobs().begin(), w.running_jobs().end())}});
+                    {"running_jobs", std::vector<int64_t>(w.running_jobs().begin(), w.running_jobs().end())},
+                    {"drained_at_ms", w.drained_at_ms()},
+                    {"warm", WarmJson(w)}});
   }
   return {{"workers", list}};
 }
@@ -159,10 +181,28 @@ std::string WorkersTable(const std::vector<v1::Worker>& workers, int64_t now_ms)
       free += (free.empty() ? "" : ", ") + std::string("host ") + Fixed(w.host_free_mib() / 1024.0, 1) + "/" +
               Fixed(w.host_total_mib() / 1024.0, 1) + " GiB";
     }
-    rows.push_back({w.id(), w.host(), w.state(), FormatAge(w.last_heartbeat_ms(), now_ms),
+    rows.push_back({w.id(), w.host(), w.drained_at_ms() > 0 ? w.state() + ",DRAINED" : w.state(), FormatAge(w.last_heartbeat_ms(), now_ms),
                     devices.empty() ? "-" : devices, free.empty() ? "-" : free, jobs.empty() ? "-" : jobs});
   }
-  return RenderTable({"ID", "HOST", "STATE", "HEARTBEAT", "DEVICES", "FREE", "JOBS"}, rows);
+  std::string out = RenderTable({"ID", "HOST", "STATE", "HEARTBEAT", "DEVICES", "FREE", "JOBS"}, rows);
+  // The models agents keep loaded (fuji-agent --keep-warm, fuji serve): per device, with how long
+  // each has been idle (an idle one is unloaded after the agent's keep-warm, or for room).
+  std::vector<std::vector<std::string>> warm;
+  for (const auto& w : workers) {
+    for (const auto& m : w.warm()) {
+      warm.push_back({w.id(), std::to_string(m.device_index()), m.model(), m.precision(),
+                      m.offload() == "none" ? "-" : m.offload(), m.mib() > 0 ? std::to_string(m.mib()) : "-",
+                      std::to_string(m.active()),
+                      m.active() > 0 ? "-" : FormatAge(now_ms - m.idle_ms(), now_ms + 1),
+                      m.serving_job_id() > 0 ? std::to_string(m.serving_job_id()) : "-"});
+    }
+  }
+  if (!warm.empty()) {
+    out += "\n" + RenderTable({"WORKER", "DEVICE", "WARM MODEL", "PRECISION", "OFFLOAD", "MIB", "REQUESTS", "IDLE",
+                               "SERVING JOB"},
+                              warm);
+  }
+  return out;
 }
 
 }  // namespace fuji::client

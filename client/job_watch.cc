@@ -18,7 +18,7 @@ class StatusLine {
   explicit StatusLine(const WatchDisplay& display) : display_(display) {}
 
   void OnEvent(const v1::WatchEvent& event) {
-    job_ = event.job();
+    if (event.has_job()) job_ = event.job();
     FILE* out = display_.out;
     const bool terminal = display_.mode == WatchDisplay::Mode::kTerminal;
     switch (event.what_case()) {
@@ -91,15 +91,29 @@ Result<v1::Job> FollowJob(DaemonClient& client, int64_t id, const WatchDisplay& 
   v1::Job last;
   bool seen = false;
   int64_t last_seq = 0;
+  int32_t token_attempt = -1;
+  int64_t next_token = 0;
   auto unreachable_since = std::chrono::steady_clock::time_point::min();
   for (;;) {
     Status status = client.Watch(id, last_seq, [&](const v1::WatchEvent& event) {
-      last = event.job();
+      if (event.what_case() == v1::WatchEvent::kTokens) {
+        const v1::TokenDelta& run = event.tokens();
+        if (run.attempt() != token_attempt) {
+          token_attempt = run.attempt();
+          next_token = 0;
+        }
+        if (run.index() == next_token) {
+          next_token += run.ids_size();
+          display.on_tokens(run);
+        }
+        return true;
+      }
+      if (event.has_job()) last = event.job();
       seen = true;
       if (event.what_case() == v1::WatchEvent::kLog) last_seq = std::max(last_seq, event.log().seq());
       line.OnEvent(event);
       return true;
-    });
+    }, display.on_tokens != nullptr);
     if (seen && IsTerminal(last.state())) break;
     if (!status.ok()) {
       // A daemon restarting is waited for, but only once the job was seen to exist.

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 
 #include "client/daemon_client.h"
 #include "fuji/v1/jobs.pb.h"
@@ -19,6 +20,9 @@ struct WatchDisplay {
   Mode mode = Mode::kNone;
   bool show_logs = true;
   FILE* out = stdout;
+  // Set: an inference job's generated tokens are watched too, each run given here once, in order
+  // (a watch that is resumed does not repeat them; a retry starts again with attempt > 0).
+  std::function<void(const v1::TokenDelta&)> on_tokens;
 };
 
 // Watches job `id` until it is SUCCEEDED, FAILED or CANCELLED and returns it as it ended. A
