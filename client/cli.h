@@ -38,5 +38,7 @@ void RegisterJobDataCommands(CLI::App& app, CliState* state);
 void RegisterStudyCommands(CLI::App& app, CliState* state);
 // `plan` (the memory planner) and `estimate` (time to train), in process.
 void RegisterPlanCommands(CLI::App& app, CliState* state);
+// Through fujid: `serve start|list|stop`, models pinned warm as serving jobs.
+void RegisterServeCommands(CLI::App& app, CliState* state);
 
 }  // namespace fuji::client

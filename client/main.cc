@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   fuji::client::RegisterJobDataCommands(app, &state);
   fuji::client::RegisterStudyCommands(app, &state);
   fuji::client::RegisterPlanCommands(app, &state);
+  fuji::client::RegisterServeCommands(app, &state);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -42,6 +42,7 @@ Result<CheckedSpec> CheckInfer(const nlohmann::json& spec_json, const PathPolicy
   PlanFields fields;
   FUJI_ASSIGN_OR_RETURN(InferSpec spec, InferSpecWithAuto(spec_json, &fields));
   FUJI_ASSIGN_OR_RETURN(std::string real, CheckModelDir(spec.model, policy));
+  if (spec.serve) return CheckedSpec{1, std::move(real), 0, 0};  // no request of its own
   return CheckedSpec{1, std::move(real), spec.max_new_tokens,
                      spec.prompt ? int64_t{1} : static_cast<int64_t>(spec.prompt_ids.size())};
 }

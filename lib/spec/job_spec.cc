@@ -28,7 +28,9 @@ nlohmann::json InferSpec::ToJson() const {
                       {"device", device},   {"ignore_eos", ignore_eos},
                       {"offload", offload}};
   if (!stop.empty()) j["stop"] = stop;
-  if (prompt) {
+  if (serve) {
+    j["serve"] = true;
+  } else if (prompt) {
     j["prompt"] = *prompt;
   } else {
     j["prompt_ids"] = prompt_ids;
@@ -71,6 +73,7 @@ Result<InferSpec> InferSpec::FromJson(const nlohmann::json& j) {
   r.String("device", &s.device, 64);
   r.Bool("ignore_eos", &s.ignore_eos);
   r.OneOf("offload", &s.offload, {"none", "params"});
+  r.Bool("serve", &s.serve);
   if (auto it = j.find("stop"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) {
       r.Fail("stop", "must be a list of strings");
@@ -99,6 +102,13 @@ Result<InferSpec> InferSpec::FromJson(const nlohmann::json& j) {
   }
   FUJI_RETURN_IF_ERROR(r.status());
   if (s.model.empty()) return InvalidArgument("field 'model' is required: a checkpoint directory");
+  if (s.serve) {
+    if (s.prompt || !s.prompt_ids.empty()) {
+      return InvalidArgument("a serving job ('serve': true) takes no prompt: it keeps the model loaded for requests");
+    }
+    FUJI_RETURN_IF_ERROR(CheckDevice(s.device));
+    return s;
+  }
   if (s.prompt && s.prompt->empty()) return InvalidArgument("empty prompt: give some text");
   if (s.prompt && !s.prompt_ids.empty()) return InvalidArgument("give 'prompt' or 'prompt_ids', not both");
   if (!s.prompt && s.prompt_ids.empty()) return InvalidArgument("empty prompt: give 'prompt' or 'prompt_ids'");

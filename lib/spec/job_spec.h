@@ -36,6 +36,10 @@ struct InferSpec {
   // params: the weights stay in host memory and are streamed to the device block by block
   // (the ZeRO-3 offload path), so a model larger than the device's memory still generates.
   std::string offload = "none";      // none | params
+  // A serving job (fuji serve start): no prompt; its rank loads the model and keeps it loaded,
+  // pinned on its device, until the job is cancelled. Inference jobs of the same model placed
+  // there run in that rank.
+  bool serve = false;
   // Generation ends once the decoded text contains one of these; the text is cut before it.
   std::vector<std::string> stop;     // at most kMaxStopStrings, each 1..kMaxStopBytes bytes
   static constexpr size_t kMaxStopStrings = 4;

@@ -23,8 +23,10 @@ Result<Launch> InferLaunch(const fuji::v1::Assignment& a, const AgentConfig& con
   // The request's id in the rank is the attempt's fencing token: unique among the rank's requests.
   const std::string id = std::to_string(a.job_id()) + "." + std::to_string(a.attempt()) + "." +
                          std::to_string(a.lease_epoch());
+  // A serving job pins the model in its rank until it is stopped.
+  const bool serve = request.value("serve", false);
   attempt.runner = pool->Request(std::move(request), attempt.devices[0], id,
-                                 std::chrono::milliseconds(a.timeout_ms()));
+                                 std::chrono::milliseconds(a.timeout_ms()), serve ? a.job_id() : 0);
   return attempt;
 }
 
