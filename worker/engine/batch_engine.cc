@@ -156,6 +156,7 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
     plan.push_back({s, s->computed, n, 0});
   }
   max_batch_seen_ = std::max(max_batch_seen_, static_cast<int64_t>(running_.size()));
+  last_step_batch_ = static_cast<int64_t>(plan.size());
   if (plan.empty()) return events;
 
   // Rows: each planned sequence's tokens at their positions, in plan order.

@@ -86,6 +86,7 @@ class BatchEngine {
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
   int64_t free_blocks() const { return pool_.free_blocks(); }
   int64_t max_batch_seen() const { return max_batch_seen_; }
+  int64_t last_step_batch() const { return last_step_batch_; }  // sequences in the last Step's forward
   int64_t preemptions() const { return preemptions_; }
   const KvBlockPool& pool() const { return pool_; }
 
@@ -105,6 +106,7 @@ class BatchEngine {
   std::vector<Sequence*> running_;  // in admission order: the back is the newest
   std::vector<BatchEvent> pending_; // cancellations to report
   int64_t max_batch_seen_ = 0;
+  int64_t last_step_batch_ = 0;
   int64_t preemptions_ = 0;
 };
 

@@ -1,6 +1,7 @@
 // fuji-rank: runs the engine for one device. Reads requests as JSON lines on stdin and writes
-// events as JSON lines on fd 3 (stdout when fd 3 is not open), until stdin closes or a "finetune"
-// request fails (exit code 1).
+// events as JSON lines on fd 3 (stdout when fd 3 is not open), until stdin closes (after the
+// requests taken have ended) or a "finetune" request fails (exit code 1). Inference requests are
+// served concurrently by the engine thread (rank_service.h) while this thread reads on.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -46,7 +47,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "fuji-rank: %s\n", line.status().ToString().c_str());
       return 1;
     }
-    if (!line->has_value()) return 0;
+    if (!line->has_value()) {
+      service.Drain();  // the requests taken run to their end
+      return 0;
+    }
     if ((*line)->empty()) continue;
     auto request = fuji::ParseJsonObject(**line);
     if (!request.ok()) {

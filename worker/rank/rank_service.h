@@ -14,8 +14,20 @@
 //   {"event": "result", "result": {...}}       the request succeeded
 //   {"event": "error", "code", "reason", "message"}  it failed; reason is bad_input, cuda_oom,
 //                                                   host_oom, collective_timeout or internal
-// One process serves requests one after another, and keeps the last model it loaded resident so
-// that a later request for the same model, dtype and device skips the load.
+//   {"event": "token", "index", "ids": [...], "text"}  infer: new tokens, at most every 20 ms or
+//                                                   16 tokens; "text" is the UTF-8 those ids
+//                                                   complete (the texts concatenate to the
+//                                                   result's "text")
+// More ops: {"op": "cancel", "id"} ends request `id` with an error event whose reason is
+// "cancelled" (no answer when no such request is in flight); {"op": "load", "id", ...an
+// InferSpec's model, precision, device, offload} loads (or keeps) that model resident and answers
+// {"result": {"loaded": true, "load_ms", "resident", "mib"}}.
+//
+// Serving: "infer" and "load" go to one engine thread, which runs every infer for the resident
+// model (key: the model's real path | precision | device | offload) in one continuous batch
+// (worker/engine/batch_engine.h) and streams its tokens. A request for another model waits until
+// the batch drains, then that model replaces the resident one. The other ops run on the caller's
+// thread, as before, once the batch has drained.
 #pragma once
 
 #include <memory>
@@ -33,9 +45,12 @@ class RankService {
   explicit RankService(JsonLineWriter* events);
   ~RankService();
 
-  // Runs one request to completion; every outcome, errors included, is reported as events.
-  // False when the request failed (an error event was written).
+  // Takes one request: "infer" and "load" are queued for the engine thread and "cancel" reaches
+  // it at once; the other ops run to completion here after the batch drains. Every outcome,
+  // errors included, is reported as events. False when a request run here failed.
   bool Handle(const nlohmann::json& request);
+  // Waits until every request taken has ended.
+  void Drain();
 
  private:
   struct Impl;
