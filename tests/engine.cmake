@@ -15,3 +15,9 @@ endif()
 if(FUJI_WITH_TORCH)
   fuji_add_test(batch_engine_test SOURCES unit/batch_engine_test.cc LIBS fuji_engine LABELS unit)
 endif()
+# fuji-rank serving 16 requests at once against one at a time, cancel, stop strings, bad input.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(rank_serve_test SOURCES integration/rank_serve_test.cc LIBS fuji_launcher
+    LABELS integration TIMEOUT 300)
+  add_dependencies(rank_serve_test fuji-rank)
+endif()
