@@ -1,6 +1,6 @@
-# fuji_scheduler: placement policy, reservations, sharing, free memory and leases, with fake agents
+# fuji_scheduler: placement policy, reservations, sharing, free memory, warm models and leases, with fake agents
 # and fake time.
 fuji_add_test(scheduler_test
   SOURCES unit/scheduler_test.cc unit/scheduler_sim_test.cc unit/scheduler_lease_test.cc
-    unit/scheduler_memory_test.cc unit/scheduler_free_memory_test.cc
+    unit/scheduler_memory_test.cc unit/scheduler_free_memory_test.cc unit/scheduler_warm_test.cc
   LIBS fuji_scheduler LABELS unit)

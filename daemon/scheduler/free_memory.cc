@@ -20,16 +20,47 @@ std::vector<AgentView> AgentsWithFreeMemory(const std::vector<AgentMemory>& agen
   std::map<std::string, int64_t> host_promised;
   std::map<std::pair<std::string, int>, int64_t> device_promised;
   std::map<std::pair<std::string, int>, std::vector<int64_t>> holders;
+  // Rule 5: the largest weights (GPU: device weights and host memory) of each warm key once.
+  std::map<std::pair<std::string, int>, std::map<std::string, int64_t>> device_weights;
+  std::map<std::string, std::map<std::string, int64_t>> host_once;
   for (const Holding& holding : holdings) {
     std::vector<int> indices = holding.device_indices;
     std::sort(indices.begin(), indices.end());
     indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
     for (int index : indices) holders[{holding.worker_id, index}].push_back(holding.job_id);
     if (!holding.promise) continue;
-    host_promised[holding.worker_id] += holding.promise->host_mib;
-    for (int index : holding.device_indices) {
-      device_promised[{holding.worker_id, index}] += holding.promise->device_mib;
+    const MemoryOption& promise = *holding.promise;
+    const bool warm = !holding.warm_key.empty();
+    const bool gpu = promise.device_mib > 0;
+    // One rank per device and key: its host memory is shared by the jobs of its batch.
+    const std::string rank =
+        holding.warm_key + "@" + (indices.empty() ? std::string() : std::to_string(indices.front()));
+    const int64_t weights = warm ? std::clamp<int64_t>(promise.weights_mib, 0, gpu ? promise.device_mib
+                                                                                   : promise.host_mib)
+                                 : 0;
+    if (!warm) {
+      host_promised[holding.worker_id] += promise.host_mib;
+    } else if (gpu) {
+      int64_t& once = host_once[holding.worker_id][rank];
+      once = std::max(once, promise.host_mib);
+    } else {
+      host_promised[holding.worker_id] += promise.host_mib - weights;
+      int64_t& once = host_once[holding.worker_id][rank];
+      once = std::max(once, weights);
     }
+    for (int index : holding.device_indices) {
+      device_promised[{holding.worker_id, index}] += promise.device_mib - (gpu ? weights : 0);
+      if (warm && gpu) {
+        int64_t& once = device_weights[{holding.worker_id, index}][holding.warm_key];
+        once = std::max(once, weights);
+      }
+    }
+  }
+  for (const auto& [worker, keys] : host_once) {
+    for (const auto& [key, mib] : keys) host_promised[worker] += mib;
+  }
+  for (const auto& [device, keys] : device_weights) {
+    for (const auto& [key, mib] : keys) device_promised[device] += mib;
   }
 
   std::vector<AgentView> views;

@@ -16,8 +16,13 @@
 //  4. Every device may be shared: whether it is depends on the jobs holding it (all must allow
 //     it), which the pass decides.
 // A job without a promise (no plan) holds its devices but counts for no memory.
+//  5. Jobs of one warm model on one device run in one rank's batch (scheduler.h, policy 7b): of
+//     the holdings with the same warm_key on a device, the weights (MemoryOption::weights_mib)
+//     count once, the rest of each promise for each job. On a GPU their host memory (the rank's
+//     load) counts once per device and key; on a CPU agent, whose weights are host memory, the
+//     weights count once per device and key. Holdings without a warm_key count whole.
 //
-// Cost: O(agents x devices + holdings x devices per holding).
+// Cost: O(agents x devices + holdings x devices per holding), with a log factor for rule 5's groups.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +67,7 @@ struct Holding {
   std::string worker_id;
   std::vector<int> device_indices;
   std::optional<MemoryOption> promise;
+  std::string warm_key = {};  // an inference job's model key (JobRequest::warm_key); "" otherwise
 };
 
 // Rule 1 and 2 for one device or host.

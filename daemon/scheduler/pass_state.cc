@@ -2,7 +2,9 @@
 #include "daemon/scheduler/pass_state.h"
 
 #include <algorithm>
+#include <string>
 #include <unordered_map>
+#include <utility>
 
 namespace fuji::sched {
 namespace {
@@ -22,15 +24,88 @@ int64_t DeviceNeed(const JobRequest& job, const MemoryOption* option) {
   return option ? option->device_mib : job.memory_mib;
 }
 
-bool HasRoom(const DeviceSlot& device, int64_t need) {
-  return need <= 0 || device.free_mib >= need;
-}
-
 int64_t EndOrNever(int64_t end_ms) {
   return end_ms == kUnknownMs ? kNeverMs : end_ms;
 }
 
+// A job that takes its devices whole: a fine-tune (policy 7c).
+bool Exclusive(const JobRequest& job) { return job.warm_key.empty() && !MayShare(job); }
+
+// How a job would use one device.
+enum class Use { kNone, kWarm, kJoin, kIdle, kIdleEvicting };
+
+struct DeviceUse {
+  Use use = Use::kNone;
+  int64_t need = 0;  // device memory it is promised there
+};
+
+// Unloads the warm model, giving its memory back to the device and, on a CPU agent, the host.
+void Unload(AgentSlot& agent, DeviceSlot& device, WarmSlot& warm,
+            std::vector<std::pair<int64_t, std::pair<int, std::string>>>* evicted) {
+  warm.evicted = true;
+  device.free_mib += warm.view->mib;
+  if (agent.cpu && agent.host_free_mib != kUnknownMib) agent.host_free_mib += warm.view->mib;
+  evicted->push_back({warm.view->idle_ms, {device.view->index, warm.view->key}});
+}
+
+// The evictable warm models of `devices` by least recent use first (largest idle_ms).
+std::vector<std::pair<DeviceSlot*, WarmSlot*>> LeastRecentFirst(const std::vector<DeviceSlot*>& devices,
+                                                                const std::string& key) {
+  std::vector<std::pair<DeviceSlot*, WarmSlot*>> order;
+  for (DeviceSlot* device : devices) {
+    for (WarmSlot& warm : device->warm) {
+      if (warm.EvictableFor(key)) order.emplace_back(device, &warm);
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return a.second->view->idle_ms > b.second->view->idle_ms;
+  });
+  return order;
+}
+
 }  // namespace
+
+WarmSlot* DeviceSlot::Holding(const std::string& key) {
+  for (WarmSlot& w : warm) {
+    if (!w.evicted && w.view->key == key) return &w;
+  }
+  return nullptr;
+}
+
+const WarmSlot* DeviceSlot::Holding(const std::string& key) const {
+  for (const WarmSlot& w : warm) {
+    if (!w.evicted && w.view->key == key) return &w;
+  }
+  return nullptr;
+}
+
+bool DeviceSlot::OnlyJobsOf(const std::string& key) const {
+  int active = 0;
+  for (const WarmSlot& w : warm) {
+    if (!w.evicted && w.view->key == key) active += std::max(0, w.view->active);
+  }
+  if (view->jobs.size() > static_cast<size_t>(active)) return false;
+  for (const std::string* placed : placed_keys) {
+    if (*placed != key) return false;
+  }
+  return true;
+}
+
+int64_t DeviceSlot::EvictableMib(const std::string& key) const {
+  int64_t mib = 0;
+  for (const WarmSlot& w : warm) {
+    if (w.EvictableFor(key)) mib += std::max<int64_t>(0, w.view->mib);
+  }
+  return mib;
+}
+
+int64_t DeviceSlot::StuckWarmMib(const std::string& key) const {
+  int64_t mib = 0;
+  for (const WarmSlot& w : warm) {
+    if (!w.evicted && w.view->key != key && !w.EvictableFor(key)) mib += std::max<int64_t>(0, w.view->mib);
+  }
+  return mib;
+}
 
 PassState::PassState(const std::vector<AgentView>& agents, const std::vector<RunningJob>& running,
                      int64_t now_ms)
@@ -50,12 +125,14 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
     AgentSlot& agent = agents_.emplace_back();
     agent.view = &view;
     agent.host_free_mib = view.host_free_mib;
+    agent.cpu = view.device_kind == "cpu";
     for (const DeviceView& device_view : view.devices) {
       DeviceSlot& device = agent.devices.emplace_back();
       device.view = &device_view;
       device.holders = device_view.jobs;
       device.free_mib = device_view.free_mib;
       device.joinable = device_view.shareable;
+      for (const WarmView& warm : device_view.warm) device.warm.push_back({&warm});
       for (int64_t holder : device_view.jobs) {
         const auto it = running_by_id.find(holder);
         const RunningJob* job = it == running_by_id.end() ? nullptr : it->second;
@@ -69,6 +146,7 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
   for (AgentSlot& agent : agents_) {
     KindState& kind = kinds_[agent.view->device_kind];
     kind.agents.push_back(&agent);
+    for (const DeviceSlot& device : agent.devices) kind.any_warm = kind.any_warm || !device.warm.empty();
     if (!kind.largest || agent.devices.size() > kind.largest->devices.size()) kind.largest = &agent;
   }
   for (auto& [name, kind] : kinds_) RefreshMaxima(kind);
@@ -86,16 +164,23 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
   const int bound = MayShare(job)         ? kind.max_shareable
                     : ends_by_reservation ? kind.max_idle
                                           : kind.max_open;
-  if (job.devices > bound) return std::nullopt;
+  // A job with a warm model may join held devices: the maxima do not bound it.
+  const bool may_join_warm = !job.warm_key.empty() && kind.any_warm;
+  if (job.devices > bound && !may_join_warm) return std::nullopt;
 
   AgentSlot* best = nullptr;
   Fit best_fit;
   for (AgentSlot* agent : kind.agents) {
     const std::optional<Fit> fit = FitOn(*agent, job, AllowanceOn(*agent, job, kind));
     if (!fit) continue;
-    // An earlier (preferred) plan first, then the best fit.
-    if (!best || fit->option < best_fit.option ||
-        (fit->option == best_fit.option && fit->usable < best_fit.usable)) {
+    // Its warm model first, then an earlier (preferred) plan, then no unloading, then the best fit.
+    const bool better =
+        !best ||
+        (fit->warm != best_fit.warm ? fit->warm
+         : fit->option != best_fit.option ? fit->option < best_fit.option
+         : fit->evicts != best_fit.evicts ? !fit->evicts
+                                          : fit->usable < best_fit.usable);
+    if (better) {
       best = agent;
       best_fit = *fit;
     }
@@ -103,15 +188,18 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
   if (!best) return std::nullopt;
 
   const Allowance allowance = AllowanceOn(*best, job, kind);
+  const MemoryOption* option = OptionAt(job, best_fit.option);
+  const std::optional<Choice> choice = Choose(*best, job, allowance, option);
+  if (!choice) return std::nullopt;  // FitOn found it: cannot happen
   const int idle_before = best->idle;
-  Placement placement{job.id, best->view->worker_id,
-                      Take(*best, job, allowance, OptionAt(job, best_fit.option)), best_fit.option};
+  Placement placement{job.id, best->view->worker_id, {}, best_fit.option, {}};
+  Take(*best, job, option, *choice, &placement);
   // Idle devices taken on the reserved agent by a job that may outlast T were spare ones, and so
   // was the host memory its plan was promised.
   if (allowance.within_spare) {
     kind.reservation->spare -= idle_before - best->idle;
-    if (best_fit.option >= 0 && kind.reservation->spare_host_mib != kUnknownMib) {
-      kind.reservation->spare_host_mib -= job.options()[static_cast<size_t>(best_fit.option)].host_mib;
+    if (option && kind.reservation->spare_host_mib != kUnknownMib) {
+      kind.reservation->spare_host_mib -= choice->host_need;
     }
   }
   RefreshMaxima(kind);
@@ -179,7 +267,7 @@ bool PassState::HeldByReservation(const JobRequest& job, const KindState& kind) 
 
 bool PassState::FitsByCount(const JobRequest& job, const KindState& kind) const {
   for (const AgentSlot* agent : kind.agents) {
-    if (CountUsable(*agent, job, {agent->idle, false}, nullptr) >= job.devices) return true;
+    if (Choose(*agent, job, {agent->idle, false}, nullptr)) return true;
   }
   return false;
 }
@@ -198,80 +286,155 @@ bool PassState::EndsBy(const JobRequest& job, int64_t deadline_ms) const {
          now_ms_ + job.estimated_run_ms <= deadline_ms;
 }
 
-int PassState::CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
-                           const MemoryOption* option) const {
-  if (option && agent.host_free_mib != kUnknownMib && option->host_mib > agent.host_free_mib) {
-    return 0;
-  }
-  if (option && allowance.host_limit_mib != kUnknownMib && option->host_mib > allowance.host_limit_mib) {
-    return 0;
-  }
-  const int64_t need = DeviceNeed(job, option);
-  int usable = allowance.idle_limit;
-  if (option && need > 0) {
-    int roomy = 0;
-    for (const DeviceSlot& device : agent.devices) roomy += device.idle() && HasRoom(device, need);
-    usable = std::min(usable, roomy);
-  }
-  if (!allowance.within_spare && MayShare(job)) {
-    for (const DeviceSlot& device : agent.devices) {
-      if (!device.idle() && device.joinable && HasRoom(device, need)) ++usable;
+std::optional<Choice> PassState::Choose(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                                        const MemoryOption* option) const {
+  const std::string& key = job.warm_key;
+  const bool exclusive = Exclusive(job);
+  const int64_t full = DeviceNeed(job, option);
+  // On a GPU a job on its warm model needs its plan less the weights (policy 7b); a CPU device's
+  // need is the host's, below.
+  const int64_t warm_need = option && !agent.cpu ? std::max<int64_t>(0, full - option->weights_mib) : full;
+  // Room for `need` on a device: free, or free once its evictable warm models are unloaded (a CPU
+  // agent's warm models free the host, which is checked below).
+  auto room = [&](const DeviceSlot& device, int64_t need, bool* evicting) {
+    *evicting = false;
+    if (need <= 0 || device.free_mib >= need) return true;
+    if (agent.cpu || device.free_mib + device.EvictableMib(key) < need) return false;
+    *evicting = true;
+    return true;
+  };
+  std::vector<std::pair<size_t, DeviceUse>> uses;
+  for (size_t i = 0; i < agent.devices.size(); ++i) {
+    const DeviceSlot& device = agent.devices[i];
+    bool evicting = false;
+    if (!key.empty() && (device.idle() || !allowance.within_spare) && device.Holding(key) &&
+        device.OnlyJobsOf(key) && room(device, warm_need, &evicting)) {
+      uses.push_back({i, {Use::kWarm, warm_need}});
+    } else if (device.idle()) {
+      if (option && !room(device, full, &evicting)) continue;
+      evicting = evicting || (exclusive && device.EvictableMib(key) > 0);
+      uses.push_back({i, {evicting ? Use::kIdleEvicting : Use::kIdle, full}});
+    } else if (!allowance.within_spare && MayShare(job) && device.joinable && room(device, full, &evicting)) {
+      uses.push_back({i, {Use::kJoin, full}});
     }
   }
-  return usable;
+  // Its warm model (devices already batching it first), then joinable devices (packing shared
+  // jobs keeps idle devices for exclusive ones), then idle devices, those that unload nothing
+  // first.
+  auto rank = [&](const std::pair<size_t, DeviceUse>& u) {
+    switch (u.second.use) {
+      case Use::kWarm: return agent.devices[u.first].idle() ? 1 : 0;
+      case Use::kJoin: return 2;
+      case Use::kIdle: return 3;
+      default: return 4;
+    }
+  };
+  std::stable_sort(uses.begin(), uses.end(), [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
+
+  Choice choice;
+  int idle_usable = 0;
+  for (const auto& [i, use] : uses) {
+    if (agent.devices[i].idle()) {
+      ++idle_usable;
+    } else {
+      ++choice.usable;
+    }
+  }
+  choice.usable += std::min(allowance.idle_limit, idle_usable);
+  if (choice.usable < job.devices) return std::nullopt;
+  int idle_taken = 0;
+  bool all_warm = true;
+  for (const auto& [i, use] : uses) {
+    if (static_cast<int>(choice.devices.size()) == job.devices) break;
+    const DeviceSlot& device = agent.devices[i];
+    if (device.idle()) {
+      if (idle_taken == allowance.idle_limit) continue;
+      ++idle_taken;
+    }
+    choice.devices.push_back(i);
+    choice.on_warm.push_back(use.use == Use::kWarm);
+    choice.warm = choice.warm || use.use == Use::kWarm;
+    all_warm = all_warm && use.use == Use::kWarm;
+    choice.evicts = choice.evicts || use.use == Use::kIdleEvicting ||
+                    (!agent.cpu && use.need > device.free_mib && device.EvictableMib(key) > 0);
+  }
+  if (!option) return choice;
+  // On its warm model nothing loads: no host memory on a GPU, the plan less the weights on a CPU.
+  choice.host_need = !all_warm ? option->host_mib
+                     : agent.cpu ? std::max<int64_t>(0, option->host_mib - option->weights_mib)
+                                 : 0;
+  if (allowance.host_limit_mib != kUnknownMib && choice.host_need > allowance.host_limit_mib) return std::nullopt;
+  if (agent.host_free_mib != kUnknownMib && choice.host_need > agent.host_free_mib) {
+    if (!agent.cpu) return std::nullopt;
+    int64_t evictable = 0;
+    for (const DeviceSlot& device : agent.devices) evictable += device.EvictableMib(key);
+    if (choice.host_need > agent.host_free_mib + evictable) return std::nullopt;
+    choice.evicts = true;
+  }
+  return choice;
 }
 
 std::optional<Fit> PassState::FitOn(const AgentSlot& agent, const JobRequest& job,
                                     Allowance allowance) const {
   if (!job.has_options()) {
-    const int usable = CountUsable(agent, job, allowance, nullptr);
-    return usable >= job.devices ? std::optional<Fit>(Fit{-1, usable}) : std::nullopt;
+    const std::optional<Choice> choice = Choose(agent, job, allowance, nullptr);
+    return choice ? std::optional<Fit>(Fit{-1, choice->usable, choice->warm, choice->evicts}) : std::nullopt;
   }
   for (size_t i = 0; i < job.options().size(); ++i) {
-    const int usable = CountUsable(agent, job, allowance, &job.options()[i]);
-    if (usable >= job.devices) return Fit{static_cast<int>(i), usable};
+    const std::optional<Choice> choice = Choose(agent, job, allowance, &job.options()[i]);
+    if (choice) return Fit{static_cast<int>(i), choice->usable, choice->warm, choice->evicts};
   }
   return std::nullopt;
 }
 
-std::vector<int> PassState::Take(AgentSlot& agent, const JobRequest& job, Allowance allowance,
-                                 const MemoryOption* option) {
+void PassState::Take(AgentSlot& agent, const JobRequest& job, const MemoryOption* option, const Choice& choice,
+                     Placement* placement) {
+  const std::string& key = job.warm_key;
   const int64_t release_ms =
       job.estimated_run_ms == kUnknownMs ? kNeverMs : now_ms_ + job.estimated_run_ms;
-  const int64_t need = DeviceNeed(job, option);
-  std::vector<DeviceSlot*> chosen;
-  // Joinable devices first: packing shared jobs together keeps idle devices for exclusive ones.
-  if (!allowance.within_spare && MayShare(job)) {
-    for (DeviceSlot& device : agent.devices) {
-      if (static_cast<int>(chosen.size()) == job.devices) break;
-      if (!device.idle() && device.joinable && HasRoom(device, need)) chosen.push_back(&device);
-    }
-  }
-  int idle_taken = 0;
-  for (DeviceSlot& device : agent.devices) {
-    if (static_cast<int>(chosen.size()) == job.devices) break;
-    if (device.idle() && (!option || HasRoom(device, need))) {
-      chosen.push_back(&device);
-      ++idle_taken;
-    }
-  }
-
+  const int64_t full = DeviceNeed(job, option);
+  const int64_t warm_need = option && !agent.cpu ? std::max<int64_t>(0, full - option->weights_mib) : full;
+  std::vector<std::pair<int64_t, std::pair<int, std::string>>> evicted;  // (idle_ms, (device, key))
   std::vector<int> indices;
-  for (DeviceSlot* device : chosen) {
-    // A held device was chosen only if joinable, so this holds for idle and held ones alike.
-    device->joinable = device->view->shareable && MayShare(job);
-    device->holders.push_back(job.id);
-    device->release_ms = std::max(device->release_ms, release_ms);
-    device->free_mib -= need;
-    indices.push_back(device->view->index);
+  int idle_taken = 0;
+  for (size_t n = 0; n < choice.devices.size(); ++n) {
+    DeviceSlot& device = agent.devices[choice.devices[n]];
+    WarmSlot* warm = choice.on_warm[n] ? device.Holding(key) : nullptr;
+    const int64_t need = warm ? warm_need : full;
+    // A fine-tune needs the whole device: every evictable warm model goes. Others unload the
+    // least recently used until the need fits (a CPU agent's: the host's, below).
+    for (const auto& [slot_device, slot] : LeastRecentFirst({&device}, key)) {
+      if (!Exclusive(job) && (agent.cpu || need <= device.free_mib)) break;
+      Unload(agent, device, *slot, &evicted);
+    }
+    const bool was_idle = device.idle();
+    idle_taken += was_idle;
+    device.joinable = (was_idle ? device.view->shareable : device.joinable) && MayShare(job);
+    device.holders.push_back(job.id);
+    device.placed_keys.push_back(&key);
+    if (warm) ++warm->placed;
+    device.release_ms = std::max(device.release_ms, release_ms);
+    device.free_mib -= need;
+    indices.push_back(device.view->index);
   }
   if (option) {
-    if (agent.host_free_mib != kUnknownMib) agent.host_free_mib -= option->host_mib;
-    host_mib_[job.id] = option->host_mib;
+    if (agent.cpu && agent.host_free_mib != kUnknownMib && choice.host_need > agent.host_free_mib) {
+      // A CPU agent's warm models hold host memory: the least recently used of any device go.
+      std::vector<DeviceSlot*> all;
+      for (DeviceSlot& device : agent.devices) all.push_back(&device);
+      for (const auto& [device, slot] : LeastRecentFirst(all, key)) {
+        if (choice.host_need <= agent.host_free_mib) break;
+        Unload(agent, *device, *slot, &evicted);
+      }
+    }
+    if (agent.host_free_mib != kUnknownMib) agent.host_free_mib -= choice.host_need;
+    host_mib_[job.id] = choice.host_need;
   }
+  std::stable_sort(evicted.begin(), evicted.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (auto& [idle_ms, unload] : evicted) placement->evict.push_back(std::move(unload));
   std::sort(indices.begin(), indices.end());
+  placement->device_indices = std::move(indices);
   agent.idle -= idle_taken;
-  return indices;
 }
 
 void PassState::RefreshMaxima(KindState& kind) const {

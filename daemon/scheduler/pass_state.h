@@ -19,14 +19,40 @@ namespace fuji::sched {
 // A release time nobody knows sorts after every known one.
 inline constexpr int64_t kNeverMs = std::numeric_limits<int64_t>::max();
 
+// A warm model on a device, as the pass sees it.
+struct WarmSlot {
+  const WarmView* view = nullptr;
+  bool evicted = false;  // a job placed in this pass unloads it
+  int placed = 0;        // jobs of its key placed on it in this pass: busy from now on
+
+  // Whether a job of `key` may have it unloaded: idle, not pinned, another model.
+  bool EvictableFor(const std::string& key) const {
+    return !evicted && placed == 0 && view->active == 0 && !view->pinned && view->key != key;
+  }
+};
+
 struct DeviceSlot {
   const DeviceView* view = nullptr;
   std::vector<int64_t> holders;  // running jobs, then jobs placed in this pass
+  // The warm_key of each job placed in this pass (holders past the view's jobs), in order.
+  std::vector<const std::string*> placed_keys;
+  std::vector<WarmSlot> warm;
   int64_t free_mib = 0;
   int64_t release_ms = 0;  // when its last holder is expected to end; kNeverMs if unknown
   bool joinable = false;   // shareable, and every holder allows sharing
 
   bool idle() const { return holders.empty(); }
+  // The warm model of `key` on it (not unloaded in this pass); nullptr when none.
+  WarmSlot* Holding(const std::string& key);
+  const WarmSlot* Holding(const std::string& key) const;
+  // Whether every job holding it is one of `key`'s warm model (policy 7b): the running holders
+  // are no more than the requests its warm rank reports active, and every job placed in this
+  // pass has that key.
+  bool OnlyJobsOf(const std::string& key) const;
+  // The memory of the warm models a job of `key` may have unloaded.
+  int64_t EvictableMib(const std::string& key) const;
+  // Memory held by warm models of other keys that cannot be unloaded (busy or pinned).
+  int64_t StuckWarmMib(const std::string& key) const;
 };
 
 struct AgentSlot {
@@ -34,13 +60,28 @@ struct AgentSlot {
   std::vector<DeviceSlot> devices;
   int idle = 0;  // devices with no holder
   int64_t host_free_mib = kUnknownMib;
+  bool cpu = false;  // its devices' memory is the host's, and so is its warm models'
+};
+
+// How a job would be placed on one agent with one option: the devices it takes (positions in
+// AgentSlot::devices, in the order taken), how many it could take, and what it needs there.
+struct Choice {
+  std::vector<size_t> devices;
+  std::vector<char> on_warm;  // per device taken: it holds the job's model (it needs less there)
+  int usable = 0;
+  bool warm = false;       // it takes a device holding its model
+  bool evicts = false;     // a warm model must be unloaded for it
+  int64_t host_need = 0;   // host memory it is promised there
 };
 
 // Where a job fits on one agent: the first of its options that fits (-1 for a job without
-// options) and how many devices it could take there.
+// options), how many devices it could take there, and whether it lands on its warm model or
+// must unload others.
 struct Fit {
   int option = -1;
   int usable = 0;
+  bool warm = false;
+  bool evicts = false;
 };
 
 struct Reservation {
@@ -59,6 +100,7 @@ struct KindState {
   int max_idle = 0;                    // most idle devices on one agent
   int max_open = 0;       // the same, counting only the spare ones on the reserved agent
   int max_shareable = 0;  // most idle + joinable devices on one agent, memory unchecked
+  bool any_warm = false;  // some device holds a warm model: jobs with a warm_key skip the maxima
   std::optional<Reservation> reservation;
 };
 
@@ -103,15 +145,17 @@ class PassState {
   };
   Allowance AllowanceOn(const AgentSlot& agent, const JobRequest& job, const KindState& kind) const;
   bool EndsBy(const JobRequest& job, int64_t deadline_ms) const;
-  // Devices `job` could take on the agent with `option`'s memory (nullptr: memory unchecked).
-  int CountUsable(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
-                  const MemoryOption* option) const;
+  // The devices `job` would take on the agent with `option`'s memory (nullptr: memory
+  // unchecked), with usable counting every device it could take; nullopt when fewer than
+  // job.devices are usable or the host lacks the memory.
+  std::optional<Choice> Choose(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                               const MemoryOption* option) const;
   // The first option of `job` that fits on the agent; nullopt when none does.
   std::optional<Fit> FitOn(const AgentSlot& agent, const JobRequest& job, Allowance allowance) const;
-  // Takes the devices (and promises the option's memory) and returns their indices; the caller
-  // checked that enough are usable.
-  std::vector<int> Take(AgentSlot& agent, const JobRequest& job, Allowance allowance,
-                        const MemoryOption* option);
+  // Takes the chosen devices (unloading warm models where needed, and promising the option's
+  // memory) and fills the placement's devices and evictions.
+  void Take(AgentSlot& agent, const JobRequest& job, const MemoryOption* option, const Choice& choice,
+            Placement* placement);
   void RefreshMaxima(KindState& kind) const;
 
   // The host memory each holder was promised (running jobs, then this pass's placements).

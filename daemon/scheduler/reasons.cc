@@ -93,6 +93,24 @@ std::string AgentText(const AgentSlot& agent) {
   return text + ")";
 }
 
+// "; warm models in use (serving requests or pinned by a serving job, so not unloaded) hold
+// 24.0 GiB on node-a, 12.0 GiB on node-b"; "" when none holds memory on an agent with enough
+// devices for the job.
+std::string StuckWarmText(const JobRequest& job, const KindState& kind) {
+  if (!job.has_options() || !kind.any_warm) return "";
+  std::string text;
+  for (const AgentSlot* agent : kind.agents) {
+    if (static_cast<int>(agent->devices.size()) < job.devices) continue;
+    int64_t mib = 0;
+    for (const DeviceSlot& device : agent->devices) mib += device.StuckWarmMib(job.warm_key);
+    if (mib <= 0) continue;
+    text += text.empty() ? "; warm models in use (serving requests or pinned by a serving job, so not unloaded) hold "
+                         : ", ";
+    text += GiBText(mib) + " on " + agent->view->worker_id;
+  }
+  return text;
+}
+
 // "; node-a is reserved for it, expected free in 30 s"
 std::string ReservedForText(const Reservation& reservation, int64_t now_ms) {
   std::string text = "; " + reservation.agent->view->worker_id + " is reserved for it";
@@ -219,6 +237,7 @@ std::string WaitingText(const JobRequest& job, const PassState& state, const Kin
     text += std::to_string(waiting_ahead);
     text += waiting_ahead == 1 ? " waiting job ahead of it)" : " waiting jobs ahead of it)";
   }
+  text += StuckWarmText(job, *kind);
   if (reservation && reservation->job == &job) {
     text += ReservedForText(*reservation, state.now_ms());
   }

@@ -27,6 +27,32 @@
 //     is expected to end. Device memory is not reserved (a device comes back whole with its
 //     holders). Reservations are re-derived each pass; nothing persists.
 //  6. Every job that does not start gets a reason a person can read (`fuji show`).
+//  7. Warm models. An agent keeps a rank with its model loaded after an inference job (a warm
+//     model, DeviceView::warm); its memory is already inside the device's (a CPU agent: the
+//     host's) reading, so free_mib excludes it. Warm models are not holders: a device whose only
+//     occupants are warm models is idle.
+//     a. Warm first: a job with a warm_key K goes to an agent with a device holding K where it
+//        fits, over every other agent (before the plan order and best fit), and takes that
+//        device there.
+//     b. Batching: one warm rank serves many requests in one batch. A job with warm_key K may
+//        join a device that holds K while every job holding it is one of K (running holders
+//        count as K's when they are no more than the requests K's warm rank reports active;
+//        jobs placed in this pass by their warm_key), without the shareable flag. There it
+//        needs its plan less MemoryOption::weights_mib (the weights are loaded): of the device's
+//        memory on a GPU, of the host's on a CPU, and no host memory on a GPU (nothing loads).
+//        Elsewhere it needs its whole plan. A job placed on a warm device of K makes later jobs
+//        of K in the pass see that device as held by K's jobs only.
+//     c. Eviction: on a device the job takes, warm models that are idle (no active request, not
+//        placed on in this pass), not pinned by a serving job and of another key are evictable:
+//        when the job's need exceeds the free memory (on a CPU agent, the host's: its warm
+//        models live there), their memory counts as free too, and Placement::evict lists the
+//        ones the agent unloads first, least recently used (largest idle_ms) first, only as many
+//        as needed. A job that takes its devices exclusively (not shareable, no warm_key: a
+//        fine-tune) evicts every evictable warm model on the devices it takes. Where the job
+//        fits without evicting, that agent wins over one where it must (after the plan order),
+//        and on an agent idle devices without evictable warm models are taken first. A busy or
+//        pinned warm model is never evicted; its memory stays counted.
+//     d. A job that waits while warm models that cannot be evicted hold memory says so.
 //
 // Cost: a sort of the queue, then O(1) for each job larger than every agent's usable devices (the
 // pass keeps the maxima per kind), and O(agents x devices) for each placement and each detailed
@@ -37,6 +63,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lib/common/status.h"
@@ -53,6 +80,9 @@ struct MemoryOption {
   int64_t device_mib = 0;  // on each of the job's devices (0 for CPU devices: all is host memory)
   int64_t host_mib = 0;    // on its agent's host, all of its ranks together
   std::string label;       // "zero 2, offload optimizer": for the texts of reasons
+  // Of device_mib (of host_mib on CPU devices, where device_mib is 0), the part that is the
+  // model's weights: the memory a warm rank of this model already holds. 0 for fine-tunes.
+  int64_t weights_mib = 0;
 };
 
 // A job's plans: the ways it may run, in the order of preference, and what each needs.
@@ -77,6 +107,18 @@ struct JobRequest {
   // How long it runs once started (its timeout or an estimate). A duration, not an end: a queued
   // job does not know when it will start.
   int64_t estimated_run_ms = kUnknownMs;
+  // An inference job's model key, "REALPATH|PRECISION|OFFLOAD" as WarmView::key names it; "" for
+  // other jobs. Policy 7.
+  std::string warm_key = {};
+};
+
+// A model an agent keeps loaded in a rank on a device between inference jobs.
+struct WarmView {
+  std::string key;      // "REALPATH|PRECISION|OFFLOAD"
+  int64_t mib = 0;      // the memory it holds: the device's on a GPU, the host's on a CPU agent
+  int64_t idle_ms = 0;  // since its last request ended; 0 while it serves one
+  int active = 0;       // requests it serves now
+  bool pinned = false;  // a serving job holds it: never evicted
 };
 
 struct DeviceView {
@@ -85,6 +127,9 @@ struct DeviceView {
   int64_t free_mib = 0;       // neither used nor promised to the jobs holding it
   std::vector<int64_t> jobs;  // the jobs holding it
   bool shareable = false;     // may hold several shareable jobs at once
+  // The warm models loaded on it; their memory is already out of free_mib (of the host's free
+  // memory on a CPU agent). Not holders.
+  std::vector<WarmView> warm = {};
 };
 
 struct AgentView {
@@ -111,6 +156,9 @@ struct Placement {
   std::string worker_id;
   std::vector<int> device_indices;  // DeviceView::index values on that agent, ascending
   int option = -1;                  // the index in the job's plans chosen; -1 without
+  // (device index, key): the warm models the agent unloads before starting the job, least
+  // recently used first.
+  std::vector<std::pair<int, std::string>> evict = {};
 };
 
 struct PassResult {
