@@ -82,6 +82,7 @@ Result<nlohmann::json> WarmPool::WarmRequest::Run(const launch::GangCallbacks& c
   }
   nlohmann::json message = request_;
   message["op"] = pin_job_id_ > 0 ? "load" : "infer";
+  message.erase("serve");  // a serving job's spec asks the rank to load its model: the "load" op
   message["id"] = id_;
   if (pool_->options_.cuda && Field(message, "device", "cpu").rfind("cuda", 0) == 0) message["device"] = "cuda:0";
   if (Status sent = Send(*rank, message); !sent.ok()) {
