@@ -20,3 +20,9 @@ if(FUJI_WITH_TORCH)
     LABELS integration TIMEOUT 600)
   add_dependencies(study_test fuji fujid fuji-agent fuji-rank)
 endif()
+# Serving: warm models kept by the agent, tokens streamed through fujid, serving jobs.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(serving_test SOURCES integration/serving_test.cc LIBS fuji_launcher fuji_rpc fuji_proto
+    LABELS integration TIMEOUT 600)
+  add_dependencies(serving_test fuji fujid fuji-agent fuji-rank)
+endif()

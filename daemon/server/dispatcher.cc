@@ -3,7 +3,10 @@
 #include "daemon/server/dispatcher.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+
+#include <nlohmann/json.hpp>
 
 #include "daemon/scheduler/free_memory.h"
 #include "daemon/server/grpc_status.h"
@@ -21,8 +24,28 @@ constexpr int kPassReasons = 1000;
 
 namespace {
 
+// An inference job's model key as agents name their warm models (WarmModel.key):
+// "REALPATH|PRECISION|OFFLOAD" of its spec; "" for other jobs and for a model path that does not
+// resolve. An "auto" offload counts as none, the planner's first choice where memory allows.
+std::string WarmKeyOf(const store::JobRecord& job) {
+  if (job.kind != store::JobKind::kInfer) return "";
+  const nlohmann::json spec = nlohmann::json::parse(job.spec, nullptr, false);
+  if (!spec.is_object()) return "";
+  auto text = [&spec](const char* name, const char* fallback) {
+    auto it = spec.find(name);
+    return it != spec.end() && it->is_string() ? it->get<std::string>() : std::string(fallback);
+  };
+  char* resolved = ::realpath(text("model", "").c_str(), nullptr);
+  if (resolved == nullptr) return "";
+  const std::string model(resolved);
+  std::free(resolved);
+  const std::string offload = text("offload", "none");
+  return model + "|" + text("precision", "fp32") + "|" + (offload == "params" ? "params" : "none");
+}
+
 Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, const std::string& plan) {
   Dispatcher::Placed placed;
+  placed.warm_key = WarmKeyOf(job);
   placed.promise = ReadPlan(plan);
   placed.running.job_id = job.id;
   placed.running.shareable = job.shareable;
@@ -100,7 +123,8 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(
     for (const store::Assignment& a : live) {
       const auto it = placed_.find(a.job_id);
       holdings.push_back({a.job_id, a.worker_id, a.device_indices,
-                          it == placed_.end() ? std::nullopt : it->second.promise});
+                          it == placed_.end() ? std::nullopt : it->second.promise,
+                          it == placed_.end() ? std::string() : it->second.warm_key});
     }
   }
   std::vector<sched::AgentMemory> agents;
@@ -119,7 +143,20 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(
            device.reading ? std::optional(ReadingOf(*device.reading)) : std::nullopt});
     }
   }
-  return sched::AgentsWithFreeMemory(agents, holdings);
+  std::vector<sched::AgentView> views = sched::AgentsWithFreeMemory(agents, holdings);
+  // What each agent keeps loaded, as its latest heartbeat said.
+  std::lock_guard<std::mutex> lock(mu_);
+  for (sched::AgentView& view : views) {
+    auto warm = warm_.find(view.worker_id);
+    if (warm == warm_.end()) continue;
+    for (const v1::WarmModel& w : warm->second) {
+      for (sched::DeviceView& device : view.devices) {
+        if (device.index != w.device_index()) continue;
+        device.warm.push_back({w.key(), w.mib(), w.idle_ms(), w.active(), w.serving_job_id() > 0});
+      }
+    }
+  }
+  return views;
 }
 
 Result<std::vector<sched::AgentView>> Dispatcher::CurrentAgents() {
@@ -163,6 +200,7 @@ void Dispatcher::AddQueued(const store::JobRecord& job) {
   request.estimated_run_ms = job.timeout_ms;
   request.shareable = job.shareable;
   request.plans = ReadPlans(job.plans);
+  request.warm_key = WarmKeyOf(job);
   std::lock_guard<std::mutex> lock(mu_);
   queued_[job.id] = std::move(request);
 }
@@ -248,6 +286,11 @@ void Dispatcher::RunPass() {
     assignment.set_kind(store::JobKindName(job->kind));
     assignment.set_spec_json(SpecForPlacement(job->kind, job->spec, plan));
     for (int index : placement.device_indices) assignment.add_device_indices(index);
+    for (const auto& [device, key] : placement.evict) {
+      v1::WarmRef* evict = assignment.add_evict();
+      evict->set_device_index(device);
+      evict->set_key(key);
+    }
     assignment.set_timeout_ms(job->timeout_ms);
     Placed placed = PlacedOf(*job, now_ms, plan);
     placed.placed_lease_ms = lease_clock_->NowMs();

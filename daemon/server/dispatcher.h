@@ -53,6 +53,7 @@ class Dispatcher : private ReportIngest::Lifecycle {
   struct Placed {
     std::optional<sched::MemoryOption> promise;
     sched::RunningJob running;
+    std::string warm_key;  // an inference job's model key (WarmKeyOf)
     int64_t placed_lease_ms = 0;  // lease_clock's time of the placement (or of fujid's recovery)
   };
 
