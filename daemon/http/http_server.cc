@@ -84,14 +84,14 @@ struct HttpServer::Impl {
   HttpHandler handler;
   HttpErrorBody error_body;
   std::optional<net::ssl::context> tls;  // outlives the loop: sessions hold its SSL_CTX
+  std::atomic<int> port{0};
+  std::atomic<int> connections{0};  // outlives the loop: a session counts itself out when destroyed
+  std::atomic<bool> stopping{false};
+  bool stopped = false;
   net::io_context io;
   tcp::acceptor acceptor{io};
   net::steady_timer accept_backoff{io};
   std::vector<std::thread> threads;
-  std::atomic<int> port{0};
-  std::atomic<int> connections{0};
-  std::atomic<bool> stopping{false};
-  bool stopped = false;
 
   std::mutex mu;
   std::condition_variable handlers_done;

@@ -244,6 +244,10 @@ std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint e
   if (Present(j, "device")) {
     if (auto e = String(j, "device", 16, &r.device)) return e;
   }
+  if (Present(j, "ignore_eos")) {
+    if (!j["ignore_eos"].is_boolean()) return BadRequest("'ignore_eos' must be true or false", "ignore_eos");
+    r.ignore_eos = j["ignore_eos"].get<bool>();
+  }
   const std::string alone = "fuji returns the generated text only";
   for (auto e : {Unsupported(j, "echo", false, alone),
                  Unsupported(j, "suffix", json(), alone),
@@ -264,7 +268,8 @@ nlohmann::json InferSpecJson(const CompletionRequest& request, const std::string
   json spec = {{"model", model_path},
                {"max_new_tokens", request.max_tokens},
                {"device", device},
-               {"precision", request.precision}};
+               {"precision", request.precision},
+               {"ignore_eos", request.ignore_eos}};
   if (!request.prompt_ids.empty()) {
     spec["prompt_ids"] = request.prompt_ids;
   } else {

@@ -47,6 +47,7 @@ struct CompletionRequest {
   bool include_usage = false;           // stream_options.include_usage
   std::string precision = "fp32";       // fuji's own field
   std::string device;                   // fuji's own field; "" lets fujid choose
+  bool ignore_eos = false;              // fuji's own field: generate max_tokens past end of text
 };
 
 inline constexpr size_t kMaxStops = 4;

@@ -1,0 +1,347 @@
+// fujid's OpenAI-compatible HTTP API end to end: a real fujid (--http-listen, TLS with its own CA)
+// and fuji-agent with a random tiny model, called by the official openai npm client
+// (tests/http/openai_client.mjs) and by curl; a client that goes away cancels its job. Then the
+// HTTP server's bounds on its own, with small limits: body, headers, a slow client, connections,
+// and a client gone mid-request.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "daemon/http/http_server.h"
+#include "daemon/http/openai_gateway.h"
+#include "tests/integration/process_util.h"
+
+namespace fuji::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kSource = FUJI_SOURCE_DIR;
+
+// A command's exit code and its stdout and stderr together.
+struct Shell {
+  int exit_code = -1;
+  std::string out;
+};
+Shell RunShell(const std::string& command, const std::string& out_file) {
+  const int status = std::system((command + " >" + Quote(out_file) + " 2>&1 </dev/null").c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out_file)};
+}
+
+class OpenAiHttpTest : public ServiceTestBase {
+ protected:
+  static void SetUpTestSuite() {
+    MakeRoot("openai_http_test");
+    models_ = root_ + "/models";
+    ASSERT_EQ(std::system(("mkdir -p " + models_).c_str()), 0);
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--out", models_ + "/tiny"}).exit_code, 0);
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--seed", "7", "--out", models_ + "/chatty"}).exit_code, 0);
+    std::ofstream(models_ + "/chatty/chat_template.json") << R"({
+  "roles": {
+    "system": {"prefix": "### System:\n", "suffix": "\n\n"},
+    "user": {"prefix": "### User:\n", "suffix": "\n\n"},
+    "assistant": {"prefix": "### Assistant:\n", "suffix": "\n\n"}
+  },
+  "generation_prompt": "### Assistant:\n",
+  "stop": ["### User:"]
+})";
+    // Slow enough to be left mid-run: named by its full path, outside --models.
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "8", "--width", "256", "--heads", "4",
+                    "--positions", "4096", "--out", root_ + "/slow"})
+                  .exit_code,
+              0);
+  }
+  static void TearDownTestSuite() { RemoveRoot(); }
+
+  // fujid as ServiceTestBase::StartDaemon starts it, with the HTTP API on a free port of the
+  // loopback offering the models under models_; sets http_port_ from its startup line.
+  std::unique_ptr<Service> StartDaemon() {
+    const std::string state = dir_ + "/fujid";
+    const std::string log = dir_ + "/fujid.log";
+    std::ofstream(log, std::ios::trunc).close();
+    auto d = std::make_unique<Service>(
+        log, std::vector<std::string>{kBin + "fujid", "--db", state + "/fujid.db", "--listen", "127.0.0.1:0",
+                                      "--lease-ttl-ms", "6000", "--allow-read", root_, "--http-listen",
+                                      "127.0.0.1:0", "--models", models_});
+    const std::regex port_re("port (\\d+)"), http_re("HTTP API on https://127\\.0\\.0\\.1:(\\d+)/v1");
+    for (int i = 0; i < 1500 && http_port_ == 0; ++i) {
+      std::smatch m;
+      const std::string text = d->log();
+      if (std::regex_search(text, m, port_re)) address_ = "127.0.0.1:" + m[1].str();
+      if (std::regex_search(text, m, http_re)) http_port_ = std::stoi(m[1].str());
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_NE(http_port_, 0) << d->log();
+    ca_ = state + "/ca.crt";
+    admin_token_ = Slurp(state + "/admin.token");
+    while (!admin_token_.empty() && admin_token_.back() == '\n') admin_token_.pop_back();
+    token_ = AddUser("alice");
+    users_of_ = dir_;
+    cli_env_ = CliEnv(token_);
+    return d;
+  }
+
+  std::string Url(const std::string& path) const { return "https://127.0.0.1:" + std::to_string(http_port_) + path; }
+
+  // curl with fujid's CA and alice's token; extra arguments as they are (quote them).
+  Shell Curl(const std::string& args) {
+    return RunShell("curl -sS --cacert " + Quote(ca_) + " -H " + Quote("Authorization: Bearer " + token_) + " " + args,
+                    dir_ + "/curl.out");
+  }
+
+  inline static std::string models_;
+  int http_port_ = 0;
+};
+
+TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
+  ASSERT_EQ(std::system("command -v node >/dev/null && command -v curl >/dev/null"), 0) << "node and curl are needed";
+  auto daemon = StartDaemon();
+  auto agent = StartAgent("node-a", 2);
+
+  // ---- The openai npm client: every check in one script; it exits 1 when one fails ----
+  const std::string module = kSource + "/third_party/npm/node_modules/openai/index.mjs";
+  ASSERT_TRUE(std::ifstream(module).good()) << module << " is missing: run scripts/bootstrap";
+  Shell node = RunShell("NODE_EXTRA_CA_CERTS=" + Quote(ca_) + " FUJI_OPENAI_MODULE=" + Quote(module) +
+                            " FUJI_HTTP_BASE=" + Quote(Url("/v1")) + " FUJI_API_KEY=" + Quote(token_) +
+                            " FUJI_MODEL=tiny FUJI_CHAT_MODEL=chatty node " +
+                            Quote(kSource + "/tests/http/openai_client.mjs"),
+                        dir_ + "/node.out");
+  std::printf("%s", node.out.c_str());
+  EXPECT_EQ(node.exit_code, 0) << node.out << daemon->log() << agent->log();
+
+  // ---- curl: one completion, its job in fuji's own API ----
+  const std::string body = R"({"model": "tiny", "prompt": "Mt. Fuji is", "max_tokens": 6, "temperature": 0})";
+  Shell whole = Curl("-D " + Quote(dir_ + "/headers") + " -H 'Content-Type: application/json' -d " + Quote(body) +
+                     " " + Quote(Url("/v1/completions")));
+  ASSERT_EQ(whole.exit_code, 0) << whole.out;
+  const nlohmann::json completion = nlohmann::json::parse(whole.out, nullptr, false);
+  ASSERT_TRUE(completion.is_object()) << whole.out;
+  const std::string text = completion["choices"][0].value("text", "");
+  EXPECT_FALSE(text.empty()) << whole.out;
+  EXPECT_LE(completion["usage"].value("completion_tokens", 0), 6) << whole.out;
+  std::smatch m;
+  const std::string headers = Slurp(dir_ + "/headers");
+  ASSERT_TRUE(std::regex_search(headers, m, std::regex("Fuji-Job-Id: (\\d+)"))) << headers;
+  const nlohmann::json job = Show(std::stoll(m[1].str()));
+  EXPECT_EQ(job.value("state", ""), "SUCCEEDED") << job.dump();
+  EXPECT_EQ(job.value("kind", ""), "infer") << job.dump();
+  const nlohmann::json listed = Json({"jobs", "--output", "json"});
+  EXPECT_TRUE(job.value("shareable", false)) << job.dump();
+  EXPECT_EQ(job.value("owner", ""), "alice") << job.dump();
+  // Five of the client's (whole, streamed, stop, chat whole and streamed), one of curl's; refused
+  // requests make none.
+  EXPECT_EQ(listed["jobs"].size(), 6u) << "each completion is one job: " << listed.dump();
+
+  // ---- curl: the same request streamed (server-sent events) ----
+  const std::string streamed_body =
+      R"({"model": "tiny", "prompt": "Mt. Fuji is", "max_tokens": 6, "temperature": 0, "stream": true})";
+  Shell sse = Curl("-N -d " + Quote(streamed_body) + " " + Quote(Url("/v1/completions")));
+  ASSERT_EQ(sse.exit_code, 0) << sse.out;
+  std::istringstream lines(sse.out);
+  std::string line, joined, last_data;
+  int chunks = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    ASSERT_EQ(line.rfind("data: ", 0), 0u) << "an event line: " << line;
+    last_data = line.substr(6);
+    if (last_data == "[DONE]") continue;
+    const nlohmann::json chunk = nlohmann::json::parse(last_data, nullptr, false);
+    ASSERT_TRUE(chunk.is_object()) << line;
+    EXPECT_EQ(chunk.value("object", ""), "text_completion") << line;
+    joined += chunk["choices"][0].value("text", "");
+    ++chunks;
+  }
+  EXPECT_EQ(last_data, "[DONE]") << sse.out;
+  EXPECT_GE(chunks, 2) << sse.out;
+  EXPECT_EQ(joined, text) << sse.out;
+
+  // ---- Bounds and errors seen from outside ----
+  Shell status = RunShell("curl -sS --cacert " + Quote(ca_) + " -o /dev/null -w '%{http_code}' " + Quote(Url("/v1/models")),
+                          dir_ + "/curl.out");
+  EXPECT_EQ(status.out, "401") << "no token";
+  ASSERT_EQ(std::system(("head -c 5000000 /dev/zero | tr '\\0' x > " + Quote(dir_ + "/big")).c_str()), 0);
+  status = Curl("-o /dev/null -w '%{http_code}' --data-binary @" + Quote(dir_ + "/big") + " " +
+                Quote(Url("/v1/completions")));
+  EXPECT_EQ(status.out, "413") << "a body over 4 MiB";
+  status = Curl("-o /dev/null -w '%{http_code}' " + Quote(Url("/v2/whatever")));
+  EXPECT_EQ(status.out, "404");
+  EXPECT_EQ(daemon->Stop(), 0) << "SIGTERM stops fujid with its HTTP API cleanly\n" << daemon->log();
+}
+
+TEST_F(OpenAiHttpTest, AClientThatGoesAwayCancelsItsJob) {
+  auto daemon = StartDaemon();
+  auto agent = StartAgent("node-a", 1);
+  const std::string body = R"({"model": ")" + root_ + R"(/slow", "prompt": "Mt. Fuji is", "max_tokens": 4000,
+                               "ignore_eos": true, "stream": true})";
+  // curl gives up after 5 s, long before 4000 tokens of this model.
+  Shell leaving = Curl("-N --max-time 5 -d " + Quote(body) + " " + Quote(Url("/v1/completions")));
+  EXPECT_EQ(leaving.exit_code, 28) << "curl timed out: " << leaving.out;
+  const nlohmann::json listed = Json({"jobs", "--output", "json"});
+  ASSERT_EQ(listed["jobs"].size(), 1u) << listed.dump();
+  const int64_t id = listed["jobs"][0].value("id", int64_t{0});
+  const auto left = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitForState(id, "CANCELLED", 30s)) << Show(id).dump() << daemon->log() << agent->log();
+  EXPECT_LT(std::chrono::steady_clock::now() - left, 10s) << "cancelled as the client left";
+  EXPECT_NE(agent->log().find("job " + std::to_string(id)), std::string::npos) << "it ran: " << agent->log();
+}
+
+// ---- The HTTP server alone, with small limits, over plain TCP ----
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  return fd;
+}
+
+void SendAll(int fd, const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;  // the server may close before it has read everything
+    sent += static_cast<size_t>(n);
+  }
+}
+
+// What the server sends until it closes the connection, or until `timeout` ("" then).
+struct Received {
+  std::string bytes;
+  bool closed = false;
+};
+Received ReadUntilClosed(int fd, std::chrono::milliseconds timeout) {
+  Received r;
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  char buffer[4096];
+  while (std::chrono::steady_clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    const int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          end - std::chrono::steady_clock::now()).count());
+    if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) {
+      r.closed = true;
+      break;
+    }
+    r.bytes.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return r;
+}
+
+TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string last_body;
+  bool saw_gone = false;
+  http::HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_body_bytes = 1024;
+  options.max_header_bytes = 1024;
+  options.read_timeout_ms = 600;
+  options.max_connections = 3;
+  auto server = http::HttpServer::Start(
+      options,
+      [&](const http::HttpRequest& request, const std::shared_ptr<http::HttpResponder>& out) {
+        if (request.target == "/wait") {
+          // Answers only once its client is gone.
+          out->OnGone([&] {
+            std::lock_guard<std::mutex> lock(mu);
+            saw_gone = true;
+            cv.notify_all();
+          });
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait_for(lock, 10s, [&] { return saw_gone; });
+          return;
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          last_body = request.body;
+        }
+        out->Send(200, "application/json", R"({"ok":true})");
+      },
+      &http::OpenAiGateway::ErrorBody);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const int port = (*server)->port();
+  auto request = [](const std::string& target, const std::string& body, const std::string& extra = "") {
+    return "POST " + target + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+           extra + "\r\n" + body;
+  };
+
+  // An ordinary request.
+  int fd = Connect(port);
+  SendAll(fd, request("/v1/completions", "{\"a\":1}"));
+  Received r = ReadUntilClosed(fd, 5s);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.bytes;
+  EXPECT_NE(r.bytes.find("{\"ok\":true}"), std::string::npos) << r.bytes;
+  EXPECT_TRUE(r.closed);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(last_body, "{\"a\":1}");
+  }
+
+  // A body over the limit is 413 with OpenAI's error JSON, before it is read.
+  fd = Connect(port);
+  SendAll(fd, request("/v1/completions", std::string(2000, 'x')));
+  r = ReadUntilClosed(fd, 5s);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 413 ", 0), 0u) << r.bytes;
+  EXPECT_NE(r.bytes.find("\"type\":\"invalid_request_error\""), std::string::npos) << r.bytes;
+
+  // Headers over the limit are 431.
+  fd = Connect(port);
+  SendAll(fd, request("/v1/completions", "{}", "X-Padding: " + std::string(2000, 'p') + "\r\n"));
+  r = ReadUntilClosed(fd, 5s);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 431 ", 0), 0u) << r.bytes;
+
+  // Garbage is 400.
+  fd = Connect(port);
+  SendAll(fd, "NOT HTTP AT ALL\r\n\r\n");
+  r = ReadUntilClosed(fd, 5s);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 400 ", 0), 0u) << r.bytes;
+
+  // A slow client loses its connection after the read deadline, not before.
+  auto start = std::chrono::steady_clock::now();
+  fd = Connect(port);
+  SendAll(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n");
+  r = ReadUntilClosed(fd, 5s);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(r.closed) << "the server closed the slow connection";
+  EXPECT_TRUE(r.bytes.empty()) << r.bytes;
+  EXPECT_GE(waited, 500ms);
+  EXPECT_LT(waited, 3s);
+
+  // Connections past the bound are closed at once; the ones held stay open.
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Connect(port));
+  std::this_thread::sleep_for(100ms);
+  fd = Connect(port);
+  start = std::chrono::steady_clock::now();
+  r = ReadUntilClosed(fd, 2s);
+  EXPECT_TRUE(r.closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms) << "closed at once, not by the read deadline";
+  for (int held_fd : held) ::close(held_fd);
+  std::this_thread::sleep_for(800ms);  // the server sees them closed (or timed out)
+
+  // A client that leaves mid-request is seen at once: its handler's OnGone runs.
+  fd = Connect(port);
+  SendAll(fd, request("/wait", "{}"));
+  std::this_thread::sleep_for(200ms);
+  ::close(fd);
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, 3s, [&] { return saw_gone; })) << "OnGone did not run";
+  }
+  (*server)->Stop();
+}
+
+}  // namespace
+}  // namespace fuji::testing
