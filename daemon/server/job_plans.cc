@@ -43,15 +43,22 @@ Result<std::string> Plan(plan::SpecAsk ask, const std::string& named) {
       // Submit bounds an inference's prompt and new tokens by it (PositionsOfPlans).
       {"positions", ask.request.config.n_positions}};
   for (const plan::Plan& p : plans) {
-    out["options"].push_back({{"label", plan::PlanLabel(ask.finetune, p)},
-                              {"zero", p.zero},
-                              {"offload", p.offload},
-                              // CPU devices have no memory of their own: all of it is the host's.
-                              {"device_mib", cuda ? CeilMib(p.gpu_bytes) : 0},
-                              {"host_mib", CeilMib(p.host_bytes)},
-                              {"gpu_bytes", p.gpu_bytes},
-                              {"host_bytes", p.host_bytes},
-                              {"step_seconds", p.step_seconds}});
+    nlohmann::json option = {{"label", plan::PlanLabel(ask.finetune, p)},
+                             {"zero", p.zero},
+                             {"offload", p.offload},
+                             // CPU devices have no memory of their own: all of it is the host's.
+                             {"device_mib", cuda ? CeilMib(p.gpu_bytes) : 0},
+                             {"host_mib", CeilMib(p.host_bytes)},
+                             {"gpu_bytes", p.gpu_bytes},
+                             {"host_bytes", p.host_bytes},
+                             {"step_seconds", p.step_seconds}};
+    if (!ask.finetune) {
+      // What a warm rank of the model already holds: all but the request's own KV cache and
+      // activations, which each request of its batch adds.
+      const int64_t memory_mib = CeilMib(cuda ? p.gpu_bytes : p.host_bytes);
+      option["weights_mib"] = std::max<int64_t>(0, memory_mib - CeilMib(p.breakdown.request));
+    }
+    out["options"].push_back(std::move(option));
   }
   return out.dump();
 }
@@ -139,6 +146,15 @@ std::optional<sched::MemoryOption> ReadPlan(const nlohmann::json& o) {
   sched::MemoryOption option;
   option.device_mib = device->get<int64_t>();
   option.host_mib = host->get<int64_t>();
+  // Inference options: of device_mib (host_mib on a CPU, where device_mib is 0), at most all of it.
+  if (const auto weights = o.find("weights_mib"); weights != o.end()) {
+    if (!weights->is_number_integer()) return std::nullopt;
+    option.weights_mib = weights->get<int64_t>();
+    if (option.weights_mib < 0 ||
+        option.weights_mib > (option.device_mib > 0 ? option.device_mib : option.host_mib)) {
+      return std::nullopt;
+    }
+  }
   if (const auto label = o.find("label"); label != o.end() && label->is_string()) {
     option.label = label->get<std::string>();
   }

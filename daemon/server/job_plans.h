@@ -23,7 +23,9 @@ namespace fuji::daemon {
 // object the job row keeps: {"label": "111m fine-tune (0.11B parameters)", "options": [{"zero",
 // "offload", "label" ("zero 2, offload optimizer"; inference: "offload none"), "device_mib",
 // "host_mib", "gpu_bytes", "host_bytes", "step_seconds"}, ...]}. device_mib is 0 on CPU devices:
-// their memory is the host's.
+// their memory is the host's. Inference options also carry "weights_mib": of device_mib (host_mib
+// on a CPU), what a warm rank of the model already holds (all but the request's KV cache and
+// activations), which a request batched on that rank does not need again (sched::MemoryOption).
 // INVALID_ARGUMENT / NOT_FOUND when the model's config cannot be read, FAILED_PRECONDITION when
 // no plan is left (it cannot happen with valid specs).
 // Step times use the measured rates of the job's kind of node (NodeRates::For). The model's config
@@ -37,7 +39,8 @@ int64_t PositionsOfPlans(const std::string& plans_json);
 // The scheduler's view of a job row's plans; null for "" (a job from before plans were kept).
 // Malformed JSON gives null as well: such a job is placed by its device count only.
 std::shared_ptr<const sched::MemoryPlans> ReadPlans(const std::string& plans_json);
-// One plan (an element of the options, as PlanAt gives it); nullopt when malformed.
+// One plan (an element of the options, as PlanAt gives it); nullopt when malformed (a weights_mib
+// that is not an integer from 0 to the option's memory among it).
 std::optional<sched::MemoryOption> ReadPlan(const nlohmann::json& plan);
 std::optional<sched::MemoryOption> ReadPlan(const std::string& plan_json);
 

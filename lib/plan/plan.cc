@@ -332,14 +332,20 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
     // Without offload the weights go from the map straight to the device; with offload they load
     // into host memory, then the streaming engine copies them unit by unit into its shards.
     b.load_host = offload == Offload::kParams ? ckpt + c * n : ckpt;
+    // With offload the host arena is freed only once its last unit is in the shards (plan.h).
     const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
     b.host_peak = b.base_rss + std::max(b.load_host, build);
+    b.host_resident = b.base_rss + b.params_host;
+    const int64_t per_request = b.kv_cache + b.activations;
+    b.request = per_request + static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(per_request));
   } else {
     p.gpu_bytes = device_peak;
     b.base_rss = r.rates.rank_base_rss_cpu;
     b.load_host = ckpt + c * n;
     const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
     b.host_peak = b.base_rss + std::max({b.load_host, build, b.params_host + device_peak});
+    b.host_resident = b.base_rss + c * n;
+    b.request = b.kv_cache + b.activations;
   }
   p.host_bytes = b.host_peak;
   // One decode step at batch B: the weights are read once (streamed over PCIe with offload).
@@ -457,7 +463,9 @@ nlohmann::json PlanToJson(const Plan& p) {
             {"cuda_context_bytes", b.cuda_context},
             {"load_host_bytes", b.load_host},
             {"base_rss_bytes", b.base_rss},
-            {"host_peak_per_rank_bytes", b.host_peak}}},
+            {"host_peak_per_rank_bytes", b.host_peak},
+            {"host_resident_per_rank_bytes", b.host_resident},
+            {"request_bytes", b.request}}},
           {"step",
            {{"compute_s", p.step.compute},
             {"communication_s", p.step.communication},

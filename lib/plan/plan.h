@@ -29,7 +29,17 @@
 //
 // Inference: the weights (on the device, or streamed with offload params: two units gathered and
 // one unit's staging), the KV cache [L, 2, B, H, T, D] in the compute dtype, the prefill's largest
-// layer intermediates and the last position's fp32 logits.
+// layer intermediates and the last position's fp32 logits. T is the request's tokens (prompt and
+// new tokens, in 16-token blocks: lib/plan/spec_plans.h), not the model's whole context. A warm
+// rank (fuji-agent --keep-warm) serves further requests of its model in one batch: each adds its
+// KV cache and activations (Breakdown::request), the rest of the plan it already holds.
+// Parameter offload's host memory, as fuji-rank loads it (worker/rank/rank_service.cc Load): the
+// checkpoint loads into one host arena in the compute dtype (c * params, beside the checkpoint's
+// mapped pages), then the ZeRO-3 engine copies it unit by unit into its (pinned, on a GPU)
+// shards. The arena is one mapping that every parameter tensor holds a reference to, so it is
+// freed only after the last unit is copied: the peak is two copies of the weights and one unit
+// in fp32 (2 c N + 4 max_unit, 98.9 GiB with the process for 13B in fp32), for a moment; from
+// then on the rank holds one copy (Breakdown::host_resident, 49.9 GiB).
 //
 // Throughput constants (kThroughput below), each with its source:
 //   cpu_adamw_params_per_s       1.55e9 fp32, 1.11e9 writing the bf16/fp16 copy: measured,
@@ -139,6 +149,10 @@ struct Breakdown : zero::StateBytes {
   int64_t load_host = 0;           // per rank host bytes while loading (checkpoint map + host copy)
   int64_t base_rss = 0;            // per rank process base
   int64_t host_peak = 0;           // per rank host peak (cuda: host states, load; cpu: everything)
+  int64_t host_resident = 0;       // inference: per rank host bytes held once loaded (base, host weights)
+  // Inference: what one request adds to a loaded rank, in the plan's memory (gpu_bytes on a GPU,
+  // host_bytes on a CPU): its KV cache and activations (on a GPU with their allocator slack).
+  int64_t request = 0;
 };
 
 struct StepTime {

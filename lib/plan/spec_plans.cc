@@ -10,6 +10,13 @@
 
 namespace fuji::plan {
 
+int64_t RequestTokens(int64_t prompt_tokens, int64_t max_new_tokens, int64_t positions) {
+  const int64_t tokens = std::max<int64_t>(1, std::max<int64_t>(0, prompt_tokens) + std::max<int64_t>(0, max_new_tokens));
+  int64_t rounded = (tokens + kKvBlockTokens - 1) / kKvBlockTokens * kKvBlockTokens;
+  if (positions > 0) rounded = std::min(rounded, positions);
+  return rounded;
+}
+
 Result<SpecAsk> AskOfSpec(bool finetune, const nlohmann::json& spec) {
   SpecAsk ask;
   ask.finetune = finetune;
@@ -35,7 +42,8 @@ Result<SpecAsk> AskOfSpec(bool finetune, const nlohmann::json& spec) {
     r.precision = s.precision;
     const int64_t prompt = s.prompt ? static_cast<int64_t>(s.prompt->size())
                                     : static_cast<int64_t>(s.prompt_ids.size());
-    r.seq_len = std::max<int64_t>(1, prompt + s.max_new_tokens);
+    // The model's positions are known once OpenPlans resolves it, which caps this.
+    r.seq_len = RequestTokens(prompt, s.max_new_tokens, 0);
     r.micro_batch = 1;
     r.device = s.device.rfind("cuda", 0) == 0 ? DeviceKind::kCuda : DeviceKind::kCpu;
     if (s.device.rfind("cuda:", 0) == 0) ask.first_gpu = std::atoi(s.device.c_str() + 5);

@@ -14,6 +14,12 @@
 
 namespace fuji::plan {
 
+// The KV cache of an inference is planned in blocks of this many tokens (the paged cache's).
+inline constexpr int64_t kKvBlockTokens = 16;
+// The tokens an inference's KV cache holds: prompt and new tokens, rounded up to whole blocks
+// and capped at the model's positions (when positions > 0); at least one block.
+int64_t RequestTokens(int64_t prompt_tokens, int64_t max_new_tokens, int64_t positions);
+
 struct SpecAsk {
   PlanRequest request;  // the model's config is resolved by OpenPlans
   std::string model;    // checkpoint directory or architecture name
@@ -25,8 +31,11 @@ struct SpecAsk {
 };
 
 // The ask of a fine-tuning (`finetune`) or inference spec that may hold "auto" fields, checked
-// as FinetuneSpecWithAuto / InferSpecWithAuto check it. An inference's prompt of text counts one
-// token per byte (an upper bound). The request has no memory limits: callers set them.
+// as FinetuneSpecWithAuto / InferSpecWithAuto check it. An inference plans for its request, not
+// the model's whole context: prompt_ids' length, or for a prompt of text one token per byte (an
+// upper bound: tokens are counted only on the rank), plus max_new_tokens, in whole KV blocks
+// (RequestTokens; OpenPlans caps it at the model's positions). The request has no memory limits:
+// callers set them.
 Result<SpecAsk> AskOfSpec(bool finetune, const nlohmann::json& spec);
 
 // Resolves ask->model (ask->request gets its config, checkpoint bytes, and a sequence length

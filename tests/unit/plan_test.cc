@@ -1,8 +1,12 @@
 // The memory planner: the seed study's findings on 40 GiB GPUs, ZeRO's arithmetic as the trainer
-// keeps it, the recommendation, and bad input.
+// keeps it, the recommendation, inference sized for its request and batched on a warm rank,
+// parameter offload's host memory, and bad input.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "lib/plan/plan.h"
+#include "lib/plan/spec_plans.h"
 
 namespace fuji::plan {
 namespace {
@@ -257,6 +261,81 @@ TEST(PlanTest, BadInput) {
   bad = r;
   bad.precision = "int8";
   expect_bad(bad, "precision must be fp32, bf16 or fp16");
+}
+
+TEST(PlanTest, InferencePlansForItsRequestInWholeKvBlocks) {
+  EXPECT_EQ(RequestTokens(10, 54, 2048), 64);
+  EXPECT_EQ(RequestTokens(10, 55, 2048), 80);
+  EXPECT_EQ(RequestTokens(0, 0, 2048), 16);
+  EXPECT_EQ(RequestTokens(2000, 100, 2048), 2048);
+  EXPECT_EQ(RequestTokens(-5, 1, 0), 16);
+  // 10 prompt ids and 54 new tokens: a 64-token KV cache, not the model's 2048 positions.
+  nlohmann::json spec = {{"model", "111m"}, {"prompt_ids", std::vector<int>(10, 7)}, {"max_new_tokens", 54},
+                         {"device", "cpu"}, {"precision", "fp32"}};
+  auto ask = AskOfSpec(false, spec);
+  ASSERT_TRUE(ask.ok()) << ask.status().message();
+  auto plans = OpenPlans(&*ask);
+  ASSERT_TRUE(plans.ok()) << plans.status().message();
+  const engine::ModelConfig& m = ask->request.config;
+  EXPECT_EQ(ask->request.seq_len, 64);
+  EXPECT_EQ(plans->front().breakdown.kv_cache, m.n_layer * 2 * 64 * m.n_embd * 4);
+  // A prompt of text counts a token per byte (5) before its 100 new tokens: 112.
+  spec.erase("prompt_ids");
+  spec["prompt"] = "hello";
+  spec["max_new_tokens"] = 100;
+  ask = AskOfSpec(false, spec);
+  ASSERT_TRUE(ask.ok()) << ask.status().message();
+  EXPECT_EQ(ask->request.seq_len, 112);
+  // Capped at the model's positions.
+  spec["max_new_tokens"] = 4000;
+  ask = AskOfSpec(false, spec);
+  ASSERT_TRUE(ask.ok()) << ask.status().message();
+  ASSERT_TRUE(OpenPlans(&*ask).ok());
+  EXPECT_EQ(ask->request.seq_len, 2048);
+}
+
+// A warm rank serves many requests in one batch: each adds its KV cache and activations
+// (Breakdown::request), the weights are there once. 16 requests of 13B bf16 on one 40 GiB GPU.
+TEST(PlanTest, BatchedRequestsAddOnlyTheirKvCacheAndActivations) {
+  PlanRequest r = Request("13b", "infer", 1, 40 * kGiB, "bf16");
+  r.seq_len = 128;
+  auto plans = PlanAll(r);
+  ASSERT_TRUE(plans.ok());
+  const Plan& p = Find(*plans, 0, "none");
+  const Breakdown& b = p.breakdown;
+  const int64_t own = b.kv_cache + b.activations;
+  EXPECT_EQ(b.request, own + static_cast<int64_t>(0.10 * static_cast<double>(own)));
+  const int64_t warm = p.gpu_bytes - b.request;
+  EXPECT_GE(warm, b.params_device + b.cuda_context);  // the weights, the context and their slack
+  EXPECT_LE(warm + 16 * b.request, 40 * kGiB);
+  EXPECT_GT(2 * p.gpu_bytes, 40 * kGiB);  // two copies of the weights do not fit
+  // On a CPU the request's part is of the host's memory.
+  r.device = DeviceKind::kCpu;
+  r.precision = "fp32";
+  plans = PlanAll(r);
+  ASSERT_TRUE(plans.ok());
+  EXPECT_EQ(plans->front().breakdown.request, plans->front().breakdown.kv_cache + plans->front().breakdown.activations);
+  EXPECT_LT(plans->front().breakdown.request, plans->front().host_bytes);
+}
+
+// Parameter offload as fuji-rank loads it: the host arena (one copy) lives until the last unit is
+// in the ZeRO-3 shards (a second copy), so the peak is two copies; the warm rank then holds one.
+TEST(PlanTest, ParameterOffloadPeaksAtTwoCopiesAndHoldsOne) {
+  PlanRequest r = Request("13b", "infer", 1, 80 * kGiB, "fp32");
+  r.seq_len = 128;
+  auto plans = PlanAll(r);
+  ASSERT_TRUE(plans.ok());
+  const Plan& p = Find(*plans, 3, "params");
+  const Breakdown& b = p.breakdown;
+  const int64_t weights = 4 * r.config.NumParameters();
+  EXPECT_EQ(b.params_host, weights);
+  EXPECT_GE(p.host_bytes, b.base_rss + 2 * weights);
+  EXPECT_LE(p.host_bytes, b.base_rss + 2 * weights + 2 * kGiB);  // and one unit in fp32
+  EXPECT_NEAR(GiB(p.host_bytes), 98.9, 0.1);
+  EXPECT_EQ(b.host_resident, b.base_rss + weights);
+  EXPECT_NEAR(GiB(b.host_resident), 49.9, 0.1);
+  // Without offload the weights go from the checkpoint's pages to the GPU.
+  EXPECT_EQ(Find(*plans, 0, "none").breakdown.host_resident, b.base_rss);
 }
 
 TEST(PlanTest, TimeToTrain) {
