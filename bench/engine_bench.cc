@@ -1,8 +1,12 @@
 // Engine benchmarks, each beside the machine bound measured in the same run:
 //   decode  tokens/s at batch 1 vs memory-read bandwidth / bytes of weights read per token
 //   load    GB/s of a checkpoint from the page cache vs memcpy bandwidth
+//   batch   aggregate tokens/s of continuous batching (BatchEngine) with 1, 2, 4, 8, 16 and 32
+//           concurrent requests (prompts of 20..200 tokens, --tokens new tokens each, EOS
+//           ignored) beside the same 16 requests generated one after another (Generate)
 // usage: fuji-engine-bench decode MODEL_DIR [--tokens N] [--precision fp32|bf16]
 //        fuji-engine-bench load MODEL_DIR
+//        fuji-engine-bench batch MODEL_DIR [--tokens N] [--precision fp32|bf16]
 // Prints one JSON object; bench/run_engine_bench.sh turns the runs into docs/performance.md rows.
 #include <chrono>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
+#include "worker/engine/batch_engine.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/device.h"
 #include "worker/engine/generate.h"
@@ -130,13 +135,85 @@ int Load(const std::string& dir) {
   return 0;
 }
 
+// Request i of a batch run: a prompt of 20..200 tokens, ids spread over the vocabulary.
+std::vector<int32_t> BatchPrompt(int i, int64_t vocab) {
+  const int len = 20 + (i * 97) % 181;
+  std::vector<int32_t> prompt;
+  for (int t = 0; t < len; ++t) prompt.push_back(static_cast<int32_t>((i * 7919 + t * 104729) % vocab));
+  return prompt;
+}
+
+int Batch(const std::string& dir, int64_t tokens, const std::string& precision) {
+  auto dtype = fuji::engine::ParsePrecision(precision);
+  if (!dtype.ok()) return Fail(dtype.status());
+  auto model = fuji::engine::LoadModel(dir, {*dtype, at::kCPU});
+  if (!model.ok()) return Fail(model.status());
+  const auto& c = (*model)->config();
+  fuji::engine::GenerateOptions options;
+  options.max_new_tokens = tokens;
+  options.ignore_eos = true;
+  nlohmann::json rows = nlohmann::json::array();
+  double concurrent16 = 0;
+  for (int concurrency : {1, 2, 4, 8, 16, 32}) {
+    fuji::engine::BatchEngineOptions engine_options;
+    engine_options.num_blocks = concurrency * ((200 + tokens + 15) / 16 + 1);
+    auto engine = fuji::engine::BatchEngine::Create(**model, engine_options);
+    if (!engine.ok()) return Fail(engine.status());
+    const auto start = Clock::now();
+    for (int i = 0; i < concurrency; ++i) {
+      fuji::Status added = (*engine)->Add({"r" + std::to_string(i), BatchPrompt(i, c.vocab_size), options, nullptr});
+      if (!added.ok()) return Fail(added);
+    }
+    int64_t generated = 0, steps = 0;
+    double decode_ms = 0;  // summed over the requests: first token to last
+    while (!(*engine)->Idle()) {
+      auto events = (*engine)->Step();
+      if (!events.ok()) return Fail(events.status());
+      ++steps;
+      for (const auto& e : *events) {
+        if (e.kind == fuji::engine::BatchEvent::Kind::kToken) ++generated;
+        if (e.kind == fuji::engine::BatchEvent::Kind::kFinished) decode_ms += e.timings.decode_ms;
+      }
+    }
+    const double sec = Seconds(start);
+    const double rate = static_cast<double>(generated) / sec;
+    if (concurrency == 16) concurrent16 = rate;
+    rows.push_back({{"concurrent", concurrency},
+                    {"tokens", generated},
+                    {"steps", steps},
+                    {"seconds", sec},
+                    {"tokens_per_s", rate},
+                    {"mean_request_decode_tokens_per_s", decode_ms > 0 ? (tokens - 1) * concurrency * 1000.0 / decode_ms : 0},
+                    {"max_batch_seen", (*engine)->max_batch_seen()}});
+    std::fprintf(stderr, "%s\n", rows.back().dump().c_str());
+  }
+  // The same 16 requests one after another, as a rank without batching serves them.
+  const auto start = Clock::now();
+  int64_t generated = 0;
+  for (int i = 0; i < 16; ++i) {
+    auto out = fuji::engine::Generate(**model, BatchPrompt(i, c.vocab_size), options, nullptr);
+    if (!out.ok()) return Fail(out.status());
+    generated += static_cast<int64_t>(out->size());
+  }
+  const double sequential = static_cast<double>(generated) / Seconds(start);
+  nlohmann::json j = {{"bench", "batch"},
+                      {"precision", precision},
+                      {"threads", at::get_num_threads()},
+                      {"new_tokens", tokens},
+                      {"runs", rows},
+                      {"sequential16_tokens_per_s", sequential},
+                      {"concurrent16_over_sequential", concurrent16 / sequential}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   fuji::engine::ReexecWithPassiveOpenMp(argv);
   fuji::engine::ConfigureThreads();
   if (argc < 3) {
-    std::fprintf(stderr, "usage: fuji-engine-bench decode|load MODEL_DIR [--tokens N] [--precision P]\n");
+    std::fprintf(stderr, "usage: fuji-engine-bench decode|load|batch MODEL_DIR [--tokens N] [--precision P]\n");
     return 2;
   }
   const std::string mode = argv[1], dir = argv[2];
@@ -148,6 +225,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "decode") return Decode(dir, tokens, precision);
   if (mode == "load") return Load(dir);
+  if (mode == "batch") return Batch(dir, tokens, precision);
   std::fprintf(stderr, "unknown mode '%s'\n", mode.c_str());
   return 2;
 }

@@ -2,7 +2,8 @@
 # Runs the engine benchmarks of docs/performance.md side by side and prints their rows:
 # decode at batch 1 on the 111M shape (fp32, bf16) beside the memory-read bound, the same decode
 # in a Python PyTorch eager loop (Debian's python3-torch) on the same weights, and the load of a
-# 1.3B-shaped checkpoint beside memcpy. Checkpoints are made once under var/bench/.
+# 1.3B-shaped checkpoint beside memcpy, and continuous batching at 1..32 concurrent requests.
+# Checkpoints are made once under var/bench/.
 # usage: bench/run_engine_bench.sh   (after scripts/build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,7 @@ for env in "" "OMP_WAIT_POLICY=PASSIVE" "OPENBLAS_NUM_THREADS=1"; do
   echo "python fp32 [${env:-defaults}]: $(env $env /usr/bin/python3 bench/python_decode.py var/bench/111m $ids 64 "$threads" fp32 | cut -d, -f1-3)}"
 done
 echo "load 1.3b: $("$bin/fuji-engine-bench" load var/bench/1.3b)"
+# Continuous batching: aggregate tokens/s at 1..32 concurrent requests, and 16 at once against
+# the same 16 one after another.
+echo "batch fp32: $("$bin/fuji-engine-bench" batch var/bench/111m --tokens 64 --precision fp32 2>/dev/null)"
+echo "batch bf16: $("$bin/fuji-engine-bench" batch var/bench/111m --tokens 64 --precision bf16 2>/dev/null)"

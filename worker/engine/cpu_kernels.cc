@@ -222,6 +222,48 @@ at::Tensor RowTimesMatrix(const at::Tensor& x_in, const at::Tensor& w, const at:
   return y;
 }
 
+at::Tensor RowsTimesMatrix(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& bias) {
+  const int64_t m = x_in.size(0), k = w.size(0), n = w.size(1);
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const float* xp = x.data_ptr<float>();
+  const bool bf16 = w.scalar_type() == at::kBFloat16;
+  const char* wp = static_cast<const char*>(w.data_ptr());
+  const int64_t element = static_cast<int64_t>(w.element_size()), row_bytes = n * element;
+  // RowTimesMatrix's split of K: thread t sums rows [t * rows_per, (t + 1) * rows_per).
+  const int64_t threads = std::min<int64_t>(std::max<int64_t>(1, at::get_num_threads()), k);
+  const int64_t rows_per = (k + threads - 1) / threads;
+  // Columns in tiles of about 256 KiB of one thread's weights.
+  const int64_t tile = std::max<int64_t>(16, ((256 << 10) / std::max<int64_t>(1, rows_per * element)) / 16 * 16);
+  std::vector<float> partial(static_cast<size_t>(threads * m * n), 0.0f);
+  float* pp = partial.data();
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t lo = t * rows_per, hi = std::min(k, lo + rows_per);
+      if (lo >= hi) continue;
+      for (int64_t j0 = 0; j0 < n; j0 += tile) {
+        const int64_t width = std::min(tile, n - j0);
+        const char* wt = wp + lo * row_bytes + j0 * element;
+        for (int64_t r = 0; r < m; ++r) {
+          float* acc = pp + (t * m + r) * n + j0;
+          if (bf16) {
+            RowTimesMatrixBF16(xp + r * k + lo, reinterpret_cast<const uint16_t*>(wt), hi - lo, n, width, acc);
+          } else {
+            RowTimesMatrixF32(xp + r * k + lo, reinterpret_cast<const float*>(wt), hi - lo, n, width, acc);
+          }
+        }
+      }
+    }
+  });
+  at::Tensor y = bias.to(at::kFloat).reshape({1, n}).repeat({m, 1});
+  float* yp = y.data_ptr<float>();
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t t = 0; t < threads; ++t) {
+      for (int64_t j = 0; j < n; ++j) yp[r * n + j] += pp[(t * m + r) * n + j];
+    }
+  }
+  return y;
+}
+
 at::Tensor DecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, const at::Tensor& values,
                            int64_t length, double scale) {
   const int64_t heads = q_in.size(1), dim = q_in.size(3), stride = keys.size(2) * dim;

@@ -14,6 +14,13 @@ namespace fuji::engine {
 // bfloat16 weights. Returns [1, N] float.
 at::Tensor RowTimesMatrix(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 
+// RowTimesMatrix for each row of x [M, K] (float or bfloat16): [M, N] float, each row computed
+// with RowTimesMatrix's arithmetic (the same split of K over threads, the same order of sums), so
+// a row's result does not depend on M. The weights stream from memory once for all M rows (in
+// column tiles that stay in cache while every row uses them): for a few rows this beats BLAS's
+// GEMM, whose small-M paths are far from the memory bound.
+at::Tensor RowsTimesMatrix(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+
 // x [1, K] (float) against every row of e [V, K]: [1, V] float (the tied output embedding).
 at::Tensor RowDotRows(const at::Tensor& x, const at::Tensor& e);
 

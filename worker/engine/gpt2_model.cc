@@ -1,6 +1,7 @@
 // GPT-2 forward pass with an optional KV cache, in ATen ops (autograd-capable for training).
 #include "worker/engine/gpt2_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -104,12 +105,17 @@ at::Tensor Gpt2Model::Embed(const at::Tensor& ids, int64_t past) const {
 
 at::Tensor Gpt2Model::Block(int64_t l, const at::Tensor& input, int64_t B, int64_t T,
                             KvCache* cache) const {
-  return BlockWith(l, input, [&](const at::Tensor& qkv) { return Attention(l, qkv, B, T, cache); });
+  return BlockWith(l, input, [&](const at::Tensor& qkv) { return Attention(l, qkv, B, T, cache); }, false);
 }
 
 at::Tensor Gpt2Model::BlockWith(int64_t l, const at::Tensor& input,
-                                const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const {
+                                const std::function<at::Tensor(const at::Tensor& qkv)>& attend,
+                                bool row_kernels) const {
   using namespace param_index;  // NOLINT
+  if (row_kernels && input.size(0) > 1 && input.size(0) <= kRowKernelMaxRows &&
+      DecodeKernelApplies(input.narrow(0, 0, 1), P(Layer(l, kFcW)))) {
+    return RowBlock(l, input, attend);
+  }
   const int64_t C = config_.n_embd;
   const double eps = config_.layer_norm_epsilon;
   const char* gelu = config_.activation == Activation::kGeluErf ? "none" : "tanh";
@@ -123,6 +129,26 @@ at::Tensor Gpt2Model::BlockWith(int64_t l, const at::Tensor& input,
   h = IsDecodeRow(h) ? GeluRow(h, config_.activation == Activation::kGeluTanh).to(h.scalar_type())
                      : at::gelu(h, gelu);
   return x + Linear(h, w(kMlpProjW), w(kMlpProjB));
+}
+
+// BlockWith for a few rows, each with batch 1's kernels.
+at::Tensor Gpt2Model::RowBlock(int64_t l, const at::Tensor& input,
+                               const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const {
+  using namespace param_index;  // NOLINT
+  const int64_t C = config_.n_embd;
+  const double eps = config_.layer_norm_epsilon;
+  auto w = [&](LayerParam p) -> const at::Tensor& { return P(Layer(l, p)); };
+  auto linear = [&](const at::Tensor& x, LayerParam weight, LayerParam bias) {
+    return RowsTimesMatrix(x, w(weight), w(bias)).to(x.scalar_type());
+  };
+  at::Tensor x = input;
+  at::Tensor h = at::layer_norm(x, {C}, w(kLn1W), w(kLn1B), eps);
+  at::Tensor attn = attend(linear(h, kAttnW, kAttnB));
+  x = x + linear(attn, kAttnProjW, kAttnProjB);
+  h = at::layer_norm(x, {C}, w(kLn2W), w(kLn2B), eps);
+  h = linear(h, kFcW, kFcB);
+  h = GeluRow(h, config_.activation == Activation::kGeluTanh).to(h.scalar_type());
+  return x + linear(h, kMlpProjW, kMlpProjB);
 }
 
 at::Tensor Gpt2Model::FinalNorm(const at::Tensor& x) const {
@@ -166,7 +192,7 @@ at::Tensor Gpt2Model::ForwardRows(const at::Tensor& ids, const at::Tensor& posit
   After(0);
   for (int l = 0; l < L; ++l) {
     Before(1 + l);
-    x = BlockWith(l, x, [&](const at::Tensor& qkv) { return attend(l, qkv); });
+    x = BlockWith(l, x, [&](const at::Tensor& qkv) { return attend(l, qkv); }, true);
     After(1 + l);
   }
   Before(L + 1);
@@ -182,10 +208,19 @@ at::Tensor Gpt2Model::LogitsRows(const at::Tensor& hidden) const {
   Before(unit);
   at::Tensor logits;
   const at::Tensor rows = hidden.reshape({-1, config_.n_embd});
-  if (rows.size(0) >= 1 && DecodeKernelApplies(rows.narrow(0, 0, 1), head)) {
+  if (rows.size(0) >= 1 && rows.size(0) <= kRowKernelMaxRows && DecodeKernelApplies(rows.narrow(0, 0, 1), head)) {
     logits = RowsDotRows(rows, head);
+  } else if (head.scalar_type() == at::kFloat) {
+    logits = at::matmul(rows.to(at::kFloat), head.t());
   } else {
-    logits = at::matmul(rows.to(at::kFloat), head.to(at::kFloat).t());
+    const at::Tensor x = rows.to(at::kFloat);
+    const int64_t V = head.size(0);
+    logits = at::empty({rows.size(0), V}, x.options());
+    constexpr int64_t kSlice = 1024;  // rows of the head widened at a time: stays in cache
+    for (int64_t v0 = 0; v0 < V; v0 += kSlice) {
+      const int64_t n = std::min(kSlice, V - v0);
+      logits.narrow(1, v0, n).copy_(at::matmul(x, head.narrow(0, v0, n).to(at::kFloat).t()));
+    }
   }
   After(unit);
   return logits;

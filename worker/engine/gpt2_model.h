@@ -65,10 +65,15 @@ class Gpt2Model {
   // together. ids and positions are [N] int64; `attend(layer, qkv [N, 3C])` returns the attention
   // output [N, C] (the caller keeps the keys and values). The other layers are the same ops as
   // Forward's (one row: the batch-1 kernels). Returns the final-LayerNorm hidden states [N, C].
+  // Up to kRowKernelMaxRows rows (on the CPU) run the Linear layers through RowsTimesMatrix (the
+  // batch-1 arithmetic, weights read once for all rows); more rows use GEMM. (111M fp32 on 2
+  // cores, aggregate tokens/s at 2, 4, 8 rows: row kernels 61, 58, 50; GEMM 18, 42, 80.)
   using RowAttention = std::function<at::Tensor(int64_t layer, const at::Tensor& qkv)>;
+  static constexpr int64_t kRowKernelMaxRows = 4;
   at::Tensor ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend) const;
-  // Logits of hidden rows [M, C] as float32 [M, V]. On the CPU every row is computed with the
-  // arithmetic of the batch-1 kernel (RowDotRows), so a row's logits do not depend on its batch.
+  // Logits of hidden rows [M, C] as float32 [M, V]. Up to kRowKernelMaxRows rows on the CPU are
+  // computed with the arithmetic of the batch-1 kernel (RowDotRows); more rows by a float GEMM
+  // (a bf16 head is widened a slice at a time, so logits never round to bf16).
   at::Tensor LogitsRows(const at::Tensor& hidden) const;
 
   // Called around each unit's use in Forward and Logits: unit 0 is the embeddings (also used by
@@ -82,8 +87,12 @@ class Gpt2Model {
  private:
   at::Tensor Attention(int64_t layer, const at::Tensor& qkv, int64_t batch, int64_t steps,
                        KvCache* cache) const;
+  // row_kernels: a few rows (up to kRowKernelMaxRows) go through the batch-1 kernels row by row
+  // (RowsTimesMatrix, GeluRow), so each row's arithmetic is that of batch 1.
   at::Tensor BlockWith(int64_t layer, const at::Tensor& x,
-                       const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const;
+                       const std::function<at::Tensor(const at::Tensor& qkv)>& attend, bool row_kernels) const;
+  at::Tensor RowBlock(int64_t layer, const at::Tensor& x,
+                      const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const;
   const at::Tensor& P(int64_t index) const { return params_[static_cast<size_t>(index)]; }
 
   at::Tensor LogitsOf(const at::Tensor& hidden) const;
