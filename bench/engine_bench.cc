@@ -1,9 +1,10 @@
 // Engine benchmarks, each beside the machine bound measured in the same run:
 //   decode  tokens/s at batch 1 vs memory-read bandwidth / bytes of weights read per token
 //   load    GB/s of a checkpoint from the page cache vs memcpy bandwidth
-//   batch   aggregate tokens/s of continuous batching (BatchEngine) with 1, 2, 4, 8, 16 and 32
-//           concurrent requests (prompts of 20..200 tokens, --tokens new tokens each, EOS
-//           ignored) beside the same 16 requests generated one after another (Generate)
+//   batch   aggregate decode tokens/s of continuous batching (BatchEngine) with 1, 2, 4, 8, 16
+//           and 32 concurrent requests (prompts of 20..200 tokens, --tokens new tokens each, EOS
+//           ignored; steps with prompt chunks count in the with-prefill rate only) beside the
+//           same 16 requests generated one after another (Generate)
 // usage: fuji-engine-bench decode MODEL_DIR [--tokens N] [--precision fp32|bf16]
 //        fuji-engine-bench load MODEL_DIR
 //        fuji-engine-bench batch MODEL_DIR [--tokens N] [--precision fp32|bf16]
@@ -164,44 +165,57 @@ int Batch(const std::string& dir, int64_t tokens, const std::string& precision) 
       fuji::Status added = (*engine)->Add({"r" + std::to_string(i), BatchPrompt(i, c.vocab_size), options, nullptr});
       if (!added.ok()) return Fail(added);
     }
-    int64_t generated = 0, steps = 0;
-    double decode_ms = 0;  // summed over the requests: first token to last
+    // Steps whose rows are all decode tokens (no prompt chunk) measure the decode rate.
+    int64_t generated = 0, steps = 0, decode_tokens = 0;
+    double decode_seconds = 0;
     while (!(*engine)->Idle()) {
+      const int64_t waiting = (*engine)->waiting();
+      const auto step_start = Clock::now();
       auto events = (*engine)->Step();
       if (!events.ok()) return Fail(events.status());
+      const double step_seconds = Seconds(step_start);
       ++steps;
-      for (const auto& e : *events) {
-        if (e.kind == fuji::engine::BatchEvent::Kind::kToken) ++generated;
-        if (e.kind == fuji::engine::BatchEvent::Kind::kFinished) decode_ms += e.timings.decode_ms;
+      int64_t step_tokens = 0;
+      for (const auto& e : *events) step_tokens += e.kind == fuji::engine::BatchEvent::Kind::kToken;
+      generated += step_tokens;
+      if (waiting == 0 && step_tokens == (*engine)->last_step_batch() && steps > 1) {
+        decode_tokens += step_tokens;
+        decode_seconds += step_seconds;
       }
     }
     const double sec = Seconds(start);
-    const double rate = static_cast<double>(generated) / sec;
-    if (concurrency == 16) concurrent16 = rate;
+    const double decode_rate = decode_seconds > 0 ? static_cast<double>(decode_tokens) / decode_seconds : 0;
+    if (concurrency == 16) concurrent16 = decode_rate;
     rows.push_back({{"concurrent", concurrency},
                     {"tokens", generated},
                     {"steps", steps},
                     {"seconds", sec},
-                    {"tokens_per_s", rate},
-                    {"mean_request_decode_tokens_per_s", decode_ms > 0 ? (tokens - 1) * concurrency * 1000.0 / decode_ms : 0},
+                    {"tokens_per_s_with_prefill", static_cast<double>(generated) / sec},
+                    {"decode_tokens_per_s", decode_rate},
                     {"max_batch_seen", (*engine)->max_batch_seen()}});
     std::fprintf(stderr, "%s\n", rows.back().dump().c_str());
   }
   // The same 16 requests one after another, as a rank without batching serves them.
   const auto start = Clock::now();
-  int64_t generated = 0;
+  int64_t generated = 0, decode_steps = 0;
+  double decode_ms = 0;
   for (int i = 0; i < 16; ++i) {
-    auto out = fuji::engine::Generate(**model, BatchPrompt(i, c.vocab_size), options, nullptr);
+    fuji::engine::GenerateTimings t;
+    auto out = fuji::engine::Generate(**model, BatchPrompt(i, c.vocab_size), options, &t);
     if (!out.ok()) return Fail(out.status());
     generated += static_cast<int64_t>(out->size());
+    decode_steps += t.decode_steps;
+    decode_ms += t.decode_ms;
   }
-  const double sequential = static_cast<double>(generated) / Seconds(start);
+  const double sequential_with_prefill = static_cast<double>(generated) / Seconds(start);
+  const double sequential = decode_ms > 0 ? decode_steps * 1000.0 / decode_ms : 0;
   nlohmann::json j = {{"bench", "batch"},
                       {"precision", precision},
                       {"threads", at::get_num_threads()},
                       {"new_tokens", tokens},
                       {"runs", rows},
-                      {"sequential16_tokens_per_s", sequential},
+                      {"sequential16_tokens_per_s_with_prefill", sequential_with_prefill},
+                      {"sequential16_decode_tokens_per_s", sequential},
                       {"concurrent16_over_sequential", concurrent16 / sequential}};
   std::printf("%s\n", j.dump().c_str());
   return 0;
