@@ -342,7 +342,9 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
     p.gpu_bytes = device_peak;
     b.base_rss = r.rates.rank_base_rss_cpu;
     b.load_host = ckpt + c * n;
-    const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
+    // An emulated offload builds its shards as on a GPU, with each unit's gather buffer (c *
+    // padded, allocated and released as the unit is built) in host memory too.
+    const int64_t build = offload == Offload::kParams ? 2 * c * n + (4 + c) * max_unit : 0;
     b.host_peak = b.base_rss + std::max({b.load_host, build, b.params_host + device_peak});
     b.host_resident = b.base_rss + c * n;
     b.request = b.kv_cache + b.activations;

@@ -3,7 +3,8 @@
 // breakdown for device cpu. Model states must match (the issue allows 10%; they match exactly),
 // and each rank's peak resident set (VmHWM) the predicted rank total within 25%: the process base
 // (kThroughput.rank_base_rss_cpu, measured), the checkpoint map and host copy while loading,
-// model states, transient gathers and gradients, activations and the logits.
+// model states, transient gathers and gradients, activations and the logits. And `fuji run infer`
+// with and without parameter offload, each rank's peak against the inference plan's host peak.
 #include <unistd.h>
 
 #include <cmath>
@@ -13,6 +14,7 @@
 
 #include "tests/integration/process_util.h"
 #include "lib/plan/plan.h"
+#include "lib/plan/spec_plans.h"
 
 namespace fuji::testing {
 namespace {
@@ -100,6 +102,36 @@ TEST_F(PlanAccuracyTest, EveryStageAndOffloadOnCpuRanks) {
                   100 * (rss - predicted) / predicted, (rss - predicted + static_cast<double>(b.base_rss)) / 1048576);
       EXPECT_LE(std::fabs(rss - predicted), 0.25 * predicted) << what;
     }
+  }
+}
+
+// Inference on a CPU rank with and without parameter offload (its data path emulated): the
+// peak resident set against the plan's host peak, without the process base, within 25%. With offload the load arena lives
+// until the last unit is in the shards, so the plan's peak is two copies of the weights.
+TEST_F(PlanAccuracyTest, InferenceWithAndWithoutParameterOffload) {
+  plan::PlanRequest request;
+  auto config = plan::ResolveModel(dir_ + "/model", &request.checkpoint_bytes);
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  request.config = *config;
+  request.mode = "infer";
+  request.device = plan::DeviceKind::kCpu;
+  request.precision = "fp32";
+  request.seq_len = plan::RequestTokens(10, 54, config->n_positions);
+  for (const char* offload : {"none", "params"}) {
+    auto p = plan::PlanOne(request, 0, offload);
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    CliResult r = RunFuji({"run", "infer", "--model", dir_ + "/model", "--prompt-ids", "1,2,3,4,5,6,7,8,9,10",
+                           "--max-new-tokens", "54", "--ignore-eos", "--precision", "fp32", "--device", "cpu",
+                           "--offload", offload, "--output", "json"},
+                          dir_, "FUJI_CPU_OFFLOAD=emulate");
+    ASSERT_EQ(r.exit_code, 0) << offload << ": " << r.err;
+    // Without the process base, which is most of a small model's rank: the part the model makes.
+    const double base = static_cast<double>(p->breakdown.base_rss);
+    const double rss = r.json["memory"]["peak_rss_mib"].get<double>() * 1048576 - base;
+    const double predicted = static_cast<double>(p->breakdown.host_peak) - base;
+    std::printf("infer, offload %-6s: peak RSS without the base %7.1f MiB, predicted %7.1f MiB (%+5.1f%%)\n",
+                offload, rss / 1048576, predicted / 1048576, 100 * (rss - predicted) / predicted);
+    EXPECT_LE(std::fabs(rss - predicted), 0.25 * predicted) << offload;
   }
 }
 
