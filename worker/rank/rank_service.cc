@@ -44,6 +44,9 @@ double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
+// Requests a rank holds at once (queued or generating); more are refused.
+constexpr size_t kMaxInFlight = 1024;
+
 double Mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 // Why a request failed, in the words the agent and the daemon use for a job's reason.
@@ -675,7 +678,6 @@ bool RankService::Handle(const nlohmann::json& request) {
   if (op == "infer" || op == "load") {
     impl_->EmitFor(id, {{"event", "started"}, {"op", op}, {"pid", ::getpid()}});
     Status status = [&]() -> Status {
-      if (id.empty()) return InvalidArgument("an " + op + " request needs an 'id'");
       nlohmann::json fields = request;
       // A load names a model only: the prompt check does not apply.
       if (op == "load" && !fields.contains("prompt") && !fields.contains("prompt_ids")) fields["prompt_ids"] = {0};
@@ -685,16 +687,22 @@ bool RankService::Handle(const nlohmann::json& request) {
       FUJI_RETURN_IF_ERROR(engine::CheckPrecisionOnDevice(dtype, device));
       {
         std::lock_guard<std::mutex> lock(impl_->mu);
-        if (!impl_->in_flight.insert(id).second) {
-          return InvalidArgument("request id '" + id + "' is already in flight");
+        if (impl_->in_flight.count(id) != 0) return InvalidArgument("request id '" + id + "' is already in flight");
+        if (impl_->in_flight.size() >= kMaxInFlight) {
+          return ResourceExhausted("this rank already holds " + std::to_string(kMaxInFlight) +
+                                   " requests; send more once some have ended");
         }
+        impl_->in_flight.insert(id);
         impl_->incoming.push_back({op, id, std::move(spec), Clock::now()});
         impl_->engine_busy = true;
       }
       impl_->cv.notify_all();
       return Status::Ok();
     }();
-    if (!status.ok()) impl_->FailFor(id, status, ReasonFor(status));
+    // Nothing here ran out of memory: a full rank is not a host_oom.
+    if (!status.ok()) {
+      impl_->FailFor(id, status, status.code() == StatusCode::kResourceExhausted ? "internal" : ReasonFor(status));
+    }
     return true;
   }
   // Everything else runs here once the batch has drained, with the engine thread held.
