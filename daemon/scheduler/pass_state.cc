@@ -84,7 +84,15 @@ bool DeviceSlot::OnlyJobsOf(const std::string& key) const {
   for (const WarmSlot& w : warm) {
     if (!w.evicted && w.view->key == key) active += std::max(0, w.view->active);
   }
-  if (view->jobs.size() > static_cast<size_t>(active)) return false;
+  int unknown = 0;
+  for (const std::string* running : running_keys) {
+    if (running == nullptr) {
+      ++unknown;
+    } else if (*running != key) {
+      return false;
+    }
+  }
+  if (unknown > active) return false;
   for (const std::string* placed : placed_keys) {
     if (*placed != key) return false;
   }
@@ -138,7 +146,9 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
         const RunningJob* job = it == running_by_id.end() ? nullptr : it->second;
         device.release_ms = std::max(device.release_ms, EndOrNever(job ? job->expected_end_ms : 0));
         device.joinable = device.joinable && job && job->shareable;
+        device.running_keys.push_back(job && !job->warm_key.empty() ? &job->warm_key : nullptr);
       }
+      for (WarmSlot& warm : device.warm) warm.device_held = !device.idle();
       if (device.idle()) ++agent.idle;
     }
   }

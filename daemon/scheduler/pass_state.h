@@ -24,10 +24,12 @@ struct WarmSlot {
   const WarmView* view = nullptr;
   bool evicted = false;  // a job placed in this pass unloads it
   int placed = 0;        // jobs of its key placed on it in this pass: busy from now on
+  // Running jobs hold its device: one may be a request of it that the agent has not reported.
+  bool device_held = false;
 
   // Whether a job of `key` may have it unloaded: idle, not pinned, another model.
   bool EvictableFor(const std::string& key) const {
-    return !evicted && placed == 0 && view->active == 0 && !view->pinned && view->key != key;
+    return !evicted && placed == 0 && !device_held && view->active == 0 && !view->pinned && view->key != key;
   }
 };
 
@@ -36,6 +38,8 @@ struct DeviceSlot {
   std::vector<int64_t> holders;  // running jobs, then jobs placed in this pass
   // The warm_key of each job placed in this pass (holders past the view's jobs), in order.
   std::vector<const std::string*> placed_keys;
+  // The warm_key of each running holder (RunningJob::warm_key); nullptr where none is known.
+  std::vector<const std::string*> running_keys;
   std::vector<WarmSlot> warm;
   int64_t free_mib = 0;
   int64_t release_ms = 0;  // when its last holder is expected to end; kNeverMs if unknown
@@ -45,9 +49,9 @@ struct DeviceSlot {
   // The warm model of `key` on it (not unloaded in this pass); nullptr when none.
   WarmSlot* Holding(const std::string& key);
   const WarmSlot* Holding(const std::string& key) const;
-  // Whether every job holding it is one of `key`'s warm model (policy 7b): the running holders
-  // are no more than the requests its warm rank reports active, and every job placed in this
-  // pass has that key.
+  // Whether every job holding it is one of `key`'s warm model (policy 7b): running holders with
+  // that key, those without one no more than the requests its warm rank reports active, and
+  // every job placed in this pass has that key.
   bool OnlyJobsOf(const std::string& key) const;
   // The memory of the warm models a job of `key` may have unloaded.
   int64_t EvictableMib(const std::string& key) const;

@@ -35,15 +35,18 @@
 //        fits, over every other agent (before the plan order and best fit), and takes that
 //        device there.
 //     b. Batching: one warm rank serves many requests in one batch. A job with warm_key K may
-//        join a device that holds K while every job holding it is one of K (running holders
-//        count as K's when they are no more than the requests K's warm rank reports active;
-//        jobs placed in this pass by their warm_key), without the shareable flag. There it
+//        join a device that holds K while every job holding it is one of K (running holders by
+//        RunningJob::warm_key, and those without one when they are no more than the requests
+//        K's warm rank reports active; jobs placed in this pass by their warm_key), without the
+//        shareable flag. There it
 //        needs its plan less MemoryOption::weights_mib (the weights are loaded): of the device's
 //        memory on a GPU, of the host's on a CPU, and no host memory on a GPU (nothing loads).
 //        Elsewhere it needs its whole plan. A job placed on a warm device of K makes later jobs
 //        of K in the pass see that device as held by K's jobs only.
 //     c. Eviction: on a device the job takes, warm models that are idle (no active request, not
-//        placed on in this pass), not pinned by a serving job and of another key are evictable:
+//        placed on in this pass, and on a device no running job holds: a holder may be a
+//        request the agent has not reported yet), not pinned by a serving job and of another key
+//        are evictable:
 //        when the job's need exceeds the free memory (on a CPU agent, the host's: its warm
 //        models live there), their memory counts as free too, and Placement::evict lists the
 //        ones the agent unloads first, least recently used (largest idle_ms) first, only as many
@@ -149,6 +152,10 @@ struct RunningJob {
   bool shareable = false;
   int64_t expected_end_ms = kUnknownMs;  // absolute: start + timeout, or an estimate
   int64_t host_mib = 0;  // the host memory its plan was promised, back when it ends
+  // Its JobRequest::warm_key where the caller knows it; "" otherwise. Policy 7b: a holder with
+  // the job's key is one of its batch; without a key, the holders are counted against the
+  // requests the warm rank reports active.
+  std::string warm_key = {};
 };
 
 struct Placement {

@@ -129,6 +129,17 @@ TEST(SchedulerWarmTest, JoinsRunningRequestsOfItsModelOnly) {
   agent.devices[0].jobs = {101, 102};
   result = Schedule({Inference(1, kM1b, 3000, 2600)}, {agent}, {}, kNow);
   EXPECT_TRUE(result.placements.empty());
+  // A request placed in the last pass that the agent has not reported active yet: known by its
+  // warm_key, it is one of the batch; unknown, it could be anything.
+  agent.devices[0].jobs = {101, 102, 104};
+  RunningJob newest;
+  newest.job_id = 104;
+  newest.warm_key = kM13b;
+  result = Schedule({Inference(1, kM13b, 27000, 26000)}, {agent}, {newest}, kNow);
+  EXPECT_EQ(result.placements.size(), 1u);
+  newest.warm_key = kM1b;
+  result = Schedule({Inference(1, kM13b, 27000, 26000)}, {agent}, {newest}, kNow);
+  EXPECT_TRUE(result.placements.empty());
 }
 
 TEST(SchedulerWarmTest, EvictsTheLeastRecentlyUsedIdleModelsOnlyAsNeeded) {
@@ -175,6 +186,14 @@ TEST(SchedulerWarmTest, NeverEvictsBusyOrPinnedModels) {
   result = Schedule({Inference(1, kM13b, 25000, 24000)}, {agent}, {}, kNow);
   ASSERT_EQ(result.placements.size(), 1u);
   EXPECT_EQ(result.placements[0].evict, (Evictions{{0, "/m/c|bf16|none"}}));
+  // On a device running jobs hold, an idle model may be what one of them is about to use: a job
+  // that may share the device does not unload it.
+  agent.devices[0].jobs = {101};
+  JobRequest sharing = Inference(1, kM13b, 25000, 24000);
+  sharing.shareable = true;
+  result = Schedule({sharing}, {agent}, {RunningJob{101, true}}, kNow);
+  EXPECT_TRUE(result.placements.empty());
+  agent.devices[0].jobs.clear();
   // A model a job of this pass was placed on is busy from then on: a job that may share the
   // device cannot have it unloaded.
   std::vector<JobRequest> queue = {Inference(1, "/m/c|bf16|none", 21000, 20000), Inference(2, kM13b, 25000, 24000)};
