@@ -38,28 +38,28 @@
 //        join a device that holds K while every job holding it is one of K (running holders by
 //        RunningJob::warm_key, and those without one when they are no more than the requests
 //        K's warm rank reports active; jobs placed in this pass by their warm_key), without the
-//        shareable flag. There it
-//        needs its plan less MemoryOption::weights_mib (the weights are loaded): of the device's
-//        memory on a GPU, of the host's on a CPU, and no host memory on a GPU (nothing loads).
-//        Elsewhere it needs its whole plan. A job placed on a warm device of K makes later jobs
-//        of K in the pass see that device as held by K's jobs only.
+//        shareable flag. There it needs its plan less MemoryOption::weights_mib (the weights
+//        are loaded): of the device's memory on a GPU, of the host's on a CPU, and no host
+//        memory on a GPU (nothing loads). Elsewhere it needs its whole plan. A job placed on a
+//        warm device of K makes later jobs of K in the pass see that device as held by K's jobs.
 //     c. Eviction: on a device the job takes, warm models that are idle (no active request, not
 //        placed on in this pass, and on a device no running job holds: a holder may be a
 //        request the agent has not reported yet), not pinned by a serving job and of another key
-//        are evictable:
-//        when the job's need exceeds the free memory (on a CPU agent, the host's: its warm
-//        models live there), their memory counts as free too, and Placement::evict lists the
-//        ones the agent unloads first, least recently used (largest idle_ms) first, only as many
-//        as needed. A job that takes its devices exclusively (not shareable, no warm_key: a
-//        fine-tune) evicts every evictable warm model on the devices it takes. Where the job
-//        fits without evicting, that agent wins over one where it must (after the plan order),
-//        and on an agent idle devices without evictable warm models are taken first. A busy or
-//        pinned warm model is never evicted; its memory stays counted.
+//        are evictable: when the job's need exceeds the free memory (on a CPU agent, the host's:
+//        its warm models live there), their memory counts as free too, and Placement::evict
+//        lists the ones the agent unloads first, least recently used (largest idle_ms) first,
+//        only as many as needed. A job that takes its devices exclusively (not shareable, no
+//        warm_key: a fine-tune) evicts every evictable warm model on the devices it takes. Where
+//        the job fits without evicting, that agent wins over one where it must (after the plan
+//        order), and on an agent idle devices without evictable warm models are taken first. A
+//        busy or pinned warm model is never evicted; its memory stays counted.
 //     d. A job that waits while warm models that cannot be evicted hold memory says so.
 //
 // Cost: a sort of the queue, then O(1) for each job larger than every agent's usable devices (the
-// pass keeps the maxima per kind), and O(agents x devices) for each placement and each detailed
-// reason. Only the first ScheduleOptions::detailed_reasons waiting jobs get the per-agent detail.
+// pass keeps the maxima per kind; a job with a warm_key skips that bound while some device of its
+// kind holds a warm model), and O(agents x devices x warm models per device) for each placement
+// and each detailed reason. Only the first ScheduleOptions::detailed_reasons waiting jobs get the
+// per-agent detail.
 #pragma once
 
 #include <cstdint>

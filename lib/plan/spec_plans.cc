@@ -11,7 +11,8 @@
 namespace fuji::plan {
 
 int64_t RequestTokens(int64_t prompt_tokens, int64_t max_new_tokens, int64_t positions) {
-  const int64_t tokens = std::max<int64_t>(1, std::max<int64_t>(0, prompt_tokens) + std::max<int64_t>(0, max_new_tokens));
+  const int64_t tokens =
+      std::max<int64_t>(1, std::max<int64_t>(0, prompt_tokens) + std::max<int64_t>(0, max_new_tokens));
   int64_t rounded = (tokens + kKvBlockTokens - 1) / kKvBlockTokens * kKvBlockTokens;
   if (positions > 0) rounded = std::min(rounded, positions);
   return rounded;

@@ -106,8 +106,9 @@ TEST_F(PlanAccuracyTest, EveryStageAndOffloadOnCpuRanks) {
 }
 
 // Inference on a CPU rank with and without parameter offload (its data path emulated): the
-// peak resident set against the plan's host peak, without the process base, within 25%. With offload the load arena lives
-// until the last unit is in the shards, so the plan's peak is two copies of the weights.
+// peak resident set against the plan's host peak, without the process base, within 25%. With
+// offload the load arena lives until the last unit is in the shards, so the plan's peak is two
+// copies of the weights.
 TEST_F(PlanAccuracyTest, InferenceWithAndWithoutParameterOffload) {
   plan::PlanRequest request;
   auto config = plan::ResolveModel(dir_ + "/model", &request.checkpoint_bytes);

@@ -78,7 +78,8 @@ TEST(SchedulerJobPlansTest, SixteenRequestsOfThirteenBillionBatchOnItsWarmGpu) {
   agent.host_total_mib = agent.host_free_mib = 65536;
   const int64_t free_mib = 40960 - resident.weights_mib;
   ASSERT_LT(free_mib, resident.device_mib);
-  agent.devices.push_back({0, 40960, free_mib, {}, true, {{"/m/13b|bf16|none", resident.weights_mib, 30000, 0, false}}});
+  agent.devices.push_back(
+      {0, 40960, free_mib, {}, true, {{"/m/13b|bf16|none", resident.weights_mib, 30000, 0, false}}});
   std::vector<sched::JobRequest> queue;
   for (int64_t id = 1; id <= 16; ++id) {
     sched::JobRequest job;
