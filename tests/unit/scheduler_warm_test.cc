@@ -5,8 +5,14 @@
 // devices; and the free memory of a device batching one model counts its weights once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <map>
 #include <memory>
+#include <random>
+#include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -247,6 +253,97 @@ TEST(SchedulerWarmTest, CpuAgentsEvictFromHostMemory) {
   result = Schedule(queue, {agent}, {}, kNow);
   ASSERT_EQ(result.placements.size(), 8u);
   for (const Placement& p : result.placements) EXPECT_TRUE(p.evict.empty());
+}
+
+// Random agents, warm models and queues: every pass's placements, replayed in order, never need
+// more than a device's free memory and what they unload; only idle, unpinned models of other
+// keys on devices no running job holds are unloaded, each once; a fine-tune leaves no evictable
+// model on its devices.
+TEST(SchedulerWarmTest, RandomPassesNeverOverCommitOrUnloadWhatIsInUse) {
+  const std::vector<std::string> keys = {kM13b, kM1b, kM111m, "/m/c|bf16|none"};
+  int placed = 0, on_warm = 0, unloaded = 0;
+  for (uint32_t seed = 1; seed <= 300; ++seed) {
+    std::mt19937 rng(seed);
+    auto uniform = [&rng](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    std::vector<AgentView> agents;
+    for (int a = 0, n = static_cast<int>(uniform(1, 3)); a < n; ++a) {
+      AgentView agent = GpuAgent("gpu-" + std::to_string(a), static_cast<int>(uniform(1, 4)), 0, 1 << 30);
+      for (DeviceView& device : agent.devices) {
+        device.free_mib = uniform(0, 60000);
+        device.shareable = uniform(0, 1) == 1;
+        if (uniform(0, 9) < 3) device.jobs = {1000 + a * 10 + device.index};
+        std::vector<std::string> loaded = keys;  // a device holds a model once
+        std::shuffle(loaded.begin(), loaded.end(), rng);
+        for (int w = 0, m = static_cast<int>(uniform(0, 3)); w < m; ++w) {
+          device.warm.push_back(Warm(loaded[static_cast<size_t>(w)], uniform(1000, 30000), uniform(0, 100000),
+                                     uniform(0, 4) == 0 ? 1 : 0, uniform(0, 9) == 0));
+        }
+      }
+      agents.push_back(std::move(agent));
+    }
+    std::vector<JobRequest> queue;
+    for (int64_t id = 1, n = uniform(1, 20); id <= n; ++id) {
+      if (uniform(0, 2) == 0) {
+        queue.push_back(Finetune(id, static_cast<int>(uniform(1, 2)), uniform(5000, 60000)));
+      } else {
+        const int64_t device_mib = uniform(2000, 40000);
+        queue.push_back(
+            Inference(id, keys[static_cast<size_t>(uniform(0, 3))], device_mib, device_mib - uniform(100, 2000)));
+      }
+      queue.back().shareable = uniform(0, 3) == 0;
+    }
+    const PassResult result = Schedule(queue, agents, {}, kNow);
+
+    // Replay: free memory, unloaded and busy models, per (agent, device).
+    std::map<std::pair<std::string, int>, int64_t> free;
+    std::set<std::tuple<std::string, int, std::string>> evicted, busy;
+    for (const AgentView& agent : agents) {
+      for (const DeviceView& device : agent.devices) free[{agent.worker_id, device.index}] = device.free_mib;
+    }
+    for (const Placement& p : result.placements) {
+      const JobRequest& job = queue[static_cast<size_t>(p.job_id - 1)];
+      const AgentView& agent = *std::find_if(agents.begin(), agents.end(),
+                                             [&](const AgentView& a) { return a.worker_id == p.worker_id; });
+      for (const auto& [index, key] : p.evict) {
+        const DeviceView& device = agent.devices[static_cast<size_t>(index)];
+        const auto warm = std::find_if(device.warm.begin(), device.warm.end(),
+                                       [&](const WarmView& w) { return w.key == key; });
+        ASSERT_NE(warm, device.warm.end()) << "seed " << seed;
+        EXPECT_EQ(warm->active, 0) << "seed " << seed;
+        EXPECT_FALSE(warm->pinned) << "seed " << seed;
+        EXPECT_NE(key, job.warm_key) << "seed " << seed;
+        EXPECT_TRUE(device.jobs.empty()) << "seed " << seed;
+        EXPECT_TRUE(evicted.insert({agent.worker_id, index, key}).second) << "seed " << seed;
+        EXPECT_FALSE(busy.count({agent.worker_id, index, key})) << "seed " << seed;
+        free[{agent.worker_id, index}] += warm->mib;
+        ++unloaded;
+      }
+      ++placed;
+      const MemoryOption& option = job.options()[static_cast<size_t>(p.option)];
+      for (int index : p.device_indices) {
+        const DeviceView& device = agent.devices[static_cast<size_t>(index)];
+        const bool warm = !job.warm_key.empty() &&
+                          std::any_of(device.warm.begin(), device.warm.end(), [&](const WarmView& w) {
+                            return w.key == job.warm_key && !evicted.count({agent.worker_id, index, w.key});
+                          });
+        if (warm) busy.insert({agent.worker_id, index, job.warm_key});
+        on_warm += warm;
+        int64_t& left = free[{agent.worker_id, index}];
+        left -= warm ? option.device_mib - option.weights_mib : option.device_mib;
+        EXPECT_GE(left, 0) << "seed " << seed << " job " << p.job_id << " device " << index;
+        if (job.warm_key.empty() && !job.shareable) {
+          for (const WarmView& w : device.warm) {
+            EXPECT_TRUE(w.active > 0 || w.pinned || evicted.count({agent.worker_id, index, w.key}))
+                << "seed " << seed << ": a fine-tune left " << w.key;
+          }
+        }
+      }
+    }
+  }
+  // The passes exercised what they check.
+  std::printf("%d placements, %d on a warm model, %d models unloaded\n", placed, on_warm, unloaded);
+  EXPECT_GT(on_warm, 50);
+  EXPECT_GT(unloaded, 50);
 }
 
 TEST(SchedulerWarmTest, FreeMemoryCountsABatchsWeightsOnce) {
