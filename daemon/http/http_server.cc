@@ -75,6 +75,10 @@ class SessionBase : public HttpResponder {
  public:
   // The server stops: the client is as good as gone, and the socket closes now.
   virtual void Abort() = 0;
+  // The handler returned: a request it did not answer is answered 500 with `error_body`; an event
+  // stream it did not end is cut after what was queued, without its last chunk, so that the
+  // client sees it fail instead of waiting for more.
+  virtual void Conclude(std::string error_body) = 0;
 };
 
 }  // namespace
@@ -175,6 +179,20 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       }
     }
     callback();
+  }
+  void Conclude(std::string error_body) override {
+    Post([body = std::move(error_body)](Session& s) mutable {
+      if (s.mode_ == Mode::kNone) {
+        s.mode_ = Mode::kEnded;
+        s.Queue(StatusLine(500) + "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nConnection: close\r\n\r\n" + body,
+                true);
+      } else if (s.mode_ == Mode::kEvents) {
+        s.mode_ = Mode::kEnded;
+        s.final_queued_ = true;
+        s.Write();
+      }
+    });
   }
   void Abort() override {
     Post([](Session& s) {
@@ -406,8 +424,8 @@ void HttpServer::Impl::Dispatch(HttpRequest request, std::shared_ptr<SessionBase
     } catch (...) {
       log::Error("HTTP handler: an unknown exception");
     }
-    // Ignored when the handler answered; otherwise the connection must still end.
-    session->Send(500, "application/json", error_body(500, "the server did not answer the request"), {});
+    // Nothing when the handler answered; otherwise the connection must still end.
+    session->Conclude(error_body(500, "the server did not answer the request"));
     std::lock_guard<std::mutex> lock(mu);
     --handlers;
     handlers_done.notify_all();

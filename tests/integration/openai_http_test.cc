@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "daemon/http/http_server.h"
@@ -252,6 +253,12 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
   auto server = http::HttpServer::Start(
       options,
       [&](const http::HttpRequest& request, const std::shared_ptr<http::HttpResponder>& out) {
+        if (request.target == "/throw") throw std::runtime_error("a handler that fails before it answers");
+        if (request.target == "/throw-mid-stream") {
+          out->StartEvents();
+          out->SendEvent("{\"n\":1}");
+          throw std::runtime_error("a handler that fails mid-stream");
+        }
         if (request.target == "/wait") {
           // Answers only once its client is gone.
           out->OnGone([&] {
@@ -330,6 +337,20 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
   EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms) << "closed at once, not by the read deadline";
   for (int held_fd : held) ::close(held_fd);
   std::this_thread::sleep_for(800ms);  // the server sees them closed (or timed out)
+
+  // A handler that throws before it answers is a 500; one that throws mid-stream cuts the stream
+  // (no last chunk) instead of leaving its client waiting.
+  fd = Connect(port);
+  SendAll(fd, request("/throw", "{}"));
+  r = ReadUntilClosed(fd, 5s);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 500 ", 0), 0u) << r.bytes;
+  fd = Connect(port);
+  SendAll(fd, request("/throw-mid-stream", "{}"));
+  r = ReadUntilClosed(fd, 5s);
+  EXPECT_TRUE(r.closed);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.bytes;
+  EXPECT_NE(r.bytes.find("data: {\"n\":1}\n\n"), std::string::npos) << r.bytes;
+  EXPECT_EQ(r.bytes.find("\r\n0\r\n\r\n"), std::string::npos) << "no last chunk: " << r.bytes;
 
   // A client that leaves mid-request is seen at once: its handler's OnGone runs.
   fd = Connect(port);
