@@ -30,9 +30,10 @@ Result<KvBlockPool> KvBlockPool::Create(const ModelConfig& config, int64_t num_b
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   try {
     for (int64_t l = 0; l < config.n_layer; ++l) {
-      // Zeros: a block's unused rows are never read, but keep them finite all the same.
-      pool.keys_.push_back(at::zeros({num_blocks, config.n_head, block_size, config.head_dim()}, options));
-      pool.values_.push_back(at::zeros({num_blocks, config.n_head, block_size, config.head_dim()}, options));
+      // Uninitialized: attention reads only the positions written, and untouched host pages cost
+      // no memory until a sequence reaches them.
+      pool.keys_.push_back(at::empty({num_blocks, config.n_head, block_size, config.head_dim()}, options));
+      pool.values_.push_back(at::empty({num_blocks, config.n_head, block_size, config.head_dim()}, options));
     }
   } catch (const std::exception& e) {
     const std::string what = e.what();

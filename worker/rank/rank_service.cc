@@ -201,6 +201,7 @@ struct RankService::Impl {
     std::vector<int32_t> unsent;  // ids not yet in a token event
     int64_t unsent_index = 0;
     Clock::time_point last_sent;
+    Clock::time_point last_progress;  // "progress" events: at most every 250 ms
     int64_t max_batch_seen = 0;
   };
 
@@ -227,10 +228,12 @@ struct RankService::Impl {
   // A phase that began at `start` (steady clock) and lasted `ms`; its wall-clock span is derived
   // from now, so phases reported late still land where they happened.
   void TimingFor(const std::string& request_id, const char* phase, Clock::time_point start, double ms) {
+    const int64_t now_ms = WallClockMs();
     const int64_t start_ms =
-        WallClockMs() - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+        now_ms - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    // A phase never ends after now (rounding to whole milliseconds could say so).
     EmitFor(request_id, {{"event", "timing"}, {"phase", phase}, {"ms", ms}, {"start_ms", start_ms},
-                         {"end_ms", start_ms + static_cast<int64_t>(ms + 0.5)}});
+                         {"end_ms", std::min(now_ms, start_ms + static_cast<int64_t>(ms + 0.5))}});
   }
   void Timing(const char* phase, Clock::time_point start, double ms) { TimingFor(id, phase, start, ms); }
   void FailFor(const std::string& request_id, const Status& s, const char* reason) {
@@ -469,7 +472,7 @@ Status RankService::Impl::StartInfer(Item item, Resident* r, const c10::Device& 
     };
   }
   a->item = std::move(item);
-  a->last_sent = Clock::now();
+  a->last_sent = a->last_progress = Clock::now();
   FUJI_RETURN_IF_ERROR(r->batch->Add(std::move(request)));
   active[raw->item.id] = std::move(a);
   return Status::Ok();
@@ -526,6 +529,11 @@ void RankService::Impl::Step() {
   }
   for (auto& [request_id, a] : active) {
     if (a->unsent.size() >= 16 || (!a->unsent.empty() && MsSince(a->last_sent) >= 20)) Send(a.get(), false);
+    if (!a->output_ids.empty() && MsSince(a->last_progress) >= 250) {
+      a->last_progress = Clock::now();
+      EmitFor(request_id, {{"event", "progress"}, {"phase", "generate"},
+                           {"done", static_cast<int64_t>(a->output_ids.size())}, {"total", a->item.spec.max_new_tokens}});
+    }
   }
 }
 

@@ -6,7 +6,8 @@
 // the launcher sets (worker/launcher/gang.h); "calibrate" measures the node's rates (calibrate.h).
 // Events, each carrying the request's "id":
 //   {"event": "started", "op", "pid"}          the request was accepted
-//   {"event": "progress", "phase", "done", "total"}  a finetune's "train" phase adds rank 0's
+//   {"event": "progress", "phase", "done", "total"}  an infer's "generate" phase: every 250 ms;
+//                                                   a finetune's "train" phase adds rank 0's
 //                                                   "loss" and "tokens_per_s"
 //   {"event": "timing", "phase", "ms", "start_ms", "end_ms"}  one per phase (wall-clock ms)
 //   {"event": "loss", "step", "loss", "split", ...}  finetune, rank 0: each train and eval loss
