@@ -2,6 +2,7 @@
 // after an inference job (--keep-warm), tokens stream to watchers while they are generated, a
 // serving job pins a model, and fuji workers shows what is warm.
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,8 @@ class ServingTest : public ServiceTestBase {
   static void SetUpTestSuite() {
     MakeRoot("serving_test");
     ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny"}).exit_code, 0);
+    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
+    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(root_ + "/text") + " >/dev/null").c_str()), 0);
     // Slow enough that a stream is seen before the end: 8 layers of 256.
     ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "8", "--width", "256", "--heads", "4",
                     "--positions", "1024", "--out", root_ + "/slow"})
@@ -161,6 +164,58 @@ TEST_F(ServingTest, AServingJobPinsItsModelUntilStopped) {
   ASSERT_EQ(Fuji({"serve", "stop", serving}, address_).exit_code, 0);
   EXPECT_TRUE(WaitForWarm([](const nlohmann::json& warm) { return warm.empty(); })) << Warm().dump();
   EXPECT_EQ(Show(std::stoll(serving)).value("state", ""), "CANCELLED");
+}
+
+TEST_F(ServingTest, ConcurrentRequestsShareOneRanksBatch) {
+  auto daemon = StartDaemon();
+  auto agent = StartAgent("node-b", 1);
+  // The model warm first, then 12 requests at once (not --share: jobs of one warm model batch).
+  ASSERT_EQ(InferWait(root_ + "/slow", 4).value("state", ""), "SUCCEEDED") << agent->log();
+  constexpr int kRequests = 12;
+  std::vector<std::string> prompts;
+  for (int i = 0; i < kRequests; ++i) prompts.push_back("Mt. Fuji " + std::string(1 + i * 3, 'x'));
+  std::vector<nlohmann::json> results(kRequests);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] {
+      CliResult r = Fuji({"submit", "infer", "--model", root_ + "/slow", "--prompt", prompts[i], "--max-new-tokens",
+                          "48", "--ignore-eos", "--wait", "--output", "json"},
+                         address_);
+      results[i] = nlohmann::json::parse(r.out, nullptr, false);
+    });
+  }
+  for (auto& t : clients) t.join();
+  int max_batch = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(results[i].is_object()) << agent->log();
+    ASSERT_EQ(results[i].value("state", ""), "SUCCEEDED") << results[i].dump();
+    EXPECT_TRUE(results[i]["result"]["model"]["resident"].get<bool>());
+    max_batch = std::max(max_batch, results[i]["result"]["batch"]["max_batch_seen"].get<int>());
+  }
+  EXPECT_GT(max_batch, 1) << "requests placed on the warm device run in one batch";
+  // Batching changes no result: the first and the last request again, alone.
+  for (int i : {0, kRequests - 1}) {
+    CliResult r = Fuji({"submit", "infer", "--model", root_ + "/slow", "--prompt", prompts[i], "--max-new-tokens",
+                        "48", "--ignore-eos", "--wait", "--output", "json"},
+                       address_);
+    nlohmann::json alone = nlohmann::json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(alone.is_object()) << r.err;
+    EXPECT_EQ(alone["result"]["output_ids"], results[i]["result"]["output_ids"]) << i;
+  }
+}
+
+TEST_F(ServingTest, AFineTuneUnloadsTheIdleWarmModelsOfItsDevices) {
+  auto daemon = StartDaemon();
+  auto agent = StartAgent("node-e", 1);
+  ASSERT_EQ(InferWait(root_ + "/tiny", 4).value("state", ""), "SUCCEEDED") << agent->log();
+  ASSERT_TRUE(WaitForWarm([](const nlohmann::json& warm) { return warm.size() == 1; })) << Warm().dump();
+  nlohmann::json ft = Json({"submit", "finetune", "--model", root_ + "/tiny", "--data", root_ + "/text/english.txt",
+                            "--ranks", "1", "--seq-len", "32", "--micro-batch", "2", "--steps", "2", "--lr", "1e-3",
+                            "--cache-dir", root_ + "/cache", "--threads", "1", "--wait", "--output", "json"});
+  ASSERT_TRUE(ft.is_object()) << agent->log();
+  EXPECT_EQ(ft.value("state", ""), "SUCCEEDED") << ft.dump() << agent->log();
+  EXPECT_NE(agent->log().find("unloading warm model"), std::string::npos) << agent->log();
+  EXPECT_TRUE(WaitForWarm([](const nlohmann::json& warm) { return warm.empty(); })) << Warm().dump();
 }
 
 }  // namespace

@@ -366,7 +366,11 @@ void WarmPool::EvictIdleOn(const std::vector<int>& devices) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& rank : ranks_) {
       if (std::find(devices.begin(), devices.end(), rank->device) == devices.end()) continue;
-      if (rank->waiters.empty() && rank->pinned_by == 0 && !rank->closing) CloseLocked(*rank, false);
+      if (rank->waiters.empty() && rank->pinned_by == 0 && !rank->closing) {
+        Log("unloading warm model " + rank->model + " from device " + std::to_string(rank->device) +
+            " (a job takes the device whole)");
+        CloseLocked(*rank, false);
+      }
     }
   }
   CloseInputs();
