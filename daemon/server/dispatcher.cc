@@ -46,6 +46,7 @@ std::string WarmKeyOf(const store::JobRecord& job) {
 Dispatcher::Placed PlacedOf(const store::JobRecord& job, int64_t assigned_ms, const std::string& plan) {
   Dispatcher::Placed placed;
   placed.warm_key = WarmKeyOf(job);
+  placed.running.warm_key = placed.warm_key;
   placed.promise = ReadPlan(plan);
   placed.running.job_id = job.id;
   placed.running.shareable = job.shareable;
