@@ -3,7 +3,8 @@
 //   full    every device held; the pass places nothing and explains every wait
 //   free    4 of each agent's 8 devices idle; the pass places what fits, backfills, explains
 //   shared  half the agents cpu, half cuda with shareable devices; a fifth of the jobs share
-// usage: fuji-scheduler-bench [--jobs N] [--passes N]
+//   warm    every device batching a warm model with no room left; inference requests of 8 models
+// usage: fuji-scheduler-bench [--jobs N] [--passes N] [--scenario full|free|shared|warm]
 // Prints one JSON object per scenario: pass times in ms (min, median, p99, max), wall and CPU, and
 // what the last pass did.
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -71,6 +73,43 @@ Cluster MakeCluster(int held, bool mixed_kinds, int jobs, std::mt19937_64& rng) 
   return c;
 }
 
+// Every device held by a request of the warm model it holds (one of 4), with 1000 MiB left; a
+// queue of single-device inference requests of 8 models with plans. Every request skips the O(1)
+// bound (it might join its model's batch) and finds no room: the pass's worst case with warm
+// models.
+Cluster MakeWarmCluster(int jobs, std::mt19937_64& rng) {
+  Cluster c;
+  int64_t running_id = 1;
+  auto key = [](uint64_t k) { return "/models/m" + std::to_string(k) + "|bf16|none"; };
+  for (int a = 0; a < kAgents; ++a) {
+    AgentView agent;
+    agent.worker_id = "node-" + std::to_string(a);
+    agent.device_kind = "cuda";
+    agent.host_total_mib = agent.host_free_mib = 1 << 20;
+    for (int d = 0; d < kDevicesPerAgent; ++d) {
+      fuji::sched::DeviceView device{d, 81559, 1000, {running_id}, true};
+      device.warm.push_back({key(static_cast<uint64_t>(d % 4)), 28000, 0, 1, false});
+      c.running.push_back({running_id, false, kNowMs + static_cast<int64_t>(rng() % 3'600'000)});
+      ++running_id;
+      agent.devices.push_back(device);
+    }
+    c.agents.push_back(agent);
+  }
+  auto plans = std::make_shared<fuji::sched::MemoryPlans>();
+  plans->label = "inference";
+  plans->options.push_back({30000, 30000, "offload none", 28000});
+  for (int i = 0; i < jobs; ++i) {
+    JobRequest job;
+    job.id = 1'000'000 + i;
+    job.priority = static_cast<int>(rng() % 10);
+    job.device_kind = "cuda";
+    job.plans = plans;
+    job.warm_key = key(rng() % 8);
+    c.queued.push_back(job);
+  }
+  return c;
+}
+
 double ThreadCpuMs() {
   timespec t{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
@@ -117,13 +156,16 @@ void Run(const char* name, const Cluster& cluster, int passes) {
 int main(int argc, char** argv) {
   int jobs = 100'000;
   int passes = 50;
+  std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--jobs") == 0) {
       jobs = std::atoi(argv[i + 1]);
     } else if (std::strcmp(argv[i], "--passes") == 0) {
       passes = std::atoi(argv[i + 1]);
+    } else if (std::strcmp(argv[i], "--scenario") == 0) {
+      only = argv[i + 1];
     } else {
-      std::fprintf(stderr, "usage: fuji-scheduler-bench [--jobs N] [--passes N]\n");
+      std::fprintf(stderr, "usage: fuji-scheduler-bench [--jobs N] [--passes N] [--scenario NAME]\n");
       return 2;
     }
   }
@@ -132,8 +174,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::mt19937_64 rng(42);
-  Run("full", MakeCluster(kDevicesPerAgent, false, jobs, rng), passes);
-  Run("free", MakeCluster(kDevicesPerAgent / 2, false, jobs, rng), passes);
-  Run("shared", MakeCluster(kDevicesPerAgent / 2, true, jobs, rng), passes);
+  // Each scenario's cluster is drawn in turn from one generator, whichever of them run.
+  const Cluster full = MakeCluster(kDevicesPerAgent, false, jobs, rng);
+  if (only.empty() || only == "full") Run("full", full, passes);
+  const Cluster free = MakeCluster(kDevicesPerAgent / 2, false, jobs, rng);
+  if (only.empty() || only == "free") Run("free", free, passes);
+  const Cluster shared = MakeCluster(kDevicesPerAgent / 2, true, jobs, rng);
+  if (only.empty() || only == "shared") Run("shared", shared, passes);
+  if (only.empty() || only == "warm") Run("warm", MakeWarmCluster(jobs, rng), passes);
   return 0;
 }

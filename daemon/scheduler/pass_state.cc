@@ -177,6 +177,13 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
   // A job with a warm model may join held devices: the maxima do not bound it.
   const bool may_join_warm = !job.warm_key.empty() && kind.any_warm;
   if (job.devices > bound && !may_join_warm) return std::nullopt;
+  std::optional<KindState::WarmAsk> ask;
+  if (may_join_warm) {
+    ask.emplace(std::string_view(job.warm_key), job.plans.get(), job.devices, job.memory_mib, job.shareable,
+                ends_by_reservation);
+    const auto miss = kind.warm_misses.find(*ask);
+    if (miss != kind.warm_misses.end() && miss->second == kind.generation) return std::nullopt;
+  }
 
   AgentSlot* best = nullptr;
   Fit best_fit;
@@ -195,7 +202,11 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
       best_fit = *fit;
     }
   }
-  if (!best) return std::nullopt;
+  if (!best) {
+    if (ask) kind.warm_misses[*ask] = kind.generation;
+    return std::nullopt;
+  }
+  ++kind.generation;
 
   const Allowance allowance = AllowanceOn(*best, job, kind);
   const MemoryOption* option = OptionAt(job, best_fit.option);
@@ -261,6 +272,7 @@ void PassState::Reserve(const JobRequest& job, KindState& kind) {
     best->spare_host_mib = at_start - least;
   }
   kind.reservation = best;
+  ++kind.generation;
   RefreshMaxima(kind);
 }
 

@@ -9,7 +9,10 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "daemon/scheduler/scheduler.h"
@@ -106,6 +109,24 @@ struct KindState {
   int max_shareable = 0;  // most idle + joinable devices on one agent, memory unchecked
   bool any_warm = false;  // some device holds a warm model: jobs with a warm_key skip the maxima
   std::optional<Reservation> reservation;
+  // Placements and reservations of the kind so far in the pass: what a cache below remembers
+  // holds while this has not moved.
+  uint64_t generation = 0;
+  // Jobs with a warm_key that found no place, by what decides where one fits (warm_key, plans,
+  // devices, memory_mib, shareable, whether it ends by the reservation's T), at the generation
+  // they failed: a long queue of requests of one model costs one search per generation.
+  // The key is a view of the first such job's warm_key: the queue outlives the pass.
+  using WarmAsk = std::tuple<std::string_view, const MemoryPlans*, int, int64_t, bool, bool>;
+  std::map<WarmAsk, uint64_t> warm_misses;
+  // The reasons' texts on warm models that cannot be unloaded, by (warm_key, devices), with the
+  // generation (plus one) they were written at.
+  struct StuckWarmTexts {
+    uint64_t generation = 0;
+    std::string detailed, short_text;
+  };
+  mutable std::map<std::pair<std::string_view, int>, StuckWarmTexts> stuck_warm_texts;
+  // The reasons' text on what a job's plans need, by plans (the queue holds them for the pass).
+  mutable std::unordered_map<const MemoryPlans*, std::string> memory_need_texts;
 };
 
 class PassState {

@@ -94,21 +94,31 @@ std::string AgentText(const AgentSlot& agent) {
 }
 
 // "; warm models in use (serving requests or pinned by a serving job, so not unloaded) hold
-// 24.0 GiB on node-a, 12.0 GiB on node-b"; "" when none holds memory on an agent with enough
-// devices for the job.
-std::string StuckWarmText(const JobRequest& job, const KindState& kind) {
-  if (!job.has_options() || !kind.any_warm) return "";
-  std::string text;
-  for (const AgentSlot* agent : kind.agents) {
-    if (static_cast<int>(agent->devices.size()) < job.devices) continue;
-    int64_t mib = 0;
-    for (const DeviceSlot& device : agent->devices) mib += device.StuckWarmMib(job.warm_key);
-    if (mib <= 0) continue;
-    text += text.empty() ? "; warm models in use (serving requests or pinned by a serving job, so not unloaded) hold "
-                         : ", ";
-    text += GiBText(mib) + " on " + agent->view->worker_id;
+// 24.0 GiB on node-a, 12.0 GiB on node-b", or without `detailed` "; warm models in use hold 36.0
+// GiB"; "" when none holds memory on an agent with enough devices for the job. Written once per
+// model, device count and generation of the pass: a long queue of one model's requests shares it.
+const std::string& StuckWarmText(const JobRequest& job, const KindState& kind, bool detailed) {
+  static const std::string kNone;
+  if (!job.has_options() || !kind.any_warm) return kNone;
+  auto& cached = kind.stuck_warm_texts[{std::string_view(job.warm_key), job.devices}];
+  if (cached.generation != kind.generation + 1) {  // generation + 1: 0 is unset
+    cached.generation = kind.generation + 1;
+    cached.detailed.clear();
+    int64_t total = 0;
+    for (const AgentSlot* agent : kind.agents) {
+      if (static_cast<int>(agent->devices.size()) < job.devices) continue;
+      int64_t mib = 0;
+      for (const DeviceSlot& device : agent->devices) mib += device.StuckWarmMib(job.warm_key);
+      if (mib <= 0) continue;
+      total += mib;
+      cached.detailed += cached.detailed.empty()
+                             ? "; warm models in use (serving requests or pinned by a serving job, so not unloaded) hold "
+                             : ", ";
+      cached.detailed += GiBText(mib) + " on " + agent->view->worker_id;
+    }
+    cached.short_text = total > 0 ? "; warm models in use hold " + GiBText(total) : "";
   }
-  return text;
+  return detailed ? cached.detailed : cached.short_text;
 }
 
 // "; node-a is reserved for it, expected free in 30 s"
@@ -225,7 +235,12 @@ std::string WaitingText(const JobRequest& job, const PassState& state, const Kin
   text += " free ";
   text += job.device_kind;
   text += job.devices == 1 ? " device" : " devices";
-  text += MemoryNeedText(job);
+  if (job.has_options()) {
+    // One text per plans object: the requests of one model share theirs.
+    std::string& need = kind->memory_need_texts[job.plans.get()];
+    if (need.empty()) need = MemoryNeedText(job);
+    text += need;
+  }
   if (detailed) {
     for (size_t i = 0; i < kind->agents.size(); ++i) {
       text += i == 0 ? ": " : job.has_options() ? "; " : ", ";
@@ -237,7 +252,7 @@ std::string WaitingText(const JobRequest& job, const PassState& state, const Kin
     text += std::to_string(waiting_ahead);
     text += waiting_ahead == 1 ? " waiting job ahead of it)" : " waiting jobs ahead of it)";
   }
-  text += StuckWarmText(job, *kind);
+  text += StuckWarmText(job, *kind, detailed);
   if (reservation && reservation->job == &job) {
     text += ReservedForText(*reservation, state.now_ms());
   }

@@ -166,8 +166,34 @@ std::optional<sched::MemoryOption> ReadPlan(const std::string& plan_json) {
   return ReadPlan(nlohmann::json::parse(plan_json, nullptr, /*allow_exceptions=*/false));
 }
 
-std::shared_ptr<const sched::MemoryPlans> ReadPlans(const std::string& plans_json) {
-  if (plans_json.empty()) return nullptr;
+namespace {
+
+// Parsed plans by their JSON: the jobs of a burst of one kind of request (one model, one spec's
+// shape) share one MemoryPlans, which a scheduling pass recognizes by its address.
+class ReadPlansCache {
+ public:
+  static ReadPlansCache& Get() {
+    static ReadPlansCache cache;
+    return cache;
+  }
+  std::shared_ptr<const sched::MemoryPlans> Find(const std::string& json) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = plans_.find(json);
+    return it == plans_.end() ? nullptr : it->second;
+  }
+  void Put(const std::string& json, std::shared_ptr<const sched::MemoryPlans> plans) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (plans_.size() >= kMaxEntries) plans_.clear();
+    plans_[json] = std::move(plans);
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 1024;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const sched::MemoryPlans>> plans_;
+};
+
+std::shared_ptr<const sched::MemoryPlans> ParsePlans(const std::string& plans_json) {
   const nlohmann::json j = nlohmann::json::parse(plans_json, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("options") || !j["options"].is_array()) return nullptr;
   auto plans = std::make_shared<sched::MemoryPlans>();
@@ -178,6 +204,16 @@ std::shared_ptr<const sched::MemoryPlans> ReadPlans(const std::string& plans_jso
   }
   if (plans->options.empty()) return nullptr;
   if (j.contains("label") && j["label"].is_string()) plans->label = j["label"].get<std::string>();
+  return plans;
+}
+
+}  // namespace
+
+std::shared_ptr<const sched::MemoryPlans> ReadPlans(const std::string& plans_json) {
+  if (plans_json.empty()) return nullptr;
+  if (std::shared_ptr<const sched::MemoryPlans> hit = ReadPlansCache::Get().Find(plans_json)) return hit;
+  std::shared_ptr<const sched::MemoryPlans> plans = ParsePlans(plans_json);
+  if (plans) ReadPlansCache::Get().Put(plans_json, plans);
   return plans;
 }
 

@@ -37,7 +37,8 @@ Result<std::string> PlanJob(store::JobKind kind, const nlohmann::json& spec, int
 int64_t PositionsOfPlans(const std::string& plans_json);
 
 // The scheduler's view of a job row's plans; null for "" (a job from before plans were kept).
-// Malformed JSON gives null as well: such a job is placed by its device count only.
+// Malformed JSON gives null as well: such a job is placed by its device count only. Equal JSON
+// gives the same object (a bounded cache): a pass recognizes the requests of one kind by it.
 std::shared_ptr<const sched::MemoryPlans> ReadPlans(const std::string& plans_json);
 // One plan (an element of the options, as PlanAt gives it); nullopt when malformed (a weights_mib
 // that is not an integer from 0 to the option's memory among it).

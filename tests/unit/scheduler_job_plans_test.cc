@@ -36,6 +36,8 @@ TEST(SchedulerJobPlansTest, InferenceOptionsCarryTheirWeights) {
   std::shared_ptr<const sched::MemoryPlans> read = ReadPlans(*plans);
   ASSERT_TRUE(read);
   EXPECT_EQ(read->options[0].weights_mib, j["options"][0]["weights_mib"].get<int64_t>());
+  // Requests with equal plans share one object: a pass knows them by it.
+  EXPECT_EQ(ReadPlans(std::string(*plans)).get(), read.get());
   // On a CPU, of the host's memory.
   plans = PlanJob(store::JobKind::kInfer, InferSpec("111m", "cpu", "fp32"), 1, rates);
   ASSERT_TRUE(plans.ok()) << plans.status().message();
