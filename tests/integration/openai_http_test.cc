@@ -2,7 +2,7 @@
 // and fuji-agent with a random tiny model, called by the official openai npm client
 // (tests/http/openai_client.mjs) and by curl; a client that goes away cancels its job. Then the
 // HTTP server's bounds on its own, with small limits: body, headers, a slow client, connections,
-// and a client gone mid-request.
+// and a client gone mid-request; and the wire format without I/O (requests, stops, templates).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -15,8 +15,10 @@
 #include <stdexcept>
 #include <thread>
 
+#include "daemon/http/chat_template.h"
 #include "daemon/http/http_server.h"
 #include "daemon/http/openai_gateway.h"
+#include "daemon/http/openai_protocol.h"
 #include "tests/integration/process_util.h"
 
 namespace fuji::testing {
@@ -362,6 +364,125 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
     EXPECT_TRUE(cv.wait_for(lock, 3s, [&] { return saw_gone; })) << "OnGone did not run";
   }
   (*server)->Stop();
+}
+
+// ---- OpenAI's wire format, without I/O ----
+
+http::CompletionRequest Parsed(const std::string& body, http::Endpoint endpoint = http::Endpoint::kCompletions) {
+  http::CompletionRequest request;
+  std::optional<http::ApiError> error = http::ParseCompletionRequest(body, endpoint, &request);
+  EXPECT_FALSE(error.has_value()) << body << ": " << (error ? error->message : "");
+  return request;
+}
+
+// The param a refused body names ("?" when it was not refused).
+std::string Refused(const std::string& body, http::Endpoint endpoint = http::Endpoint::kCompletions) {
+  http::CompletionRequest request;
+  std::optional<http::ApiError> error = http::ParseCompletionRequest(body, endpoint, &request);
+  if (!error) return "?";
+  EXPECT_EQ(error->status, 400) << body;
+  return error->param;
+}
+
+TEST(OpenAiProtocolTest, RequestsAreCheckedFieldByField) {
+  http::CompletionRequest r = Parsed(R"({"model": "m", "prompt": "hi"})");
+  EXPECT_EQ(r.max_tokens, 16);
+  EXPECT_EQ(r.temperature, 1.0);
+  EXPECT_EQ(r.prompt.value_or(""), "hi");
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": ["hi"]})").prompt.value_or(""), "hi");
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": [[4, 5]]})").prompt_ids, (std::vector<int32_t>{4, 5}));
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": "x", "stop": "##"})").stop, std::vector<std::string>{"##"});
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": ["a", "b"]})"), "prompt");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": ""})"), "prompt");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": [-1]})"), "prompt");
+  EXPECT_EQ(Refused(R"({"prompt": "x"})"), "model");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "max_tokens": 0})"), "max_tokens");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "max_tokens": 1.5})"), "max_tokens");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "temperature": 3})"), "temperature");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "top_p": 0})"), "top_p");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "n": 2})"), "n");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "seed": -1})"), "seed");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]})"), "stop");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "stop": [""]})"), "stop");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "logprobs": 2})"), "logprobs");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "echo": true})"), "echo");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "presence_penalty": 0.5})"), "presence_penalty");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "precision": "fp8"})"), "precision");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "stream": "yes"})"), "stream");
+  EXPECT_EQ(Refused("[1, 2]"), "");
+  EXPECT_EQ(Refused(std::string(100, '[') + std::string(100, ']')), "") << "nested past the bound";
+  // Neutral values of what fuji cannot do are taken.
+  Parsed(R"({"model": "m", "prompt": "x", "n": 1, "echo": false, "logprobs": null, "presence_penalty": 0})");
+
+  http::CompletionRequest chat = Parsed(
+      R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+          "max_completion_tokens": 7})",
+      http::Endpoint::kChat);
+  ASSERT_EQ(chat.messages.size(), 1u);
+  EXPECT_EQ(chat.messages[0].content, "ab");
+  EXPECT_EQ(chat.max_tokens, 7);
+  EXPECT_EQ(Refused(R"({"model": "m", "messages": []})", http::Endpoint::kChat), "messages");
+  EXPECT_EQ(Refused(R"({"model": "m", "messages": [{"content": "x"}]})", http::Endpoint::kChat), "messages");
+}
+
+TEST(OpenAiProtocolTest, TheSpecFollowsTheRequest) {
+  nlohmann::json spec = http::InferSpecJson(Parsed(R"({"model": "m", "prompt": "x", "temperature": 0})"), "/d/m", "cpu", 9);
+  EXPECT_EQ(spec["greedy"], true);
+  EXPECT_FALSE(spec.contains("seed"));
+  EXPECT_EQ(spec["model"], "/d/m");
+  EXPECT_EQ(spec["max_new_tokens"], 16);
+  spec = http::InferSpecJson(Parsed(R"({"model": "m", "prompt": [3], "top_p": 0.5, "stop": ["a"]})"), "/d/m", "cuda", 9);
+  EXPECT_EQ(spec["greedy"], false);
+  EXPECT_EQ(spec["temperature"], 1.0);
+  EXPECT_EQ(spec["top_p"], 0.5);
+  EXPECT_EQ(spec["seed"], 9) << "a sampled request without a seed gets one";
+  EXPECT_EQ(spec["prompt_ids"], nlohmann::json::array({3}));
+  EXPECT_EQ(spec["stop"], nlohmann::json::array({"a"}));
+  EXPECT_EQ(spec["device"], "cuda");
+
+  EXPECT_EQ(http::FinishReason({{"finish_reason", "eos"}}, 16, false), "stop");
+  EXPECT_EQ(http::FinishReason({{"finish_reason", "length"}}, 16, false), "length");
+  EXPECT_EQ(http::FinishReason({{"output_ids", {1, 2}}}, 16, false), "stop");
+  EXPECT_EQ(http::FinishReason({{"output_ids", {1, 2}}}, 2, false), "length");
+  EXPECT_EQ(http::FinishReason({{"finish_reason", "length"}}, 16, true), "stop");
+}
+
+TEST(OpenAiProtocolTest, StopStringsCutTheTextAsItStreams) {
+  http::StopCutter cutter({"###", "END"});
+  EXPECT_EQ(cutter.Feed("Hel"), "Hel");
+  EXPECT_EQ(cutter.Feed("lo #"), "lo ") << "'#' may begin a stop string: held back";
+  EXPECT_EQ(cutter.Feed("#"), "");
+  EXPECT_EQ(cutter.Feed("# world"), "");
+  EXPECT_TRUE(cutter.stopped());
+  EXPECT_EQ(cutter.Feed("more"), "");
+  EXPECT_EQ(cutter.Flush(), "");
+
+  http::StopCutter partial({"abc"});
+  EXPECT_EQ(partial.Feed("xa"), "x");
+  EXPECT_EQ(partial.Feed("bd"), "abd") << "not a stop string after all";
+  EXPECT_EQ(partial.Feed("ab"), "");
+  EXPECT_EQ(partial.Flush(), "ab") << "the held tail at the end";
+  EXPECT_FALSE(partial.stopped());
+
+  http::StopCutter none({});
+  EXPECT_EQ(none.Feed("anything"), "anything");
+}
+
+TEST(OpenAiProtocolTest, ChatTemplatesRenderMessagesAndRefuseUnknownRoles) {
+  Result<http::ChatTemplate> t = http::ChatTemplate::Parse(
+      R"({"bos": "<s>", "roles": {"user": {"prefix": "U:", "suffix": "|"}, "assistant": {"prefix": "A:"}},
+          "generation_prompt": "A:", "stop": ["U:"]})",
+      "t.json");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  Result<std::string> prompt = t->Render({{"user", "hi"}, {"assistant", "yo"}, {"user", "?"}});
+  ASSERT_TRUE(prompt.ok()) << prompt.status().ToString();
+  EXPECT_EQ(*prompt, "<s>U:hi|A:yoU:?|A:");
+  EXPECT_EQ(t->stop, std::vector<std::string>{"U:"});
+  EXPECT_FALSE(t->Render({{"system", "x"}}).ok());
+  EXPECT_FALSE(http::ChatTemplate::Parse(R"({"roles": {}})", "t.json").ok());
+  EXPECT_FALSE(http::ChatTemplate::Parse(R"({"roles": {"user": {"prefix": 1}}})", "t.json").ok());
+  EXPECT_EQ(http::ChatTemplate::Load("/nonexistent/chat_template.json").status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace
