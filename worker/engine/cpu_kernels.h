@@ -37,11 +37,12 @@ at::Tensor RowsDotRows(const at::Tensor& x, const at::Tensor& e);
 
 // DecodeAttention for R new tokens of different sequences whose keys and values live in a block
 // pool (paged_kv.h): keys, values [num_blocks, H, block_size, D]; q [R, H * D]; row r attends over
-// positions [0, lengths[r]) found through its block table tables[table_offsets[r] ...]. The same
-// arithmetic as DecodeAttention per row and head. Returns [R, H * D] float.
+// positions [0, lengths[r]) found through its block table tables[table_offsets[r] ...]. exact: the
+// same arithmetic as DecodeAttention per row and head; otherwise the scores' dot products sum in
+// sixteen lanes (vectorized, rounded differently). Returns [R, H * D] float.
 at::Tensor PagedDecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                                 const std::vector<int32_t>& tables, const std::vector<int64_t>& table_offsets,
-                                const std::vector<int64_t>& lengths, double scale);
+                                const std::vector<int64_t>& lengths, double scale, bool exact = true);
 
 // GELU of one row, exact (erf) or tanh-approximated, computed in float. Returns float.
 at::Tensor GeluRow(const at::Tensor& x, bool tanh_approximation);
