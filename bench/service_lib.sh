@@ -4,7 +4,8 @@
 # and SERVICE_ENV (what the CLI needs: `env $SERVICE_ENV fuji ...`). A fujid with TLS and users (one
 # that writes admin.token) gets a user "bench" and an agent enrolled with a join token, allowed the
 # repository's var/; an older one runs as it did. Their pids go to the array `pids`;
-# stop_services (an EXIT trap) stops them.
+# stop_services (an EXIT trap) stops them. FUJID_FLAGS adds flags to fujid's (e.g. --http-listen
+# 127.0.0.1:0): its HTTP API's address goes to SERVICE_HTTP_URL ("" without one).
 pids=()
 stop_services() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -16,7 +17,8 @@ start_service() {
   local secure=
   "$bin/fujid" --help 2>/dev/null | grep -q -- --allow-read && secure=1
   if [ -n "$secure" ]; then
-    "$bin/fujid" --db "$dir/fujid.db" --listen 127.0.0.1:0 --allow-read "$roots" 2> "$dir/fujid.log" &
+    # shellcheck disable=SC2086
+    "$bin/fujid" --db "$dir/fujid.db" --listen 127.0.0.1:0 --allow-read "$roots" ${FUJID_FLAGS:-} 2> "$dir/fujid.log" &
   else
     "$bin/fujid" --db "$dir/fujid.db" --listen 127.0.0.1:0 2> "$dir/fujid.log" &
   fi
@@ -27,6 +29,7 @@ start_service() {
     sleep 0.1
   done
   [ -n "$port" ] || { cat "$dir/fujid.log" >&2; exit 1; }
+  SERVICE_HTTP_URL=$(sed -n 's/.*HTTP API on \(http[^ ]*\).*/\1/p' "$dir/fujid.log" | sed -n 1p)
   SERVICE_ENV=
   if [ -n "$secure" ]; then
     local admin join
