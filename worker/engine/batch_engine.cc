@@ -124,6 +124,7 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
     const int64_t n = std::min(need, budget);
     return n;
   };
+  bool preempted = false;
   for (size_t i = 0; i < running_.size(); ++i) {
     Sequence* s = running_[i];
     const int64_t n = take(s);
@@ -132,6 +133,7 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
     while (!pool_.Grow(&s->blocks, s->computed + n)) {
       Sequence* victim = running_.back();
       Preempt(victim);
+      preempted = true;
       if (victim == s) {
         preempted_self = true;
         break;
@@ -141,8 +143,10 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
     if (n > 1 || static_cast<int64_t>(s->tokens.size()) - s->computed > 1) budget -= n;
     plan.push_back({s, s->computed, n, 0});
   }
-  // Admit waiting requests, front first, while the batch, the budget and the free blocks allow.
-  while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_batch) {
+  // Admit waiting requests, front first, while the batch, the budget and the free blocks allow;
+  // not in a step that had to preempt (the blocks just freed are what the running ones grow into:
+  // readmitting at once would recompute the preempted sequence every step).
+  while (!preempted && !waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_batch) {
     Sequence* s = waiting_.front();
     const int64_t n = take(s);
     if (n == 0 || !pool_.Grow(&s->blocks, s->computed + n)) break;

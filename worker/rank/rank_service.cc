@@ -651,7 +651,12 @@ Status RankService::Impl::Finetune(const nlohmann::json& request) {
 
 RankService::RankService(JsonLineWriter* events) : impl_(std::make_unique<Impl>()) {
   impl_->events = events;
-  impl_->thread = std::thread([this] { impl_->EngineLoop(); });
+  // OpenMP's thread count is per thread: the engine thread takes the one main() configured.
+  const int threads = at::get_num_threads();
+  impl_->thread = std::thread([this, threads] {
+    at::set_num_threads(threads);
+    impl_->EngineLoop();
+  });
 }
 
 RankService::~RankService() {
