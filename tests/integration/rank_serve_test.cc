@@ -266,5 +266,41 @@ TEST_F(RankServeTest, StopStringsCutTheTextAndBadRequestsGetErrorsWhileTheRankGo
   EXPECT_TRUE(rank->Wait().Succeeded());
 }
 
+// A request for another model waits until the batch drains, then that model replaces the
+// resident one; requests behind it for the first model wait their turn too.
+TEST_F(RankServeTest, AnotherModelWaitsForTheBatchToDrain) {
+  const std::string other = ::testing::TempDir() + "/rank_serve_other_" + std::to_string(::getpid());
+  std::filesystem::remove_all(other);
+  auto rank = Spawn();
+  ASSERT_TRUE(rank);
+  ASSERT_TRUE(rank->Send({{"op", "init"}, {"id", "init2"}, {"out", other}, {"arch", "tiny"}, {"seed", 4}, {"layers", 2},
+                          {"vocab_dir", std::string(FUJI_BINARY_DIR) + "/share/fuji"}})
+                  .ok());
+  std::map<std::string, Reply> replies;
+  std::vector<nlohmann::json> untagged;
+  ASSERT_NO_FATAL_FAILURE(Collect(rank.get(), {"init2"}, &replies, &untagged));
+  ASSERT_TRUE(replies["init2"].result);
+  auto infer = [&](const std::string& id, const std::string& model, int64_t tokens) {
+    return nlohmann::json{{"op", "infer"}, {"id", id}, {"model", model}, {"prompt", "Same prompt"},
+                          {"max_new_tokens", tokens}, {"ignore_eos", true}};
+  };
+  ASSERT_TRUE(rank->Send(infer("a1", *model_dir_, 60)).ok());
+  ASSERT_TRUE(rank->Send(infer("b", other, 10)).ok());
+  ASSERT_TRUE(rank->Send(infer("a2", *model_dir_, 10)).ok());
+  std::vector<std::string> order;
+  ASSERT_NO_FATAL_FAILURE(Collect(rank.get(), {"a1", "b", "a2"}, &replies, &untagged, [&](const nlohmann::json& e) {
+    if (e.value("event", "") == "result") order.push_back(e.value("id", ""));
+  }));
+  EXPECT_EQ(order, (std::vector<std::string>{"a1", "b", "a2"}));
+  for (const char* id : {"a1", "b", "a2"}) ASSERT_NO_FATAL_FAILURE(ExpectTokensMatchResult(id, replies[id]));
+  EXPECT_EQ((*replies["b"].result)["model"]["path"], other);
+  EXPECT_EQ((*replies["b"].result)["model"]["resident"], false);
+  EXPECT_EQ((*replies["a2"].result)["model"]["resident"], false) << "a1's model was replaced by b's";
+  EXPECT_NE((*replies["b"].result)["output_ids"], (*replies["a2"].result)["output_ids"]) << "different weights";
+  rank->CloseInput();
+  EXPECT_TRUE(rank->Wait().Succeeded());
+  std::filesystem::remove_all(other);
+}
+
 }  // namespace
 }  // namespace fuji
