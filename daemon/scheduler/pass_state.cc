@@ -31,14 +31,6 @@ int64_t EndOrNever(int64_t end_ms) {
 // A job that takes its devices whole: a fine-tune (policy 7c).
 bool Exclusive(const JobRequest& job) { return job.warm_key.empty() && !MayShare(job); }
 
-// How a job would use one device.
-enum class Use { kNone, kWarm, kJoin, kIdle, kIdleEvicting };
-
-struct DeviceUse {
-  Use use = Use::kNone;
-  int64_t need = 0;  // device memory it is promised there
-};
-
 // Unloads the warm model, giving its memory back to the device and, on a CPU agent, the host.
 void Unload(AgentSlot& agent, DeviceSlot& device, WarmSlot& warm,
             std::vector<std::pair<int64_t, std::pair<int, std::string>>>* evicted) {
@@ -179,10 +171,9 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
   if (job.devices > bound && !may_join_warm) return std::nullopt;
   std::optional<KindState::WarmAsk> ask;
   if (may_join_warm) {
-    ask.emplace(std::string_view(job.warm_key), job.plans.get(), job.devices, job.memory_mib, job.shareable,
-                ends_by_reservation);
+    ask = AskOf(job, kind);
     const auto miss = kind.warm_misses.find(*ask);
-    if (miss != kind.warm_misses.end() && miss->second == kind.generation) return std::nullopt;
+    if (miss != kind.warm_misses.end() && miss->second.failed_at == kind.generation + 1) return std::nullopt;
   }
 
   AgentSlot* best = nullptr;
@@ -203,24 +194,24 @@ std::optional<Placement> PassState::TryPlace(const JobRequest& job, KindState& k
     }
   }
   if (!best) {
-    if (ask) kind.warm_misses[*ask] = kind.generation;
+    if (ask) kind.warm_misses[*ask].failed_at = kind.generation + 1;
     return std::nullopt;
   }
   ++kind.generation;
 
   const Allowance allowance = AllowanceOn(*best, job, kind);
   const MemoryOption* option = OptionAt(job, best_fit.option);
-  const std::optional<Choice> choice = Choose(*best, job, allowance, option);
-  if (!choice) return std::nullopt;  // FitOn found it: cannot happen
+  Choice choice;
+  if (!Choose(*best, job, allowance, option, &choice)) return std::nullopt;  // FitOn found it: cannot happen
   const int idle_before = best->idle;
   Placement placement{job.id, best->view->worker_id, {}, best_fit.option, {}};
-  Take(*best, job, option, *choice, &placement);
+  Take(*best, job, option, choice, &placement);
   // Idle devices taken on the reserved agent by a job that may outlast T were spare ones, and so
   // was the host memory its plan was promised.
   if (allowance.within_spare) {
     kind.reservation->spare -= idle_before - best->idle;
     if (option && kind.reservation->spare_host_mib != kUnknownMib) {
-      kind.reservation->spare_host_mib -= choice->host_need;
+      kind.reservation->spare_host_mib -= choice.host_need;
     }
   }
   RefreshMaxima(kind);
@@ -281,15 +272,27 @@ int64_t PassState::HostHeldBy(int64_t job_id) const {
   return it == host_mib_.end() ? 0 : it->second;
 }
 
+KindState::WarmAsk PassState::AskOf(const JobRequest& job, const KindState& kind) const {
+  const bool ends_by_reservation = kind.reservation && EndsBy(job, kind.reservation->start_ms);
+  return {std::string_view(job.warm_key), job.plans.get(), job.devices, job.memory_mib, job.shareable,
+          ends_by_reservation};
+}
+
 bool PassState::HeldByReservation(const JobRequest& job, const KindState& kind) const {
   if (!kind.reservation || kind.reservation->job == &job) return false;
   const AgentSlot& reserved = *kind.reservation->agent;
-  return FitOn(reserved, job, {reserved.idle, false}).has_value();
+  if (job.warm_key.empty() || !kind.any_warm) return FitOn(reserved, job, {reserved.idle, false}).has_value();
+  KindState::WarmMiss& memo = kind.warm_misses[AskOf(job, kind)];
+  if (memo.held_at != kind.generation + 1) {
+    memo.held_at = kind.generation + 1;
+    memo.held = FitOn(reserved, job, {reserved.idle, false}).has_value();
+  }
+  return memo.held;
 }
 
 bool PassState::FitsByCount(const JobRequest& job, const KindState& kind) const {
   for (const AgentSlot* agent : kind.agents) {
-    if (Choose(*agent, job, {agent->idle, false}, nullptr)) return true;
+    if (Choose(*agent, job, {agent->idle, false}, nullptr, &scratch_)) return true;
   }
   return false;
 }
@@ -308,8 +311,8 @@ bool PassState::EndsBy(const JobRequest& job, int64_t deadline_ms) const {
          now_ms_ + job.estimated_run_ms <= deadline_ms;
 }
 
-std::optional<Choice> PassState::Choose(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
-                                        const MemoryOption* option) const {
+bool PassState::Choose(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
+                       const MemoryOption* option, Choice* out) const {
   const std::string& key = job.warm_key;
   const bool exclusive = Exclusive(job);
   const int64_t full = DeviceNeed(job, option);
@@ -325,7 +328,8 @@ std::optional<Choice> PassState::Choose(const AgentSlot& agent, const JobRequest
     *evicting = true;
     return true;
   };
-  std::vector<std::pair<size_t, DeviceUse>> uses;
+  std::vector<std::pair<size_t, DeviceUse>>& uses = uses_;
+  uses.clear();
   for (size_t i = 0; i < agent.devices.size(); ++i) {
     const DeviceSlot& device = agent.devices[i];
     bool evicting = false;
@@ -353,7 +357,12 @@ std::optional<Choice> PassState::Choose(const AgentSlot& agent, const JobRequest
   };
   std::stable_sort(uses.begin(), uses.end(), [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
 
-  Choice choice;
+  Choice& choice = *out;
+  choice.devices.clear();
+  choice.on_warm.clear();
+  choice.usable = 0;
+  choice.warm = choice.evicts = false;
+  choice.host_need = 0;
   int idle_usable = 0;
   for (const auto& [i, use] : uses) {
     if (agent.devices[i].idle()) {
@@ -363,7 +372,7 @@ std::optional<Choice> PassState::Choose(const AgentSlot& agent, const JobRequest
     }
   }
   choice.usable += std::min(allowance.idle_limit, idle_usable);
-  if (choice.usable < job.devices) return std::nullopt;
+  if (choice.usable < job.devices) return false;
   int idle_taken = 0;
   bool all_warm = true;
   for (const auto& [i, use] : uses) {
@@ -380,31 +389,32 @@ std::optional<Choice> PassState::Choose(const AgentSlot& agent, const JobRequest
     choice.evicts = choice.evicts || use.use == Use::kIdleEvicting ||
                     (!agent.cpu && use.need > device.free_mib && device.EvictableMib(key) > 0);
   }
-  if (!option) return choice;
+  if (!option) return true;
   // On its warm model nothing loads: no host memory on a GPU, the plan less the weights on a CPU.
   choice.host_need = !all_warm ? option->host_mib
                      : agent.cpu ? std::max<int64_t>(0, option->host_mib - option->weights_mib)
                                  : 0;
-  if (allowance.host_limit_mib != kUnknownMib && choice.host_need > allowance.host_limit_mib) return std::nullopt;
+  if (allowance.host_limit_mib != kUnknownMib && choice.host_need > allowance.host_limit_mib) return false;
   if (agent.host_free_mib != kUnknownMib && choice.host_need > agent.host_free_mib) {
-    if (!agent.cpu) return std::nullopt;
+    if (!agent.cpu) return false;
     int64_t evictable = 0;
     for (const DeviceSlot& device : agent.devices) evictable += device.EvictableMib(key);
-    if (choice.host_need > agent.host_free_mib + evictable) return std::nullopt;
+    if (choice.host_need > agent.host_free_mib + evictable) return false;
     choice.evicts = true;
   }
-  return choice;
+  return true;
 }
 
 std::optional<Fit> PassState::FitOn(const AgentSlot& agent, const JobRequest& job,
                                     Allowance allowance) const {
   if (!job.has_options()) {
-    const std::optional<Choice> choice = Choose(agent, job, allowance, nullptr);
-    return choice ? std::optional<Fit>(Fit{-1, choice->usable, choice->warm, choice->evicts}) : std::nullopt;
+    if (!Choose(agent, job, allowance, nullptr, &scratch_)) return std::nullopt;
+    return Fit{-1, scratch_.usable, scratch_.warm, scratch_.evicts};
   }
   for (size_t i = 0; i < job.options().size(); ++i) {
-    const std::optional<Choice> choice = Choose(agent, job, allowance, &job.options()[i]);
-    if (choice) return Fit{static_cast<int>(i), choice->usable, choice->warm, choice->evicts};
+    if (Choose(agent, job, allowance, &job.options()[i], &scratch_)) {
+      return Fit{static_cast<int>(i), scratch_.usable, scratch_.warm, scratch_.evicts};
+    }
   }
   return std::nullopt;
 }

@@ -81,6 +81,14 @@ struct Choice {
   int64_t host_need = 0;   // host memory it is promised there
 };
 
+// How a job would use one device: on its warm model, joining holders that share, or idle
+// (unloading warm models or not); and the device memory it is promised there.
+enum class Use { kNone, kWarm, kJoin, kIdle, kIdleEvicting };
+struct DeviceUse {
+  Use use = Use::kNone;
+  int64_t need = 0;
+};
+
 // Where a job fits on one agent: the first of its options that fits (-1 for a job without
 // options), how many devices it could take there, and whether it lands on its warm model or
 // must unload others.
@@ -113,11 +121,17 @@ struct KindState {
   // holds while this has not moved.
   uint64_t generation = 0;
   // Jobs with a warm_key that found no place, by what decides where one fits (warm_key, plans,
-  // devices, memory_mib, shareable, whether it ends by the reservation's T), at the generation
-  // they failed: a long queue of requests of one model costs one search per generation.
-  // The key is a view of the first such job's warm_key: the queue outlives the pass.
+  // devices, memory_mib, shareable, whether it ends by the reservation's T): the generation
+  // (plus one) at which one failed, and at which HeldByReservation answered `held` for one. A
+  // long queue of requests of one model costs one search per generation. The key is a view of
+  // the first such job's warm_key: the queue outlives the pass.
   using WarmAsk = std::tuple<std::string_view, const MemoryPlans*, int, int64_t, bool, bool>;
-  std::map<WarmAsk, uint64_t> warm_misses;
+  struct WarmMiss {
+    uint64_t failed_at = 0;
+    uint64_t held_at = 0;
+    bool held = false;
+  };
+  mutable std::map<WarmAsk, WarmMiss> warm_misses;
   // The reasons' texts on warm models that cannot be unloaded, by (warm_key, devices), with the
   // generation (plus one) they were written at.
   struct StuckWarmTexts {
@@ -170,11 +184,13 @@ class PassState {
   };
   Allowance AllowanceOn(const AgentSlot& agent, const JobRequest& job, const KindState& kind) const;
   bool EndsBy(const JobRequest& job, int64_t deadline_ms) const;
+  // The key of KindState::warm_misses for a job with a warm_key.
+  KindState::WarmAsk AskOf(const JobRequest& job, const KindState& kind) const;
   // The devices `job` would take on the agent with `option`'s memory (nullptr: memory
-  // unchecked), with usable counting every device it could take; nullopt when fewer than
-  // job.devices are usable or the host lacks the memory.
-  std::optional<Choice> Choose(const AgentSlot& agent, const JobRequest& job, Allowance allowance,
-                               const MemoryOption* option) const;
+  // unchecked), into *choice, with usable counting every device it could take; false when fewer
+  // than job.devices are usable or the host lacks the memory.
+  bool Choose(const AgentSlot& agent, const JobRequest& job, Allowance allowance, const MemoryOption* option,
+              Choice* choice) const;
   // The first option of `job` that fits on the agent; nullopt when none does.
   std::optional<Fit> FitOn(const AgentSlot& agent, const JobRequest& job, Allowance allowance) const;
   // Takes the chosen devices (unloading warm models where needed, and promising the option's
@@ -187,6 +203,9 @@ class PassState {
   int64_t HostHeldBy(int64_t job_id) const;
 
   int64_t now_ms_;
+  // Scratch of Choose and FitOn, kept between calls so that a long queue allocates nothing.
+  mutable std::vector<std::pair<size_t, DeviceUse>> uses_;
+  mutable Choice scratch_;
   std::unordered_map<int64_t, int64_t> host_mib_;
   std::vector<AgentSlot> agents_;
   std::map<std::string, KindState> kinds_;
