@@ -70,6 +70,7 @@ int StreamInference(DaemonClient& client, int64_t id) {
   const std::string text = result->value("text", "");
   if (text.compare(0, streamed.size(), streamed) == 0) std::printf("%s", text.substr(streamed.size()).c_str());
   std::printf("\n");
+  std::fflush(stdout);  // the text before the timings, also where both go to one file
   const nlohmann::json t = result->value("timings", nlohmann::json::object());
   std::fprintf(stderr, "job %lld: load %.0f ms, first token %.0f ms, decode %.1f tokens/s, total %.0f ms\n",
                static_cast<long long>(id), t.value("load_ms", 0.0), t.value("prefill_ms", 0.0),
