@@ -14,21 +14,38 @@
 //   {"event": "checkpoint", "step", "path"}    finetune, rank 0: a checkpoint was published
 //   {"event": "result", "result": {...}}       the request succeeded
 //   {"event": "error", "code", "reason", "message"}  it failed; reason is bad_input, cuda_oom,
-//                                                   host_oom, collective_timeout or internal
-//   {"event": "token", "index", "ids": [...], "text"}  infer: new tokens, at most every 20 ms or
-//                                                   16 tokens; "text" is the UTF-8 those ids
-//                                                   complete (the texts concatenate to the
-//                                                   result's "text")
+//                                                   host_oom, collective_timeout, cancelled or
+//                                                   internal
+//   {"event": "token", "index", "ids": [...], "text"}  infer: new tokens, sent when 16 are pending
+//                                                   or 20 ms after the last token event; "index"
+//                                                   is the first one's; "text" is the UTF-8 those
+//                                                   ids complete (a character cut between runs
+//                                                   goes with the run that completes it; bytes
+//                                                   that make no character are U+FFFD; text that
+//                                                   could begin a stop string waits): the ids
+//                                                   concatenate to "output_ids" and the texts to
+//                                                   the result's "text"
+// An infer's events: started, timing load, timing tokenize, token..., progress..., timing queue,
+// timing prefill, timing decode, then result {"prompt_ids", "output_ids", "text", "finish_reason"
+// (length | eos | stop), "timings" {"load_ms", "tokenize_ms", "queue_ms" (arrival to admission
+// into the batch), "prefill_ms" (admission to first token), "decode_ms", "decode_tokens",
+// "decode_tokens_per_s", "total_ms"}, "batch" {"max_batch_seen"}, "memory", "model" {..., "mib"
+// (weights and KV cache), "kv_cache_mib"}, "device", "precision", "offload", "threads"} — or error.
+// An InferSpec's "stop" strings end the generation once the decoded text contains one; the text
+// is cut before it (output_ids keep the token that completed it).
 // More ops: {"op": "cancel", "id"} ends request `id` with an error event whose reason is
 // "cancelled" (no answer when no such request is in flight); {"op": "load", "id", ...an
 // InferSpec's model, precision, device, offload} loads (or keeps) that model resident and answers
-// {"result": {"loaded": true, "load_ms", "resident", "mib"}}.
+// {"result": {"loaded": true, "load_ms", "resident", "mib", "model", "device", "precision",
+// "offload"}}. A rank holds at most 1024 requests at once; an id already in flight is refused.
 //
 // Serving: "infer" and "load" go to one engine thread, which runs every infer for the resident
 // model (key: the model's real path | precision | device | offload) in one continuous batch
 // (worker/engine/batch_engine.h) and streams its tokens. A request for another model waits until
 // the batch drains, then that model replaces the resident one. The other ops run on the caller's
-// thread, as before, once the batch has drained.
+// thread, as before, once the batch has drained. The KV cache takes FUJI_KV_CACHE_MIB (default
+// 1024 on the CPU, 4096 on a GPU), at most what 64 sequences of the model's full length need and
+// at least one of them. When stdin closes, the requests taken run to their end first.
 #pragma once
 
 #include <memory>
