@@ -1,9 +1,13 @@
 // HttpServer; see http_server.h. A connection is a Session on a strand of the server's loop:
-// (TLS handshake,) one bounded read of a request, then a watch on the socket while the handler
-// works (a client that closes is seen at once), the response written from a queue, and the close.
+// (TLS handshake,) one bounded read of a request, then a watch on the TCP socket while the
+// handler works (a client that closes is seen at once), the response written from a queue, and
+// the close.
 #include "daemon/http/http_server.h"
 
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -256,20 +260,38 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
           true);
   }
 
-  // Reads while the handler works: a request is all a client sends, so the read ends only when
-  // the client closes (or resets) the connection, or sends more (left unread: the connection
-  // closes after this response).
+  // Watches the socket while the handler works: a request is all a client sends, so the socket
+  // turns readable only when the client closes (or resets) the connection, or sends more. The
+  // wait is on the TCP socket itself, never a TLS read: OpenSSL's state must see one operation at
+  // a time, and a TLS read beside the response's writes corrupted it under load. Bytes that come
+  // (a TLS close_notify before the close, or pipelined requests, which are not answered: the
+  // connection closes after this response) are read off the socket and dropped.
   void Watch() {
     Lowest().expires_never();
     watching_ = true;
-    stream_.async_read_some(net::buffer(&watch_byte_, 1), [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      self->watching_ = false;
-      if (self->closing_) return self->FinishClose();
-      if (ec) {
-        self->MarkGone();
-        self->CloseSocket();
-      }
-    });
+    Lowest().socket().async_wait(tcp::socket::wait_read,
+                                 [self = this->shared_from_this()](beast::error_code ec) { self->OnWatch(ec); });
+  }
+
+  void OnWatch(beast::error_code ec) {
+    watching_ = false;
+    if (closing_) return FinishClose();
+    if (ec) {
+      MarkGone();
+      return CloseSocket();
+    }
+    char bytes[4096];
+    const ssize_t n = ::recv(Lowest().socket().native_handle(), bytes, sizeof bytes, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      MarkGone();
+      return CloseSocket();
+    }
+    if (n > 0) {
+      dropped_bytes_ += static_cast<size_t>(n);
+      // Past a bound, the client is only sending: stop watching, and close after the response.
+      if (dropped_bytes_ > server_->options.max_body_bytes) return;
+    }
+    Watch();
   }
 
   void MarkGone() {
@@ -333,7 +355,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void FinishClose() {
     if (closed_) return;
     if constexpr (kTls) {
-      if (handshaken_ && !gone_.load()) {
+      // Once bytes under TLS were dropped, its state cannot read the client's close_notify.
+      if (handshaken_ && !gone_.load() && dropped_bytes_ == 0) {
         Lowest().expires_after(kTlsShutdownTimeout);
         stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->CloseSocket(); });
         return;
@@ -355,7 +378,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  char watch_byte_ = 0;
+  size_t dropped_bytes_ = 0;  // read off the socket by the watch
 
   Mode mode_ = Mode::kNone;
   std::deque<std::string> queue_;

@@ -165,6 +165,25 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   EXPECT_GE(chunks, 2) << sse.out;
   EXPECT_EQ(joined, text) << sse.out;
 
+  // ---- Many at once over TLS, half of them streamed (a TLS read beside the writes once corrupted
+  // OpenSSL's state and crashed fujid here) ----
+  constexpr int kConcurrent = 24;
+  std::string many;
+  for (int i = 0; i < kConcurrent; ++i) {
+    const std::string request = R"({"model": "tiny", "prompt": "request )" + std::to_string(i) +
+                                R"(", "max_tokens": 4, "stream": )" + (i % 2 == 0 ? "true" : "false") + "}";
+    many += "curl -sS --cacert " + Quote(ca_) + " -H " + Quote("Authorization: Bearer " + token_) + " -d " +
+            Quote(request) + " " + Quote(Url("/v1/completions")) + " > " + Quote(dir_ + "/many." + std::to_string(i)) +
+            " 2>&1 &\n";
+  }
+  ASSERT_EQ(RunShell("bash -c " + Quote(many + "wait"), dir_ + "/many.out").exit_code, 0);
+  for (int i = 0; i < kConcurrent; ++i) {
+    const std::string answer = Slurp(dir_ + "/many." + std::to_string(i));
+    const bool complete = i % 2 == 0 ? answer.find("data: [DONE]") != std::string::npos
+                                     : answer.find("\"completion_tokens\"") != std::string::npos;
+    EXPECT_TRUE(complete) << "request " << i << ": " << answer;
+  }
+
   // ---- Bounds and errors seen from outside ----
   Shell status = RunShell("curl -sS --cacert " + Quote(ca_) + " -o /dev/null -w '%{http_code}' " + Quote(Url("/v1/models")),
                           dir_ + "/curl.out");
