@@ -296,10 +296,17 @@ class AgentRankTest : public ::testing::Test {
     const std::string path = ::testing::TempDir() + "/fuji_agent_fake_rank_" + std::to_string(::getpid()) + "_" +
                              std::to_string(finish_after_s) + ".sh";
     const std::string sleep_s = std::to_string(finish_after_s > 0 ? finish_after_s : 600);
-    const std::string script = "#!/bin/sh\ncat >/dev/null\necho '{\"event\":\"started\",\"op\":\"infer\"}' >&3\n"
-                               "echo 'fake rank sleeping' >&2\nsleep " + sleep_s + " &\nwait\n" +
-                               (finish_after_s > 0 ? "echo '{\"event\":\"result\",\"result\":{\"output_ids\":[1]}}' >&3\n"
-                                                   : "");
+    // One request, answered under its id; it knows no "cancel" (the agent kills it after the grace).
+    const std::string script =
+        std::string(R"sh(#!/bin/sh
+read -r line
+id=$(printf '%s' "$line" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+echo "{\"event\":\"started\",\"op\":\"infer\",\"id\":\"$id\"}" >&3
+echo 'fake rank sleeping' >&2
+sleep )sh") + sleep_s + " &\nwait\n" +
+        (finish_after_s > 0 ? R"sh(echo "{\"event\":\"result\",\"id\":\"$id\",\"result\":{\"output_ids\":[1]}}" >&3
+)sh"
+                            : "");
     FILE* f = std::fopen(path.c_str(), "w");
     std::fputs(script.c_str(), f);
     std::fclose(f);
@@ -478,7 +485,9 @@ constexpr int64_t kEndlessTokens = 8000;
 // Seconds of generation: time to freeze the rank after its first progress, then to finish.
 constexpr int64_t kRestartTokens = 2000;
 
-TEST_F(AgentRankTest, CancelViaHeartbeatKillsARealRankMidGeneration) {
+// A real rank ends the cancelled request and keeps its model loaded: the next request is served by
+// the same process without loading.
+TEST_F(AgentRankTest, CancelViaHeartbeatEndsARealRanksRequestAndItsModelStaysLoaded) {
   service_.Assign(Infer(21, kEndlessTokens, 0, long_model_dir_));
   const std::optional<fuji::v1::Progress> progress =
       service_.AwaitProgress(21, milliseconds(120000));
@@ -493,7 +502,12 @@ TEST_F(AgentRankTest, CancelViaHeartbeatKillsARealRankMidGeneration) {
   EXPECT_FALSE(done->succeeded());
   EXPECT_EQ(done->failure_kind(), "cancelled") << done->message();
   EXPECT_TRUE(done->result_json().empty());
-  EXPECT_TRUE(GroupGone(pids[0]));
+  EXPECT_EQ(::kill(pids[0], 0), 0) << "the rank stays, its model loaded";
+  service_.Assign(Infer(24, 4, 0, long_model_dir_));
+  auto next = service_.AwaitComplete(24, milliseconds(60000));
+  ASSERT_TRUE(next.has_value());
+  ASSERT_TRUE(next->succeeded()) << next->message();
+  EXPECT_TRUE(nlohmann::json::parse(next->result_json())["model"]["resident"].get<bool>());
 }
 
 TEST_F(AgentRankTest, TimeoutEndsARealRank) {
@@ -513,7 +527,7 @@ TEST_F(AgentRankTest, TimeoutEndsARealRank) {
   EXPECT_EQ(done->failure_kind(), "timeout") << done->message();
   EXPECT_EQ(done->message(), "timed out after 5000 ms");
   EXPECT_TRUE(done->result_json().empty());
-  EXPECT_TRUE(GroupGone(pids[0]));
+  EXPECT_EQ(::kill(pids[0], 0), 0) << "the rank ended the request and stays, its model loaded";
 }
 
 // The daemon goes away mid-generation and comes back on the same port: the real rank survives,

@@ -301,6 +301,9 @@ void WarmPool::ReadLoop(std::shared_ptr<Rank> rank) {
     cv_.notify_all();
   }
   const launch::ExitInfo exit = rank->child->Wait();
+  // Whatever the rank left in its group goes with it, before its requests hear of its end.
+  ::killpg(rank->pid, SIGKILL);
+  for (int i = 0; i < 200 && ::killpg(rank->pid, 0) == 0; ++i) std::this_thread::sleep_for(milliseconds(10));
   std::lock_guard<std::mutex> lock(mu_);
   rank->ended = true;
   if (!rank->closing) Log("warm fuji-rank " + std::to_string(rank->pid) + " of " + rank->model + " ended: " + exit.Describe());
