@@ -312,6 +312,15 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
     b.peak_device_states = c * n;
   }
   b.kv_cache = m.n_layer * 2 * B * T * C * c;
+  if (cuda) {
+    // The rank's pool, allocated whole at load: its budget in blocks, at most kRankMaxBatch
+    // sequences of the model's positions, at least one.
+    const int64_t per_block = m.n_layer * 2 * kKvBlockTokens * C * c;
+    const int64_t per_sequence = (m.n_positions + kKvBlockTokens - 1) / kKvBlockTokens;
+    const int64_t blocks =
+        std::max(per_sequence, std::min(kRankKvPoolBytesGpu / per_block, kRankMaxBatch * per_sequence));
+    b.kv_cache = std::max(b.kv_cache, blocks * per_block);
+  }
   // The prefill's largest layer: residual, LayerNorm output, qkv, attention, c_fc and GELU outputs.
   int64_t layer = tok * (6 * C + 2 * F) * c;
   if (FusedAttention(r)) {
@@ -336,11 +345,10 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
     const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
     b.host_peak = b.base_rss + std::max(b.load_host, build);
     b.host_resident = b.base_rss + b.params_host;
-    const int64_t per_request = b.kv_cache + b.activations;
-    b.request = per_request + static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(per_request));
+    b.request = b.activations + static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(b.activations));
   } else {
     p.gpu_bytes = device_peak;
-    b.base_rss = r.rates.rank_base_rss_cpu;
+    b.base_rss = r.rates.rank_base_rss_cpu_infer;
     b.load_host = ckpt + c * n;
     // An emulated offload builds its shards as on a GPU, with each unit's gather buffer (c *
     // padded, allocated and released as the unit is built) in host memory too.

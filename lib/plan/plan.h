@@ -30,9 +30,13 @@
 // Inference: the weights (on the device, or streamed with offload params: two units gathered and
 // one unit's staging), the KV cache [L, 2, B, H, T, D] in the compute dtype, the prefill's largest
 // layer intermediates and the last position's fp32 logits. T is the request's tokens (prompt and
-// new tokens, in 16-token blocks: lib/plan/spec_plans.h), not the model's whole context. A warm
-// rank (fuji-agent --keep-warm) serves further requests of its model in one batch: each adds its
-// KV cache and activations (Breakdown::request), the rest of the plan it already holds.
+// new tokens, in 16-token blocks: lib/plan/spec_plans.h), not the model's whole context. On a GPU
+// fuji-rank allocates its paged KV pool whole when it loads (worker/rank/rank_service.cc Load:
+// FUJI_KV_CACHE_MIB, by default kRankKvPoolBytesGpu, no more than kRankMaxBatch sequences of the
+// model's positions and at least one), so the plan counts the pool there; on a CPU the pool's
+// pages cost nothing until a request writes them, so the plan counts the request's blocks. A
+// warm rank (fuji-agent --keep-warm) serves further requests of its model in one batch: each adds
+// its activations, and on a CPU its KV blocks (Breakdown::request); the rest it already holds.
 // Parameter offload's host memory, as fuji-rank loads it (worker/rank/rank_service.cc Load): the
 // checkpoint loads into one host arena in the compute dtype (c * params, beside the checkpoint's
 // mapped pages), then the ZeRO-3 engine copies it unit by unit into its (pinned, on a GPU)
@@ -65,6 +69,9 @@
 //                                model, fp32, Debian's libtorch 1.13, that was 246-267 MiB at stages
 //                                0 and 1 and 248-309 MiB at stages 2 and 3 (Gloo's reduce-scatter
 //                                temporaries, not modelled); cuda: 2 GiB, ASSUMED
+//   rank_base_rss_cpu_infer      160 MiB, measured: an inference rank's peak RSS less the
+//                                checkpoint's pages and its host copy was 150-155 MiB (fp32, 16M
+//                                and 127M parameters; plan_accuracy_test)
 // Step time = compute + communication + host-device copies + CPU optimizer (+ device optimizer),
 // with no overlap assumed: an upper bound, used to rank plans.
 //   compute = 6 * params * tokens (8 with activation checkpointing) + attention's 12 * L * C * T
@@ -105,6 +112,7 @@ struct Throughput {
   int64_t cuda_context_bytes = int64_t{512} << 20;
   double allocator_slack = 0.10;
   int64_t rank_base_rss_cpu = int64_t{256} << 20;
+  int64_t rank_base_rss_cpu_infer = int64_t{160} << 20;
   int64_t rank_base_rss_cuda = int64_t{2} << 30;
 };
 extern const Throughput kThroughput;
@@ -119,6 +127,12 @@ Result<Throughput> RatesFromJson(const nlohmann::json& measured, const Throughpu
 std::string RatesStamp(const Throughput& rates);
 
 enum class DeviceKind { kCpu, kCuda };
+
+// fuji-rank's paged KV cache (worker/rank/rank_service.cc, worker/engine/paged_kv.h): tokens per
+// block, the pool's default budget on a GPU, and the most sequences it runs at once.
+inline constexpr int64_t kKvBlockTokens = 16;
+inline constexpr int64_t kRankKvPoolBytesGpu = int64_t{4096} << 20;
+inline constexpr int64_t kRankMaxBatch = 64;
 
 struct PlanRequest {
   engine::ModelConfig config;
@@ -151,7 +165,8 @@ struct Breakdown : zero::StateBytes {
   int64_t host_peak = 0;           // per rank host peak (cuda: host states, load; cpu: everything)
   int64_t host_resident = 0;       // inference: per rank host bytes held once loaded (base, host weights)
   // Inference: what one request adds to a loaded rank, in the plan's memory (gpu_bytes on a GPU,
-  // host_bytes on a CPU): its KV cache and activations (on a GPU with their allocator slack).
+  // host_bytes on a CPU): its activations and, on a CPU, its KV blocks (a GPU's are in the pool
+  // the rank allocated when it loaded); on a GPU with their allocator slack.
   int64_t request = 0;
 };
 

@@ -14,10 +14,8 @@
 
 namespace fuji::plan {
 
-// The KV cache of an inference is planned in blocks of this many tokens (the paged cache's).
-inline constexpr int64_t kKvBlockTokens = 16;
 // The tokens an inference's KV cache holds: prompt and new tokens, rounded up to whole blocks
-// and capped at the model's positions (when positions > 0); at least one block.
+// and capped at the model's positions (when positions > 0); at least one block (kKvBlockTokens).
 int64_t RequestTokens(int64_t prompt_tokens, int64_t max_new_tokens, int64_t positions);
 
 struct SpecAsk {
