@@ -219,7 +219,25 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(server_->options.max_header_bytes));
     parser_->body_limit(server_->options.max_body_bytes);
+    // One deadline for the headers and the body together.
     Lowest().expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+    bhttp::async_read_header(stream_, buffer_, *parser_,
+                             [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  // A client that waits for "100 Continue" before its body (curl, for bodies over 1 MiB) is told
+  // to go on; one whose declared body is over the limit was refused by the header's read.
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnRead(ec);
+    if (!beast::iequals(parser_->get()[bhttp::field::expect], "100-continue")) return ReadBody();
+    static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    net::async_write(stream_, net::buffer(kContinue), [self = this->shared_from_this()](beast::error_code write_ec, size_t) {
+      if (write_ec) return self->CloseSocket();
+      self->ReadBody();
+    });
+  }
+
+  void ReadBody() {
     bhttp::async_read(stream_, buffer_, *parser_,
                       [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }

@@ -317,6 +317,20 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
     EXPECT_EQ(last_body, "{\"a\":1}");
   }
 
+  // A client that waits for 100 Continue before its body is told to go on.
+  fd = Connect(port);
+  SendAll(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n");
+  char interim[64] = {};
+  ASSERT_GT(::recv(fd, interim, sizeof interim - 1, 0), 0);
+  EXPECT_EQ(std::string(interim), "HTTP/1.1 100 Continue\r\n\r\n");
+  SendAll(fd, "{\"b\":2}");
+  r = ReadUntilClosed(fd, 5s);
+  EXPECT_EQ(r.bytes.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.bytes;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(last_body, "{\"b\":2}");
+  }
+
   // A body over the limit is 413 with OpenAI's error JSON, before it is read.
   fd = Connect(port);
   SendAll(fd, request("/v1/completions", std::string(2000, 'x')));
