@@ -280,10 +280,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   // Watches the socket while the handler works: a request is all a client sends, so the socket
   // turns readable only when the client closes (or resets) the connection, or sends more. The
-  // wait is on the TCP socket itself, never a TLS read: OpenSSL's state must see one operation at
-  // a time, and a TLS read beside the response's writes corrupted it under load. Bytes that come
-  // (a TLS close_notify before the close, or pipelined requests, which are not answered: the
-  // connection closes after this response) are read off the socket and dropped.
+  // wait is on the TCP socket itself, so that no TLS read runs beside the response's writes.
+  // Bytes that come (a TLS close_notify before the close, or pipelined requests, which are not
+  // answered: the connection closes after this response) are read off the socket and dropped.
   void Watch() {
     Lowest().expires_never();
     watching_ = true;
@@ -348,6 +347,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     net::async_write(stream_, net::buffer(queue_.front()),
                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
                        self->writing_ = false;
+                       // Closed meanwhile (the client left as this write ended): the queue is
+                       // gone with the connection.
+                       if (self->closed_) return;
                        if (ec) {
                          self->MarkGone();
                          return self->CloseSocket();
@@ -383,10 +385,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     CloseSocket();
   }
 
+  // The queue stays until the session ends: a write in flight still reads its buffer.
   void CloseSocket() {
     if (closed_) return;
     closed_ = true;
-    queue_.clear();
     beast::error_code ignored;
     Lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
     Lowest().close();
