@@ -55,6 +55,8 @@ class OpenAiHttpTest : public ServiceTestBase {
   "generation_prompt": "### Assistant:\n",
   "stop": ["### User:"]
 })";
+    // Outside --models: named by its full path, then by its name once an agent keeps it warm.
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--seed", "3", "--out", root_ + "/outside"}).exit_code, 0);
     // Slow enough to be left mid-run: named by its full path, outside --models.
     ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "8", "--width", "256", "--heads", "4",
                     "--positions", "4096", "--out", root_ + "/slow"})
@@ -138,8 +140,8 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   const nlohmann::json listed = Json({"jobs", "--output", "json"});
   EXPECT_TRUE(job.value("shareable", false)) << job.dump();
   EXPECT_EQ(job.value("owner", ""), "alice") << job.dump();
-  // Five of the client's (whole, streamed, stop, chat whole and streamed), one of curl's; refused
-  // requests make none.
+  // Five of the client's (whole, streamed, stop, chat whole and streamed), one of curl's so far;
+  // refused requests make none.
   EXPECT_EQ(listed["jobs"].size(), 6u) << "each completion is one job: " << listed.dump();
 
   // ---- curl: the same request streamed (server-sent events) ----
@@ -164,6 +166,21 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   EXPECT_EQ(last_data, "[DONE]") << sse.out;
   EXPECT_GE(chunks, 2) << sse.out;
   EXPECT_EQ(joined, text) << sse.out;
+
+  // ---- A model outside --models: by its path, then by its name while the agent keeps it warm ----
+  const std::string by_path = R"({"model": ")" + root_ + R"(/outside", "prompt": "Mt. Fuji is", "max_tokens": 3})";
+  Shell outside = Curl("-d " + Quote(by_path) + " " + Quote(Url("/v1/completions")));
+  ASSERT_NE(outside.out.find("\"completion_tokens\":3"), std::string::npos) << outside.out;
+  bool listed_warm = false;
+  for (int i = 0; i < 150 && !listed_warm; ++i) {
+    listed_warm = Curl(Quote(Url("/v1/models"))).out.find("\"id\":\"outside\"") != std::string::npos;
+    if (!listed_warm) std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(listed_warm) << "the warm model is listed by its name: " << Curl(Quote(Url("/v1/models"))).out
+                           << Json({"workers", "--output", "json"}).dump();
+  const std::string by_name = R"({"model": "outside", "prompt": "Mt. Fuji is", "max_tokens": 3})";
+  outside = Curl("-d " + Quote(by_name) + " " + Quote(Url("/v1/completions")));
+  EXPECT_NE(outside.out.find("\"completion_tokens\":3"), std::string::npos) << outside.out;
 
   // ---- Many at once over TLS, half of them streamed (a TLS read beside the writes once corrupted
   // OpenSSL's state and crashed fujid here) ----
