@@ -16,11 +16,13 @@ namespace {
 constexpr size_t kMaxPieceBytes = 4096;
 constexpr size_t kMaxRoles = 16;
 
-Status Piece(const nlohmann::json& j, const std::string& name, const std::string& what, std::string* out) {
+Status Piece(const nlohmann::json& j, const std::string& name, const std::string& what,
+             std::string* out) {
   if (!j.contains(name) || j[name].is_null()) return Status::Ok();
   if (!j[name].is_string()) return InvalidArgument(what + ": '" + name + "' must be a string");
   const auto& s = j[name].get_ref<const std::string&>();
-  if (s.size() > kMaxPieceBytes) return InvalidArgument(what + ": '" + name + "' is over 4096 bytes");
+  if (s.size() > kMaxPieceBytes)
+    return InvalidArgument(what + ": '" + name + "' is over 4096 bytes");
   if (!text::IsValidUtf8(s)) return InvalidArgument(what + ": '" + name + "' is not valid UTF-8");
   *out = s;
   return Status::Ok();
@@ -35,11 +37,13 @@ Result<ChatTemplate> ChatTemplate::Parse(const std::string& text, const std::str
   FUJI_RETURN_IF_ERROR(Piece(j, "bos", what, &t.bos));
   FUJI_RETURN_IF_ERROR(Piece(j, "generation_prompt", what, &t.generation_prompt));
   if (!j.contains("roles") || !j["roles"].is_object() || j["roles"].empty()) {
-    return InvalidArgument(what + ": 'roles' must be an object of roles, each {\"prefix\", \"suffix\"}");
+    return InvalidArgument(what +
+                           ": 'roles' must be an object of roles, each {\"prefix\", \"suffix\"}");
   }
   if (j["roles"].size() > kMaxRoles) return InvalidArgument(what + ": 'roles' has over 16 roles");
   for (const auto& [name, role] : j["roles"].items()) {
-    if (!role.is_object()) return InvalidArgument(what + ": role '" + name + "' must be {\"prefix\", \"suffix\"}");
+    if (!role.is_object())
+      return InvalidArgument(what + ": role '" + name + "' must be {\"prefix\", \"suffix\"}");
     Role r;
     FUJI_RETURN_IF_ERROR(Piece(role, "prefix", what + " role '" + name + "'", &r.prefix));
     FUJI_RETURN_IF_ERROR(Piece(role, "suffix", what + " role '" + name + "'", &r.suffix));
@@ -50,7 +54,8 @@ Result<ChatTemplate> ChatTemplate::Parse(const std::string& text, const std::str
       return InvalidArgument(what + ": 'stop' must be a list of at most 4 strings");
     }
     for (const auto& s : j["stop"]) {
-      if (!s.is_string() || s.get_ref<const std::string&>().empty() || s.get_ref<const std::string&>().size() > kMaxStopBytes) {
+      if (!s.is_string() || s.get_ref<const std::string&>().empty() ||
+          s.get_ref<const std::string&>().size() > kMaxStopBytes) {
         return InvalidArgument(what + ": 'stop' strings must be 1 to 256 bytes");
       }
       t.stop.push_back(s.get<std::string>());
@@ -76,10 +81,12 @@ Result<std::string> ChatTemplate::Render(const std::vector<ChatMessage>& message
     if (role == roles.end()) {
       std::string known;
       for (const auto& [name, unused] : roles) known += (known.empty() ? "" : ", ") + name;
-      return InvalidArgument("the model's chat template has no role '" + m.role + "' (it has " + known + ")");
+      return InvalidArgument("the model's chat template has no role '" + m.role + "' (it has " +
+                             known + ")");
     }
     prompt += role->second.prefix + m.content + role->second.suffix;
-    if (prompt.size() > limits::kMaxPromptBytes) return InvalidArgument("the chat prompt is over the prompt limit");
+    if (prompt.size() > limits::kMaxPromptBytes)
+      return InvalidArgument("the chat prompt is over the prompt limit");
   }
   return prompt + generation_prompt;
 }

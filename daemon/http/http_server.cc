@@ -46,31 +46,38 @@ std::string HeaderSafe(const std::string& value) {
 }
 
 std::string StatusLine(int status) {
-  const beast::string_view reason = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
-  return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason.empty() ? "Status" : reason) + "\r\n";
+  const beast::string_view reason =
+      bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
+  return "HTTP/1.1 " + std::to_string(status) + " " +
+         std::string(reason.empty() ? "Status" : reason) + "\r\n";
 }
 
 std::string HeaderLines(const HttpHeaders& headers) {
   std::string out;
-  for (const auto& [name, value] : headers) out += HeaderSafe(name) + ": " + HeaderSafe(value) + "\r\n";
+  for (const auto& [name, value] : headers)
+    out += HeaderSafe(name) + ": " + HeaderSafe(value) + "\r\n";
   return out;
 }
 
 // "host:port" or "[v6]:port" (localhost is 127.0.0.1).
 Result<tcp::endpoint> ParseListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) return InvalidArgument("HTTP address '" + listen + "' is not HOST:PORT");
+  if (colon == std::string::npos)
+    return InvalidArgument("HTTP address '" + listen + "' is not HOST:PORT");
   std::string host = listen.substr(0, colon);
   const std::string port_text = listen.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   if (host == "localhost") host = "127.0.0.1";
-  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos ||
       std::stoi(port_text) > 65535) {
     return InvalidArgument("HTTP address '" + listen + "': the port is not a number 0-65535");
   }
   boost::system::error_code ec;
   const net::ip::address address = net::ip::make_address(host, ec);
-  if (ec) return InvalidArgument("HTTP address '" + listen + "': '" + host + "' is not an IP address");
+  if (ec)
+    return InvalidArgument("HTTP address '" + listen + "': '" + host + "' is not an IP address");
   return tcp::endpoint(address, static_cast<uint16_t>(std::stoi(port_text)));
 }
 
@@ -118,7 +125,8 @@ namespace {
 // One connection. kTls: Stream is ssl_stream<tcp_stream>, else tcp_stream. Every member below the
 // constructor's runs on the stream's strand; HttpResponder's methods post there.
 template <class Stream, bool kTls>
-class Session final : public SessionBase, public std::enable_shared_from_this<Session<Stream, kTls>> {
+class Session final : public SessionBase,
+                      public std::enable_shared_from_this<Session<Stream, kTls>> {
  public:
   Session(HttpServer::Impl* server, Stream stream) : server_(server), stream_(std::move(stream)) {}
   ~Session() override { server_->connections.fetch_sub(1); }
@@ -126,21 +134,23 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void Run() {
     if constexpr (kTls) {
       Lowest().expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
-      stream_.async_handshake(net::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
-        if (ec) return self->CloseSocket();
-        self->handshaken_ = true;
-        self->Read();
-      });
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) return self->CloseSocket();
+                                self->handshaken_ = true;
+                                self->Read();
+                              });
     } else {
       Read();
     }
   }
 
   // ---- HttpResponder (any thread) ----
-  void Send(int status, const std::string& content_type, std::string body, const HttpHeaders& headers) override {
+  void Send(int status, const std::string& content_type, std::string body,
+            const HttpHeaders& headers) override {
     std::string bytes = StatusLine(status) + "Content-Type: " + HeaderSafe(content_type) +
-                        "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + HeaderLines(headers) +
-                        "Connection: close\r\n\r\n" + body;
+                        "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+                        HeaderLines(headers) + "Connection: close\r\n\r\n" + body;
     Post([bytes = std::move(bytes)](Session& s) mutable {
       if (s.mode_ != Mode::kNone) return;
       s.mode_ = Mode::kEnded;
@@ -188,8 +198,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     Post([body = std::move(error_body)](Session& s) mutable {
       if (s.mode_ == Mode::kNone) {
         s.mode_ = Mode::kEnded;
-        s.Queue(StatusLine(500) + "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nConnection: close\r\n\r\n" + body,
+        s.Queue(StatusLine(500) + "Content-Type: application/json\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body,
                 true);
       } else if (s.mode_ == Mode::kEvents) {
         s.mode_ = Mode::kEnded;
@@ -212,7 +222,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   template <class F>
   void Post(F f) {
-    net::post(stream_.get_executor(), [self = this->shared_from_this(), f = std::move(f)]() mutable { f(*self); });
+    net::post(stream_.get_executor(),
+              [self = this->shared_from_this(), f = std::move(f)]() mutable { f(*self); });
   }
 
   void Read() {
@@ -221,8 +232,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     parser_->body_limit(server_->options.max_body_bytes);
     // One deadline for the headers and the body together.
     Lowest().expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   // A client that waits for "100 Continue" before its body (curl, for bodies over 1 MiB) is told
@@ -231,21 +243,23 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (ec) return OnRead(ec);
     if (!beast::iequals(parser_->get()[bhttp::field::expect], "100-continue")) return ReadBody();
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    net::async_write(stream_, net::buffer(kContinue), [self = this->shared_from_this()](beast::error_code write_ec, size_t) {
-      if (write_ec) return self->CloseSocket();
-      self->ReadBody();
-    });
+    net::async_write(stream_, net::buffer(kContinue),
+                     [self = this->shared_from_this()](beast::error_code write_ec, size_t) {
+                       if (write_ec) return self->CloseSocket();
+                       self->ReadBody();
+                     });
   }
 
   void ReadBody() {
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
     if (ec == bhttp::error::body_limit) {
-      return Refuse(413, "the request body is over the limit of " + std::to_string(server_->options.max_body_bytes) +
-                             " bytes");
+      return Refuse(413, "the request body is over the limit of " +
+                             std::to_string(server_->options.max_body_bytes) + " bytes");
     }
     if (ec == bhttp::error::header_limit) {
       return Refuse(431, "the request's headers are over the limit of " +
@@ -253,8 +267,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     }
     if (ec) {
       // A request that does not parse is answered; a timeout or a closed socket only closes.
-      const bool malformed = ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
-                             ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
+      const bool malformed =
+          ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
+          ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
       if (malformed) return Refuse(400, "malformed HTTP request: " + ec.message());
       return CloseSocket();
     }
@@ -273,8 +288,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void Refuse(int status, const std::string& message) {
     mode_ = Mode::kEnded;
     const std::string body = server_->error_body(status, message);
-    Queue(StatusLine(status) + "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-              "\r\nConnection: close\r\n\r\n" + body,
+    Queue(StatusLine(status) + "Content-Type: application/json\r\nContent-Length: " +
+              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body,
           true);
   }
 
@@ -286,8 +301,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void Watch() {
     Lowest().expires_never();
     watching_ = true;
-    Lowest().socket().async_wait(tcp::socket::wait_read,
-                                 [self = this->shared_from_this()](beast::error_code ec) { self->OnWatch(ec); });
+    Lowest().socket().async_wait(
+        tcp::socket::wait_read,
+        [self = this->shared_from_this()](beast::error_code ec) { self->OnWatch(ec); });
   }
 
   void OnWatch(beast::error_code ec) {
@@ -325,7 +341,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (closed_) return;
     pending_bytes_ += bytes.size();
     if (pending_bytes_ > server_->options.max_pending_write_bytes) {
-      log::Warn("HTTP client fell more than " + std::to_string(server_->options.max_pending_write_bytes) +
+      log::Warn("HTTP client fell more than " +
+                std::to_string(server_->options.max_pending_write_bytes) +
                 " bytes behind a stream: closing its connection");
       MarkGone();
       return CloseSocket();
@@ -378,7 +395,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       // Once bytes under TLS were dropped, its state cannot read the client's close_notify.
       if (handshaken_ && !gone_.load() && dropped_bytes_ == 0) {
         Lowest().expires_after(kTlsShutdownTimeout);
-        stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->CloseSocket(); });
+        stream_.async_shutdown(
+            [self = this->shared_from_this()](beast::error_code) { self->CloseSocket(); });
         return;
       }
     }
@@ -477,7 +495,8 @@ void HttpServer::Impl::Dispatch(HttpRequest request, std::shared_ptr<SessionBase
     std::thread(std::move(run)).detach();
   } catch (const std::system_error& e) {
     log::Error(std::string("HTTP: cannot start a handler thread: ") + e.what());
-    session->Send(503, "application/json", error_body(503, "fujid is out of threads; try again"), {});
+    session->Send(503, "application/json", error_body(503, "fujid is out of threads; try again"),
+                  {});
     std::lock_guard<std::mutex> lock(mu);
     --handlers;
     handlers_done.notify_all();
@@ -486,11 +505,16 @@ void HttpServer::Impl::Dispatch(HttpRequest request, std::shared_ptr<SessionBase
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-HttpServer::~HttpServer() { Stop(); }
+HttpServer::~HttpServer() {
+  Stop();
+}
 
-int HttpServer::port() const { return impl_->port.load(); }
+int HttpServer::port() const {
+  return impl_->port.load();
+}
 
-Result<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options, HttpHandler handler,
+Result<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
+                                                      HttpHandler handler,
                                                       HttpErrorBody error_body) {
   FUJI_ASSIGN_OR_RETURN(tcp::endpoint endpoint, ParseListen(options.listen));
   auto impl = std::make_unique<Impl>();
@@ -505,8 +529,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& o
                                net::ssl::context::no_tlsv1_1,
                            ec);
     if (!ec) impl->tls->use_certificate_chain(net::buffer(options.tls_cert_pem), ec);
-    if (!ec) impl->tls->use_private_key(net::buffer(options.tls_key_pem), net::ssl::context::pem, ec);
-    if (ec) return InvalidArgument("HTTP TLS: cannot load fujid's certificate and key: " + ec.message());
+    if (!ec)
+      impl->tls->use_private_key(net::buffer(options.tls_key_pem), net::ssl::context::pem, ec);
+    if (ec)
+      return InvalidArgument("HTTP TLS: cannot load fujid's certificate and key: " + ec.message());
   }
   boost::system::error_code ec;
   impl->acceptor.open(endpoint.protocol(), ec);

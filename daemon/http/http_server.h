@@ -55,16 +55,16 @@ using HttpHandler = std::function<void(const HttpRequest&, const std::shared_ptr
 using HttpErrorBody = std::function<std::string(int status, const std::string& message)>;
 
 struct HttpServerOptions {
-  std::string listen;                   // "host:port" or "[v6]:port"; port 0: any free port
+  std::string listen;                     // "host:port" or "[v6]:port"; port 0: any free port
   std::string tls_cert_pem, tls_key_pem;  // both empty: plaintext (the caller decides it may)
-  int threads = 2;                      // the io_context's threads
-  int max_connections = 256;            // more are closed as soon as they are accepted
+  int threads = 2;                        // the io_context's threads
+  int max_connections = 256;              // more are closed as soon as they are accepted
   size_t max_header_bytes = size_t{16} << 10;
   size_t max_body_bytes = size_t{4} << 20;  // more is 413
   // A request's TLS handshake, headers and body arrive within this, or the connection closes: a
   // slow client cannot hold one forever.
   int64_t read_timeout_ms = 30000;
-  int64_t write_timeout_ms = 60000;     // each write is taken by the client within this
+  int64_t write_timeout_ms = 60000;  // each write is taken by the client within this
   size_t max_pending_write_bytes = size_t{8} << 20;  // a stream that falls further behind is cut
 };
 
@@ -73,8 +73,8 @@ class HttpServer {
  public:
   // Listens and starts the loop's threads. INVALID_ARGUMENT for an address that does not parse
   // or TLS material that does not load; UNAVAILABLE when the address cannot be bound.
-  static Result<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options, HttpHandler handler,
-                                                   HttpErrorBody error_body);
+  static Result<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
+                                                   HttpHandler handler, HttpErrorBody error_body);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

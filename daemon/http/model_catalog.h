@@ -15,8 +15,8 @@
 namespace fuji::http {
 
 struct CatalogModel {
-  std::string id;       // the directory's base name
-  std::string path;     // the directory: the real path of its --models directory, then /id
+  std::string id;         // the directory's base name
+  std::string path;       // the directory: the real path of its --models directory, then /id
   int64_t created_s = 0;  // its config.json's modification time
 };
 
@@ -28,7 +28,8 @@ class ModelCatalog {
 
   // Each of `dirs` must be a directory fujid may read under `policy`: INVALID_ARGUMENT naming it
   // otherwise.
-  static Result<ModelCatalog> Create(const std::vector<std::string>& dirs, const PathPolicy& policy);
+  static Result<ModelCatalog> Create(const std::vector<std::string>& dirs,
+                                     const PathPolicy& policy);
   ModelCatalog() = default;
 
   // Sorted by id, one entry per id.

@@ -20,7 +20,9 @@ using nlohmann::json;
 constexpr auto kCallDeadline = std::chrono::seconds(30);
 constexpr size_t kMaxTokenBytes = 1024;
 
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 void Answer(HttpResponder& out, const ApiError& error, const HttpHeaders& headers = {}) {
   out.Send(error.status, "application/json", ErrorJson(error), headers);
@@ -49,16 +51,13 @@ ApiError FromGrpc(const grpc::Status& status) {
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::OUT_OF_RANGE:
     case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return BadRequest(m);
+    case grpc::StatusCode::ALREADY_EXISTS: return BadRequest(m);
     case grpc::StatusCode::NOT_FOUND:
       return {404, m, "invalid_request_error", "model", "model_not_found"};
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return {429, m, "rate_limit_error", "", "resource_exhausted"};
-    case grpc::StatusCode::UNAVAILABLE:
-      return {503, m, "server_error", "", "unavailable"};
-    default:
-      return {500, m.empty() ? "internal error" : m, "server_error", "", ""};
+    case grpc::StatusCode::UNAVAILABLE: return {503, m, "server_error", "", "unavailable"};
+    default: return {500, m.empty() ? "internal error" : m, "server_error", "", ""};
   }
 }
 
@@ -68,10 +67,11 @@ std::optional<ApiError> Bearer(const std::string& authorization, std::string* to
                          "no API key: send a fuji user's token as 'Authorization: Bearer TOKEN' "
                          "(fuji admin user add NAME makes one)",
                          "invalid_request_error", "", "invalid_api_key"};
-  const ApiError invalid{401, "invalid API key: it is not a token fujid issued", "invalid_request_error", "",
-                         "invalid_api_key"};
+  const ApiError invalid{401, "invalid API key: it is not a token fujid issued",
+                         "invalid_request_error", "", "invalid_api_key"};
   if (authorization.empty()) return missing;
-  if (authorization.size() < 7 || ::strncasecmp(authorization.c_str(), "bearer ", 7) != 0) return invalid;
+  if (authorization.size() < 7 || ::strncasecmp(authorization.c_str(), "bearer ", 7) != 0)
+    return invalid;
   std::string value = authorization.substr(7);
   while (!value.empty() && value.front() == ' ') value.erase(0, 1);
   while (!value.empty() && value.back() == ' ') value.pop_back();
@@ -101,9 +101,13 @@ std::string BaseName(const std::string& path) {
 // Whatever the deltas did not carry (none came, or the job ended first) is sent from the result.
 class EventStream {
  public:
-  EventStream(HttpResponder* out, Endpoint endpoint, std::string id, int64_t created, std::string model,
-              std::vector<std::string> stops)
-      : out_(out), endpoint_(endpoint), id_(std::move(id)), created_(created), model_(std::move(model)),
+  EventStream(HttpResponder* out, Endpoint endpoint, std::string id, int64_t created,
+              std::string model, std::vector<std::string> stops)
+      : out_(out),
+        endpoint_(endpoint),
+        id_(std::move(id)),
+        created_(created),
+        model_(std::move(model)),
         cutter_(std::move(stops)) {}
 
   void Start(const HttpHeaders& headers) {
@@ -126,15 +130,18 @@ class EventStream {
 
   bool stopped() const { return cutter_.stopped(); }
 
-  void Finish(const std::string& text, const json& result, int64_t max_tokens, const json& usage, bool include_usage) {
+  void Finish(const std::string& text, const json& result, int64_t max_tokens, const json& usage,
+              bool include_usage) {
     if (text.compare(0, raw_.size(), raw_) == 0) {
       Emit(cutter_.Feed(std::string_view(text).substr(raw_.size())));
     } else {
-      log::Warn("HTTP " + id_ + ": the streamed tokens differ from the result's text (a retry sampled anew)");
+      log::Warn("HTTP " + id_ +
+                ": the streamed tokens differ from the result's text (a retry sampled anew)");
     }
     Emit(cutter_.Flush());
     Chunk("", FinishReason(result, max_tokens, cutter_.stopped()), false);
-    if (include_usage) out_->SendEvent(Dump(UsageChunkJson(endpoint_, id_, created_, model_, usage)));
+    if (include_usage)
+      out_->SendEvent(Dump(UsageChunkJson(endpoint_, id_, created_, model_, usage)));
     End();
   }
 
@@ -181,15 +188,19 @@ std::string OpenAiGateway::ErrorBody(int status, const std::string& message) {
   return ErrorJson(error);
 }
 
-void OpenAiGateway::Handle(const HttpRequest& request, const std::shared_ptr<HttpResponder>& out) const {
+void OpenAiGateway::Handle(const HttpRequest& request,
+                           const std::shared_ptr<HttpResponder>& out) const {
   const std::string path = request.target.substr(0, request.target.find('?'));
   const bool models = path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
   const bool completions = path == "/v1/completions";
   const bool chat = path == "/v1/chat/completions";
   if (!models && !completions && !chat) {
-    return Answer(*out, {404, "unknown request URL: " + request.method + " " + path.substr(0, 256) +
-                                  " (fujid serves GET /v1/models, POST /v1/completions and POST /v1/chat/completions)",
-                         "invalid_request_error", "", "unknown_url"});
+    return Answer(
+        *out,
+        {404,
+         "unknown request URL: " + request.method + " " + path.substr(0, 256) +
+             " (fujid serves GET /v1/models, POST /v1/completions and POST /v1/chat/completions)",
+         "invalid_request_error", "", "unknown_url"});
   }
   const char* method = models ? "GET" : "POST";
   if (request.method != method) {
@@ -220,11 +231,13 @@ std::optional<ApiError> OpenAiGateway::ReadFleet(const std::string& token, Fleet
   return std::nullopt;
 }
 
-void OpenAiGateway::Models(const std::string& token, const std::string& id, HttpResponder& out) const {
+void OpenAiGateway::Models(const std::string& token, const std::string& id,
+                           HttpResponder& out) const {
   Fleet fleet;
   if (auto error = ReadFleet(token, &fleet)) return Answer(out, *error);
   std::map<std::string, int64_t> models;  // id -> created
-  for (const CatalogModel& model : options_.catalog.List()) models.emplace(model.id, model.created_s);
+  for (const CatalogModel& model : options_.catalog.List())
+    models.emplace(model.id, model.created_s);
   for (const auto& [name, path] : fleet.warm) models.emplace(name, 0);
   auto object = [](const std::string& name, int64_t created) {
     return json{{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "fuji"}};
@@ -232,8 +245,8 @@ void OpenAiGateway::Models(const std::string& token, const std::string& id, Http
   if (!id.empty()) {
     auto it = models.find(id);
     if (it == models.end()) {
-      return Answer(out, {404, "the model '" + id.substr(0, 256) + "' does not exist", "invalid_request_error", "model",
-                          "model_not_found"});
+      return Answer(out, {404, "the model '" + id.substr(0, 256) + "' does not exist",
+                          "invalid_request_error", "model", "model_not_found"});
     }
     return AnswerJson(out, object(it->first, it->second));
   }
@@ -242,7 +255,8 @@ void OpenAiGateway::Models(const std::string& token, const std::string& id, Http
   AnswerJson(out, {{"object", "list"}, {"data", data}});
 }
 
-std::optional<ApiError> OpenAiGateway::Resolve(const std::string& model, const Fleet& fleet, std::string* path) const {
+std::optional<ApiError> OpenAiGateway::Resolve(const std::string& model, const Fleet& fleet,
+                                               std::string* path) const {
   if (model.front() == '/') {
     *path = model;  // fujid's read policy decides at submit (NOT_FOUND there is a 404 too)
     return std::nullopt;
@@ -255,8 +269,9 @@ std::optional<ApiError> OpenAiGateway::Resolve(const std::string& model, const F
     *path = warm->second;
     return std::nullopt;
   }
-  return ApiError{404, "the model '" + model.substr(0, 256) + "' does not exist (GET /v1/models lists them)",
-                  "invalid_request_error", "model", "model_not_found"};
+  return ApiError{
+      404, "the model '" + model.substr(0, 256) + "' does not exist (GET /v1/models lists them)",
+      "invalid_request_error", "model", "model_not_found"};
 }
 
 void OpenAiGateway::CancelJob(const std::string& token, int64_t job_id) const {
@@ -266,8 +281,8 @@ void OpenAiGateway::CancelJob(const std::string& token, int64_t job_id) const {
   v1::Job job;
   grpc::Status status = jobs_->CancelJob(context.get(), request, &job);
   if (!status.ok() && status.error_code() != grpc::StatusCode::FAILED_PRECONDITION) {
-    log::Warn("HTTP: cannot cancel job " + std::to_string(job_id) + " of a client that went away: " +
-              status.error_message());
+    log::Warn("HTTP: cannot cancel job " + std::to_string(job_id) +
+              " of a client that went away: " + status.error_message());
   }
 }
 
@@ -275,7 +290,8 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
                              const std::shared_ptr<HttpResponder>& out) const {
   // ---- The request, the model, the prompt ----
   CompletionRequest request;
-  if (auto error = ParseCompletionRequest(http.body, endpoint, &request)) return Answer(*out, *error);
+  if (auto error = ParseCompletionRequest(http.body, endpoint, &request))
+    return Answer(*out, *error);
   Fleet fleet;
   if (auto error = ReadFleet(token, &fleet)) return Answer(*out, *error);
   std::string model_path;
@@ -284,13 +300,15 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
   if (endpoint == Endpoint::kChat) {
     const std::string file = model_path + "/chat_template.json";
     Result<std::string> real = options_.read_policy.CheckRead(file, "chat template");
-    Result<ChatTemplate> chat_template = real.ok() ? ChatTemplate::Load(*real) : Result<ChatTemplate>(real.status());
+    Result<ChatTemplate> chat_template =
+        real.ok() ? ChatTemplate::Load(*real) : Result<ChatTemplate>(real.status());
     if (!chat_template.ok()) {
       if (chat_template.status().code() == StatusCode::kNotFound) {
-        return Answer(*out, BadRequest("the model '" + request.model.substr(0, 256) +
-                                           "' has no chat template (no chat_template.json in its directory): "
-                                           "use /v1/completions with a prompt",
-                                       "model"));
+        return Answer(
+            *out, BadRequest("the model '" + request.model.substr(0, 256) +
+                                 "' has no chat template (no chat_template.json in its directory): "
+                                 "use /v1/completions with a prompt",
+                             "model"));
       }
       return Answer(*out, BadRequest(chat_template.status().message(), "model"));
     }
@@ -299,9 +317,13 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
     request.prompt = *prompt;
     stops.insert(stops.end(), chat_template->stop.begin(), chat_template->stop.end());
   }
-  const std::string device = !request.device.empty() ? request.device : fleet.has_cuda && !fleet.has_cpu ? "cuda" : "cpu";
+  const std::string device = !request.device.empty()            ? request.device
+                             : fleet.has_cuda && !fleet.has_cpu ? "cuda"
+                                                                : "cpu";
   json spec = InferSpecJson(request, model_path, device, RandomSeed());
-  if (!stops.empty()) spec["stop"] = std::vector<std::string>(stops.begin(), stops.begin() + std::min(stops.size(), kMaxStops));
+  if (!stops.empty())
+    spec["stop"] =
+        std::vector<std::string>(stops.begin(), stops.begin() + std::min(stops.size(), kMaxStops));
 
   // ---- The job ----
   int64_t job_id = 0;
@@ -316,7 +338,8 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
     if (!status.ok()) return Answer(*out, FromGrpc(status));
     job_id = response.job().id();
   }
-  const std::string id = (endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(job_id);
+  const std::string id =
+      (endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(job_id);
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
   const HttpHeaders headers = {{"Fuji-Job-Id", std::to_string(job_id)}};
   std::optional<EventStream> stream;
@@ -336,7 +359,8 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
   watch.set_id(job_id);
   watch.set_after_log_seq(INT64_MAX);  // no log lines
   watch.set_tokens(request.stream);
-  std::unique_ptr<grpc::ClientReader<v1::WatchEvent>> reader = jobs_->WatchJob(watch_context.get(), watch);
+  std::unique_ptr<grpc::ClientReader<v1::WatchEvent>> reader =
+      jobs_->WatchJob(watch_context.get(), watch);
   v1::WatchEvent event;
   while (reader->Read(&event)) {
     if (stream && event.what_case() == v1::WatchEvent::kTokens) stream->OnDelta(event.tokens());
@@ -352,16 +376,19 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
     auto context = Context(token);
     v1::GetJobRequest get;
     get.set_id(job_id);
-    if (grpc::Status status = jobs_->GetJob(context.get(), get, &job); !status.ok()) return fail(FromGrpc(status));
+    if (grpc::Status status = jobs_->GetJob(context.get(), get, &job); !status.ok())
+      return fail(FromGrpc(status));
   }
   if (job.state() == v1::FAILED) {
     const bool bad_input = job.reason().rfind("bad_input", 0) == 0;
-    return fail({bad_input ? 400 : 500, "job " + std::to_string(job_id) + " failed: " + job.reason(),
+    return fail({bad_input ? 400 : 500,
+                 "job " + std::to_string(job_id) + " failed: " + job.reason(),
                  bad_input ? "invalid_request_error" : "server_error", "", ""});
   }
   if (job.state() != v1::SUCCEEDED) {
-    return fail({500, "job " + std::to_string(job_id) + " ended " + v1::JobState_Name(job.state()) +
-                          (job.reason().empty() ? "" : ": " + job.reason()),
+    return fail({500,
+                 "job " + std::to_string(job_id) + " ended " + v1::JobState_Name(job.state()) +
+                     (job.reason().empty() ? "" : ": " + job.reason()),
                  "server_error", "", ""});
   }
 
@@ -371,15 +398,21 @@ void OpenAiGateway::Complete(const HttpRequest& http, const std::string& token, 
     auto context = Context(token);
     v1::JobRef ref;
     ref.set_id(job_id);
-    if (grpc::Status status = jobs_->GetResult(context.get(), ref, &result_response); !status.ok()) {
+    if (grpc::Status status = jobs_->GetResult(context.get(), ref, &result_response);
+        !status.ok()) {
       return fail(FromGrpc(status));
     }
   }
   const json result = ParseJsonBounded(result_response.result_json());
-  if (!result.is_object()) return fail({500, "job " + std::to_string(job_id) + " has no result", "server_error", "", ""});
-  const std::string text = result.contains("text") && result["text"].is_string() ? result["text"].get<std::string>() : "";
+  if (!result.is_object())
+    return fail({500, "job " + std::to_string(job_id) + " has no result", "server_error", "", ""});
+  const std::string text = result.contains("text") && result["text"].is_string()
+                               ? result["text"].get<std::string>()
+                               : "";
   auto count = [&](const char* name) {
-    return result.contains(name) && result[name].is_array() ? static_cast<int64_t>(result[name].size()) : int64_t{0};
+    return result.contains(name) && result[name].is_array()
+               ? static_cast<int64_t>(result[name].size())
+               : int64_t{0};
   };
   const json usage = UsageJson(count("prompt_ids"), count("output_ids"));
   if (stream) return stream->Finish(text, result, request.max_tokens, usage, request.include_usage);

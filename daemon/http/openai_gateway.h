@@ -20,8 +20,8 @@
 namespace fuji::http {
 
 struct GatewayOptions {
-  ModelCatalog catalog;     // the models offered by name (fujid --models)
-  PathPolicy read_policy;   // what fujid may read: a model's chat_template.json is read through it
+  ModelCatalog catalog;    // the models offered by name (fujid --models)
+  PathPolicy read_policy;  // what fujid may read: a model's chat_template.json is read through it
 };
 
 // Thread-safe: Handle runs on many threads at once.
@@ -45,7 +45,8 @@ class OpenAiGateway {
   std::optional<ApiError> ReadFleet(const std::string& token, Fleet* fleet) const;
   // The directory a request's "model" names: a full path as given, else a --models directory's
   // model, else a warm model of that base name; 404 model_not_found otherwise.
-  std::optional<ApiError> Resolve(const std::string& model, const Fleet& fleet, std::string* path) const;
+  std::optional<ApiError> Resolve(const std::string& model, const Fleet& fleet,
+                                  std::string* path) const;
   void CancelJob(const std::string& token, int64_t job_id) const;
 
   std::unique_ptr<v1::JobService::Stub> jobs_;

@@ -14,24 +14,32 @@ namespace {
 using nlohmann::json;
 
 // nlohmann's dump throws on invalid UTF-8 unless told otherwise; nothing here may throw.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
-bool Present(const json& j, const char* name) { return j.contains(name) && !j[name].is_null(); }
+bool Present(const json& j, const char* name) {
+  return j.contains(name) && !j[name].is_null();
+}
 
 // A string field's text, or its error.
-std::optional<ApiError> String(const json& j, const char* name, size_t max_bytes, std::string* out) {
+std::optional<ApiError> String(const json& j, const char* name, size_t max_bytes,
+                               std::string* out) {
   const json& v = j[name];
   if (!v.is_string()) return BadRequest(std::string("'") + name + "' must be a string", name);
   const auto& s = v.get_ref<const std::string&>();
   if (s.size() > max_bytes) {
-    return BadRequest(std::string("'") + name + "' is over " + std::to_string(max_bytes) + " bytes", name);
+    return BadRequest(std::string("'") + name + "' is over " + std::to_string(max_bytes) + " bytes",
+                      name);
   }
-  if (!text::IsValidUtf8(s)) return BadRequest(std::string("'") + name + "' is not valid UTF-8", name);
+  if (!text::IsValidUtf8(s))
+    return BadRequest(std::string("'") + name + "' is not valid UTF-8", name);
   *out = s;
   return std::nullopt;
 }
 
-std::optional<ApiError> Number(const json& j, const char* name, double min, double max, double* out) {
+std::optional<ApiError> Number(const json& j, const char* name, double min, double max,
+                               double* out) {
   const json& v = j[name];
   if (!v.is_number()) return BadRequest(std::string("'") + name + "' must be a number", name);
   const double d = v.get<double>();
@@ -44,15 +52,17 @@ std::optional<ApiError> Number(const json& j, const char* name, double min, doub
   return std::nullopt;
 }
 
-std::optional<ApiError> Integer(const json& j, const char* name, int64_t min, int64_t max, int64_t* out) {
+std::optional<ApiError> Integer(const json& j, const char* name, int64_t min, int64_t max,
+                                int64_t* out) {
   const json& v = j[name];
-  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+  if (!v.is_number_integer() ||
+      (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
     return BadRequest(std::string("'") + name + "' must be an integer", name);
   }
   const int64_t i = v.get<int64_t>();
   if (i < min || i > max) {
-    return BadRequest(std::string("'") + name + "' must be between " + std::to_string(min) + " and " +
-                          std::to_string(max) + " (got " + std::to_string(i) + ")",
+    return BadRequest(std::string("'") + name + "' must be between " + std::to_string(min) +
+                          " and " + std::to_string(max) + " (got " + std::to_string(i) + ")",
                       name);
   }
   *out = i;
@@ -63,7 +73,8 @@ std::optional<ApiError> Integer(const json& j, const char* name, int64_t min, in
 std::optional<ApiError> Ids(const json& list, std::vector<int32_t>* out) {
   if (list.empty()) return BadRequest("'prompt' is empty", "prompt");
   if (list.size() > limits::kMaxPromptIds) {
-    return BadRequest("'prompt' has over " + std::to_string(limits::kMaxPromptIds) + " token ids", "prompt");
+    return BadRequest("'prompt' has over " + std::to_string(limits::kMaxPromptIds) + " token ids",
+                      "prompt");
   }
   for (const json& id : list) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
@@ -83,20 +94,24 @@ std::optional<ApiError> Prompt(const json& v, CompletionRequest* out) {
     out->prompt = std::move(text);
     return std::nullopt;
   }
-  if (!v.is_array()) return BadRequest("'prompt' must be a string, a list of one string or token ids", "prompt");
+  if (!v.is_array())
+    return BadRequest("'prompt' must be a string, a list of one string or token ids", "prompt");
   if (v.empty()) return BadRequest("'prompt' is empty", "prompt");
   if (v[0].is_number()) return Ids(v, &out->prompt_ids);
-  if (v.size() > 1) return BadRequest("fuji serves one prompt per request: 'prompt' has " +
-                                          std::to_string(v.size()), "prompt");
+  if (v.size() > 1)
+    return BadRequest(
+        "fuji serves one prompt per request: 'prompt' has " + std::to_string(v.size()), "prompt");
   if (v[0].is_array()) return Ids(v[0], &out->prompt_ids);
   if (v[0].is_string()) return Prompt(v[0], out);
   return BadRequest("'prompt' must be a string, a list of one string or token ids", "prompt");
 }
 
 std::optional<ApiError> Messages(const json& v, std::vector<ChatMessage>* out) {
-  if (!v.is_array() || v.empty()) return BadRequest("'messages' must be a non-empty list", "messages");
+  if (!v.is_array() || v.empty())
+    return BadRequest("'messages' must be a non-empty list", "messages");
   if (v.size() > kMaxMessages) {
-    return BadRequest("'messages' has over " + std::to_string(kMaxMessages) + " messages", "messages");
+    return BadRequest("'messages' has over " + std::to_string(kMaxMessages) + " messages",
+                      "messages");
   }
   size_t bytes = 0;
   for (const json& m : v) {
@@ -105,25 +120,32 @@ std::optional<ApiError> Messages(const json& v, std::vector<ChatMessage>* out) {
     }
     ChatMessage message;
     message.role = m["role"].get<std::string>();
-    if (message.role.size() > 64) return BadRequest("a message's 'role' is over 64 bytes", "messages");
+    if (message.role.size() > 64)
+      return BadRequest("a message's 'role' is over 64 bytes", "messages");
     const json content = m.value("content", json());
     if (content.is_string()) {
       message.content = content.get<std::string>();
     } else if (content.is_array()) {
       // Content parts: fuji models read text only.
       for (const json& part : content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
-          return BadRequest("fuji reads text content parts only ({\"type\": \"text\", \"text\": ...})", "messages");
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
+          return BadRequest(
+              "fuji reads text content parts only ({\"type\": \"text\", \"text\": ...})",
+              "messages");
         }
         message.content += part["text"].get<std::string>();
       }
     } else if (!content.is_null()) {
-      return BadRequest("a message's 'content' must be a string or a list of text parts", "messages");
+      return BadRequest("a message's 'content' must be a string or a list of text parts",
+                        "messages");
     }
-    if (!text::IsValidUtf8(message.content)) return BadRequest("a message's content is not valid UTF-8", "messages");
+    if (!text::IsValidUtf8(message.content))
+      return BadRequest("a message's content is not valid UTF-8", "messages");
     bytes += message.content.size();
     if (bytes > limits::kMaxPromptBytes) {
-      return BadRequest("'messages' hold over " + std::to_string(limits::kMaxPromptBytes) + " bytes", "messages");
+      return BadRequest(
+          "'messages' hold over " + std::to_string(limits::kMaxPromptBytes) + " bytes", "messages");
     }
     out->push_back(std::move(message));
   }
@@ -133,12 +155,14 @@ std::optional<ApiError> Messages(const json& v, std::vector<ChatMessage>* out) {
 std::optional<ApiError> Stops(const json& v, std::vector<std::string>* out) {
   json list = v.is_string() ? json::array({v}) : v;
   if (!list.is_array()) return BadRequest("'stop' must be a string or a list of strings", "stop");
-  if (list.size() > kMaxStops) return BadRequest("'stop' has more than " + std::to_string(kMaxStops) + " strings", "stop");
+  if (list.size() > kMaxStops)
+    return BadRequest("'stop' has more than " + std::to_string(kMaxStops) + " strings", "stop");
   for (const json& s : list) {
     if (!s.is_string()) return BadRequest("'stop' must be a string or a list of strings", "stop");
     const auto& text = s.get_ref<const std::string&>();
     if (text.empty()) return BadRequest("'stop' strings must not be empty", "stop");
-    if (text.size() > kMaxStopBytes) return BadRequest("'stop' strings are at most 256 bytes", "stop");
+    if (text.size() > kMaxStopBytes)
+      return BadRequest("'stop' strings are at most 256 bytes", "stop");
     if (!text::IsValidUtf8(text)) return BadRequest("'stop' is not valid UTF-8", "stop");
     out->push_back(text);
   }
@@ -146,7 +170,8 @@ std::optional<ApiError> Stops(const json& v, std::vector<std::string>* out) {
 }
 
 // An optional field fuji cannot honour: refused unless absent or at its neutral value.
-std::optional<ApiError> Unsupported(const json& j, const char* name, const json& neutral, const std::string& why) {
+std::optional<ApiError> Unsupported(const json& j, const char* name, const json& neutral,
+                                    const std::string& why) {
   if (!Present(j, name) || j[name] == neutral) return std::nullopt;
   return BadRequest(std::string("'") + name + "' is not supported: " + why, name);
 }
@@ -178,8 +203,10 @@ std::string ErrorJson(const ApiError& error) {
                  {"code", error.code.empty() ? json() : json(error.code)}}}});
 }
 
-std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint endpoint, CompletionRequest* out) {
-  if (Status depth = CheckJsonDepth(body, "the request body"); !depth.ok()) return BadRequest(depth.message());
+std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint endpoint,
+                                               CompletionRequest* out) {
+  if (Status depth = CheckJsonDepth(body, "the request body"); !depth.ok())
+    return BadRequest(depth.message());
   const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return BadRequest("the request body is not valid JSON");
   if (!j.is_object()) return BadRequest("the request body must be a JSON object");
@@ -195,8 +222,9 @@ std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint e
     if (auto e = Messages(j["messages"], &r.messages)) return e;
   }
   // Chat's newer name for max_tokens wins when both are given.
-  const char* max_name = endpoint == Endpoint::kChat && Present(j, "max_completion_tokens") ? "max_completion_tokens"
-                                                                                             : "max_tokens";
+  const char* max_name = endpoint == Endpoint::kChat && Present(j, "max_completion_tokens")
+                             ? "max_completion_tokens"
+                             : "max_tokens";
   if (Present(j, max_name)) {
     if (auto e = Integer(j, max_name, 1, limits::kMaxNewTokens, &r.max_tokens)) return e;
   }
@@ -211,7 +239,8 @@ std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint e
   }
   if (Present(j, "n")) {
     int64_t n = 1;
-    if (Integer(j, "n", 1, 1, &n)) return BadRequest("fuji generates one choice per request: 'n' must be 1", "n");
+    if (Integer(j, "n", 1, 1, &n))
+      return BadRequest("fuji generates one choice per request: 'n' must be 1", "n");
   }
   if (Present(j, "seed")) {
     int64_t seed = 0;
@@ -227,7 +256,8 @@ std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint e
   }
   if (Present(j, "stream_options")) {
     const json& options = j["stream_options"];
-    if (!options.is_object()) return BadRequest("'stream_options' must be an object", "stream_options");
+    if (!options.is_object())
+      return BadRequest("'stream_options' must be an object", "stream_options");
     if (Present(options, "include_usage")) {
       if (!options["include_usage"].is_boolean()) {
         return BadRequest("'stream_options.include_usage' must be true or false", "stream_options");
@@ -245,13 +275,14 @@ std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint e
     if (auto e = String(j, "device", 16, &r.device)) return e;
   }
   if (Present(j, "ignore_eos")) {
-    if (!j["ignore_eos"].is_boolean()) return BadRequest("'ignore_eos' must be true or false", "ignore_eos");
+    if (!j["ignore_eos"].is_boolean())
+      return BadRequest("'ignore_eos' must be true or false", "ignore_eos");
     r.ignore_eos = j["ignore_eos"].get<bool>();
   }
   const std::string alone = "fuji returns the generated text only";
-  for (auto e : {Unsupported(j, "echo", false, alone),
-                 Unsupported(j, "suffix", json(), alone),
-                 Unsupported(j, "logprobs", endpoint == Endpoint::kChat ? json(false) : json(), "fuji gives no logprobs"),
+  for (auto e : {Unsupported(j, "echo", false, alone), Unsupported(j, "suffix", json(), alone),
+                 Unsupported(j, "logprobs", endpoint == Endpoint::kChat ? json(false) : json(),
+                             "fuji gives no logprobs"),
                  Unsupported(j, "top_logprobs", json(), "fuji gives no logprobs"),
                  Unsupported(j, "best_of", 1, "fuji generates one choice per request"),
                  Unsupported(j, "presence_penalty", 0, "fuji samples without penalties"),
@@ -289,13 +320,16 @@ nlohmann::json InferSpecJson(const CompletionRequest& request, const std::string
 
 std::string FinishReason(const nlohmann::json& result, int64_t max_tokens, bool stopped_here) {
   if (stopped_here) return "stop";
-  const std::string said = result.is_object() && result.contains("finish_reason") && result["finish_reason"].is_string()
-                               ? result["finish_reason"].get<std::string>()
-                               : "";
+  const std::string said =
+      result.is_object() && result.contains("finish_reason") && result["finish_reason"].is_string()
+          ? result["finish_reason"].get<std::string>()
+          : "";
   if (said == "length") return "length";
   if (said == "stop" || said == "eos") return "stop";
   const size_t generated =
-      result.is_object() && result.contains("output_ids") && result["output_ids"].is_array() ? result["output_ids"].size() : 0;
+      result.is_object() && result.contains("output_ids") && result["output_ids"].is_array()
+          ? result["output_ids"].size()
+          : 0;
   return static_cast<int64_t>(generated) < max_tokens ? "stop" : "length";
 }
 
@@ -305,8 +339,9 @@ nlohmann::json UsageJson(int64_t prompt_tokens, int64_t completion_tokens) {
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-nlohmann::json ResponseJson(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                            const std::string& text, const std::string& finish_reason, const nlohmann::json& usage) {
+nlohmann::json ResponseJson(Endpoint endpoint, const std::string& id, int64_t created,
+                            const std::string& model, const std::string& text,
+                            const std::string& finish_reason, const nlohmann::json& usage) {
   return {{"id", id},
           {"object", endpoint == Endpoint::kChat ? "chat.completion" : "text_completion"},
           {"created", created},
@@ -315,9 +350,11 @@ nlohmann::json ResponseJson(Endpoint endpoint, const std::string& id, int64_t cr
           {"usage", usage}};
 }
 
-nlohmann::json ChunkJson(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                         const std::string& text, const std::string& finish_reason, bool first) {
-  json choice = {{"index", 0}, {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
+nlohmann::json ChunkJson(Endpoint endpoint, const std::string& id, int64_t created,
+                         const std::string& model, const std::string& text,
+                         const std::string& finish_reason, bool first) {
+  json choice = {{"index", 0},
+                 {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
   if (endpoint == Endpoint::kChat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
@@ -334,8 +371,8 @@ nlohmann::json ChunkJson(Endpoint endpoint, const std::string& id, int64_t creat
           {"choices", json::array({choice})}};
 }
 
-nlohmann::json UsageChunkJson(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                              const nlohmann::json& usage) {
+nlohmann::json UsageChunkJson(Endpoint endpoint, const std::string& id, int64_t created,
+                              const std::string& model, const nlohmann::json& usage) {
   return {{"id", id},
           {"object", endpoint == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
           {"created", created},

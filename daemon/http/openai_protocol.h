@@ -34,20 +34,20 @@ struct ChatMessage {
 
 // A request as checked; what OpenAI leaves to defaults is filled in.
 struct CompletionRequest {
-  std::string model;                    // a name (a model directory's base name) or a full path
-  std::optional<std::string> prompt;    // completions: the text
-  std::vector<int32_t> prompt_ids;      // completions: token ids instead
-  std::vector<ChatMessage> messages;    // chat
+  std::string model;                  // a name (a model directory's base name) or a full path
+  std::optional<std::string> prompt;  // completions: the text
+  std::vector<int32_t> prompt_ids;    // completions: token ids instead
+  std::vector<ChatMessage> messages;  // chat
   int64_t max_tokens = 16;
-  double temperature = 1.0;             // 0: greedy
+  double temperature = 1.0;  // 0: greedy
   std::optional<double> top_p;
   std::optional<uint64_t> seed;
-  std::vector<std::string> stop;        // at most kMaxStops
+  std::vector<std::string> stop;  // at most kMaxStops
   bool stream = false;
-  bool include_usage = false;           // stream_options.include_usage
-  std::string precision = "fp32";       // fuji's own field
-  std::string device;                   // fuji's own field; "" lets fujid choose
-  bool ignore_eos = false;              // fuji's own field: generate max_tokens past end of text
+  bool include_usage = false;      // stream_options.include_usage
+  std::string precision = "fp32";  // fuji's own field
+  std::string device;              // fuji's own field; "" lets fujid choose
+  bool ignore_eos = false;         // fuji's own field: generate max_tokens past end of text
 };
 
 inline constexpr size_t kMaxStops = 4;
@@ -58,7 +58,8 @@ inline constexpr size_t kMaxModelBytes = 4096;
 // Parses and checks `body`; the first field at fault is the error's param. Fields OpenAI has that
 // fuji cannot honour (n > 1, logprobs, echo, suffix, best_of > 1, penalties) are refused by name,
 // not ignored; the rest of OpenAI's optional fields (user, logit_bias {}, ...) are ignored.
-std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint endpoint, CompletionRequest* out);
+std::optional<ApiError> ParseCompletionRequest(std::string_view body, Endpoint endpoint,
+                                               CompletionRequest* out);
 
 // The infer job spec (lib/spec/job_spec.h) of a checked request: the model's path, `prompt` the
 // text to generate from (chat: the rendered messages; "" for prompt_ids), greedy for temperature
@@ -72,15 +73,17 @@ std::string FinishReason(const nlohmann::json& result, int64_t max_tokens, bool 
 
 nlohmann::json UsageJson(int64_t prompt_tokens, int64_t completion_tokens);
 // A whole response: "text_completion" or "chat.completion".
-nlohmann::json ResponseJson(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                            const std::string& text, const std::string& finish_reason, const nlohmann::json& usage);
+nlohmann::json ResponseJson(Endpoint endpoint, const std::string& id, int64_t created,
+                            const std::string& model, const std::string& text,
+                            const std::string& finish_reason, const nlohmann::json& usage);
 // One streamed chunk: text (a chat's delta.content; the first chat chunk also carries the role),
 // and finish_reason on the last ("" -> null).
-nlohmann::json ChunkJson(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                         const std::string& text, const std::string& finish_reason, bool first);
+nlohmann::json ChunkJson(Endpoint endpoint, const std::string& id, int64_t created,
+                         const std::string& model, const std::string& text,
+                         const std::string& finish_reason, bool first);
 // The chunk after the last one when stream_options.include_usage: no choices, the usage.
-nlohmann::json UsageChunkJson(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                              const nlohmann::json& usage);
+nlohmann::json UsageChunkJson(Endpoint endpoint, const std::string& id, int64_t created,
+                              const std::string& model, const nlohmann::json& usage);
 
 // Cuts generated text before the first occurrence of any stop string, as the text streams in.
 // Feed returns what may be sent now: it holds back a tail that could begin a stop string. Once a

@@ -82,7 +82,8 @@ Status DaemonServer::StartHttp() {
     return InvalidArgument("plaintext (--insecure) HTTP may listen on loopback addresses only, not " +
                            options_.http_listen);
   }
-  FUJI_ASSIGN_OR_RETURN(http::ModelCatalog catalog, http::ModelCatalog::Create(options_.model_dirs, options_.read_policy));
+  FUJI_ASSIGN_OR_RETURN(http::ModelCatalog catalog,
+                        http::ModelCatalog::Create(options_.model_dirs, options_.read_policy));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options_.max_message_bytes);
   args.SetMaxSendMessageSize(options_.max_message_bytes);

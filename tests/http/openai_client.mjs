@@ -88,7 +88,8 @@ await check("a streamed completion's deltas concatenate to the same greedy text"
     model, prompt, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true },
   });
   const { text, finish, usage } = await streamedText(stream, (c) => c.text);
-  expect(text === greedy.choices[0].text, `streamed ${JSON.stringify(text)} != ${JSON.stringify(greedy.choices[0].text)}`);
+  const whole = greedy.choices[0].text;
+  expect(text === whole, `streamed ${JSON.stringify(text)} != ${JSON.stringify(whole)}`);
   expect(finish === greedy.choices[0].finish_reason, `finish_reason ${finish}`);
   expect(usage && usage.completion_tokens === greedy.usage.completion_tokens, `usage ${JSON.stringify(usage)}`);
 });
@@ -112,7 +113,8 @@ await check("a bad token is 401 (AuthenticationError)", async () => {
 });
 
 await check("max_tokens: -1 is 400 (BadRequestError)", async () => {
-  const e = await expectError(client.completions.create({ model, prompt, max_tokens: -1 }), OpenAI.BadRequestError, 400);
+  const e = await expectError(client.completions.create({ model, prompt, max_tokens: -1 }),
+                              OpenAI.BadRequestError, 400);
   expect(e.param === "max_tokens", `param ${e.param}`);
 });
 
@@ -143,7 +145,8 @@ await check("chat on a model with a chat template, whole and streamed", async ()
     model: chatModel, messages, max_tokens: 8, temperature: 0, stream: true,
   });
   const { text, finish } = await streamedText(stream, (c) => c.delta?.content);
-  expect(text === r.choices[0].message.content, `streamed ${JSON.stringify(text)} != ${JSON.stringify(r.choices[0].message.content)}`);
+  const whole = r.choices[0].message.content;
+  expect(text === whole, `streamed ${JSON.stringify(text)} != ${JSON.stringify(whole)}`);
   expect(finish === r.choices[0].finish_reason, `finish_reason ${finish}`);
 });
 

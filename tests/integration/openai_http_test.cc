@@ -45,7 +45,9 @@ class OpenAiHttpTest : public ServiceTestBase {
     models_ = root_ + "/models";
     ASSERT_EQ(std::system(("mkdir -p " + models_).c_str()), 0);
     ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--out", models_ + "/tiny"}).exit_code, 0);
-    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--seed", "7", "--out", models_ + "/chatty"}).exit_code, 0);
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--seed", "7", "--out", models_ + "/chatty"})
+                  .exit_code,
+              0);
     std::ofstream(models_ + "/chatty/chat_template.json") << R"({
   "roles": {
     "system": {"prefix": "### System:\n", "suffix": "\n\n"},
@@ -56,10 +58,12 @@ class OpenAiHttpTest : public ServiceTestBase {
   "stop": ["### User:"]
 })";
     // Outside --models: named by its full path, then by its name once an agent keeps it warm.
-    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--seed", "3", "--out", root_ + "/outside"}).exit_code, 0);
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--seed", "3", "--out", root_ + "/outside"})
+                  .exit_code,
+              0);
     // Slow enough to be left mid-run: named by its full path, outside --models.
-    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "8", "--width", "256", "--heads", "4",
-                    "--positions", "4096", "--out", root_ + "/slow"})
+    ASSERT_EQ(Fuji({"model", "init", "--arch", "tiny", "--layers", "8", "--width", "256", "--heads",
+                    "4", "--positions", "4096", "--out", root_ + "/slow"})
                   .exit_code,
               0);
   }
@@ -72,10 +76,11 @@ class OpenAiHttpTest : public ServiceTestBase {
     const std::string log = dir_ + "/fujid.log";
     std::ofstream(log, std::ios::trunc).close();
     auto d = std::make_unique<Service>(
-        log, std::vector<std::string>{kBin + "fujid", "--db", state + "/fujid.db", "--listen", "127.0.0.1:0",
-                                      "--lease-ttl-ms", "6000", "--allow-read", root_, "--http-listen",
-                                      "127.0.0.1:0", "--models", models_});
-    const std::regex port_re("port (\\d+)"), http_re("HTTP API on https://127\\.0\\.0\\.1:(\\d+)/v1");
+        log, std::vector<std::string>{kBin + "fujid", "--db", state + "/fujid.db", "--listen",
+                                      "127.0.0.1:0", "--lease-ttl-ms", "6000", "--allow-read",
+                                      root_, "--http-listen", "127.0.0.1:0", "--models", models_});
+    const std::regex port_re("port (\\d+)"),
+        http_re("HTTP API on https://127\\.0\\.0\\.1:(\\d+)/v1");
     for (int i = 0; i < 1500 && http_port_ == 0; ++i) {
       std::smatch m;
       const std::string text = d->log();
@@ -93,11 +98,14 @@ class OpenAiHttpTest : public ServiceTestBase {
     return d;
   }
 
-  std::string Url(const std::string& path) const { return "https://127.0.0.1:" + std::to_string(http_port_) + path; }
+  std::string Url(const std::string& path) const {
+    return "https://127.0.0.1:" + std::to_string(http_port_) + path;
+  }
 
   // curl with fujid's CA and alice's token; extra arguments as they are (quote them).
   Shell Curl(const std::string& args) {
-    return RunShell("curl -sS --cacert " + Quote(ca_) + " -H " + Quote("Authorization: Bearer " + token_) + " " + args,
+    return RunShell("curl -sS --cacert " + Quote(ca_) + " -H " +
+                        Quote("Authorization: Bearer " + token_) + " " + args,
                     dir_ + "/curl.out");
   }
 
@@ -106,25 +114,28 @@ class OpenAiHttpTest : public ServiceTestBase {
 };
 
 TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
-  ASSERT_EQ(std::system("command -v node >/dev/null && command -v curl >/dev/null"), 0) << "node and curl are needed";
+  ASSERT_EQ(std::system("command -v node >/dev/null && command -v curl >/dev/null"), 0)
+      << "node and curl are needed";
   auto daemon = StartDaemon();
   auto agent = StartAgent("node-a", 2);
 
   // ---- The openai npm client: every check in one script; it exits 1 when one fails ----
   const std::string module = kSource + "/third_party/npm/node_modules/openai/index.mjs";
   ASSERT_TRUE(std::ifstream(module).good()) << module << " is missing: run scripts/bootstrap";
-  Shell node = RunShell("NODE_EXTRA_CA_CERTS=" + Quote(ca_) + " FUJI_OPENAI_MODULE=" + Quote(module) +
-                            " FUJI_HTTP_BASE=" + Quote(Url("/v1")) + " FUJI_API_KEY=" + Quote(token_) +
-                            " FUJI_MODEL=tiny FUJI_CHAT_MODEL=chatty node " +
-                            Quote(kSource + "/tests/http/openai_client.mjs"),
-                        dir_ + "/node.out");
+  Shell node =
+      RunShell("NODE_EXTRA_CA_CERTS=" + Quote(ca_) + " FUJI_OPENAI_MODULE=" + Quote(module) +
+                   " FUJI_HTTP_BASE=" + Quote(Url("/v1")) + " FUJI_API_KEY=" + Quote(token_) +
+                   " FUJI_MODEL=tiny FUJI_CHAT_MODEL=chatty node " +
+                   Quote(kSource + "/tests/http/openai_client.mjs"),
+               dir_ + "/node.out");
   std::printf("%s", node.out.c_str());
   EXPECT_EQ(node.exit_code, 0) << node.out << daemon->log() << agent->log();
 
   // ---- curl: one completion, its job in fuji's own API ----
-  const std::string body = R"({"model": "tiny", "prompt": "Mt. Fuji is", "max_tokens": 6, "temperature": 0})";
-  Shell whole = Curl("-D " + Quote(dir_ + "/headers") + " -H 'Content-Type: application/json' -d " + Quote(body) +
-                     " " + Quote(Url("/v1/completions")));
+  const std::string body =
+      R"({"model": "tiny", "prompt": "Mt. Fuji is", "max_tokens": 6, "temperature": 0})";
+  Shell whole = Curl("-D " + Quote(dir_ + "/headers") + " -H 'Content-Type: application/json' -d " +
+                     Quote(body) + " " + Quote(Url("/v1/completions")));
   ASSERT_EQ(whole.exit_code, 0) << whole.out;
   const nlohmann::json completion = nlohmann::json::parse(whole.out, nullptr, false);
   ASSERT_TRUE(completion.is_object()) << whole.out;
@@ -168,15 +179,18 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   EXPECT_EQ(joined, text) << sse.out;
 
   // ---- A model outside --models: by its path, then by its name while the agent keeps it warm ----
-  const std::string by_path = R"({"model": ")" + root_ + R"(/outside", "prompt": "Mt. Fuji is", "max_tokens": 3})";
+  const std::string by_path =
+      R"({"model": ")" + root_ + R"(/outside", "prompt": "Mt. Fuji is", "max_tokens": 3})";
   Shell outside = Curl("-d " + Quote(by_path) + " " + Quote(Url("/v1/completions")));
   ASSERT_NE(outside.out.find("\"completion_tokens\":3"), std::string::npos) << outside.out;
   bool listed_warm = false;
   for (int i = 0; i < 150 && !listed_warm; ++i) {
-    listed_warm = Curl(Quote(Url("/v1/models"))).out.find("\"id\":\"outside\"") != std::string::npos;
+    listed_warm =
+        Curl(Quote(Url("/v1/models"))).out.find("\"id\":\"outside\"") != std::string::npos;
     if (!listed_warm) std::this_thread::sleep_for(200ms);
   }
-  EXPECT_TRUE(listed_warm) << "the warm model is listed by its name: " << Curl(Quote(Url("/v1/models"))).out
+  EXPECT_TRUE(listed_warm) << "the warm model is listed by its name: "
+                           << Curl(Quote(Url("/v1/models"))).out
                            << Json({"workers", "--output", "json"}).dump();
   const std::string by_name = R"({"model": "outside", "prompt": "Mt. Fuji is", "max_tokens": 3})";
   outside = Curl("-d " + Quote(by_name) + " " + Quote(Url("/v1/completions")));
@@ -188,10 +202,11 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   std::string many;
   for (int i = 0; i < kConcurrent; ++i) {
     const std::string request = R"({"model": "tiny", "prompt": "request )" + std::to_string(i) +
-                                R"(", "max_tokens": 4, "stream": )" + (i % 2 == 0 ? "true" : "false") + "}";
-    many += "curl -sS --cacert " + Quote(ca_) + " -H " + Quote("Authorization: Bearer " + token_) + " -d " +
-            Quote(request) + " " + Quote(Url("/v1/completions")) + " > " + Quote(dir_ + "/many." + std::to_string(i)) +
-            " 2>&1 &\n";
+                                R"(", "max_tokens": 4, "stream": )" +
+                                (i % 2 == 0 ? "true" : "false") + "}";
+    many += "curl -sS --cacert " + Quote(ca_) + " -H " + Quote("Authorization: Bearer " + token_) +
+            " -d " + Quote(request) + " " + Quote(Url("/v1/completions")) + " > " +
+            Quote(dir_ + "/many." + std::to_string(i)) + " 2>&1 &\n";
   }
   ASSERT_EQ(RunShell("bash -c " + Quote(many + "wait"), dir_ + "/many.out").exit_code, 0);
   for (int i = 0; i < kConcurrent; ++i) {
@@ -202,22 +217,26 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   }
 
   // ---- Bounds and errors seen from outside ----
-  Shell status = RunShell("curl -sS --cacert " + Quote(ca_) + " -o /dev/null -w '%{http_code}' " + Quote(Url("/v1/models")),
+  Shell status = RunShell("curl -sS --cacert " + Quote(ca_) + " -o /dev/null -w '%{http_code}' " +
+                              Quote(Url("/v1/models")),
                           dir_ + "/curl.out");
   EXPECT_EQ(status.out, "401") << "no token";
-  ASSERT_EQ(std::system(("head -c 5000000 /dev/zero | tr '\\0' x > " + Quote(dir_ + "/big")).c_str()), 0);
+  ASSERT_EQ(
+      std::system(("head -c 5000000 /dev/zero | tr '\\0' x > " + Quote(dir_ + "/big")).c_str()), 0);
   status = Curl("-o /dev/null -w '%{http_code}' --data-binary @" + Quote(dir_ + "/big") + " " +
                 Quote(Url("/v1/completions")));
   EXPECT_EQ(status.out, "413") << "a body over 4 MiB";
   status = Curl("-o /dev/null -w '%{http_code}' " + Quote(Url("/v2/whatever")));
   EXPECT_EQ(status.out, "404");
-  EXPECT_EQ(daemon->Stop(), 0) << "SIGTERM stops fujid with its HTTP API cleanly\n" << daemon->log();
+  EXPECT_EQ(daemon->Stop(), 0) << "SIGTERM stops fujid with its HTTP API cleanly\n"
+                               << daemon->log();
 }
 
 TEST_F(OpenAiHttpTest, AClientThatGoesAwayCancelsItsJob) {
   auto daemon = StartDaemon();
   auto agent = StartAgent("node-a", 1);
-  const std::string body = R"({"model": ")" + root_ + R"(/slow", "prompt": "Mt. Fuji is", "max_tokens": 4000,
+  const std::string body =
+      R"({"model": ")" + root_ + R"(/slow", "prompt": "Mt. Fuji is", "max_tokens": 4000,
                                "ignore_eos": true, "stream": true})";
   // curl gives up after 5 s, long before 4000 tokens of this model.
   Shell leaving = Curl("-N --max-time 5 -d " + Quote(body) + " " + Quote(Url("/v1/completions")));
@@ -226,9 +245,11 @@ TEST_F(OpenAiHttpTest, AClientThatGoesAwayCancelsItsJob) {
   ASSERT_EQ(listed["jobs"].size(), 1u) << listed.dump();
   const int64_t id = listed["jobs"][0].value("id", int64_t{0});
   const auto left = std::chrono::steady_clock::now();
-  ASSERT_TRUE(WaitForState(id, "CANCELLED", 30s)) << Show(id).dump() << daemon->log() << agent->log();
+  ASSERT_TRUE(WaitForState(id, "CANCELLED", 30s))
+      << Show(id).dump() << daemon->log() << agent->log();
   EXPECT_LT(std::chrono::steady_clock::now() - left, 10s) << "cancelled as the client left";
-  EXPECT_NE(agent->log().find("job " + std::to_string(id)), std::string::npos) << "it ran: " << agent->log();
+  EXPECT_NE(agent->log().find("job " + std::to_string(id)), std::string::npos)
+      << "it ran: " << agent->log();
 }
 
 // ---- The HTTP server alone, with small limits, over plain TCP ----
@@ -264,7 +285,8 @@ Received ReadUntilClosed(int fd, std::chrono::milliseconds timeout) {
   while (std::chrono::steady_clock::now() < end) {
     pollfd p{fd, POLLIN, 0};
     const int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          end - std::chrono::steady_clock::now()).count());
+                                          end - std::chrono::steady_clock::now())
+                                          .count());
     if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
     const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
     if (n <= 0) {
@@ -291,7 +313,8 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
   auto server = http::HttpServer::Start(
       options,
       [&](const http::HttpRequest& request, const std::shared_ptr<http::HttpResponder>& out) {
-        if (request.target == "/throw") throw std::runtime_error("a handler that fails before it answers");
+        if (request.target == "/throw")
+          throw std::runtime_error("a handler that fails before it answers");
         if (request.target == "/throw-mid-stream") {
           out->StartEvents();
           out->SendEvent("{\"n\":1}");
@@ -317,8 +340,10 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
       &http::OpenAiGateway::ErrorBody);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   const int port = (*server)->port();
-  auto request = [](const std::string& target, const std::string& body, const std::string& extra = "") {
-    return "POST " + target + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+  auto request = [](const std::string& target, const std::string& body,
+                    const std::string& extra = "") {
+    return "POST " + target +
+           " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
            extra + "\r\n" + body;
   };
 
@@ -336,7 +361,9 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
 
   // A client that waits for 100 Continue before its body is told to go on.
   fd = Connect(port);
-  SendAll(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n");
+  SendAll(fd,
+          "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: "
+          "100-continue\r\n\r\n");
   char interim[64] = {};
   ASSERT_GT(::recv(fd, interim, sizeof interim - 1, 0), 0);
   EXPECT_EQ(std::string(interim), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -386,7 +413,8 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
   start = std::chrono::steady_clock::now();
   r = ReadUntilClosed(fd, 2s);
   EXPECT_TRUE(r.closed);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms) << "closed at once, not by the read deadline";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms)
+      << "closed at once, not by the read deadline";
   for (int held_fd : held) ::close(held_fd);
   std::this_thread::sleep_for(800ms);  // the server sees them closed (or timed out)
 
@@ -418,7 +446,8 @@ TEST(HttpServerBoundsTest, BodyHeadersSlowClientsConnectionsAndClientsThatLeave)
 
 // ---- OpenAI's wire format, without I/O ----
 
-http::CompletionRequest Parsed(const std::string& body, http::Endpoint endpoint = http::Endpoint::kCompletions) {
+http::CompletionRequest Parsed(const std::string& body,
+                               http::Endpoint endpoint = http::Endpoint::kCompletions) {
   http::CompletionRequest request;
   std::optional<http::ApiError> error = http::ParseCompletionRequest(body, endpoint, &request);
   EXPECT_FALSE(error.has_value()) << body << ": " << (error ? error->message : "");
@@ -426,7 +455,8 @@ http::CompletionRequest Parsed(const std::string& body, http::Endpoint endpoint 
 }
 
 // The param a refused body names ("?" when it was not refused).
-std::string Refused(const std::string& body, http::Endpoint endpoint = http::Endpoint::kCompletions) {
+std::string Refused(const std::string& body,
+                    http::Endpoint endpoint = http::Endpoint::kCompletions) {
   http::CompletionRequest request;
   std::optional<http::ApiError> error = http::ParseCompletionRequest(body, endpoint, &request);
   if (!error) return "?";
@@ -440,9 +470,12 @@ TEST(OpenAiProtocolTest, RequestsAreCheckedFieldByField) {
   EXPECT_EQ(r.temperature, 1.0);
   EXPECT_EQ(r.prompt.value_or(""), "hi");
   EXPECT_EQ(Parsed(R"({"model": "m", "prompt": ["hi"]})").prompt.value_or(""), "hi");
-  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_ids, (std::vector<int32_t>{1, 2, 3}));
-  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": [[4, 5]]})").prompt_ids, (std::vector<int32_t>{4, 5}));
-  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": "x", "stop": "##"})").stop, std::vector<std::string>{"##"});
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": [1, 2, 3]})").prompt_ids,
+            (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": [[4, 5]]})").prompt_ids,
+            (std::vector<int32_t>{4, 5}));
+  EXPECT_EQ(Parsed(R"({"model": "m", "prompt": "x", "stop": "##"})").stop,
+            std::vector<std::string>{"##"});
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": ["a", "b"]})"), "prompt");
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": ""})"), "prompt");
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": [-1]})"), "prompt");
@@ -457,32 +490,39 @@ TEST(OpenAiProtocolTest, RequestsAreCheckedFieldByField) {
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "stop": [""]})"), "stop");
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "logprobs": 2})"), "logprobs");
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "echo": true})"), "echo");
-  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "presence_penalty": 0.5})"), "presence_penalty");
+  EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "presence_penalty": 0.5})"),
+            "presence_penalty");
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "precision": "fp8"})"), "precision");
   EXPECT_EQ(Refused(R"({"model": "m", "prompt": "x", "stream": "yes"})"), "stream");
   EXPECT_EQ(Refused("[1, 2]"), "");
   EXPECT_EQ(Refused(std::string(100, '[') + std::string(100, ']')), "") << "nested past the bound";
   // Neutral values of what fuji cannot do are taken.
-  Parsed(R"({"model": "m", "prompt": "x", "n": 1, "echo": false, "logprobs": null, "presence_penalty": 0})");
+  Parsed(
+      R"({"model": "m", "prompt": "x", "n": 1, "echo": false, "logprobs": null, "presence_penalty": 0})");
 
   http::CompletionRequest chat = Parsed(
-      R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+      R"({"model": "m",
+          "messages": [{"role": "user",
+                        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
           "max_completion_tokens": 7})",
       http::Endpoint::kChat);
   ASSERT_EQ(chat.messages.size(), 1u);
   EXPECT_EQ(chat.messages[0].content, "ab");
   EXPECT_EQ(chat.max_tokens, 7);
   EXPECT_EQ(Refused(R"({"model": "m", "messages": []})", http::Endpoint::kChat), "messages");
-  EXPECT_EQ(Refused(R"({"model": "m", "messages": [{"content": "x"}]})", http::Endpoint::kChat), "messages");
+  EXPECT_EQ(Refused(R"({"model": "m", "messages": [{"content": "x"}]})", http::Endpoint::kChat),
+            "messages");
 }
 
 TEST(OpenAiProtocolTest, TheSpecFollowsTheRequest) {
-  nlohmann::json spec = http::InferSpecJson(Parsed(R"({"model": "m", "prompt": "x", "temperature": 0})"), "/d/m", "cpu", 9);
+  nlohmann::json spec = http::InferSpecJson(
+      Parsed(R"({"model": "m", "prompt": "x", "temperature": 0})"), "/d/m", "cpu", 9);
   EXPECT_EQ(spec["greedy"], true);
   EXPECT_FALSE(spec.contains("seed"));
   EXPECT_EQ(spec["model"], "/d/m");
   EXPECT_EQ(spec["max_new_tokens"], 16);
-  spec = http::InferSpecJson(Parsed(R"({"model": "m", "prompt": [3], "top_p": 0.5, "stop": ["a"]})"), "/d/m", "cuda", 9);
+  spec = http::InferSpecJson(
+      Parsed(R"({"model": "m", "prompt": [3], "top_p": 0.5, "stop": ["a"]})"), "/d/m", "cuda", 9);
   EXPECT_EQ(spec["greedy"], false);
   EXPECT_EQ(spec["temperature"], 1.0);
   EXPECT_EQ(spec["top_p"], 0.5);
@@ -532,7 +572,8 @@ TEST(OpenAiProtocolTest, ChatTemplatesRenderMessagesAndRefuseUnknownRoles) {
   EXPECT_FALSE(t->Render({{"system", "x"}}).ok());
   EXPECT_FALSE(http::ChatTemplate::Parse(R"({"roles": {}})", "t.json").ok());
   EXPECT_FALSE(http::ChatTemplate::Parse(R"({"roles": {"user": {"prefix": 1}}})", "t.json").ok());
-  EXPECT_EQ(http::ChatTemplate::Load("/nonexistent/chat_template.json").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(http::ChatTemplate::Load("/nonexistent/chat_template.json").status().code(),
+            StatusCode::kNotFound);
 }
 
 }  // namespace
