@@ -132,9 +132,14 @@ class EventStream {
 
   void Finish(const std::string& text, const json& result, int64_t max_tokens, const json& usage,
               bool include_usage) {
-    if (text.compare(0, raw_.size(), raw_) == 0) {
+    // What the deltas did not carry comes from the result. Deltas past the result's end are the
+    // rank's own stop: the cutter held their stop string back.
+    const bool result_longer =
+        text.size() >= raw_.size() && text.compare(0, raw_.size(), raw_) == 0;
+    const bool result_cut = raw_.size() > text.size() && raw_.compare(0, text.size(), text) == 0;
+    if (result_longer) {
       Emit(cutter_.Feed(std::string_view(text).substr(raw_.size())));
-    } else {
+    } else if (!result_cut && !cutter_.stopped()) {
       log::Warn("HTTP " + id_ +
                 ": the streamed tokens differ from the result's text (a retry sampled anew)");
     }

@@ -104,6 +104,12 @@ await check("stop cuts the text before the stop string", async () => {
   expect(r.choices[0].text === full.slice(0, full.indexOf(stop)),
          `stop ${JSON.stringify(stop)}: ${JSON.stringify(r.choices[0].text)} from ${JSON.stringify(full)}`);
   expect(r.choices[0].finish_reason === "stop", `finish_reason ${r.choices[0].finish_reason}`);
+  const stream = await client.completions.create({
+    model, prompt, max_tokens: 12, temperature: 0, stop: [stop], stream: true,
+  });
+  const streamed = await streamedText(stream, (c) => c.text);
+  expect(streamed.text === r.choices[0].text, `streamed with stop: ${JSON.stringify(streamed.text)}`);
+  expect(streamed.finish === "stop", `streamed finish_reason ${streamed.finish}`);
 });
 
 await check("a bad token is 401 (AuthenticationError)", async () => {

@@ -151,9 +151,9 @@ TEST_F(OpenAiHttpTest, TheOfficialClientAndCurlGetCompletionsAndErrors) {
   const nlohmann::json listed = Json({"jobs", "--output", "json"});
   EXPECT_TRUE(job.value("shareable", false)) << job.dump();
   EXPECT_EQ(job.value("owner", ""), "alice") << job.dump();
-  // Five of the client's (whole, streamed, stop, chat whole and streamed), one of curl's so far;
-  // refused requests make none.
-  EXPECT_EQ(listed["jobs"].size(), 6u) << "each completion is one job: " << listed.dump();
+  // Six of the client's (whole, streamed, stop whole and streamed, chat whole and streamed), one
+  // of curl's so far; refused requests make none.
+  EXPECT_EQ(listed["jobs"].size(), 7u) << "each completion is one job: " << listed.dump();
 
   // ---- curl: the same request streamed (server-sent events) ----
   const std::string streamed_body =
