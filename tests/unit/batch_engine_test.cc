@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/engine/batch_engine.h"
+#include "worker/engine/cpu_kernels.h"
 #include "worker/engine/generate.h"
 #include "worker/engine/random_init.h"
 
@@ -291,6 +292,76 @@ TEST_F(BatchEngineTest, BadRequestsAreRefusedWithoutAffectingOthers) {
   EXPECT_FALSE(BatchEngine::Create(*model_, {16, 0, 64, 256}).ok()) << "no blocks";
   EXPECT_FALSE(BatchEngine::Create(*model_, {0, 8, 64, 256}).ok()) << "no block size";
   EXPECT_FALSE(BatchEngine::Create(*model_, {16, 8, 0, 256}).ok()) << "no batch";
+}
+
+// The multi-row kernels give every row bit for bit what the batch-1 kernel gives it alone, for any
+// number of rows: the register tiles (4 rows, 64 columns), their row and column tails and a K
+// that is not a multiple of eight per thread, with float and bfloat16 weights.
+TEST(MultiRowKernelsTest, EveryRowIsBitIdenticalToBatchOne) {
+  at::manual_seed(5);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{{768, 2304}, {101, 83}, {64, 16}}) {
+      const at::Tensor w = at::randn({k, n}).to(dtype), bias = at::randn({n}).to(dtype);
+      for (const int64_t m : {1, 2, 3, 5, 9, 16, 33}) {
+        const at::Tensor x = at::randn({m, k});
+        const at::Tensor rows = RowsTimesMatrix(x, w, bias);
+        ASSERT_EQ(rows.sizes(), (std::vector<int64_t>{m, n}));
+        for (int64_t r = 0; r < m; ++r) {
+          EXPECT_TRUE(at::equal(rows[r], RowTimesMatrix(x.narrow(0, r, 1), w, bias)[0]))
+              << "RowsTimesMatrix row " << r << " of " << m << ", K " << k << ", N " << n << ", " << dtype;
+        }
+      }
+    }
+    for (const auto& [v, k] : std::vector<std::pair<int64_t, int64_t>>{{1003, 768}, {77, 50}}) {
+      const at::Tensor e = at::randn({v, k}).to(dtype);
+      for (const int64_t m : {1, 2, 4, 7, 16}) {
+        const at::Tensor x = at::randn({m, k});
+        const at::Tensor rows = RowsDotRows(x, e);
+        for (int64_t r = 0; r < m; ++r) {
+          EXPECT_TRUE(at::equal(rows[r], RowDotRows(x.narrow(0, r, 1), e)[0]))
+              << "RowsDotRows row " << r << " of " << m << ", V " << v << ", K " << k << ", " << dtype;
+        }
+      }
+    }
+  }
+}
+
+// Paged attention with batch 1's arithmetic gives every row what DecodeAttention gives it over a
+// contiguous cache holding the same keys and values, whatever the block size and the length.
+TEST(MultiRowKernelsTest, PagedAttentionIsBitIdenticalToBatchOne) {
+  at::manual_seed(7);
+  const int64_t heads = 3, dim = 64, capacity = 70;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (const int64_t block_size : {16, 5}) {
+      const int64_t blocks = (capacity + block_size - 1) / block_size;
+      const at::Tensor keys = at::randn({1, heads, capacity, dim}).to(dtype);
+      const at::Tensor values = at::randn({1, heads, capacity, dim}).to(dtype);
+      // The pool holds the positions in reversed block order: table[b] = blocks - 1 - b.
+      at::Tensor pool_k = at::zeros({blocks, heads, block_size, dim}, dtype), pool_v = at::zeros_like(pool_k);
+      std::vector<int32_t> table;
+      for (int64_t b = 0; b < blocks; ++b) table.push_back(static_cast<int32_t>(blocks - 1 - b));
+      for (int64_t p = 0; p < capacity; ++p) {
+        pool_k[table[static_cast<size_t>(p / block_size)]].select(1, p % block_size).copy_(keys[0].select(1, p));
+        pool_v[table[static_cast<size_t>(p / block_size)]].select(1, p % block_size).copy_(values[0].select(1, p));
+      }
+      const std::vector<int64_t> lengths = {1, 3, 4, 9, 17, 64, 70};
+      const int64_t rows = static_cast<int64_t>(lengths.size());
+      const at::Tensor q = at::randn({rows, heads * dim});
+      std::vector<int32_t> tables;
+      std::vector<int64_t> offsets;
+      for (int64_t r = 0; r < rows; ++r) {
+        offsets.push_back(static_cast<int64_t>(tables.size()));
+        tables.insert(tables.end(), table.begin(), table.end());
+      }
+      const at::Tensor paged = PagedDecodeAttention(q, pool_k, pool_v, tables, offsets, lengths, 0.125, true);
+      for (int64_t r = 0; r < rows; ++r) {
+        const at::Tensor alone = DecodeAttention(q[r].view({1, heads, 1, dim}), keys, values,
+                                                 lengths[static_cast<size_t>(r)], 0.125);
+        EXPECT_TRUE(at::equal(paged[r], alone[0]))
+            << "length " << lengths[static_cast<size_t>(r)] << ", block size " << block_size << ", " << dtype;
+      }
+    }
+  }
 }
 
 TEST(BlocksForBytesTest, CountsKeysAndValuesOfEveryLayer) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -47,6 +48,88 @@ FUJI_MULTIVERSION void RowTimesMatrixF32(const float* x, const float* w, int64_t
 }
 FUJI_MULTIVERSION void RowTimesMatrixBF16(const float* x, const uint16_t* w, int64_t k, int64_t ld, int64_t n, float* acc) {
   AccumulateRows(x, w, k, ld, n, acc);
+}
+
+// GCC vector types: in each FUJI_MULTIVERSION clone they lower to that clone's registers (one
+// zmm, two ymm or four xmm), and `acc += x * w` contracts to the same fused multiply-add as the
+// scalar loops above do in that clone. Kept inside functions (never passed by value).
+typedef float V16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef uint16_t U16x16 __attribute__((vector_size(32), aligned(2), may_alias));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+
+// (Results through a reference: a vector return value would change the ABI between clones.)
+inline __attribute__((always_inline)) void Load16(V16& v, const float* p) { v = *reinterpret_cast<const V16*>(p); }
+inline __attribute__((always_inline)) void Load16(V16& v, const uint16_t* p) {
+  const U32x16 bits = __builtin_convertvector(*reinterpret_cast<const U16x16*>(p), U32x16) << 16;
+  v = reinterpret_cast<const V16&>(bits);
+}
+
+// AccumulateRows's main loop for R rows of x at once: out[r * ldo + j] += sum over k in [0, kc)
+// (ascending) of x[r * ldx + k] * w[k * ld + j] for j in [0, n), kc a multiple of eight and n of
+// 32. Every sum is the one running sum AccumulateRows keeps (one multiply-add per k, where GCC's
+// vectorized loop fuses them: in its main loop, which for bfloat16 covers 32 columns at a time;
+// its epilogues do not fuse, so RowsTimesMatrix leaves the last n % 32 columns to it), held in
+// registers over a tile of 64 columns while the weights of the tile are read once for the R rows.
+template <int R, typename T>
+inline __attribute__((always_inline)) void RowsTile(const float* x, int64_t ldx, const T* w, int64_t ld, int64_t kc,
+                                                    int64_t n, float* out, int64_t ldo) {
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64) {
+    V16 acc[R][4];
+    for (int r = 0; r < R; ++r) {
+      for (int v = 0; v < 4; ++v) Load16(acc[r][v], out + r * ldo + j + 16 * v);
+    }
+    const T* wk = w + j;
+    for (int64_t k = 0; k < kc; ++k, wk += ld) {
+      V16 w0, w1, w2, w3;
+      Load16(w0, wk);
+      Load16(w1, wk + 16);
+      Load16(w2, wk + 32);
+      Load16(w3, wk + 48);
+      for (int r = 0; r < R; ++r) {
+        const float xr = x[r * ldx + k];
+        acc[r][0] += xr * w0;
+        acc[r][1] += xr * w1;
+        acc[r][2] += xr * w2;
+        acc[r][3] += xr * w3;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int v = 0; v < 4; ++v) *reinterpret_cast<V16*>(out + r * ldo + j + 16 * v) = acc[r][v];
+    }
+  }
+  for (; j + 16 <= n; j += 16) {
+    V16 acc[R];
+    for (int r = 0; r < R; ++r) Load16(acc[r], out + r * ldo + j);
+    for (int64_t k = 0; k < kc; ++k) {
+      V16 wv;
+      Load16(wv, w + k * ld + j);
+      for (int r = 0; r < R; ++r) acc[r] += x[r * ldx + k] * wv;
+    }
+    for (int r = 0; r < R; ++r) *reinterpret_cast<V16*>(out + r * ldo + j) = acc[r];
+  }
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void RowsBlock(const float* x, int64_t ldx, int64_t m, const T* w, int64_t ld,
+                                                     int64_t kc, int64_t n, float* out, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) RowsTile<4>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo);
+  switch (m - r) {
+    case 3: RowsTile<3>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo); break;
+    case 2: RowsTile<2>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo); break;
+    case 1: RowsTile<1>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo); break;
+    default: break;
+  }
+}
+
+FUJI_MULTIVERSION void RowsBlockF32(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ld, int64_t kc,
+                                    int64_t n, float* out, int64_t ldo) {
+  RowsBlock(x, ldx, m, w, ld, kc, n, out, ldo);
+}
+FUJI_MULTIVERSION void RowsBlockBF16(const float* x, int64_t ldx, int64_t m, const uint16_t* w, int64_t ld,
+                                     int64_t kc, int64_t n, float* out, int64_t ldo) {
+  RowsBlock(x, ldx, m, w, ld, kc, n, out, ldo);
 }
 
 // Dot products of x with rows [0, rows) of e (row length k), sixteen lanes kept apart so the
@@ -130,6 +213,29 @@ inline void PagedAttentionHead(const float* q, const T* keys, const T* values, c
       for (; d < dim; ++d) s += q[d] * Load(key, d);
       for (int u = 0; u < 16; ++u) s += lanes[u];
     } else {
+      if (std::is_same_v<T, float> && j % 4 == 0 && j + 4 <= length && (j + 3) / block_size == j / block_size) {
+        // Four float keys of one block at once: four independent sums, each AttentionHead's
+        // sequential one (one multiply-add chain waits on the last; four keep the FMA units busy).
+        // Not for bfloat16 keys, whose four sums GCC compiles with other roundings.
+        const T* k1 = key + dim;
+        const T* k2 = key + 2 * dim;
+        const T* k3 = key + 3 * dim;
+        float s1 = 0, s2 = 0, s3 = 0;
+        for (int64_t d = 0; d < dim; ++d) {
+          s += q[d] * Load(key, d);
+          s1 += q[d] * Load(k1, d);
+          s2 += q[d] * Load(k2, d);
+          s3 += q[d] * Load(k3, d);
+        }
+        scores[j] = s * scale;
+        scores[j + 1] = s1 * scale;
+        scores[j + 2] = s2 * scale;
+        scores[j + 3] = s3 * scale;
+        max_score = std::max(std::max(max_score, scores[j]), std::max(scores[j + 1], scores[j + 2]));
+        max_score = std::max(max_score, scores[j + 3]);
+        j += 3;
+        continue;
+      }
       for (int64_t d = 0; d < dim; ++d) s += q[d] * Load(key, d);
     }
     scores[j] = s * scale;
@@ -166,21 +272,72 @@ FUJI_MULTIVERSION void PagedAttentionHeadBF16(const float* q, const uint16_t* k,
   }
 }
 
-// DotRows of each of `count` rows of x (stride k) with e's rows [0, rows): out[i * ld + r].
+// DotRows of each of `count` rows of x (stride k) with e's rows [0, rows): out[i * ld + r]. Tiles of
+// RX rows of x by RE rows of e keep their RX * RE sixteen-lane sums in registers (DotRows's lanes,
+// one fused multiply-add per element as GCC compiles DotRows for float rows, added up in DotRows's
+// order), so each row of e is read once per RX rows of x.
+template <int RX, int RE, typename T>
+inline __attribute__((always_inline)) void DotTile(const float* x, const T* e, int64_t k, float* out, int64_t ld) {
+  V16 lanes[RX][RE];
+  for (int a = 0; a < RX; ++a) {
+    for (int b = 0; b < RE; ++b) lanes[a][b] = V16{};
+  }
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    V16 ev[RE];
+    for (int b = 0; b < RE; ++b) Load16(ev[b], e + b * k + i);
+    for (int a = 0; a < RX; ++a) {
+      V16 xv;
+      Load16(xv, x + a * k + i);
+      for (int b = 0; b < RE; ++b) lanes[a][b] += xv * ev[b];
+    }
+  }
+  for (int a = 0; a < RX; ++a) {
+    for (int b = 0; b < RE; ++b) {
+      float sum = 0;
+      for (int64_t t = i; t < k; ++t) sum += x[a * k + t] * Load(e + b * k, t);
+      for (int j = 0; j < 16; ++j) sum += lanes[a][b][j];
+      out[a * ld + b] = sum;
+    }
+  }
+}
+
+template <int RX, typename T>
+inline __attribute__((always_inline)) void DotRowsOfX(const float* x, const T* e, int64_t rows, int64_t k, float* out,
+                                                      int64_t ld) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) DotTile<RX, 4>(x, e + r * k, k, out + r, ld);
+  for (; r < rows; ++r) DotTile<RX, 1>(x, e + r * k, k, out + r, ld);
+}
+
 template <typename T>
-inline void DotRowsMany(const float* x, int64_t count, const T* e, int64_t rows, int64_t k, float* out,
-                        int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t i = 0; i < count; ++i) DotRows(x + i * k, e + r * k, 1, k, out + i * ld + r);
+inline __attribute__((always_inline)) void DotRowsMany(const float* x, int64_t count, const T* e, int64_t rows,
+                                                       int64_t k, float* out, int64_t ld) {
+  // Rows of e in slices that stay in L2 while every row of x passes over them.
+  const int64_t slice = std::max<int64_t>(4, ((256 << 10) / std::max<int64_t>(1, k * int64_t{sizeof(T)})) / 4 * 4);
+  for (int64_t r0 = 0; r0 < rows; r0 += slice) {
+    const int64_t n = std::min(slice, rows - r0);
+    int64_t i = 0;
+    for (; i + 4 <= count; i += 4) DotRowsOfX<4>(x + i * k, e + r0 * k, n, k, out + i * ld + r0, ld);
+    switch (count - i) {
+      case 3: DotRowsOfX<3>(x + i * k, e + r0 * k, n, k, out + i * ld + r0, ld); break;
+      case 2: DotRowsOfX<2>(x + i * k, e + r0 * k, n, k, out + i * ld + r0, ld); break;
+      case 1: DotRowsOfX<1>(x + i * k, e + r0 * k, n, k, out + i * ld + r0, ld); break;
+      default: break;
+    }
   }
 }
 FUJI_MULTIVERSION void DotRowsManyF32(const float* x, int64_t count, const float* e, int64_t rows, int64_t k,
                                       float* out, int64_t ld) {
   DotRowsMany(x, count, e, rows, k, out, ld);
 }
+// bfloat16: GCC does not fuse DotRows's multiply-adds for bfloat16 rows, so each row of x runs
+// DotRows itself.
 FUJI_MULTIVERSION void DotRowsManyBF16(const float* x, int64_t count, const uint16_t* e, int64_t rows, int64_t k,
                                        float* out, int64_t ld) {
-  DotRowsMany(x, count, e, rows, k, out, ld);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < count; ++i) DotRows(x + i * k, e + r * k, 1, k, out + i * ld + r);
+  }
 }
 
 // Splits [0, n) into one contiguous range per thread, in multiples of `align`.
@@ -249,38 +406,51 @@ at::Tensor RowsTimesMatrix(const at::Tensor& x_in, const at::Tensor& w, const at
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   const char* wp = static_cast<const char*>(w.data_ptr());
   const int64_t element = static_cast<int64_t>(w.element_size()), row_bytes = n * element;
-  // RowTimesMatrix's split of K: thread t sums rows [t * rows_per, (t + 1) * rows_per).
+  // RowTimesMatrix's split of K: thread t sums rows [t * rows_per, (t + 1) * rows_per) into its
+  // partials, the first multiple of eight of them in RowsBlock's register tiles (AccumulateRows's
+  // main loop), the rest through the batch-1 kernel itself (its tail loop), row by row.
   const int64_t threads = std::min<int64_t>(std::max<int64_t>(1, at::get_num_threads()), k);
   const int64_t rows_per = (k + threads - 1) / threads;
-  // Columns in tiles of about 256 KiB of one thread's weights.
-  const int64_t tile = std::max<int64_t>(16, ((256 << 10) / std::max<int64_t>(1, rows_per * element)) / 16 * 16);
   std::vector<float> partial(static_cast<size_t>(threads * m * n), 0.0f);
   float* pp = partial.data();
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t lo = t * rows_per, hi = std::min(k, lo + rows_per);
       if (lo >= hi) continue;
-      for (int64_t j0 = 0; j0 < n; j0 += tile) {
-        const int64_t width = std::min(tile, n - j0);
-        const char* wt = wp + lo * row_bytes + j0 * element;
-        for (int64_t r = 0; r < m; ++r) {
-          float* acc = pp + (t * m + r) * n + j0;
-          if (bf16) {
-            RowTimesMatrixBF16(xp + r * k + lo, reinterpret_cast<const uint16_t*>(wt), hi - lo, n, width, acc);
-          } else {
-            RowTimesMatrixF32(xp + r * k + lo, reinterpret_cast<const float*>(wt), hi - lo, n, width, acc);
-          }
+      const int64_t main = (hi - lo) / 8 * 8, n32 = n / 32 * 32;
+      float* acc = pp + t * m * n;
+      const char* wt = wp + lo * row_bytes;
+      if (bf16) {
+        RowsBlockBF16(xp + lo, k, m, reinterpret_cast<const uint16_t*>(wt), n, main, n32, acc, n);
+      } else {
+        RowsBlockF32(xp + lo, k, m, reinterpret_cast<const float*>(wt), n, main, n32, acc, n);
+      }
+      // The batch-1 kernel itself for the rest: rows of K past `main` in the tiled columns, and
+      // every row of K in the last n % 32 columns.
+      auto batch1 = [&](int64_t r, int64_t k0, int64_t j0, int64_t width) {
+        const char* wr = wt + k0 * row_bytes + j0 * element;
+        const float* xr = xp + r * k + lo + k0;
+        if (bf16) {
+          RowTimesMatrixBF16(xr, reinterpret_cast<const uint16_t*>(wr), hi - lo - k0, n, width, acc + r * n + j0);
+        } else {
+          RowTimesMatrixF32(xr, reinterpret_cast<const float*>(wr), hi - lo - k0, n, width, acc + r * n + j0);
         }
+      };
+      for (int64_t r = 0; r < m; ++r) {
+        if (main < hi - lo && n32 > 0) batch1(r, main, 0, n32);
+        if (n32 < n) batch1(r, 0, n32, n - n32);
       }
     }
   });
   at::Tensor y = bias.to(at::kFloat).reshape({1, n}).repeat({m, 1});
   float* yp = y.data_ptr<float>();
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t t = 0; t < threads; ++t) {
-      for (int64_t j = 0; j < n; ++j) yp[r * n + j] += pp[(t * m + r) * n + j];
+  at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t t = 0; t < threads; ++t) {
+        for (int64_t j = 0; j < n; ++j) yp[r * n + j] += pp[(t * m + r) * n + j];
+      }
     }
-  }
+  });
   return y;
 }
 
@@ -357,14 +527,17 @@ at::Tensor GeluRow(const at::Tensor& x_in, bool tanh_approximation) {
   float* p = y.data_ptr<float>();
   const int64_t n = y.numel();
   constexpr float kInvSqrt2 = 0.70710678118654752f, kSqrt2OverPi = 0.79788456080286536f;
-  if (tanh_approximation) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = p[i];
-      p[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+  // Element by element, so the threads (for many rows) change nothing in the results.
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    if (tanh_approximation) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = p[i];
+        p[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+      }
+    } else {
+      for (int64_t i = begin; i < end; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * kInvSqrt2));
     }
-  } else {
-    for (int64_t i = 0; i < n; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * kInvSqrt2));
-  }
+  });
   return y;
 }
 
