@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -250,6 +251,38 @@ TEST_F(OpenAiHttpTest, AClientThatGoesAwayCancelsItsJob) {
   EXPECT_LT(std::chrono::steady_clock::now() - left, 10s) << "cancelled as the client left";
   EXPECT_NE(agent->log().find("job " + std::to_string(id)), std::string::npos)
       << "it ran: " << agent->log();
+}
+
+TEST_F(OpenAiHttpTest, AFullDatabaseDiskIsA503) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  const std::string state = dir_ + "/fujid";
+  ASSERT_EQ(std::system(("mkdir -p " + Quote(state)).c_str()), 0);
+  if (::mount("tmpfs", state.c_str(), "tmpfs", 0, "size=6m,mode=0700") != 0)
+    GTEST_SKIP() << "no tmpfs here";
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{state};
+  auto daemon = StartDaemon();  // no agent: nothing runs
+  {
+    std::ofstream ballast(state + "/ballast", std::ios::binary);
+    const std::string block(64 << 10, 'x');
+    while (ballast.write(block.data(), block.size())) {
+    }
+  }
+  // Submits that still fit wait for an agent (curl gives up; its job is cancelled); once the
+  // database cannot grow, a completion is refused at once with fujid's reason.
+  const std::string body =
+      R"({"model": "tiny", "prompt": ")" + std::string(64 << 10, 'p') + R"(", "max_tokens": 2})";
+  std::ofstream(dir_ + "/body.json") << body;
+  Shell answer;
+  for (int i = 0; i < 40 && answer.out.find("\"code\":\"unavailable\"") == std::string::npos; ++i) {
+    answer = Curl("--max-time 2 -w ' %{http_code}' -d @" + Quote(dir_ + "/body.json") + " " +
+                  Quote(Url("/v1/completions")));
+  }
+  EXPECT_NE(answer.out.find("database's disk is full"), std::string::npos) << answer.out;
+  EXPECT_NE(answer.out.find(" 503"), std::string::npos) << answer.out;
+  EXPECT_NE(answer.out.find("\"type\":\"server_error\""), std::string::npos) << answer.out;
 }
 
 // ---- The HTTP server alone, with small limits, over plain TCP ----
