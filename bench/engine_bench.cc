@@ -4,7 +4,8 @@
 //   batch   aggregate decode tokens/s of continuous batching (BatchEngine) with 1, 2, 4, 8, 16
 //           and 32 concurrent requests (prompts of 20..200 tokens, --tokens new tokens each, EOS
 //           ignored; steps with prompt chunks count in the with-prefill rate only) beside the
-//           same 16 requests generated one after another (Generate)
+//           same 16 requests generated one after another (Generate), and the time to the first
+//           token of a lone request with a prompt of 20, 64, 128 and 200 tokens
 // usage: fuji-engine-bench decode MODEL_DIR [--tokens N] [--precision fp32|bf16]
 //        fuji-engine-bench load MODEL_DIR
 //        fuji-engine-bench batch MODEL_DIR [--tokens N] [--precision fp32|bf16]
@@ -195,6 +196,32 @@ int Batch(const std::string& dir, int64_t tokens, const std::string& precision) 
                     {"max_batch_seen", (*engine)->max_batch_seen()}});
     std::fprintf(stderr, "%s\n", rows.back().dump().c_str());
   }
+  // Time to the first token of one request alone in the engine (its prompt's prefill and the
+  // first token's logits), best of three, for prompts of 20..200 tokens.
+  nlohmann::json prefill = nlohmann::json::object();
+  for (const int length : {20, 64, 128, 200}) {
+    double best = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      fuji::engine::BatchEngineOptions engine_options;
+      engine_options.num_blocks = (length + 1 + 15) / 16 + 1;
+      auto engine = fuji::engine::BatchEngine::Create(**model, engine_options);
+      if (!engine.ok()) return Fail(engine.status());
+      std::vector<int32_t> prompt;
+      for (int t = 0; t < length; ++t) prompt.push_back(static_cast<int32_t>((t * 104729 + 17) % c.vocab_size));
+      fuji::engine::GenerateOptions one = options;
+      one.max_new_tokens = 1;
+      const auto start = Clock::now();
+      fuji::Status added = (*engine)->Add({"p", prompt, one, nullptr});
+      if (!added.ok()) return Fail(added);
+      while (!(*engine)->Idle()) {
+        auto events = (*engine)->Step();
+        if (!events.ok()) return Fail(events.status());
+      }
+      const double ms = Seconds(start) * 1000;
+      if (rep == 0 || ms < best) best = ms;
+    }
+    prefill[std::to_string(length)] = best;
+  }
   // The same 16 requests one after another, as a rank without batching serves them.
   const auto start = Clock::now();
   int64_t generated = 0, decode_steps = 0;
@@ -216,7 +243,8 @@ int Batch(const std::string& dir, int64_t tokens, const std::string& precision) 
                       {"runs", rows},
                       {"sequential16_tokens_per_s_with_prefill", sequential_with_prefill},
                       {"sequential16_decode_tokens_per_s", sequential},
-                      {"concurrent16_over_sequential", concurrent16 / sequential}};
+                      {"concurrent16_over_sequential", concurrent16 / sequential},
+                      {"first_token_ms_by_prompt_tokens", prefill}};
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }
