@@ -333,6 +333,10 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
   b.workspace = 0;
   const int64_t device_peak = b.peak_device_states + b.kv_cache + b.activations;
   const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : c * n;
+  // The checkpoint's largest tensor (the token embedding, or a block's MLP weight), in the file's
+  // bytes per parameter: what of the map a load that drops pages as it goes holds at once.
+  const int64_t largest_file_tensor =
+      std::max(m.vocab_size * m.n_embd, m.ffn() * m.n_embd) * std::max<int64_t>(ckpt / std::max<int64_t>(n, 1), 1);
   if (cuda) {
     b.allocator_slack = static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(device_peak));
     b.cuda_context = r.rates.cuda_context_bytes;
@@ -340,20 +344,25 @@ Plan InferPlan(const PlanRequest& r, const zero::Layout& layout, Offload offload
     b.base_rss = r.rates.rank_base_rss_cuda;
     // Without offload the weights go from the map straight to the device; with offload they load
     // into host memory, then the streaming engine copies them unit by unit into its shards.
-    b.load_host = offload == Offload::kParams ? ckpt + c * n : ckpt;
-    // With offload the host arena is freed only once its last unit is in the shards (plan.h).
-    const int64_t build = offload == Offload::kParams ? 2 * c * n + 4 * max_unit : 0;
+    // With offload they load into host memory, dropping the checkpoint's pages tensor by tensor.
+    b.load_host = offload == Offload::kParams ? c * n + largest_file_tensor : ckpt;
+    // With offload each parameter is freed once it is in its unit's fp32 buffer (plan.h): one copy
+    // of the weights and the unit being built in fp32.
+    const int64_t build = offload == Offload::kParams ? c * n + 4 * max_unit : 0;
+    b.host_build = build;
     b.host_peak = b.base_rss + std::max(b.load_host, build);
     b.host_resident = b.base_rss + b.params_host;
     b.request = b.activations + static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(b.activations));
   } else {
     p.gpu_bytes = device_peak;
     b.base_rss = r.rates.rank_base_rss_cpu_infer;
-    b.load_host = ckpt + c * n;
-    // An emulated offload builds its shards as on a GPU, with each unit's gather buffer (c *
-    // padded, allocated and released as the unit is built) in host memory too.
-    const int64_t build = offload == Offload::kParams ? 2 * c * n + (4 + c) * max_unit : 0;
-    b.host_peak = b.base_rss + std::max({b.load_host, build, b.params_host + device_peak});
+    b.load_host = offload == Offload::kParams ? c * n + largest_file_tensor : ckpt + c * n;
+    // An emulated offload builds its shards as on a GPU; running, its "device" is host memory: the
+    // host shards, the device's peak, and the unit the stream copies from its shard (c max_unit).
+    const int64_t build = offload == Offload::kParams ? c * n + 4 * max_unit : 0;
+    const int64_t emulated = offload == Offload::kParams ? c * max_unit : 0;
+    b.host_build = build;
+    b.host_peak = b.base_rss + std::max({b.load_host, build, b.params_host + device_peak + emulated});
     b.host_resident = b.base_rss + c * n;
     b.request = b.kv_cache + b.activations;
   }

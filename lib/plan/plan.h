@@ -38,12 +38,13 @@
 // warm rank (fuji-agent --keep-warm) serves further requests of its model in one batch: each adds
 // its activations, and on a CPU its KV blocks (Breakdown::request); the rest it already holds.
 // Parameter offload's host memory, as fuji-rank loads it (worker/rank/rank_service.cc Load): the
-// checkpoint loads into one host arena in the compute dtype (c * params, beside the checkpoint's
-// mapped pages), then the ZeRO-3 engine copies it unit by unit into its (pinned, on a GPU)
-// shards. The arena is one mapping that every parameter tensor holds a reference to, so it is
-// freed only after the last unit is copied: the peak is two copies of the weights and one unit
-// in fp32 (2 c N + 4 max_unit, 98.9 GiB with the process for 13B in fp32), for a moment; from
-// then on the rank holds one copy (Breakdown::host_resident, 49.9 GiB).
+// checkpoint loads into host memory in the compute dtype, each parameter in an allocation of its
+// own, dropping the checkpoint's mapped pages tensor by tensor (c * params and the largest
+// tensor of the file), then the ZeRO-3 engine copies it unit by unit into its (pinned, on a GPU)
+// shards, freeing each parameter once it is in its unit's fp32 buffer: the peak is one copy of the
+// weights and one unit in fp32 (c N + 4 max_unit, Breakdown::host_build; 52.2 GiB with the
+// process for 13B in fp32, where one arena and then the shards took two copies, 98.9 GiB), and
+// from then on the rank holds one copy (Breakdown::host_resident). plan_accuracy_test measures it.
 //
 // Throughput constants (kThroughput below), each with its source:
 //   cpu_adamw_params_per_s       1.55e9 fp32, 1.11e9 writing the bf16/fp16 copy: measured,
@@ -161,6 +162,7 @@ struct Breakdown : zero::StateBytes {
   int64_t allocator_slack = 0;
   int64_t cuda_context = 0;
   int64_t load_host = 0;           // per rank host bytes while loading (checkpoint map + host copy)
+  int64_t host_build = 0;          // inference with parameter offload: host bytes while its shards are built
   int64_t base_rss = 0;            // per rank process base
   int64_t host_peak = 0;           // per rank host peak (cuda: host states, load; cpu: everything)
   int64_t host_resident = 0;       // inference: per rank host bytes held once loaded (base, host weights)

@@ -2,7 +2,9 @@
 // straight from the map into its destination (dtype, device): the bytes are read once.
 #include "worker/engine/checkpoint.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <optional>
@@ -146,6 +148,16 @@ bool IsFloatingPoint(format::DType d) {
          d == format::DType::kBF16;
 }
 
+// Drops the whole pages of [data, data + nbytes) of a read-only file mapping from this process's
+// resident set: a later read faults them in again from the file. Partial pages at the edges stay
+// (they may hold a neighbouring tensor).
+void ReleaseMappedPages(const uint8_t* data, size_t nbytes) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + nbytes) / page * page;
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 // A non-owning tensor over a view's bytes in the map.
 Result<at::Tensor> ViewTensor(const format::TensorView& view) {
   FUJI_ASSIGN_OR_RETURN(at::ScalarType type, ToScalarType(view.dtype));
@@ -220,9 +232,10 @@ Result<std::unique_ptr<Gpt2Model>> LoadModel(const std::string& dir, const LoadO
     }
     views.push_back(view);
   }
-  // On the host every parameter lives in one huge-page arena; on a device, in its allocator.
+  // On the host every parameter lives in one huge-page arena (unless the caller frees them one by
+  // one); on a device, in its allocator.
   std::shared_ptr<HostArena> arena;
-  if (options.device.is_cpu()) {
+  if (options.device.is_cpu() && !options.host_allocation_per_param) {
     std::vector<size_t> sizes;
     for (const ParamInfo& info : layout) {
       sizes.push_back(static_cast<size_t>(c10::multiply_integers(info.shape)) * at::elementSize(options.dtype));
@@ -239,6 +252,7 @@ Result<std::unique_ptr<Gpt2Model>> LoadModel(const std::string& dir, const LoadO
     // One pass from the map: dtype conversion and the copy to the device happen together.
     at::Tensor param = arena ? HostArena::Tensor(arena, i, view->shape, options.dtype) : at::empty(view->shape, target);
     param.copy_(source);
+    if (options.release_file_pages) ReleaseMappedPages(view->data, view->nbytes);
     params.push_back(std::move(param));
     bytes += static_cast<int64_t>(view->nbytes);
   }

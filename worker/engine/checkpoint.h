@@ -20,6 +20,13 @@ namespace fuji::engine {
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  // On the host: each parameter in an allocation of its own instead of one arena for all, so that
+  // a caller that moves the parameters elsewhere one by one (parameter offload's shards) frees
+  // each as it goes and never holds two copies of the weights.
+  bool host_allocation_per_param = false;
+  // Drop each tensor's pages of the mapped checkpoint from this process once it is copied, so that
+  // the resident set holds the file's pages of one tensor at a time, not of the whole file.
+  bool release_file_pages = false;
 };
 
 struct LoadReport {

@@ -2,6 +2,8 @@
 #include "worker/engine/device.h"
 
 #include <malloc.h>
+
+#include <atomic>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -109,6 +111,7 @@ class LargeBlockCache final : public c10::Allocator {
   }
 
   static LargeBlockCache* instance;
+  static std::atomic<bool> keep_nothing;  // ReturnFreedMemory
 
  private:
   static void Release(void* p) {
@@ -140,7 +143,7 @@ class LargeBlockCache final : public c10::Allocator {
     }
     const size_t n = it->second;
     live_.erase(it);
-    if (kept_ + n > limit_) {
+    if (kept_ + n > limit_ || keep_nothing.load(std::memory_order_relaxed)) {
       lock.unlock();
       std::free(p);
       return;
@@ -157,6 +160,7 @@ class LargeBlockCache final : public c10::Allocator {
   mutable size_t kept_ = 0;
 };
 LargeBlockCache* LargeBlockCache::instance = nullptr;
+std::atomic<bool> LargeBlockCache::keep_nothing{false};
 
 }  // namespace
 #endif
@@ -175,6 +179,21 @@ void KeepFreedMemory(int64_t cache_limit_bytes) {
 #else
   (void)cache_limit_bytes;
 #endif
+}
+
+ReturnFreedMemory::ReturnFreedMemory() {
+  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#if TORCH_VERSION_MAJOR < 2
+  LargeBlockCache::keep_nothing = true;
+#endif
+}
+
+ReturnFreedMemory::~ReturnFreedMemory() {
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);  // KeepFreedMemory's
+#if TORCH_VERSION_MAJOR < 2
+  LargeBlockCache::keep_nothing = false;
+#endif
+  ::malloc_trim(0);
 }
 
 int64_t CachedHostBytes() {

@@ -37,6 +37,17 @@ int ConfigureThreads();
 void KeepFreedMemory(int64_t cache_limit_bytes = int64_t{2} << 30);
 // Bytes of freed large blocks the cache holds now (0 without it), for tests.
 int64_t CachedHostBytes();
+// While one lives, memory freed goes back to the system at once: blocks of 1 MiB and more are
+// mapped on their own (unmapped when freed) and the cache keeps nothing. For a load that moves
+// the weights elsewhere one by one (parameter offload's shards), which would otherwise keep every
+// freed weight: two copies of the model. Not nestable; one at a time.
+class ReturnFreedMemory {
+ public:
+  ReturnFreedMemory();
+  ~ReturnFreedMemory();
+  ReturnFreedMemory(const ReturnFreedMemory&) = delete;
+  ReturnFreedMemory& operator=(const ReturnFreedMemory&) = delete;
+};
 
 // OpenMP threads that spin after a parallel region steal the cores from OpenBLAS's threads
 // (measured here: 111M decode at 6.7 tokens/s spinning, 21.8 passive). libgomp reads

@@ -132,6 +132,7 @@ struct RankService::Impl {
     std::optional<text::BpeTokenizer> tokenizer;
     engine::LoadReport report;
     int64_t weight_bytes = 0;
+    int64_t load_peak_rss = 0;  // the process's peak resident set once the model was loaded
     std::unique_ptr<engine::BatchEngine> batch;  // declared last: destroyed before the model
   };
   std::optional<Resident> resident;
@@ -272,9 +273,15 @@ Result<RankService::Impl::Resident*> RankService::Impl::Load(const InferSpec& sp
   Resident r;
   r.key = key;
   if (spec.offload == "params") {
+    // Each weight is freed once its unit is in the shards, and goes back to the system at once:
+    // the load holds one copy of the model, not two.
+    engine::ReturnFreedMemory one_copy;
     // The weights load into host memory; the ZeRO-3 engine streams them unit by unit.
     FUJI_ASSIGN_OR_RETURN(std::unique_ptr<engine::Gpt2Model> host,
-                          engine::LoadModel(spec.model, {dtype, at::kCPU}, &r.report));
+                          engine::LoadModel(spec.model,
+                                            {dtype, at::kCPU, /*host_allocation_per_param=*/true,
+                                             /*release_file_pages=*/true},
+                                            &r.report));
     train::ZeroOptions options;
     options.stage = 3;
     options.offload = train::Offload::kParams;
@@ -311,6 +318,7 @@ Result<RankService::Impl::Resident*> RankService::Impl::Load(const InferSpec& sp
   options.num_blocks = engine::BlocksForBytes(config, dtype, budget_mib << 20, options.block_size);
   options.num_blocks = std::max(per_sequence, std::min(options.num_blocks, options.max_batch * per_sequence));
   FUJI_ASSIGN_OR_RETURN(r.batch, engine::BatchEngine::Create(*r.net, options));
+  r.load_peak_rss = PeakRssBytes();
   resident = std::move(r);
   return &*resident;
 }
@@ -328,7 +336,8 @@ nlohmann::json RankService::Impl::ModelJson(const Resident& r, const InferSpec& 
           {"n_head", config.n_head},
           {"resident", cached},
           {"mib", Mib(r.weight_bytes + kv_bytes)},
-          {"kv_cache_mib", Mib(kv_bytes)}};
+          {"kv_cache_mib", Mib(kv_bytes)},
+          {"load_peak_rss_mib", Mib(r.load_peak_rss)}};
 }
 
 void RankService::Impl::EngineLoop() {
