@@ -332,19 +332,20 @@ TEST(MultiRowKernelsTest, PagedAttentionIsBitIdenticalToBatchOne) {
   at::manual_seed(7);
   const int64_t heads = 3, dim = 64, capacity = 70;
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    for (const int64_t block_size : {16, 5}) {
+    for (const int64_t block_size : {16, 32, 5}) {
       const int64_t blocks = (capacity + block_size - 1) / block_size;
       const at::Tensor keys = at::randn({1, heads, capacity, dim}).to(dtype);
       const at::Tensor values = at::randn({1, heads, capacity, dim}).to(dtype);
       // The pool holds the positions in reversed block order: table[b] = blocks - 1 - b.
-      at::Tensor pool_k = at::zeros({blocks, heads, block_size, dim}, dtype), pool_v = at::zeros_like(pool_k);
+      at::Tensor pool_k = at::zeros({blocks, heads, dim, block_size}, dtype);
+      at::Tensor pool_v = at::zeros({blocks, heads, block_size, dim}, dtype);
       std::vector<int32_t> table;
       for (int64_t b = 0; b < blocks; ++b) table.push_back(static_cast<int32_t>(blocks - 1 - b));
       for (int64_t p = 0; p < capacity; ++p) {
-        pool_k[table[static_cast<size_t>(p / block_size)]].select(1, p % block_size).copy_(keys[0].select(1, p));
+        pool_k[table[static_cast<size_t>(p / block_size)]].select(2, p % block_size).copy_(keys[0].select(1, p));
         pool_v[table[static_cast<size_t>(p / block_size)]].select(1, p % block_size).copy_(values[0].select(1, p));
       }
-      const std::vector<int64_t> lengths = {1, 3, 4, 9, 17, 64, 70};
+      const std::vector<int64_t> lengths = {1, 3, 4, 9, 17, 40, 64, 70};
       const int64_t rows = static_cast<int64_t>(lengths.size());
       const at::Tensor q = at::randn({rows, heads * dim});
       std::vector<int32_t> tables;

@@ -210,7 +210,7 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
     const int64_t N = qkv.size(0);
     at::Tensor& keys = pool_.keys(layer);
     at::Tensor& values = pool_.values(layer);
-    keys.index_put_({block_t, Slice(), offset_t}, qkv.narrow(1, C, C).view({N, H, D}));
+    keys.index_put_({block_t, Slice(), Slice(), offset_t}, qkv.narrow(1, C, C).view({N, H, D}));
     values.index_put_({block_t, Slice(), offset_t}, qkv.narrow(1, 2 * C, C).view({N, H, D}));
     double scale = 1.0 / std::sqrt(static_cast<double>(D));
     if (config.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer + 1);
@@ -228,10 +228,11 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
       const int64_t length = e.past + e.rows, nb = pool_.BlocksFor(length);
       std::vector<int64_t> table(e.s->blocks.begin(), e.s->blocks.begin() + nb);
       const at::Tensor table_t = to_device(table);
-      auto gather = [&](const at::Tensor& pool) {  // -> [1, H, length, D]
-        return pool.index_select(0, table_t).transpose(0, 1).reshape({1, H, nb * bs, D}).narrow(2, 0, length);
-      };
-      const at::Tensor k = gather(keys), v = gather(values);
+      // -> [1, H, length, D] (keys are [block, H, D, position] in the pool)
+      const at::Tensor k =
+          keys.index_select(0, table_t).permute({1, 0, 3, 2}).reshape({1, H, nb * bs, D}).narrow(2, 0, length);
+      const at::Tensor v =
+          values.index_select(0, table_t).transpose(0, 1).reshape({1, H, nb * bs, D}).narrow(2, 0, length);
       const at::Tensor qs = q.narrow(0, e.first_row, e.rows).view({1, e.rows, H, D}).transpose(1, 2);
       // Gpt2Model::Attention's arithmetic: fp32 scores, causal mask over the chunk.
       at::Tensor scores = at::matmul(qs, k.transpose(-1, -2)).to(at::kFloat).mul_(scale);

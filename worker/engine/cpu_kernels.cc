@@ -192,51 +192,55 @@ FUJI_MULTIVERSION void DecodeAttentionHeadBF16(const float* q, const uint16_t* k
 }
 
 // AttentionHead over keys and values scattered in blocks: position j is row j % block_size of
-// block table[j / block_size]; `block_stride` elements separate one block's head rows from the
-// next block's. The loops and their order are AttentionHead's.
-// kLanes: each score sums sixteen lanes kept apart (vectorizes; a different rounding from
-// AttentionHead's sequential sum), for rows that are not held to batch 1's arithmetic.
+// block table[j / block_size]; `block_stride` elements separate one block's head from the next
+// block's. Keys are stored transposed within a block (paged_kv.h): dimension d of position j is
+// at d * block_size + j % block_size. The arithmetic is AttentionHead's as GCC compiles it: each
+// product rounded, then added to the score in order of d (its vectorized loop multiplies
+// sixteen dimensions at once and adds them one by one); the empty asm keeps GCC from fusing
+// the multiply and the add here.
+// kLanes: each score sums sixteen lanes kept apart (a different rounding from AttentionHead's
+// sequential sum), for rows that are not held to batch 1's arithmetic.
 template <bool kLanes, typename T>
-inline __attribute__((always_inline)) void PagedAttentionHead(const float* q, const T* keys, const T* values, const int32_t* table,
-                               int64_t block_size, int64_t block_stride, int64_t length, int64_t dim,
-                               float scale, float* scores, float* out) {
+inline __attribute__((always_inline)) void PagedAttentionHead(const float* q, const T* keys, const T* values,
+                                                              const int32_t* table, int64_t block_size,
+                                                              int64_t block_stride, int64_t length, int64_t dim,
+                                                              float scale, float* scores, float* out) {
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < length; ++j) {
-    const T* key = keys + table[j / block_size] * block_stride + (j % block_size) * dim;
+    const T* key = keys + table[j / block_size] * block_stride + j % block_size;  // stride block_size
     float s = 0;
     if constexpr (kLanes) {
       float lanes[16] = {};
       int64_t d = 0;
       for (; d + 16 <= dim; d += 16) {
-        for (int u = 0; u < 16; ++u) lanes[u] += q[d + u] * Load(key, d + u);
+        for (int u = 0; u < 16; ++u) lanes[u] += q[d + u] * Load(key, (d + u) * block_size);
       }
-      for (; d < dim; ++d) s += q[d] * Load(key, d);
+      for (; d < dim; ++d) s += q[d] * Load(key, d * block_size);
       for (int u = 0; u < 16; ++u) s += lanes[u];
     } else {
-      if (std::is_same_v<T, float> && j % 4 == 0 && j + 4 <= length && (j + 3) / block_size == j / block_size) {
-        // Four float keys of one block at once: four independent sums, each AttentionHead's
-        // sequential one (one multiply-add chain waits on the last; four keep the FMA units busy).
-        // Not for bfloat16 keys, whose four sums GCC compiles with other roundings.
-        const T* k1 = key + dim;
-        const T* k2 = key + 2 * dim;
-        const T* k3 = key + 3 * dim;
-        float s1 = 0, s2 = 0, s3 = 0;
+      if (std::is_same_v<T, float> && j + 16 <= length && j % block_size + 16 <= block_size) {
+        // Sixteen float positions of one block at once, one per lane: every lane is one
+        // position's sequential sum, and a dimension of the sixteen keys is one load.
+        V16 acc = V16{};
         for (int64_t d = 0; d < dim; ++d) {
-          s += q[d] * Load(key, d);
-          s1 += q[d] * Load(k1, d);
-          s2 += q[d] * Load(k2, d);
-          s3 += q[d] * Load(k3, d);
+          V16 k;
+          Load16(k, key + d * block_size);
+          V16 product = q[d] * k;
+          asm("" : "+m"(product));
+          acc += product;
         }
-        scores[j] = s * scale;
-        scores[j + 1] = s1 * scale;
-        scores[j + 2] = s2 * scale;
-        scores[j + 3] = s3 * scale;
-        max_score = std::max(std::max(max_score, scores[j]), std::max(scores[j + 1], scores[j + 2]));
-        max_score = std::max(max_score, scores[j + 3]);
-        j += 3;
+        for (int u = 0; u < 16; ++u) {
+          scores[j + u] = acc[u] * scale;
+          max_score = std::max(max_score, scores[j + u]);
+        }
+        j += 15;
         continue;
       }
-      for (int64_t d = 0; d < dim; ++d) s += q[d] * Load(key, d);
+      for (int64_t d = 0; d < dim; ++d) {
+        float product = q[d] * Load(key, d * block_size);
+        if constexpr (std::is_same_v<T, float>) asm("" : "+x"(product));  // bfloat16's fuse (scalar loop)
+        s += product;
+      }
     }
     scores[j] = s * scale;
     max_score = std::max(max_score, scores[j]);
@@ -524,11 +528,14 @@ at::Tensor DecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, const
 at::Tensor PagedDecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, const at::Tensor& values,
                                 const std::vector<int32_t>& tables, const std::vector<int64_t>& table_offsets,
                                 const std::vector<int64_t>& lengths, double scale, bool exact) {
-  const int64_t rows = q_in.size(0), heads = keys.size(1), block_size = keys.size(2), dim = keys.size(3);
+  const int64_t rows = q_in.size(0), heads = values.size(1), block_size = values.size(2), dim = values.size(3);
   TORCH_CHECK(q_in.dim() == 2 && q_in.size(1) == heads * dim, "q must be [R, H * D]");
   TORCH_CHECK(static_cast<int64_t>(lengths.size()) == rows && static_cast<int64_t>(table_offsets.size()) == rows,
               "one length and one table offset per row");
   TORCH_CHECK(keys.is_contiguous() && values.is_contiguous(), "the block pool must be contiguous");
+  TORCH_CHECK(keys.dim() == 4 && keys.size(0) == values.size(0) && keys.size(1) == heads && keys.size(2) == dim &&
+                  keys.size(3) == block_size,
+              "keys must be [num_blocks, H, D, block_size] beside values [num_blocks, H, block_size, D]");
   const at::Tensor q = q_in.to(at::kFloat).contiguous();
   at::Tensor out = at::empty({rows, heads * dim}, at::kFloat);
   int64_t max_length = 0;

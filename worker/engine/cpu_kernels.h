@@ -36,7 +36,8 @@ at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at
 at::Tensor RowsDotRows(const at::Tensor& x, const at::Tensor& e);
 
 // DecodeAttention for R new tokens of different sequences whose keys and values live in a block
-// pool (paged_kv.h): keys, values [num_blocks, H, block_size, D]; q [R, H * D]; row r attends over
+// pool (paged_kv.h): keys [num_blocks, H, D, block_size] (transposed within a block), values
+// [num_blocks, H, block_size, D]; q [R, H * D]; row r attends over
 // positions [0, lengths[r]) found through its block table tables[table_offsets[r] ...]. exact: the
 // same arithmetic as DecodeAttention per row and head; otherwise the scores' dot products sum in
 // sixteen lanes (vectorized, rounded differently). Returns [R, H * D] float.

@@ -32,7 +32,7 @@ Result<KvBlockPool> KvBlockPool::Create(const ModelConfig& config, int64_t num_b
     for (int64_t l = 0; l < config.n_layer; ++l) {
       // Uninitialized: attention reads only the positions written, and untouched host pages cost
       // no memory until a sequence reaches them.
-      pool.keys_.push_back(at::empty({num_blocks, config.n_head, block_size, config.head_dim()}, options));
+      pool.keys_.push_back(at::empty({num_blocks, config.n_head, config.head_dim(), block_size}, options));
       pool.values_.push_back(at::empty({num_blocks, config.n_head, block_size, config.head_dim()}, options));
     }
   } catch (const std::exception& e) {

@@ -38,7 +38,9 @@ class KvBlockPool {
   // Returns every block of `table` to the free list and clears it.
   void Release(std::vector<int32_t>* table);
 
-  // [num_blocks, n_head, block_size, head_dim] for `layer`.
+  // Keys [num_blocks, n_head, head_dim, block_size] (transposed within a block: one dimension of
+  // a block's positions is contiguous, so attention scores sixteen positions in one vector) and
+  // values [num_blocks, n_head, block_size, head_dim] for `layer`.
   at::Tensor& keys(int64_t layer) { return keys_[static_cast<size_t>(layer)]; }
   at::Tensor& values(int64_t layer) { return values_[static_cast<size_t>(layer)]; }
 
