@@ -64,62 +64,83 @@ inline __attribute__((always_inline)) void Load16(V16& v, const uint16_t* p) {
   v = reinterpret_cast<const V16&>(bits);
 }
 
-// AccumulateRows's main loop for R rows of x at once: out[r * ldo + j] += sum over k in [0, kc)
-// (ascending) of x[r * ldx + k] * w[k * ld + j] for j in [0, n), kc a multiple of eight and n of
-// 32. Every sum is the one running sum AccumulateRows keeps (one multiply-add per k, where GCC's
-// vectorized loop fuses them: in its main loop, which for bfloat16 covers 32 columns at a time;
-// its epilogues do not fuse, so RowsTimesMatrix leaves the last n % 32 columns to it), held in
-// registers over a tile of 64 columns while the weights of the tile are read once for the R rows.
+// One tile of 64 columns: out[r * ldo + j] += x[r * ldx + k] * w[k * ld + j] for the R rows, k in
+// [0, kc) ascending, the 4 * R sums in registers. `next` (when set): the weights the rows after
+// these will need, prefetched a row per step into L2 (strided reads do not wake the prefetchers).
 template <int R, typename T>
 inline __attribute__((always_inline)) void RowsTile(const float* x, int64_t ldx, const T* w, int64_t ld, int64_t kc,
-                                                    int64_t n, float* out, int64_t ldo) {
-  int64_t j = 0;
-  for (; j + 64 <= n; j += 64) {
-    V16 acc[R][4];
-    for (int r = 0; r < R; ++r) {
-      for (int v = 0; v < 4; ++v) Load16(acc[r][v], out + r * ldo + j + 16 * v);
-    }
-    const T* wk = w + j;
-    for (int64_t k = 0; k < kc; ++k, wk += ld) {
-      V16 w0, w1, w2, w3;
-      Load16(w0, wk);
-      Load16(w1, wk + 16);
-      Load16(w2, wk + 32);
-      Load16(w3, wk + 48);
-      for (int r = 0; r < R; ++r) {
-        const float xr = x[r * ldx + k];
-        acc[r][0] += xr * w0;
-        acc[r][1] += xr * w1;
-        acc[r][2] += xr * w2;
-        acc[r][3] += xr * w3;
+                                                    float* out, int64_t ldo, const T* next) {
+  V16 acc[R][4];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < 4; ++v) Load16(acc[r][v], out + r * ldo + 16 * v);
+  }
+  const T* wk = w;
+  for (int64_t k = 0; k < kc; ++k, wk += ld) {
+    if (next != nullptr) {
+      for (int64_t b = 0; b < 64 * static_cast<int64_t>(sizeof(T)); b += 64) {
+        __builtin_prefetch(reinterpret_cast<const char*>(next + k * ld) + b, 0, 2);
       }
     }
+    V16 w0, w1, w2, w3;
+    Load16(w0, wk);
+    Load16(w1, wk + 16);
+    Load16(w2, wk + 32);
+    Load16(w3, wk + 48);
     for (int r = 0; r < R; ++r) {
-      for (int v = 0; v < 4; ++v) *reinterpret_cast<V16*>(out + r * ldo + j + 16 * v) = acc[r][v];
+      const float xr = x[r * ldx + k];
+      acc[r][0] += xr * w0;
+      acc[r][1] += xr * w1;
+      acc[r][2] += xr * w2;
+      acc[r][3] += xr * w3;
     }
   }
-  for (; j + 16 <= n; j += 16) {
-    V16 acc[R];
-    for (int r = 0; r < R; ++r) Load16(acc[r], out + r * ldo + j);
-    for (int64_t k = 0; k < kc; ++k) {
-      V16 wv;
-      Load16(wv, w + k * ld + j);
-      for (int r = 0; r < R; ++r) acc[r] += x[r * ldx + k] * wv;
-    }
-    for (int r = 0; r < R; ++r) *reinterpret_cast<V16*>(out + r * ldo + j) = acc[r];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < 4; ++v) *reinterpret_cast<V16*>(out + r * ldo + 16 * v) = acc[r][v];
   }
 }
 
+// AccumulateRows's main loop for m rows of x at once: out[r * ldo + j] += sum over k in [0, kc)
+// (ascending) of x[r * ldx + k] * w[k * ld + j] for j in [0, n), kc a multiple of eight and n of
+// 32. Every sum is the one running sum AccumulateRows keeps (one multiply-add per k, where GCC's
+// vectorized loop fuses them: in its main loop, which for bfloat16 covers 32 columns at a time;
+// its epilogues do not fuse, so RowsTimesMatrix leaves the last n % 32 columns to it); a sum
+// parked in `out` between blocks of K keeps its value. Tiles of 64 columns by 64 rows of K
+// (16 KiB of float weights: L1) are read from memory once and from L1 by every four rows.
 template <typename T>
 inline __attribute__((always_inline)) void RowsBlock(const float* x, int64_t ldx, int64_t m, const T* w, int64_t ld,
                                                      int64_t kc, int64_t n, float* out, int64_t ldo) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) RowsTile<4>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo);
-  switch (m - r) {
-    case 3: RowsTile<3>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo); break;
-    case 2: RowsTile<2>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo); break;
-    case 1: RowsTile<1>(x + r * ldx, ldx, w, ld, kc, n, out + r * ldo, ldo); break;
-    default: break;
+  constexpr int64_t kBlock = 64;
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64) {
+    for (int64_t k0 = 0; k0 < kc; k0 += kBlock) {
+      const int64_t kb = std::min(kBlock, kc - k0);
+      const T* next = k0 + kBlock < kc ? w + (k0 + kBlock) * ld + j : (j + 128 <= n ? w + j + 64 : nullptr);
+      const float* xk = x + k0;
+      const T* wk = w + k0 * ld + j;
+      int64_t r = 0;
+      for (; r + 4 <= m; r += 4) {
+        RowsTile<4>(xk + r * ldx, ldx, wk, ld, kb, out + r * ldo + j, ldo, r == 0 ? next : nullptr);
+      }
+      const T* tail_next = r == 0 ? next : nullptr;
+      switch (m - r) {
+        case 3: RowsTile<3>(xk + r * ldx, ldx, wk, ld, kb, out + r * ldo + j, ldo, tail_next); break;
+        case 2: RowsTile<2>(xk + r * ldx, ldx, wk, ld, kb, out + r * ldo + j, ldo, tail_next); break;
+        case 1: RowsTile<1>(xk + r * ldx, ldx, wk, ld, kb, out + r * ldo + j, ldo, tail_next); break;
+        default: break;
+      }
+    }
+  }
+  for (; j + 16 <= n; j += 16) {
+    for (int64_t r = 0; r < m; ++r) {
+      V16 acc;
+      Load16(acc, out + r * ldo + j);
+      for (int64_t k = 0; k < kc; ++k) {
+        V16 wv;
+        Load16(wv, w + k * ld + j);
+        acc += x[r * ldx + k] * wv;
+      }
+      *reinterpret_cast<V16*>(out + r * ldo + j) = acc;
+    }
   }
 }
 
