@@ -1,7 +1,8 @@
 // Continuous batching: many generation requests share one model and one paged KV cache. Each
 // Step runs ONE forward pass over the new tokens of every running sequence (chunks of prompts
 // being prefilled and one token per decoding sequence), flattened into rows: the Linear layers
-// are one GEMM over all rows, attention runs per sequence over its own blocks. Requests join and
+// read their weights once for all rows (up to Gpt2Model::kRowKernelMaxRows rows in batch 1's
+// arithmetic, GEMM beyond), attention runs per sequence over its own blocks. Requests join and
 // leave between steps, so a finished sequence's slot goes to a waiting one at once.
 //
 // A request gets blocks as it grows. When the pool runs out, the newest running sequence is
@@ -10,7 +11,8 @@
 // continues. A request whose prompt and new tokens could never fit the pool is refused at Add.
 //
 // Tokens are those Generate (generate.h) gives for the same request: sampling uses one
-// TokenSampler per request, and a single decoding sequence runs the batch-1 kernels.
+// TokenSampler per request, and in a step of up to kRowKernelMaxRows rows (on the CPU) a row's
+// arithmetic is batch 1's: it does not depend on the other rows of the step (cpu_kernels.h).
 // Not thread-safe: one thread calls Add, Cancel and Step.
 #pragma once
 
