@@ -248,7 +248,12 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
 
   at::Tensor logits;
   try {
-    at::Tensor hidden = model_.ForwardRows(ids_t, positions_t, attend);
+    // A step of prompt rows only holds no row to batch 1's arithmetic.
+    bool decoding = false;
+    for (const Planned& e : plan) decoding = decoding || e.rows == 1;
+    at::Tensor hidden = model_.ForwardRows(ids_t, positions_t, attend,
+                                           decoding ? Gpt2Model::kRowKernelMaxRows
+                                                    : Gpt2Model::kPromptRowKernelMaxRows);
     if (!sample_rows.empty()) {
       logits = model_.LogitsRows(hidden.index_select(0, to_device(sample_rows))).to(at::kCPU).contiguous();
     }

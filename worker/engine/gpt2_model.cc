@@ -179,20 +179,21 @@ at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
   return x;
 }
 
-at::Tensor Gpt2Model::ForwardRows(const at::Tensor& ids, const at::Tensor& positions,
-                                  const RowAttention& attend) const {
+at::Tensor Gpt2Model::ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend,
+                                  int64_t row_kernel_max_rows) const {
   using namespace param_index;  // NOLINT
   TORCH_CHECK(ids.dim() == 1 && positions.dim() == 1 && ids.size(0) == positions.size(0),
               "ids and positions must be [N]");
   TORCH_CHECK(ids.size(0) == 0 || positions.max().item<int64_t>() < config_.n_positions,
               "a position exceeds n_positions ", config_.n_positions);
   const int L = static_cast<int>(config_.n_layer);
+  const bool row_kernels = ids.size(0) <= std::min(row_kernel_max_rows, kRowKernelMaxRows);
   Before(0);
   at::Tensor x = at::embedding(P(kWte), ids) + at::embedding(P(kWpe), positions);
   After(0);
   for (int l = 0; l < L; ++l) {
     Before(1 + l);
-    x = BlockWith(l, x, [&](const at::Tensor& qkv) { return attend(l, qkv); }, true);
+    x = BlockWith(l, x, [&](const at::Tensor& qkv) { return attend(l, qkv); }, row_kernels);
     After(1 + l);
   }
   Before(L + 1);

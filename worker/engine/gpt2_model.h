@@ -70,9 +70,15 @@ class Gpt2Model {
   // so a decoding row gets the token it would get alone; more rows (prompt chunks) use GEMM.
   // (111M MLP, fp32, 2 busy cores, ms per step, row kernels / OpenBLAS GEMM: 2 rows 0.95 / 7.3,
   // 8 rows 1.35 / 9.6, 16 rows 1.7 / 2.4, 32 rows 2.8 / 4.0, 64 rows 4.8 / 7.9, 128 rows 20 / 15.)
+  // row_kernel_max_rows (at most kRowKernelMaxRows) lowers the bound for a step that has no row
+  // held to batch 1's arithmetic: prompt rows alone run GEMM from kPromptRowKernelMaxRows + 1 rows
+  // (first token of a lone 111M fp32 request, 2 cores: a 64-token prompt 69-77 ms with GEMM, 88-96
+  // with the row kernels; a 20-token one 37-40 ms with the row kernels, 45-61 with GEMM).
   using RowAttention = std::function<at::Tensor(int64_t layer, const at::Tensor& qkv)>;
   static constexpr int64_t kRowKernelMaxRows = 64;
-  at::Tensor ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend) const;
+  static constexpr int64_t kPromptRowKernelMaxRows = 32;
+  at::Tensor ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend,
+                         int64_t row_kernel_max_rows = kRowKernelMaxRows) const;
   // Logits of hidden rows [M, C] as float32 [M, V]. Up to kRowKernelMaxRows rows on the CPU are
   // computed with the arithmetic of the batch-1 kernel (RowsDotRows: the head read once for all
   // rows); more rows by a float GEMM (a bf16 head is widened a slice at a time, so logits never
