@@ -218,7 +218,7 @@ Result<std::vector<BatchEvent>> BatchEngine::Step() {
     at::Tensor y = at::empty({N, C}, qkv.options());
     if (!decode_rows.empty()) {
       // Rows that run batch 1's kernels (a small step) keep its arithmetic here too.
-      const bool exact = N <= Gpt2Model::kRowKernelMaxRows;
+      const bool exact = N <= model_.RowKernelMaxRows();
       at::Tensor out = PagedDecodeAttention(q.index_select(0, decode_rows_t), keys, values, decode_tables,
                                             decode_table_offsets, decode_lengths, scale, exact);
       y.index_copy_(0, decode_rows_t, out.to(qkv.scalar_type()));

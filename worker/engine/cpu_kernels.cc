@@ -230,6 +230,21 @@ inline __attribute__((always_inline)) void PagedAttentionHead(const float* q, co
   for (int64_t j = 0; j < length; ++j) {
     const T* key = keys + table[j / block_size] * block_stride + j % block_size;  // stride block_size
     float s = 0;
+    if (kLanes && j + 16 <= length && j % block_size + 16 <= block_size) {
+      // Sixteen positions of one block at once, one per lane (any rounding will do here).
+      V16 acc = V16{};
+      for (int64_t d = 0; d < dim; ++d) {
+        V16 k;
+        Load16(k, key + d * block_size);
+        acc += q[d] * k;
+      }
+      for (int u = 0; u < 16; ++u) {
+        scores[j + u] = acc[u] * scale;
+        max_score = std::max(max_score, scores[j + u]);
+      }
+      j += 15;
+      continue;
+    }
     if constexpr (kLanes) {
       float lanes[16] = {};
       int64_t d = 0;

@@ -179,6 +179,10 @@ at::Tensor Gpt2Model::Forward(const at::Tensor& ids, KvCache* cache) const {
   return x;
 }
 
+int64_t Gpt2Model::RowKernelMaxRows() const {
+  return dtype() == at::kBFloat16 ? kBf16RowKernelMaxRows : kRowKernelMaxRows;
+}
+
 at::Tensor Gpt2Model::ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend,
                                   int64_t row_kernel_max_rows) const {
   using namespace param_index;  // NOLINT
@@ -187,7 +191,7 @@ at::Tensor Gpt2Model::ForwardRows(const at::Tensor& ids, const at::Tensor& posit
   TORCH_CHECK(ids.size(0) == 0 || positions.max().item<int64_t>() < config_.n_positions,
               "a position exceeds n_positions ", config_.n_positions);
   const int L = static_cast<int>(config_.n_layer);
-  const bool row_kernels = ids.size(0) <= std::min(row_kernel_max_rows, kRowKernelMaxRows);
+  const bool row_kernels = ids.size(0) <= std::min(row_kernel_max_rows, RowKernelMaxRows());
   Before(0);
   at::Tensor x = at::embedding(P(kWte), ids) + at::embedding(P(kWpe), positions);
   After(0);
@@ -209,7 +213,7 @@ at::Tensor Gpt2Model::LogitsRows(const at::Tensor& hidden) const {
   Before(unit);
   at::Tensor logits;
   const at::Tensor rows = hidden.reshape({-1, config_.n_embd});
-  if (rows.size(0) >= 1 && rows.size(0) <= kRowKernelMaxRows && DecodeKernelApplies(rows.narrow(0, 0, 1), head)) {
+  if (rows.size(0) >= 1 && rows.size(0) <= RowKernelMaxRows() && DecodeKernelApplies(rows.narrow(0, 0, 1), head)) {
     logits = RowsDotRows(rows, head);
   } else if (head.scalar_type() == at::kFloat) {
     logits = at::matmul(rows.to(at::kFloat), head.t());

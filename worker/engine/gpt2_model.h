@@ -77,6 +77,12 @@ class Gpt2Model {
   using RowAttention = std::function<at::Tensor(int64_t layer, const at::Tensor& qkv)>;
   static constexpr int64_t kRowKernelMaxRows = 64;
   static constexpr int64_t kPromptRowKernelMaxRows = 32;
+  // bfloat16 weights: oneDNN's AVX-512 BF16 GEMM beats the row kernels (which widen every weight)
+  // from 8 rows (111M, aggregate decode tokens/s at 8, 16, 32 rows: GEMM 206, 207, 248; row
+  // kernels 190, 181, 202), so they keep the row kernels to 4 rows.
+  static constexpr int64_t kBf16RowKernelMaxRows = 4;
+  // The bound for this model's weights: kRowKernelMaxRows, or kBf16RowKernelMaxRows.
+  int64_t RowKernelMaxRows() const;
   at::Tensor ForwardRows(const at::Tensor& ids, const at::Tensor& positions, const RowAttention& attend,
                          int64_t row_kernel_max_rows = kRowKernelMaxRows) const;
   // Logits of hidden rows [M, C] as float32 [M, V]. Up to kRowKernelMaxRows rows on the CPU are
