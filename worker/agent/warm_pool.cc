@@ -223,15 +223,33 @@ Result<std::shared_ptr<WarmPool::Rank>> WarmPool::Acquire(const nlohmann::json& 
   const std::string offload = Field(request, "offload", "none");
   const std::string key = WarmKey(model, precision, offload);
   const int64_t mtime = WeightsMtimeNs(model);
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& rank : ranks_) {
-    if (rank->ended || rank->closing || rank->key != key || rank->device != device) continue;
-    if (rank->weights_mtime_ns == mtime) {
-      rank->last_used = Clock::now();
-      return rank;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (const auto give_up = Clock::now() + 2 * options_.terminate_grace;;) {
+    bool ending_here = false;
+    for (auto& rank : ranks_) {
+      if (rank->ended || rank->device != device) continue;
+      if (rank->closing) {
+        ending_here = true;
+        continue;
+      }
+      if (rank->key != key) continue;
+      if (rank->weights_mtime_ns == mtime) {
+        rank->last_used = Clock::now();
+        return rank;
+      }
+      // The weights changed since this rank loaded them: it ends once idle; a new one loads them.
+      if (rank->waiters.empty() && rank->pinned_by == 0) {
+        CloseLocked(*rank, false);
+        ending_here = true;
+      }
     }
-    // The weights changed since this rank loaded them: it ends once idle; a new one loads them.
-    if (rank->waiters.empty() && rank->pinned_by == 0) CloseLocked(*rank, false);
+    // A rank of this device that is ending (unloaded, or idle with --keep-warm 0) goes before a
+    // new one starts there, so that two models never hold the device's memory at once.
+    if (!ending_here || Clock::now() >= give_up) break;
+    lock.unlock();
+    CloseInputs();
+    std::this_thread::sleep_for(milliseconds(10));
+    lock.lock();
   }
   launch::ChildSpec spec;
   spec.executable = options_.executable;
