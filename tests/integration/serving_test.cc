@@ -1,8 +1,11 @@
 // Serving through fujid, end to end with real processes: a model stays loaded in its agent's rank
 // after an inference job (--keep-warm), tokens stream to watchers while they are generated, a
 // serving job pins a model, and fuji workers shows what is warm.
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -202,6 +205,30 @@ TEST_F(ServingTest, ConcurrentRequestsShareOneRanksBatch) {
     ASSERT_TRUE(alone.is_object()) << r.err;
     EXPECT_EQ(alone["result"]["output_ids"], results[i]["result"]["output_ids"]) << i;
   }
+}
+
+TEST_F(ServingTest, AWarmRankThatTakesNoRequestIsRetiredAndTheRequestGoesToANewOne) {
+  // A rank that serves one request and then lingers with its input closed, as a rank killed a
+  // moment ago does until its agent has seen it go: the next request written to it fails, and the
+  // pool must retire it and give the request to a new rank, not fail the attempt on it again.
+  const std::string shim = root_ + "/one-request-rank";
+  {
+    std::ofstream f(shim);
+    f << "#!/bin/bash\nIFS= read -r line\nexec 0<&-\n" << kBin << "fuji-rank <<<\"$line\"\nsleep 20\n";
+  }
+  ASSERT_EQ(::chmod(shim.c_str(), 0755), 0);
+  auto daemon = StartDaemon();
+  ::setenv("FUJI_RANK", shim.c_str(), 1);
+  auto agent = StartAgent("node-f", 1);
+  ::unsetenv("FUJI_RANK");
+  nlohmann::json first = InferWait(root_ + "/tiny", 4);
+  ASSERT_EQ(first.value("state", ""), "SUCCEEDED") << first.dump() << agent->log();
+  nlohmann::json second = InferWait(root_ + "/tiny", 4);
+  ASSERT_EQ(second.value("state", ""), "SUCCEEDED") << second.dump() << agent->log();
+  EXPECT_FALSE(second["result"]["model"]["resident"].get<bool>()) << second.dump();
+  EXPECT_EQ(Show(second.value("id", int64_t{0})).value("attempts", -1), 0) << "no attempt failed\n" << agent->log();
+  EXPECT_NE(agent->log().find("took no request"), std::string::npos) << agent->log();
+  EXPECT_EQ(second["result"]["output_ids"], first["result"]["output_ids"]);
 }
 
 TEST_F(ServingTest, AFineTuneUnloadsTheIdleWarmModelsOfItsDevices) {

@@ -69,26 +69,39 @@ Status WarmPool::WarmRequest::Send(Rank& rank, const nlohmann::json& message) {
 
 Result<nlohmann::json> WarmPool::WarmRequest::Run(const launch::GangCallbacks& callbacks) {
   using launch::GangFailure;
-  Result<std::shared_ptr<Rank>> acquired = pool_->Acquire(request_, device_);
-  if (!acquired.ok()) {
-    return Fail({GangFailure::Kind::kStart, -1, FailureKind::kInternal, acquired.status().message(), {}, ""});
-  }
-  std::shared_ptr<Rank> rank = std::move(acquired).value();
-  Waiter waiter;
-  {
-    std::lock_guard<std::mutex> lock(pool_->mu_);
-    rank->waiters[id_] = &waiter;
-    if (rank->ended) waiter.inbox.push_back({Delivery::Kind::kExit, {}, "", {}});
-  }
   nlohmann::json message = request_;
   message["op"] = pin_job_id_ > 0 ? "load" : "infer";
   message.erase("serve");  // a serving job's spec asks the rank to load its model: the "load" op
   message["id"] = id_;
   if (pool_->options_.cuda && Field(message, "device", "cpu").rfind("cuda", 0) == 0) message["device"] = "cuda:0";
-  if (Status sent = Send(*rank, message); !sent.ok()) {
+  Waiter waiter;
+  std::shared_ptr<Rank> rank;
+  // A warm rank can end between two requests (killed, or out of memory) before its reader has
+  // seen it: a rank that takes no request is retired, and the request goes to a new one, once.
+  for (int tries = 0;; ++tries) {
+    Result<std::shared_ptr<Rank>> acquired = pool_->Acquire(request_, device_);
+    if (!acquired.ok()) {
+      return Fail({GangFailure::Kind::kStart, -1, FailureKind::kInternal, acquired.status().message(), {}, ""});
+    }
+    rank = std::move(acquired).value();
+    {
+      std::lock_guard<std::mutex> lock(pool_->mu_);
+      waiter.inbox.clear();
+      rank->waiters[id_] = &waiter;
+      if (rank->ended) waiter.inbox.push_back({Delivery::Kind::kExit, {}, "", {}});
+    }
+    Status sent = Send(*rank, message);
+    if (sent.ok()) break;
+    Log("fuji-rank " + std::to_string(rank->pid) + " took no request (" + sent.message() + "): retired");
+    {
+      std::lock_guard<std::mutex> lock(pool_->mu_);
+      pool_->CloseLocked(*rank, /*kill=*/true);
+    }
     pool_->Release(rank, id_);
-    return Fail({GangFailure::Kind::kStart, -1, FailureKind::kInternal,
-                 "fuji-rank " + std::to_string(rank->pid) + " took no request: " + sent.message(), {}, ""});
+    if (tries == 1) {
+      return Fail({GangFailure::Kind::kStart, -1, FailureKind::kInternal,
+                   "fuji-rank " + std::to_string(rank->pid) + " took no request: " + sent.message(), {}, ""});
+    }
   }
   if (callbacks.started) callbacks.started({rank->pid});
 
