@@ -32,6 +32,8 @@ void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f) {
   cmd->add_option("--model", s.model, "Checkpoint directory to start from")->required();
   cmd->add_option("--data", s.data, "Text file, .jsonl with \"text\", or a directory of them")->required();
   cmd->add_option("--ranks", s.ranks, "Data-parallel ranks (1..64)");
+  cmd->add_option("--nodes", s.nodes,
+                  "Agents the ranks span (fuji submit): 0 = as few as hold them; K = exactly K, ranks / K on each");
   cmd->add_option("--device", s.device, "cpu or cuda (rank r uses GPU r % GPUs)");
   cmd->add_option("--zero", f->zero, "ZeRO stage 0, 1, 2 or 3, or auto (fujid's scheduler picks)")
       ->check(CLI::IsMember({"auto", "0", "1", "2", "3"}));

@@ -52,6 +52,9 @@ nlohmann::json FinetuneSpec::ToJson() const {
           {"ranks", ranks},
           {"rank", rank},
           {"rendezvous", rendezvous},
+          {"nodes", nodes},
+          {"node", node},
+          {"bind_addr", bind_addr},
           {"device", device},
           {"backend", backend},
           {"random_init", random_init},
@@ -97,6 +100,11 @@ Result<FinetuneSpec> FinetuneSpec::FromJson(const nlohmann::json& j) {
   ReadInt(r, "ranks", &s.ranks, 1, kMaxFinetuneRanks);
   ReadInt(r, "rank", &s.rank, 0, kMaxFinetuneRanks - 1);
   r.String("rendezvous", &s.rendezvous);
+  ReadInt(r, "nodes", &s.nodes, 0, kMaxFinetuneRanks);
+  r.String("node", &s.node);
+  r.String("bind_addr", &s.bind_addr);
+  if (s.node.size() > 256) r.Fail("node", "is longer than 256 bytes");
+  if (s.bind_addr.size() > 256) r.Fail("bind_addr", "is longer than 256 bytes");
   r.OneOf("device", &s.device, {"cpu", "cuda"});
   r.OneOf("backend", &s.backend, {"auto", "gloo", "nccl"});
   r.String("random_init", &s.random_init);
@@ -139,6 +147,10 @@ Result<FinetuneSpec> FinetuneSpec::FromJson(const nlohmann::json& j) {
   FUJI_RETURN_IF_ERROR(r.status());
   if (s.rank >= s.ranks) {
     return InvalidArgument("field 'rank' " + std::to_string(s.rank) + " is not below ranks " + std::to_string(s.ranks));
+  }
+  if (s.nodes > s.ranks || (s.nodes > 0 && s.ranks % s.nodes != 0)) {
+    return InvalidArgument("field 'nodes' " + std::to_string(s.nodes) + " must divide ranks " +
+                           std::to_string(s.ranks) + " evenly");
   }
   if (s.offload == "params" && s.zero != 3) {
     return InvalidArgument("field 'offload' params needs zero 3 (zero is " + std::to_string(s.zero) + ")");

@@ -26,6 +26,13 @@ struct FinetuneSpec {
   int ranks = 1;                  // 1..64
   int rank = 0;                   // set per rank by the launcher
   std::string rendezvous;         // set by the launcher: "file:/abs/path" (FileStore) or "tcp:HOST:PORT"
+  // Agents the ranks span: 0 = as few as hold them (one when one can); K = exactly K agents, each
+  // with ranks / K of them (ranks must divide evenly).
+  int nodes = 0;
+  // Set by the launcher for a gang across agents: the agent's worker id (messages name it) and the
+  // address its ranks' collectives bind to (the agent's --advertise-addr).
+  std::string node;
+  std::string bind_addr;
   std::string device = "cpu";     // cpu | cuda   (rank r uses cuda:(r % device_count))
   std::string backend = "auto";   // collectives: auto (NCCL on cuda, Gloo on cpu) | gloo | nccl
   int zero = 0;                   // 0..3
