@@ -309,6 +309,9 @@ Status Agent::RegisterOnce() {
   fuji::v1::RegisterRequest request;
   request.set_worker_id(config_.worker_id);
   request.set_host(config_.host);
+  request.set_advertise_addr(config_.advertise_addr);
+  request.set_gang_port_lo(config_.gang_port_lo);
+  request.set_gang_port_hi(config_.gang_port_hi);
   for (const auto& d : inventory_.devices) *request.add_devices() = d;
   NodeState(request.mutable_running(), request.mutable_samples(), request.mutable_warm());
   {

@@ -24,6 +24,28 @@ Result<DeviceFlag> ParseDeviceFlag(const std::string& text) {
   return flag;
 }
 
+Status CheckAdvertiseAddr(const std::string& text) {
+  if (text.size() > 253 ||
+      text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") != std::string::npos ||
+      (!text.empty() && (text.front() == '-' || text.front() == '.'))) {
+    return InvalidArgument("--advertise-addr: expected an IP address or host name, got '" + text.substr(0, 300) + "'");
+  }
+  return Status::Ok();
+}
+
+Result<std::pair<int, int>> ParseGangPorts(const std::string& text) {
+  const std::string usage = "--gang-ports: expected LO-HI with 1 <= LO <= HI <= 65535, got '" + text.substr(0, 100) + "'";
+  const size_t dash = text.find('-');
+  if (dash == std::string::npos) return InvalidArgument(usage);
+  auto port = [](const std::string& p) -> long {
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return -1;
+    return std::strtol(p.c_str(), nullptr, 10);
+  };
+  const long lo = port(text.substr(0, dash)), hi = port(text.substr(dash + 1));
+  if (lo < 1 || hi > 65535 || lo > hi) return InvalidArgument(usage);
+  return std::make_pair(static_cast<int>(lo), static_cast<int>(hi));
+}
+
 std::string HostName() {
   char name[256] = {};
   if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";

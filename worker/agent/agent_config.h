@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "lib/common/path_policy.h"
 #include "lib/common/status.h"
@@ -46,10 +47,23 @@ struct AgentConfig {
   // Who runs a job's work (ranks, the calibration rank, a finetune's preparation): confined, as
   // --run-as's user when the agent is root (launch::RankUser).
   launch::Confinement ranks;
+  // Where other nodes reach this agent's ranks (--advertise-addr): an IP address or host name; ""
+  // = the agent takes no part in gangs across agents. A gang's rank 0 on this agent hosts the
+  // gang's TCPStore on a port of gang_port_lo..gang_port_hi (--gang-ports), which fujid picks.
+  std::string advertise_addr;
+  int gang_port_lo = 29400;
+  int gang_port_hi = 29499;
   // The program that prepares a finetune's data in a confined child (launch::kServePreparationArg);
   // "": this executable (fuji-agent).
   std::string preparation_program;
 };
+
+// --advertise-addr: "" or an IP address or host name (letters, digits, '.', '-', ':', at most 253
+// bytes); INVALID_ARGUMENT otherwise.
+Status CheckAdvertiseAddr(const std::string& text);
+
+// --gang-ports "LO-HI" with 1 <= LO <= HI <= 65535; INVALID_ARGUMENT otherwise.
+Result<std::pair<int, int>> ParseGangPorts(const std::string& text);
 
 // The machine's host name ("localhost" if unknown).
 std::string HostName();

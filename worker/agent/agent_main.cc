@@ -44,6 +44,14 @@ int main(int argc, char** argv) {
                  "the cluster CA that signed fujid's certificate (first start; kept in the state directory)");
   app.add_option("--join-token", enroll.join_token,
                  "enroll with this token from `fuji admin agent-token` (first start; or $FUJI_JOIN_TOKEN)");
+  std::string gang_ports = "29400-29499";
+  app.add_option("--advertise-addr", config.advertise_addr,
+                 "the IP address or host name other nodes reach this agent's ranks at; a fine-tune's "
+                 "ranks on several agents bind their collectives there (default: none, the agent takes "
+                 "no part in gangs across agents)");
+  app.add_option("--gang-ports", gang_ports,
+                 "LO-HI: the TCP ports a gang's rank 0 on this agent may host the gang's rendezvous on")
+      ->capture_default_str();
   app.add_flag("--insecure", enroll.insecure, "plaintext to a loopback fujid started with --insecure");
   CLI11_PARSE(app, argc, argv);
 
@@ -59,6 +67,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.keep_warm_ms = *keep_warm_ms;
+  auto ports = ParseGangPorts(gang_ports);
+  for (const fuji::Status& s : {ports.status(), CheckAdvertiseAddr(config.advertise_addr)}) {
+    if (s.ok()) continue;
+    std::fprintf(stderr, "fuji-agent: %s\n", s.message().c_str());
+    return 2;
+  }
+  config.gang_port_lo = ports->first;
+  config.gang_port_hi = ports->second;
   config.host = HostName();
   if (config.worker_id.empty()) config.worker_id = config.host;
   auto paths = fuji::PathPolicy::Create(read_roots, write_roots);

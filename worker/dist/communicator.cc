@@ -15,6 +15,7 @@
 #endif
 
 #include <atomic>
+#include <cstdlib>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -246,8 +247,15 @@ Result<std::unique_ptr<Backend>> MakeGlooBackend(const c10::intrusive_ptr<c10d::
                                                  const CommOptions& o, const Where& where) {
   try {
     auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
-    // One machine (a FileStore): loopback; across machines, the address the hostname resolves to.
-    if (o.rendezvous.rfind("file:", 0) == 0) {
+    // The bind address the launcher gave (the agent's advertised one); else the interface
+    // GLOO_SOCKET_IFNAME names; else one machine (a FileStore): loopback; across machines, the
+    // address the host name resolves to.
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    if (!o.bind_addr.empty()) {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.bind_addr));
+    } else if (ifname != nullptr && ifname[0] != '\0') {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    } else if (o.rendezvous.rfind("file:", 0) == 0) {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
     } else {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
@@ -430,5 +438,32 @@ void Communicator::Broadcast(at::Tensor& t, int root) {
 }
 
 void Communicator::Barrier() { impl_->backend->Barrier(); }
+
+Status Communicator::StoreSet(const std::string& key, const std::string& value) {
+  if (key.empty() || key.size() > 256) return InvalidArgument("store key must be 1..256 bytes");
+  if (value.size() > (1 << 20)) return InvalidArgument("store value above 1 MiB");
+  try {
+    impl_->store->set("fuji/user/" + key, std::vector<uint8_t>(value.begin(), value.end()));
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return Unavailable("rendezvous " + impl_->options.rendezvous + ": cannot set " + key + ": " +
+                       what.substr(0, what.find('\n')));
+  }
+}
+
+Result<std::string> Communicator::StoreGet(const std::string& key) {
+  if (key.empty() || key.size() > 256) return InvalidArgument("store key must be 1..256 bytes");
+  const std::string full = "fuji/user/" + key;
+  try {
+    impl_->store->wait({full}, impl_->options.timeout);
+    std::vector<uint8_t> value = impl_->store->get(full);
+    return std::string(value.begin(), value.end());
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return Unavailable("rendezvous " + impl_->options.rendezvous + ": " + key + " was not set within " +
+                       std::to_string(impl_->options.timeout.count()) + " ms: " + what.substr(0, what.find('\n')));
+  }
+}
 
 }  // namespace fuji::dist

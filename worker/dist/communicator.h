@@ -31,6 +31,10 @@ struct CommOptions {
   std::chrono::milliseconds timeout{120000};
   // CUDA device of this rank for nccl (-1: rank % device count); unused by gloo.
   int device_index = -1;
+  // The address (or host name) this rank's Gloo connections bind to: a gang across machines binds
+  // to its agent's advertised address. "": the interface $GLOO_SOCKET_IFNAME names when set, else
+  // loopback for a file: rendezvous and the host name's address for a tcp: one.
+  std::string bind_addr;
 };
 
 // What a collective that failed or timed out throws; the message names the collective.
@@ -80,6 +84,12 @@ class Communicator {
   // t on every rank = t on root.
   void Broadcast(at::Tensor& t, int root);
   void Barrier();
+
+  // The rendezvous store, for small values every rank of the group exchanges (keys are prefixed
+  // "fuji/user/"). StoreGet waits up to the timeout for the key; UNAVAILABLE when it is not set
+  // by then or the store is gone.
+  Status StoreSet(const std::string& key, const std::string& value);
+  Result<std::string> StoreGet(const std::string& key);
 
   // Logical payload bytes this rank has sent so far, B being a call's tensor bytes and N the world
   // size: all-reduce 2*B*(N-1)/N, reduce-scatter of an input of B bytes B*(N-1)/N, all-gather of a

@@ -75,7 +75,13 @@ Status FailureStatus(const GangFailure& f) {
 }
 
 Gang::Gang(FinetuneSpec spec, GangOptions options)
-    : request_(spec.ToJson()), ranks_(spec.ranks), peers_(true), options_(std::move(options)) {}
+    : request_(spec.ToJson()), ranks_(spec.ranks), world_(spec.ranks), peers_(true), options_(std::move(options)) {
+  if (options_.world_size > 0) {
+    world_ = options_.world_size;
+    first_ = options_.first_rank;
+    ranks_ = options_.local_ranks;
+  }
+}
 
 Gang::Gang(nlohmann::json request, GangOptions options)
     : request_(std::move(request)), ranks_(1), peers_(false), options_(std::move(options)) {}
@@ -100,23 +106,36 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
     if (!found.ok()) return found.status();
     executable = *found;
   }
-  std::string dir;  // the rendezvous's, for peers
-  if (peers_) {
+  const bool spans_agents = peers_ && options_.world_size > 0;
+  if (spans_agents) {
+    if (world_ > kMaxFinetuneRanks || first_ < 0 || ranks_ < 1 || first_ + ranks_ > world_) {
+      return InvalidArgument("ranks " + std::to_string(first_) + ".." + std::to_string(first_ + ranks_ - 1) +
+                             " are not within a gang of " + std::to_string(world_));
+    }
+    if (options_.rendezvous.rfind("tcp:", 0) != 0 || options_.rendezvous.size() > 300) {
+      return InvalidArgument("a gang across agents needs a rendezvous tcp:HOST:PORT, not '" +
+                             options_.rendezvous.substr(0, 300) + "'");
+    }
+  }
+  std::string dir;  // the rendezvous's, for peers on this machine alone
+  if (peers_ && !spans_agents) {
     FUJI_ASSIGN_OR_RETURN(dir, MakeRendezvousDir(options_.confinement));
   }
-  const std::string rendezvous = "file:" + dir + "/store";
+  const std::string rendezvous = spans_agents ? options_.rendezvous : "file:" + dir + "/store";
   const int n = ranks_;
+  const int first = first_;
   const auto begin = Clock::now();
 
   std::vector<Member> members(static_cast<size_t>(n));
   for (int r = 0; r < n && !failure_; ++r) {
     ChildSpec launch{executable, {}, options_.env, options_.confinement};
     if (options_.rank_env) {
-      for (auto& [k, v] : options_.rank_env(r)) launch.env[k] = v;
+      for (auto& [k, v] : options_.rank_env(first + r)) launch.env[k] = v;
     }
     auto proc = ChildProcess::Spawn(launch);
     if (!proc.ok()) {
-      fail({GangFailure::Kind::kStart, r, FailureKind::kInternal, "cannot start " + Name(r) + ": " + proc.status().message(), {}, ""});
+      fail({GangFailure::Kind::kStart, first + r, FailureKind::kInternal,
+            "cannot start " + Name(first + r) + ": " + proc.status().message(), {}, ""});
       members.resize(static_cast<size_t>(r));
       break;
     }
@@ -125,8 +144,8 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
     request["op"] = options_.op;
     request["id"] = options_.id;
     if (peers_) {
-      request["rank"] = r;
-      request["ranks"] = n;
+      request["rank"] = first + r;
+      request["ranks"] = world_;
       request["rendezvous"] = rendezvous;
     }
     (void)members[r].proc->Send(request);  // a rank that cannot read it shows up by its exit
@@ -187,21 +206,21 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
           if (!out.line.empty()) m.last_stderr = out.line;
         } else {
           try {
-            heed(out.event, r, m);
+            heed(out.event, first + r, m);
           } catch (const nlohmann::json::exception&) {
             // A malformed event means nothing to the gang; the owner's output callback sees it.
           }
         }
-        if (callbacks.output) callbacks.output({r, std::move(out)});
+        if (callbacks.output) callbacks.output({first + r, std::move(out)});
       }
       if (!m.exit) m.exit = m.proc->Poll();
       const bool done_its_part = !peers_ && m.result;
       if (m.exit && !m.exit->Succeeded() && !m.errored && !done_its_part) {
-        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, Name(r) + " " + m.exit->Describe() +
-              (m.last_stderr.empty() ? "" : ": " + m.last_stderr), *m.exit, m.last_stderr});
+        fail({GangFailure::Kind::kRankExit, first + r, FailureKind::kInternal, Name(first + r) + " " +
+              m.exit->Describe() + (m.last_stderr.empty() ? "" : ": " + m.last_stderr), *m.exit, m.last_stderr});
       } else if (m.exit && !m.open && m.exit->Succeeded() && !m.result && !m.errored) {
-        fail({GangFailure::Kind::kRankExit, r, FailureKind::kInternal, Name(r) + " exited without a result", *m.exit,
-              m.last_stderr});
+        fail({GangFailure::Kind::kRankExit, first + r, FailureKind::kInternal,
+              Name(first + r) + " exited without a result", *m.exit, m.last_stderr});
       }
     }
     bool done = true;
@@ -219,9 +238,9 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
         Member& m = members[r];
         if (!m.exit) m.exit = m.proc->Poll();
         if (m.exit && !m.exit->Succeeded() && !m.errored) {
-          failure_ = GangFailure{GangFailure::Kind::kRankExit, r, FailureKind::kInternal, "rank " + std::to_string(r) + " " +
-                                 m.exit->Describe() + " (the others lost it: " + failure_->message + ")", *m.exit,
-                                 m.last_stderr};
+          failure_ = GangFailure{GangFailure::Kind::kRankExit, first + r, FailureKind::kInternal,
+                                 Name(first + r) + " " + m.exit->Describe() + " (the others lost it: " +
+                                 failure_->message + ")", *m.exit, m.last_stderr};
           named = true;
         }
       }
@@ -230,8 +249,8 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
     }
   }
   TerminateAll(members, options_.terminate_grace);
-  if (failure_ && failure_->rank >= 0 && failure_->rank < static_cast<int>(members.size())) {
-    const Member& m = members[failure_->rank];
+  if (failure_ && failure_->rank >= first && failure_->rank - first < static_cast<int>(members.size())) {
+    const Member& m = members[failure_->rank - first];
     if (m.exit) failure_->exit = *m.exit;
     failure_->last_stderr = m.last_stderr;
   }
@@ -247,6 +266,10 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
   for (auto& m : members) results.push_back(*m.result);
   nlohmann::json merged = MergeRankResults(results);
   merged["corpus_tokens"] = options_.corpus_tokens;
+  if (spans_agents) {
+    merged["first_rank"] = first;
+    merged["world_size"] = world_;
+  }
   return merged;
 }
 

@@ -4,7 +4,10 @@
 //
 //   - peers (a fine-tuning job): N ranks that meet through a FileStore rendezvous in a fresh
 //     private directory; each request carries rank, ranks and rendezvous; messages name the rank;
-//     the result merges the ranks' results (MergeRankResults).
+//     the result merges the ranks' results (MergeRankResults). A gang may also be one agent's part
+//     of a gang across agents (GangOptions::world_size > 0): its ranks are first_rank ..
+//     first_rank + local_ranks - 1 of world_size and meet the others at the given tcp: rendezvous;
+//     everything it reports (outputs, failures, the merged result) names global ranks.
 //   - a lone rank (an inference job): one fuji-rank with the request as given (plus op and id) and
 //     no rendezvous; messages are the rank's own words; its result is the gang's. With no peers to
 //     stop, its error event ends nothing by itself: it is read to its end and exits on its own
@@ -37,7 +40,7 @@ struct GangOptions {
   std::string op = "finetune";
   std::string id = "finetune";
   std::map<std::string, std::string> env;     // for every rank
-  // Per-rank additions to env (e.g. CUDA_VISIBLE_DEVICES); may be empty.
+  // Per-rank additions to env (e.g. CUDA_VISIBLE_DEVICES), by global rank; may be empty.
   std::function<std::map<std::string, std::string>(int rank)> rank_env;
   // Set: every rank is confined so (an agent's); the rendezvous directory belongs to its user.
   std::optional<Confinement> confinement;
@@ -46,15 +49,23 @@ struct GangOptions {
   // Tokens in the prepared training corpus (PreparedFinetune::num_tokens; 0 unknown): the
   // result carries it as "corpus_tokens", for the time to train the whole corpus.
   int64_t corpus_tokens = 0;
+  // One agent's part of a gang across agents (peers only). world_size 0: every rank of the spec
+  // runs here and the gang makes its own FileStore rendezvous. world_size > 0: this gang runs
+  // local_ranks ranks, first_rank .. first_rank + local_ranks - 1 of world_size, which meet at
+  // `rendezvous` ("tcp:HOST:PORT"; rank 0's process hosts the store).
+  int world_size = 0;
+  int first_rank = 0;
+  int local_ranks = 0;
+  std::string rendezvous;
 };
 
 // One line from a rank, in arrival order.
 struct GangOutput {
-  int rank = 0;
+  int rank = 0;  // global
   ChildOutput output;
 };
 
-// Why a gang failed. `rank` is the first rank seen failing (-1 for a stop or a start failure).
+// Why a gang failed. `rank` is the first (global) rank seen failing (-1 for a stop or a start failure).
 struct GangFailure {
   enum class Kind { kRankError, kRankExit, kCancelled, kDeadline, kStart } kind = Kind::kRankError;
   int rank = -1;
@@ -120,7 +131,9 @@ class Gang : public Runner {
   std::string Name(int r) const;
 
   nlohmann::json request_;  // what every rank is sent, before Run adds op, id and the rank's place
-  int ranks_ = 1;
+  int ranks_ = 1;           // run here
+  int world_ = 1;           // in the whole gang
+  int first_ = 0;           // the global rank of the first one run here
   bool peers_ = true;
   GangOptions options_;
   std::atomic<bool> stop_{false};
@@ -133,7 +146,8 @@ class Gang : public Runner {
 // INVALID_ARGUMENT (bad_input), RESOURCE_EXHAUSTED (out of memory), with its message.
 Status FailureStatus(const GangFailure& f);
 
-// The launcher result of the contract from each rank's "result" object (index = rank).
+// The launcher result of the contract from each rank's "result" object (index = rank, or the rank
+// less the first one's for one agent's part of a gang across agents).
 nlohmann::json MergeRankResults(const std::vector<nlohmann::json>& results);
 
 }  // namespace fuji::launch
