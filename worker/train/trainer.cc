@@ -10,7 +10,12 @@
 #include <optional>
 #include <thread>
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -44,6 +49,108 @@ double LearningRate(const FinetuneSpec& spec, int64_t step) {
   if (spec.steps <= warmup) return spec.lr;
   const double progress = static_cast<double>(step - warmup) / static_cast<double>(spec.steps - warmup);
   return min_lr + 0.5 * (spec.lr - min_lr) * (1 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+// "rank 2", "ranks 2-3", "ranks 0, 2-3": ascending ranks as ranges.
+std::string DescribeRanks(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    out += (out.empty() ? "" : ", ") + std::to_string(ranks[i]) + (j > i ? "-" + std::to_string(ranks[j]) : "");
+    i = j + 1;
+  }
+  return (ranks.size() == 1 ? "rank " : "ranks ") + out;
+}
+
+// 16 random hex digits from /dev/urandom.
+Result<std::string> RandomHex() {
+  unsigned char bytes[8];
+  const int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Internal("cannot open /dev/urandom: " + std::string(std::strerror(errno)));
+  const ssize_t got = ::read(fd, bytes, sizeof(bytes));
+  ::close(fd);
+  if (got != static_cast<ssize_t>(sizeof(bytes))) return Internal("cannot read /dev/urandom");
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+// What this rank sees of the probe: "" when the file holds `token`, else why not.
+std::string ReadProbe(const std::string& path, const std::string& token) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? "missing" : std::string(std::strerror(errno));
+  char buf[64] = {};
+  const ssize_t got = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (got < 0) return std::strerror(errno);
+  return std::string(buf, static_cast<size_t>(got)) == token ? "" : "another token";
+}
+
+// A gang's save directory must be one directory for every rank, wherever it runs: rank 0 writes a
+// probe file of a random name and token there, every rank reads it back and says what it saw in
+// the rendezvous store, and every rank fails the same way (bad_input, one line naming the node that
+// does not see rank 0's file) when any rank saw something else. Rank 0 removes the probe.
+Status CheckSaveDirShared(dist::Communicator& comm, const std::string& save_to, const std::string& node) {
+  const int rank = comm.rank(), world = comm.world_size();
+  FUJI_RETURN_IF_ERROR(comm.StoreSet("probe/node/" + std::to_string(rank), node));
+  std::string path, token;
+  if (rank == 0) {
+    FUJI_ASSIGN_OR_RETURN(std::string name, RandomHex());
+    FUJI_ASSIGN_OR_RETURN(token, RandomHex());
+    path = save_to + "/.fuji-probe-" + name;
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return InvalidArgument("--save-to " + save_to + ": cannot create a probe file there: " + std::strerror(errno));
+    }
+    const bool written = ::write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
+    ::close(fd);
+    if (!written) {
+      ::unlink(path.c_str());
+      return InvalidArgument("--save-to " + save_to + ": cannot write a probe file there");
+    }
+    FUJI_RETURN_IF_ERROR(comm.StoreSet("probe/file", path + "\n" + token));
+  } else {
+    FUJI_ASSIGN_OR_RETURN(std::string file, comm.StoreGet("probe/file"));
+    const size_t nl = file.find('\n');
+    if (nl == std::string::npos) return Internal("malformed probe entry in the rendezvous store");
+    path = file.substr(0, nl);
+    token = file.substr(nl + 1);
+  }
+  FUJI_RETURN_IF_ERROR(comm.StoreSet("probe/verdict/" + std::to_string(rank), ReadProbe(path, token)));
+  std::vector<std::string> nodes(static_cast<size_t>(world)), verdicts(static_cast<size_t>(world));
+  Status status = Status::Ok();
+  for (int r = 0; r < world && status.ok(); ++r) {
+    auto n = comm.StoreGet("probe/node/" + std::to_string(r));
+    auto v = n.ok() ? comm.StoreGet("probe/verdict/" + std::to_string(r)) : n;
+    if (!v.ok()) status = v.status();
+    if (status.ok()) {
+      nodes[static_cast<size_t>(r)] = *n;
+      verdicts[static_cast<size_t>(r)] = *v;
+    }
+  }
+  if (rank == 0) ::unlink(path.c_str());
+  FUJI_RETURN_IF_ERROR(status);
+  for (int r = 0; r < world; ++r) {
+    const std::string& verdict = verdicts[static_cast<size_t>(r)];
+    if (verdict.empty()) continue;
+    std::vector<int> failing;  // the ranks of r's node that do not see it
+    for (int q = 0; q < world; ++q) {
+      const size_t i = static_cast<size_t>(q);
+      if (nodes[i] == nodes[static_cast<size_t>(r)] && !verdicts[i].empty()) failing.push_back(q);
+    }
+    const std::string why = verdict == "missing"         ? ""
+                            : verdict == "another token" ? " (it reads another token)"
+                                                         : " (" + verdict + ")";
+    return InvalidArgument("--save-to " + save_to + " is not shared by every node: " + nodes[static_cast<size_t>(r)] +
+                           " (" + DescribeRanks(failing) + ") does not see the probe " + nodes[0] +
+                           " (rank 0) wrote there" + why);
+  }
+  return Status::Ok();
 }
 
 struct Batch {
@@ -135,7 +242,11 @@ Status Run::Setup() {
     options.backend = spec_.backend != "auto" ? spec_.backend : device_.is_cuda() ? "nccl" : "gloo";
     options.timeout = std::chrono::milliseconds(spec_.collective_timeout_ms);
     options.device_index = device_.is_cuda() ? device_.index() : -1;
+    options.bind_addr = spec_.bind_addr;
     FUJI_ASSIGN_OR_RETURN(comm_, dist::Communicator::Create(options));
+    if (world_ > 1 && !spec_.save_to.empty()) {
+      FUJI_RETURN_IF_ERROR(CheckSaveDirShared(*comm_, spec_.save_to, spec_.node.empty() ? "this node" : spec_.node));
+    }
   }
 
   // Data: the launcher tokenized and checked it; this rank maps the cache.
