@@ -31,6 +31,21 @@ int64_t EndOrNever(int64_t end_ms) {
 // A job that takes its devices whole: a fine-tune (policy 7c).
 bool Exclusive(const JobRequest& job) { return job.warm_key.empty() && !MayShare(job); }
 
+// A gang's part of `option` for an agent holding `ranks` of its `total`: the same device memory,
+// and host_mib * ranks / total of the host's (rounded up).
+MemoryOption ShareOf(const MemoryOption& option, int ranks, int total) {
+  MemoryOption share = option;
+  share.host_mib = (option.host_mib * ranks + total - 1) / total;
+  return share;
+}
+
+// The job as one agent's part of its gang sees it: `ranks` devices.
+JobRequest PartOf(const JobRequest& job, int ranks) {
+  JobRequest part = job;
+  part.devices = ranks;
+  return part;
+}
+
 // Unloads the warm model, giving its memory back to the device and, on a CPU agent, the host.
 void Unload(AgentSlot& agent, DeviceSlot& device, WarmSlot& warm,
             std::vector<std::pair<int64_t, std::pair<int, std::string>>>* evicted) {
@@ -467,6 +482,135 @@ void PassState::Take(AgentSlot& agent, const JobRequest& job, const MemoryOption
   std::sort(indices.begin(), indices.end());
   placement->device_indices = std::move(indices);
   agent.idle -= idle_taken;
+}
+
+bool PassState::WantsGang(const JobRequest& job, const KindState* kind) {
+  if (!job.may_span || job.nodes == 1 || kind == nullptr || job.devices < 2) return false;
+  return job.nodes >= 2 || job.devices > static_cast<int>(kind->largest->devices.size());
+}
+
+int PassState::GangCapacity(const AgentSlot& agent, const JobRequest& job, const KindState& kind,
+                            const MemoryOption* option, int limit) const {
+  if (agent.view->advertise_addr.empty() || limit < 1) return 0;
+  const Allowance allowance = AllowanceOn(agent, job, kind);
+  // One device asked: Choose counts every device usable under the allowance.
+  Choose(agent, PartOf(job, 1), allowance, nullptr, &scratch_);
+  for (int ranks = std::min(limit, scratch_.usable); ranks >= 1; --ranks) {
+    if (!option) return ranks;
+    const MemoryOption share = ShareOf(*option, ranks, job.devices);
+    if (Choose(agent, PartOf(job, ranks), allowance, &share, &scratch_)) return ranks;
+  }
+  return 0;
+}
+
+std::vector<std::pair<AgentSlot*, int>> PassState::GangParts(const JobRequest& job, KindState& kind,
+                                                            const MemoryOption* option) const {
+  struct Candidate {
+    AgentSlot* agent;
+    int capacity;
+    int usable;  // devices it could take: the fewest fit best
+  };
+  const int total = job.devices;
+  const int per = job.nodes >= 2 ? total / job.nodes : total;
+  std::vector<Candidate> candidates;
+  for (AgentSlot* agent : kind.agents) {
+    const int capacity = GangCapacity(*agent, job, kind, option, per);
+    if (capacity == 0) continue;
+    Choose(*agent, PartOf(job, 1), AllowanceOn(*agent, job, kind), nullptr, &scratch_);
+    candidates.push_back({agent, capacity, scratch_.usable});
+  }
+  std::vector<std::pair<AgentSlot*, int>> parts;
+  if (job.nodes >= 2) {
+    // Exactly K agents with ranks / K each: the best-fitting K of those that hold a part.
+    if (total % job.nodes != 0) return parts;
+    std::vector<Candidate> able;
+    for (const Candidate& c : candidates) {
+      if (c.capacity >= per) able.push_back(c);
+    }
+    if (static_cast<int>(able.size()) < job.nodes) return parts;
+    std::stable_sort(able.begin(), able.end(),
+                     [](const Candidate& a, const Candidate& b) { return a.usable < b.usable; });
+    for (int i = 0; i < job.nodes; ++i) parts.emplace_back(able[static_cast<size_t>(i)].agent, per);
+    return parts;
+  }
+  // The fewest agents: the largest capacities first; the last part goes to the best-fitting
+  // agent among the rest that holds the remainder.
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.capacity > b.capacity; });
+  int placed = 0;
+  size_t taken = 0;
+  while (taken < candidates.size() && placed + candidates[taken].capacity < total) {
+    placed += candidates[taken].capacity;
+    ++taken;
+  }
+  if (taken == candidates.size()) return parts;  // all of them together hold too few
+  const int remainder = total - placed;
+  size_t last = taken;
+  for (size_t i = taken + 1; i < candidates.size(); ++i) {
+    if (candidates[i].capacity >= remainder && candidates[i].usable < candidates[last].usable) last = i;
+  }
+  for (size_t i = 0; i < taken; ++i) parts.emplace_back(candidates[i].agent, candidates[i].capacity);
+  parts.emplace_back(candidates[last].agent, remainder);
+  return parts;
+}
+
+std::optional<Placement> PassState::TryPlaceGang(const JobRequest& job, KindState& kind) {
+  const size_t options = job.has_options() ? job.options().size() : 1;
+  for (size_t o = 0; o < options; ++o) {
+    const MemoryOption* option = job.has_options() ? &job.options()[o] : nullptr;
+    const std::vector<std::pair<AgentSlot*, int>> parts = GangParts(job, kind, option);
+    if (parts.empty()) continue;
+    // Every part is chosen before any is taken: all or nothing.
+    std::vector<Choice> choices;
+    std::vector<MemoryOption> shares;
+    std::vector<Allowance> allowances;
+    for (const auto& [agent, ranks] : parts) {
+      allowances.push_back(AllowanceOn(*agent, job, kind));
+      shares.push_back(option ? ShareOf(*option, ranks, job.devices) : MemoryOption{});
+      Choice choice;
+      if (!Choose(*agent, PartOf(job, ranks), allowances.back(), option ? &shares.back() : nullptr, &choice)) {
+        return std::nullopt;  // GangParts found it: cannot happen
+      }
+      choices.push_back(std::move(choice));
+    }
+    ++kind.generation;
+    Placement placement{job.id, "", {}, option ? static_cast<int>(o) : -1, {}};
+    int first_rank = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      AgentSlot& agent = *parts[i].first;
+      const int idle_before = agent.idle;
+      Placement part;
+      Take(agent, PartOf(job, parts[i].second), option ? &shares[i] : nullptr, choices[i], &part);
+      if (allowances[i].within_spare) {
+        kind.reservation->spare -= idle_before - agent.idle;
+        if (option && kind.reservation->spare_host_mib != kUnknownMib) {
+          kind.reservation->spare_host_mib -= choices[i].host_need;
+        }
+      }
+      placement.parts.push_back({agent.view->worker_id, part.device_indices, first_rank, part.evict});
+      first_rank += parts[i].second;
+    }
+    // host_mib_ keeps the last part's share (Take): a reservation on another part's agent counts
+    // what comes back there no higher than that agent's share when the shares differ by a rank.
+    placement.worker_id = placement.parts.front().worker_id;
+    placement.device_indices = placement.parts.front().device_indices;
+    placement.evict = placement.parts.front().evict;
+    RefreshMaxima(kind);
+    return placement;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::pair<const AgentSlot*, int>> PassState::GangCapacities(const JobRequest& job,
+                                                                       const KindState& kind) const {
+  const MemoryOption* option = job.has_options() ? &job.options().front() : nullptr;
+  std::vector<std::pair<const AgentSlot*, int>> out;
+  for (const AgentSlot* agent : kind.agents) {
+    out.emplace_back(agent, agent->view->advertise_addr.empty()
+                                ? -1
+                                : GangCapacity(*agent, job, kind, option, job.devices));
+  }
+  return out;
 }
 
 void PassState::RefreshMaxima(KindState& kind) const {

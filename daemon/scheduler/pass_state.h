@@ -164,6 +164,14 @@ class PassState {
   // Places the job on the best-fitting agent if it can start now under its kind's reservation,
   // and records the placement so later jobs see those devices taken.
   std::optional<Placement> TryPlace(const JobRequest& job, KindState& kind);
+  // Policy 8: whether `job` is placed as a gang across agents of `kind` (nullptr: none connected).
+  static bool WantsGang(const JobRequest& job, const KindState* kind);
+  // Policy 8: places `job` on several agents of the kind at once, all or nothing; nullopt (and
+  // nothing taken) when no set of agents holds it now.
+  std::optional<Placement> TryPlaceGang(const JobRequest& job, KindState& kind);
+  // How many of a gang's ranks each agent of the kind could take now with the job's first plan
+  // (its host share counted), in the kind's order; -1 for an agent without an advertise address.
+  std::vector<std::pair<const AgentSlot*, int>> GangCapacities(const JobRequest& job, const KindState& kind) const;
   // Makes `job`, which cannot start now, the reservation of its kind: picks the agent expected to
   // have job.devices free soonest. No-op when no agent of the kind has that many devices.
   void Reserve(const JobRequest& job, KindState& kind);
@@ -198,6 +206,13 @@ class PassState {
   void Take(AgentSlot& agent, const JobRequest& job, const MemoryOption* option, const Choice& choice,
             Placement* placement);
   void RefreshMaxima(KindState& kind) const;
+  // Policy 8: the most ranks of `job` (at most `limit`) the agent can take now with `option`
+  // (nullptr: memory unchecked), its host share counted; 0 when none.
+  int GangCapacity(const AgentSlot& agent, const JobRequest& job, const KindState& kind, const MemoryOption* option,
+                   int limit) const;
+  // Policy 8: the parts (agent, ranks) of a gang with `option`, rank 0's first; empty when none.
+  std::vector<std::pair<AgentSlot*, int>> GangParts(const JobRequest& job, KindState& kind,
+                                                   const MemoryOption* option) const;
 
   // The host memory each holder was promised (running jobs, then this pass's placements).
   int64_t HostHeldBy(int64_t job_id) const;

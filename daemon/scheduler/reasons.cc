@@ -208,6 +208,76 @@ std::string TooLargeText(const JobRequest& job, const AgentView& largest, std::s
          std::to_string(largest.devices.size());
 }
 
+namespace {
+
+// The most ranks of a gang of `total` an agent could ever hold with `option` (nullptr: memory
+// unchecked): devices large enough, and its host share within the host's total memory.
+int GangStaticCapacity(const AgentView& agent, const MemoryOption* option, int total) {
+  int roomy = 0;
+  for (const DeviceView& device : agent.devices) roomy += !option || device.total_mib >= option->device_mib;
+  int ranks = std::min(roomy, total);
+  if (!option || agent.host_total_mib == kUnknownMib) return ranks;
+  while (ranks > 0 && (option->host_mib * ranks + total - 1) / total > agent.host_total_mib) --ranks;
+  return ranks;
+}
+
+// "node-a: 2, node-b: 1, node-c has no advertise address"
+std::string GangAgentsText(const JobRequest& job, const std::vector<std::pair<std::string, int>>& capacities) {
+  std::string text;
+  for (const auto& [worker, capacity] : capacities) {
+    if (!text.empty()) text += ", ";
+    text += capacity < 0 ? worker + " has no advertise address" : worker + ": " + std::to_string(capacity);
+  }
+  return text.empty() ? "no agent has " + job.device_kind + " devices" : text;
+}
+
+// "4 cpu devices across agents" or "2 agents with 2 cpu devices each"
+std::string GangNeedText(const JobRequest& job) {
+  if (job.nodes >= 2) {
+    return std::to_string(job.nodes) + " agents with " + DevicesText(job.devices / job.nodes, job.device_kind) +
+           " each";
+  }
+  return DevicesText(job.devices, job.device_kind) + " across agents";
+}
+
+}  // namespace
+
+std::string GangUnsatisfiableText(const JobRequest& job, const std::vector<AgentView>& agents) {
+  if (job.nodes >= 2 && job.devices % job.nodes != 0) {
+    return "job's " + std::to_string(job.devices) + " ranks do not divide evenly among " +
+           std::to_string(job.nodes) + " agents";
+  }
+  const int per = job.nodes >= 2 ? job.devices / job.nodes : job.devices;
+  std::vector<std::pair<std::string, int>> first;  // with the first plan, for the message
+  const size_t options = job.has_options() ? job.options().size() : 1;
+  for (size_t o = 0; o < options; ++o) {
+    const MemoryOption* option = job.has_options() ? &job.options()[o] : nullptr;
+    int sum = 0, able = 0;
+    for (const AgentView& agent : agents) {
+      if (agent.device_kind != job.device_kind) continue;
+      const int capacity = agent.advertise_addr.empty() ? -1 : GangStaticCapacity(agent, option, per);
+      if (o == 0) first.emplace_back(agent.worker_id, capacity);
+      sum += std::max(0, capacity);
+      able += capacity >= per;
+    }
+    if (job.nodes >= 2 ? able >= job.nodes : sum >= job.devices) return "";
+  }
+  std::string text = job.label() + " needs " + GangNeedText(job);
+  if (job.has_options()) text += " (" + job.options().front().label + ")";
+  return text + "; the agents hold " + (job.nodes >= 2 ? "per agent " : "") + GangAgentsText(job, first);
+}
+
+std::string GangWaitingText(const JobRequest& job, const PassState& state, const KindState& kind) {
+  std::vector<std::pair<std::string, int>> capacities;
+  for (const auto& [agent, capacity] : state.GangCapacities(job, kind)) {
+    capacities.emplace_back(agent->view->worker_id, capacity);
+  }
+  std::string text = "waiting for " + GangNeedText(job);
+  if (job.has_options()) text += " (" + job.options().front().label + ")";
+  text += "; ranks each agent can take now: " + GangAgentsText(job, capacities);
+  return text;
+}
+
 std::string WaitingText(const JobRequest& job, const PassState& state, const KindState* kind,
                         bool detailed, int waiting_ahead) {
   if (job.devices < 1) return InvalidDevicesText(job);

@@ -32,6 +32,14 @@ std::string GiBText(int64_t mib);
 // params); the largest agent, a100, has 128.0 GiB".
 std::string NoMemoryText(const JobRequest& job, const std::vector<AgentView>& agents);
 
+// Why a gang across agents (policy 8) waits: "waiting for 4 cpu devices across agents with an
+// advertise address: node-a can take 1 (has 1 free), node-b can take 2, node-c has no advertise
+// address".
+std::string GangWaitingText(const JobRequest& job, const PassState& state, const KindState& kind);
+// Why a job that may span agents can never run on the agents of `agents` with an advertise
+// address; "" when they hold it.
+std::string GangUnsatisfiableText(const JobRequest& job, const std::vector<AgentView>& agents);
+
 // Why a job the pass did not place waits, from the pass's state after the job's turn. `detailed`
 // names every agent's free devices and holders; otherwise the text says how many waiting jobs are
 // ahead of it.

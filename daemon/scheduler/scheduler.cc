@@ -62,8 +62,40 @@ const std::string& JobRequest::label() const {
   return plans ? plans->label : kJob;
 }
 
+namespace {
+
+// CheckSatisfiable for one agent (policies 2-3).
+Status CheckOnOneAgent(const JobRequest& job, const std::vector<AgentView>& agents);
+
+}  // namespace
+
 Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& agents) {
   if (job.devices < 1) return InvalidArgument(InvalidDevicesText(job));
+  if (job.nodes < 0) return InvalidArgument("job asks for " + std::to_string(job.nodes) + " nodes");
+  if (job.has_options()) {
+    for (const MemoryOption& option : job.options()) {
+      if (option.device_mib < 0 || option.host_mib < 0) {
+        return InvalidArgument(job.label() + ": a plan needs negative memory (" + option.label + ")");
+      }
+    }
+  }
+  if (!job.may_span || job.nodes == 1) return CheckOnOneAgent(job, agents);
+  if (job.nodes >= 2 && job.devices % job.nodes != 0) {
+    return InvalidArgument("job's " + std::to_string(job.devices) + " ranks do not divide evenly among " +
+                           std::to_string(job.nodes) + " nodes");
+  }
+  if (job.nodes == 0) {
+    Status one = CheckOnOneAgent(job, agents);
+    if (one.ok() || one.code() != StatusCode::kFailedPrecondition) return one;
+  }
+  // Policy 8: the agents with an advertise address together.
+  const std::string missing = GangUnsatisfiableText(job, agents);
+  return missing.empty() ? Status::Ok() : FailedPrecondition(missing);
+}
+
+namespace {
+
+Status CheckOnOneAgent(const JobRequest& job, const std::vector<AgentView>& agents) {
   const AgentView* largest = nullptr;
   for (const AgentView& agent : agents) {
     if (agent.device_kind != job.device_kind) continue;
@@ -95,6 +127,8 @@ Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& age
   return FailedPrecondition(NoMemoryText(job, agents));
 }
 
+}  // namespace
+
 PassResult Schedule(const std::vector<JobRequest>& queued, const std::vector<AgentView>& agents,
                     const std::vector<RunningJob>& running, int64_t now_ms,
                     const ScheduleOptions& options) {
@@ -109,6 +143,17 @@ PassResult Schedule(const std::vector<JobRequest>& queued, const std::vector<Age
     // overlaps their cache misses, which otherwise dominate a pass over a long queue.
     if (i + kPrefetchAhead < order.size()) Prefetch(order[i + kPrefetchAhead]);
     KindState* kind = state.Kind(job->device_kind);
+    if (PassState::WantsGang(*job, kind)) {
+      // Policy 8: all or nothing now; a gang reserves nothing.
+      if (std::optional<Placement> placement = state.TryPlaceGang(*job, *kind)) {
+        result.placements.push_back(std::move(*placement));
+        continue;
+      }
+      const int waiting_ahead = static_cast<int>(reasons.size());
+      if (waiting_ahead >= options.max_reasons) continue;
+      reasons.emplace_back(job->id, GangWaitingText(*job, state, *kind));
+      continue;
+    }
     const bool fits_an_agent = kind && job->devices >= 1 &&
                                job->devices <= static_cast<int>(kind->largest->devices.size());
     if (fits_an_agent) {

@@ -54,11 +54,25 @@
 //        order), and on an agent idle devices without evictable warm models are taken first. A
 //        busy or pinned warm model is never evicted; its memory stays counted.
 //     d. A job that waits while warm models that cannot be evicted hold memory says so.
+//  8. Gangs across agents. A fine-tune that may span agents (JobRequest::may_span) and either
+//     asks for nodes >= 2 or has more ranks than any connected agent of its kind has devices is
+//     placed on several agents at once, all or nothing: in one pass every part is found before
+//     any is taken, so no agent holds devices while another is awaited. Only agents with an
+//     advertise address (AgentView::advertise_addr) take part. Fewest agents first (with
+//     nodes = K, exactly K agents with ranks / K each), then best fit: the agents that can hold
+//     the most are taken, and the last part goes to the agent with the fewest usable devices that
+//     holds the remainder. Within an agent its idle devices are taken as in 2-7 (lowest indices
+//     first among equals). The plans are tried in order and every part uses the same plan: its
+//     device_mib on each device, and host_mib * r / R (rounded up) of the host of an agent that
+//     holds r of the R ranks. Rank 0's part is the first (the agent that can hold the most).
+//     Gangs respect the kinds' reservations but reserve nothing themselves: a gang that cannot
+//     start waits without holding devices back, so a stream of small jobs may keep it waiting.
+//     Its reason names each agent and what it lacks.
 //
 // Cost: a sort of the queue, then O(1) for each job larger than every agent's usable devices (the
 // pass keeps the maxima per kind; a job with a warm_key skips that bound while some device of its
 // kind holds a warm model), and O(agents x devices x warm models per device) for each placement
-// and each detailed reason. Only the first ScheduleOptions::detailed_reasons waiting jobs get the
+// and each detailed reason; a gang (8) costs O(plans x agents x devices). Only the first ScheduleOptions::detailed_reasons waiting jobs get the
 // per-agent detail.
 #pragma once
 
@@ -113,6 +127,10 @@ struct JobRequest {
   // An inference job's model key, "REALPATH|PRECISION|OFFLOAD" as WarmView::key names it; "" for
   // other jobs. Policy 7.
   std::string warm_key = {};
+  // Policy 8: a fine-tune may span agents (only fine-tunes do). nodes: 0 = as few agents as hold
+  // its ranks; K >= 1 = exactly K agents with devices / K ranks each (1: one agent, as 2 says).
+  bool may_span = false;
+  int nodes = 0;
 };
 
 // A model an agent keeps loaded in a rank on a device between inference jobs.
@@ -143,6 +161,8 @@ struct AgentView {
   bool drained = false;   // an admin drained it: it gets nothing new, its jobs run on
   int64_t host_total_mib = kUnknownMib;
   int64_t host_free_mib = kUnknownMib;  // neither used nor promised to the jobs it runs
+  // Where other agents' ranks reach its ranks; "" = it takes no part in gangs across agents.
+  std::string advertise_addr = {};
 };
 
 // What the pass needs to know about a job holding devices. A holder missing from the list counts
@@ -158,6 +178,14 @@ struct RunningJob {
   std::string warm_key = {};
 };
 
+// One agent's part of a gang (policy 8): ranks first_rank .. first_rank + device_indices.size() - 1.
+struct GangPart {
+  std::string worker_id;
+  std::vector<int> device_indices;  // ascending; rank first_rank + i on the i-th
+  int first_rank = 0;
+  std::vector<std::pair<int, std::string>> evict = {};  // as Placement::evict, on this agent
+};
+
 struct Placement {
   int64_t job_id = 0;
   std::string worker_id;
@@ -166,6 +194,9 @@ struct Placement {
   // (device index, key): the warm models the agent unloads before starting the job, least
   // recently used first.
   std::vector<std::pair<int, std::string>> evict = {};
+  // A gang across agents (policy 8): every agent's part, rank 0's first; worker_id,
+  // device_indices and evict above are then rank 0's part. Empty for a job on one agent.
+  std::vector<GangPart> parts = {};
 };
 
 struct PassResult {
@@ -189,7 +220,10 @@ struct ScheduleOptions {
 // memory. FAILED_PRECONDITION otherwise, e.g. "job needs 4 cuda devices; the largest agent,
 // node-a, has 2", "m13b fine-tune (12.85B parameters) needs at least 243.2 GiB of host memory
 // (zero 3, offload params); the largest agent, a100, has 128.0 GiB"; INVALID_ARGUMENT for a job
-// asking for no device or with a negative memory need. With no agent registered nothing can hold
+// asking for no device or with a negative memory need. A job that may span agents (policy 8) and
+// fits no single agent (or asks for nodes >= 2) is satisfiable when the agents of its kind with an
+// advertise address together hold its ranks (with nodes = K: K of them, ranks / K each), each with
+// its share of the host memory; the message otherwise says what is missing. With no agent registered nothing can hold
 // it: the daemon decides whether to refuse such a job or let it wait.
 Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& agents);
 
