@@ -226,29 +226,32 @@ Plan FinetunePlan(const PlanRequest& r, const zero::Layout& layout, int stage, O
   const int64_t backward_peak = b.peak_device_states + a.stack + b.workspace;
   const int64_t device_peak = std::max(head_peak, backward_peak);
 
+  // Loading (ZeroModel::Load): each unit's range, the rank's shard at stage 3 and the whole unit
+  // before, is read from the mapped checkpoint into an fp32 buffer (through a compute-dtype copy
+  // when c != 4) and from there into the states; the range's file pages are dropped before the
+  // next unit. Beside the states built so far a rank holds one range's pages and buffers.
   const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : c * n;
-  const int64_t arena = c * n;  // the model loaded on the host in the compute dtype
+  const int64_t range = stage == 3 ? max_shard : max_padded;
+  const int64_t range_file = static_cast<int64_t>(static_cast<double>(ckpt) / static_cast<double>(n) *
+                                                  static_cast<double>(range));
+  b.load_host = range_file + 4 * range + (c != 4 ? c * range : 0);
   if (cuda) {
     b.allocator_slack = static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(device_peak));
     b.cuda_context = r.rates.cuda_context_bytes;
     p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
     b.base_rss = r.rates.rank_base_rss_cuda;
-    b.load_host = ckpt + arena;
-    const int64_t build = arena + b.host_states() + 4 * max_padded;
-    b.host_peak = b.base_rss + std::max({b.load_host, build, b.host_states()});
+    b.host_peak = b.base_rss + b.host_states() + b.load_host;
   } else {
     // On the CPU "device" and host are the same memory: a rank's resident set holds it all.
     p.gpu_bytes = device_peak;
     b.base_rss = r.rates.rank_base_rss_cpu;
-    b.load_host = ckpt + arena;
     const int64_t states = b.device_states() + b.host_states();
-    const int64_t build = arena + states + 4 * max_padded;
+    const int64_t build = states + b.load_host;
     const int64_t train = b.host_states() + device_peak;
     const int64_t publish = states + ((stage == 1 || stage == 2) && z.world_size > 1 ? c * sum_opt : 0);
-    b.host_peak = b.base_rss + std::max({b.load_host, build, train, publish});
+    b.host_peak = b.base_rss + std::max({build, train, publish});
   }
-  // Each rank maps the checkpoint; its pages are in the page cache once.
-  p.host_bytes = r.gpus * (b.host_peak - ckpt) + ckpt;
+  p.host_bytes = r.gpus * b.host_peak;
 
   // Step time.
   const engine::ModelConfig& m = r.config;

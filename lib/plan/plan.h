@@ -37,6 +37,12 @@
 // pages cost nothing until a request writes them, so the plan counts the request's blocks. A
 // warm rank (fuji-agent --keep-warm) serves further requests of its model in one batch: each adds
 // its activations, and on a CPU its KV blocks (Breakdown::request); the rest it already holds.
+// A fine-tune's load (worker/train/zero_model.h ZeroModel::Load): every rank reads from the mapped
+// checkpoint only what its stage keeps, unit by unit (the rank's shard of each unit at stage 3, the
+// whole unit at stages 0-2), converting as it reads and dropping the range's file pages before the
+// next unit: its host memory while loading is the states built so far and one unit's range (its
+// file pages, the fp32 buffer and, in bf16/fp16, the compute-dtype copy: Breakdown::load_host),
+// never the whole model. Page cache is not counted: it is the kernel's and reclaimable.
 // Parameter offload's host memory, as fuji-rank loads it (worker/rank/rank_service.cc Load): the
 // checkpoint loads into host memory in the compute dtype, each parameter in an allocation of its
 // own, dropping the checkpoint's mapped pages tensor by tensor (c * params and the largest
@@ -161,7 +167,10 @@ struct Breakdown : zero::StateBytes {
   int64_t workspace = 0;
   int64_t allocator_slack = 0;
   int64_t cuda_context = 0;
-  int64_t load_host = 0;           // per rank host bytes while loading (checkpoint map + host copy)
+  // Per rank host bytes while loading beside what is kept. Finetune: one unit's range of the
+  // checkpoint's pages and its fp32 buffer (the rank's shard at stage 3, the whole unit before:
+  // ranks read only what they keep). Inference: the checkpoint map and host copy.
+  int64_t load_host = 0;
   int64_t host_build = 0;          // inference with parameter offload: host bytes while its shards are built
   int64_t base_rss = 0;            // per rank process base
   int64_t host_peak = 0;           // per rank host peak (cuda: host states, load; cpu: everything)

@@ -1,6 +1,9 @@
 // The memory planner: the seed study's findings on 40 GiB GPUs, ZeRO's arithmetic as the trainer
 // keeps it, the recommendation, inference sized for its request and batched on a warm rank,
 // parameter offload's host memory, and bad input.
+#include <algorithm>
+#include <optional>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -197,9 +200,58 @@ TEST(PlanTest, NothingFitsGivesNoRecommendation) {
   ASSERT_TRUE(plans.ok());
   for (const Plan& p : *plans) {
     EXPECT_FALSE(p.fits);
-    EXPECT_NE(p.why_not.find("host memory: needs"), std::string::npos) << p.why_not;
+    // Every offload holds at least the optimizer states of 13B on the host; without offload the
+    // host holds the process and one unit while loading, and the GPU is what is short.
+    const std::string short_of = p.offload == "none" ? "GPU memory: needs" : "host memory: needs";
+    EXPECT_NE(p.why_not.find(short_of), std::string::npos) << p.why_not;
   }
   EXPECT_FALSE(Recommend(*plans).has_value());
+}
+
+// A fine-tune's ranks read only what their stage keeps: at stage 3 each rank's load holds one
+// unit's shard (its file pages, an fp32 buffer and the compute-dtype copy) beside the states, at
+// stages 0-2 one whole unit, never the model.
+TEST(PlanTest, FinetuneLoadHoldsOneUnitRangeBesideTheStates) {
+  PlanRequest r = Request("13b", "finetune", 8, 40 * kGiB, "bf16");
+  r.checkpoint_bytes = 4 * r.config.NumParameters();  // an fp32 checkpoint
+  auto plans = PlanAll(r);
+  ASSERT_TRUE(plans.ok());
+  const zero::Layout layout(r.config);
+  int64_t max_unit = 0;
+  for (const zero::Unit& u : layout.units()) max_unit = std::max(max_unit, u.numel);
+  const zero::Sharding largest = zero::ShardUnit(max_unit, 8);
+  const Breakdown& z3 = Find(*plans, 3, "none").breakdown;
+  // File pages (4 bytes an element here), the fp32 buffer and the bf16 copy of the largest shard.
+  EXPECT_NEAR(static_cast<double>(z3.load_host), 10.0 * static_cast<double>(largest.shard), 16.0);
+  EXPECT_EQ(Find(*plans, 3, "none").breakdown.host_peak, z3.base_rss + z3.load_host);
+  EXPECT_EQ(Find(*plans, 3, "none").host_bytes, 8 * (z3.base_rss + z3.load_host));
+  const Breakdown& z2 = Find(*plans, 2, "none").breakdown;
+  EXPECT_NEAR(static_cast<double>(z2.load_host), 10.0 * static_cast<double>(largest.padded), 16.0);
+  for (const Plan& p : *plans) {
+    // The largest unit, the embedding, is 2.9 GiB so; the checkpoint is 48 GiB.
+    EXPECT_LT(p.breakdown.load_host, 3 * kGiB) << p.zero << " " << p.offload;
+    EXPECT_EQ(p.breakdown.host_peak, p.breakdown.base_rss + p.breakdown.host_states() + p.breakdown.load_host);
+  }
+}
+
+// 13B fine-tuned on an agent of 8 x 40 GiB GPUs and 128 GiB of host memory: with activation
+// checkpointing ZeRO-3 without offload fits (every rank loading only its shard); no offload fits,
+// as their host states alone are 24 GiB a rank.
+TEST(PlanTest, ThirteenBillionFinetunesOnEightFortyGigabyteGpus) {
+  PlanRequest r = Request("13b", "finetune", 8, 40 * kGiB, "bf16");
+  r.host_memory_bytes = 128 * kGiB;
+  r.activation_checkpointing = true;
+  auto plans = PlanAll(r);
+  ASSERT_TRUE(plans.ok());
+  const std::optional<Plan> best = Recommend(*plans);
+  ASSERT_TRUE(best.has_value());
+  EXPECT_EQ(best->zero, 3);
+  EXPECT_EQ(best->offload, "none");
+  EXPECT_LT(best->gpu_bytes, 40 * kGiB);
+  EXPECT_LT(best->host_bytes, 24 * kGiB);  // 8 ranks: the process and one unit's shard each
+  EXPECT_GT(best->host_bytes, 16 * kGiB);
+  EXPECT_FALSE(Find(*plans, 3, "optimizer").fits);
+  EXPECT_NE(Find(*plans, 3, "optimizer").why_not.find("host memory"), std::string::npos);
 }
 
 TEST(PlanTest, ActivationCheckpointingKeepsLessActivation) {

@@ -6,10 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <optional>
-
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -45,6 +45,8 @@ bool IsMaskBuffer(const std::string& name) {
   };
   return ends_with(".attn.bias") || ends_with(".attn.masked_bias");
 }
+
+}  // namespace
 
 // The weight files of a checkpoint directory, mapped, with an index from canonical name to view.
 class CheckpointFiles {
@@ -142,6 +144,8 @@ class CheckpointFiles {
   std::vector<std::unique_ptr<format::TorchZipFile>> torch_zips_;
   std::unordered_map<std::string, const format::TensorView*> by_name_;
 };
+
+namespace {
 
 bool IsFloatingPoint(format::DType d) {
   return d == format::DType::kF64 || d == format::DType::kF32 || d == format::DType::kF16 ||
@@ -268,6 +272,83 @@ Result<std::unique_ptr<Gpt2Model>> LoadModel(const std::string& dir, const LoadO
     }
   }
   return std::make_unique<Gpt2Model>(std::move(config), std::move(params));
+}
+
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
+CheckpointReader::~CheckpointReader() = default;
+
+Result<CheckpointReader> CheckpointReader::Open(const std::string& dir) {
+  if (!IsDirectory(dir)) return NotFound(dir + ": no such checkpoint directory");
+  CheckpointReader reader;
+  reader.dir_ = dir;
+  FUJI_ASSIGN_OR_RETURN(reader.config_, LoadModelConfig(dir));
+  FUJI_ASSIGN_OR_RETURN(CheckpointFiles files, CheckpointFiles::Open(dir));
+  reader.files_ = std::make_unique<CheckpointFiles>(std::move(files));
+  for (const ParamInfo& info : ParameterLayout(reader.config_)) {
+    FUJI_ASSIGN_OR_RETURN(const format::TensorView* view, FindParam(*reader.files_, info, dir));
+    if (!IsFloatingPoint(view->dtype)) {
+      return InvalidArgument(dir + ": tensor '" + view->name + "' has dtype " + format::DTypeName(view->dtype) +
+                             ", expected a floating-point type");
+    }
+    reader.views_.push_back(view);
+  }
+  return reader;
+}
+
+const std::string& CheckpointReader::format() const { return files_->format(); }
+
+Status CheckpointReader::Read(size_t index, int64_t begin, int64_t end, const at::Tensor& out) {
+  if (index >= views_.size()) {
+    return InvalidArgument("parameter " + std::to_string(index) + " of " + std::to_string(views_.size()));
+  }
+  const format::TensorView& view = *views_[index];
+  const int64_t numel = view.numel();
+  if (begin < 0 || begin > end || end > numel) {
+    return InvalidArgument(dir_ + ": range [" + std::to_string(begin) + ", " + std::to_string(end) + ") of tensor '" +
+                           view.name + "' with " + std::to_string(numel) + " elements");
+  }
+  if (!out.defined() || !out.is_contiguous() || out.numel() != end - begin || !at::isFloatingType(out.scalar_type())) {
+    return InvalidArgument(dir_ + ": tensor '" + view.name + "': the destination is not a contiguous "
+                           "floating-point tensor of " + std::to_string(end - begin) + " elements");
+  }
+  if (begin == end) return Status::Ok();
+  FUJI_ASSIGN_OR_RETURN(at::Tensor source, ViewTensor(view));
+  const at::Tensor dst = out.view({-1});
+  const size_t element = format::DTypeSize(view.dtype);
+  if (view.contiguous()) {
+    // The slice's own bytes, and only those, are read from the map.
+    dst.copy_(source.reshape({-1}).narrow(0, begin, end - begin));
+    const size_t offset = static_cast<size_t>(begin) * element, nbytes = static_cast<size_t>(end - begin) * element;
+    touched_.emplace_back(view.data + offset, nbytes);
+    bytes_read_ += static_cast<int64_t>(nbytes);
+    return Status::Ok();
+  }
+  // A strided view (a torch.save of a transposed or shared storage): row by row along the first
+  // dimension, a partial row through a copy of that row alone.
+  if (source.dim() <= 1) {
+    dst.copy_(source.reshape({-1}).narrow(0, begin, end - begin));
+  } else {
+    const int64_t row = numel / source.size(0);
+    const std::vector<int64_t> row_shape(view.shape.begin() + 1, view.shape.end());
+    for (int64_t r = begin / row; r * row < end; ++r) {
+      const int64_t b = std::max(begin, r * row) - r * row, e = std::min(end, (r + 1) * row) - r * row;
+      at::Tensor piece = dst.narrow(0, r * row + b - begin, e - b);
+      if (b == 0 && e == row) {
+        piece.view(row_shape).copy_(source.select(0, r));
+      } else {
+        piece.copy_(source.select(0, r).reshape({-1}).narrow(0, b, e - b));
+      }
+    }
+  }
+  touched_.emplace_back(view.data, view.nbytes);
+  bytes_read_ += static_cast<int64_t>(view.nbytes);
+  return Status::Ok();
+}
+
+void CheckpointReader::ReleasePages() {
+  for (const auto& [data, nbytes] : touched_) ReleaseMappedPages(data, nbytes);
+  touched_.clear();
 }
 
 Status WriteCheckpoint(const ModelConfig& config, const std::string& dir, format::DType dtype,

@@ -7,6 +7,7 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -39,6 +40,41 @@ struct LoadReport {
 // Loads config.json and the weights of dir. Errors name the file and the tensor.
 Result<std::unique_ptr<Gpt2Model>> LoadModel(const std::string& dir, const LoadOptions& options,
                                              LoadReport* report = nullptr);
+
+class CheckpointFiles;
+
+// A checkpoint directory opened for reading parameters piece by piece: its config, its weight
+// files mapped (any layout LoadModel reads), and every parameter of ParameterLayout(config) found
+// and checked (shape, floating-point dtype). Nothing of the weights is read until asked: a caller
+// that needs a slice of a tensor faults in only the pages of that slice, and ReleasePages drops
+// them from the resident set again. Move-only.
+class CheckpointReader {
+ public:
+  static Result<CheckpointReader> Open(const std::string& dir);
+  CheckpointReader(CheckpointReader&&) noexcept;
+  CheckpointReader& operator=(CheckpointReader&&) noexcept;
+  ~CheckpointReader();
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& format() const;
+  // Copies elements [begin, end) of parameter `index`'s row-major flat numbering into `out` (a
+  // contiguous tensor of end - begin elements, any floating-point dtype and device), converting
+  // as it copies. INVALID_ARGUMENT for an index or range out of bounds, or a wrong `out`.
+  Status Read(size_t index, int64_t begin, int64_t end, const at::Tensor& out);
+  // Drops the file pages that the reads since the last call touched (whole pages only).
+  void ReleasePages();
+  // Bytes of the files read so far (whole tensors count their full range when strided).
+  int64_t bytes_read() const { return bytes_read_; }
+
+ private:
+  CheckpointReader() = default;
+  std::string dir_;
+  ModelConfig config_;
+  std::unique_ptr<CheckpointFiles> files_;
+  std::vector<const format::TensorView*> views_;  // per ParameterLayout index
+  std::vector<std::pair<const uint8_t*, size_t>> touched_;
+  int64_t bytes_read_ = 0;
+};
 
 // Produces parameter `index` of ParameterLayout(config) as a tensor of any dtype and device.
 using ParamSource = std::function<Result<at::Tensor>(size_t index)>;

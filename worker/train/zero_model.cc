@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <limits>
 #include <tuple>
@@ -512,9 +513,8 @@ struct ZeroModel::Impl {
 
   // Allocates what the layout says this rank holds of each unit (zero::StatesOf), filled from
   // the full parameters, and the pinned staging of a host optimizer on a GPU.
-  Status Build(std::vector<at::Tensor> source) {
+  Status Build(const UnitSource& source) {
     const size_t count = engine::ParameterLayout(config).size();
-    if (source.size() != count) return InvalidArgument("parameter count does not match the layout");
     zero_config.stage = options.stage;
     zero_config.offload = options.offload;
     zero_config.world_size = world;
@@ -528,13 +528,14 @@ struct ZeroModel::Impl {
       Unit& unit = units.back();
       unit.layout = &description;
       unit.plan = zero::StatesOf(description, zero_config);
-      // The unit's values in fp32 on the host, padding zero.
-      at::Tensor flat = at::zeros({unit.padded()}, at::TensorOptions().dtype(at::kFloat));
-      for (const zero::UnitParam& info : description.params) {
-        at::Tensor& p = source[static_cast<size_t>(info.index)];
-        flat.narrow(0, info.offset, info.numel).copy_(p.reshape({-1}));
-        p = at::Tensor();  // free as we go
-      }
+      // The unit's values in fp32 on the host, padding zero: all of the padded unit at stages 0-2,
+      // the rank's shard at stage 3 (flat index i is the padded index base + i).
+      const bool sharded = options.stage == 3;
+      const int64_t base = sharded ? unit.opt_begin() : 0;
+      const int64_t begin = std::min(base, unit.numel());
+      const int64_t end = std::min(base + (sharded ? unit.shard() : unit.padded()), unit.numel());
+      at::Tensor flat = at::zeros({sharded ? unit.shard() : unit.padded()}, at::TensorOptions().dtype(at::kFloat));
+      if (end > begin) FUJI_RETURN_IF_ERROR(source(description, begin, end, flat.narrow(0, begin - base, end - begin)));
       // Parameters in compute precision.
       unit.full_nbytes = static_cast<size_t>(unit.padded()) * static_cast<size_t>(at::elementSize(options.dtype));
       unit.full = at::empty({unit.padded()}, compute);
@@ -547,7 +548,7 @@ struct ZeroModel::Impl {
         // The persistent shard: this rank's, which at stage 3 is its optimizer range.
         const bool host = unit.plan.params.place == zero::Place::kHost;
         unit.pshard = at::empty({unit.shard()}, host ? host_compute : compute);
-        unit.pshard.copy_(flat.narrow(0, unit.opt_begin(), unit.shard()));
+        unit.pshard.copy_(flat);
         if (!host) Track(Bytes(unit.pshard));
         unit.own = unit.pshard;
       }
@@ -566,7 +567,8 @@ struct ZeroModel::Impl {
       const bool optimizer_on_device = unit.plan.moments.place == zero::Place::kDevice;
       const at::TensorOptions opt = optimizer_on_device ? dev_f32 : host_f32;
       unit.master_is_param = unit.plan.master_is_param;
-      unit.master = unit.master_is_param ? unit.own : flat.narrow(0, unit.opt_begin(), unit.opt_len()).to(opt, false, true);
+      const at::Tensor opt_values = flat.narrow(0, unit.opt_begin() - base, unit.opt_len());
+      unit.master = unit.master_is_param ? unit.own : opt_values.to(opt, false, true);
       unit.exp_avg = at::zeros({unit.opt_len()}, opt);
       unit.exp_avg_sq = at::zeros({unit.opt_len()}, opt);
       if (optimizer_on_device) Track(2 * Bytes(unit.exp_avg) + (unit.master_is_param ? 0 : Bytes(unit.master)));
@@ -618,10 +620,8 @@ struct ZeroModel::Impl {
 ZeroModel::ZeroModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ZeroModel::~ZeroModel() = default;
 
-Result<std::unique_ptr<ZeroModel>> ZeroModel::Create(const engine::ModelConfig& config,
-                                                     std::vector<at::Tensor> params,
-                                                     const ZeroOptions& options,
-                                                     dist::Communicator* comm) {
+Result<std::unique_ptr<ZeroModel>> ZeroModel::Create(const engine::ModelConfig& config, const UnitSource& source,
+                                                     const ZeroOptions& options, dist::Communicator* comm) {
   FUJI_RETURN_IF_ERROR(options.Validate());
   auto impl = std::make_unique<Impl>(config, options.optimizer_threads);
   impl->options = options;
@@ -634,8 +634,70 @@ Result<std::unique_ptr<ZeroModel>> ZeroModel::Create(const engine::ModelConfig& 
   impl->host_f32 = at::TensorOptions().dtype(at::kFloat);
   impl->dev_f32 = at::TensorOptions().dtype(at::kFloat).device(options.device);
   impl->host_optimizer = options.offload != Offload::kNone || options.device.is_cpu();
-  FUJI_RETURN_IF_ERROR(impl->Build(std::move(params)));
+  FUJI_RETURN_IF_ERROR(impl->Build(source));
   return std::unique_ptr<ZeroModel>(new ZeroModel(std::move(impl)));
+}
+
+Result<std::unique_ptr<ZeroModel>> ZeroModel::Create(const engine::ModelConfig& config,
+                                                     std::vector<at::Tensor> params,
+                                                     const ZeroOptions& options,
+                                                     dist::Communicator* comm) {
+  if (params.size() != engine::ParameterLayout(config).size()) {
+    return InvalidArgument("parameter count does not match the layout");
+  }
+  // Each unit's tensors are dropped once the unit has taken its range of them.
+  const UnitSource source = [&params](const zero::Unit& unit, int64_t begin, int64_t end, const at::Tensor& out) {
+    for (const zero::UnitParam& info : unit.params) {
+      at::Tensor& p = params[static_cast<size_t>(info.index)];
+      const int64_t b = std::max(begin, info.offset), e = std::min(end, info.offset + info.numel);
+      if (b < e) out.narrow(0, b - begin, e - b).copy_(p.reshape({-1}).narrow(0, b - info.offset, e - b));
+      p = at::Tensor();
+    }
+    return Status::Ok();
+  };
+  return Create(config, source, options, comm);
+}
+
+UnitSource ZeroModel::CheckpointSource(engine::CheckpointReader* reader, at::ScalarType dtype) {
+  return [reader, dtype](const zero::Unit& unit, int64_t begin, int64_t end, const at::Tensor& out) -> Status {
+    for (const zero::UnitParam& info : unit.params) {
+      const int64_t b = std::max(begin, info.offset), e = std::min(end, info.offset + info.numel);
+      if (b >= e) continue;
+      const at::Tensor piece = out.narrow(0, b - begin, e - b);
+      if (dtype == at::kFloat) {
+        FUJI_RETURN_IF_ERROR(reader->Read(static_cast<size_t>(info.index), b - info.offset, e - info.offset, piece));
+      } else {
+        // Through the compute dtype, as a model loaded in it would hold the values.
+        const at::Tensor rounded = at::empty({e - b}, at::TensorOptions().dtype(dtype));
+        FUJI_RETURN_IF_ERROR(reader->Read(static_cast<size_t>(info.index), b - info.offset, e - info.offset, rounded));
+        piece.copy_(rounded);
+      }
+    }
+    reader->ReleasePages();
+    return Status::Ok();
+  };
+}
+
+Result<std::unique_ptr<ZeroModel>> ZeroModel::Load(const std::string& dir, const ZeroOptions& options,
+                                                   dist::Communicator* comm, engine::LoadReport* report) {
+  if (const char* whole = std::getenv("FUJI_LOAD_WHOLE"); whole != nullptr && std::string(whole) == "1") {
+    engine::LoadOptions load;
+    load.dtype = options.dtype;
+    FUJI_ASSIGN_OR_RETURN(std::unique_ptr<engine::Gpt2Model> source, engine::LoadModel(dir, load, report));
+    const engine::ModelConfig config = source->config();
+    std::vector<at::Tensor> weights = std::move(source->parameters());
+    source.reset();
+    return Create(config, std::move(weights), options, comm);
+  }
+  FUJI_ASSIGN_OR_RETURN(engine::CheckpointReader reader, engine::CheckpointReader::Open(dir));
+  const engine::ModelConfig config = reader.config();
+  FUJI_ASSIGN_OR_RETURN(std::unique_ptr<ZeroModel> model,
+                        Create(config, CheckpointSource(&reader, options.dtype), options, comm));
+  if (report != nullptr) {
+    report->format = reader.format();
+    report->bytes = reader.bytes_read();
+  }
+  return model;
 }
 
 double ZeroModel::ForwardBackward(const at::Tensor& ids, const at::Tensor& targets,

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "lib/common/status.h"
+#include "worker/engine/checkpoint.h"
 #include "worker/engine/gpt2_model.h"
 #include "worker/optim/adamw.h"
 #include "lib/zero/layout.h"
@@ -88,6 +90,12 @@ struct PhaseTimes {
   double comm_wait_ms = 0;  // blocked on collectives (inside the other three)
 };
 
+// Fills `out` ([end - begin] fp32, on the host) with elements [begin, end) of `unit`'s unpadded
+// flat numbering, each value as it is in the compute dtype (rounded through it when that is half).
+// The engine asks for each unit once, in order: the whole unit at stages 0-2, the rank's shard of
+// it at stage 3.
+using UnitSource = std::function<Status(const zero::Unit& unit, int64_t begin, int64_t end, const at::Tensor& out)>;
+
 class ZeroModel {
  public:
   // params: the full model in ParameterLayout order, any dtype, on the CPU; each rank keeps only
@@ -97,6 +105,22 @@ class ZeroModel {
                                                    std::vector<at::Tensor> params,
                                                    const ZeroOptions& options,
                                                    dist::Communicator* comm);
+  // Builds the rank's states from a source of unit ranges: at stage 3 only the rank's shard of
+  // each unit is ever asked for, so a rank never holds more of the model than its share and one
+  // unit's range in fp32.
+  static Result<std::unique_ptr<ZeroModel>> Create(const engine::ModelConfig& config, const UnitSource& source,
+                                                   const ZeroOptions& options, dist::Communicator* comm);
+  // Loads a checkpoint directory (any layout engine::LoadModel reads) straight into the rank's
+  // states: each unit's range (stage 3: the rank's shard; else the whole unit) is read from the
+  // mapped files, converted to the compute dtype as it is read, and its file pages dropped before
+  // the next unit, so that the peak host memory while loading is the states and one unit's range.
+  // FUJI_LOAD_WHOLE=1 loads the whole model on the host first and then keeps the rank's share (the
+  // former path: every rank holds the whole model once, plus its file pages, for comparison).
+  static Result<std::unique_ptr<ZeroModel>> Load(const std::string& dir, const ZeroOptions& options,
+                                                 dist::Communicator* comm, engine::LoadReport* report = nullptr);
+  // The source Load reads from: `reader`'s parameters, converted through `dtype`, its pages
+  // dropped after each unit. The reader must outlive the source.
+  static UnitSource CheckpointSource(engine::CheckpointReader* reader, at::ScalarType dtype);
   ~ZeroModel();
 
   // Forward and backward of one micro-batch (ids, targets: [B, T] int64 on the CPU); the
