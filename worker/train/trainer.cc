@@ -254,14 +254,19 @@ Status Run::Setup() {
   FUJI_ASSIGN_OR_RETURN(data::TokenCache cache, data::TokenCache::Load(spec_.token_cache));
   tokens_ = std::make_shared<const data::TokenCache>(std::move(cache));
 
-  // The model: on the CPU in fp32 (bf16/fp16 runs load in their precision to halve the host
-  // bytes), then each rank keeps its share.
+  // The model: a checkpoint is read unit by unit straight into this rank's share
+  // (ZeroModel::Load); a random init is made whole on the CPU, then each rank keeps its share.
   auto load_start = Clock::now();
+  ZeroOptions options;
+  options.stage = spec_.zero;
+  FUJI_ASSIGN_OR_RETURN(options.offload, ParseOffload(spec_.offload));
+  options.dtype = dtype_;
+  options.device = device_;
+  options.activation_checkpointing = spec_.activation_checkpointing;
+  options.optimizer_threads = at::get_num_threads();
   std::unique_ptr<engine::Gpt2Model> source;
   if (spec_.random_init.empty()) {
-    engine::LoadOptions load;
-    load.dtype = dtype_;
-    FUJI_ASSIGN_OR_RETURN(source, engine::LoadModel(spec_.model, load));
+    FUJI_ASSIGN_OR_RETURN(model_, ZeroModel::Load(spec_.model, options, comm_.get()));
   } else {
     FUJI_ASSIGN_OR_RETURN(engine::ModelConfig random_config, engine::ArchitectureConfig(spec_.random_init));
     const std::vector<engine::ParamInfo> layout = engine::ParameterLayout(random_config);
@@ -271,7 +276,7 @@ Status Run::Setup() {
     }
     source = std::make_unique<engine::Gpt2Model>(random_config, std::move(params));
   }
-  const engine::ModelConfig config = source->config();
+  const engine::ModelConfig config = source ? source->config() : model_->config();
   model_config_json_ = config.ToJson();
   layout_ = ckpt::UnitsOf(config);
 
@@ -296,16 +301,11 @@ Status Run::Setup() {
   sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
   data_ms_ = MsSince(start) - MsSince(load_start);
 
-  ZeroOptions options;
-  options.stage = spec_.zero;
-  FUJI_ASSIGN_OR_RETURN(options.offload, ParseOffload(spec_.offload));
-  options.dtype = dtype_;
-  options.device = device_;
-  options.activation_checkpointing = spec_.activation_checkpointing;
-  options.optimizer_threads = at::get_num_threads();
-  std::vector<at::Tensor> weights = std::move(source->parameters());
-  source.reset();
-  FUJI_ASSIGN_OR_RETURN(model_, ZeroModel::Create(config, std::move(weights), options, comm_.get()));
+  if (source) {
+    std::vector<at::Tensor> weights = std::move(source->parameters());
+    source.reset();
+    FUJI_ASSIGN_OR_RETURN(model_, ZeroModel::Create(config, std::move(weights), options, comm_.get()));
+  }
   loss_scale_ = dtype_ == at::kHalf ? spec_.initial_loss_scale : 1.0;
   FUJI_RETURN_IF_ERROR(Resume());
   if (const char* token = std::getenv("FUJI_ATTEMPT"); token != nullptr && *token != '\0') {
