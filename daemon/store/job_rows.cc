@@ -85,6 +85,51 @@ Result<Assignment> ReadAssignment(const Statement& row) {
   return a;
 }
 
+namespace {
+
+// A JSON array of device indices, or nullopt.
+std::optional<std::vector<int>> ParseIndices(const std::string& text) {
+  nlohmann::json indices = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!indices.is_array()) return std::nullopt;
+  std::vector<int> out;
+  for (const nlohmann::json& index : indices) {
+    if (!index.is_number_integer()) return std::nullopt;
+    out.push_back(index.get<int>());
+  }
+  return out;
+}
+
+}  // namespace
+
+const char kGangMemberColumns[] =
+    "job_id, attempt, worker_id, advertise_addr, first_rank, device_indices, port, lease_expires_ms, "
+    "released_at_ms";
+
+Result<GangMemberRecord> ReadGangMember(const Statement& row) {
+  GangMemberRecord m;
+  m.job_id = row.Int(0);
+  m.attempt = static_cast<int>(row.Int(1));
+  m.worker_id = row.Text(2);
+  m.advertise_addr = row.Text(3);
+  m.first_rank = static_cast<int>(row.Int(4));
+  std::optional<std::vector<int>> indices = ParseIndices(row.Text(5));
+  if (!indices) return DataLoss("gang member of job " + std::to_string(m.job_id) + ": bad device_indices");
+  m.device_indices = std::move(*indices);
+  m.port = static_cast<int>(row.Int(6));
+  m.lease_expires_ms = row.Int(7);
+  if (!row.IsNull(8)) m.released_at_ms = row.Int(8);
+  return m;
+}
+
+Result<std::vector<GangMemberRecord>> ReadGang(Connection& db, int64_t job_id) {
+  FUJI_ASSIGN_OR_RETURN(Statement select,
+                        db.Prepare(std::string("SELECT ") + kGangMemberColumns +
+                                   " FROM gang_members WHERE job_id = ?1 AND attempt = "
+                                   "(SELECT MAX(attempt) FROM assignments WHERE job_id = ?1) ORDER BY first_rank"));
+  select.BindInt(1, job_id);
+  return CollectRows<GangMemberRecord>(select, ReadGangMember);
+}
+
 Status InsertEvent(Connection& db, int64_t job_id, std::optional<JobState> from, JobState to,
                    const std::string& message, int64_t at_ms) {
   FUJI_ASSIGN_OR_RETURN(

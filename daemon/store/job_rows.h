@@ -26,6 +26,12 @@ std::string ListJobsSql(bool by_state, bool by_kind, bool by_owner);
 extern const char kAssignmentColumns[];
 Result<Assignment> ReadAssignment(const Statement& row);
 
+// The columns ReadGangMember expects, in order, from gang_members.
+extern const char kGangMemberColumns[];
+Result<GangMemberRecord> ReadGangMember(const Statement& row);
+// The gang parts of the job's latest placement (empty when it was on one agent), on `db`.
+Result<std::vector<GangMemberRecord>> ReadGang(Connection& db, int64_t job_id);
+
 // Appends the job's next job_events row. Runs on the writer connection inside the state change's
 // transaction, so the event and the change commit together.
 Status InsertEvent(Connection& db, int64_t job_id, std::optional<JobState> from, JobState to,

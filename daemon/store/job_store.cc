@@ -134,7 +134,9 @@ Result<JobRecord> JobStore::Get(int64_t id) {
                                                       " FROM jobs WHERE id = ?"));
   FUJI_ASSIGN_OR_RETURN(bool found, select.BindInt(1, id).Step());
   if (!found) return NotFound(JobNotFound(id));
-  return ReadJob(select);
+  FUJI_ASSIGN_OR_RETURN(JobRecord job, ReadJob(select));
+  FUJI_ASSIGN_OR_RETURN(job.gang, ReadGang(*db, id));
+  return job;
 }
 
 Result<JobPage> JobStore::List(const ListFilter& filter) {
@@ -246,6 +248,10 @@ Status JobStore::Transition(int64_t id, JobState from, JobState to, const std::s
                             db.Prepare("UPDATE assignments SET released_at_ms = ? "
                                        "WHERE job_id = ? AND released_at_ms IS NULL"));
       FUJI_RETURN_IF_ERROR(release.BindInt(1, now_ms).BindInt(2, id).Run());
+      FUJI_ASSIGN_OR_RETURN(Statement release_gang,
+                            db.Prepare("UPDATE gang_members SET released_at_ms = ? "
+                                       "WHERE job_id = ? AND released_at_ms IS NULL"));
+      FUJI_RETURN_IF_ERROR(release_gang.BindInt(1, now_ms).BindInt(2, id).Run());
     }
     return InsertEvent(db, id, from, to, reason, now_ms);
   });

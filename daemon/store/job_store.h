@@ -88,7 +88,7 @@ class JobStore {
   // when the job is not in `from` or the lifecycle has no edge from -> to (see IsValidTransition);
   // NOT_FOUND for an unknown job. ASSIGNED is entered only through Assign. Effects: reason is
   // replaced; RUNNING sets started_at; RETRYING adds an attempt; terminal states set finished_at;
-  // leaving ASSIGNED/RUNNING releases the live assignment and clears worker_id.
+  // leaving ASSIGNED/RUNNING releases the live assignment (and gang parts) and clears worker_id.
   Status Transition(int64_t id, JobState from, JobState to, const std::string& reason);
   // Replaces the plans placement may choose from (a JSON object, as Submit takes them).
   // NOT_FOUND for an unknown job.
@@ -121,7 +121,19 @@ class JobStore {
   Status Assign(int64_t job_id, const std::string& worker_id,
                 const std::vector<int>& device_indices, int64_t lease_expires_ms,
                 const std::string& plan = "");
-  // Extends every live lease of the worker; returns how many.
+  // Assign for a gang across agents (migration 10): the job's ranks on several workers, rank 0's
+  // first, their first_ranks consecutive from 0 and their devices together the job's. The
+  // assignments row is members[0]'s; every member gets a gang_members row, released with the
+  // attempt. INVALID_ARGUMENT for fewer than 2 or more than kMaxGangMembers members, an agent
+  // twice, ranks out of order, no advertise address or a port outside 0-65535; otherwise as Assign.
+  static constexpr int kMaxGangMembers = 64;
+  Status AssignGang(int64_t job_id, const std::vector<GangMemberRecord>& members, int64_t lease_expires_ms,
+                    const std::string& plan = "");
+  // Releases one member's part of the attempt (it ended there) while the others run on.
+  Status ReleaseGangMember(int64_t job_id, int attempt, const std::string& worker_id);
+  // Every live gang member, by job and first rank, for recovery after a restart.
+  Result<std::vector<GangMemberRecord>> ActiveGangMembers();
+  // Extends every live lease of the worker (its gang parts' too); returns how many assignments.
   Result<int> RenewLeases(const std::string& worker_id, int64_t lease_expires_ms);
   // Live assignments whose lease expired at or before now_ms.
   Result<std::vector<Assignment>> ExpiredAssignments(int64_t now_ms);

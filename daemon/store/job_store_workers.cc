@@ -193,66 +193,159 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
   }
 }
 
+namespace {
+
+// Whether `indices` are distinct and non-negative (and some).
+bool DistinctIndices(const std::vector<int>& indices) {
+  std::set<int> distinct(indices.begin(), indices.end());
+  return !indices.empty() && distinct.size() == indices.size() && *distinct.begin() >= 0;
+}
+
+// Assign and AssignGang in the writer's transaction: QUEUED -> ASSIGNED on the first part's
+// agent, its assignments row, and (a gang) every part's gang_members row.
+Status AssignParts(Connection& db, int64_t job_id, const std::vector<GangMemberRecord>& parts, bool gang,
+                   int64_t lease_expires_ms, const std::string& plan, int64_t now_ms) {
+  int64_t attempt = 0;
+  size_t devices = 0;
+  for (const GangMemberRecord& part : parts) devices += part.device_indices.size();
+  {  // scoped: the read must be finished before the same connection updates jobs
+    FUJI_ASSIGN_OR_RETURN(Statement job, db.Prepare("SELECT state, devices, attempts FROM jobs WHERE id = ?"));
+    FUJI_ASSIGN_OR_RETURN(bool found, job.BindInt(1, job_id).Step());
+    if (!found) return NotFound("job " + std::to_string(job_id) + " not found");
+    if (std::string state = job.Text(0); state != JobStateName(JobState::kQueued)) {
+      return FailedPrecondition("job " + std::to_string(job_id) + " is " + state + ", not QUEUED");
+    }
+    if (job.Int(1) != static_cast<int64_t>(devices)) {
+      return InvalidArgument("job " + std::to_string(job_id) + " needs " + std::to_string(job.Int(1)) +
+                             " devices, got " + std::to_string(devices));
+    }
+    attempt = job.Int(2);
+  }
+  std::vector<std::string> indices_json;
+  for (const GangMemberRecord& part : parts) {
+    indices_json.push_back(nlohmann::json(part.device_indices).dump());
+    FUJI_RETURN_IF_ERROR(CheckWorkerDevices(db, part.worker_id, indices_json.back(), part.device_indices.size()));
+  }
+  const GangMemberRecord& first = parts.front();
+  FUJI_ASSIGN_OR_RETURN(
+      Statement update,
+      db.Prepare("UPDATE jobs SET state = 'ASSIGNED', worker_id = ?, reason = '', "
+                 "updated_at_ms = ?, plan = COALESCE(NULLIF(?, ''), plan), lease_epoch = lease_epoch + 1 "
+                 "WHERE id = ? AND state = 'QUEUED'"));
+  FUJI_RETURN_IF_ERROR(
+      update.BindText(1, first.worker_id).BindInt(2, now_ms).BindText(3, plan).BindInt(4, job_id).Run());
+  // An attempt handed back unstarted (ASSIGNED -> QUEUED) is placed again: its row is reused.
+  FUJI_ASSIGN_OR_RETURN(
+      Statement insert,
+      db.Prepare("INSERT INTO assignments (job_id, attempt, worker_id, device_indices, "
+                 "assigned_at_ms, lease_expires_ms) VALUES (?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, "
+                 "device_indices = excluded.device_indices, "
+                 "assigned_at_ms = excluded.assigned_at_ms, "
+                 "lease_expires_ms = excluded.lease_expires_ms, released_at_ms = NULL"));
+  FUJI_RETURN_IF_ERROR(insert.BindInt(1, job_id)
+                           .BindInt(2, attempt)
+                           .BindText(3, first.worker_id)
+                           .BindText(4, indices_json.front())
+                           .BindInt(5, now_ms)
+                           .BindInt(6, lease_expires_ms)
+                           .Run());
+  // The attempt's earlier placement (handed back unstarted) leaves no parts behind.
+  FUJI_ASSIGN_OR_RETURN(Statement clear, db.Prepare("DELETE FROM gang_members WHERE job_id = ? AND attempt = ?"));
+  FUJI_RETURN_IF_ERROR(clear.BindInt(1, job_id).BindInt(2, attempt).Run());
+  std::string message = "assigned to " + first.worker_id + " devices " + indices_json.front();
+  if (gang) {
+    message = "assigned to a gang of " + std::to_string(parts.size()) + " agents:";
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const GangMemberRecord& part = parts[i];
+      FUJI_ASSIGN_OR_RETURN(
+          Statement member,
+          db.Prepare("INSERT INTO gang_members (job_id, attempt, worker_id, advertise_addr, first_rank, "
+                     "device_indices, port, lease_expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+      FUJI_RETURN_IF_ERROR(member.BindInt(1, job_id)
+                               .BindInt(2, attempt)
+                               .BindText(3, part.worker_id)
+                               .BindText(4, part.advertise_addr)
+                               .BindInt(5, part.first_rank)
+                               .BindText(6, indices_json[i])
+                               .BindInt(7, part.port)
+                               .BindInt(8, lease_expires_ms)
+                               .Run());
+      message += (i == 0 ? " " : ", ") + part.worker_id + " devices " + indices_json[i] + " (ranks " +
+                 std::to_string(part.first_rank) + "-" +
+                 std::to_string(part.first_rank + static_cast<int>(part.device_indices.size()) - 1) + ")";
+    }
+  }
+  if (!plan.empty()) {
+    const nlohmann::json j = nlohmann::json::parse(plan, nullptr, /*allow_exceptions=*/false);
+    if (j.contains("label") && j["label"].is_string()) message += " with " + j["label"].get<std::string>();
+  }
+  return InsertEvent(db, job_id, JobState::kQueued, JobState::kAssigned, message, now_ms);
+}
+
+}  // namespace
+
 Status JobStore::Assign(int64_t job_id, const std::string& worker_id,
                         const std::vector<int>& device_indices, int64_t lease_expires_ms,
                         const std::string& plan) {
-  std::set<int> distinct(device_indices.begin(), device_indices.end());
-  if (device_indices.empty() || distinct.size() != device_indices.size() || *distinct.begin() < 0) {
+  if (!DistinctIndices(device_indices)) {
     return InvalidArgument("an assignment needs distinct, non-negative device indices");
   }
   if (!plan.empty()) FUJI_RETURN_IF_ERROR(ValidateJsonObject("job plan", plan, kMaxJsonBytes));
-  std::string indices_json = nlohmann::json(device_indices).dump();
+  GangMemberRecord part;
+  part.worker_id = worker_id;
+  part.device_indices = device_indices;
   return writer_->Run([&](Connection& db) -> Status {
-    int64_t now_ms = clock_->NowMs();
-    int64_t attempt = 0;
-    {  // scoped: the read must be finished before the same connection updates jobs
-      FUJI_ASSIGN_OR_RETURN(Statement job,
-                            db.Prepare("SELECT state, devices, attempts FROM jobs WHERE id = ?"));
-      FUJI_ASSIGN_OR_RETURN(bool found, job.BindInt(1, job_id).Step());
-      if (!found) return NotFound("job " + std::to_string(job_id) + " not found");
-      if (std::string state = job.Text(0); state != JobStateName(JobState::kQueued)) {
-        return FailedPrecondition("job " + std::to_string(job_id) + " is " + state +
-                                  ", not QUEUED");
-      }
-      if (job.Int(1) != static_cast<int64_t>(device_indices.size())) {
-        return InvalidArgument("job " + std::to_string(job_id) + " needs " +
-                               std::to_string(job.Int(1)) + " devices, got " +
-                               std::to_string(device_indices.size()));
-      }
-      attempt = job.Int(2);
-    }
-    FUJI_RETURN_IF_ERROR(CheckWorkerDevices(db, worker_id, indices_json, device_indices.size()));
-
-    FUJI_ASSIGN_OR_RETURN(
-        Statement update,
-        db.Prepare("UPDATE jobs SET state = 'ASSIGNED', worker_id = ?, reason = '', "
-                   "updated_at_ms = ?, plan = COALESCE(NULLIF(?, ''), plan), lease_epoch = lease_epoch + 1 "
-                   "WHERE id = ? AND state = 'QUEUED'"));
-    FUJI_RETURN_IF_ERROR(
-        update.BindText(1, worker_id).BindInt(2, now_ms).BindText(3, plan).BindInt(4, job_id).Run());
-    // An attempt handed back unstarted (ASSIGNED -> QUEUED) is placed again: its row is reused.
-    FUJI_ASSIGN_OR_RETURN(
-        Statement insert,
-        db.Prepare("INSERT INTO assignments (job_id, attempt, worker_id, device_indices, "
-                   "assigned_at_ms, lease_expires_ms) VALUES (?, ?, ?, ?, ?, ?) "
-                   "ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, "
-                   "device_indices = excluded.device_indices, "
-                   "assigned_at_ms = excluded.assigned_at_ms, "
-                   "lease_expires_ms = excluded.lease_expires_ms, released_at_ms = NULL"));
-    FUJI_RETURN_IF_ERROR(insert.BindInt(1, job_id)
-                             .BindInt(2, attempt)
-                             .BindText(3, worker_id)
-                             .BindText(4, indices_json)
-                             .BindInt(5, now_ms)
-                             .BindInt(6, lease_expires_ms)
-                             .Run());
-    std::string message = "assigned to " + worker_id + " devices " + indices_json;
-    if (!plan.empty()) {
-      const nlohmann::json j = nlohmann::json::parse(plan, nullptr, /*allow_exceptions=*/false);
-      if (j.contains("label") && j["label"].is_string()) message += " with " + j["label"].get<std::string>();
-    }
-    return InsertEvent(db, job_id, JobState::kQueued, JobState::kAssigned, message, now_ms);
+    return AssignParts(db, job_id, {part}, /*gang=*/false, lease_expires_ms, plan, clock_->NowMs());
   });
+}
+
+Status JobStore::AssignGang(int64_t job_id, const std::vector<GangMemberRecord>& members,
+                            int64_t lease_expires_ms, const std::string& plan) {
+  if (members.size() < 2 || members.size() > static_cast<size_t>(kMaxGangMembers)) {
+    return InvalidArgument("a gang needs 2 to " + std::to_string(kMaxGangMembers) + " agents, got " +
+                           std::to_string(members.size()));
+  }
+  std::set<std::string> workers;
+  int next_rank = 0;
+  for (const GangMemberRecord& member : members) {
+    if (!DistinctIndices(member.device_indices)) {
+      return InvalidArgument("a gang member needs distinct, non-negative device indices");
+    }
+    if (member.first_rank != next_rank) {
+      return InvalidArgument("gang member " + member.worker_id + " starts at rank " +
+                             std::to_string(member.first_rank) + ", expected " + std::to_string(next_rank));
+    }
+    if (!workers.insert(member.worker_id).second) {
+      return InvalidArgument("agent " + member.worker_id + " is twice in one gang");
+    }
+    if (member.advertise_addr.empty() || member.advertise_addr.size() > 255 || member.port < 0 ||
+        member.port > 65535) {
+      return InvalidArgument("gang member " + member.worker_id + " needs an advertise address and a port in 0-65535");
+    }
+    next_rank += static_cast<int>(member.device_indices.size());
+  }
+  if (!plan.empty()) FUJI_RETURN_IF_ERROR(ValidateJsonObject("job plan", plan, kMaxJsonBytes));
+  return writer_->Run([&](Connection& db) -> Status {
+    return AssignParts(db, job_id, members, /*gang=*/true, lease_expires_ms, plan, clock_->NowMs());
+  });
+}
+
+Status JobStore::ReleaseGangMember(int64_t job_id, int attempt, const std::string& worker_id) {
+  return writer_->Run([&](Connection& db) -> Status {
+    FUJI_ASSIGN_OR_RETURN(Statement update,
+                          db.Prepare("UPDATE gang_members SET released_at_ms = ? WHERE job_id = ? AND attempt = ? "
+                                     "AND worker_id = ? AND released_at_ms IS NULL"));
+    return update.BindInt(1, clock_->NowMs()).BindInt(2, job_id).BindInt(3, attempt).BindText(4, worker_id).Run();
+  });
+}
+
+Result<std::vector<GangMemberRecord>> JobStore::ActiveGangMembers() {
+  FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
+  FUJI_ASSIGN_OR_RETURN(Statement select,
+                        db->Prepare(std::string("SELECT ") + kGangMemberColumns +
+                                    " FROM gang_members WHERE released_at_ms IS NULL ORDER BY job_id, first_rank"));
+  return CollectRows<GangMemberRecord>(select, ReadGangMember);
 }
 
 Result<int> JobStore::RenewLeases(const std::string& worker_id, int64_t lease_expires_ms) {
@@ -263,7 +356,10 @@ Result<int> JobStore::RenewLeases(const std::string& worker_id, int64_t lease_ex
                                      "WHERE worker_id = ? AND released_at_ms IS NULL"));
     FUJI_RETURN_IF_ERROR(update.BindInt(1, lease_expires_ms).BindText(2, worker_id).Run());
     renewed = db.Changes();
-    return Status::Ok();
+    FUJI_ASSIGN_OR_RETURN(Statement gang,
+                          db.Prepare("UPDATE gang_members SET lease_expires_ms = ? "
+                                     "WHERE worker_id = ? AND released_at_ms IS NULL"));
+    return gang.BindInt(1, lease_expires_ms).BindText(2, worker_id).Run();
   }));
   return renewed;
 }

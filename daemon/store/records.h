@@ -10,6 +10,20 @@
 
 namespace fuji::store {
 
+// One agent's part of a gang across agents (migration 10): ranks first_rank ..
+// first_rank + device_indices.size() - 1 of the attempt, on worker_id's devices.
+struct GangMemberRecord {
+  int64_t job_id = 0;
+  int attempt = 0;
+  std::string worker_id;
+  std::string advertise_addr;  // where the other agents' ranks reach its ranks
+  int first_rank = 0;
+  std::vector<int> device_indices;
+  int port = 0;  // rank 0's part: the port of the gang's rendezvous on its advertise_addr; else 0
+  int64_t lease_expires_ms = 0;
+  std::optional<int64_t> released_at_ms;
+};
+
 // A row of jobs. Submit reads kind, priority, spec, devices, max_attempts, timeout_ms and reason;
 // the store sets the rest.
 struct JobRecord {
@@ -35,6 +49,9 @@ struct JobRecord {
   int64_t cancel_requested_at_ms = 0;  // when its cancel was asked for while an agent ran it; 0: never
   // Placements so far (Assign adds one): with `attempts`, the current holder's fencing token.
   int64_t lease_epoch = 0;
+  // Get only: the parts of the latest placement when it was a gang across agents (rank 0's
+  // first); empty when one agent held it.
+  std::vector<GangMemberRecord> gang = {};
 };
 
 // Filters for JobStore::List. Strings because they come from users; List validates them.

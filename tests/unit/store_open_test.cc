@@ -218,5 +218,60 @@ TEST(StoreOpenTest, ListQueriesUseIndexesWithoutSorting) {
   }
 }
 
+// A database at schema version 9 (before gangs) opens at the current version; its live
+// assignment reads back with no gang, and a gang can then be assigned.
+TEST(StoreOpenTest, Version9DatabaseGainsGangMembers) {
+  ASSERT_GE(kNumMigrations, 10);
+  FakeClock clock;
+  const std::string path = ScratchDir() + "/fuji.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    auto exec = [db](const std::string& sql) {
+      char* error = nullptr;
+      EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+          << (error ? error : "") << " in " << sql.substr(0, 200);
+      sqlite3_free(error);
+    };
+    exec("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+         "applied_at_ms INTEGER NOT NULL)");
+    for (int i = 0; i < 9; ++i) {
+      ASSERT_EQ(kMigrations[i].version, i + 1);
+      exec(kMigrations[i].sql);
+      exec("INSERT INTO schema_version VALUES (" + std::to_string(i + 1) + ", '" + kMigrations[i].name + "', 0)");
+    }
+    exec("INSERT INTO jobs (id, kind, state, spec, devices, max_attempts, submitted_at_ms, updated_at_ms, "
+         "worker_id) VALUES (1, 'finetune', 'RUNNING', '{}', 1, 1, 0, 0, 'w1')");
+    exec("INSERT INTO workers VALUES ('w1', 'node1', 0, 0, 'ONLINE', NULL, NULL, NULL, NULL, NULL)");
+    exec("INSERT INTO devices (worker_id, device_index, name, total_mib, kind) VALUES "
+         "('w1', 0, 'cpu', 1, 'cpu'), ('w1', 1, 'cpu', 1, 'cpu')");
+    exec("INSERT INTO assignments VALUES (1, 0, 'w1', '[0]', 0, 100, NULL)");
+    exec("INSERT INTO jobs (id, kind, state, spec, devices, max_attempts, submitted_at_ms, updated_at_ms) "
+         "VALUES (2, 'finetune', 'QUEUED', '{}', 2, 1, 0, 0)");
+    sqlite3_close(db);
+  }
+  auto store = JobStore::Open(path, &clock);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(RawQuery(path, "SELECT MAX(version) FROM schema_version"), std::to_string(kNumMigrations));
+  EXPECT_EQ(RawQuery(path, "SELECT name FROM schema_version WHERE version = 10"), "0010_gangs.sql");
+  auto running = (*store)->Get(1);
+  ASSERT_TRUE(running.ok()) << running.status().ToString();
+  EXPECT_EQ(running->worker_id, "w1");
+  EXPECT_TRUE(running->gang.empty());
+  WorkerRecord w2{"w2", "node2", 0, 0, "", {{0, "cpu", 1, "cpu"}}};
+  ASSERT_TRUE((*store)->RegisterWorker(w2).ok());
+  GangMemberRecord a, b;
+  a.worker_id = "w1";
+  b.worker_id = "w2";
+  a.advertise_addr = b.advertise_addr = "127.0.0.1";
+  b.first_rank = 1;
+  a.device_indices = {1};
+  b.device_indices = {0};
+  Status assigned = (*store)->AssignGang(2, {a, b}, 1000);
+  ASSERT_TRUE(assigned.ok()) << assigned.ToString();
+  EXPECT_EQ((*store)->Get(2)->gang.size(), 2u);
+  EXPECT_EQ((*store)->ActiveGangMembers()->size(), 2u);
+}
+
 }  // namespace
 }  // namespace fuji::store

@@ -217,3 +217,77 @@ TEST_F(StoreWorkersTest, TimingsLossesLogsAndResults) {
 
 }  // namespace
 }  // namespace fuji::store
+
+namespace fuji::store {
+namespace {
+
+GangMemberRecord Member(const std::string& worker, int first_rank, std::vector<int> devices, int port = 0) {
+  GangMemberRecord m;
+  m.worker_id = worker;
+  m.advertise_addr = "10.0.0." + worker.substr(1);
+  m.first_rank = first_rank;
+  m.device_indices = std::move(devices);
+  m.port = port;
+  return m;
+}
+
+TEST_F(StoreWorkersTest, AGangIsAssignedReadAndReleasedWithItsAttempt) {
+  WorkerRecord w3{"w3", "node3", 0, 0, "", {{0, "NVIDIA H100", 81559, "cuda"}, {1, "NVIDIA H100", 81559, "cuda"}}};
+  ASSERT_TRUE(store_->RegisterWorker(w3).ok());
+  const int64_t job = MustSubmit(4);
+  const int64_t lease = clock_.NowMs() + 10000;
+  // Refused, writing nothing: one member, ranks out of order, an agent twice, devices not the job's.
+  EXPECT_EQ(store_->AssignGang(job, {Member("w1", 0, {0, 1})}, lease).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AssignGang(job, {Member("w1", 0, {0, 1}), Member("w3", 1, {0, 1})}, lease).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AssignGang(job, {Member("w1", 0, {0, 1}), Member("w1", 2, {0, 1})}, lease).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AssignGang(job, {Member("w1", 0, {0, 1}), Member("w3", 2, {0})}, lease).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AssignGang(job, {Member("w1", 0, {0, 1}), Member("w3", 2, {0, 5})}, lease).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AssignGang(job, {Member("w1", 0, {0, 1}, 70000), Member("w3", 2, {0, 1})}, lease).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store_->Get(job)->gang.empty());
+
+  ASSERT_TRUE(store_->AssignGang(job, {Member("w1", 0, {0, 1}, 29500), Member("w3", 2, {0, 1})}, lease).ok());
+  auto read = store_->Get(job);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->state, JobState::kAssigned);
+  EXPECT_EQ(read->worker_id, "w1");  // rank 0's agent
+  ASSERT_EQ(read->gang.size(), 2u);
+  EXPECT_EQ(read->gang[0].worker_id, "w1");
+  EXPECT_EQ(read->gang[0].port, 29500);
+  EXPECT_EQ(read->gang[1].worker_id, "w3");
+  EXPECT_EQ(read->gang[1].advertise_addr, "10.0.0.3");
+  EXPECT_EQ(read->gang[1].first_rank, 2);
+  EXPECT_EQ(read->gang[1].device_indices, (std::vector<int>{0, 1}));
+  auto active = store_->ActiveAssignments();
+  ASSERT_EQ(active->size(), 1u);
+  EXPECT_EQ((*active)[0].worker_id, "w1");
+  auto live = store_->ActiveGangMembers();
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  ASSERT_EQ(live->size(), 2u);
+  EXPECT_EQ((*live)[1].lease_expires_ms, lease);
+  ASSERT_EQ(*store_->RenewLeases("w3", lease + 5000), 0);  // no assignments row of its own
+  EXPECT_EQ((*store_->ActiveGangMembers())[1].lease_expires_ms, lease + 5000);
+  auto events = store_->Events(job);
+  EXPECT_EQ(events->back().message,
+            "assigned to a gang of 2 agents: w1 devices [0,1] (ranks 0-1), w3 devices [0,1] (ranks 2-3)");
+
+  // One member's part ends alone; the attempt's end releases the rest, and Get still shows it.
+  ASSERT_TRUE(store_->ReleaseGangMember(job, 0, "w3").ok());
+  EXPECT_EQ(store_->ActiveGangMembers()->size(), 1u);
+  ASSERT_TRUE(store_->Transition(job, JobState::kAssigned, JobState::kRetrying, "lost").ok());
+  EXPECT_TRUE(store_->ActiveGangMembers()->empty());
+  EXPECT_EQ(store_->Get(job)->gang.size(), 2u);
+  // The retry placed on one agent shows no gang.
+  ASSERT_TRUE(store_->Transition(job, JobState::kRetrying, JobState::kQueued, "again").ok());
+  WorkerRecord w4{"w4", "node4", 0, 0, "", {{0, "c", 1, "cpu"}, {1, "c", 1, "cpu"}, {2, "c", 1, "cpu"}, {3, "c", 1, "cpu"}}};
+  ASSERT_TRUE(store_->RegisterWorker(w4).ok());
+  ASSERT_TRUE(store_->Assign(job, "w4", {0, 1, 2, 3}, lease).ok());
+  EXPECT_TRUE(store_->Get(job)->gang.empty());
+}
+
+}  // namespace
+}  // namespace fuji::store
