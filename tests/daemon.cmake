@@ -17,6 +17,9 @@ fuji_add_test(daemon_event_hub_test SOURCES unit/daemon_event_hub_test.cc LIBS f
   LABELS unit)
 fuji_add_test(daemon_dispatcher_test SOURCES unit/daemon_dispatcher_test.cc LIBS fuji_daemon
   LABELS unit)
+# Gangs across agents through the Dispatcher: hand-outs to every member, leases, reports, cancel.
+fuji_add_test(daemon_gang_dispatcher_test SOURCES unit/daemon_gang_dispatcher_test.cc LIBS fuji_daemon
+  LABELS unit)
 fuji_add_test(daemon_log_test SOURCES unit/daemon_log_test.cc LIBS fuji_common LABELS unit)
 fuji_add_test(daemon_poll_handout_test SOURCES unit/daemon_poll_handout_test.cc LIBS fuji_daemon
   LABELS unit)

@@ -11,13 +11,18 @@ std::string ExpiredLease::Reason() const {
 
 void LeaseTable::Grant(int64_t job_id, const std::string& worker_id, int64_t now_ms,
                        int64_t ttl_ms) {
-  leases_[job_id] = Lease{worker_id, now_ms, now_ms + ttl_ms};
+  Release(job_id);
+  Hold(job_id, worker_id, now_ms, ttl_ms);
+}
+
+void LeaseTable::Hold(int64_t job_id, const std::string& worker_id, int64_t now_ms, int64_t ttl_ms) {
+  leases_[{job_id, worker_id}] = Lease{now_ms, now_ms + ttl_ms};
 }
 
 int LeaseTable::Renew(const std::string& worker_id, int64_t now_ms, int64_t ttl_ms) {
   int renewed = 0;
-  for (auto& [job_id, lease] : leases_) {
-    if (lease.worker_id != worker_id) continue;
+  for (auto& [key, lease] : leases_) {
+    if (key.second != worker_id) continue;
     lease.renewed_ms = now_ms;
     lease.expires_ms = now_ms + ttl_ms;
     ++renewed;
@@ -26,14 +31,14 @@ int LeaseTable::Renew(const std::string& worker_id, int64_t now_ms, int64_t ttl_
 }
 
 void LeaseTable::Release(int64_t job_id) {
-  leases_.erase(job_id);
+  leases_.erase(leases_.lower_bound({job_id, std::string()}), leases_.lower_bound({job_id + 1, std::string()}));
 }
 
 std::vector<ExpiredLease> LeaseTable::Expired(int64_t now_ms) const {
   std::vector<ExpiredLease> expired;
-  for (const auto& [job_id, lease] : leases_) {
+  for (const auto& [key, lease] : leases_) {
     if (now_ms >= lease.expires_ms) {
-      expired.push_back({job_id, lease.worker_id, now_ms - lease.renewed_ms});
+      expired.push_back({key.first, key.second, now_ms - lease.renewed_ms});
     }
   }
   return expired;

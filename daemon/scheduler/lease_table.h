@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -22,26 +23,29 @@ struct ExpiredLease {
 // Not thread-safe: the daemon's event loop owns it. Time is passed in, so tests use fake time.
 class LeaseTable {
  public:
-  // A new assignment (or a reassignment): `job_id` is held by `worker_id` until now_ms + ttl_ms.
+  // A new assignment (or a reassignment): `job_id` is held by `worker_id` (alone) until
+  // now_ms + ttl_ms.
   void Grant(int64_t job_id, const std::string& worker_id, int64_t now_ms, int64_t ttl_ms);
+  // One more holder of `job_id` (a gang across agents: each member's agent holds a lease of its
+  // own), or a fresh lease for a holder it has; the job's other holders keep theirs.
+  void Hold(int64_t job_id, const std::string& worker_id, int64_t now_ms, int64_t ttl_ms);
   // A heartbeat: every lease of `worker_id` now expires at now_ms + ttl_ms. Returns how many.
   int Renew(const std::string& worker_id, int64_t now_ms, int64_t ttl_ms);
-  // The job ended, was cancelled or was requeued. Unknown ids are ignored.
+  // The job ended, was cancelled or was requeued: every holder's lease goes. Unknown ids are ignored.
   void Release(int64_t job_id);
-  // Leases expired at now_ms, by job id. They stay in the table until released, so the daemon
+  // Leases expired at now_ms, by job id (and holder). They stay in the table until released, so the daemon
   // drops each one only after the requeue or failure it decided is committed.
   std::vector<ExpiredLease> Expired(int64_t now_ms) const;
   size_t size() const { return leases_.size(); }
 
  private:
   struct Lease {
-    std::string worker_id;
     int64_t renewed_ms;
     int64_t expires_ms;
   };
-  // Leases are few (one per running job) and a heartbeat renews all of an agent's: a scan is
-  // simpler than a second index and costs nothing at this size.
-  std::map<int64_t, Lease> leases_;
+  // Leases are few (one per running job and holder) and a heartbeat renews all of an agent's: a
+  // scan is simpler than a second index and costs nothing at this size. By (job, holder).
+  std::map<std::pair<int64_t, std::string>, Lease> leases_;
 };
 
 struct RetryDecision {

@@ -103,6 +103,14 @@ Status Dispatcher::Recover() {
     if (job.ok() && job->cancel_requested_at_ms > 0) cancel_requested_.insert(a.job_id);
     workers.insert(a.worker_id);
   }
+  // Gangs across agents: every member's agent holds a lease of its own; rank 0's kept its port.
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::GangMemberRecord> gangs, store_->ActiveGangMembers());
+  for (const store::GangMemberRecord& member : gangs) {
+    std::lock_guard<std::mutex> lock(mu_);
+    leases_.Hold(member.job_id, member.worker_id, now_lease_ms, v1::RecoveredLeaseMs(options_.lease_ttl_ms));
+    if (member.first_rank == 0 && member.port > 0) gang_ports_[member.job_id] = {member.worker_id, member.port};
+    workers.insert(member.worker_id);
+  }
   for (const std::string& worker : workers) {
     FUJI_RETURN_IF_ERROR(
         store_->RenewLeases(worker, now_ms + v1::RecoveredLeaseMs(options_.lease_ttl_ms)).status());
@@ -114,18 +122,34 @@ void Dispatcher::RequestPass() {
   if (pass_requester_) pass_requester_();
 }
 
-Result<std::vector<sched::AgentView>> Dispatcher::Agents(
-    const std::vector<store::Assignment>& live) {
+Result<std::vector<sched::AgentView>> Dispatcher::Agents(const std::vector<store::Assignment>& live,
+                                                         const std::vector<store::GangMemberRecord>& gangs) {
   FUJI_ASSIGN_OR_RETURN(std::vector<store::WorkerRecord> workers, store_->ListWorkers());
+  // A gang's ranks by job: each member's share of the host memory is ranks / all of its ranks.
+  std::map<int64_t, int> gang_ranks;
+  for (const store::GangMemberRecord& member : gangs) {
+    gang_ranks[member.job_id] += static_cast<int>(member.device_indices.size());
+  }
   std::vector<sched::Holding> holdings;
-  holdings.reserve(live.size());
+  holdings.reserve(live.size() + gangs.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const store::Assignment& a : live) {
+      if (gang_ranks.count(a.job_id) > 0) continue;  // its members below, rank 0's included
       const auto it = placed_.find(a.job_id);
       holdings.push_back({a.job_id, a.worker_id, a.device_indices,
                           it == placed_.end() ? std::nullopt : it->second.promise,
                           it == placed_.end() ? std::string() : it->second.warm_key});
+    }
+    for (const store::GangMemberRecord& member : gangs) {
+      const auto it = placed_.find(member.job_id);
+      std::optional<sched::MemoryOption> share = it == placed_.end() ? std::nullopt : it->second.promise;
+      if (share) {
+        const int64_t ranks = static_cast<int64_t>(member.device_indices.size());
+        const int64_t total = std::max(1, gang_ranks[member.job_id]);
+        share->host_mib = (share->host_mib * ranks + total - 1) / total;
+      }
+      holdings.push_back({member.job_id, member.worker_id, member.device_indices, share, std::string()});
     }
   }
   std::vector<sched::AgentMemory> agents;
@@ -148,6 +172,14 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(
   // What each agent keeps loaded, as its latest heartbeat said.
   std::lock_guard<std::mutex> lock(mu_);
   for (sched::AgentView& view : views) {
+    // Policy 8: an agent takes part in gangs with an advertise address and a gang port range (its
+    // part may be rank 0's, which hosts the rendezvous).
+    if (const auto gang = gang_addrs_.find(view.worker_id);
+        gang != gang_addrs_.end() && !gang->second.addr.empty() && gang->second.port_lo > 0) {
+      int in_use = 0;
+      for (const auto& [job, port] : gang_ports_) in_use += port.first == view.worker_id;
+      if (in_use <= gang->second.port_hi - gang->second.port_lo) view.advertise_addr = gang->second.addr;
+    }
     auto warm = warm_.find(view.worker_id);
     if (warm == warm_.end()) continue;
     for (const v1::WarmModel& w : warm->second) {
@@ -162,11 +194,12 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(
 
 Result<std::vector<sched::AgentView>> Dispatcher::CurrentAgents() {
   FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
-  return Agents(live);
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::GangMemberRecord> gangs, store_->ActiveGangMembers());
+  return Agents(live, gangs);
 }
 
 Status Dispatcher::CheckSatisfiable(const sched::JobRequest& job) {
-  FUJI_ASSIGN_OR_RETURN(std::vector<sched::AgentView> agents, Agents({}));
+  FUJI_ASSIGN_OR_RETURN(std::vector<sched::AgentView> agents, Agents({}, {}));
   if (agents.empty()) return Status::Ok();  // nobody registered yet: the job waits
   return sched::CheckSatisfiable(job, agents);
 }
@@ -202,6 +235,8 @@ void Dispatcher::AddQueued(const store::JobRecord& job) {
   request.shareable = job.shareable;
   request.plans = ReadPlans(job.plans);
   request.warm_key = WarmKeyOf(job);
+  request.may_span = job.kind == store::JobKind::kFinetune;
+  request.nodes = NodesOfSpec(job.spec);
   std::lock_guard<std::mutex> lock(mu_);
   queued_[job.id] = std::move(request);
 }
@@ -231,7 +266,11 @@ void Dispatcher::RunPass() {
     return LogDropped("scheduling pass: reading the live assignments", live.status(),
                       "the pass is skipped");
   }
-  Result<std::vector<sched::AgentView>> agents = Agents(*live);
+  Result<std::vector<store::GangMemberRecord>> gangs = store_->ActiveGangMembers();
+  if (!gangs.ok()) {
+    return LogDropped("scheduling pass: reading the live gangs", gangs.status(), "the pass is skipped");
+  }
+  Result<std::vector<sched::AgentView>> agents = Agents(*live, *gangs);
   if (!agents.ok()) {
     return LogDropped("scheduling pass: reading the agents", agents.status(),
                       "the pass is skipped");
@@ -265,6 +304,15 @@ void Dispatcher::RunPass() {
   for (const sched::Placement& placement : pass.placements) {
     Result<store::JobRecord> job = store_->Get(placement.job_id);
     const std::string plan = job.ok() ? PlanAt(job->plans, placement.option) : std::string();
+    if (!placement.parts.empty()) {
+      if (!job.ok()) {
+        LogDropped("scheduling pass: reading job " + std::to_string(placement.job_id), job.status(),
+                   "it stays queued");
+      } else if (PlaceGang(*job, placement, plan, now_ms, &workers)) {
+        PublishState(job->id);
+      }
+      continue;
+    }
     Status assigned = job.ok() ? store_->Assign(job->id, placement.worker_id, placement.device_indices,
                                                 now_ms + options_.lease_ttl_ms, plan)
                                : job.status();
@@ -354,13 +402,109 @@ void Dispatcher::CheckLeases() {
       continue;
     }
     if (!job.ok() || (job->state != JobState::kAssigned && job->state != JobState::kRunning) ||
-        job->worker_id != lease.worker_id) {
+        !HoldsPart(*job, lease.worker_id)) {
       std::lock_guard<std::mutex> lock(mu_);
       leases_.Release(lease.job_id);
       continue;
     }
     EndAttempt(*job, lease.Reason(), /*retryable=*/true);
   }
+}
+
+int Dispatcher::GangPort(const std::string& worker_id, int64_t job_id, int64_t lease_epoch) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto it = gang_addrs_.find(worker_id);
+  if (it == gang_addrs_.end() || it->second.port_lo <= 0) return 0;
+  const int64_t lo = it->second.port_lo, span = it->second.port_hi - it->second.port_lo + 1;
+  std::set<int> used;
+  for (const auto& [job, port] : gang_ports_) {
+    if (job != job_id && port.first == worker_id) used.insert(port.second);
+  }
+  // Each placement of a job starts from another port, so that a retry does not meet the last
+  // attempt's store still in TIME_WAIT.
+  const int64_t start = (job_id * 7919 + lease_epoch * 104729) % span;
+  for (int64_t i = 0; i < span; ++i) {
+    const int port = static_cast<int>(lo + (start + i) % span);
+    if (used.count(port) == 0) return port;
+  }
+  return 0;
+}
+
+std::vector<store::GangMemberRecord> Dispatcher::MemberParts(const std::vector<store::GangMemberRecord>& gangs,
+                                                             const std::string& worker_id) const {
+  std::vector<store::GangMemberRecord> parts;
+  for (const store::GangMemberRecord& member : gangs) {
+    if (member.worker_id == worker_id && member.first_rank > 0) parts.push_back(member);
+  }
+  return parts;
+}
+
+bool Dispatcher::PlaceGang(const store::JobRecord& job, const sched::Placement& placement, const std::string& plan,
+                           int64_t now_ms, std::set<std::string>* workers) {
+  const int64_t lease_epoch = job.lease_epoch + 1;  // AssignGang adds one (passes run one at a time)
+  std::vector<store::GangMemberRecord> members;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const sched::GangPart& part : placement.parts) {
+      store::GangMemberRecord& member = members.emplace_back();
+      member.job_id = job.id;
+      member.attempt = job.attempts;
+      member.worker_id = part.worker_id;
+      const auto addr = gang_addrs_.find(part.worker_id);
+      member.advertise_addr = addr == gang_addrs_.end() ? std::string() : addr->second.addr;
+      member.first_rank = part.first_rank;
+      member.device_indices = part.device_indices;
+    }
+  }
+  members.front().port = GangPort(members.front().worker_id, job.id, lease_epoch);
+  Status assigned = members.front().port == 0
+                        ? Unavailable("agent " + members.front().worker_id + " has no free gang port")
+                        : store_->AssignGang(job.id, members, now_ms + options_.lease_ttl_ms, plan);
+  if (!assigned.ok()) {
+    if (assigned.code() != StatusCode::kFailedPrecondition) {
+      LogDropped("scheduling pass: placing job " + std::to_string(job.id) + " as a gang of " +
+                     std::to_string(members.size()) + " agents",
+                 assigned, "it stays queued");
+    }
+    if (job.state != JobState::kQueued) RemoveQueued(job.id);
+    return false;
+  }
+  RemoveQueued(job.id);
+  const std::string rendezvous = "tcp:" + members.front().advertise_addr + ":" + std::to_string(members.front().port);
+  const std::string spec = SpecForPlacement(job.kind, job.spec, plan);
+  Placed placed = PlacedOf(job, now_ms, plan);
+  placed.placed_lease_ms = lease_clock_->NowMs();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    leases_.Release(job.id);
+    for (const store::GangMemberRecord& member : members) {
+      leases_.Hold(job.id, member.worker_id, placed.placed_lease_ms, v1::RequeueAfterMs(options_.lease_ttl_ms));
+    }
+    placed_[job.id] = placed;
+    gang_ports_[job.id] = {members.front().worker_id, members.front().port};
+  }
+  for (size_t i = 0; i < members.size(); ++i) {
+    v1::Assignment assignment;
+    assignment.set_job_id(job.id);
+    assignment.set_attempt(job.attempts);
+    assignment.set_lease_epoch(lease_epoch);
+    assignment.set_kind(store::JobKindName(job.kind));
+    assignment.set_spec_json(spec);
+    for (int index : members[i].device_indices) assignment.add_device_indices(index);
+    for (const auto& [device, key] : placement.parts[i].evict) {
+      v1::WarmRef* evict = assignment.add_evict();
+      evict->set_device_index(device);
+      evict->set_key(key);
+    }
+    assignment.set_timeout_ms(job.timeout_ms);
+    assignment.set_world_size(job.devices);
+    assignment.set_first_rank(members[i].first_rank);
+    assignment.set_rendezvous(rendezvous);
+    for (const store::GangMemberRecord& member : members) *assignment.add_members() = GangMemberToProto(member);
+    handout_.Add(members[i].worker_id, std::move(assignment));
+    workers->insert(members[i].worker_id);
+  }
+  return true;
 }
 
 bool Dispatcher::PlacedWithinLease(int64_t job_id, int64_t now_lease_ms) const {
@@ -453,6 +597,7 @@ void Dispatcher::Forget(int64_t job_id) {
     leases_.Release(job_id);
     cancel_requested_.erase(job_id);
     placed_.erase(job_id);
+    gang_ports_.erase(job_id);
   }
   handout_.Withdraw(job_id);
   reports_.Forget(job_id);

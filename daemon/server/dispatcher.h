@@ -143,8 +143,24 @@ class Dispatcher : private ReportIngest::Lifecycle {
   void Forget(int64_t job_id);  // lease, cancel request, placement, pending hand-outs, progress
   void SetWarm(const std::string& worker_id, const google::protobuf::RepeatedPtrField<v1::WarmModel>& warm);
   // The agents with their free memory (sched::AgentsWithFreeMemory): the store's latest
-  // readings, and what the plans of the jobs in `live` were promised.
-  Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live);
+  // readings, and what the plans of the jobs in `live` were promised (a gang's members in
+  // `gangs` hold their devices and their share of its host memory).
+  Result<std::vector<sched::AgentView>> Agents(const std::vector<store::Assignment>& live,
+                                               const std::vector<store::GangMemberRecord>& gangs);
+  // Policy 8's placement: AssignGang, then an Assignment for every member, leases for each.
+  // False when it could not be committed (the job stays queued, or left the queue).
+  bool PlaceGang(const store::JobRecord& job, const sched::Placement& placement, const std::string& plan,
+                 int64_t now_ms, std::set<std::string>* workers);
+  // A port of the agent's gang range that no other live gang of it uses, varied by the job and its
+  // placement (a retry does not take the port of the last attempt); 0 when none is free.
+  int GangPort(const std::string& worker_id, int64_t job_id, int64_t lease_epoch) const;
+  // INVALID_ARGUMENT for an advertise address or gang port range a Register cannot carry.
+  static Status CheckGangAddress(const v1::RegisterRequest& request);
+  // The live assignments, and `worker_id`'s gang parts that are not rank 0's as assignments of it.
+  Result<std::vector<store::Assignment>> LiveParts(const std::string& worker_id);
+  // The live gang parts `worker_id` holds that are not rank 0's (those are its assignments rows).
+  std::vector<store::GangMemberRecord> MemberParts(const std::vector<store::GangMemberRecord>& gangs,
+                                                   const std::string& worker_id) const;
   // The in-memory queue follows every change the daemon makes to the store (it is the store's
   // only writer): a pass reads no job rows, so its cost does not grow with SQLite reads.
   void AddQueued(const store::JobRecord& job);
@@ -171,6 +187,15 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // count from their first lease check.
   std::map<std::string, int64_t> heard_lease_ms_;
   std::map<std::string, std::vector<v1::WarmModel>> warm_;  // by agent, as it last said
+  // Each agent's part in gangs across agents, as its latest Register said (in memory: an agent
+  // registers again after fujid restarts).
+  struct GangAddress {
+    std::string addr;  // RegisterRequest.advertise_addr; "" = no gangs
+    int port_lo = 0, port_hi = 0;
+  };
+  std::map<std::string, GangAddress> gang_addrs_;
+  // The rendezvous port of each live gang, with its rank 0's agent, by job.
+  std::map<int64_t, std::pair<std::string, int>> gang_ports_;
 
   std::mutex pass_mu_;  // one pass at a time
 };

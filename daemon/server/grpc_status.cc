@@ -48,6 +48,26 @@ std::string DeviceKindOfSpec(const std::string& spec_json) {
   return "cpu";
 }
 
+int NodesOfSpec(const std::string& spec_json) {
+  constexpr int kMaxNodes = 64;
+  nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object()) return 0;
+  auto it = spec.find("nodes");
+  if (it == spec.end() || !it->is_number_integer()) return 0;
+  const int64_t nodes = it->get<int64_t>();
+  return nodes >= 0 && nodes <= kMaxNodes ? static_cast<int>(nodes) : 0;
+}
+
+v1::GangMember GangMemberToProto(const store::GangMemberRecord& member) {
+  v1::GangMember out;
+  out.set_worker_id(member.worker_id);
+  out.set_advertise_addr(member.advertise_addr);
+  out.set_first_rank(member.first_rank);
+  out.set_ranks(static_cast<int32_t>(member.device_indices.size()));
+  for (int index : member.device_indices) out.add_device_indices(index);
+  return out;
+}
+
 v1::LossPoint LossToProto(const store::Loss& loss) {
   v1::LossPoint out;
   out.set_step(loss.step);
@@ -80,6 +100,7 @@ v1::Job JobToProto(const store::JobRecord& job) {
   out.set_plan_json(job.plan);
   out.set_shareable(job.shareable);
   out.set_owner(job.owner);
+  for (const store::GangMemberRecord& member : job.gang) *out.add_gang() = GangMemberToProto(member);
   return out;
 }
 

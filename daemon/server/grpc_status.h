@@ -25,6 +25,10 @@ inline grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, co
 v1::Job JobToProto(const store::JobRecord& job);
 // "cpu" or "cuda", from a spec's "device" field ("cuda", "cuda:N" -> "cuda").
 std::string DeviceKindOfSpec(const std::string& spec_json);
+// A fine-tune's "nodes" (0 when absent or not a count in 0..64): how many agents its ranks span.
+int NodesOfSpec(const std::string& spec_json);
+// A gang member's proto form (GangMember).
+v1::GangMember GangMemberToProto(const store::GangMemberRecord& member);
 v1::JobState StateToProto(store::JobState state);
 v1::LossPoint LossToProto(const store::Loss& loss);
 

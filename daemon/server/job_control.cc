@@ -77,6 +77,35 @@ std::vector<v1::WarmModel> Dispatcher::Warm(const std::string& worker_id) const 
   return it == warm_.end() ? std::vector<v1::WarmModel>() : it->second;
 }
 
+Status Dispatcher::CheckGangAddress(const v1::RegisterRequest& request) {
+  constexpr size_t kMaxAddrBytes = 255;
+  const std::string& addr = request.advertise_addr();
+  if (addr.size() > kMaxAddrBytes ||
+      std::any_of(addr.begin(), addr.end(), [](char c) { return c <= ' ' || c == 0x7f || c == '/'; })) {
+    return InvalidArgument("advertise address must be a host name or IP address of at most 255 bytes");
+  }
+  const int lo = request.gang_port_lo(), hi = request.gang_port_hi();
+  if (!((lo == 0 && hi == 0) || (lo >= 1 && lo <= hi && hi <= 65535))) {
+    return InvalidArgument("gang ports must be 0 0 (none) or LO-HI within 1-65535, got " + std::to_string(lo) + "-" +
+                           std::to_string(hi));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<store::Assignment>> Dispatcher::LiveParts(const std::string& worker_id) {
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::GangMemberRecord> gangs, store_->ActiveGangMembers());
+  for (const store::GangMemberRecord& member : MemberParts(gangs, worker_id)) {
+    store::Assignment& part = live.emplace_back();
+    part.job_id = member.job_id;
+    part.attempt = member.attempt;
+    part.worker_id = member.worker_id;
+    part.device_indices = member.device_indices;
+    part.lease_expires_ms = member.lease_expires_ms;
+  }
+  return live;
+}
+
 Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& request) {
   store::WorkerRecord worker;
   worker.id = request.worker_id();
@@ -84,9 +113,14 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
   for (const v1::Device& device : request.devices()) {
     worker.devices.push_back({device.index(), device.name(), device.total_mib(), device.kind(), std::nullopt});
   }
+  FUJI_RETURN_IF_ERROR(CheckGangAddress(request));
   FUJI_RETURN_IF_ERROR(
       store_->RegisterWorker(worker, SamplesOf(request.samples(), worker.id, std::nullopt)));
   const std::string& id = worker.id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gang_addrs_[id] = {request.advertise_addr(), request.gang_port_lo(), request.gang_port_hi()};
+  }
   const int64_t now_ms = clock_->NowMs();
   const int64_t now_lease_ms = lease_clock_->NowMs();
   Heard(id, now_lease_ms);
@@ -98,7 +132,7 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
     if (job.ok() && HoldsAttempt(*job, id, running.attempt(), running.lease_epoch())) {
       continuing.insert(job->id);
       std::lock_guard<std::mutex> lock(mu_);
-      leases_.Grant(job->id, id, now_lease_ms, v1::RequeueAfterMs(options_.lease_ttl_ms));
+      leases_.Hold(job->id, id, now_lease_ms, v1::RequeueAfterMs(options_.lease_ttl_ms));
     } else {
       stop.push_back(running.job_id());
     }
@@ -106,7 +140,8 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
   // Jobs handed to this agent that it no longer runs (the agent restarted): they failed over.
   // A hand-out younger than a lease may still be on its way to the agent (it registers again
   // while its poll is answered): the heartbeats' rule requeues it if it never arrives.
-  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  // A gang's member parts count as the agent's too: the attempt ends for every member.
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, LiveParts(id));
   for (const store::Assignment& a : live) {
     if (a.worker_id != id || continuing.count(a.job_id) > 0 || handout_.IsPending(id, a.job_id)) {
       continue;
@@ -149,8 +184,9 @@ Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& 
     if (!job.ok() || !HoldsAttempt(*job, id, running.attempt(), running.lease_epoch())) cancel.insert(running.job_id());
   }
   // Jobs held by this agent for a whole lease that it does not list (a hand-out lost with its
-  // poll, a rank that died unreported): requeued, and the agent is told to stop them.
-  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, store_->ActiveAssignments());
+  // poll, a rank that died unreported): requeued, and the agent is told to stop them. A gang's
+  // member part too: its attempt ends for every member.
+  FUJI_ASSIGN_OR_RETURN(std::vector<store::Assignment> live, LiveParts(id));
   for (const store::Assignment& a : live) {
     if (a.worker_id != id || listed.count(a.job_id) > 0 || handout_.IsPending(id, a.job_id) ||
         PlacedWithinLease(a.job_id, now_lease_ms)) {
@@ -163,7 +199,7 @@ Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& 
   }
   for (int64_t job_id : cancel_requested) {
     Result<store::JobRecord> job = store_->Get(job_id);
-    if (job.ok() && job->worker_id == id) cancel.insert(job_id);
+    if (job.ok() && HoldsPart(*job, id)) cancel.insert(job_id);
   }
   for (int64_t job_id : cancel) response.add_cancel_job_ids(job_id);
   return response;

@@ -63,9 +63,17 @@ std::string NotLeased(const char* what, const store::JobRecord& job, const std::
          " not taken: that attempt is not leased to it";
 }
 
+bool HoldsPart(const store::JobRecord& job, const std::string& worker_id) {
+  if (job.worker_id == worker_id) return true;
+  for (const store::GangMemberRecord& member : job.gang) {
+    if (member.attempt == job.attempts && member.worker_id == worker_id) return true;
+  }
+  return false;
+}
+
 bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt, int64_t lease_epoch) {
-  return (job.state == JobState::kAssigned || job.state == JobState::kRunning) &&
-         job.worker_id == worker_id && job.attempts == attempt && job.lease_epoch == lease_epoch;
+  return (job.state == JobState::kAssigned || job.state == JobState::kRunning) && !worker_id.empty() &&
+         HoldsPart(job, worker_id) && job.attempts == attempt && job.lease_epoch == lease_epoch;
 }
 
 std::vector<store::MemorySample> SamplesOf(
@@ -285,8 +293,13 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
     const std::string refusal =
         NotLeased("completion", job, request.worker_id(), request.attempt(), request.lease_epoch());
     log::Warn(refusal);
-    if (!job.worker_id.empty() && job.worker_id != request.worker_id()) return FailedPrecondition(refusal);
+    if (!job.worker_id.empty() && !HoldsPart(job, request.worker_id())) return FailedPrecondition(refusal);
     return Status::Ok();
+  }
+  if (request.succeeded() && job.worker_id != request.worker_id()) {
+    // A gang's member other than rank 0's agent: its part is done; the job's result and its
+    // success are rank 0's.
+    return store_->ReleaseGangMember(job_id, request.attempt(), request.worker_id());
   }
   if (request.succeeded()) {
     if (job.state == JobState::kAssigned) {

@@ -20,8 +20,14 @@
 
 namespace fuji::daemon {
 
+// Whether `worker_id` holds a part of `job`'s latest placement: it is the job's agent (rank 0's,
+// for a gang across agents) or a member of its gang.
+bool HoldsPart(const store::JobRecord& job, const std::string& worker_id);
 // Whether `job` is held by `worker_id`'s run of `attempt` placed as `lease_epoch` (ASSIGNED or
-// RUNNING there: the current fencing token): what an agent says of any other run is stale.
+// RUNNING there, on the agent or as a member of its gang: the current fencing token): what an
+// agent says of any other run is stale. Every member of a gang reports; the first "started"
+// makes the job RUNNING. A member's success ends its part only; rank 0's agent's ends the job
+// with its result; any member's failure ends the attempt for all.
 bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt, int64_t lease_epoch);
 
 // The store's rows for memory samples an agent sent: of a job's ranks, or (no job) of its node.

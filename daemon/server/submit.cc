@@ -132,6 +132,8 @@ grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* contex
   placement.estimated_run_ms = job->timeout_ms;
   placement.shareable = job->shareable;
   placement.plans = ReadPlans(job->plans);
+  placement.may_span = job->kind == store::JobKind::kFinetune;
+  placement.nodes = NodesOfSpec(job->spec);
   Status satisfiable = dispatcher_->CheckSatisfiable(placement);
   if (!satisfiable.ok()) {
     reactor->Finish(ToGrpcStatus(satisfiable));
