@@ -60,6 +60,22 @@ nlohmann::json JobHeadJson(const v1::Job& job) {
           {"attempts", job.attempts()}, {"reason", job.reason()}};
 }
 
+// "node-a ranks 0-1 (devices 0,1), node-b ranks 2-3 (devices 0,1)": a gang across agents.
+std::string GangText(const v1::Job& job) {
+  std::string text;
+  for (const v1::GangMember& member : job.gang()) {
+    if (!text.empty()) text += ", ";
+    const int last = member.first_rank() + std::max(1, member.ranks()) - 1;
+    text += member.worker_id() + (member.ranks() == 1 ? " rank " + std::to_string(member.first_rank())
+                                                      : " ranks " + std::to_string(member.first_rank()) + "-" +
+                                                            std::to_string(last));
+    std::string devices;
+    for (int index : member.device_indices()) devices += (devices.empty() ? "" : ",") + std::to_string(index);
+    text += " (device" + std::string(member.device_indices_size() == 1 ? " " : "s ") + devices + ")";
+  }
+  return text;
+}
+
 nlohmann::json JobToJson(const v1::Job& job) {
   nlohmann::json j = JobHeadJson(job);
   j["owner"] = job.owner();
@@ -75,6 +91,17 @@ nlohmann::json JobToJson(const v1::Job& job) {
   j["spec"] = ParsedSpec(job.spec_json());
   j["shareable"] = job.shareable();
   j["plan"] = job.plan_json().empty() ? nlohmann::json() : ParsedSpec(job.plan_json());
+  if (job.gang_size() > 0) {
+    nlohmann::json gang = nlohmann::json::array();
+    for (const v1::GangMember& member : job.gang()) {
+      gang.push_back({{"worker_id", member.worker_id()},
+                      {"advertise_addr", member.advertise_addr()},
+                      {"first_rank", member.first_rank()},
+                      {"ranks", member.ranks()},
+                      {"device_indices", std::vector<int>(member.device_indices().begin(), member.device_indices().end())}});
+    }
+    j["gang"] = std::move(gang);
+  }
   if (!job.progress().phase().empty()) {
     const v1::Progress& p = job.progress();
     j["progress"] = {{"phase", p.phase()},   {"done", p.done()},
@@ -136,11 +163,15 @@ std::string JobText(const v1::Job& job, int64_t now_ms) {
       {"worker:", job.worker_id().empty() ? "-" : job.worker_id()},
       {"devices:", std::to_string(job.devices()) + " " + job.device_kind() + (job.shareable() ? ", shareable" : "")},
       {"plan:", PlanText(job.plan_json())},
+  };
+  if (job.gang_size() > 0) rows.push_back({"gang:", GangText(job)});
+  std::vector<std::vector<std::string>> times = {
       {"timeout:", job.timeout_ms() > 0 ? std::to_string(job.timeout_ms()) + " ms" : "none"},
       {"submitted:", TimeAndAge(job.submitted_at_ms(), now_ms)},
       {"started:", TimeAndAge(job.started_at_ms(), now_ms)},
       {"finished:", TimeAndAge(job.finished_at_ms(), now_ms)},
   };
+  rows.insert(rows.end(), times.begin(), times.end());
   const v1::Progress& p = job.progress();
   if (p.phase() == "train") {
     rows.push_back({"progress:", TrainProgressText(p, EtaMs(0, job.started_at_ms(), p.done(), p.at_ms(), p.total()))});

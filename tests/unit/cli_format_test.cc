@@ -343,5 +343,30 @@ TEST_F(CliFormatTest, EscapeControlsKeepsTextAndDisarmsTerminalSequences) {
   EXPECT_EQ(LogLineText(line, /*raw=*/true), "rank0/stderr: \x1b[31mred");
 }
 
+TEST_F(CliFormatTest, ShowNamesTheAgentsOfAGang) {
+  v1::Job job = SampleJob();
+  for (int i = 0; i < 2; ++i) {
+    v1::GangMember* member = job.add_gang();
+    member->set_worker_id(i == 0 ? "node-a" : "node-b");
+    member->set_advertise_addr("10.0.0." + std::to_string(i + 1));
+    member->set_first_rank(2 * i);
+    member->set_ranks(2);
+    member->add_device_indices(0);
+    member->add_device_indices(1);
+  }
+  const std::string text = JobText(job, kNoonMs);
+  EXPECT_NE(text.find("gang:       node-a ranks 0-1 (devices 0,1), node-b ranks 2-3 (devices 0,1)\n"),
+            std::string::npos)
+      << text;
+  const nlohmann::json j = JobToJson(job);
+  ASSERT_EQ(j["gang"].size(), 2u);
+  EXPECT_EQ(j["gang"][1]["worker_id"], "node-b");
+  EXPECT_EQ(j["gang"][1]["advertise_addr"], "10.0.0.2");
+  EXPECT_EQ(j["gang"][1]["first_rank"], 2);
+  EXPECT_EQ(j["gang"][1]["device_indices"], nlohmann::json::array({0, 1}));
+  EXPECT_FALSE(JobToJson(SampleJob()).contains("gang"));
+  EXPECT_EQ(JobText(SampleJob(), kNoonMs).find("gang:"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fuji::client
