@@ -240,16 +240,17 @@ Plan FinetunePlan(const PlanRequest& r, const zero::Layout& layout, int stage, O
     b.cuda_context = r.rates.cuda_context_bytes;
     p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
     b.base_rss = r.rates.rank_base_rss_cuda;
-    b.host_peak = b.base_rss + b.host_states() + b.load_host;
+    b.host_build = b.host_states() + b.load_host;
+    b.host_peak = b.base_rss + b.host_build;
   } else {
     // On the CPU "device" and host are the same memory: a rank's resident set holds it all.
     p.gpu_bytes = device_peak;
     b.base_rss = r.rates.rank_base_rss_cpu;
     const int64_t states = b.device_states() + b.host_states();
-    const int64_t build = states + b.load_host;
+    b.host_build = states + b.load_host;
     const int64_t train = b.host_states() + device_peak;
     const int64_t publish = states + ((stage == 1 || stage == 2) && z.world_size > 1 ? c * sum_opt : 0);
-    b.host_peak = b.base_rss + std::max({build, train, publish});
+    b.host_peak = b.base_rss + std::max({b.host_build, train, publish});
   }
   p.host_bytes = r.gpus * b.host_peak;
 

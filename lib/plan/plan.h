@@ -171,7 +171,9 @@ struct Breakdown : zero::StateBytes {
   // checkpoint's pages and its fp32 buffer (the rank's shard at stage 3, the whole unit before:
   // ranks read only what they keep). Inference: the checkpoint map and host copy.
   int64_t load_host = 0;
-  int64_t host_build = 0;          // inference with parameter offload: host bytes while its shards are built
+  // Host bytes once the states are built, at the end of the load, the process base excluded: a
+  // fine-tune's states and load_host; inference with parameter offload, while its shards are built.
+  int64_t host_build = 0;
   int64_t base_rss = 0;            // per rank process base
   int64_t host_peak = 0;           // per rank host peak (cuda: host states, load; cpu: everything)
   int64_t host_resident = 0;       // inference: per rank host bytes held once loaded (base, host weights)

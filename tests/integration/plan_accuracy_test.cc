@@ -5,8 +5,10 @@
 // (kThroughput.rank_base_rss_cpu, measured), the checkpoint map and host copy while loading,
 // model states, transient gathers and gradients, activations and the logits. And `fuji run infer`
 // with and without parameter offload, each rank's peak against the inference plan's host peak.
+// And the load of the 111M shape at ZeRO-3 on 3 ranks: each rank reads only its shards.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -18,6 +20,7 @@
 #include "tests/integration/process_util.h"
 #include "lib/plan/plan.h"
 #include "lib/plan/spec_plans.h"
+#include "lib/zero/layout.h"
 
 namespace fuji::testing {
 namespace {
@@ -179,6 +182,66 @@ TEST_F(PlanAccuracyTest, ParameterOffloadLoadsOneCopyOfTheWeights) {
               predicted / 1048576, 100 * (rss - predicted) / predicted);
   EXPECT_LT(rss, base + 1.5 * weights);
   EXPECT_LE(std::fabs(rss - predicted), 0.25 * predicted);
+}
+
+// The 111M shape fine-tuned at ZeRO-3 on 3 CPU ranks (fp32, 32 tokens, one step): each rank reads
+// only its shard of every unit, so its resident set once loaded is within 15% of the plan's (the
+// process base, the states, one unit's range: Breakdown::host_build), and what the load adds to
+// the base and the zero-initialized gradient and optimizer states is below a third of the model's
+// bytes plus its largest unit. The former whole-model load (FUJI_LOAD_WHOLE=1), every rank holding
+// the whole model and its file pages, is above the model's bytes on the same measure.
+TEST_F(PlanAccuracyTest, ZeroThreeRanksLoadOnlyTheirShards) {
+  const std::string model = dir_ + "/m111";
+  CliResult init = RunFuji({"model", "init", "--arch", "111m", "--out", model, "--seed", "1"}, dir_);
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  plan::PlanRequest request;
+  auto config = plan::ResolveModel(model, &request.checkpoint_bytes);
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  request.config = *config;
+  request.mode = "finetune";
+  request.gpus = kRanks;
+  request.device = plan::DeviceKind::kCpu;
+  request.precision = "fp32";
+  request.seq_len = 32;
+  request.micro_batch = 1;
+  auto p = plan::PlanOne(request, 3, "none");
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  const plan::Breakdown& b = p->breakdown;
+  const double weights = 4.0 * static_cast<double>(config->NumParameters());
+  int64_t largest_unit = 0;
+  const zero::Layout layout(*config);
+  for (const zero::Unit& unit : layout.units()) largest_unit = std::max(largest_unit, unit.numel);
+  // What a rank holds once loaded that is not read from the checkpoint: the process and its
+  // gradient and optimizer states, zeros.
+  const double not_loaded = static_cast<double>(b.base_rss + b.grads_device + b.grads_host + b.optimizer_device +
+                                                b.optimizer_host);
+  const double bound = weights / 3 + 4.0 * static_cast<double>(largest_unit);
+  for (const char* whole : {"0", "1"}) {
+    CliResult r = RunFuji({"run", "finetune", "--model", model, "--data", dir_ + "/text/english.txt", "--ranks",
+                           std::to_string(kRanks), "--zero", "3", "--precision", "fp32", "--seq-len", "32",
+                           "--micro-batch", "1", "--steps", "1", "--cache-dir", dir_ + "/cache", "--threads", "1",
+                           "--output", "json"},
+                          dir_, std::string("FUJI_LOAD_WHOLE=") + whole);
+    ASSERT_EQ(r.exit_code, 0) << whole << ": " << r.err;
+    const auto& ranks = r.json["memory"]["ranks"];
+    ASSERT_EQ(ranks.size(), static_cast<size_t>(kRanks));
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      const double loaded = static_cast<double>(ranks[rank]["load_peak_rss_bytes"].get<int64_t>());
+      const double predicted = static_cast<double>(b.base_rss + b.host_build);
+      const double peak = static_cast<double>(ranks[rank]["peak_rss_bytes"].get<int64_t>());
+      std::printf("111m zero 3%s rank %d: loaded at peak RSS %7.1f MiB, predicted %7.1f MiB (%+5.1f%%); the load "
+                  "beside the zeros %6.1f MiB, bound %6.1f MiB; peak RSS after one step %7.1f MiB, predicted %7.1f\n",
+                  *whole == '1' ? " (whole load)" : "", static_cast<int>(rank), loaded / 1048576, predicted / 1048576,
+                  100 * (loaded - predicted) / predicted, (loaded - not_loaded) / 1048576, bound / 1048576,
+                  peak / 1048576, static_cast<double>(b.host_peak) / 1048576);
+      if (*whole == '0') {
+        EXPECT_LE(std::fabs(loaded - predicted), 0.15 * predicted) << "rank " << rank;
+        EXPECT_LT(loaded - not_loaded, bound) << "rank " << rank;
+      } else {
+        EXPECT_GT(loaded - not_loaded, weights) << "rank " << rank;
+      }
+    }
+  }
 }
 
 }  // namespace

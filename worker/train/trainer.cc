@@ -202,6 +202,7 @@ class Run {
   double loss_scale_ = 1;
   int64_t good_steps_ = 0;
   double load_ms_ = 0, data_ms_ = 0, eval_ms_ = 0, save_ms_ = 0;
+  int64_t load_peak_rss_ = 0;  // the process's peak resident set once the model was loaded
   std::string last_checkpoint_;
   // The fencing token of the fujid attempt this run is (FUJI_ATTEMPT, set by the agent); none for
   // a run outside fujid.
@@ -320,6 +321,7 @@ Status Run::Setup() {
   if (comm_) comm_->Barrier();
   engine::SynchronizeDevice(device_);
   load_ms_ = MsSince(load_start);
+  load_peak_rss_ = PeakRssBytes();
   Timing("data", start, data_ms_);
   Timing("load", load_start, load_ms_);
   return Status::Ok();
@@ -526,7 +528,8 @@ Status Run::Go() {
         {"optimizer_host_bytes", m.optimizer_host},
         {"peak_device_bytes", peak_device},
         {"peak_device_states_bytes", m.peak_device_states},
-        {"peak_rss_bytes", PeakRssBytes()}}},
+        {"peak_rss_bytes", PeakRssBytes()},
+        {"load_peak_rss_bytes", load_peak_rss_}}},
       {"comm",
        {{"bytes_sent", comm_ ? comm_->bytes_sent() : 0},
         {"bytes_sent_per_step", comm_ && steps_run > 0 ? static_cast<double>(comm_->bytes_sent()) / static_cast<double>(steps_run) : 0.0}}},
