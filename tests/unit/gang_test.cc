@@ -100,6 +100,88 @@ echo "{\"event\":\"result\",\"result\":{\"rank\":$r,\"losses\":[{\"step\":1,\"lo
   EXPECT_TRUE(gang.pids().empty());
 }
 
+// One agent's part of a gang across agents: ranks 2-3 of 4 at the given tcp: rendezvous; outputs,
+// failures and the merged result name global ranks.
+TEST(GangTest, OneAgentsPartOfAGangAcrossAgentsRunsItsGlobalRanks) {
+  GangOptions o;
+  o.executable = Script("part.sh", R"(echo "$req" >&2
+echo "{\"event\":\"result\",\"result\":{\"losses\":[],\"steps_done\":1,\"memory\":{\"peak_rss_bytes\":$r}}}" >&3)");
+  o.world_size = 4;
+  o.first_rank = 2;
+  o.local_ranks = 2;
+  o.rendezvous = "tcp:10.0.0.1:29400";
+  std::set<int> env_ranks;
+  o.rank_env = [&](int rank) {
+    env_ranks.insert(rank);
+    return std::map<std::string, std::string>{};
+  };
+  Gang gang(Spec(4), o);
+  Outcome run = RunGang(gang);
+  ASSERT_TRUE(run.result.ok()) << run.result.status().ToString();
+  EXPECT_EQ(env_ranks, (std::set<int>{2, 3}));
+  std::set<int> ranks;
+  for (const auto& out : run.outputs) {
+    if (out.output.kind != ChildOutput::Kind::kLog) continue;
+    auto req = nlohmann::json::parse(out.output.line);
+    EXPECT_EQ(req["ranks"], 4);
+    EXPECT_EQ(req["rank"], out.rank);
+    EXPECT_EQ(req["rendezvous"], "tcp:10.0.0.1:29400");
+    ranks.insert(out.rank);
+  }
+  EXPECT_EQ(ranks, (std::set<int>{2, 3}));
+  const nlohmann::json& j = *run.result;
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["first_rank"], 2);
+  EXPECT_EQ(j["world_size"], 4);
+  EXPECT_EQ(j["memory"]["ranks"][0]["peak_rss_bytes"], 2);
+  EXPECT_EQ(j["memory"]["ranks"][1]["peak_rss_bytes"], 3);
+
+  // A failure names the global rank.
+  o.executable = Script("part-fail.sh", R"(if [ "$r" = 3 ]; then
+  echo '{"event":"error","code":"INVALID_ARGUMENT","reason":"bad_input","message":"no"}' >&3; exit 1
+fi
+exec sleep 60)");
+  Gang failing(Spec(4), o);
+  Outcome failed = RunGang(failing);
+  ASSERT_FALSE(failed.result.ok());
+  EXPECT_EQ(failed.result.status().message(), "rank 3: no");
+  ASSERT_TRUE(failing.failure());
+  EXPECT_EQ(failing.failure()->rank, 3);
+}
+
+TEST(GangTest, APartOfAGangAcrossAgentsNeedsATcpRendezvousAndRanksWithinTheGang) {
+  GangOptions o;
+  o.executable = Script("never.sh", "exit 0");
+  o.world_size = 4;
+  o.first_rank = 3;
+  o.local_ranks = 2;
+  o.rendezvous = "tcp:10.0.0.1:29400";
+  Gang outside(Spec(4), o);
+  Outcome run = RunGang(outside);
+  EXPECT_EQ(run.result.status().code(), StatusCode::kInvalidArgument) << run.result.status().ToString();
+  o.first_rank = 2;
+  o.rendezvous = "file:/tmp/x";
+  Gang file(Spec(4), o);
+  run = RunGang(file);
+  EXPECT_EQ(run.result.status().code(), StatusCode::kInvalidArgument) << run.result.status().ToString();
+}
+
+// Every rank of this machine lost a peer elsewhere (the link went down): each reports its own
+// collective error and exits; none of them is named as the one that died.
+TEST(GangTest, RanksThatReportTheirOwnCollectiveErrorAreNotNamedAsDead) {
+  GangOptions o;
+  o.executable = Script("lost.sh", R"(sleep 0.2
+echo '{"event":"error","code":"UNAVAILABLE","reason":"collective_timeout","message":"all-gather timed out"}' >&3
+exit 1)");
+  Gang gang(Spec(2), o);
+  Outcome run = RunGang(gang);
+  ASSERT_FALSE(run.result.ok());
+  EXPECT_EQ(run.result.status().code(), StatusCode::kUnavailable) << run.result.status().ToString();
+  ASSERT_TRUE(gang.failure());
+  EXPECT_EQ(gang.failure()->kind, GangFailure::Kind::kRankError);
+  EXPECT_NE(run.result.status().message().find("all-gather timed out"), std::string::npos);
+}
+
 TEST(GangTest, ARanksErrorEventStopsTheOthers) {
   GangOptions o;
   // Rank 1 fails after the others have surely started, so that the watcher sees all three pids.

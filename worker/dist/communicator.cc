@@ -14,7 +14,11 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdlib>
 #include <stdexcept>
 #include <utility>
@@ -245,8 +249,11 @@ Status Join(c10d::Store& store, const CommOptions& o) {
 #if defined(FUJI_DIST_GLOO)
 Result<std::unique_ptr<Backend>> MakeGlooBackend(const c10::intrusive_ptr<c10d::Store>& store,
                                                  const CommOptions& o, const Where& where) {
+  const std::string name = "gloo process group on rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
+  c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> opts;
   try {
-    auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
+    // The timeout is the context's: every pair's connection and the alltoall-based collectives.
+    opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
     // The bind address the launcher gave (the agent's advertised one); else the interface
     // GLOO_SOCKET_IFNAME names; else one machine (a FileStore): loopback; across machines, the
     // address the host name resolves to.
@@ -261,14 +268,46 @@ Result<std::unique_ptr<Backend>> MakeGlooBackend(const c10::intrusive_ptr<c10d::
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
     opts->threads = 2;  // two outstanding collectives progress at once
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("fuji/gloo", store);
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, o.rank, o.world_size, opts);
-    return std::unique_ptr<Backend>(std::make_unique<GlooBackend>(std::move(pg), where));
   } catch (const std::exception& e) {
     std::string what = e.what();
-    return Unavailable("gloo process group on rank " + std::to_string(o.rank) + " of " +
-                       std::to_string(o.world_size) + ": " + what.substr(0, what.find('\n')));
+    return Unavailable(name + ": " + what.substr(0, what.find('\n')));
   }
+  // Gloo connects to the peers one after another, each step (a peer's address from the store, then
+  // the connection) bounded by the timeout on its own: a peer that vanished or cannot be reached
+  // could hold the group for 2 (N - 1) timeouts. The group is built on a thread of its own and
+  // given the timeout in all; past it the rank fails (and exits), leaving the thread to Gloo's
+  // own timeouts.
+  struct Pending {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+    std::string error;
+  };
+  auto pending = std::make_shared<Pending>();
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("fuji/gloo", store);
+  std::thread([pending, prefixed, opts, rank = o.rank, size = o.world_size] {
+    c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+    std::string error;
+    try {
+      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, opts);
+    } catch (const std::exception& e) {
+      error = e.what();
+      if (error.empty()) error = "failed";
+    }
+    std::lock_guard<std::mutex> lock(pending->mu);
+    pending->pg = std::move(pg);
+    pending->error = std::move(error);
+    pending->done = true;
+    pending->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(pending->mu);
+  if (!pending->cv.wait_for(lock, o.timeout, [&] { return pending->done; })) {
+    return Unavailable(name + ": the peers did not all connect within " + std::to_string(o.timeout.count()) +
+                       " ms (one vanished, or its address cannot be reached from here)");
+  }
+  if (!pending->pg) return Unavailable(name + ": " + pending->error.substr(0, pending->error.find('\n')));
+  return std::unique_ptr<Backend>(std::make_unique<GlooBackend>(std::move(pending->pg), where));
 }
 #endif  // FUJI_DIST_GLOO
 

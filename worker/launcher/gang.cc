@@ -171,6 +171,32 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
       fail({GangFailure::Kind::kRankError, r, reason, said, {}, ""});
     }
   };
+  // Reads what rank `first + r` has written so far; marks its pipes closed at their end.
+  auto drain = [&](int r) {
+    Member& m = members[static_cast<size_t>(r)];
+    while (m.open) {
+      auto next = m.proc->Next(milliseconds(0));
+      if (!next.ok()) {
+        if (next.status().code() != StatusCode::kUnavailable) m.open = false;
+        break;
+      }
+      if (!next->has_value()) {
+        m.open = false;
+        break;
+      }
+      ChildOutput& out = **next;
+      if (out.kind == ChildOutput::Kind::kLog) {
+        if (!out.line.empty()) m.last_stderr = out.line;
+      } else {
+        try {
+          heed(out.event, first + r, m);
+        } catch (const nlohmann::json::exception&) {
+          // A malformed event means nothing to the gang; the owner's output callback sees it.
+        }
+      }
+      if (callbacks.output) callbacks.output({first + r, std::move(out)});
+    }
+  };
   // A lone rank's error event does not end the loop: it is read to its end (see gang.h).
   auto running = [&] { return !failure_ || (!peers_ && failure_->kind == GangFailure::Kind::kRankError); };
   while (running()) {
@@ -191,29 +217,13 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
     ::poll(fds.data(), fds.size(), 50);
     for (int r = 0; r < n; ++r) {
       Member& m = members[r];
-      while (m.open) {
-        auto next = m.proc->Next(milliseconds(0));
-        if (!next.ok()) {
-          if (next.status().code() != StatusCode::kUnavailable) m.open = false;
-          break;
-        }
-        if (!next->has_value()) {
-          m.open = false;
-          break;
-        }
-        ChildOutput& out = **next;
-        if (out.kind == ChildOutput::Kind::kLog) {
-          if (!out.line.empty()) m.last_stderr = out.line;
-        } else {
-          try {
-            heed(out.event, first + r, m);
-          } catch (const nlohmann::json::exception&) {
-            // A malformed event means nothing to the gang; the owner's output callback sees it.
-          }
-        }
-        if (callbacks.output) callbacks.output({first + r, std::move(out)});
+      drain(r);
+      if (!m.exit) {
+        m.exit = m.proc->Poll();
+        // What it wrote before it exited is all in its pipes now: its last words (an error event)
+        // are heeded before its exit is judged.
+        if (m.exit) drain(r);
       }
-      if (!m.exit) m.exit = m.proc->Poll();
       const bool done_its_part = !peers_ && m.result;
       if (m.exit && !m.exit->Succeeded() && !m.errored && !done_its_part) {
         fail({GangFailure::Kind::kRankExit, first + r, FailureKind::kInternal, Name(first + r) + " " +
@@ -237,6 +247,7 @@ Result<nlohmann::json> Gang::Run(const GangCallbacks& callbacks) {
       for (int r = 0; r < static_cast<int>(members.size()) && !named; ++r) {
         Member& m = members[r];
         if (!m.exit) m.exit = m.proc->Poll();
+        if (m.exit) drain(r);  // a rank that reported its own collective error did not die first
         if (m.exit && !m.exit->Succeeded() && !m.errored) {
           failure_ = GangFailure{GangFailure::Kind::kRankExit, first + r, FailureKind::kInternal,
                                  Name(first + r) + " " + m.exit->Describe() + " (the others lost it: " +

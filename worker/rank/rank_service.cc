@@ -767,7 +767,10 @@ bool RankService::Handle(const nlohmann::json& request) {
       status = Internal(what.substr(0, what.find("\nException raised from")));
     }
   }
-  if (!status.ok()) impl_->Fail(status, ReasonFor(status));
+  // A fine-tune's UNAVAILABLE is a gang that could not meet or connect (a peer or the store host
+  // gone): the launcher treats it as a lost peer, as a collective that failed.
+  const bool lost_peer = op == "finetune" && status.code() == StatusCode::kUnavailable;
+  if (!status.ok()) impl_->Fail(status, lost_peer ? "collective_timeout" : ReasonFor(status));
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->sync_running = false;
