@@ -163,6 +163,7 @@ PassState::PassState(const std::vector<AgentView>& agents, const std::vector<Run
   for (AgentSlot& agent : agents_) {
     KindState& kind = kinds_[agent.view->device_kind];
     kind.agents.push_back(&agent);
+    kind.any_advertised = kind.any_advertised || !agent.view->advertise_addr.empty();
     for (const DeviceSlot& device : agent.devices) kind.any_warm = kind.any_warm || !device.warm.empty();
     if (!kind.largest || agent.devices.size() > kind.largest->devices.size()) kind.largest = &agent;
   }
@@ -486,7 +487,9 @@ void PassState::Take(AgentSlot& agent, const JobRequest& job, const MemoryOption
 
 bool PassState::WantsGang(const JobRequest& job, const KindState* kind) {
   if (!job.may_span || job.nodes == 1 || kind == nullptr || job.devices < 2) return false;
-  return job.nodes >= 2 || job.devices > static_cast<int>(kind->largest->devices.size());
+  // nodes = K >= 2 is a gang whatever the agents; nodes = 0 only where one can form.
+  return job.nodes >= 2 ||
+         (kind->any_advertised && job.devices > static_cast<int>(kind->largest->devices.size()));
 }
 
 int PassState::GangCapacity(const AgentSlot& agent, const JobRequest& job, const KindState& kind,

@@ -116,6 +116,7 @@ struct KindState {
   int max_open = 0;       // the same, counting only the spare ones on the reserved agent
   int max_shareable = 0;  // most idle + joinable devices on one agent, memory unchecked
   bool any_warm = false;  // some device holds a warm model: jobs with a warm_key skip the maxima
+  bool any_advertised = false;  // some agent has an advertise address (policy 8)
   std::optional<Reservation> reservation;
   // Placements and reservations of the kind so far in the pass: what a cache below remembers
   // holds while this has not moved.

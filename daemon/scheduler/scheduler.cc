@@ -64,6 +64,9 @@ const std::string& JobRequest::label() const {
 
 namespace {
 
+constexpr const char* kNoGangText =
+    "no agent of its kind advertises an address for a gang across agents (fuji-agent --advertise-addr)";
+
 // CheckSatisfiable for one agent (policies 2-3).
 Status CheckOnOneAgent(const JobRequest& job, const std::vector<AgentView>& agents);
 
@@ -84,9 +87,16 @@ Status CheckSatisfiable(const JobRequest& job, const std::vector<AgentView>& age
     return InvalidArgument("job's " + std::to_string(job.devices) + " ranks do not divide evenly among " +
                            std::to_string(job.nodes) + " nodes");
   }
+  const bool any_advertised = std::any_of(agents.begin(), agents.end(), [&](const AgentView& agent) {
+    return agent.device_kind == job.device_kind && !agent.advertise_addr.empty();
+  });
   if (job.nodes == 0) {
     Status one = CheckOnOneAgent(job, agents);
     if (one.ok() || one.code() != StatusCode::kFailedPrecondition) return one;
+    // No gang can form: why one agent cannot hold it, and why no set of agents can.
+    if (!any_advertised) return FailedPrecondition(one.message() + "; " + kNoGangText);
+  } else if (!any_advertised) {
+    return FailedPrecondition("job asks for " + std::to_string(job.nodes) + " nodes; " + kNoGangText);
   }
   // Policy 8: the agents with an advertise address together.
   const std::string missing = GangUnsatisfiableText(job, agents);

@@ -55,7 +55,8 @@
 //        busy or pinned warm model is never evicted; its memory stays counted.
 //     d. A job that waits while warm models that cannot be evicted hold memory says so.
 //  8. Gangs across agents. A fine-tune that may span agents (JobRequest::may_span) and either
-//     asks for nodes >= 2 or has more ranks than any connected agent of its kind has devices is
+//     asks for nodes >= 2 or has more ranks than any connected agent of its kind has devices
+//     (while one of them has an advertise address; else it waits as in 2-6) is
 //     placed on several agents at once, all or nothing: in one pass every part is found before
 //     any is taken, so no agent holds devices while another is awaited. Only agents with an
 //     advertise address (AgentView::advertise_addr) take part. Fewest agents first (with

@@ -192,6 +192,13 @@ TEST(SchedulerGangTest, CheckSatisfiableCountsTheAgentsTogether) {
   JobRequest plain = Finetune(1, 4);
   plain.may_span = false;
   EXPECT_EQ(CheckSatisfiable(plain, agents).message(), "job needs 4 cpu devices; the largest agent, node-a, has 2");
+  // With no agent advertising an address no gang can form: the one-agent refusal, and why.
+  const std::vector<AgentView> unadvertised = {Agent("node-a", 2, ""), Agent("node-b", 2, "")};
+  EXPECT_EQ(CheckSatisfiable(Finetune(1, 4), unadvertised).message(),
+            "job needs 4 cpu devices; the largest agent, node-a, has 2; no agent of its kind advertises an address "
+            "for a gang across agents (fuji-agent --advertise-addr)");
+  EXPECT_EQ(CheckSatisfiable(Finetune(1, 2, 2), unadvertised).code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(CheckSatisfiable(Finetune(1, 2), unadvertised).ok());
   // Host memory: 4 ranks with 40000 MiB: 2 ranks need 20000 of an agent's host.
   JobRequest job = Finetune(1, 4);
   job.plans = Plans(0, 40000);
