@@ -226,28 +226,43 @@ Plan FinetunePlan(const PlanRequest& r, const zero::Layout& layout, int stage, O
   const int64_t backward_peak = b.peak_device_states + a.stack + b.workspace;
   const int64_t device_peak = std::max(head_peak, backward_peak);
 
-  // Loading (ZeroModel::Load): each unit's range, the rank's shard at stage 3 and the whole unit
-  // before, is read from the mapped checkpoint into an fp32 buffer (through a compute-dtype copy
-  // when c != 4) and from there into the states; the range's file pages are dropped before the
-  // next unit. Beside the states built so far a rank holds one range's pages and buffers.
+  // Loading (ZeroModel::Load), unit by unit in layout order: the unit's range (the rank's shard at
+  // stage 3, the whole unit before) is read from the mapped checkpoint into an fp32 buffer
+  // (through a compute-dtype copy when c != 4) and the range's file pages are dropped; then the
+  // unit's states are made from the buffer. The peak is the largest, over the units, of the states
+  // built before the unit, the buffer, and the larger of (file pages + copy) and the unit's states
+  // (at the place that counts: the host on a GPU, everything on a CPU). load_host: the largest
+  // unit's pages and buffers.
   const int64_t ckpt = r.checkpoint_bytes > 0 ? r.checkpoint_bytes : c * n;
-  const int64_t range = stage == 3 ? max_shard : max_padded;
-  const int64_t range_file = static_cast<int64_t>(static_cast<double>(ckpt) / static_cast<double>(n) *
-                                                  static_cast<double>(range));
-  b.load_host = range_file + 4 * range + (c != 4 ? c * range : 0);
+  const double file_per_element = static_cast<double>(ckpt) / static_cast<double>(std::max<int64_t>(n, 1));
+  int64_t built = 0, build_peak = 0;
+  b.load_host = 0;
+  for (const zero::Unit& unit : layout.units()) {
+    const zero::UnitStates u = zero::StatesOf(unit, z);
+    const int64_t range = stage == 3 ? u.sharding.shard : u.sharding.padded;
+    const int64_t file = static_cast<int64_t>(file_per_element * static_cast<double>(range));
+    const int64_t copy = c != 4 ? c * range : 0;
+    int64_t unit_states = 0;
+    for (const zero::Buffer* buffer : {&u.params, &u.grads, &u.master, &u.moments}) {
+      if (!cuda || buffer->place == zero::Place::kHost) unit_states += buffer->bytes();
+    }
+    b.load_host = std::max(b.load_host, file + 4 * range + copy);
+    build_peak = std::max(build_peak, built + 4 * range + std::max(file + copy, unit_states));
+    built += unit_states;
+  }
   if (cuda) {
     b.allocator_slack = static_cast<int64_t>(r.rates.allocator_slack * static_cast<double>(device_peak));
     b.cuda_context = r.rates.cuda_context_bytes;
     p.gpu_bytes = device_peak + b.allocator_slack + b.cuda_context;
     b.base_rss = r.rates.rank_base_rss_cuda;
-    b.host_build = b.host_states() + b.load_host;
+    b.host_build = std::max(build_peak, b.host_states());
     b.host_peak = b.base_rss + b.host_build;
   } else {
     // On the CPU "device" and host are the same memory: a rank's resident set holds it all.
     p.gpu_bytes = device_peak;
     b.base_rss = r.rates.rank_base_rss_cpu;
     const int64_t states = b.device_states() + b.host_states();
-    b.host_build = states + b.load_host;
+    b.host_build = std::max(build_peak, states);
     const int64_t train = b.host_states() + device_peak;
     const int64_t publish = states + ((stage == 1 || stage == 2) && z.world_size > 1 ? c * sum_opt : 0);
     b.host_peak = b.base_rss + std::max({b.host_build, train, publish});

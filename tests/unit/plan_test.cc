@@ -223,14 +223,17 @@ TEST(PlanTest, FinetuneLoadHoldsOneUnitRangeBesideTheStates) {
   const Breakdown& z3 = Find(*plans, 3, "none").breakdown;
   // File pages (4 bytes an element here), the fp32 buffer and the bf16 copy of the largest shard.
   EXPECT_NEAR(static_cast<double>(z3.load_host), 10.0 * static_cast<double>(largest.shard), 16.0);
-  EXPECT_EQ(Find(*plans, 3, "none").breakdown.host_peak, z3.base_rss + z3.load_host);
+  // Nothing stays on the host without offload: the peak is the process and the largest shard's load.
+  EXPECT_EQ(z3.host_peak, z3.base_rss + z3.load_host);
   EXPECT_EQ(Find(*plans, 3, "none").host_bytes, 8 * (z3.base_rss + z3.load_host));
   const Breakdown& z2 = Find(*plans, 2, "none").breakdown;
   EXPECT_NEAR(static_cast<double>(z2.load_host), 10.0 * static_cast<double>(largest.padded), 16.0);
   for (const Plan& p : *plans) {
     // The largest unit, the embedding, is 2.9 GiB so; the checkpoint is 48 GiB.
     EXPECT_LT(p.breakdown.load_host, 3 * kGiB) << p.zero << " " << p.offload;
-    EXPECT_EQ(p.breakdown.host_peak, p.breakdown.base_rss + p.breakdown.host_states() + p.breakdown.load_host);
+    // On a GPU the host holds its states and, while loading, at most one unit's pages and buffers.
+    EXPECT_GE(p.breakdown.host_peak, p.breakdown.base_rss + p.breakdown.host_states());
+    EXPECT_LE(p.breakdown.host_peak, p.breakdown.base_rss + p.breakdown.host_states() + p.breakdown.load_host);
   }
 }
 
