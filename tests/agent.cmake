@@ -13,5 +13,9 @@ if(NOT FUJI_RANK_ONLY)
     fuji_add_test(agent_rank_test SOURCES integration/agent_rank_test.cc LIBS fuji_agent
       LABELS integration TIMEOUT 300)
     add_dependencies(agent_rank_test fuji-rank)
+    # Two agents run one fine-tune's gang together (tcp: rendezvous on the loopback).
+    fuji_add_test(agent_gang_test SOURCES integration/agent_gang_test.cc LIBS fuji_agent
+      LABELS integration PROCESSORS 2 TIMEOUT 600)
+    add_dependencies(agent_gang_test fuji-rank fuji-agent)
   endif()
 endif()

@@ -58,7 +58,11 @@ TEST_F(AgentPathsTest, AFinetuneInsideTheRootsGetsItsRealPaths) {
   spec.data = base_ + "/read/model/../alias.txt";
   spec.token_cache = "/etc/passwd";
   spec.rendezvous = "file:/etc/x";
+  spec.node = "another-node";
+  spec.bind_addr = "10.0.0.1";
   ASSERT_TRUE(ConfineFinetunePaths(paths_, &spec).ok());
+  EXPECT_EQ(spec.node, "");  // the agent's to set for a gang across agents
+  EXPECT_EQ(spec.bind_addr, "");
   EXPECT_EQ(spec.data, base_ + "/read/corpus.txt");
   EXPECT_EQ(spec.model, base_ + "/read/model");
   EXPECT_EQ(spec.save_to, base_ + "/write/run/ckpt");

@@ -8,8 +8,8 @@
 // meet the other agents' ranks at the assignment's tcp: rendezvous, name this agent's worker id as
 // their node and bind their collectives to its advertised address. The agent prepares the token
 // cache itself, as for a gang of its own: the data (like --save-to) must be visible on every node.
-#include <cstdlib>
-#include <cstring>
+// The agent's network variables (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, NCCL_IB_DISABLE,
+// NCCL_DEBUG, ...) reach the ranks as every NCCL_ and GLOO_ variable reaches a confined child.
 #include <string>
 #include <vector>
 
@@ -78,11 +78,6 @@ Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& 
     options.first_rank = a.first_rank();
     options.local_ranks = local;
     options.rendezvous = a.rendezvous();
-  }
-  // The network choices of the agent's environment reach its ranks, whose environment is minimal.
-  for (const char* name : {"NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_DISABLE", "NCCL_DEBUG"}) {
-    const char* value = std::getenv(name);
-    if (value != nullptr && std::strlen(value) <= 256) options.env[name] = value;
   }
   if (cuda) {
     // Every rank sees the assigned GPUs; rank g takes cuda:(g % count), so the list is rotated to

@@ -57,6 +57,8 @@ Status ConfineFinetunePaths(const PathPolicy& paths, FinetuneSpec* spec) {
   FUJI_ASSIGN_OR_RETURN(spec->cache_dir, paths.CheckWrite(spec->cache_dir, "cache_dir path"));
   spec->token_cache.clear();
   spec->rendezvous.clear();
+  spec->node.clear();       // a gang across agents: the agent's worker id,
+  spec->bind_addr.clear();  // and its advertised address
   return Status::Ok();
 }
 

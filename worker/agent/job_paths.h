@@ -3,8 +3,8 @@
 // is what was checked (a link swapped in later is not followed from the spec's own words).
 //
 // What each kind names: an inference its model (read); a fine-tuning job its model and data
-// (read), save_to and cache_dir (write). The paths the launcher sets (token_cache, rendezvous) are
-// cleared: a job never chooses them. A model directory's entries are checked too (a link in it
+// (read), save_to and cache_dir (write). What the launcher sets (token_cache, rendezvous, and a
+// gang's node and bind_addr) is cleared: a job never chooses it. A model directory's entries are checked too (a link in it
 // that leads out of the roots, a FIFO) since the ranks read files of it by name.
 #pragma once
 
