@@ -8,6 +8,12 @@ if(FUJI_WITH_TORCH)
     LABELS integration TIMEOUT 600)
   add_dependencies(service_finetune_test fuji fujid fuji-agent fuji-rank)
 endif()
+# Gangs across agents on one machine: two agents with --advertise-addr 127.0.0.1 run one fine-tune.
+if(FUJI_WITH_TORCH)
+  fuji_add_test(gang_placement_test SOURCES integration/gang_placement_test.cc LIBS fuji_launcher
+    LABELS integration TIMEOUT 600)
+  add_dependencies(gang_placement_test fuji fujid fuji-agent fuji-rank)
+endif()
 # Who may do what: tokens on every RPC, owners, TLS, enrolled agents bound to their leases.
 if(FUJI_WITH_TORCH)
   fuji_add_test(auth_test SOURCES integration/auth_test.cc LIBS fuji_launcher fuji_rpc fuji_proto
