@@ -268,14 +268,23 @@ std::string GangUnsatisfiableText(const JobRequest& job, const std::vector<Agent
 }
 
 std::string GangWaitingText(const JobRequest& job, const PassState& state, const KindState& kind) {
-  std::vector<std::pair<std::string, int>> capacities;
+  // "node-a: 1 of 2 (1 held)", "node-b: 0 of 2 (memory)", "node-c has no advertise address"
+  std::string agents;
   for (const auto& [agent, capacity] : state.GangCapacities(job, kind)) {
-    capacities.emplace_back(agent->view->worker_id, capacity);
+    if (!agents.empty()) agents += ", ";
+    if (capacity < 0) {
+      agents += agent->view->worker_id + " has no advertise address";
+      continue;
+    }
+    const int devices = static_cast<int>(agent->devices.size());
+    agents += agent->view->worker_id + ": " + std::to_string(capacity) + " of " + std::to_string(devices);
+    if (capacity >= std::min(devices, job.devices)) continue;
+    const int held = devices - agent->idle;
+    agents += capacity < agent->idle ? " (memory)" : " (" + std::to_string(held) + " held)";
   }
   std::string text = "waiting for " + GangNeedText(job);
   if (job.has_options()) text += " (" + job.options().front().label + ")";
-  text += "; ranks each agent can take now: " + GangAgentsText(job, capacities);
-  return text;
+  return text + "; ranks each agent can take now: " + agents;
 }
 
 std::string WaitingText(const JobRequest& job, const PassState& state, const KindState* kind,

@@ -256,7 +256,7 @@ TEST_F(GangDispatcherTest, AgentsWithoutAnAdvertiseAddressTakeNoPart) {
   EXPECT_TRUE(PollNow("node-a").empty());
   EXPECT_EQ(store_->Get(id)->state, JobState::kQueued);
   EXPECT_EQ(dispatcher_->WaitingReason(id, true),
-            "waiting for 4 cpu devices across agents; ranks each agent can take now: node-a: 2, node-b has no "
+            "waiting for 4 cpu devices across agents; ranks each agent can take now: node-a: 2 of 2, node-b has no "
             "advertise address");
   // A bad address or port range is refused at registration.
   v1::RegisterRequest bad = Registration("node-c", "a b");

@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "daemon/scheduler/lease_table.h"
 #include "daemon/scheduler/scheduler.h"
 
 namespace fuji::sched {
@@ -103,7 +104,8 @@ TEST(SchedulerGangTest, AllOrNothing) {
   EXPECT_EQ(result.placements[0].worker_id, "node-a");
   ASSERT_TRUE(result.waiting_reasons.count(1));
   EXPECT_EQ(result.waiting_reasons.at(1),
-            "waiting for 4 cpu devices across agents; ranks each agent can take now: node-a: 2, node-b: 0");
+            "waiting for 4 cpu devices across agents; ranks each agent can take now: node-a: 2 of 2, node-b: 0 of 2 "
+            "(2 held)");
 }
 
 TEST(SchedulerGangTest, AgentsWithoutAnAdvertiseAddressAreNeverUsed) {
@@ -117,7 +119,7 @@ TEST(SchedulerGangTest, AgentsWithoutAnAdvertiseAddressAreNeverUsed) {
   PassResult none = Schedule({Finetune(1, 4)}, {Agent("node-a", 2), Agent("node-b", 2, "")}, {}, kNow);
   EXPECT_TRUE(none.placements.empty());
   EXPECT_EQ(none.waiting_reasons.at(1),
-            "waiting for 4 cpu devices across agents; ranks each agent can take now: node-a: 2, node-b has no "
+            "waiting for 4 cpu devices across agents; ranks each agent can take now: node-a: 2 of 2, node-b has no "
             "advertise address");
   // A job that is not allowed to span agents never gangs.
   JobRequest plain = Finetune(2, 4);
@@ -208,6 +210,40 @@ TEST(SchedulerGangTest, CheckSatisfiableCountsTheAgentsTogether) {
   small[1].host_total_mib = 19999;
   EXPECT_EQ(CheckSatisfiable(job, small).message(),
             "tiny fine-tune needs 4 cpu devices across agents (zero 0); the agents hold node-a: 2, node-b: 1");
+}
+
+TEST(SchedulerGangTest, WaitingReasonSaysWhatEachAgentLacks) {
+  JobRequest job = Finetune(1, 4);
+  job.plans = Plans(0, 8000);
+  AgentView a = Agent("node-a", 2), b = Agent("node-b", 2);
+  a.host_total_mib = b.host_total_mib = 16000;
+  a.host_free_mib = 4000;
+  b.host_free_mib = 2000;  // room for one rank's share only
+  Hold(a, 7, {1});
+  PassResult result = Schedule({job}, {a, b}, {}, kNow);
+  EXPECT_TRUE(result.placements.empty());
+  EXPECT_EQ(result.waiting_reasons.at(1),
+            "waiting for 4 cpu devices across agents (zero 0); ranks each agent can take now: node-a: 1 of 2 (1 held), "
+            "node-b: 1 of 2 (memory)");
+}
+
+TEST(SchedulerGangTest, EveryMemberHoldsALeaseOfItsOwn) {
+  LeaseTable leases;
+  leases.Grant(1, "node-a", 0, 1000);
+  leases.Hold(1, "node-b", 0, 1000);
+  leases.Grant(2, "node-b", 0, 1000);
+  EXPECT_EQ(leases.size(), 3u);
+  leases.Renew("node-a", 800, 1000);  // node-b goes silent
+  const std::vector<ExpiredLease> expired = leases.Expired(1000);
+  ASSERT_EQ(expired.size(), 2u);
+  EXPECT_EQ(expired[0].job_id, 1);
+  EXPECT_EQ(expired[0].worker_id, "node-b");
+  EXPECT_EQ(expired[1].job_id, 2);
+  leases.Release(1);  // the attempt ends for every member
+  EXPECT_EQ(leases.size(), 1u);
+  leases.Grant(2, "node-a", 1000, 1000);  // placed again elsewhere: the old holder is gone
+  EXPECT_TRUE(leases.Expired(1999).empty());
+  EXPECT_EQ(leases.size(), 1u);
 }
 
 }  // namespace
