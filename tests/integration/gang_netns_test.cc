@@ -149,7 +149,8 @@ class GangNetnsTest : public ::testing::Test {
 
   // The executable of node i's ranks: fuji-rank in its namespace; with `private_dir`, in a mount
   // namespace of its own where private_dir is bind-mounted on `at`.
-  std::string Wrapper(int i, const std::string& private_dir = "", const std::string& at = "") {
+  std::string Wrapper(int i, const std::string& private_dir = "", const std::string& at = "",
+                      bool read_only = false) {
     const std::string path = (dir_ / ("rank-" + std::to_string(i) + ".sh")).string();
     std::ofstream out(path);
     out << "#!/bin/sh\n";
@@ -157,7 +158,7 @@ class GangNetnsTest : public ::testing::Test {
       out << "exec ip netns exec " << ns_[i] << " " << rank_ << "\n";
     } else {
       out << "exec ip netns exec " << ns_[i] << " unshare -m sh -c 'mount --bind " << private_dir << " " << at
-          << " && exec " << rank_ << "'\n";
+          << (read_only ? " && mount -o remount,bind,ro " + at : "") << " && exec " << rank_ << "'\n";
     }
     out.close();
     ::chmod(path.c_str(), 0755);
@@ -277,6 +278,26 @@ TEST_F(GangNetnsTest, ASaveDirectoryPrivateToEachNodeIsRefusedByEveryRank) {
   // Rank 0 removed its probe.
   for (const auto& entry : std::filesystem::directory_iterator(private_a)) {
     EXPECT_EQ(entry.path().filename().string().rfind(".fuji-probe-", 0), std::string::npos) << entry.path();
+  }
+}
+
+// Rank 0 cannot write its probe (a read-only mount on node-a): every rank fails with its words at
+// once, long before the collective timeout.
+TEST_F(GangNetnsTest, ASaveDirectoryRankZeroCannotWriteFailsEveryRankAtOnce) {
+  const std::string save = (dir_ / "save").string();
+  std::filesystem::create_directories(save);
+  FinetuneSpec spec = Prepared(2, save);
+  spec.collective_timeout_ms = 60000;
+  std::vector<Half> halves = RunTwoNodes(spec, 29416, {Wrapper(0, save, save, /*read_only=*/true), Wrapper(1)});
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_FALSE(halves[i].result.ok()) << "node " << i;
+    EXPECT_EQ(halves[i].result.status().code(), StatusCode::kInvalidArgument) << halves[i].result.status().ToString();
+    EXPECT_NE(halves[i].result.status().message().find("--save-to " + save + ": rank 0 cannot create a probe file "
+                                                         "there: Read-only file system"),
+              std::string::npos)
+        << halves[i].result.status().message();
+    EXPECT_LT(halves[i].seconds, 30) << "node " << i << " waited for the probe";
+    std::printf("node %d: %s (%.1f s)\n", i, halves[i].result.status().message().c_str(), halves[i].seconds);
   }
 }
 

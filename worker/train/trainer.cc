@@ -103,19 +103,24 @@ Status CheckSaveDirShared(dist::Communicator& comm, const std::string& save_to, 
     FUJI_ASSIGN_OR_RETURN(std::string name, RandomHex());
     FUJI_ASSIGN_OR_RETURN(token, RandomHex());
     path = save_to + "/.fuji-probe-" + name;
+    std::string error;
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-      return InvalidArgument("--save-to " + save_to + ": cannot create a probe file there: " + std::strerror(errno));
+      error = "--save-to " + save_to + ": rank 0 cannot create a probe file there: " + std::strerror(errno);
+    } else {
+      const bool written = ::write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
+      ::close(fd);
+      if (!written) {
+        ::unlink(path.c_str());
+        error = "--save-to " + save_to + ": rank 0 cannot write a probe file there";
+      }
     }
-    const bool written = ::write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
-    ::close(fd);
-    if (!written) {
-      ::unlink(path.c_str());
-      return InvalidArgument("--save-to " + save_to + ": cannot write a probe file there");
-    }
-    FUJI_RETURN_IF_ERROR(comm.StoreSet("probe/file", path + "\n" + token));
+    // The others fail with rank 0's words at once rather than wait for a probe that never comes.
+    FUJI_RETURN_IF_ERROR(comm.StoreSet("probe/file", error.empty() ? path + "\n" + token : "!" + error));
+    if (!error.empty()) return InvalidArgument(error);
   } else {
     FUJI_ASSIGN_OR_RETURN(std::string file, comm.StoreGet("probe/file"));
+    if (!file.empty() && file[0] == '!') return InvalidArgument(file.substr(1));
     const size_t nl = file.find('\n');
     if (nl == std::string::npos) return Internal("malformed probe entry in the rendezvous store");
     path = file.substr(0, nl);
