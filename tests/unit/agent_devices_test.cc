@@ -1,6 +1,7 @@
-// The --devices flag, NVML loading when the library is absent, and the CPU devices offered instead.
+// The --devices, --gang-ports and --advertise-addr flags, NVML loading when the library is absent, and the CPU devices offered instead.
 #include <gtest/gtest.h>
 
+#include "worker/agent/agent_config.h"
 #include "worker/agent/devices.h"
 #include "lib/common/proc_stats.h"
 
@@ -26,6 +27,33 @@ TEST(AgentDevicesTest, RejectsBadValuesClearly) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find("expected 'auto' or 'cpu:N'"), std::string::npos) << r.status().message();
+  }
+}
+
+// --gang-ports LO-HI and --advertise-addr (agent_config.h).
+TEST(AgentDevicesTest, ParsesGangPortsAndAdvertisedAddresses) {
+  auto p = ParseGangPorts("29400-29499");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->first, 29400);
+  EXPECT_EQ(p->second, 29499);
+  auto one = ParseGangPorts("7000-7000");
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->first, 7000);
+  for (const char* bad : {"", "29400", "-", "29499-29400", "0-10", "1-65536", "a-b", "1-2-3", "123456-123457", " 1-2"}) {
+    SCOPED_TRACE(bad);
+    auto r = ParseGangPorts(bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("--gang-ports: expected LO-HI"), std::string::npos) << r.status().message();
+  }
+  for (const char* good : {"", "10.0.0.1", "node-a.example.com", "fd00::1"}) {
+    EXPECT_TRUE(CheckAdvertiseAddr(good).ok()) << good;
+  }
+  for (const std::string& bad : {std::string("10.0.0.1 "), std::string("a;b"), std::string("-x"), std::string(300, 'a'),
+                                 std::string("node/a")}) {
+    auto s = CheckAdvertiseAddr(bad);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("--advertise-addr"), std::string::npos);
   }
 }
 
