@@ -3,7 +3,11 @@
 // by the real fuji CLI. A 4-rank fine-tune fits neither agent: fujid places ranks 0-1 on one and
 // 2-3 on the other in one pass, both run their part against rank 0's TCPStore, and the job succeeds
 // with rank 0's result; `fuji show` names the gang. With --nodes 2 a 2-rank fine-tune that one agent
-// could hold runs one rank on each.
+// could hold runs one rank on each. A member agent that dies (its ranks with it) ends the attempt
+// for both: fujid tells the other agent to stop its ranks (long before their collective timeout),
+// the job waits for a second agent, and the retry runs once the agent is back.
+#include <signal.h>
+
 #include <chrono>
 #include <string>
 #include <thread>
@@ -100,6 +104,63 @@ TEST_F(GangPlacementTest, FourRanksSpanTwoTwoDeviceAgents) {
   nlohmann::json split = Show(pair["id"].get<int64_t>());
   ASSERT_EQ(split["gang"].size(), 2u) << split.dump();
   EXPECT_EQ(split["gang"][1]["first_rank"], 1);
+}
+
+TEST_F(GangPlacementTest, ALostMemberEndsTheAttemptForBothAndTheRetryWaitsForItsReturn) {
+  using namespace std::chrono_literals;
+  auto daemon = StartDaemon();
+  auto a = StartGangAgent("node-a", "29630-29639");
+  auto b = StartGangAgent("node-b", "29640-29649");
+  ASSERT_TRUE(WaitForAgents(2)) << daemon->log() << a->log() << b->log();
+  // Long enough to be running when node-b dies; a collective timeout far beyond what fujid needs.
+  std::vector<std::string> args = {
+      "submit", "finetune", "--model", root_ + "/tiny", "--data", root_ + "/text/english.txt",
+      "--ranks", "4", "--seq-len", "32", "--micro-batch", "2", "--steps", "100000", "--lr", "1e-3",
+      "--cache-dir", root_ + "/cache", "--threads", "1", "--max-attempts", "2", "--collective-timeout-ms",
+      "300000", "--output", "json"};
+  nlohmann::json submitted = Json(args);
+  ASSERT_TRUE(submitted.is_object()) << daemon->log();
+  const int64_t id = submitted["id"].get<int64_t>();
+  ASSERT_TRUE(WaitForState(id, "RUNNING", 120s)) << Show(id).dump() << daemon->log();
+  const auto end = std::chrono::steady_clock::now() + 120s;
+  while ((RanksOf(a->pid()) < 2 || RanksOf(b->pid()) < 2) && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(RanksOf(b->pid()), 2) << b->log();
+  const std::vector<pid_t> b_ranks = RankPids(b->pid());
+  b->Kill9();
+  for (pid_t pid : b_ranks) ::kill(pid, SIGKILL);
+  const auto killed_at = std::chrono::steady_clock::now();
+
+  // node-b's lease runs out: the attempt is over, node-a's ranks are stopped by fujid.
+  while (RanksOf(a->pid()) > 0 && std::chrono::steady_clock::now() < killed_at + 90s) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(RanksOf(a->pid()), 0) << a->log();
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 90s);
+  ASSERT_TRUE(WaitForState(id, "QUEUED", 60s)) << Show(id).dump();
+  nlohmann::json job = Show(id);
+  EXPECT_EQ(job["attempts"], 1);
+  // It waits for a second agent; why its attempt ended is in its events.
+  EXPECT_NE(job["reason"].get<std::string>().find("node-a: 2 of 2"), std::string::npos) << job.dump();
+  const std::string retried = Sql("SELECT message FROM job_events WHERE job_id = " + std::to_string(id) +
+                                  " AND to_state = 'RETRYING'");
+  EXPECT_NE(retried.find("agent node-b lost"), std::string::npos) << retried;
+
+  // Back: the retry spans both agents again (then is cancelled: its run is long).
+  auto b2 = StartGangAgent("node-b", "29640-29649");
+  ASSERT_TRUE(WaitForState(id, "RUNNING", 120s)) << Show(id).dump() << daemon->log() << b2->log();
+  job = Show(id);
+  ASSERT_EQ(job["gang"].size(), 2u) << job.dump();
+  CliResult cancel = Fuji({"cancel", std::to_string(id)}, address_);
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+  ASSERT_TRUE(WaitForState(id, "CANCELLED", 60s)) << Show(id).dump() << daemon->log();
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  while ((RanksOf(a->pid()) > 0 || RanksOf(b2->pid()) > 0) && std::chrono::steady_clock::now() < cancelled_at + 60s) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(RanksOf(a->pid()), 0) << a->log();
+  EXPECT_EQ(RanksOf(b2->pid()), 0) << b2->log();
 }
 
 }  // namespace
