@@ -350,13 +350,21 @@ TEST_F(GangNetnsTest, PeersThatCannotConnectFailWithinTheCollectiveTimeout) {
       Gang gang(s, o);
       halves[static_cast<size_t>(i)].result = gang.Run(GangCallbacks{});
       halves[static_cast<size_t>(i)].seconds = std::chrono::duration<double>(Clock::now() - begin).count();
+      halves[static_cast<size_t>(i)].failure = gang.failure();
     });
   }
   for (auto& t : threads) t.join();
   const double seconds = std::chrono::duration<double>(Clock::now() - begin).count();
   for (int i = 0; i < 2; ++i) {
     ASSERT_FALSE(halves[i].result.ok()) << "node " << i;
-    std::printf("node %d failed after %.1f s: %s\n", i, halves[i].seconds, halves[i].result.status().ToString().c_str());
+    ASSERT_TRUE(halves[i].failure);
+    // The failing rank reported its error, and it ended (by itself or at the gang's SIGTERM)
+    // without the grace's SIGKILL: a Gloo connection still pending on another thread holds
+    // nothing up.
+    EXPECT_EQ(halves[i].failure->kind, GangFailure::Kind::kRankError);
+    EXPECT_NE(halves[i].failure->exit.signal, SIGKILL) << halves[i].failure->exit.Describe();
+    std::printf("node %d failed after %.1f s: %s (the rank %s)\n", i, halves[i].seconds,
+                halves[i].result.status().ToString().c_str(), halves[i].failure->exit.Describe().c_str());
   }
   EXPECT_LT(seconds, spec.collective_timeout_ms / 1000.0 + 10);
   std::printf("both halves failed within %.1f s\n", seconds);
