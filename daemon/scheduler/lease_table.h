@@ -33,6 +33,8 @@ class LeaseTable {
   int Renew(const std::string& worker_id, int64_t now_ms, int64_t ttl_ms);
   // The job ended, was cancelled or was requeued: every holder's lease goes. Unknown ids are ignored.
   void Release(int64_t job_id);
+  // One holder's lease of the job goes (its part ended); the others stay.
+  void Drop(int64_t job_id, const std::string& worker_id) { leases_.erase({job_id, worker_id}); }
   // Leases expired at now_ms, by job id (and holder). They stay in the table until released, so the daemon
   // drops each one only after the requeue or failure it decided is committed.
   std::vector<ExpiredLease> Expired(int64_t now_ms) const;

@@ -401,10 +401,20 @@ void Dispatcher::CheckLeases() {
       if (Move(job->id, JobState::kRetrying, JobState::kQueued, "requeued")) Ended(job->id);
       continue;
     }
+    // A gang member whose part ended (it succeeded) holds nothing more: its silence ends nothing.
+    const bool part_done =
+        job.ok() && job->worker_id != lease.worker_id &&
+        std::none_of(job->gang.begin(), job->gang.end(), [&](const store::GangMemberRecord& member) {
+          return member.attempt == job->attempts && member.worker_id == lease.worker_id && !member.released_at_ms;
+        });
     if (!job.ok() || (job->state != JobState::kAssigned && job->state != JobState::kRunning) ||
-        !HoldsPart(*job, lease.worker_id)) {
+        !HoldsPart(*job, lease.worker_id) || part_done) {
       std::lock_guard<std::mutex> lock(mu_);
-      leases_.Release(lease.job_id);
+      if (part_done) {
+        leases_.Drop(lease.job_id, lease.worker_id);
+      } else {
+        leases_.Release(lease.job_id);
+      }
       continue;
     }
     EndAttempt(*job, lease.Reason(), /*retryable=*/true);

@@ -249,6 +249,12 @@ grpc::ServerUnaryReactor* JobService::ListWorkers(grpc::CallbackServerContext* c
   if (!live.ok()) return Finish(context, live.status());
   std::map<std::string, std::vector<int64_t>> running;
   for (const store::Assignment& a : *live) running[a.worker_id].push_back(a.job_id);
+  // A gang's other members run it too.
+  Result<std::vector<store::GangMemberRecord>> gangs = store_->ActiveGangMembers();
+  if (!gangs.ok()) return Finish(context, gangs.status());
+  for (const store::GangMemberRecord& member : *gangs) {
+    if (member.first_rank > 0) running[member.worker_id].push_back(member.job_id);
+  }
   Result<std::vector<sched::AgentView>> agents = dispatcher_->CurrentAgents();
   if (!agents.ok()) return Finish(context, agents.status());
   std::map<std::string, const sched::AgentView*> views;

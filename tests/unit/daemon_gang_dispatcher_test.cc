@@ -304,3 +304,26 @@ TEST_F(GangDispatcherTest, ARestartedFujidKeepsTheGang) {
 
 }  // namespace
 }  // namespace fuji::daemon
+
+namespace fuji::daemon {
+namespace {
+
+TEST_F(GangDispatcherTest, AMemberWhosePartSucceededMayGoSilent) {
+  Register("node-a");
+  Register("node-b");
+  const int64_t id = SubmitFinetune(4);
+  auto [a, b] = PlaceGang(id);
+  ASSERT_TRUE(Complete("node-b", b, true).ok());
+  // node-b goes quiet after its part; rank 0's agent runs on and heartbeats.
+  for (int64_t t = 0; t < 2 * kRequeueMs; t += kLeaseMs / 2) {
+    Advance(kLeaseMs / 2);
+    EXPECT_FALSE(Cancels(Beat("node-a", {a}), id));
+    dispatcher_->CheckLeases();
+  }
+  EXPECT_EQ(store_->Get(id)->state, JobState::kAssigned);
+  ASSERT_TRUE(Complete("node-a", a, true).ok());
+  EXPECT_EQ(store_->Get(id)->state, JobState::kSucceeded);
+}
+
+}  // namespace
+}  // namespace fuji::daemon
