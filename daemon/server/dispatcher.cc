@@ -152,6 +152,14 @@ Result<std::vector<sched::AgentView>> Dispatcher::Agents(const std::vector<store
       holdings.push_back({member.job_id, member.worker_id, member.device_indices, share, std::string()});
     }
   }
+  {
+    // The agents' gang addresses as the store keeps them (from their latest registration, before
+    // fujid restarted too), for the placements of this pass.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const store::WorkerRecord& worker : workers) {
+      gang_addrs_[worker.id] = {worker.advertise_addr, worker.gang_port_lo, worker.gang_port_hi};
+    }
+  }
   std::vector<sched::AgentMemory> agents;
   agents.reserve(workers.size());
   for (const store::WorkerRecord& worker : workers) {

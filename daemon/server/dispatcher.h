@@ -187,8 +187,8 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // count from their first lease check.
   std::map<std::string, int64_t> heard_lease_ms_;
   std::map<std::string, std::vector<v1::WarmModel>> warm_;  // by agent, as it last said
-  // Each agent's part in gangs across agents, as its latest Register said (in memory: an agent
-  // registers again after fujid restarts).
+  // Each agent's part in gangs across agents, as its latest Register said (the store keeps it:
+  // Agents reads it back, so a restarted fujid knows it before the agent registers again).
   struct GangAddress {
     std::string addr;  // RegisterRequest.advertise_addr; "" = no gangs
     int port_lo = 0, port_hi = 0;

@@ -114,6 +114,9 @@ Result<std::vector<int64_t>> Dispatcher::Register(const v1::RegisterRequest& req
     worker.devices.push_back({device.index(), device.name(), device.total_mib(), device.kind(), std::nullopt});
   }
   FUJI_RETURN_IF_ERROR(CheckGangAddress(request));
+  worker.advertise_addr = request.advertise_addr();
+  worker.gang_port_lo = request.gang_port_lo();
+  worker.gang_port_hi = request.gang_port_hi();
   FUJI_RETURN_IF_ERROR(
       store_->RegisterWorker(worker, SamplesOf(request.samples(), worker.id, std::nullopt)));
   const std::string& id = worker.id;

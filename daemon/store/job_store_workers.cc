@@ -24,6 +24,13 @@ Status ValidateWorker(const WorkerRecord& worker) {
                              std::to_string(device.index) + " is negative or repeated");
     }
   }
+  if (worker.advertise_addr.size() > 255) {
+    return InvalidArgument("worker " + worker.id + ": advertise address longer than 255 bytes");
+  }
+  const int lo = worker.gang_port_lo, hi = worker.gang_port_hi;
+  if (!((lo == 0 && hi == 0) || (lo >= 1 && lo <= hi && hi <= 65535))) {
+    return InvalidArgument("worker " + worker.id + ": gang ports must be 0 0 or LO-HI within 1-65535");
+  }
   return Status::Ok();
 }
 
@@ -100,12 +107,19 @@ Status JobStore::RegisterWorker(const WorkerRecord& worker, const std::vector<Me
     int64_t now_ms = clock_->NowMs();
     FUJI_ASSIGN_OR_RETURN(
         Statement upsert,
-        db.Prepare("INSERT INTO workers (id, host, registered_at_ms, last_heartbeat_ms, state) "
-                   "VALUES (?1, ?2, ?3, ?3, 'ONLINE') ON CONFLICT (id) DO UPDATE SET "
+        db.Prepare("INSERT INTO workers (id, host, registered_at_ms, last_heartbeat_ms, state, advertise_addr, "
+                   "gang_port_lo, gang_port_hi) VALUES (?1, ?2, ?3, ?3, 'ONLINE', ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET "
                    "host = excluded.host, registered_at_ms = excluded.registered_at_ms, "
-                   "last_heartbeat_ms = excluded.last_heartbeat_ms, state = 'ONLINE'"));
-    FUJI_RETURN_IF_ERROR(
-        upsert.BindText(1, worker.id).BindText(2, worker.host).BindInt(3, now_ms).Run());
+                   "last_heartbeat_ms = excluded.last_heartbeat_ms, state = 'ONLINE', "
+                   "advertise_addr = excluded.advertise_addr, gang_port_lo = excluded.gang_port_lo, "
+                   "gang_port_hi = excluded.gang_port_hi"));
+    FUJI_RETURN_IF_ERROR(upsert.BindText(1, worker.id)
+                             .BindText(2, worker.host)
+                             .BindInt(3, now_ms)
+                             .BindText(4, worker.advertise_addr)
+                             .BindInt(5, worker.gang_port_lo)
+                             .BindInt(6, worker.gang_port_hi)
+                             .Run());
     FUJI_ASSIGN_OR_RETURN(Statement clear, db.Prepare("DELETE FROM devices WHERE worker_id = ?"));
     FUJI_RETURN_IF_ERROR(clear.BindText(1, worker.id).Run());
     FUJI_ASSIGN_OR_RETURN(
@@ -171,7 +185,7 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
       db->Prepare("SELECT w.id, w.host, w.registered_at_ms, w.last_heartbeat_ms, w.state, "
                   "d.device_index, d.name, d.total_mib, d.kind, d.used_mib, d.fuji_mib, "
                   "d.sampled_at_ms, w.host_used_mib, w.host_total_mib, w.host_fuji_mib, "
-                  "w.host_sampled_at_ms, w.drained_at_ms "
+                  "w.host_sampled_at_ms, w.drained_at_ms, w.advertise_addr, w.gang_port_lo, w.gang_port_hi "
                   "FROM workers w LEFT JOIN devices d ON d.worker_id = w.id "
                   "ORDER BY w.id, d.device_index"));
   std::vector<WorkerRecord> workers;
@@ -183,6 +197,9 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
       workers.push_back(WorkerRecord{id, select.Text(1), select.Int(2), select.Int(3),
                                      select.Text(4), {}, ReadingAt(select, 12, 13, 14, 15)});
       if (!select.IsNull(16)) workers.back().drained_at_ms = select.Int(16);
+      workers.back().advertise_addr = select.Text(17);
+      workers.back().gang_port_lo = static_cast<int>(select.Int(18));
+      workers.back().gang_port_hi = static_cast<int>(select.Int(19));
     }
     if (!select.IsNull(5)) {
       DeviceRecord device{static_cast<int>(select.Int(5)), select.Text(6), select.Int(7),

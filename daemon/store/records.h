@@ -121,6 +121,11 @@ struct WorkerRecord {
   // When an admin drained it (no new job is placed on it); empty while it takes work. Kept by
   // RegisterWorker and Heartbeat; changed by SetDrained only.
   std::optional<int64_t> drained_at_ms = std::nullopt;
+  // Gangs across agents (migration 10): where other agents' ranks reach its ranks ("" = it takes
+  // no part) and the ports a gang's rendezvous may use on it (0 0: none). Set by RegisterWorker.
+  std::string advertise_addr = {};
+  int gang_port_lo = 0;
+  int gang_port_hi = 0;
 };
 
 // A job attempt placed on a worker's devices; live while released_at_ms is empty.

@@ -274,6 +274,12 @@ TEST_F(GangDispatcherTest, ARestartedFujidKeepsTheGang) {
   dispatcher_ = std::make_unique<Dispatcher>(store_.get(), &clock_, &lease_clock_, &hub_,
                                              DispatcherOptions{kLeaseMs, 30000});
   ASSERT_TRUE(dispatcher_->Recover().ok());
+  // Before the agents register again, the store says where they are: a 4-rank fine-tune is
+  // satisfiable across them.
+  sched::JobRequest four;
+  four.devices = 4;
+  four.may_span = true;
+  EXPECT_TRUE(dispatcher_->CheckSatisfiable(four).ok());
   // Both agents re-register listing their parts: nothing is stopped.
   v1::RegisterRequest again_a = Registration("node-a"), again_b = Registration("node-b");
   for (const auto& [request, assignment] : {std::pair{&again_a, &a}, std::pair{&again_b, &b}}) {

@@ -231,6 +231,30 @@ GangMemberRecord Member(const std::string& worker, int first_rank, std::vector<i
   return m;
 }
 
+TEST_F(StoreWorkersTest, AWorkersGangAddressIsKeptFromItsLatestRegistration) {
+  WorkerRecord w3{"w3", "node3", 0, 0, "", {{0, "c", 1, "cpu"}}};
+  w3.advertise_addr = "10.0.0.3";
+  w3.gang_port_lo = 29400;
+  w3.gang_port_hi = 29499;
+  ASSERT_TRUE(store_->RegisterWorker(w3).ok());
+  auto workers = store_->ListWorkers();
+  ASSERT_EQ(workers->size(), 3u);
+  EXPECT_EQ((*workers)[2].advertise_addr, "10.0.0.3");
+  EXPECT_EQ((*workers)[2].gang_port_lo, 29400);
+  EXPECT_EQ((*workers)[2].gang_port_hi, 29499);
+  EXPECT_EQ((*workers)[0].advertise_addr, "");
+  EXPECT_EQ((*workers)[0].gang_port_hi, 0);
+  w3.gang_port_lo = 29500;  // above hi
+  EXPECT_EQ(store_->RegisterWorker(w3).code(), StatusCode::kInvalidArgument);
+  w3.gang_port_lo = 0;
+  w3.gang_port_hi = 0;
+  w3.advertise_addr = std::string(256, 'a');
+  EXPECT_EQ(store_->RegisterWorker(w3).code(), StatusCode::kInvalidArgument);
+  w3.advertise_addr.clear();
+  ASSERT_TRUE(store_->RegisterWorker(w3).ok());  // no longer in gangs
+  EXPECT_EQ((*store_->ListWorkers())[2].advertise_addr, "");
+}
+
 TEST_F(StoreWorkersTest, AGangIsAssignedReadAndReleasedWithItsAttempt) {
   WorkerRecord w3{"w3", "node3", 0, 0, "", {{0, "NVIDIA H100", 81559, "cuda"}, {1, "NVIDIA H100", 81559, "cuda"}}};
   ASSERT_TRUE(store_->RegisterWorker(w3).ok());
