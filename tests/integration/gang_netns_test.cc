@@ -167,8 +167,9 @@ class GangNetnsTest : public ::testing::Test {
 
   // Runs node 0's half (ranks 0-1) and node 1's (ranks 2-3) at once, at tcp:10.77.0.1:port.
   // `during` runs on its own thread once node 0 has reported its first loss.
+  // by_interface: the ranks get no bind_addr but GLOO_SOCKET_IFNAME, their node's veth.
   std::vector<Half> RunTwoNodes(FinetuneSpec spec, int port, const std::vector<std::string>& executables,
-                                const std::function<void()>& during = nullptr) {
+                                const std::function<void()>& during = nullptr, bool by_interface = false) {
     std::vector<Half> halves(2);
     std::atomic<bool> first_loss{false};
     std::vector<std::thread> threads;
@@ -176,8 +177,9 @@ class GangNetnsTest : public ::testing::Test {
       threads.emplace_back([&, i] {
         FinetuneSpec s = spec;
         s.node = i == 0 ? "node-a" : "node-b";
-        s.bind_addr = i == 0 ? "10.77.0.1" : "10.77.0.2";
+        s.bind_addr = by_interface ? "" : i == 0 ? "10.77.0.1" : "10.77.0.2";
         GangOptions o;
+        if (by_interface) o.env["GLOO_SOCKET_IFNAME"] = veth_[static_cast<size_t>(i)];
         o.executable = executables[static_cast<size_t>(i)];
         o.world_size = 4;
         o.first_rank = 2 * i;
@@ -252,6 +254,16 @@ TEST_F(GangNetnsTest, TwoNodesTrainAsOneGangWithAFileStore) {
   EXPECT_LE(max_diff, 1e-4);
   std::printf("final weights: largest difference %.3g; node-a %.1f s, node-b %.1f s\n", max_diff,
               halves[0].seconds, halves[1].seconds);
+}
+
+// Without a bind address the ranks bind Gloo to the interface GLOO_SOCKET_IFNAME names.
+TEST_F(GangNetnsTest, RanksBindToTheInterfaceGlooSocketIfnameNames) {
+  std::vector<Half> halves = RunTwoNodes(Prepared(2, ""), 29417, {Wrapper(0), Wrapper(1)}, nullptr,
+                                         /*by_interface=*/true);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(halves[i].result.ok()) << "node " << i << ": " << halves[i].result.status().ToString();
+    EXPECT_EQ((*halves[i].result)["steps"], 2);
+  }
 }
 
 TEST_F(GangNetnsTest, ASaveDirectoryPrivateToEachNodeIsRefusedByEveryRank) {
