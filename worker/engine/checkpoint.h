@@ -46,8 +46,9 @@ class CheckpointFiles;
 // A checkpoint directory opened for reading parameters piece by piece: its config, its weight
 // files mapped (any layout LoadModel reads), and every parameter of ParameterLayout(config) found
 // and checked (shape, floating-point dtype). Nothing of the weights is read until asked: a caller
-// that needs a slice of a tensor faults in only the pages of that slice, and ReleasePages drops
-// them from the resident set again. Move-only.
+// that needs a slice of a tensor faults in only the pages of that slice (of the whole tensor when
+// it is stored strided, as a torch.save of a transposed view is), and ReleasePages drops them from
+// the resident set again. Move-only.
 class CheckpointReader {
  public:
   static Result<CheckpointReader> Open(const std::string& dir);
