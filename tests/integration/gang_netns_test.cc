@@ -227,7 +227,9 @@ TEST_F(GangNetnsTest, TwoNodesTrainAsOneGangWithAFileStore) {
   ASSERT_TRUE(want.ok()) << want.status().ToString();
 
   std::vector<Half> halves = RunTwoNodes(Prepared(kSteps, gang_dir), 29411, {Wrapper(0), Wrapper(1)});
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(halves[i].result.ok()) << "node " << i << ": " << halves[i].result.status().ToString();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(halves[i].result.ok()) << "node " << i << ": " << halves[i].result.status().ToString();
+  }
   const nlohmann::json& a = *halves[0].result;
   const nlohmann::json& b = *halves[1].result;
   EXPECT_EQ(a["first_rank"], 0);

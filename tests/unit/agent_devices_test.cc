@@ -1,4 +1,5 @@
-// The --devices, --gang-ports and --advertise-addr flags, NVML loading when the library is absent, and the CPU devices offered instead.
+// The --devices, --gang-ports and --advertise-addr flags, NVML loading when the library is absent,
+// and the CPU devices offered instead.
 #include <gtest/gtest.h>
 
 #include "worker/agent/agent_config.h"
@@ -39,7 +40,8 @@ TEST(AgentDevicesTest, ParsesGangPortsAndAdvertisedAddresses) {
   auto one = ParseGangPorts("7000-7000");
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->first, 7000);
-  for (const char* bad : {"", "29400", "-", "29499-29400", "0-10", "1-65536", "a-b", "1-2-3", "123456-123457", " 1-2"}) {
+  for (const char* bad :
+       {"", "29400", "-", "29499-29400", "0-10", "1-65536", "a-b", "1-2-3", "123456-123457", " 1-2"}) {
     SCOPED_TRACE(bad);
     auto r = ParseGangPorts(bad);
     ASSERT_FALSE(r.ok());

@@ -25,8 +25,8 @@ Result<DeviceFlag> ParseDeviceFlag(const std::string& text) {
 }
 
 Status CheckAdvertiseAddr(const std::string& text) {
-  if (text.size() > 253 ||
-      text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") != std::string::npos ||
+  static const char kAllowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:";
+  if (text.size() > 253 || text.find_first_not_of(kAllowed) != std::string::npos ||
       (!text.empty() && (text.front() == '-' || text.front() == '.'))) {
     return InvalidArgument("--advertise-addr: expected an IP address or host name, got '" + text.substr(0, 300) + "'");
   }
@@ -34,7 +34,8 @@ Status CheckAdvertiseAddr(const std::string& text) {
 }
 
 Result<std::pair<int, int>> ParseGangPorts(const std::string& text) {
-  const std::string usage = "--gang-ports: expected LO-HI with 1 <= LO <= HI <= 65535, got '" + text.substr(0, 100) + "'";
+  const std::string usage =
+      "--gang-ports: expected LO-HI with 1 <= LO <= HI <= 65535, got '" + text.substr(0, 100) + "'";
   const size_t dash = text.find('-');
   if (dash == std::string::npos) return InvalidArgument(usage);
   auto port = [](const std::string& p) -> long {

@@ -249,7 +249,8 @@ Status Join(c10d::Store& store, const CommOptions& o) {
 #if defined(FUJI_DIST_GLOO)
 Result<std::unique_ptr<Backend>> MakeGlooBackend(const c10::intrusive_ptr<c10d::Store>& store,
                                                  const CommOptions& o, const Where& where) {
-  const std::string name = "gloo process group on rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
+  const std::string name =
+      "gloo process group on rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size);
   c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> opts;
   try {
     // The timeout is the context's: every pair's connection and the alltoall-based collectives.
