@@ -583,7 +583,8 @@ std::optional<Placement> PassState::TryPlaceGang(const JobRequest& job, KindStat
       AgentSlot& agent = *parts[i].first;
       const int idle_before = agent.idle;
       Placement part;
-      Take(agent, PartOf(job, parts[i].second), option ? &shares[i] : nullptr, choices[i], &part);
+      const JobRequest& request = gang_parts_.emplace_back(PartOf(job, parts[i].second));
+      Take(agent, request, option ? &shares[i] : nullptr, choices[i], &part);
       if (allowances[i].within_spare) {
         kind.reservation->spare -= idle_before - agent.idle;
         if (option && kind.reservation->spare_host_mib != kUnknownMib) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <map>
 #include <optional>
@@ -223,6 +224,9 @@ class PassState {
   mutable std::vector<std::pair<size_t, DeviceUse>> uses_;
   mutable Choice scratch_;
   std::unordered_map<int64_t, int64_t> host_mib_;
+  // The parts of the gangs placed in this pass as jobs of their own (policy 8): the devices they
+  // take keep pointers into them (DeviceSlot::placed_keys) for the rest of the pass.
+  std::deque<JobRequest> gang_parts_;
   std::vector<AgentSlot> agents_;
   std::map<std::string, KindState> kinds_;
   std::set<std::string> drained_kinds_;
