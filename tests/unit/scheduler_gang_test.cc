@@ -246,5 +246,19 @@ TEST(SchedulerGangTest, EveryMemberHoldsALeaseOfItsOwn) {
   EXPECT_EQ(leases.size(), 1u);
 }
 
+TEST(SchedulerGangTest, LaterJobsOfThePassSeeTheGangsDevicesHeld) {
+  // Each agent's device 0 keeps a pinned warm model (never unloaded); the gang takes both devices
+  // of both agents. A request of that model later in the pass must not batch onto them.
+  std::vector<AgentView> agents = {Agent("node-a", 2), Agent("node-b", 2)};
+  for (AgentView& agent : agents) agent.devices[0].warm.push_back({"m|fp32|none", 0, 0, 0, true});
+  JobRequest request = Job(2, 1);
+  request.warm_key = "m|fp32|none";
+  request.priority = -1;
+  PassResult result = Schedule({Finetune(1, 4), request}, agents, {}, kNow);
+  ASSERT_EQ(result.placements.size(), 1u);
+  EXPECT_EQ(result.placements[0].job_id, 1);
+  EXPECT_EQ(result.waiting_reasons.count(2), 1u);
+}
+
 }  // namespace
 }  // namespace fuji::sched
