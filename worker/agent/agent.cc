@@ -281,6 +281,16 @@ std::vector<fuji::v1::RunningJob> Agent::RunningJobsLocked() const {
     for (pid_t pid : job->pids) r.add_pids(pid);  // empty: ended, its Complete still to come
     running.push_back(std::move(r));
   }
+  // Placements that start once the job's previous attempt here has ended: held, not forgotten.
+  for (const auto& [id, assignment] : deferred_) {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second->send_complete) continue;  // the running one is listed
+    fuji::v1::RunningJob r;
+    r.set_job_id(id);
+    r.set_attempt(assignment.attempt());
+    r.set_lease_epoch(assignment.lease_epoch());
+    running.push_back(std::move(r));
+  }
   return running;
 }
 
@@ -442,7 +452,20 @@ void Agent::StartJob(const fuji::v1::Assignment& assignment) {
     return;
   }
   if (it != jobs_.end()) {
-    Log("job " + std::to_string(assignment.job_id()) + ": a new attempt while the old one is still here; ignored");
+    const fuji::v1::Assignment& old = it->second->assignment;
+    if (assignment.attempt() < old.attempt() ||
+        (assignment.attempt() == old.attempt() && assignment.lease_epoch() <= old.lease_epoch())) {
+      Log("job " + std::to_string(assignment.job_id()) + ": an older placement than the one running here; ignored");
+      return;
+    }
+    // fujid placed the job anew (say a gang whose other agent failed, before this agent heard the
+    // cancel): the old attempt is no longer wanted; the new one starts once it has ended.
+    Log("job " + std::to_string(assignment.job_id()) + ": attempt " + std::to_string(assignment.attempt()) +
+        " placed while attempt " + std::to_string(old.attempt()) + " still ends here; it starts after");
+    Job& running = *it->second;
+    running.send_complete = false;
+    if (!running.finished && running.stop == StopReason::kNone) running.stop = StopReason::kUnwanted;
+    deferred_[assignment.job_id()] = assignment;
     return;
   }
   auto job = std::make_shared<Job>();
