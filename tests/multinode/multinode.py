@@ -403,30 +403,44 @@ def wait_for_running_gang(c, job, within=120):
     return {}
 
 
-def scenario_cut_link(c):
-    fails = []
-    save_to = os.path.join(c.data, "cut")
-    r = c.finetune(save_to, 2, steps=100, save_every=20)
+def submit_long(c, name, save_every):
+    """A 100-step 2 + 2 fine-tune that checkpoints every save_every steps: (job id, save_to) or an error."""
+    save_to = os.path.join(c.data, name)
+    r = c.finetune(save_to, 2, steps=100, save_every=save_every)
     if r.returncode != 0:
-        return [f"submit: {r.stderr.strip()[:300]}"]
-    job = json.loads(r.stdout)["id"]
+        return None, f"submit: {r.stderr.strip()[:300]}"
+    return json.loads(r.stdout)["id"], save_to
+
+
+def ranks_gone_within_bound(c, what):
+    """Waits for every rank of both nodes to end after `what`: failures if they outlive the
+    collective timeout, the lease and a grace."""
+    t0 = time.monotonic()
+    bound = c.args.collective_timeout_ms / 1000.0 + 3.0 + 10.0
+    said = False
+    while time.monotonic() - t0 < bound + 30 and c.ranks_alive():
+        if not said and time.monotonic() - t0 > bound:
+            log(f"past the bound: {c.describe(c.ranks_alive())}")
+            said = True
+        time.sleep(0.2)
+    gone, left = time.monotonic() - t0, c.ranks_alive()
+    log(f"every rank gone {gone:.1f} s after {what} (bound {bound:.1f} s)" if not left else f"ranks left: {left}")
+    if left or gone > bound:
+        return [f"ranks {c.describe(left)} still ran {gone:.1f} s after {what} (bound {bound:.1f} s)"]
+    return []
+
+
+def scenario_cut_link(c):
+    job, save_to = submit_long(c, "cut", 20)
+    if job is None:
+        return [save_to]
     shown = wait_for_running_gang(c, job)
     if shown.get("state") != "RUNNING":
         return [f"job {job} never ran as a gang: {shown.get('state')} {shown.get('reason', '')[:200]}"]
     log(f"job {job} at step {shown.get('progress', {}).get('done')}: node-b's link goes down")
     c.link("node-b", False)
-    t0 = time.monotonic()
-    bound = c.args.collective_timeout_ms / 1000.0 + 3.0 + 10.0  # the timeout, the lease, a grace
     # node-a's ranks see their peers vanish; node-b's see fujid and their peers vanish.
-    while time.monotonic() - t0 < bound + 30:
-        if not c.ranks_alive():
-            break
-        time.sleep(0.2)
-    gone = time.monotonic() - t0
-    left = c.ranks_alive()
-    log(f"every rank gone {gone:.1f} s after the cut (bound {bound:.1f} s)" if not left else f"ranks left: {left}")
-    if left or gone > bound:
-        fails.append(f"ranks {left} still ran {gone:.1f} s after the link went down (bound {bound:.1f} s)")
+    fails = ranks_gone_within_bound(c, "the cut")
     c.link("node-b", True)
     shown = c.wait_state(job, ("SUCCEEDED", "FAILED", "CANCELLED"), 400)
     log(f"with the link back: job {job} {shown.get('state')} after {shown.get('attempts')} retries")
@@ -436,12 +450,9 @@ def scenario_cut_link(c):
 
 
 def scenario_kill_agent(c):
-    fails = []
-    save_to = os.path.join(c.data, "kill")
-    r = c.finetune(save_to, 2, steps=100, save_every=10)
-    if r.returncode != 0:
-        return [f"submit: {r.stderr.strip()[:300]}"]
-    job = json.loads(r.stdout)["id"]
+    job, save_to = submit_long(c, "kill", 10)
+    if job is None:
+        return [save_to]
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not os.path.exists(os.path.join(save_to, "latest")):
         time.sleep(0.2)
@@ -450,19 +461,7 @@ def scenario_kill_agent(c):
         return [f"job {job} wrote no checkpoint while running: {shown.get('state')} {shown.get('reason', '')[:200]}"]
     log(f"job {job} checkpointed; kill -9 node-b's agent")
     c.kill("agent-node-b")
-    t0 = time.monotonic()
-    bound = c.args.collective_timeout_ms / 1000.0 + 3.0 + 10.0
-    said = False
-    while time.monotonic() - t0 < bound + 30 and c.ranks_alive():
-        if not said and time.monotonic() - t0 > bound:
-            log(f"past the bound: {c.describe(c.ranks_alive())}")
-            said = True
-        time.sleep(0.2)
-    gone = time.monotonic() - t0
-    if c.ranks_alive() or gone > bound:
-        fails.append(f"ranks {c.describe(c.ranks_alive())} still ran {gone:.1f} s after node-b's agent died "
-                     f"(bound {bound:.1f} s)")
-    log(f"every rank gone {gone:.1f} s after the kill")
+    fails = ranks_gone_within_bound(c, "node-b's agent died")
     time.sleep(2)
     shown = c.fuji_json(["show", str(job)])
     log(f"job {job} is {shown.get('state')}: {shown.get('reason', '')[:200]}")
