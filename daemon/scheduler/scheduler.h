@@ -116,6 +116,11 @@ struct JobRequest {
   std::string device_kind = "cpu";  // "cpu" or "cuda"
   int64_t memory_mib = 0;           // declared per device, for a job without options
   bool shareable = false;           // may share devices with other shareable jobs
+  // Policy 8: a fine-tune may span agents (only fine-tunes do). nodes: 0 = as few agents as hold
+  // its ranks; K >= 1 = exactly K agents with devices / K ranks each (1: one agent, as 2 says).
+  // Beside `shareable`, in what would be padding: a pass reads 100,000 requests.
+  bool may_span = false;
+  int nodes = 0;
   // Its plans; null or none: memory is not checked (and the job shares only with memory_mib).
   // Shared, so that copying a request (a pass takes a copy of the queue) stays cheap.
   std::shared_ptr<const MemoryPlans> plans;
@@ -128,10 +133,6 @@ struct JobRequest {
   // An inference job's model key, "REALPATH|PRECISION|OFFLOAD" as WarmView::key names it; "" for
   // other jobs. Policy 7.
   std::string warm_key = {};
-  // Policy 8: a fine-tune may span agents (only fine-tunes do). nodes: 0 = as few agents as hold
-  // its ranks; K >= 1 = exactly K agents with devices / K ranks each (1: one agent, as 2 says).
-  bool may_span = false;
-  int nodes = 0;
 };
 
 // A model an agent keeps loaded in a rank on a device between inference jobs.
