@@ -299,7 +299,15 @@ void Dispatcher::RunPass() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     requests.reserve(queued_.size());
-    for (const auto& [id, request] : queued_) requests.push_back(request);
+    const int64_t now_lease_ms = lease_clock_->NowMs();
+    for (auto it = gang_holds_.begin(); it != gang_holds_.end();) {
+      const bool over = it->second.unheard.empty() || !queued_.count(it->first) ||
+                        now_lease_ms - it->second.ended_lease_ms >= 2 * options_.lease_ttl_ms;
+      it = over ? gang_holds_.erase(it) : std::next(it);
+    }
+    for (const auto& [id, request] : queued_) {
+      if (!gang_holds_.count(id)) requests.push_back(request);
+    }
     for (const store::Assignment& a : *live) {
       const auto it = placed_.find(a.job_id);
       if (it != placed_.end()) running.push_back(it->second.running);
@@ -367,6 +375,12 @@ void Dispatcher::RunPass() {
       it = queued_.count(it->first) ? std::next(it) : pass.waiting_reasons.erase(it);
     }
     waiting_reasons_ = std::move(pass.waiting_reasons);
+    for (const auto& [id, hold] : gang_holds_) {
+      std::string names;
+      for (const std::string& w : hold.unheard) names += (names.empty() ? "" : ", ") + w;
+      waiting_reasons_[id] = "its gang's last attempt just ended: it waits until " + names +
+                             " has been heard from again (or is lost) before it is placed";
+    }
   }
   for (const std::string& worker : workers) handout_.Deliver(worker);
 }
@@ -532,13 +546,27 @@ bool Dispatcher::PlacedWithinLease(int64_t job_id, int64_t now_lease_ms) const {
 }
 
 void Dispatcher::Heard(const std::string& worker_id, int64_t now_lease_ms) {
-  std::lock_guard<std::mutex> lock(mu_);
-  heard_lease_ms_[worker_id] = now_lease_ms;
+  bool released = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    heard_lease_ms_[worker_id] = now_lease_ms;
+    for (auto it = gang_holds_.begin(); it != gang_holds_.end();) {
+      if (now_lease_ms >= it->second.ended_lease_ms) it->second.unheard.erase(worker_id);
+      released = released || it->second.unheard.empty();
+      it = it->second.unheard.empty() ? gang_holds_.erase(it) : std::next(it);
+    }
+  }
+  if (released) RequestPass();
 }
 
 bool Dispatcher::MarkLost(const std::string& worker_id) {
   Status marked = store_->MarkWorkerLost(worker_id);
   if (!marked.ok()) LogDropped("lease check: marking agent " + worker_id + " LOST", marked);
+  if (marked.ok()) {
+    // A lost agent gets nothing: the gangs waiting to hear from it need not wait any more.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, hold] : gang_holds_) hold.unheard.erase(worker_id);
+  }
   return marked.ok();
 }
 
@@ -554,6 +582,14 @@ void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& caus
     if (!decision.requeue) {
       moved = TryMove(job.id, job.state, JobState::kFailed, decision.reason);
     } else {
+      if (job.gang.size() > 1) {
+        // Held before it is queued again: a pass between the two would place it at once.
+        GangHold hold;
+        hold.ended_lease_ms = lease_clock_->NowMs();
+        for (const auto& member : job.gang) hold.unheard.insert(member.worker_id);
+        std::lock_guard<std::mutex> lock(mu_);
+        gang_holds_[job.id] = std::move(hold);
+      }
       moved = TryMove(job.id, job.state, JobState::kRetrying, decision.reason);
       if (moved.ok()) moved = TryMove(job.id, JobState::kRetrying, JobState::kQueued, decision.reason);
     }

@@ -187,6 +187,15 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // count from their first lease check.
   std::map<std::string, int64_t> heard_lease_ms_;
   std::map<std::string, std::vector<v1::WarmModel>> warm_;  // by agent, as it last said
+  // A gang across agents whose attempt just ended and went back to the queue waits until every
+  // agent of that attempt has been heard from since (a Register or Heartbeat), is lost, or two
+  // leases have passed: an agent killed a moment ago still looks connected until its lease
+  // expires, and placing the retry on it would spend an attempt on a gang that cannot form.
+  struct GangHold {
+    int64_t ended_lease_ms = 0;
+    std::set<std::string> unheard;  // the members not heard from since
+  };
+  std::map<int64_t, GangHold> gang_holds_;  // by job id
   // Each agent's part in gangs across agents, as its latest Register said (the store keeps it:
   // Agents reads it back, so a restarted fujid knows it before the agent registers again).
   struct GangAddress {

@@ -141,7 +141,14 @@ TEST_F(GangPlacementTest, ALostMemberEndsTheAttemptForBothAndTheRetryWaitsForIts
   ASSERT_TRUE(WaitForState(id, "QUEUED", 60s)) << Show(id).dump();
   nlohmann::json job = Show(id);
   EXPECT_EQ(job["attempts"], 1);
-  // It waits for a second agent; why its attempt ended is in its events.
+  // It waits for a second agent (once the agents of its attempt have been heard from or lost);
+  // why its attempt ended is in its events.
+  for (const auto until = std::chrono::steady_clock::now() + 20s;
+       job["reason"].get<std::string>().find("node-a: 2 of 2") == std::string::npos &&
+       std::chrono::steady_clock::now() < until;
+       job = Show(id)) {
+    std::this_thread::sleep_for(200ms);
+  }
   EXPECT_NE(job["reason"].get<std::string>().find("node-a: 2 of 2"), std::string::npos) << job.dump();
   const std::string retried = Sql("SELECT message FROM job_events WHERE job_id = " + std::to_string(id) +
                                   " AND to_state = 'RETRYING'");

@@ -227,6 +227,14 @@ TEST_F(GangDispatcherTest, AMemberFailureOrForgettingEndsTheAttemptForAll) {
   EXPECT_EQ(job->state, JobState::kQueued);
   EXPECT_NE(job->reason.find("exit code 1"), std::string::npos) << job->reason;
   EXPECT_TRUE(Cancels(Beat("node-a", {a}), id));
+  // The retry waits until node-b, whose part failed, has been heard from since: an agent that
+  // died a moment ago still looks connected, and a gang placed on it could not form.
+  dispatcher_->RunPass();
+  EXPECT_TRUE(PollNow("node-a").empty());
+  EXPECT_NE(dispatcher_->WaitingReason(id, false).find("node-b has been heard from"), std::string::npos)
+      << dispatcher_->WaitingReason(id, false);
+  Advance(1);
+  Beat("node-b", {});
   // Placed again; node-b registers again (restarted) without it: over for node-a too.
   auto [a2, b2] = PlaceGang(id);
   Advance(kLeaseMs + 1);  // past the hand-out's grace
@@ -235,6 +243,42 @@ TEST_F(GangDispatcherTest, AMemberFailureOrForgettingEndsTheAttemptForAll) {
   job = store_->Get(id);
   EXPECT_EQ(job->state, JobState::kQueued);  // never started: back to the queue
   EXPECT_TRUE(Cancels(Beat("node-a", {a2}), id));
+}
+
+TEST_F(GangDispatcherTest, ARetryWaitsForASilentMemberUntilItIsLostOrTwoLeasesPass) {
+  Register("node-a");
+  Register("node-b");
+  Register("node-c");
+  const int64_t id = SubmitFinetune(4, /*max_attempts=*/3, /*nodes=*/2);
+  dispatcher_->RunPass();
+  std::vector<v1::Assignment> parts;
+  std::vector<std::string> members;
+  for (const char* w : {"node-a", "node-b", "node-c"}) {
+    for (auto& a : PollNow(w)) {
+      parts.push_back(a);
+      members.push_back(w);
+    }
+  }
+  ASSERT_EQ(parts.size(), 2u);
+  // One member fails at once (its peer was killed); the killed one says nothing more.
+  ASSERT_TRUE(Complete(members[0], parts[0], false).ok());
+  EXPECT_EQ(store_->Get(id)->state, JobState::kQueued);
+  Advance(1);
+  Beat(members[0], {});
+  for (const char* w : {"node-a", "node-b", "node-c"}) {
+    if (w != members[1]) Beat(w, {});
+  }
+  dispatcher_->RunPass();
+  for (const char* w : {"node-a", "node-b", "node-c"}) EXPECT_TRUE(PollNow(w).empty()) << w;
+  // Two leases later it is placed even so (by then a dead agent's lease has expired).
+  Advance(2 * kLeaseMs);
+  for (const char* w : {"node-a", "node-b", "node-c"}) {
+    if (w != members[1]) Beat(w, {});
+  }
+  dispatcher_->RunPass();
+  size_t placed = 0;
+  for (const char* w : {"node-a", "node-b", "node-c"}) placed += PollNow(w).size();
+  EXPECT_EQ(placed, 2u);
 }
 
 TEST_F(GangDispatcherTest, CancelReachesEveryMember) {
