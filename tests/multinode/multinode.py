@@ -492,12 +492,11 @@ def iface_bytes(c, who):
     return 0, 0
 
 
-def step_ms(c, job):
-    """Median train_step time over the steps after the first, across ranks, and the steps timed."""
+def step_ms(c, job, steps):
+    """The train phase's time per step (the steps, no load, no eval), median over the ranks."""
     got = c.fuji_json(["timings", str(job)])
-    per_step = sorted(t["ms"] for t in got.get("timings", []) if t["phase"] == "train_step")
-    per_step = per_step[len(per_step) // 4:] if len(per_step) > 4 else per_step  # warm steps only
-    return (per_step[len(per_step) // 2] if per_step else 0.0), len(per_step)
+    per_rank = sorted(t["ms"] / steps for t in got.get("timings", []) if t["phase"] == "train")
+    return (per_rank[len(per_rank) // 2] if per_rank else 0.0), len(per_rank)
 
 
 def scenario_bench(c):
@@ -527,10 +526,10 @@ def scenario_bench(c):
             if shown.get("state") != "SUCCEEDED":
                 return [f"bench job {job} ended {shown.get('state')}: {shown.get('reason', '')[:300]}"]
             after = iface_bytes(c, "node-b")
-            ms, n = step_ms(c, job)
+            ms, n = step_ms(c, job, c.args.bench_steps)
             rows.append((rnd, nodes, ms, n, after[1] - before[1]))
-            log(f"round {rnd} --nodes {nodes}: step {ms:.1f} ms (median of {n}), node-b sent {after[1] - before[1]} bytes")
-    print("\n| round | placement | step ms (median) | node-b's interface: bytes sent per rank per step |")
+            log(f"round {rnd} --nodes {nodes}: step {ms:.1f} ms (median of {n} ranks), node-b sent {after[1] - before[1]} bytes")
+    print("\n| round | placement | ms per step (median of the ranks) | node-b's interface: bytes sent per rank over the job / steps |")
     print("|---|---|---|---|")
     for rnd, nodes, ms, n, sent in rows:
         if nodes == 2:
