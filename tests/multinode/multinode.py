@@ -37,10 +37,11 @@ import subprocess
 import sys
 import time
 
-SUBNET = "10.78.0"
+# The nodes' subnet: one per run (by pid), so that two runs on one machine do not share addresses.
+SUBNET = f"10.78.{os.getpid() % 250 + 1}"
 FUJID_IP = f"{SUBNET}.1"
 BRIDGE_IP = f"{SUBNET}.254"
-NODES = {"node-a": (f"{SUBNET}.11", 4), "node-b": (f"{SUBNET}.12", 2)}
+NODES = {"node-a": (f"{SUBNET}.11", 4), "node-b": (f"{SUBNET}.12", 2)}  # address, CPU devices
 PORT = 7443
 SCENARIOS = ("split", "not_shared", "cut_link", "kill_agent")
 
