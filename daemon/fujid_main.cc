@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,7 @@ struct Config {
   std::string tls_cert, tls_key, tls_ca;
   std::vector<std::string> tls_sans;
   std::vector<std::string> allow_read;
+  std::string metrics_token_file;
   // Days the logs, samples and losses of an ended job are kept; 0: for good.
   int retain_days = 0, retain_logs_days = 0, retain_samples_days = 0, retain_losses_days = 0;
   fuji::daemon::ServerOptions server;
@@ -62,6 +64,32 @@ void TuneAllocator() {
   ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
   ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
 #endif
+}
+
+// The metrics token: one line of 16 to 256 printable characters, in a file only its owner may read
+// or write (mode 0600 or stricter), as fujid's own admin token.
+fuji::Result<std::string> ReadMetricsToken(const std::string& path) {
+  struct stat info {};
+  const std::string flag = "--metrics-token-file " + path;
+  if (::stat(path.c_str(), &info) != 0) return fuji::InvalidArgument(flag + ": cannot read it");
+  if (!S_ISREG(info.st_mode)) return fuji::InvalidArgument(flag + ": not a regular file");
+  if ((info.st_mode & 077) != 0) {
+    return fuji::InvalidArgument(flag + ": others may read or write it; chmod 600 it (it is a credential)");
+  }
+  std::ifstream in(path);
+  std::string token;
+  char c = 0;
+  while (in.get(c) && token.size() <= 256) {
+    if (c == '\n' || c == '\r') break;
+    token += c;
+  }
+  if (token.size() < 16 || token.size() > 256) {
+    return fuji::InvalidArgument(flag + ": the token must be 16 to 256 characters");
+  }
+  for (char t : token) {
+    if (t <= ' ' || t > '~') return fuji::InvalidArgument(flag + ": unprintable token");
+  }
+  return token;
 }
 
 int Fail(const std::string& message) {
@@ -119,6 +147,13 @@ int main(int argc, char** argv) {
   app.add_option("--models", config.server.model_dirs,
                  "a directory whose model directories (those holding a config.json) the HTTP API offers by "
                  "name (repeatable; each must be under an --allow-read directory)");
+  app.add_option("--metrics-listen", config.server.metrics_listen,
+                 "also serve GET /metrics (Prometheus) in plaintext HTTP on ADDR:PORT, a loopback address only "
+                 "(/metrics is always on --http-listen, over TLS)");
+  app.add_option("--metrics-token-file", config.metrics_token_file,
+                 "a file (mode 0600) holding a token that may scrape /metrics besides admins' tokens");
+  app.add_flag("--metrics-open-on-loopback", config.server.metrics_open_on_loopback,
+               "answer /metrics without a token on listeners bound to a loopback address");
   app.add_flag("--insecure", config.server.insecure,
                "plaintext without TLS, on a loopback address only (tokens are still checked)");
   CLI11_PARSE(app, argc, argv);
@@ -142,6 +177,12 @@ int main(int argc, char** argv) {
   fuji::Result<fuji::PathPolicy> policy = fuji::PathPolicy::Create(config.allow_read, {}, "fujid");
   if (!policy.ok()) return Fail(policy.status().message());
   config.server.read_policy = *policy;
+
+  if (!config.metrics_token_file.empty()) {
+    fuji::Result<std::string> token = ReadMetricsToken(config.metrics_token_file);
+    if (!token.ok()) return Fail(token.status().message());
+    config.server.metrics_token = *token;
+  }
 
   // ---- TLS ----
   std::string ca_path;
@@ -192,7 +233,11 @@ int main(int argc, char** argv) {
   if (const int http_port = (*server)->http_port(); http_port != 0) {
     const std::string host = config.server.http_listen.substr(0, config.server.http_listen.rfind(':'));
     fuji::log::Info(std::string("OpenAI-compatible HTTP API on ") + (config.server.insecure ? "http" : "https") +
-                    "://" + host + ":" + std::to_string(http_port) + "/v1");
+                    "://" + host + ":" + std::to_string(http_port) + "/v1 (and /metrics)");
+  }
+  if (const int metrics_port = (*server)->metrics_port(); metrics_port != 0) {
+    const std::string host = config.server.metrics_listen.substr(0, config.server.metrics_listen.rfind(':'));
+    fuji::log::Info("Prometheus metrics on http://" + host + ":" + std::to_string(metrics_port) + "/metrics");
   }
 
   // ---- Wait for a signal ----

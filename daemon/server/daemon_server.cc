@@ -4,23 +4,64 @@
 #include <chrono>
 
 #include <boost/asio/post.hpp>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include "lib/rpc/connection.h"
 
 namespace fuji::daemon {
+namespace {
+
+// Counts every call fujid answers by method and status code (fuji_rpc_requests_total).
+class RpcCounter : public grpc::experimental::Interceptor {
+ public:
+  explicit RpcCounter(grpc::experimental::ServerRpcInfo* info) : method_(info->method()) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      metrics::Registry::Default().Add("fuji_rpc_requests_total", {method_, CodeName(methods->GetSendStatus())});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  static std::string CodeName(const grpc::Status& status) {
+    static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                         "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                         "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                         "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+    const int code = static_cast<int>(status.error_code());
+    return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+  }
+  const std::string method_;
+};
+
+class RpcCounterFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
+    return new RpcCounter(info);
+  }
+};
+
+}  // namespace
 
 DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
                            const store::Clock* clock, const store::Clock* lease_clock)
     : options_(options),
+      store_(store),
       auth_(store, clock),
       dispatcher_(store, clock, lease_clock != nullptr ? lease_clock : &steady_clock_, &hub_, DispatcherOptions{options.lease_ttl_ms, options.max_poll_wait_ms}),
       job_service_(store, &dispatcher_, &hub_, &rates_, &auth_, clock, JobServiceOptions{options.max_attempts, options.read_policy}),
       worker_service_(&dispatcher_, &rates_, &auth_, options.lease_ttl_ms),
       admin_service_(&auth_, store),
+      metrics_(store, &dispatcher_, &metrics::Registry::Default()),
       work_(boost::asio::make_work_guard(io_)),
       pass_timer_(io_),
       lease_timer_(io_),
-      poll_timer_(io_) {}
+      poll_timer_(io_),
+      health_timer_(io_) {
+  DefineDaemonMetrics(metrics::Registry::Default());
+}
 
 Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& options,
                                                           store::JobStore* store,
@@ -52,12 +93,21 @@ Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& o
       self->dispatcher_.RunPass();
     });
   });
-  self->Every(self->pass_timer_, options.pass_interval_ms, &Dispatcher::RunPass);
-  self->Every(self->lease_timer_, options.lease_check_interval_ms, &Dispatcher::CheckLeases);
-  self->Every(self->poll_timer_, options.poll_tick_ms, &Dispatcher::ExpirePolls);
+  Dispatcher* dispatcher = &self->dispatcher_;
+  self->Every(self->pass_timer_, options.pass_interval_ms, [dispatcher] { dispatcher->RunPass(); });
+  self->Every(self->lease_timer_, options.lease_check_interval_ms, [dispatcher] { dispatcher->CheckLeases(); });
+  self->Every(self->poll_timer_, options.poll_tick_ms, [dispatcher] { dispatcher->ExpirePolls(); });
   self->loop_ = std::thread([self] { self->io_.run(); });
 
+  // The standard grpc.health.v1.Health (no token: it tells only whether fujid can commit) and
+  // server reflection (no token: it describes the services, whose .proto files are public; every
+  // call it describes still checks its caller).
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcCounterFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.AddListeningPort(options.listen, credentials, &self->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.RegisterService(&self->job_service_);
@@ -68,8 +118,16 @@ Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& o
     self->Stop();
     return Unavailable("cannot listen on " + options.listen);
   }
+  self->UpdateHealth();
+  self->Every(self->health_timer_, options.lease_check_interval_ms, [self] { self->UpdateHealth(); });
   if (!options.http_listen.empty()) {
     if (Status http = self->StartHttp(); !http.ok()) {
+      self->Stop();
+      return http;
+    }
+  }
+  if (!options.metrics_listen.empty()) {
+    if (Status http = self->StartMetricsHttp(); !http.ok()) {
       self->Stop();
       return http;
     }
@@ -96,22 +154,64 @@ Status DaemonServer::StartHttp() {
     http_options.tls_key_pem = options_.tls_key_pem;
   }
   http::OpenAiGateway* gateway = gateway_.get();
+  std::shared_ptr<http::MetricsRoute> metrics = MetricsRouteFor(options_.http_listen);
   FUJI_ASSIGN_OR_RETURN(http_, http::HttpServer::Start(
                                    http_options,
-                                   [gateway](const http::HttpRequest& request,
-                                             const std::shared_ptr<http::HttpResponder>& out) {
+                                   [gateway, metrics](const http::HttpRequest& request,
+                                                      const std::shared_ptr<http::HttpResponder>& out) {
+                                     if (http::MetricsRoute::Matches(request)) return metrics->Handle(request, out);
                                      gateway->Handle(request, out);
                                    },
                                    &http::OpenAiGateway::ErrorBody));
   return Status::Ok();
 }
 
-void DaemonServer::Every(boost::asio::steady_timer& timer, int64_t period_ms,
-                         void (Dispatcher::*tick)()) {
+std::shared_ptr<http::MetricsRoute> DaemonServer::MetricsRouteFor(const std::string& listen) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  MetricsCollector* collector = &metrics_;
+  return std::make_shared<http::MetricsRoute>(
+      [collector] { return collector->Scrape(); }, server_->InProcessChannel(args),
+      http::MetricsRouteOptions{options_.metrics_token,
+                                options_.metrics_open_on_loopback && rpc::IsLoopbackAddress(listen)});
+}
+
+Status DaemonServer::StartMetricsHttp() {
+  if (!rpc::IsLoopbackAddress(options_.metrics_listen)) {
+    return InvalidArgument("--metrics-listen is plaintext HTTP: loopback addresses only, not " +
+                           options_.metrics_listen + " (scrape https on --http-listen from elsewhere)");
+  }
+  http::HttpServerOptions http_options;
+  http_options.listen = options_.metrics_listen;
+  http_options.max_connections = 16;
+  http_options.max_body_bytes = 1024;
+  std::shared_ptr<http::MetricsRoute> metrics = MetricsRouteFor(options_.metrics_listen);
+  FUJI_ASSIGN_OR_RETURN(metrics_http_, http::HttpServer::Start(
+                                           http_options,
+                                           [metrics](const http::HttpRequest& request,
+                                                     const std::shared_ptr<http::HttpResponder>& out) {
+                                             if (http::MetricsRoute::Matches(request)) {
+                                               return metrics->Handle(request, out);
+                                             }
+                                             out->Send(404, "text/plain; charset=utf-8", "only /metrics here\n");
+                                           },
+                                           [](int, const std::string& message) { return message + "\n"; }));
+  return Status::Ok();
+}
+
+void DaemonServer::UpdateHealth() {
+  const int serving = store_->StorageFault().empty() ? 1 : 0;
+  if (serving_.exchange(serving) == serving || server_ == nullptr) return;
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(serving == 1);
+  }
+}
+
+void DaemonServer::Every(boost::asio::steady_timer& timer, int64_t period_ms, std::function<void()> tick) {
   timer.expires_after(std::chrono::milliseconds(period_ms));
-  timer.async_wait([this, &timer, period_ms, tick](const boost::system::error_code& error) {
+  timer.async_wait([this, &timer, period_ms, tick = std::move(tick)](const boost::system::error_code& error) {
     if (error) return;  // cancelled: stopping
-    (dispatcher_.*tick)();
+    tick();
     Every(timer, period_ms, tick);
   });
 }
@@ -121,6 +221,7 @@ void DaemonServer::Stop(int64_t deadline_ms) {
   stopped_ = true;
   // First, while the job service still answers: the HTTP requests cancel their jobs.
   if (http_ != nullptr) http_->Stop();
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
   dispatcher_.Drain();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
@@ -130,6 +231,7 @@ void DaemonServer::Stop(int64_t deadline_ms) {
     pass_timer_.cancel();
     lease_timer_.cancel();
     poll_timer_.cancel();
+    health_timer_.cancel();
   });
   work_.reset();
   io_.stop();

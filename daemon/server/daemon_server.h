@@ -3,7 +3,9 @@
 // long-poll timeouts, and the OpenAI-compatible HTTP API over the job service (daemon/http).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,12 +17,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include "daemon/http/http_server.h"
+#include "daemon/http/metrics_route.h"
 #include "daemon/http/openai_gateway.h"
 #include "daemon/server/admin_service.h"
 #include "daemon/server/auth.h"
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/event_hub.h"
 #include "daemon/server/job_service.h"
+#include "daemon/server/metrics_collector.h"
 #include "daemon/server/node_rates.h"
 #include "daemon/server/worker_service.h"
 #include "daemon/store/clock.h"
@@ -51,6 +55,12 @@ struct ServerOptions {
   // Directories whose model directories the HTTP API offers by name; each must be readable under
   // read_policy.
   std::vector<std::string> model_dirs;
+  // GET /metrics (Prometheus) on http_listen and on metrics_listen ("": none), a plaintext HTTP
+  // listener that only a loopback address may use. Scrapes need an admin's token or
+  // metrics_token, or nothing when metrics_open_on_loopback and the listener is loopback.
+  std::string metrics_listen;
+  std::string metrics_token;
+  bool metrics_open_on_loopback = false;
 };
 
 // Not thread-safe: one owner starts and stops it. store and clock are not owned and must outlive
@@ -73,6 +83,8 @@ class DaemonServer {
   int port() const { return port_; }
   // The HTTP API's port; 0 without one.
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
+  // The plaintext metrics listener's port; 0 without one.
+  int metrics_port() const { return metrics_http_ != nullptr ? metrics_http_->port() : 0; }
   // Users, agents and join tokens (fujid makes the first admin through it).
   Authenticator* auth() { return &auth_; }
   // Stops the HTTP API (its requests' clients are gone: their jobs are cancelled), answers
@@ -85,10 +97,17 @@ class DaemonServer {
                const store::Clock* lease_clock);
   // Starts the HTTP API on options_.http_listen, over the gRPC server's in-process channel.
   Status StartHttp();
+  // Starts the plaintext metrics listener on options_.metrics_listen.
+  Status StartMetricsHttp();
+  // The /metrics route for a listener on `listen`.
+  std::shared_ptr<http::MetricsRoute> MetricsRouteFor(const std::string& listen);
+  // grpc.health.v1: SERVING while the store commits, NOT_SERVING after a storage fault.
+  void UpdateHealth();
   // Runs `tick` every period_ms on the loop.
-  void Every(boost::asio::steady_timer& timer, int64_t period_ms, void (Dispatcher::*tick)());
+  void Every(boost::asio::steady_timer& timer, int64_t period_ms, std::function<void()> tick);
 
   const ServerOptions options_;
+  store::JobStore* store_;
   const store::SteadyClock steady_clock_;
   EventHub hub_;
   NodeRates rates_;
@@ -97,10 +116,11 @@ class DaemonServer {
   JobService job_service_;
   WorkerService worker_service_;
   AdminService admin_service_;
+  MetricsCollector metrics_;
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  boost::asio::steady_timer pass_timer_, lease_timer_, poll_timer_;
+  boost::asio::steady_timer pass_timer_, lease_timer_, poll_timer_, health_timer_;
   std::atomic<bool> pass_requested_{false};
   std::thread loop_;
 
@@ -108,6 +128,8 @@ class DaemonServer {
   int port_ = 0;
   std::unique_ptr<http::OpenAiGateway> gateway_;
   std::unique_ptr<http::HttpServer> http_;
+  std::unique_ptr<http::HttpServer> metrics_http_;
+  std::atomic<int> serving_{-1};  // the health last set: -1 unset, 0 NOT_SERVING, 1 SERVING
   bool stopped_ = false;
 };
 

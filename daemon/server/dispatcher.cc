@@ -3,6 +3,7 @@
 #include "daemon/server/dispatcher.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <limits>
 
@@ -11,6 +12,7 @@
 #include "daemon/scheduler/free_memory.h"
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
+#include "daemon/server/metrics.h"
 #include "fuji/v1/worker_contract.h"
 #include "lib/common/log.h"
 
@@ -262,6 +264,7 @@ void Dispatcher::Enqueued(const store::JobRecord& job) {
 
 void Dispatcher::RunPass() {
   std::lock_guard<std::mutex> pass_lock(pass_mu_);
+  const auto started = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (queued_.empty()) {
@@ -316,6 +319,8 @@ void Dispatcher::RunPass() {
   sched::ScheduleOptions schedule_options;
   schedule_options.max_reasons = kPassReasons;
   sched::PassResult pass = sched::Schedule(requests, *agents, running, now_ms, schedule_options);
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+  metrics::Registry::Default().Observe("fuji_scheduler_pass_seconds", {}, took.count());
   std::set<std::string> workers;
   for (const sched::Placement& placement : pass.placements) {
     Result<store::JobRecord> job = store_->Get(placement.job_id);
@@ -619,6 +624,7 @@ Status Dispatcher::TryMove(int64_t job_id, JobState from, JobState to, const std
     }
     return moved;
   }
+  CountMove(job_id, from, to);
   if (from == JobState::kQueued) RemoveQueued(job_id);
   if (to == JobState::kQueued) {
     Result<store::JobRecord> job = store_->Get(job_id);
@@ -631,6 +637,20 @@ Status Dispatcher::TryMove(int64_t job_id, JobState from, JobState to, const std
   }
   PublishState(job_id);
   return Status::Ok();
+}
+
+void Dispatcher::CountMove(int64_t job_id, JobState from, JobState to) {
+  metrics::Registry& registry = metrics::Registry::Default();
+  registry.Add("fuji_job_transitions_total", {store::JobStateName(from), store::JobStateName(to)});
+  if (to != JobState::kRunning && from != JobState::kRunning) return;
+  Result<store::JobRecord> job = store_->Get(job_id);
+  if (!job.ok() || !job->started_at_ms.has_value()) return;
+  const char* kind = store::JobKindName(job->kind);
+  if (to == JobState::kRunning) {
+    registry.Observe("fuji_job_queue_wait_seconds", {kind}, (*job->started_at_ms - job->submitted_at_ms) / 1000.0);
+  } else {
+    registry.Observe("fuji_job_run_seconds", {kind}, (clock_->NowMs() - *job->started_at_ms) / 1000.0);
+  }
 }
 
 void Dispatcher::PublishState(int64_t job_id) {

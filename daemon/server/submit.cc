@@ -6,6 +6,7 @@
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
 #include "daemon/server/job_service.h"
+#include "daemon/server/metrics.h"
 #include "lib/common/json_bounds.h"
 #include "lib/common/limits.h"
 #include "lib/spec/finetune_spec.h"
@@ -153,6 +154,7 @@ grpc::ServerUnaryReactor* JobService::Submit(grpc::CallbackServerContext* contex
     record.updated_at_ms = submitted_ms;
     *response->mutable_job() = JobToProto(record);
     reactor->Finish(grpc::Status::OK);
+    metrics::Registry::Default().Add("fuji_job_submits_total", {store::JobKindName(record.kind)});
     dispatcher_->Enqueued(record);
   });
   return reactor;

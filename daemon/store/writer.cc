@@ -2,9 +2,12 @@
 #include "daemon/store/writer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <future>
 #include <utility>
 #include <vector>
+
+#include "daemon/server/metrics.h"
 
 namespace fuji::store {
 namespace {
@@ -98,6 +101,7 @@ void Writer::RunBatch(std::deque<Pending>& batch) {
   Connection& db = *db_;
   std::vector<Status> results(batch.size());
   std::string fault;  // the storage fault an operation or the commit met, if any
+  const auto started = std::chrono::steady_clock::now();
   Status batch_status = RunCached(db, "BEGIN IMMEDIATE");
   for (size_t i = 0; i < batch.size() && batch_status.ok(); ++i) {
     batch_status = RunCached(db, "SAVEPOINT op");
@@ -115,6 +119,10 @@ void Writer::RunBatch(std::deque<Pending>& batch) {
     if (batch_status.ok()) batch_status = RunCached(db, "RELEASE op");
   }
   if (batch_status.ok()) batch_status = RunCached(db, "COMMIT");
+  if (batch_status.ok()) {
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+    metrics::Registry::Default().Observe("fuji_store_commit_seconds", {}, took.count());
+  }
   if (!batch_status.ok() && fault.empty()) fault = StorageFault(sqlite3_extended_errcode(db.raw()));
   {
     std::lock_guard<std::mutex> lock(mu_);
