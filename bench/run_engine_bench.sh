@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the engine benchmarks of docs/performance.md side by side and prints their rows:
-# decode at batch 1 on the 111M shape (fp32, bf16) beside the memory-read bound, the same decode
+# decode at batch 1 on the 111M and 1.3B shapes (fp32, bf16) beside the memory-read bound (two
+# measures of the bandwidth, which the bench compares), the same decode
 # in a Python PyTorch eager loop (Debian's python3-torch) on the same weights, and the load of a
 # 1.3B-shaped checkpoint beside memcpy, and continuous batching at 1..32 concurrent requests.
 # Checkpoints are made once under var/bench/.
@@ -14,11 +15,26 @@ for arch in 111m 1.3b; do
 done
 ids=1858,389,5863,8598,588,18632,13  # "There are famous mountain like Mt.Fuji in Japan." in GPT-2 ids
 threads=$(nproc)
-echo "decode fp32: $("$bin/fuji-engine-bench" decode var/bench/111m --tokens 64 --precision fp32)"
-echo "decode bf16: $("$bin/fuji-engine-bench" decode var/bench/111m --tokens 64 --precision bf16)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# One summary line per decode run: both bandwidth measures, the bound, tokens/s and the fraction.
+summary() {
+  /usr/bin/python3 -c '
+import json, sys
+j = json.loads(sys.stdin.readline())
+print("read %.1f GB/s (kernels %s), OpenMP sum %.1f GB/s (%.2fx%s), bound %.1f tokens/s, decode %.1f tokens/s, %.0f%% of the bound" % (
+    j["read_bandwidth_gb_s"], " ".join("%s %.1f" % kv for kv in sorted(j["read_kernels_gb_s"].items())),
+    j["omp_sum_gb_s"], j["omp_sum_over_read_bandwidth"], ", DISAGREE" if j["bandwidth_measures_disagree"] else "",
+    j["bound_tokens_per_s"], j["decode_tokens_per_s"], 100 * j["fraction_of_bound"]))'
+}
+for run in "111m 64 fp32" "111m 64 bf16" "1.3b 16 fp32" "1.3b 16 bf16"; do
+  set -- $run
+  echo "decode $1 $3: $("$bin/fuji-engine-bench" decode "var/bench/$1" --tokens "$2" --precision "$3" | summary)" \
+       "[load $(cut -d' ' -f1 /proc/loadavg)]"
+done
 for env in "" "OMP_WAIT_POLICY=PASSIVE" "OPENBLAS_NUM_THREADS=1"; do
   echo "python fp32 [${env:-defaults}]: $(env $env /usr/bin/python3 bench/python_decode.py var/bench/111m $ids 64 "$threads" fp32 | cut -d, -f1-3)}"
 done
+echo "load average after decode: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load 1.3b: $("$bin/fuji-engine-bench" load var/bench/1.3b)"
 # Continuous batching: aggregate tokens/s at 1..32 concurrent requests, and 16 at once against
 # the same 16 one after another.
