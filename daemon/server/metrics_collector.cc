@@ -148,9 +148,12 @@ void MetricsCollector::CollectAgents() {
       const std::vector<std::string> labels = {worker.id, std::to_string(d.index)};
       registry_->Set("fuji_device_memory_total_bytes", labels,
                      static_cast<double>(d.total_mib) * kMiB);
-      if (d.reading) {
+      // A CPU device's memory is the host's: its latest host sample.
+      const std::optional<store::MemoryReading>& reading =
+          d.reading || d.kind != "cpu" ? d.reading : worker.host_memory;
+      if (reading) {
         registry_->Set("fuji_device_memory_used_bytes", labels,
-                       static_cast<double>(d.reading->used_mib) * kMiB);
+                       static_cast<double>(reading->used_mib) * kMiB);
       }
       // As ListWorkers says it: free only once the device or the host was sampled.
       if (view != nullptr && (d.reading || worker.host_memory)) {

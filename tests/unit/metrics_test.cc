@@ -37,15 +37,19 @@ TEST(MetricsTest, CountersAndGaugesRenderWithHelpTypeAndEscapedLabels) {
   r.Add("fuji_x_total", {"/a.B/C", "OK"}, 2);
   r.Add("fuji_x_total", {"say \"hi\"\n", "OK"});
   r.Set("fuji_g", {}, 1.5);
-  r.Add("fuji_undefined", {});         // ignored
+  r.Add("fuji_undefined", {});           // ignored
   r.Add("fuji_x_total", {"one label"});  // wrong arity: ignored
   r.Set("fuji_x_total", {"a", "b"}, 9);  // wrong type: ignored
   EXPECT_EQ(r.Value("fuji_x_total", {"/a.B/C", "OK"}), 3);
   const std::string text = r.Text();
-  EXPECT_NE(text.find("# HELP fuji_x_total Things\\nseen.\n# TYPE fuji_x_total counter\n"), std::string::npos)
+  EXPECT_NE(text.find("# HELP fuji_x_total Things\\nseen.\n# TYPE fuji_x_total counter\n"),
+            std::string::npos)
       << text;
-  EXPECT_NE(text.find("fuji_x_total{method=\"/a.B/C\",code=\"OK\"} 3\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("fuji_x_total{method=\"say \\\"hi\\\"\\n\",code=\"OK\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("fuji_x_total{method=\"/a.B/C\",code=\"OK\"} 3\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("fuji_x_total{method=\"say \\\"hi\\\"\\n\",code=\"OK\"} 1\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("# TYPE fuji_g gauge\nfuji_g 1.5\n"), std::string::npos) << text;
   EXPECT_EQ(text.find("fuji_x_total{method=\"a\""), std::string::npos) << text;
   EXPECT_EQ(text.find("undefined"), std::string::npos) << text;
@@ -85,7 +89,9 @@ TEST(MetricsTest, LabelValuesAreCutAndSeriesBounded) {
   EXPECT_EQ(r.Value("fuji_jobish", {std::string(kMaxLabelBytes, 'x')}), 1);
   // A cut never splits a UTF-8 character: 127 ASCII bytes then a 3-byte character.
   r.Set("fuji_jobish", {std::string(kMaxLabelBytes - 1, 'y') + "日本"}, 2);
-  EXPECT_NE(r.Text().find("job=\"" + std::string(kMaxLabelBytes - 1, 'y') + "\"} 2"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("job=\"" + std::string(kMaxLabelBytes - 1, 'y') + "\"} 2"),
+            std::string::npos)
+      << r.Text();
   r.Set("fuji_jobish", {"third"}, 3);
   r.Set("fuji_jobish", {"fourth"}, 4);  // past max_series: dropped, and counted
   EXPECT_EQ(r.Value("fuji_jobish", {"fourth"}), 0);
