@@ -8,3 +8,5 @@ if(FUJI_WITH_TORCH)
   set_tests_properties(metrics_prometheus_test PROPERTIES SKIP_RETURN_CODE 77)
   add_dependencies(metrics_prometheus_test fuji fujid fuji-agent fuji-rank)
 endif()
+fuji_add_test(fujid_metrics_test SOURCES integration/fujid_metrics_test.cc LIBS fuji_daemon
+  LABELS integration TIMEOUT 120)
