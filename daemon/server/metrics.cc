@@ -169,6 +169,15 @@ void Registry::Clear(const std::string& name) {
   if (f != families_.end()) f->second.series.clear();
 }
 
+std::vector<std::vector<std::string>> Registry::SeriesOf(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::vector<std::string>> keys;
+  auto f = families_.find(name);
+  if (f == families_.end()) return keys;
+  for (const auto& [labels, series] : f->second.series) keys.push_back(labels);
+  return keys;
+}
+
 double Registry::Value(const std::string& name, const std::vector<std::string>& labels) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto f = families_.find(name);

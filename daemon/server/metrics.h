@@ -48,6 +48,8 @@ class Registry {
   void Remove(const std::string& name, const std::vector<std::string>& labels);
   void Clear(const std::string& name);
 
+  // The label values of every series of a family (as kept: cut).
+  std::vector<std::vector<std::string>> SeriesOf(const std::string& name) const;
   // The value of a counter or gauge series; 0 when absent. For tests.
   double Value(const std::string& name, const std::vector<std::string>& labels) const;
 

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +48,8 @@ void DefineDaemonMetrics(metrics::Registry& r) {
            {"agent"});
   r.Define("fuji_device_memory_used_bytes", Type::kGauge,
            "The latest sample's used memory of a device.", {"agent", "device"});
+  r.Define("fuji_device_utilization_ratio", Type::kGauge,
+           "A device's utilization in its latest sample (0 to 1).", {"agent", "device"});
   r.Define("fuji_device_memory_total_bytes", Type::kGauge, "A device's memory.",
            {"agent", "device"});
   r.Define("fuji_job_tokens_per_second", Type::kGauge, "A running job's latest tokens per second.",
@@ -137,6 +140,17 @@ void MetricsCollector::CollectAgents() {
   for (const char* name : {"fuji_agent_up", "fuji_agent_devices", "fuji_agent_free_memory_bytes",
                            "fuji_device_memory_used_bytes", "fuji_device_memory_total_bytes"}) {
     registry_->Clear(name);
+  }
+  // Utilization comes with each sample (SamplesOf); here only the devices that left are dropped.
+  std::set<std::vector<std::string>> online;
+  for (const store::WorkerRecord& worker : *workers) {
+    if (worker.state != "ONLINE") continue;
+    for (const store::DeviceRecord& d : worker.devices)
+      online.insert({worker.id, std::to_string(d.index)});
+  }
+  for (const std::vector<std::string>& labels :
+       registry_->SeriesOf("fuji_device_utilization_ratio")) {
+    if (!online.count(labels)) registry_->Remove("fuji_device_utilization_ratio", labels);
   }
   for (const store::WorkerRecord& worker : *workers) {
     const sched::AgentView* view = views.count(worker.id) ? views[worker.id] : nullptr;

@@ -9,6 +9,7 @@
 
 #include "daemon/server/grpc_status.h"
 #include "daemon/server/job_plans.h"
+#include "daemon/server/metrics.h"
 #include "lib/common/failure_kind.h"
 #include "lib/common/log.h"
 
@@ -92,6 +93,13 @@ std::vector<store::MemorySample> SamplesOf(
     sample.process_mib = s.process_mib();
     sample.at_ms = s.at_ms();
     sample.host_memory = s.host_memory();
+    // fuji_device_utilization_ratio: the latest sample of each device.
+    if (!sample.host_memory && sample.device_index >= 0 && sample.utilization_pct >= 0 &&
+        sample.utilization_pct <= 100) {
+      metrics::Registry::Default().Set("fuji_device_utilization_ratio",
+                                       {worker_id, std::to_string(sample.device_index)},
+                                       sample.utilization_pct / 100.0);
+    }
     samples.push_back(sample);
   }
   return samples;

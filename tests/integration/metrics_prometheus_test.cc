@@ -211,6 +211,16 @@ TEST_F(MetricsPrometheusTest, PrometheusSeesWhatTheCliSays) {
     ASSERT_EQ(used.size(), 1u) << Slurp(dir_ + "/query.out");
     EXPECT_GT(used[0].second, 0);
     EXPECT_LE(used[0].second, total[0].second);
+    auto utilization =
+        Query("fuji_device_utilization_ratio{agent=\"node-a\",device=\"" + index + "\"}");
+    if (device["kind"] == "cpu") {
+      // A CPU agent samples its host's memory, not each device's utilization.
+      EXPECT_TRUE(utilization.empty()) << Slurp(dir_ + "/query.out");
+    } else {
+      ASSERT_EQ(utilization.size(), 1u) << Slurp(dir_ + "/query.out");
+      EXPECT_GE(utilization[0].second, 0);
+      EXPECT_LE(utilization[0].second, 1);
+    }
     free_mib += device["free_mib"].get<double>();
     total_mib += device["total_mib"].get<double>();
   }
