@@ -166,5 +166,90 @@ TEST_F(FujidMetricsTest, PlaintextMetricsListenIsLoopbackOnlyAndOpenWhenAsked) {
       << "only /metrics";
 }
 
+// A running job's progress and a device's sample become series at the next scrape; the job's go
+// once it ends.
+TEST_F(FujidMetricsTest, RunningJobsAndDeviceSamplesAreSeries) {
+  daemon::ServerOptions options = Options();
+  options.metrics_listen = "127.0.0.1:0";
+  options.metrics_open_on_loopback = true;
+  StartServer(options);
+  Register("node-g", 1, "cuda");
+  v1::Job job;
+  ASSERT_TRUE(Submit(Spec({{"device", "cuda"}}), &job).ok());
+  v1::PollAssignmentsResponse polled = Poll("node-g", kPatienceMs);
+  ASSERT_EQ(polled.assignments_size(), 1);
+  job.set_lease_epoch(polled.assignments(0).lease_epoch());
+  v1::JobReport report;
+  report.set_worker_id("node-g");
+  report.set_job_id(job.id());
+  report.set_lease_epoch(job.lease_epoch());
+  report.set_started(true);
+  v1::Progress* progress = report.add_progress();
+  progress->set_phase("generate");
+  progress->set_done(7);
+  progress->set_tokens_per_s(123.5);
+  // The agent's heartbeat carries its devices' samples.
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id("node-g");
+  v1::MemorySample* sample = beat.add_samples();
+  sample->set_device_index(0);
+  sample->set_device_name("NVIDIA H100 80GB HBM3");
+  sample->set_used_mib(1000);
+  sample->set_total_mib(81559);
+  sample->set_utilization_pct(42);
+  sample->set_at_ms(clock_->NowMs());
+  {
+    grpc::ClientContext context;
+    v1::HeartbeatResponse response;
+    AsWorker(&context, "node-g");
+    ASSERT_TRUE(workers_->Heartbeat(&context, beat, &response).ok());
+  }
+  {
+    grpc::ClientContext context;
+    v1::ReportResponse response;
+    AsWorker(&context, "node-g");
+    ASSERT_TRUE(workers_->Report(&context, report, &response).ok());
+  }
+  const std::string url =
+      "http://127.0.0.1:" + std::to_string(server_->metrics_port()) + "/metrics";
+  const std::string out = dir_ + "/metrics.txt";
+  ASSERT_EQ(std::system(("curl -sf " + url + " > " + out).c_str()), 0);
+  std::string text = Slurp(out);
+  const std::string labels =
+      "{job=\"" + std::to_string(job.id()) + "\",kind=\"infer\",model=\"" + dir_ + "/model\"}";
+  EXPECT_NE(text.find("fuji_job_tokens_per_second" + labels + " 123.5\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("fuji_job_step" + labels + " 7\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("fuji_jobs{kind=\"infer\",state=\"RUNNING\"} 1\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("fuji_device_utilization_ratio{agent=\"node-g\",device=\"0\"} 0.42\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("fuji_device_memory_used_bytes{agent=\"node-g\",device=\"0\"} 1048576000\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(
+      text.find("fuji_device_memory_total_bytes{agent=\"node-g\",device=\"0\"} 85520809984\n"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("fuji_agent_up{agent=\"node-g\"} 1\n"), std::string::npos) << text;
+
+  v1::CompleteRequest done;
+  done.set_worker_id("node-g");
+  done.set_job_id(job.id());
+  done.set_lease_epoch(job.lease_epoch());
+  done.set_succeeded(true);
+  done.set_result_json(R"({"text":"hello"})");
+  ASSERT_TRUE(Complete(done).ok());
+  ASSERT_EQ(std::system(("curl -sf " + url + " > " + out).c_str()), 0);
+  text = Slurp(out);
+  EXPECT_EQ(text.find("fuji_job_tokens_per_second{"), std::string::npos) << text;
+  EXPECT_EQ(text.find("fuji_job_step{"), std::string::npos) << text;
+  EXPECT_NE(text.find("fuji_job_run_seconds_count{kind=\"infer\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("fuji_job_transitions_total{from=\"RUNNING\",to=\"SUCCEEDED\"} 1\n"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace fuji::testing
