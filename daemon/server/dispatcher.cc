@@ -348,6 +348,7 @@ void Dispatcher::RunPass() {
       if (job.ok() && job->state != JobState::kQueued) RemoveQueued(job->id);
       continue;
     }
+    CountAssigned();
     RemoveQueued(job->id);
     v1::Assignment assignment;
     assignment.set_job_id(job->id);
@@ -506,6 +507,7 @@ bool Dispatcher::PlaceGang(const store::JobRecord& job, const sched::Placement& 
     if (job.state != JobState::kQueued) RemoveQueued(job.id);
     return false;
   }
+  CountAssigned();
   RemoveQueued(job.id);
   const std::string rendezvous = "tcp:" + members.front().advertise_addr + ":" + std::to_string(members.front().port);
   const std::string spec = SpecForPlacement(job.kind, job.spec, plan);
@@ -637,6 +639,11 @@ Status Dispatcher::TryMove(int64_t job_id, JobState from, JobState to, const std
   }
   PublishState(job_id);
   return Status::Ok();
+}
+
+void Dispatcher::CountAssigned() {
+  metrics::Registry::Default().Add("fuji_job_transitions_total",
+                                   {store::JobStateName(JobState::kQueued), store::JobStateName(JobState::kAssigned)});
 }
 
 void Dispatcher::CountMove(int64_t job_id, JobState from, JobState to) {

@@ -135,6 +135,7 @@ class Dispatcher : private ReportIngest::Lifecycle {
   void PublishState(int64_t job_id);
   // fuji_job_transitions_total, and the queue wait or run time of a move into or out of RUNNING.
   void CountMove(int64_t job_id, store::JobState from, store::JobState to);
+  void CountAssigned();  // a placement: QUEUED -> ASSIGNED
   // Marks the agent LOST in the store; false (and logged) when that fails.
   bool MarkLost(const std::string& worker_id);
   // Whether the job was placed (or recovered) less than a lease ago by lease_clock: its hand-out

@@ -246,6 +246,11 @@ TEST_F(FujidMetricsTest, RunningJobsAndDeviceSamplesAreSeries) {
   EXPECT_EQ(text.find("fuji_job_tokens_per_second{"), std::string::npos) << text;
   EXPECT_EQ(text.find("fuji_job_step{"), std::string::npos) << text;
   EXPECT_NE(text.find("fuji_job_run_seconds_count{kind=\"infer\"} 1\n"), std::string::npos) << text;
+  for (const char* move :
+       {"{from=\"QUEUED\",to=\"ASSIGNED\"} 1\n", "{from=\"ASSIGNED\",to=\"RUNNING\"} 1\n"}) {
+    EXPECT_NE(text.find(std::string("fuji_job_transitions_total") + move), std::string::npos)
+        << move << text;
+  }
   EXPECT_NE(text.find("fuji_job_transitions_total{from=\"RUNNING\",to=\"SUCCEEDED\"} 1\n"),
             std::string::npos)
       << text;
