@@ -6,7 +6,8 @@ ranks span both agents through `fuji submit finetune`.
 Scenarios (each with its own job; the cluster is shared):
   split        a 4-rank ZeRO-3 fine-tune placed as 2 + 2 on node-a and node-b (--nodes 2) gives the
                losses of the same run on node-a alone (--nodes 1; relative 1e-5) and its final
-               weights (1e-4); `fuji show` names both agents and their ranks
+               weights (1e-4); `fuji show` names both agents and their ranks, its timings the 4
+               global ranks and its memory samples both agents
   not_shared   a --save-to that is a directory private to each agent's mount namespace (a tmpfs
                each mounts at the same path) is refused in one line naming two agents
   cut_link     node-b's link goes down mid-run: the gang fails on both nodes within the collective
@@ -333,6 +334,12 @@ def scenario_split(c):
             text = c.fuji(["show", str(jobs[nodes])]).stdout
             if "node-b" not in text or "ranks 2-3" not in text:
                 fails.append("fuji show does not list node-b's ranks 2-3:\n" + text[:800])
+            # Timings per global rank, memory samples per agent.
+            ranks = {t["rank"] for t in c.fuji_json(["timings", str(jobs[nodes])]).get("timings", [])}
+            got = c.fuji(["samples", str(jobs[nodes]), "--format", "json"])
+            agents = {x["worker_id"] for x in json.loads(got.stdout or "{}").get("samples", [])}
+            if ranks != {0, 1, 2, 3} or agents != {"node-a", "node-b"}:
+                fails.append(f"timings name ranks {sorted(ranks)} and samples agents {sorted(agents)}")
         elif gang:
             fails.append(f"--nodes 1 ran as a gang across agents: {gang}")
     split, single = c.losses(jobs[2]), c.losses(jobs[1])
