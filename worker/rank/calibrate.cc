@@ -117,13 +117,18 @@ nlohmann::json MeasureRates() {
     const double s = BestSeconds(4, [&] { at::mm_out(c, a, b); });
     rates["cpu_flops"] = 2.0 * static_cast<double>(m * k * n) / s;
   }
-  // Memory: the engine's batch-1 decode kernel streaming a 256 MiB fp32 weight matrix, far beyond
-  // the caches: the read bandwidth a decode step gets (every weight read once per token).
+  // Memory: the engine's batch-1 decode kernel over 16 fp32 weight matrices of a 111M-shaped
+  // layer's MLP ([768, 3072], 9 MiB each, 144 MiB in all: far beyond the caches), one after the
+  // other as a decode step reads them: the read bandwidth a decode step gets, with the start and
+  // end of each matrix's parallel region in it, which one big matrix would leave out.
   {
-    const at::Tensor w = at::full({4096, 16384}, 0.5f);
-    const at::Tensor x = at::ones({1, 4096}), bias = at::zeros({16384});
-    const double s = BestSeconds(4, [&] { (void)engine::RowTimesMatrix(x, w, bias); });
-    rates["cpu_memory_bandwidth"] = static_cast<double>(w.nbytes()) / s;
+    std::vector<at::Tensor> w;
+    for (int i = 0; i < 16; ++i) w.push_back(at::full({768, 3072}, 0.5f));
+    const at::Tensor x = at::ones({1, 768}), bias = at::zeros({3072});
+    const double s = BestSeconds(4, [&] {
+      for (const at::Tensor& m : w) (void)engine::RowTimesMatrix(x, m, bias);
+    });
+    rates["cpu_memory_bandwidth"] = static_cast<double>(16 * w[0].nbytes()) / s;
   }
   // fuji's CPU AdamW (worker/optim) over 4M parameters, fp32 and writing a bf16 copy.
   {
