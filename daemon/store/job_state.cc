@@ -49,7 +49,8 @@ bool IsValidTransition(JobState from, JobState to) {
       return to == S::kRunning || to == S::kQueued || to == S::kRetrying || to == S::kFailed ||
              to == S::kCancelled;
     case S::kRunning:
-      return to == S::kSucceeded || to == S::kFailed || to == S::kCancelled || to == S::kRetrying;
+      return to == S::kSucceeded || to == S::kFailed || to == S::kCancelled || to == S::kRetrying ||
+             to == S::kQueued;
     case S::kRetrying: return to == S::kQueued || to == S::kFailed || to == S::kCancelled;
     case S::kSucceeded:
     case S::kFailed:

@@ -7,7 +7,8 @@
 
 namespace fuji::store {
 
-// QUEUED -> ASSIGNED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, with RETRYING back to QUEUED.
+// QUEUED -> ASSIGNED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, with RETRYING back to QUEUED
+// (and RUNNING straight back to QUEUED for a preemption).
 enum class JobState {
   kQueued,
   kAssigned,
@@ -28,7 +29,8 @@ bool IsTerminal(JobState state);
 //   QUEUED   -> ASSIGNED | FAILED | CANCELLED       (FAILED: can never be placed, e.g. bad spec)
 //   ASSIGNED -> RUNNING | QUEUED | RETRYING | FAILED | CANCELLED  (QUEUED: agent declined, no
 //                                                     attempt used; RETRYING: lease lost)
-//   RUNNING  -> SUCCEEDED | FAILED | CANCELLED | RETRYING
+//   RUNNING  -> SUCCEEDED | FAILED | CANCELLED | RETRYING | QUEUED  (QUEUED: preempted at a step
+//                                                     boundary by a drain with requeue, no attempt used)
 //   RETRYING -> QUEUED | FAILED | CANCELLED
 bool IsValidTransition(JobState from, JobState to);
 

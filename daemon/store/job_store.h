@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,7 +113,10 @@ class JobStore {
   // Drains the worker (no new job is placed on it; the jobs it runs go on) or takes the drain
   // back, durably, before it returns. Returns when the worker was drained (a second drain keeps
   // the first time), nullopt once undrained. NOT_FOUND for a worker that never registered.
-  Result<std::optional<int64_t>> SetDrained(const std::string& worker_id, bool drained);
+  // `requeue` (with drained): its fine-tunes are preempted (migration 12); the latest drain says.
+  Result<std::optional<int64_t>> SetDrained(const std::string& worker_id, bool drained, bool requeue = false);
+  // The workers drained with requeue, by id (one read of the small workers table per heartbeat).
+  Result<std::set<std::string>> RequeueDrainedWorkers();
 
   // QUEUED -> ASSIGNED with a live assignment for the job's current attempt, in one transaction.
   // INVALID_ARGUMENT unless device_indices has one distinct index per device the job needs;
@@ -186,6 +190,22 @@ class JobStore {
   // Up to limit lines with seq > after_seq, in order.
   Result<std::vector<LogLine>> Logs(int64_t job_id, int64_t after_seq, int limit = 1000);
   Result<std::vector<JobResult>> Results(int64_t job_id);  // by attempt
+
+  // ---- Usage and notifications (job_store_usage.cc) ----
+
+  // What the jobs submitted since query.since_ms used, grouped by query.by (see UsageRow for what
+  // is counted), the groups with most device time first, at most kMaxUsageRows of them. One
+  // query over the jobs submitted since then (indexed by submit time, and by owner).
+  static constexpr int kMaxUsageRows = 1000;
+  Result<std::vector<UsageRow>> Usage(const UsageQuery& query);
+  // Up to `limit` ended jobs whose notification is owed and due now (its next try not later),
+  // the longest due first.
+  Result<std::vector<PendingNotification>> DueNotifications(int limit);
+  // Records one POST of the job's notification, durably: kDelivered and kGaveUp end it; kRetry
+  // sets its next try at next_at_ms. NOT_FOUND when none is owed.
+  Status RecordNotifyAttempt(int64_t job_id, NotifyOutcome outcome, int64_t next_at_ms = 0);
+  // The job's notification as it stands. NOT_FOUND for an unknown job.
+  Result<NotifyStatus> NotifyState(int64_t job_id);
 
   // ---- Retention and backup (job_store_retention.cc) ----
 

@@ -160,21 +160,36 @@ Status JobStore::MarkWorkerLost(const std::string& worker_id) {
   });
 }
 
-Result<std::optional<int64_t>> JobStore::SetDrained(const std::string& worker_id, bool drained) {
+Result<std::optional<int64_t>> JobStore::SetDrained(const std::string& worker_id, bool drained, bool requeue) {
   std::optional<int64_t> since;
   FUJI_RETURN_IF_ERROR(writer_->Run([&](Connection& db) -> Status {
-    // A second drain keeps the time of the first.
+    // A second drain keeps the time of the first; the latest drain says whether it requeues.
     FUJI_ASSIGN_OR_RETURN(Statement update,
                           db.Prepare("UPDATE workers SET drained_at_ms = "
-                                     "CASE WHEN ?1 THEN COALESCE(drained_at_ms, ?2) END WHERE id = ?3 "
+                                     "CASE WHEN ?1 THEN COALESCE(drained_at_ms, ?2) END, "
+                                     "drain_requeue = CASE WHEN ?1 THEN ?4 ELSE 0 END WHERE id = ?3 "
                                      "RETURNING drained_at_ms"));
-    FUJI_ASSIGN_OR_RETURN(bool found,
-                          update.BindInt(1, drained ? 1 : 0).BindInt(2, clock_->NowMs()).BindText(3, worker_id).Step());
+    FUJI_ASSIGN_OR_RETURN(bool found, update.BindInt(1, drained ? 1 : 0)
+                                          .BindInt(2, clock_->NowMs())
+                                          .BindText(3, worker_id)
+                                          .BindInt(4, drained && requeue ? 1 : 0)
+                                          .Step());
     if (!found) return NotFound("worker " + worker_id + " not found");
     if (!update.IsNull(0)) since = update.Int(0);
     return update.Step().status();  // to the end, so the statement completes
   }));
   return since;
+}
+
+Result<std::set<std::string>> JobStore::RequeueDrainedWorkers() {
+  FUJI_ASSIGN_OR_RETURN(ReaderPool::Lease db, readers_->Acquire());
+  FUJI_ASSIGN_OR_RETURN(Statement select, db->Prepare("SELECT id FROM workers WHERE drain_requeue = 1"));
+  std::set<std::string> ids;
+  while (true) {
+    FUJI_ASSIGN_OR_RETURN(bool has_row, select.Step());
+    if (!has_row) return ids;
+    ids.insert(select.Text(0));
+  }
 }
 
 Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
@@ -185,7 +200,8 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
       db->Prepare("SELECT w.id, w.host, w.registered_at_ms, w.last_heartbeat_ms, w.state, "
                   "d.device_index, d.name, d.total_mib, d.kind, d.used_mib, d.fuji_mib, "
                   "d.sampled_at_ms, w.host_used_mib, w.host_total_mib, w.host_fuji_mib, "
-                  "w.host_sampled_at_ms, w.drained_at_ms, w.advertise_addr, w.gang_port_lo, w.gang_port_hi "
+                  "w.host_sampled_at_ms, w.drained_at_ms, w.advertise_addr, w.gang_port_lo, w.gang_port_hi, "
+                  "w.drain_requeue "
                   "FROM workers w LEFT JOIN devices d ON d.worker_id = w.id "
                   "ORDER BY w.id, d.device_index"));
   std::vector<WorkerRecord> workers;
@@ -200,6 +216,7 @@ Result<std::vector<WorkerRecord>> JobStore::ListWorkers() {
       workers.back().advertise_addr = select.Text(17);
       workers.back().gang_port_lo = static_cast<int>(select.Int(18));
       workers.back().gang_port_hi = static_cast<int>(select.Int(19));
+      workers.back().drain_requeue = select.Int(20) != 0;
     }
     if (!select.IsNull(5)) {
       DeviceRecord device{static_cast<int>(select.Int(5)), select.Text(6), select.Int(7),

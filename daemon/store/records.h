@@ -49,6 +49,8 @@ struct JobRecord {
   int64_t cancel_requested_at_ms = 0;  // when its cancel was asked for while an agent ran it; 0: never
   // Placements so far (Assign adds one): with `attempts`, the current holder's fencing token.
   int64_t lease_epoch = 0;
+  // fuji submit --notify (migration 11): where fujid POSTs the job's final state; "" for none.
+  std::string notify_url;
   // Get only: the parts of the latest placement when it was a gang across agents (rank 0's
   // first); empty when one agent held it.
   std::vector<GangMemberRecord> gang = {};
@@ -121,6 +123,8 @@ struct WorkerRecord {
   // When an admin drained it (no new job is placed on it); empty while it takes work. Kept by
   // RegisterWorker and Heartbeat; changed by SetDrained only.
   std::optional<int64_t> drained_at_ms = std::nullopt;
+  // Drained with requeue (migration 12): its fine-tunes are preempted. False while not drained.
+  bool drain_requeue = false;
   // Gangs across agents (migration 10): where other agents' ranks reach its ranks ("" = it takes
   // no part) and the ports a gang's rendezvous may use on it (0 0: none). Set by RegisterWorker.
   std::string advertise_addr = {};
@@ -200,6 +204,42 @@ struct JobResult {
   int attempt = 0;
   std::string result;  // JSON
   int64_t saved_at_ms = 0;
+};
+
+// What JobStore::Usage adds up (fuji usage).
+enum class UsageBy { kUser, kModel, kKind };
+struct UsageQuery {
+  int64_t since_ms = 0;              // jobs submitted at or after this
+  UsageBy by = UsageBy::kUser;
+  std::optional<std::string> owner;  // only this user's jobs; nullopt for everyone's
+};
+
+// One group of JobStore::Usage. device_ms: over every attempt of the group's jobs that was placed,
+// (its release, or now while it runs) - (its placement) times the job's devices; placement to
+// release covers loading, running and the end of the attempt. tokens: over every attempt's stored
+// result, an inference's prompt plus generated tokens, a fine-tune's tokens trained (the result's
+// "tokens"); attempts that left no result count none.
+struct UsageRow {
+  std::string key;  // the owner, the spec's model ("" when none), or the kind
+  int64_t jobs = 0;
+  int64_t attempts = 0;  // attempts placed on devices
+  int64_t device_ms = 0;
+  int64_t tokens = 0;
+};
+
+// A notification owed (fuji submit --notify): the ended job and its delivery so far.
+struct PendingNotification {
+  JobRecord job;        // as Get reads it, but without the gang
+  int attempts = 0;     // POSTs tried so far
+};
+
+// How one POST of a notification went: delivered, to be tried again, or given up.
+enum class NotifyOutcome { kRetry = 0, kDelivered = 1, kGaveUp = 2 };
+// A job's notification as it stands (tests and diagnostics).
+struct NotifyStatus {
+  int attempts = 0;
+  int64_t done_at_ms = 0;  // 0 while owed
+  std::string outcome;     // "delivered", "gave_up", "" while owed
 };
 
 }  // namespace fuji::store
