@@ -12,6 +12,7 @@ namespace {
 using spec_internal::FieldReader;
 
 constexpr int64_t kMaxSteps = 10'000'000;
+constexpr int64_t kMaxKeepLast = 1'000'000;
 
 // An int field through the reader's int64_t range check.
 void ReadInt(FieldReader& r, const char* key, int* out, int64_t min, int64_t max) {
@@ -81,6 +82,7 @@ nlohmann::json FinetuneSpec::ToJson() const {
           {"save_every", save_every},
           {"resume", resume},
           {"stop_after", stop_after},
+          {"keep_last", keep_last},
           {"seed", seed},
           {"initial_loss_scale", initial_loss_scale},
           {"loss_scale_window", loss_scale_window},
@@ -139,6 +141,7 @@ Result<FinetuneSpec> FinetuneSpec::FromJson(const nlohmann::json& j) {
   r.Int("save_every", &s.save_every, 0, kMaxSteps);
   r.OneOf("resume", &s.resume, {"auto", "never"});
   r.Int("stop_after", &s.stop_after, 0, kMaxSteps);
+  r.Int("keep_last", &s.keep_last, -1, kMaxKeepLast);
   r.Uint("seed", &s.seed);
   r.Double("initial_loss_scale", &s.initial_loss_scale, 1.0, 4294967296.0);
   r.Int("loss_scale_window", &s.loss_scale_window, 1, kMaxSteps);

@@ -48,6 +48,10 @@ struct FinetuneSpec {
   int64_t save_every = 0;         // 0: only after the last step (when save_to is set)
   std::string resume = "auto";    // auto: continue from save_to/latest when present | never
   int64_t stop_after = 0;         // >0: stop (after saving) once this step is done; the schedule still uses `steps`
+  // Checkpoint retention (worker/ckpt/retention.h): N > 0 keeps the newest N complete step
+  // directories of save_to and removes older ones once latest names a newer one; 0 keeps all;
+  // -1 (unset) takes the agent's --keep-last, and keeps all outside an agent or without one.
+  int64_t keep_last = -1;
   uint64_t seed = 0;
   double initial_loss_scale = 65536;  // fp16 only
   int64_t loss_scale_window = 1000;   // fp16 only

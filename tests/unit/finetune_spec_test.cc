@@ -38,6 +38,7 @@ TEST(FinetuneSpecTest, DefaultsFromAMinimalSpec) {
   EXPECT_EQ(s->resume, "auto");
   EXPECT_EQ(s->collective_timeout_ms, 120000);
   EXPECT_TRUE(s->save_to.empty());
+  EXPECT_EQ(s->keep_last, -1);  // unset: the agent's default
 }
 
 TEST(FinetuneSpecTest, RoundTripsEveryField) {
@@ -73,6 +74,7 @@ TEST(FinetuneSpecTest, RoundTripsEveryField) {
   a.save_every = 10;
   a.resume = "never";
   a.stop_after = 10;
+  a.keep_last = 3;
   a.seed = 1ull << 63;
   a.initial_loss_scale = 1024;
   a.loss_scale_window = 50;
@@ -137,6 +139,7 @@ TEST(FinetuneSpecTest, ChecksRanges) {
       {"collective_timeout_ms", 999, 1000}, {"collective_timeout_ms", 3600001, 3600000},
       {"device", "tpu", "cuda"}, {"precision", "fp8", "fp16"}, {"offload", "disk", "optimizer"},
       {"resume", "always", "never"}, {"eps", 0.0, 1e-8},     {"threads", -1, 0},
+      {"keep_last", -2, -1},     {"keep_last", 1000001, 0},  {"keep_last", "2", 2},
   };
   for (const Case& c : cases) {
     const std::string bad = ErrorWith(c.key, c.bad);
