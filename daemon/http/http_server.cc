@@ -278,6 +278,8 @@ class Session final : public SessionBase,
     request.method = std::string(message.method_string());
     request.target = std::string(message.target());
     request.authorization = std::string(message[bhttp::field::authorization]);
+    request.cookie = std::string(message[bhttp::field::cookie]);
+    request.content_type = std::string(message[bhttp::field::content_type]);
     request.body = std::move(parser_->get().body());
     parser_.reset();
     Watch();

@@ -23,6 +23,8 @@ struct HttpRequest {
   std::string method;         // "GET", "POST", ...
   std::string target;         // the path and query
   std::string authorization;  // the Authorization header ("" when none)
+  std::string cookie;         // the Cookie header ("" when none)
+  std::string content_type;   // the Content-Type header ("" when none)
   std::string body;
 };
 

@@ -72,7 +72,14 @@ grpc::ServerUnaryReactor* JobService::ListJobs(grpc::CallbackServerContext* cont
   if (request->all() && !caller->admin) {
     return Finish(context, PermissionDenied("only admins list every user's jobs"));
   }
-  if (!request->all()) filter.owner = caller->name;
+  if (!request->owner().empty() && !caller->admin) {
+    return Finish(context, PermissionDenied("only admins list another user's jobs"));
+  }
+  if (!request->owner().empty()) {
+    filter.owner = request->owner();
+  } else if (!request->all()) {
+    filter.owner = caller->name;
+  }
   filter.state = request->state();
   filter.kind = request->kind();
   filter.limit = request->limit();
@@ -146,6 +153,27 @@ grpc::ServerUnaryReactor* JobService::GetTimings(grpc::CallbackServerContext* co
     }
   }
   return Finish(context, timings.status());
+}
+
+grpc::ServerUnaryReactor* JobService::GetHistory(grpc::CallbackServerContext* context,
+                                                 const v1::JobRef* request,
+                                                 v1::HistoryResponse* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  Result<store::JobRecord> job = OwnedJob(*caller, request->id());
+  if (!job.ok()) return Finish(context, job.status());
+  Result<std::vector<store::JobEvent>> events = store_->Events(request->id());
+  if (events.ok()) {
+    for (const store::JobEvent& e : *events) {
+      v1::StateChange* out = response->add_changes();
+      out->set_seq(e.seq);
+      out->set_at_ms(e.at_ms);
+      if (e.from.has_value()) out->set_from_state(store::JobStateName(*e.from));
+      out->set_to_state(store::JobStateName(e.to));
+      out->set_message(e.message);
+    }
+  }
+  return Finish(context, events.status());
 }
 
 grpc::ServerUnaryReactor* JobService::GetSamples(grpc::CallbackServerContext* context,

@@ -50,6 +50,9 @@ class JobService final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* GetTimings(grpc::CallbackServerContext* context,
                                        const v1::JobRef* request,
                                        v1::TimingsResponse* response) override;
+  grpc::ServerUnaryReactor* GetHistory(grpc::CallbackServerContext* context,
+                                       const v1::JobRef* request,
+                                       v1::HistoryResponse* response) override;
   grpc::ServerUnaryReactor* GetSamples(grpc::CallbackServerContext* context,
                                        const v1::JobRef* request,
                                        v1::SamplesResponse* response) override;
