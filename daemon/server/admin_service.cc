@@ -86,15 +86,22 @@ grpc::ServerUnaryReactor* AdminService::ListAgents(grpc::CallbackServerContext* 
   if (!caller.ok()) return Finish(context, caller.status());
   Result<std::vector<store::WorkerRecord>> workers = store_->ListWorkers();
   if (!workers.ok()) return Finish(context, workers.status());
-  std::map<std::string, int64_t> drained;
-  for (const store::WorkerRecord& w : *workers) {
-    if (w.drained_at_ms) drained[w.id] = *w.drained_at_ms;
-  }
+  Result<std::map<std::string, std::vector<int64_t>>> running = store_->LiveJobsByWorker();
+  if (!running.ok()) return Finish(context, running.status());
+  std::map<std::string, const store::WorkerRecord*> by_id;
+  for (const store::WorkerRecord& w : *workers) by_id[w.id] = &w;
   for (const store::CredentialRecord& c : auth_->Agents()) {
     v1::Agent* agent = response->add_agents();
     *agent = AgentToProto(c);
     // A revoked credential's worker id may be enrolled again: the drain shows on the live one.
-    if (!c.revoked_at_ms && drained.count(c.name)) agent->set_drained_at_ms(drained[c.name]);
+    const auto worker = by_id.find(c.name);
+    if (c.revoked_at_ms || worker == by_id.end()) continue;
+    const auto jobs = running->find(c.name);
+    agent->set_running_jobs(jobs == running->end() ? 0 : static_cast<int32_t>(jobs->second.size()));
+    if (worker->second->drained_at_ms) {
+      agent->set_drained_at_ms(*worker->second->drained_at_ms);
+      agent->set_drain_requeue(worker->second->drain_requeue);
+    }
   }
   return Finish(context, Status::Ok());
 }
@@ -118,12 +125,22 @@ grpc::ServerUnaryReactor* AdminService::DrainAgent(grpc::CallbackServerContext* 
   if (request->worker_id().empty() || request->worker_id().size() > limits::kMaxNameBytes) {
     return Finish(context, InvalidArgument("a worker id is 1 to " + std::to_string(limits::kMaxNameBytes) + " bytes"));
   }
-  Result<std::optional<int64_t>> drained = store_->SetDrained(request->worker_id(), request->drain());
+  if (request->requeue() && !request->drain()) {
+    return Finish(context, InvalidArgument("requeue goes with a drain, not an undrain"));
+  }
+  Result<std::optional<int64_t>> drained =
+      store_->SetDrained(request->worker_id(), request->drain(), request->requeue());
   if (drained.ok()) {
     response->set_worker_id(request->worker_id());
     response->set_drained_at_ms(drained->value_or(0));
-    log::Info("agent " + request->worker_id() + (request->drain() ? " drained" : " undrained") + " by " +
-              caller->name);
+    response->set_drain_requeue(request->drain() && request->requeue());
+    Result<std::map<std::string, std::vector<int64_t>>> running = store_->LiveJobsByWorker();
+    if (running.ok() && running->count(request->worker_id()) > 0) {
+      response->set_running_jobs(static_cast<int32_t>(running->at(request->worker_id()).size()));
+    }
+    log::Info("agent " + request->worker_id() +
+              (!request->drain() ? " undrained" : request->requeue() ? " drained with requeue" : " drained") +
+              " by " + caller->name);
   }
   return Finish(context, drained.status());
 }

@@ -589,14 +589,7 @@ void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& caus
     if (!decision.requeue) {
       moved = TryMove(job.id, job.state, JobState::kFailed, decision.reason);
     } else {
-      if (job.gang.size() > 1) {
-        // Held before it is queued again: a pass between the two would place it at once.
-        GangHold hold;
-        hold.ended_lease_ms = lease_clock_->NowMs();
-        for (const auto& member : job.gang) hold.unheard.insert(member.worker_id);
-        std::lock_guard<std::mutex> lock(mu_);
-        gang_holds_[job.id] = std::move(hold);
-      }
+      HoldGang(job);
       moved = TryMove(job.id, job.state, JobState::kRetrying, decision.reason);
       if (moved.ok()) moved = TryMove(job.id, JobState::kRetrying, JobState::kQueued, decision.reason);
     }
@@ -604,6 +597,26 @@ void Dispatcher::EndAttempt(const store::JobRecord& job, const std::string& caus
   // The store could not be written (its disk full): the job keeps its lease, and the next lease
   // check (or the agent's next heartbeat, which no longer lists it) ends the attempt again.
   if (moved.code() == StatusCode::kUnavailable) return;
+  Ended(job.id);
+}
+
+void Dispatcher::HoldGang(const store::JobRecord& job) {
+  if (job.gang.size() <= 1) return;
+  // Held before it is queued again: a pass between the two would place it at once.
+  GangHold hold;
+  hold.ended_lease_ms = lease_clock_->NowMs();
+  for (const auto& member : job.gang) hold.unheard.insert(member.worker_id);
+  std::lock_guard<std::mutex> lock(mu_);
+  gang_holds_[job.id] = std::move(hold);
+}
+
+void Dispatcher::Preempted(const store::JobRecord& job, const std::string& cause) {
+  if (CancelRequested(job.id)) return EndAttempt(job, cause, /*retryable=*/false);
+  HoldGang(job);
+  // Straight back to QUEUED (not through RETRYING, which counts an attempt): the job resumes from
+  // the checkpoint its ranks just wrote.
+  const Status moved = TryMove(job.id, job.state, JobState::kQueued, cause);
+  if (moved.code() == StatusCode::kUnavailable) return;  // the agent sends its completion again
   Ended(job.id);
 }
 

@@ -119,6 +119,10 @@ class Dispatcher : private ReportIngest::Lifecycle {
   // Ends the current attempt of `job` after it failed for `cause`: CANCELLED when a cancel was
   // asked, else RETRYING -> QUEUED while retries are left (when retryable), else FAILED.
   void EndAttempt(const store::JobRecord& job, const std::string& cause, bool retryable) override;
+  // A preempted attempt (ReportIngest::Lifecycle): QUEUED again with its attempt count as it was.
+  void Preempted(const store::JobRecord& job, const std::string& cause) override;
+  // A gang across agents about to go back to the queue waits for its agents (gang_holds_).
+  void HoldGang(const store::JobRecord& job);
   // A job its agent no longer runs: an ASSIGNED one goes back to the queue (no attempt used),
   // a RUNNING one ends its attempt as EndAttempt does.
   void Abandoned(const store::JobRecord& job, const std::string& cause) override;

@@ -205,6 +205,18 @@ Result<v1::HeartbeatResponse> Dispatcher::Heartbeat(const v1::HeartbeatRequest& 
     if (job.ok() && HoldsPart(*job, id)) cancel.insert(job_id);
   }
   for (int64_t job_id : cancel) response.add_cancel_job_ids(job_id);
+  // Fine-tunes with a part on an agent drained with requeue: asked on every heartbeat until their
+  // attempt ends, from the drain as the store keeps it, so an agent that missed an answer, or a
+  // restarted fujid, still has them checkpoint and stop.
+  FUJI_ASSIGN_OR_RETURN(std::set<std::string> requeue_drained, store_->RequeueDrainedWorkers());
+  if (requeue_drained.empty()) return response;
+  for (const v1::RunningJob& running : request.running()) {
+    if (cancel.count(running.job_id()) > 0) continue;
+    Result<store::JobRecord> job = store_->Get(running.job_id());
+    if (job.ok() && !RequeueDrainedAgent(*job, requeue_drained).empty()) {
+      response.add_preempt_job_ids(running.job_id());
+    }
+  }
   return response;
 }
 

@@ -54,6 +54,17 @@ bool Retryable(FailureKind kind) {
   return true;
 }
 
+// The history line of a preempted attempt: who drained it and where the next attempt resumes.
+std::string PreemptionReason(const v1::CompleteRequest& request, const std::string& drained_agent) {
+  std::string reason = drained_agent.empty()
+                           ? "requeued: agent " + request.worker_id() + " stopped it at a step boundary"
+                           : "requeued: agent " + drained_agent + " drained";
+  if (request.checkpoint_step() > 0) {
+    return reason + " (checkpointed at step " + std::to_string(request.checkpoint_step()) + ")";
+  }
+  return reason + " (no checkpoint: it has no --save-to, so it starts again from the beginning)";
+}
+
 }  // namespace
 
 // Why a report or completion is not taken, for fujid's log.
@@ -70,6 +81,15 @@ bool HoldsPart(const store::JobRecord& job, const std::string& worker_id) {
     if (member.attempt == job.attempts && member.worker_id == worker_id) return true;
   }
   return false;
+}
+
+std::string RequeueDrainedAgent(const store::JobRecord& job, const std::set<std::string>& requeue_drained) {
+  if (job.kind != store::JobKind::kFinetune || requeue_drained.empty()) return "";
+  if (requeue_drained.count(job.worker_id) > 0) return job.worker_id;
+  for (const store::GangMemberRecord& member : job.gang) {
+    if (member.attempt == job.attempts && requeue_drained.count(member.worker_id) > 0) return member.worker_id;
+  }
+  return "";
 }
 
 bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt, int64_t lease_epoch) {
@@ -321,6 +341,16 @@ Status ReportIngest::Complete(const v1::CompleteRequest& request) {
     if (!lifecycle_->Move(job_id, job.state, JobState::kSucceeded, "")) FUJI_RETURN_IF_ERROR(Unrecorded(job));
     lifecycle_->Ended(job_id);
     return Status::Ok();
+  }
+  if (request.preempted()) {
+    // Every member's ranks stopped at the same step: a member's part is over, and rank 0's
+    // agent's completion queues the job again.
+    if (job.worker_id != request.worker_id()) {
+      return store_->ReleaseGangMember(job_id, request.attempt(), request.worker_id());
+    }
+    Result<std::set<std::string>> drained = store_->RequeueDrainedWorkers();
+    lifecycle_->Preempted(job, PreemptionReason(request, drained.ok() ? RequeueDrainedAgent(job, *drained) : ""));
+    return Unrecorded(job);
   }
   const FailureKind kind = ParseFailureKind(request.failure_kind());
   if (kind == FailureKind::kCancelled) {

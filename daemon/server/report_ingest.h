@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,11 @@ bool HoldsPart(const store::JobRecord& job, const std::string& worker_id);
 // makes the job RUNNING. A member's success ends its part only; rank 0's agent's ends the job
 // with its result; any member's failure ends the attempt for all.
 bool HoldsAttempt(const store::JobRecord& job, const std::string& worker_id, int attempt, int64_t lease_epoch);
+
+// The agent among `requeue_drained` (drained with requeue) that holds a part of `job`'s latest
+// placement, when `job` is a fine-tune: rank 0's agent first, then the gang's members; "" when
+// none does (an inference job is never preempted: it runs to its end).
+std::string RequeueDrainedAgent(const store::JobRecord& job, const std::set<std::string>& requeue_drained);
 
 // The store's rows for memory samples an agent sent: of a job's ranks, or (no job) of its node.
 std::vector<store::MemorySample> SamplesOf(
@@ -56,6 +62,10 @@ class ReportIngest {
     // The attempt failed for `cause`: cancelled, retried or failed.
     virtual void EndAttempt(const store::JobRecord& job, const std::string& cause,
                             bool retryable) = 0;
+    // The ranks stopped at a step boundary because fujid asked (a drain with requeue): the job
+    // goes back to the queue without using an attempt, `cause` in its history (CANCELLED instead
+    // when a cancel was asked).
+    virtual void Preempted(const store::JobRecord& job, const std::string& cause) = 0;
   };
 
   ReportIngest(store::JobStore* store, const store::Clock* clock, EventHub* hub,
@@ -67,7 +77,8 @@ class ReportIngest {
   // the drop is written to the job's log; tokens_per_s that is negative or not finite becomes 0;
   // of more than JobStore::kMaxLossesPerCall points only the last are kept.
   Result<bool> Report(const v1::JobReport& report);
-  // Ends the current attempt as the agent says: succeeded (its result saved), cancelled (by
+  // Ends the current attempt as the agent says: succeeded (its result saved), preempted (queued
+  // again, no attempt used: "requeued: agent X drained (checkpointed at step N)"), cancelled (by
   // request, or requeued when nobody asked), or failed (retried unless the failure would recur;
   // an out-of-memory failure narrows the plans the retry may use). A completion of a run that
   // is not current is ignored. UNAVAILABLE when the store could not record the end (its disk

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -143,6 +144,9 @@ class JobStore {
   Result<std::vector<Assignment>> ExpiredAssignments(int64_t now_ms);
   // Every live assignment, for recovery after a daemon restart.
   Result<std::vector<Assignment>> ActiveAssignments();
+  // The jobs each worker holds a part of now (ASSIGNED or RUNNING there, as its agent or as a
+  // member of a gang), by worker id: ActiveAssignments and the gangs' other members.
+  Result<std::map<std::string, std::vector<int64_t>>> LiveJobsByWorker();
 
   // ---- Credentials (job_store_credentials.cc) ----
 

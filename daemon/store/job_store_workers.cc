@@ -268,7 +268,8 @@ Status AssignParts(Connection& db, int64_t job_id, const std::vector<GangMemberR
                  "WHERE id = ? AND state = 'QUEUED'"));
   FUJI_RETURN_IF_ERROR(
       update.BindText(1, first.worker_id).BindInt(2, now_ms).BindText(3, plan).BindInt(4, job_id).Run());
-  // An attempt handed back unstarted (ASSIGNED -> QUEUED) is placed again: its row is reused.
+  // An attempt handed back unstarted (ASSIGNED -> QUEUED) or preempted (RUNNING -> QUEUED) is
+  // placed again: its row is reused.
   FUJI_ASSIGN_OR_RETURN(
       Statement insert,
       db.Prepare("INSERT INTO assignments (job_id, attempt, worker_id, device_indices, "
@@ -415,6 +416,18 @@ Result<std::vector<Assignment>> JobStore::ActiveAssignments() {
                                     " FROM assignments WHERE released_at_ms IS NULL "
                                     "ORDER BY job_id"));
   return CollectRows<Assignment>(select, ReadAssignment);
+}
+
+Result<std::map<std::string, std::vector<int64_t>>> JobStore::LiveJobsByWorker() {
+  FUJI_ASSIGN_OR_RETURN(std::vector<Assignment> live, ActiveAssignments());
+  FUJI_ASSIGN_OR_RETURN(std::vector<GangMemberRecord> gangs, ActiveGangMembers());
+  std::map<std::string, std::vector<int64_t>> jobs;
+  for (const Assignment& a : live) jobs[a.worker_id].push_back(a.job_id);
+  // Rank 0's part is the assignments row; the other members run the job too.
+  for (const GangMemberRecord& member : gangs) {
+    if (member.first_rank > 0) jobs[member.worker_id].push_back(member.job_id);
+  }
+  return jobs;
 }
 
 }  // namespace fuji::store
