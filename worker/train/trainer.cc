@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "worker/ckpt/retention.h"
 #include "worker/ckpt/zero_checkpoint.h"
 #include "lib/common/proc_stats.h"
 #include "lib/common/wall_clock.h"
@@ -417,6 +418,15 @@ Status Run::Save(int64_t step) {
     if (attempt_) FUJI_RETURN_IF_ERROR(ckpt::CheckSaveDirClaim(spec_.save_to, *attempt_));
     FUJI_RETURN_IF_ERROR(ckpt::PublishLatest(spec_.save_to, ckpt::StepDirName(step), meta.attempt));
     emit_({{"event", "checkpoint"}, {"step", step}, {"path", dir}});
+    // Retention (keep_last): with latest naming this complete step, older step directories beyond
+    // the newest keep_last go. What stays in place, or a failure, costs disk and not the run: a
+    // line in the job's log.
+    if (spec_.keep_last > 0) {
+      ckpt::PruneReport pruned;
+      const Status pruning = ckpt::PruneCheckpoints(spec_.save_to, spec_.keep_last, &pruned);
+      for (const std::string& left : pruned.skipped) std::fprintf(stderr, "keep_last: left %s\n", left.c_str());
+      if (!pruning.ok()) std::fprintf(stderr, "keep_last: %s\n", pruning.message().c_str());
+    }
   }
   if (comm_) comm_->Barrier();
   last_checkpoint_ = dir;
