@@ -8,7 +8,8 @@ namespace fuji::store {
 const char kJobColumns[] =
     "id, kind, state, priority, spec, devices, attempts, max_attempts, timeout_ms, reason, "
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
-    "COALESCE(plans, ''), COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0), lease_epoch";
+    "COALESCE(plans, ''), COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0), lease_epoch, "
+    "COALESCE(notify_url, '')";
 
 // kJobColumns with the two columns that may be megabytes cut down: the spec to its "device" (all
 // that a listing shows of it) and no plans.
@@ -18,7 +19,8 @@ const char kJobSummaryColumns[] =
     "THEN json_object('device', substr(json_extract(spec, '$.device'), 1, 64)) ELSE '{}' END, "
     "devices, attempts, max_attempts, timeout_ms, reason, "
     "worker_id, submitted_at_ms, started_at_ms, finished_at_ms, updated_at_ms, shareable, "
-    "'', COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0), lease_epoch";
+    "'', COALESCE(plan, ''), owner, COALESCE(cancel_requested_at_ms, 0), lease_epoch, "
+    "COALESCE(notify_url, '')";
 
 Result<JobRecord> ReadJob(const Statement& row) {
   JobRecord job;
@@ -48,6 +50,7 @@ Result<JobRecord> ReadJob(const Statement& row) {
   job.owner = row.Text(18);
   job.cancel_requested_at_ms = row.Int(19);
   job.lease_epoch = row.Int(20);
+  job.notify_url = row.Text(21);
   return job;
 }
 

@@ -15,6 +15,7 @@ namespace fuji::store {
 
 // The columns ReadJob expects, in order: "SELECT " + kJobColumns + " FROM jobs ...".
 extern const char kJobColumns[];
+constexpr int kJobColumnCount = 22;  // columns in kJobColumns: a query's own columns follow them
 Result<JobRecord> ReadJob(const Statement& row);
 
 // The List query for a filter combination. Its rows carry a summary of the spec (its "device"

@@ -49,8 +49,9 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
   FUJI_ASSIGN_OR_RETURN(
       Statement insert,
       db.Prepare("INSERT INTO jobs (kind, state, priority, spec, devices, attempts, max_attempts, "
-                 "timeout_ms, reason, submitted_at_ms, updated_at_ms, shareable, plans, owner) "
-                 "VALUES (?1, 'QUEUED', ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?9, NULLIF(?10, ''), ?11)"));
+                 "timeout_ms, reason, submitted_at_ms, updated_at_ms, shareable, plans, owner, notify_url) "
+                 "VALUES (?1, 'QUEUED', ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?9, NULLIF(?10, ''), ?11, "
+                 "NULLIF(?12, ''))"));
   FUJI_RETURN_IF_ERROR(insert.BindText(1, JobKindName(job.kind))
                            .BindInt(2, job.priority)
                            .BindText(3, job.spec)
@@ -62,6 +63,7 @@ Status InsertJob(Connection& db, const JobRecord& job, int64_t now_ms, int64_t* 
                            .BindInt(9, job.shareable ? 1 : 0)
                            .BindText(10, job.plans)
                            .BindText(11, job.owner)
+                           .BindText(12, job.notify_url)
                            .Run());
   *id = db.LastInsertRowId();
   // A note from the submit check (e.g. an offload a CPU device runs as none) joins the event.

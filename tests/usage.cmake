@@ -1,0 +1,7 @@
+# fuji usage and fuji submit --notify (issue 16): the store's usage query and notification rows,
+# and end-to-end tests against a real fujid.
+fuji_add_test(store_usage_test
+  SOURCES unit/store_usage_test.cc
+  LIBS fuji_store
+  LABELS unit
+  TIMEOUT 120)
