@@ -40,5 +40,7 @@ void RegisterStudyCommands(CLI::App& app, CliState* state);
 void RegisterPlanCommands(CLI::App& app, CliState* state);
 // Through fujid: `serve start|list|stop`, models pinned warm as serving jobs.
 void RegisterServeCommands(CLI::App& app, CliState* state);
+// Through fujid: `usage`, device-hours, jobs and tokens by user, model or kind.
+void RegisterUsageCommands(CLI::App& app, CliState* state);
 
 }  // namespace fuji::client

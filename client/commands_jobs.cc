@@ -24,6 +24,7 @@ namespace {
 struct SubmitFlags {
   ServerFlags server;
   std::string timeout;
+  std::string notify;  // a URL fujid POSTs the job's final state to
   bool wait = false, share = false;
   bool stream = false;  // infer: print the text as it is generated
   int32_t priority = 0, max_attempts = 0;
@@ -40,6 +41,9 @@ void AddSubmitFlags(CLI::App* cmd, SubmitFlags* f) {
   cmd->add_flag("--share", f->share,
                 "May share devices with other jobs submitted with --share, while their plans fit the "
                 "devices' free memory together");
+  cmd->add_option("--notify", f->notify,
+                  "When the job ends, fujid POSTs its final state as JSON to this http(s) URL (a few tries "
+                  "with backoff; the hosts allowed are fujid's --notify-allow)");
 }
 
 // `submit infer --stream`: the text on stdout as the tokens come, then a newline; the timings on
@@ -88,6 +92,7 @@ int Submit(const std::string& kind, const nlohmann::json& spec, const SubmitFlag
   request.set_priority(f.priority);
   request.set_max_attempts(f.max_attempts);
   request.set_shareable(f.share);
+  request.set_notify_url(f.notify);
   if (f.max_attempts < 0) return ReportStatus(InvalidArgument("--max-attempts must be at least 0"));
   if (!f.timeout.empty()) {
     auto ms = ParseDurationMs(f.timeout);

@@ -274,6 +274,15 @@ Result<v1::HealthResponse> DaemonClient::Health() {
   return response;
 }
 
+Result<v1::UsageResponse> DaemonClient::Usage(const v1::UsageRequest& request) {
+  FUJI_RETURN_IF_ERROR(unusable_);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::UsageResponse response;
+  FUJI_RETURN_IF_ERROR(Convert(stub_->Usage(&context, request, &response)));
+  return response;
+}
+
 Result<v1::CreateUserResponse> DaemonClient::CreateUser(const std::string& name, bool admin) {
   FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;

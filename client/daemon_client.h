@@ -56,6 +56,8 @@ class DaemonClient {
   Result<std::vector<v1::Worker>> ListWorkers();
   // Who the token speaks for.
   Result<v1::HealthResponse> Health();
+  // What jobs used (fuji usage): the caller's, or everyone's for an admin with request.all.
+  Result<v1::UsageResponse> Usage(const v1::UsageRequest& request);
 
   // The admin service (an admin's token; anyone else gets PERMISSION_DENIED).
   Result<v1::CreateUserResponse> CreateUser(const std::string& name, bool admin);

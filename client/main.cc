@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   fuji::client::RegisterStudyCommands(app, &state);
   fuji::client::RegisterPlanCommands(app, &state);
   fuji::client::RegisterServeCommands(app, &state);
+  fuji::client::RegisterUsageCommands(app, &state);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -234,6 +234,8 @@ int main(int argc, char** argv) {
     const std::string host = config.server.http_listen.substr(0, config.server.http_listen.rfind(':'));
     fuji::log::Info(std::string("OpenAI-compatible HTTP API on ") + (config.server.insecure ? "http" : "https") +
                     "://" + host + ":" + std::to_string(http_port) + "/v1 (and /metrics)");
+    fuji::log::Info(std::string("dashboard on ") + (config.server.insecure ? "http" : "https") + "://" + host + ":" +
+                    std::to_string(http_port) + "/ui/ (log in with a fuji token)");
   }
   if (const int metrics_port = (*server)->metrics_port(); metrics_port != 0) {
     const std::string host = config.server.metrics_listen.substr(0, config.server.metrics_listen.rfind(':'));

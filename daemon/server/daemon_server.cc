@@ -155,11 +155,13 @@ Status DaemonServer::StartHttp() {
   }
   http::OpenAiGateway* gateway = gateway_.get();
   std::shared_ptr<http::MetricsRoute> metrics = MetricsRouteFor(options_.http_listen);
+  dashboard_ = std::make_shared<http::Dashboard>(server_->InProcessChannel(args));
   FUJI_ASSIGN_OR_RETURN(http_, http::HttpServer::Start(
                                    http_options,
-                                   [gateway, metrics](const http::HttpRequest& request,
-                                                      const std::shared_ptr<http::HttpResponder>& out) {
+                                   [gateway, metrics, dashboard = dashboard_](
+                                       const http::HttpRequest& request, const std::shared_ptr<http::HttpResponder>& out) {
                                      if (http::MetricsRoute::Matches(request)) return metrics->Handle(request, out);
+                                     if (http::Dashboard::Matches(request)) return dashboard->Handle(request, out);
                                      gateway->Handle(request, out);
                                    },
                                    &http::OpenAiGateway::ErrorBody));

@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "daemon/http/dashboard.h"
 #include "daemon/http/http_server.h"
 #include "daemon/http/metrics_route.h"
 #include "daemon/http/openai_gateway.h"
@@ -127,6 +128,7 @@ class DaemonServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::unique_ptr<http::OpenAiGateway> gateway_;
+  std::shared_ptr<http::Dashboard> dashboard_;  // /ui/ on the HTTP listener
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<http::HttpServer> metrics_http_;
   std::atomic<int> serving_{-1};  // the health last set: -1 unset, 0 NOT_SERVING, 1 SERVING

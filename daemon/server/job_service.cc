@@ -331,4 +331,42 @@ grpc::ServerUnaryReactor* JobService::Health(grpc::CallbackServerContext* contex
   return Finish(context, Status::Ok());
 }
 
+grpc::ServerUnaryReactor* JobService::Usage(grpc::CallbackServerContext* context,
+                                            const v1::UsageRequest* request,
+                                            v1::UsageResponse* response) {
+  Result<Caller> caller = auth_->User(*context);
+  if (!caller.ok()) return Finish(context, caller.status());
+  if (request->all() && !caller->admin) {
+    return Finish(context, PermissionDenied("only admins see every user's usage"));
+  }
+  if (request->since_ms() < 0) return Finish(context, InvalidArgument("since_ms must not be negative"));
+  store::UsageQuery query;
+  query.since_ms = request->since_ms();
+  if (request->by().empty() || request->by() == "user") {
+    query.by = store::UsageBy::kUser;
+  } else if (request->by() == "model") {
+    query.by = store::UsageBy::kModel;
+  } else if (request->by() == "kind") {
+    query.by = store::UsageBy::kKind;
+  } else {
+    return Finish(context, InvalidArgument("usage by '" + request->by().substr(0, 32) + "': user, model or kind"));
+  }
+  if (!request->all()) query.owner = caller->name;
+  response->set_since_ms(query.since_ms);
+  response->set_until_ms(clock_->NowMs());
+  Result<std::vector<store::UsageRow>> rows = store_->Usage(query);
+  if (rows.ok()) {
+    for (const store::UsageRow& row : *rows) {
+      v1::UsageRow* out = response->add_rows();
+      out->set_key(row.key);
+      out->set_jobs(row.jobs);
+      out->set_attempts(row.attempts);
+      out->set_device_ms(row.device_ms);
+      out->set_device_hours(static_cast<double>(row.device_ms) / 3.6e6);
+      out->set_tokens(row.tokens);
+    }
+  }
+  return Finish(context, rows.status());
+}
+
 }  // namespace fuji::daemon

@@ -8,6 +8,7 @@
 #include "daemon/server/dispatcher.h"
 #include "daemon/server/event_hub.h"
 #include "daemon/server/node_rates.h"
+#include "daemon/server/notifier.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
 #include "fuji/v1/jobs.grpc.pb.h"
@@ -20,6 +21,8 @@ struct JobServiceOptions {
   // What fujid itself may read of the paths a submit names (the model's config, the data's
   // existence): fujid --allow-read. The agents check every path again against their own roots.
   PathPolicy read_policy;
+  // Which hosts a submit's notify_url may name (fujid --notify-allow); none: --notify is refused.
+  NotifyPolicy notify_policy;
 };
 
 // Thread-safe (gRPC calls it from its threads). store, dispatcher, hub and clock are not owned
@@ -47,6 +50,8 @@ class JobService final : public v1::JobService::CallbackService {
                                         v1::Job* response) override;
   grpc::ServerWriteReactor<v1::WatchEvent>* WatchJob(grpc::CallbackServerContext* context,
                                                      const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* Usage(grpc::CallbackServerContext* context, const v1::UsageRequest* request,
+                                  v1::UsageResponse* response) override;
   grpc::ServerUnaryReactor* GetTimings(grpc::CallbackServerContext* context,
                                        const v1::JobRef* request,
                                        v1::TimingsResponse* response) override;

@@ -110,6 +110,11 @@ Result<store::JobRecord> CheckSubmit(const v1::SubmitRequest& request, const Job
   job.spec = job.reason.empty() ? request.spec_json() : spec_json.dump();
   job.max_attempts = request.max_attempts() > 0 ? request.max_attempts() : options.default_max_attempts;
   job.timeout_ms = request.timeout_ms();
+  if (!request.notify_url().empty()) {
+    FUJI_ASSIGN_OR_RETURN(NotifyUrl url, ParseNotifyUrl(request.notify_url()));
+    FUJI_RETURN_IF_ERROR(options.notify_policy.CheckSubmit(url));
+    job.notify_url = request.notify_url();
+  }
   return job;
 }
 
