@@ -34,6 +34,7 @@ struct Config {
   std::vector<std::string> tls_sans;
   std::vector<std::string> allow_read;
   std::string metrics_token_file;
+  std::vector<std::string> notify_allow;
   // Days the logs, samples and losses of an ended job are kept; 0: for good.
   int retain_days = 0, retain_logs_days = 0, retain_samples_days = 0, retain_losses_days = 0;
   fuji::daemon::ServerOptions server;
@@ -154,6 +155,17 @@ int main(int argc, char** argv) {
                  "a file (mode 0600) holding a token that may scrape /metrics besides admins' tokens");
   app.add_flag("--metrics-open-on-loopback", config.server.metrics_open_on_loopback,
                "answer /metrics without a token on listeners bound to a loopback address");
+  app.add_option("--notify-allow", config.notify_allow,
+                 "hosts fuji submit --notify may name: CIDR blocks (loopback, link-local and private addresses "
+                 "are refused unless one holds them), host names, or * for any public address; none: no "
+                 "notifications");
+  app.add_option("--notify-attempts", config.server.notify.max_attempts, "POSTs of a notification before fujid "
+                 "gives up")->check(CLI::Range(1, 20))->capture_default_str();
+  app.add_option("--notify-backoff-ms", config.server.notify.first_backoff_ms,
+                 "wait before a notification's second POST, doubled before each next one")
+      ->check(CLI::Range(10, 3600000))->capture_default_str();
+  app.add_option("--notify-timeout-ms", config.server.notify.request_timeout_ms, "one notification POST, whole")
+      ->check(CLI::Range(100, 60000))->capture_default_str();
   app.add_flag("--insecure", config.server.insecure,
                "plaintext without TLS, on a loopback address only (tokens are still checked)");
   CLI11_PARSE(app, argc, argv);
@@ -177,6 +189,9 @@ int main(int argc, char** argv) {
   fuji::Result<fuji::PathPolicy> policy = fuji::PathPolicy::Create(config.allow_read, {}, "fujid");
   if (!policy.ok()) return Fail(policy.status().message());
   config.server.read_policy = *policy;
+  fuji::Result<fuji::daemon::NotifyPolicy> notify = fuji::daemon::NotifyPolicy::Parse(config.notify_allow);
+  if (!notify.ok()) return Fail(notify.status().message());
+  config.server.notify_policy = *notify;
 
   if (!config.metrics_token_file.empty()) {
     fuji::Result<std::string> token = ReadMetricsToken(config.metrics_token_file);

@@ -5,3 +5,9 @@ fuji_add_test(store_usage_test
   LIBS fuji_store
   LABELS unit
   TIMEOUT 120)
+fuji_add_test(usage_test
+  SOURCES integration/usage_test.cc
+  LIBS fuji_daemon fuji_launcher GTest::gmock
+  LABELS integration
+  TIMEOUT 120)
+add_dependencies(usage_test fuji)

@@ -51,10 +51,11 @@ DaemonServer::DaemonServer(const ServerOptions& options, store::JobStore* store,
       store_(store),
       auth_(store, clock),
       dispatcher_(store, clock, lease_clock != nullptr ? lease_clock : &steady_clock_, &hub_, DispatcherOptions{options.lease_ttl_ms, options.max_poll_wait_ms}),
-      job_service_(store, &dispatcher_, &hub_, &rates_, &auth_, clock, JobServiceOptions{options.max_attempts, options.read_policy}),
+      job_service_(store, &dispatcher_, &hub_, &rates_, &auth_, clock, JobServiceOptions{options.max_attempts, options.read_policy, options.notify_policy}),
       worker_service_(&dispatcher_, &rates_, &auth_, options.lease_ttl_ms),
       admin_service_(&auth_, store),
       metrics_(store, &dispatcher_, &metrics::Registry::Default()),
+      notifier_(store, clock, options.notify_policy, options.notify),
       work_(boost::asio::make_work_guard(io_)),
       pass_timer_(io_),
       lease_timer_(io_),
@@ -98,6 +99,8 @@ Result<std::unique_ptr<DaemonServer>> DaemonServer::Start(const ServerOptions& o
   self->Every(self->lease_timer_, options.lease_check_interval_ms, [dispatcher] { dispatcher->CheckLeases(); });
   self->Every(self->poll_timer_, options.poll_tick_ms, [dispatcher] { dispatcher->ExpirePolls(); });
   self->loop_ = std::thread([self] { self->io_.run(); });
+  // Notifications owed from before a restart are delivered too: the notifier reads the store.
+  self->notifier_.Start();
 
   // The standard grpc.health.v1.Health (no token: it tells only whether fujid can commit) and
   // server reflection (no token: it describes the services, whose .proto files are public; every
@@ -221,6 +224,7 @@ void DaemonServer::Every(boost::asio::steady_timer& timer, int64_t period_ms, st
 void DaemonServer::Stop(int64_t deadline_ms) {
   if (stopped_) return;
   stopped_ = true;
+  notifier_.Stop();  // after the POST in flight, if any (bounded by its timeout)
   // First, while the job service still answers: the HTTP requests cancel their jobs.
   if (http_ != nullptr) http_->Stop();
   if (metrics_http_ != nullptr) metrics_http_->Stop();

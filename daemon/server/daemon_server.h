@@ -27,6 +27,7 @@
 #include "daemon/server/job_service.h"
 #include "daemon/server/metrics_collector.h"
 #include "daemon/server/node_rates.h"
+#include "daemon/server/notifier.h"
 #include "daemon/server/worker_service.h"
 #include "daemon/store/clock.h"
 #include "daemon/store/job_store.h"
@@ -62,6 +63,10 @@ struct ServerOptions {
   std::string metrics_listen;
   std::string metrics_token;
   bool metrics_open_on_loopback = false;
+  // fuji submit --notify: the hosts fujid may POST a job's final state to (fujid --notify-allow;
+  // none: submits naming a URL are refused), and the delivery's retries and timeouts.
+  NotifyPolicy notify_policy;
+  NotifierOptions notify;
 };
 
 // Not thread-safe: one owner starts and stops it. store and clock are not owned and must outlive
@@ -118,6 +123,7 @@ class DaemonServer {
   WorkerService worker_service_;
   AdminService admin_service_;
   MetricsCollector metrics_;
+  Notifier notifier_;
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
