@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the engine benchmarks of docs/performance.md side by side and prints their rows:
-# decode at batch 1 on the 111M and 1.3B shapes (fp32, bf16) beside the memory-read bound (two
-# measures of the bandwidth, which the bench compares), the same decode
+# decode at batch 1 on the 111M and 1.3B shapes (fp32, bf16; fused and per-op) beside the
+# memory-read bound (two measures of the bandwidth, which the bench compares), the same decode
 # in a Python PyTorch eager loop (Debian's python3-torch) on the same weights, and the load of a
 # 1.3B-shaped checkpoint beside memcpy, and continuous batching at 1..32 concurrent requests.
 # Checkpoints are made once under var/bench/.
@@ -26,10 +26,16 @@ print("read %.1f GB/s (kernels %s), OpenMP sum %.1f GB/s (%.2fx%s), bound %.1f t
     j["omp_sum_gb_s"], j["omp_sum_over_read_bandwidth"], ", DISAGREE" if j["bandwidth_measures_disagree"] else "",
     j["bound_tokens_per_s"], j["decode_tokens_per_s"], 100 * j["fraction_of_bound"]))'
 }
+# Each decode runs twice in a row: the fused step (one parallel region per token, the default)
+# and FUJI_DECODE_UNFUSED=1 (Forward's ATen ops, a fork and join per matrix): the same logits.
 for run in "111m 64 fp32" "111m 64 bf16" "1.3b 16 fp32" "1.3b 16 bf16"; do
   set -- $run
-  echo "decode $1 $3: $("$bin/fuji-engine-bench" decode "var/bench/$1" --tokens "$2" --precision "$3" | summary)" \
-       "[load $(cut -d' ' -f1 /proc/loadavg)]"
+  for path in fused unfused; do
+    flag=""
+    [ "$path" = fused ] || flag="FUJI_DECODE_UNFUSED=1"
+    echo "decode $1 $3 $path: $(env $flag "$bin/fuji-engine-bench" decode "var/bench/$1" --tokens "$2" --precision "$3" | summary)" \
+         "[load $(cut -d' ' -f1 /proc/loadavg)]"
+  done
 done
 for env in "" "OMP_WAIT_POLICY=PASSIVE" "OPENBLAS_NUM_THREADS=1"; do
   echo "python fp32 [${env:-defaults}]: $(env $env /usr/bin/python3 bench/python_decode.py var/bench/111m $ids 64 "$threads" fp32 | cut -d, -f1-3)}"

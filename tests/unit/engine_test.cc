@@ -123,6 +123,62 @@ TEST_F(EngineTest, KvCacheGenerationEqualsFullRecomputation) {
   }
 }
 
+// The fused decode step (one parallel region per token) against Forward + Logits: the same
+// logits bit for bit and the same keys and values in the cache, in float and bfloat16, tied and
+// untied heads, both GELUs, the inverse-layer attention scale, on 1, 2 and 3 threads.
+TEST_F(EngineTest, DecodeStepGivesForwardsLogitsBitForBit) {
+  struct Variant {
+    const char* name;
+    bool tie, tanh_gelu, inverse_layer_scale;
+    format::DType dtype;
+  };
+  const Variant variants[] = {{"f32", true, false, false, format::DType::kF32},
+                              {"bf16", true, false, false, format::DType::kBF16},
+                              {"f32-untied-tanh-scaled", false, true, true, format::DType::kF32},
+                              {"bf16-untied-tanh-scaled", false, true, true, format::DType::kBF16}};
+  const int threads_before = at::get_num_threads();
+  for (const Variant& v : variants) {
+    config_.tie_word_embeddings = v.tie;
+    config_.activation = v.tanh_gelu ? Activation::kGeluTanh : Activation::kGeluErf;
+    config_.scale_attn_by_inverse_layer_idx = v.inverse_layer_scale;
+    const at::ScalarType type = v.dtype == format::DType::kBF16 ? at::kBFloat16 : at::kFloat;
+    auto model = Load(Write(v.name, v.dtype), type);
+    ASSERT_TRUE(model);
+    ASSERT_EQ(model->dtype(), type);
+    for (const int threads : {1, 2, 3}) {
+      at::set_num_threads(threads);
+      SCOPED_TRACE(std::string(v.name) + ", " + std::to_string(threads) + " threads");
+      KvCache forward_cache(config_, 1, 40, type, at::kCPU), step_cache(config_, 1, 40, type, at::kCPU);
+      const at::Tensor prompt = at::tensor(std::vector<int64_t>{5, 17, 300, 2, 99}, at::kLong).view({1, -1});
+      (void)model->Forward(prompt, &forward_cache);
+      (void)model->Forward(prompt, &step_cache);
+      ASSERT_TRUE(model->DecodeStepApplies(step_cache));
+      int64_t token = 7;
+      for (int step = 0; step < 30; ++step) {
+        const at::Tensor expected =
+            model->Logits(model->Forward(at::full({1, 1}, token, at::kLong), &forward_cache)).to(at::kFloat).view({-1});
+        const at::Tensor got = model->DecodeStep(token, &step_cache).view({-1});
+        ASSERT_EQ(got.scalar_type(), at::kFloat);
+        ASSERT_TRUE(at::equal(got, expected)) << "step " << step << ": largest difference "
+                                              << (got - expected).abs().max().item<float>();
+        token = expected.argmax().item<int64_t>();
+      }
+      EXPECT_EQ(step_cache.length(), forward_cache.length());
+    }
+  }
+  at::set_num_threads(threads_before);
+  // A full cache, autograd and unit hooks take Forward's path.
+  auto model = Load(Write("plain"));
+  ASSERT_TRUE(model);
+  KvCache full(config_, 1, 1, at::kFloat, at::kCPU);
+  (void)model->Forward(at::full({1, 1}, int64_t{3}, at::kLong), &full);
+  EXPECT_FALSE(model->DecodeStepApplies(full));
+  KvCache room(config_, 1, 8, at::kFloat, at::kCPU);
+  EXPECT_TRUE(model->DecodeStepApplies(room));
+  model->set_unit_hooks({[](int) {}, nullptr});
+  EXPECT_FALSE(model->DecodeStepApplies(room));
+}
+
 TEST_F(EngineTest, Bf16AndFp16StayWithinTheirToleranceOfFp32) {
   const std::string dir = Write("m");
   auto fp32 = Load(dir);

@@ -607,19 +607,9 @@ at::Tensor PagedDecodeAttention(const at::Tensor& q_in, const at::Tensor& keys, 
 at::Tensor GeluRow(const at::Tensor& x_in, bool tanh_approximation) {
   at::Tensor y = x_in.to(at::kFloat).contiguous().clone();
   float* p = y.data_ptr<float>();
-  const int64_t n = y.numel();
-  constexpr float kInvSqrt2 = 0.70710678118654752f, kSqrt2OverPi = 0.79788456080286536f;
   // Element by element, so the threads (for many rows) change nothing in the results.
-  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
-    if (tanh_approximation) {
-      for (int64_t i = begin; i < end; ++i) {
-        const float v = p[i];
-        p[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
-      }
-    } else {
-      for (int64_t i = begin; i < end; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * kInvSqrt2));
-    }
-  });
+  at::parallel_for(0, y.numel(), 16384,
+                   [&](int64_t begin, int64_t end) { raw::Gelu(p + begin, end - begin, tanh_approximation); });
   return y;
 }
 
@@ -658,5 +648,48 @@ at::Tensor RowsDotRows(const at::Tensor& x_in, const at::Tensor& e) {
   });
   return y;
 }
+
+namespace raw {
+
+void RowTimesMatrixAccumulate(const float* x, const void* w, bool bf16, int64_t k, int64_t n, float* acc) {
+  if (bf16) {
+    RowTimesMatrixBF16(x, static_cast<const uint16_t*>(w), k, n, n, acc);
+  } else {
+    RowTimesMatrixF32(x, static_cast<const float*>(w), k, n, n, acc);
+  }
+}
+
+void DotRows(const float* x, const void* e, bool bf16, int64_t rows, int64_t k, float* out) {
+  if (bf16) {
+    DotRowsBF16(x, static_cast<const uint16_t*>(e), rows, k, out);
+  } else {
+    DotRowsF32(x, static_cast<const float*>(e), rows, k, out);
+  }
+}
+
+void AttentionHead(const float* q, const void* keys, const void* values, bool bf16, int64_t length, int64_t dim,
+                   float scale, float* scores, float* out) {
+  if (bf16) {
+    DecodeAttentionHeadBF16(q, static_cast<const uint16_t*>(keys), static_cast<const uint16_t*>(values), length, dim,
+                            scale, scores, out);
+  } else {
+    DecodeAttentionHeadF32(q, static_cast<const float*>(keys), static_cast<const float*>(values), length, dim, scale,
+                           scores, out);
+  }
+}
+
+void Gelu(float* p, int64_t n, bool tanh_approximation) {
+  constexpr float kInvSqrt2 = 0.70710678118654752f, kSqrt2OverPi = 0.79788456080286536f;
+  if (tanh_approximation) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = p[i];
+      p[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * kInvSqrt2));
+  }
+}
+
+}  // namespace raw
 
 }  // namespace fuji::engine

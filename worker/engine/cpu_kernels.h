@@ -48,6 +48,22 @@ at::Tensor PagedDecodeAttention(const at::Tensor& q, const at::Tensor& keys, con
 // GELU of one row, exact (erf) or tanh-approximated, computed in float. Returns float.
 at::Tensor GeluRow(const at::Tensor& x, bool tanh_approximation);
 
+// The kernels above on raw pointers, for a caller that runs them inside its own parallel region
+// (Gpt2Model's fused decode step) with the same arithmetic. `bf16`: the weights are bfloat16
+// (uint16_t), else float.
+namespace raw {
+// acc[0, n) += x[0, k) @ w[k, n] (w row-major, k rows): one thread's block of RowTimesMatrix.
+void RowTimesMatrixAccumulate(const float* x, const void* w, bool bf16, int64_t k, int64_t n, float* acc);
+// out[r] = x . e[r] for rows [0, rows) of e (row length k): one thread's range of RowDotRows.
+void DotRows(const float* x, const void* e, bool bf16, int64_t rows, int64_t k, float* out);
+// One head of DecodeAttention: keys and values of that head, `length` positions of `dim`;
+// scores holds `length` floats.
+void AttentionHead(const float* q, const void* keys, const void* values, bool bf16, int64_t length, int64_t dim,
+                   float scale, float* scores, float* out);
+// GeluRow's arithmetic in place on n floats.
+void Gelu(float* p, int64_t n, bool tanh_approximation);
+}  // namespace raw
+
 // True for one row of float or bfloat16 activations on the CPU with no autograd graph to record:
 // the decode step these kernels serve.
 bool IsDecodeRow(const at::Tensor& x);

@@ -119,10 +119,16 @@ Result<std::vector<int32_t>> Generate(const Gpt2Model& model, const std::vector<
   std::vector<int32_t> out;
   GenerateTimings local;
   auto start = std::chrono::steady_clock::now();
+  int64_t previous = -1;  // the token a decode step feeds (the prompt goes through Forward)
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    at::Tensor hidden = model.Forward(ids, &cache);
-    // Logits come back to the host for sampling, which also waits for the device.
-    at::Tensor last = model.Logits(hidden.select(1, hidden.size(1) - 1)).to(at::kCPU, at::kFloat).contiguous();
+    at::Tensor last;
+    if (previous >= 0 && model.DecodeStepApplies(cache)) {
+      last = model.DecodeStep(previous, &cache);  // the same logits, in one parallel region
+    } else {
+      at::Tensor hidden = model.Forward(ids, &cache);
+      // Logits come back to the host for sampling, which also waits for the device.
+      last = model.Logits(hidden.select(1, hidden.size(1) - 1)).to(at::kCPU, at::kFloat).contiguous();
+    }
     const int32_t token = sampler.Sample(last.data_ptr<float>(), config.vocab_size);
     if (step == 0) {
       local.prefill_ms = MsSince(start);
@@ -134,7 +140,8 @@ Result<std::vector<int32_t>> Generate(const Gpt2Model& model, const std::vector<
     out.push_back(token);
     if (on_token) on_token(token, step);
     if (token == config.eos_token_id && !options.ignore_eos) break;
-    ids = at::full({1, 1}, static_cast<int64_t>(token), id_options);
+    previous = token;
+    ids = at::full({1, 1}, previous, id_options);
   }
   if (timings != nullptr) *timings = local;
   return out;

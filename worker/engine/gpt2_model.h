@@ -50,6 +50,15 @@ class Gpt2Model {
   at::Tensor Forward(const at::Tensor& ids, KvCache* cache) const;
   // hidden [..., C] -> logits [..., V] through the tied embedding.
   at::Tensor Logits(const at::Tensor& hidden) const;
+  // A decode step of one sequence on the CPU: `token` at position cache->length() (its keys and
+  // values appended), then its logits [1, V] float. The arithmetic of Forward and Logits, bit for
+  // bit, in one parallel region: the threads meet at barriers between the pieces of a block (a
+  // matrix's partial sums, their sum, attention, LayerNorm) instead of forking and joining for
+  // each matrix, and no ATen op runs but LayerNorm. DecodeStepApplies: float or bfloat16 weights
+  // on the CPU, a batch-1 cache with room, no autograd, no unit hooks (offload's streaming), and
+  // FUJI_DECODE_UNFUSED unset (the per-op path, kept for comparison).
+  bool DecodeStepApplies(const KvCache& cache) const;
+  at::Tensor DecodeStep(int64_t token, KvCache* cache) const;
 
   // The pieces of Forward, for callers that run the network unit by unit (ZeRO gathers each
   // block's parameters just before its turn and computes backward block by block):
