@@ -11,3 +11,8 @@ fuji_add_test(usage_test
   LABELS integration
   TIMEOUT 120)
 add_dependencies(usage_test fuji)
+fuji_add_test(notify_test
+  SOURCES integration/notify_test.cc
+  LIBS fuji_daemon GTest::gmock
+  LABELS integration
+  TIMEOUT 180)

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -216,6 +217,23 @@ class FujidTest : public ::testing::Test {
     AsWorker(&context, request.worker_id());
     v1::CompleteResponse response;
     return workers_->Complete(&context, request, &response);
+  }
+
+  // Has worker_id (registered, with a free device) take job `id`, runs `meanwhile` (say, to move
+  // fake time) and completes the job SUCCEEDED with result_json.
+  void RunToSuccess(const std::string& worker_id, int64_t id, const std::string& result_json,
+                    const std::function<void()>& meanwhile = {}) {
+    v1::PollAssignmentsResponse polled = Poll(worker_id, kPatienceMs);
+    ASSERT_EQ(polled.assignments_size(), 1);
+    ASSERT_EQ(polled.assignments(0).job_id(), id);
+    if (meanwhile) meanwhile();
+    v1::CompleteRequest done;
+    done.set_worker_id(worker_id);
+    done.set_job_id(id);
+    done.set_lease_epoch(polled.assignments(0).lease_epoch());
+    done.set_succeeded(true);
+    done.set_result_json(result_json);
+    ASSERT_TRUE(Complete(done).ok());
   }
 
   std::string dir_;

@@ -18,17 +18,7 @@ class UsageTest : public FujidTest {
   // Has worker "w" take the queued job, runs it for run_ms of fake time and completes it with
   // result_json.
   void RunJob(int64_t id, int64_t run_ms, const std::string& result_json) {
-    v1::PollAssignmentsResponse polled = Poll("w", kPatienceMs);
-    ASSERT_EQ(polled.assignments_size(), 1);
-    ASSERT_EQ(polled.assignments(0).job_id(), id);
-    fake_clock_.AdvanceMs(run_ms);
-    v1::CompleteRequest done;
-    done.set_worker_id("w");
-    done.set_job_id(id);
-    done.set_lease_epoch(polled.assignments(0).lease_epoch());
-    done.set_succeeded(true);
-    done.set_result_json(result_json);
-    ASSERT_TRUE(Complete(done).ok());
+    RunToSuccess("w", id, result_json, [&] { fake_clock_.AdvanceMs(run_ms); });
     // Read from the store: the job may be another user's.
     auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kPatienceMs);
     auto job = store_->Get(id);
