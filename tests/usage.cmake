@@ -13,6 +13,7 @@ fuji_add_test(usage_test
 add_dependencies(usage_test fuji)
 fuji_add_test(notify_test
   SOURCES integration/notify_test.cc
-  LIBS fuji_daemon GTest::gmock
+  LIBS fuji_daemon fuji_launcher GTest::gmock
   LABELS integration
   TIMEOUT 180)
+add_dependencies(notify_test fuji)

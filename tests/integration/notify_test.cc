@@ -18,6 +18,7 @@
 
 #include "daemon/server/notifier.h"
 #include "tests/integration/fujid_test_util.h"
+#include "tests/integration/process_util.h"
 
 namespace fuji::testing {
 namespace {
@@ -233,6 +234,62 @@ TEST(NotifyPolicyTest, RefusesLoopbackLinkLocalAndPrivateUnlessACidrHoldsThem) {
   EXPECT_FALSE(none->enabled());
 }
 
+// An https receiver (Python's http.server with a certificate for "localhost" only, that no
+// system CA signed): refused without its CA, refused by host name with it when the URL names
+// another host (127.0.0.1), taken with its CA and the right name.
+TEST_F(NotifyTest, HttpsReceiversAreVerifiedByCaAndHostName) {
+  const std::string cert = dir_ + "/receiver.crt", key = dir_ + "/receiver.key", got = dir_ + "/received";
+  ASSERT_EQ(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+                         "-subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout " + key + " -out " +
+                         cert + " 2>/dev/null").c_str()),
+            0);
+  std::ofstream(dir_ + "/receiver.py") << R"(import http.server, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        with open(sys.argv[3], 'ab') as f:
+            f.write(body + b'\n')
+        self.send_response(200)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print('port', server.server_address[1], flush=True)
+server.serve_forever()
+)";
+  Service receiver(dir_ + "/receiver.log", {"python3", dir_ + "/receiver.py", cert, key, got});
+  std::string port;
+  for (int i = 0; i < 500 && port.empty(); ++i) {
+    const std::string log = receiver.log();
+    if (const size_t at = log.find("port "); at != std::string::npos && log.find('\n', at) != std::string::npos) {
+      port = log.substr(at + 5, log.find('\n', at) - at - 5);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_FALSE(port.empty()) << receiver.log();
+  auto policy = daemon::NotifyPolicy::Parse({"127.0.0.1/32"});
+  ASSERT_TRUE(policy.ok());
+  auto by_name = daemon::ParseNotifyUrl("https://localhost:" + port + "/hook");
+  auto by_address = daemon::ParseNotifyUrl("https://127.0.0.1:" + port + "/hook");
+  ASSERT_TRUE(by_name.ok() && by_address.ok());
+  const std::string ca = Slurp(cert);
+
+  Result<int> untrusted = daemon::PostNotification(*by_name, *policy, R"({"id":1})", 5000);
+  ASSERT_FALSE(untrusted.ok());
+  EXPECT_THAT(untrusted.status().message(), HasSubstr("TLS"));
+  Result<int> wrong_name = daemon::PostNotification(*by_address, *policy, R"({"id":2})", 5000, ca);
+  ASSERT_FALSE(wrong_name.ok());
+  EXPECT_THAT(wrong_name.status().message(), HasSubstr("TLS"));
+  Result<int> posted = daemon::PostNotification(*by_name, *policy, R"({"id":3})", 5000, ca);
+  ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+  EXPECT_EQ(*posted, 200);
+  EXPECT_EQ(Slurp(got), "{\"id\":3}\n");
+}
+
 TEST_F(NotifyTest, BadUrlsAndHostsNotAllowedAreRefusedAtSubmit) {
   StartServer(NotifyOptions());
   struct Case {
@@ -259,6 +316,23 @@ TEST_F(NotifyTest, BadUrlsAndHostsNotAllowedAreRefusedAtSubmit) {
   v1::ListJobsResponse listed;
   ASSERT_TRUE(jobs_->ListJobs(&context, v1::ListJobsRequest(), &listed).ok());
   EXPECT_EQ(listed.jobs_size(), 0);
+
+  // The CLI's --notify (submit infer and finetune share it) reaches fujid as the job's URL.
+  const std::string env = "HOME=" + Quote(dir_) + " XDG_CONFIG_HOME= FUJI_SERVER= FUJI_CA=" + Quote(dir_ + "/ca.crt") +
+                          " FUJI_TOKEN=" + Quote(user_token_);
+  auto submit = [&](const std::string& url) {
+    return RunFuji({"submit", "infer", "--model", dir_ + "/model", "--prompt", "hello", "--max-new-tokens", "4",
+                    "--notify", url, "--server", "127.0.0.1:" + std::to_string(server_->port())},
+                   dir_, env);
+  };
+  CliResult refused = submit("ftp://127.0.0.1/x");
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr("http:// or https://"));
+  CliResult queued = submit("http://127.0.0.1:9/hook");
+  ASSERT_EQ(queued.exit_code, 0) << queued.err;
+  auto job = store_->Get(std::stoll(queued.out));
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->notify_url, "http://127.0.0.1:9/hook");
 
   // A fujid without --notify-allow sends no notifications and says so.
   StopServer();
