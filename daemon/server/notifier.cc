@@ -267,7 +267,7 @@ std::string NotificationBody(const store::JobRecord& job) {
       {"owner", job.owner},
       {"model", model},
       {"devices", job.devices},
-      {"attempts", job.attempts + 1},
+      {"retries", job.attempts},  // RETRYINGs: the final attempt's number, from 0
       {"submitted_at_ms", job.submitted_at_ms},
       {"started_at_ms", job.started_at_ms.value_or(0)},
       {"finished_at_ms", job.finished_at_ms.value_or(0)},

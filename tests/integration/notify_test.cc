@@ -374,6 +374,9 @@ TEST_F(NotifyTest, EachEndedJobIsPostedExactlyOnce) {
   EXPECT_EQ(first["owner"], "tester");
   EXPECT_EQ(first["model"], dir_ + "/model");
   EXPECT_NE(first["error"], "");
+  EXPECT_EQ(first["retries"], 0);
+  EXPECT_EQ(first["devices"], 1);
+  EXPECT_EQ(first["started_at_ms"], 0);  // it never ran
   EXPECT_GT(first["finished_at_ms"].get<int64_t>(), 0);
   const nlohmann::json second = BodyOf(requests[1]);
   EXPECT_EQ(requests[1].substr(0, requests[1].find('\n')), "/done");
