@@ -87,12 +87,12 @@ void RegisterUsageCommands(CLI::App& app, CliState* state) {
     bool all = false, json = false;
   };
   auto f = std::make_shared<Flags>();
-  CLI::App* cmd = app.add_subcommand(
-      "usage",
-      "What jobs used, from fujid's records: for the jobs submitted in the window, their number, their "
-      "attempts placed on devices, device-hours (each attempt from its placement to its end, or now while "
-      "it runs, times the job's devices: loading counts, queueing does not) and tokens (an inference's "
-      "prompt and generated tokens, a fine-tune's tokens trained, of each attempt that left a result)");
+  CLI::App* cmd = app.add_subcommand("usage", "Device-hours, jobs and tokens by user, model or kind (like sreport)");
+  cmd->footer(
+      "Counted from fujid's records, for the jobs submitted in the window: JOBS; ATTEMPTS placed on devices; "
+      "DEVICE-HOURS, each attempt from its placement to its end (or now while it runs) times the job's devices, "
+      "so loading counts and queueing does not; TOKENS, an inference's prompt and generated tokens and a "
+      "fine-tune's tokens trained, of each attempt that left a result.");
   AddServerOption(cmd, &f->server);
   cmd->add_option("--since", f->since, "The window: jobs submitted this long ago or later (30d, 2w, 12h, 90m)")
       ->capture_default_str();
