@@ -58,6 +58,10 @@ void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f) {
   cmd->add_option("--save-every", s.save_every, "Checkpoint every K steps (0: after the last)");
   cmd->add_option("--resume", s.resume, "auto (continue from --save-to's latest) or never");
   cmd->add_option("--stop-after", s.stop_after, "Stop after this step (the schedule still uses --steps)");
+  cmd->add_option("--keep-last", s.keep_last,
+                  "Keep the newest N complete checkpoints of --save-to, removing older ones (0: keep all; "
+                  "default: the agent's --keep-last, else all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}));
   cmd->add_option("--seed", s.seed, "Seed of the data order");
   cmd->add_option("--threads", s.threads, "Intra-op threads per rank (0: cores / ranks)");
   cmd->add_option("--collective-timeout-ms", s.collective_timeout_ms, "Timeout of one collective");

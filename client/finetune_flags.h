@@ -21,7 +21,7 @@ struct FinetuneFlags {
 
 // Adds --model, --data, --ranks, --device, --zero, --offload, --precision, --seq-len,
 // --micro-batch, --grad-accum, --steps, --lr, --save-to and every other FinetuneSpec field as a
-// flag (--warmup-steps ... --cache-dir), and --output text|json, stored in `*f`.
+// flag (--warmup-steps ... --keep-last ... --cache-dir), and --output text|json, stored in `*f`.
 void AddFinetuneFlags(CLI::App* cmd, FinetuneFlags* f);
 
 // Builds the spec from the flags and checks it the way the ranks and the daemon will; relative

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/process_util.h"
+#include "worker/ckpt/retention.h"
 #include "worker/ckpt/zero_checkpoint.h"
 #include "lib/model/model_config.h"
 
@@ -211,6 +212,32 @@ TEST_F(FinetuneTest, ResumeContinuesExactly) {
   EXPECT_TRUE(again.json["losses"].empty());
   EXPECT_NE(again.json["checkpoint"].get<std::string>().find("step-00000020"), std::string::npos) << again.json.dump();
   ExpectSameWeights(Weights(stopped), Weights(straight), 1e-6, "after a run with nothing left");
+}
+
+// --keep-last 2, a checkpoint every 2 steps: only the newest two step directories remain, and a run
+// resumed from them continues exactly as one that kept everything.
+TEST_F(FinetuneTest, KeepLastLeavesTheNewestCheckpointsAndResumes) {
+  const std::string straight = dir_ + "/keep_straight", kept = dir_ + "/keep_last";
+  const auto step_dirs = [](const std::string& save_to) {
+    auto names = fuji::ckpt::StepDirNames(save_to);
+    EXPECT_TRUE(names.ok()) << names.status().ToString();
+    return names.ok() ? *names : std::vector<std::string>();
+  };
+  const std::vector<std::string> every2 = {"--save-every", "2"};
+  CliResult a = Finetune(2, 1, "none", 1, straight, every2, 8);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(step_dirs(straight).size(), 4u);  // no --keep-last: all of them
+  CliResult b = Finetune(2, 1, "none", 1, kept, {"--save-every", "2", "--keep-last", "2", "--stop-after", "6"}, 8);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(step_dirs(kept), (std::vector<std::string>{"step-00000004", "step-00000006"}));
+  CliResult c = Finetune(2, 1, "none", 1, kept, {"--save-every", "2", "--keep-last", "2"}, 8);
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(c.json["start_step"].get<int64_t>(), 6);
+  EXPECT_EQ(step_dirs(kept), (std::vector<std::string>{"step-00000006", "step-00000008"}));
+  std::vector<double> resumed = Losses(b.json);
+  for (double l : Losses(c.json)) resumed.push_back(l);
+  ExpectSameLosses(resumed, Losses(a.json), 1e-6, "resumed after pruning");
+  ExpectSameWeights(Weights(kept), Weights(straight), 1e-6, "resumed after pruning");
 }
 
 // Fine-tuning the tiny model on Japanese text lowers the held-out loss clearly.

@@ -53,6 +53,9 @@ struct AgentConfig {
   std::string advertise_addr;
   int gang_port_lo = 29400;
   int gang_port_hi = 29499;
+  // --keep-last: the keep_last a fine-tune gets when its spec leaves it unset (-1): N > 0 keeps the
+  // newest N complete checkpoints of its save_to (worker/ckpt/retention.h); 0 keeps all.
+  int64_t keep_last = 0;
   // The program that prepares a finetune's data in a confined child (launch::kServePreparationArg);
   // "": this executable (fuji-agent).
   std::string preparation_program;

@@ -1,7 +1,8 @@
 // The agent's side of a fine-tuning job: check its paths against the agent's roots, prepare in a
 // confined child (refusing bad input before any rank starts), then one rank per assigned device as
 // a gang of peers, which the supervisor (supervisor.cc) runs. A retry needs nothing special:
-// resume "auto" continues from save_to's latest checkpoint.
+// resume "auto" continues from save_to's latest checkpoint. A spec without keep_last gets the
+// agent's --keep-last.
 //
 // One agent's part of a gang across agents (Assignment.world_size > 0): its ranks are
 // first_rank .. first_rank + n - 1 of world_size, rank first_rank + i on device_indices[i]; they
@@ -30,6 +31,8 @@ Result<Launch> FinetuneLaunch(const fuji::v1::Assignment& a, const AgentConfig& 
   FinetuneSpec spec = std::move(parsed).value();
   // Nothing is read or created before every path is checked.
   FUJI_RETURN_IF_ERROR(ConfineFinetunePaths(config.paths, &spec));
+  // A spec that says nothing about retention gets the agent's (the ranks read -1 as keep all).
+  if (spec.keep_last < 0) spec.keep_last = config.keep_last;
   Launch attempt;
   attempt.devices.assign(a.device_indices().begin(), a.device_indices().end());
   if (attempt.devices.empty()) attempt.devices.push_back(0);

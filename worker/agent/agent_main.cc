@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--gang-ports", gang_ports,
                  "LO-HI: the TCP ports a gang's rank 0 on this agent may host the gang's rendezvous on")
       ->capture_default_str();
+  app.add_option("--keep-last", config.keep_last,
+                 "the newest N complete checkpoints a fine-tune keeps when its spec says nothing (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}))
+      ->capture_default_str();
   app.add_flag("--insecure", enroll.insecure, "plaintext to a loopback fujid started with --insecure");
   CLI11_PARSE(app, argc, argv);
 

@@ -139,7 +139,27 @@ Result<std::string> RemoveStepDir(int save_fd, const std::string& save_to, const
   return std::string();
 }
 
+// The entries of the directory open at save_fd named as step directories, by step.
+Result<std::vector<std::pair<int64_t, std::string>>> ListSteps(int save_fd, const std::string& save_to) {
+  FUJI_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(save_fd, kMaxSaveDirEntries, save_to));
+  std::vector<std::pair<int64_t, std::string>> steps;
+  for (std::string& name : names) {
+    if (const int64_t step = StepOfName(name); step >= 0) steps.emplace_back(step, std::move(name));
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
 }  // namespace
+
+Result<std::vector<std::string>> StepDirNames(const std::string& save_to) {
+  const Fd save(::open(save_to.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!save.ok()) return ResourceExhausted(save_to + ": " + ErrnoMessage());
+  FUJI_ASSIGN_OR_RETURN(auto steps, ListSteps(save.get(), save_to));
+  std::vector<std::string> names;
+  for (auto& [step, name] : steps) names.push_back(std::move(name));
+  return names;
+}
 
 int64_t StepOfName(const std::string& name) {
   static constexpr std::string_view kPrefix = "step-";
@@ -174,12 +194,7 @@ Status PruneCheckpoints(const std::string& save_to, int64_t keep_last, PruneRepo
                               nothing);
   }
 
-  FUJI_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(save.get(), kMaxSaveDirEntries, save_to));
-  std::vector<std::pair<int64_t, std::string>> steps;
-  for (std::string& name : names) {
-    if (const int64_t step = StepOfName(name); step >= 0) steps.emplace_back(step, std::move(name));
-  }
-  std::sort(steps.begin(), steps.end());
+  FUJI_ASSIGN_OR_RETURN(auto steps, ListSteps(save.get(), save_to));
 
   // Rule 3: the newest keep_last complete ones at or below latest's step.
   int64_t oldest_kept = latest_step;

@@ -49,4 +49,8 @@ Status PruneCheckpoints(const std::string& save_to, int64_t keep_last, PruneRepo
 // "step-00000010" -> 10: exactly StepDirName's form; -1 for any other name.
 int64_t StepOfName(const std::string& name);
 
+// The names in save_to of StepOfName's form, oldest step first; RESOURCE_EXHAUSTED when save_to
+// cannot be listed.
+Result<std::vector<std::string>> StepDirNames(const std::string& save_to);
+
 }  // namespace fuji::ckpt
