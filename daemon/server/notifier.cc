@@ -296,7 +296,10 @@ Result<int> PostNotification(const NotifyUrl& url, const NotifyPolicy& policy, c
   }
 
   bhttp::request<bhttp::string_body> request{bhttp::verb::post, url.target, 11};
-  request.set(bhttp::field::host, url.host);
+  // Host as RFC 9110 has it: brackets around an IPv6 address, the port unless it is the scheme's.
+  std::string host_header = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
+  if (url.port != (url.https ? 443 : 80)) host_header += ":" + std::to_string(url.port);
+  request.set(bhttp::field::host, host_header);
   request.set(bhttp::field::user_agent, "fujid");
   request.set(bhttp::field::content_type, "application/json");
   request.set(bhttp::field::connection, "close");

@@ -49,7 +49,7 @@ class Receiver {
   }
 
   int port() const { return port_; }
-  // Every request as received: "PATH\n" then its body.
+  // Every request as received: "PATH HOST\n" then its body.
   std::vector<std::string> requests() {
     std::lock_guard<std::mutex> lock(mu_);
     return requests_;
@@ -113,7 +113,10 @@ class Receiver {
     }
     const size_t space = data.find(' ');
     const std::string path = data.substr(space + 1, data.find(' ', space + 1) - space - 1);
-    return path + "\n" + (body_at == std::string::npos ? "" : data.substr(body_at));
+    const size_t host_at = data.find("\r\nHost: ");
+    const std::string host =
+        host_at == std::string::npos ? "" : data.substr(host_at + 8, data.find("\r\n", host_at + 8) - host_at - 8);
+    return path + " " + host + "\n" + (body_at == std::string::npos ? "" : data.substr(body_at));
   }
 
   const int fail_first_;
@@ -365,7 +368,8 @@ TEST_F(NotifyTest, EachEndedJobIsPostedExactlyOnce) {
   const std::vector<std::string> requests = receiver.requests();
   ASSERT_EQ(requests.size(), 2u);
 
-  EXPECT_EQ(requests[0].substr(0, requests[0].find('\n')), "/hook?key=k1");
+  EXPECT_EQ(requests[0].substr(0, requests[0].find('\n')),
+            "/hook?key=k1 127.0.0.1:" + std::to_string(receiver.port()));
   const nlohmann::json first = BodyOf(requests[0]);
   ASSERT_TRUE(first.is_object()) << requests[0];
   EXPECT_EQ(first["id"], cancelled.id());
@@ -379,7 +383,7 @@ TEST_F(NotifyTest, EachEndedJobIsPostedExactlyOnce) {
   EXPECT_EQ(first["started_at_ms"], 0);  // it never ran
   EXPECT_GT(first["finished_at_ms"].get<int64_t>(), 0);
   const nlohmann::json second = BodyOf(requests[1]);
-  EXPECT_EQ(requests[1].substr(0, requests[1].find('\n')), "/done");
+  EXPECT_EQ(requests[1].substr(0, requests[1].find('\n')), "/done localhost:" + std::to_string(receiver.port()));
   EXPECT_EQ(second["id"], succeeded.id());
   EXPECT_EQ(second["state"], "SUCCEEDED");
   EXPECT_EQ(second["error"], "");
