@@ -1,6 +1,7 @@
 // Who the CLI is and what admins do: `login`, `whoami`, and `admin user add|list|revoke`,
-// `admin agent-token`, `admin agent list|revoke|drain|undrain`, `admin backup`. A token is printed
-// once, alone on stdout, so that a script can take it; everything said around it goes to stderr.
+// `admin agent-token`, `admin agent list|revoke|drain|undrain`, `admin drain|undrain` (the same
+// two), `admin backup`. A token is printed once, alone on stdout, so that a script can take it;
+// everything said around it goes to stderr.
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include "client/cli.h"
 #include "client/daemon_client.h"
 #include "client/daemon_commands.h"
+#include "client/format_telemetry.h"
 #include "client/format_text.h"
 #include "client/profile.h"
 #include "lib/common/file_util.h"
@@ -173,6 +175,47 @@ void RegisterUserCommands(CLI::App* admin, CliState* state) {
   });
 }
 
+// `drain AGENT [--requeue]` and `undrain AGENT` under `parent`: `fuji admin` and `fuji admin agent`
+// have the same two.
+void RegisterDrainCommands(CLI::App* parent, CliState* state) {
+  struct DrainFlags {
+    ServerFlags server;
+    std::string worker_id;
+    bool requeue = false;
+  };
+  for (const bool drain : {true, false}) {
+    auto df = std::make_shared<DrainFlags>();
+    CLI::App* cmd = parent->add_subcommand(
+        drain ? "drain" : "undrain",
+        drain ? "Place no new job on the agent (the jobs it runs go on, DRAINING until they end, then DRAINED); "
+                "fujid keeps this across restarts"
+              : "Let the agent take new jobs again");
+    cmd->add_option("worker_id", df->worker_id, "The agent's worker id")->required();
+    if (drain) {
+      cmd->add_flag("--requeue", df->requeue,
+                    "Its fine-tunes checkpoint at their next step and go back to the queue (no attempt used), "
+                    "to resume elsewhere; inference jobs still finish there");
+    }
+    AddServerOption(cmd, &df->server);
+    cmd->callback([state, df, drain] {
+      DaemonClient client(df->server);
+      auto agent = client.DrainAgent(df->worker_id, drain, df->requeue);
+      if (!agent.ok()) {
+        state->exit_code = ReportStatus(agent.status());
+        return;
+      }
+      if (!drain) {
+        std::printf("agent %s undrained\n", agent->worker_id().c_str());
+        return;
+      }
+      const std::string word = DrainWord(agent->drained_at_ms(), agent->running_jobs());
+      std::printf("agent %s %s (%d running job%s%s)\n", agent->worker_id().c_str(), word == "DRAINING" ? "draining" : "drained",
+                  agent->running_jobs(), agent->running_jobs() == 1 ? "" : "s",
+                  agent->drain_requeue() ? "; its fine-tunes checkpoint and requeue" : "");
+    });
+  }
+}
+
 void RegisterAgentCommands(CLI::App* admin, CliState* state) {
   struct TokenFlags {
     ServerFlags server;
@@ -226,7 +269,9 @@ void RegisterAgentCommands(CLI::App* admin, CliState* state) {
       nlohmann::json list = nlohmann::json::array();
       for (const v1::Agent& a : *agents) {
         list.push_back({{"worker_id", a.worker_id()}, {"enrolled_at_ms", a.enrolled_at_ms()},
-                        {"revoked_at_ms", a.revoked_at_ms()}, {"drained_at_ms", a.drained_at_ms()}});
+                        {"revoked_at_ms", a.revoked_at_ms()}, {"drained_at_ms", a.drained_at_ms()},
+                        {"drain", DrainWord(a.drained_at_ms(), a.running_jobs())}, {"drain_requeue", a.drain_requeue()},
+                        {"running_jobs", a.running_jobs()}});
       }
       PrintJson({{"agents", list}});
       return;
@@ -234,7 +279,10 @@ void RegisterAgentCommands(CLI::App* admin, CliState* state) {
     std::vector<std::vector<std::string>> rows;
     for (const v1::Agent& a : *agents) {
       rows.push_back({a.worker_id(), TimeOrDash(a.enrolled_at_ms()), TimeOrDash(a.revoked_at_ms()),
-                      a.drained_at_ms() > 0 ? "DRAINED since " + FormatLocalTime(a.drained_at_ms()) : "-"});
+                      a.drained_at_ms() > 0 ? DrainWord(a.drained_at_ms(), a.running_jobs()) + " since " +
+                                                  FormatLocalTime(a.drained_at_ms()) +
+                                                  (a.drain_requeue() ? " (requeue)" : "")
+                                            : "-"});
     }
     PrintText(RenderTable({"WORKER", "ENROLLED", "REVOKED", "DRAINED"}, rows));
   });
@@ -258,24 +306,7 @@ void RegisterAgentCommands(CLI::App* admin, CliState* state) {
     std::printf("agent %s revoked\n", agent->worker_id().c_str());
   });
 
-  for (const bool drain : {true, false}) {
-    auto df = std::make_shared<RevokeFlags>();
-    CLI::App* cmd = agent->add_subcommand(
-        drain ? "drain" : "undrain",
-        drain ? "Place no new job on the agent (the jobs it runs go on); fujid keeps this across restarts"
-              : "Let the agent take new jobs again");
-    cmd->add_option("worker_id", df->worker_id, "The agent's worker id")->required();
-    AddServerOption(cmd, &df->server);
-    cmd->callback([state, df, drain] {
-      DaemonClient client(df->server);
-      auto agent = client.DrainAgent(df->worker_id, drain);
-      if (!agent.ok()) {
-        state->exit_code = ReportStatus(agent.status());
-        return;
-      }
-      std::printf("agent %s %s\n", agent->worker_id().c_str(), drain ? "drained" : "undrained");
-    });
-  }
+  RegisterDrainCommands(agent, state);
 }
 
 // Writes a backup streamed from fujid to `path`, which must not exist: into a new private file
@@ -353,6 +384,7 @@ void RegisterAdminCommands(CLI::App& app, CliState* state) {
   admin->require_subcommand(1);
   RegisterUserCommands(admin, state);
   RegisterAgentCommands(admin, state);
+  RegisterDrainCommands(admin, state);
   RegisterBackup(admin, state);
 }
 

@@ -346,13 +346,14 @@ Result<v1::Agent> DaemonClient::RevokeAgent(const std::string& worker_id) {
   return agent;
 }
 
-Result<v1::Agent> DaemonClient::DrainAgent(const std::string& worker_id, bool drain) {
+Result<v1::Agent> DaemonClient::DrainAgent(const std::string& worker_id, bool drain, bool requeue) {
   FUJI_RETURN_IF_ERROR(unusable_);
   grpc::ClientContext context;
   Prepare(&context);
   v1::DrainAgentRequest request;
   request.set_worker_id(worker_id);
   request.set_drain(drain);
+  request.set_requeue(requeue);
   v1::Agent agent;
   FUJI_RETURN_IF_ERROR(Convert(admin_->DrainAgent(&context, request, &agent)));
   return agent;

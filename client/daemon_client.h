@@ -66,7 +66,8 @@ class DaemonClient {
   Result<v1::CreateJoinTokenResponse> CreateJoinToken(int64_t ttl_ms);
   Result<std::vector<v1::Agent>> ListAgents();
   Result<v1::Agent> RevokeAgent(const std::string& worker_id);
-  Result<v1::Agent> DrainAgent(const std::string& worker_id, bool drain);
+  // requeue (with drain): the agent's fine-tunes checkpoint and go back to the queue (admin.proto).
+  Result<v1::Agent> DrainAgent(const std::string& worker_id, bool drain, bool requeue = false);
   // Streams a backup of the database (no deadline: a large one takes a while), calling on_chunk
   // for each chunk in order; its error ends the call.
   Status Backup(const std::function<Status(const v1::BackupChunk&)>& on_chunk);

@@ -132,6 +132,11 @@ nlohmann::json WarmJson(const v1::Worker& w) {
 
 }  // namespace
 
+std::string DrainWord(int64_t drained_at_ms, int running_jobs) {
+  if (drained_at_ms <= 0) return "";
+  return running_jobs > 0 ? "DRAINING" : "DRAINED";
+}
+
 nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& w : workers) {
@@ -146,6 +151,7 @@ nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers) {
     list.push_back({{"id", w.id()},
                     {"host", w.host()},
                     {"state", w.state()},
+                    {"drain", DrainWord(w.drained_at_ms(), w.running_jobs_size())},
                     {"last_heartbeat_ms", w.last_heartbeat_ms()},
                     {"devices", devices},
                     {"host_total_mib", w.host_total_mib()},
@@ -181,7 +187,7 @@ std::string WorkersTable(const std::vector<v1::Worker>& workers, int64_t now_ms)
       free += (free.empty() ? "" : ", ") + std::string("host ") + Fixed(w.host_free_mib() / 1024.0, 1) + "/" +
               Fixed(w.host_total_mib() / 1024.0, 1) + " GiB";
     }
-    rows.push_back({w.id(), w.host(), w.drained_at_ms() > 0 ? w.state() + ",DRAINED" : w.state(), FormatAge(w.last_heartbeat_ms(), now_ms),
+    rows.push_back({w.id(), w.host(), w.drained_at_ms() > 0 ? w.state() + "," + DrainWord(w.drained_at_ms(), w.running_jobs_size()) : w.state(), FormatAge(w.last_heartbeat_ms(), now_ms),
                     devices.empty() ? "-" : devices, free.empty() ? "-" : free, jobs.empty() ? "-" : jobs});
   }
   std::string out = RenderTable({"ID", "HOST", "STATE", "HEARTBEAT", "DEVICES", "FREE", "JOBS"}, rows);

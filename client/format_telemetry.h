@@ -40,10 +40,14 @@ std::string LossesTable(const std::vector<v1::LossPoint>& points, const std::str
 // (EscapeControls) unless raw.
 std::string LogLineText(const v1::LogLine& line, bool raw = false);
 
-// {"workers": [{id, host, state, last_heartbeat_ms, devices: [{index, name, total_mib, kind}],
-// running_jobs: [...]}]}
+// A drained agent's word, the same in `fuji workers` and `fuji admin agent list`: "DRAINING" while
+// it still runs jobs, "DRAINED" once it runs none; "" when it is not drained.
+std::string DrainWord(int64_t drained_at_ms, int running_jobs);
+
+// {"workers": [{id, host, state, drain ("", DRAINING, DRAINED), last_heartbeat_ms, devices:
+// [{index, name, total_mib, kind}], running_jobs: [...]}]}
 nlohmann::json WorkersJson(const std::vector<v1::Worker>& workers);
-// ID HOST STATE HEARTBEAT DEVICES JOBS
+// ID HOST STATE HEARTBEAT DEVICES JOBS; STATE is "ONLINE,DRAINING" for a drained agent (DrainWord)
 std::string WorkersTable(const std::vector<v1::Worker>& workers, int64_t now_ms);
 
 }  // namespace fuji::client

@@ -380,6 +380,7 @@ Status Agent::HeartbeatOnce() {
     last_contact_ = sent;
   }
   for (int64_t id : response.cancel_job_ids()) RequestStop(id, StopReason::kCancelled);
+  for (int64_t id : response.preempt_job_ids()) RequestPreempt(id);
   if (response.reregister()) {
     std::lock_guard<std::mutex> lock(mu_);
     registered_ = false;
@@ -486,6 +487,14 @@ void Agent::RequestStop(int64_t job_id, StopReason why) {
   if (job.finished) return;  // already ended: its Complete (if wanted) stands
   if (job.stop == StopReason::kNone) job.stop = why;
   if (why == StopReason::kShutdown) job.send_complete = false;
+}
+
+void Agent::RequestPreempt(int64_t job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second->finished || it->second->assignment.kind() != "finetune") return;
+  if (!it->second->preempt) Log("job " + std::to_string(job_id) + ": preempted by fujid; checkpointing at the next step");
+  it->second->preempt = true;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -79,6 +80,14 @@ class Agent {
   void JoinSupervisor(Job& job);
   // Asks a job's supervisor to end its ranks; kUnwanted and kShutdown send no Complete.
   void RequestStop(int64_t job_id, StopReason why);
+  // The signal that asks a fine-tuning rank to checkpoint at its next step boundary and stop
+  // (fuji-rank's protocol, worker/rank/rank_service.h).
+  static constexpr int kPreemptSignal = SIGUSR1;
+  // Asks a fine-tune's ranks to checkpoint at their next step boundary and stop (fujid's
+  // HeartbeatResponse.preempt_job_ids, a drain with requeue): the supervisor signals each rank
+  // that has started speaking with kPreemptSignal, and the attempt ends as preempted. Idempotent;
+  // ignored for an inference job, which runs to its end.
+  void RequestPreempt(int64_t job_id);
   std::vector<fuji::v1::RunningJob> RunningJobsLocked() const;
   // What Register and Heartbeat tell the daemon: the running jobs, the node's memory now
   // (NodeSamples over every rank's pid) and the warm models. Takes mu_.

@@ -26,6 +26,7 @@ struct Agent::Job {
   std::thread supervisor;
   std::vector<pid_t> pids;                        // while the ranks run
   StopReason stop = StopReason::kNone;            // what the supervisor was asked to do
+  bool preempt = false;                           // checkpoint and stop asked (RequestPreempt)
   fuji::v1::JobReport pending;                    // not yet sent
   Clock::time_point last_report{};
   std::optional<fuji::v1::CompleteRequest> completion;  // set once the ranks ended

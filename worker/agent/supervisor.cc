@@ -1,8 +1,11 @@
 // The agent's one supervisor of a job attempt, for every kind: prepare it (InferLaunch,
 // FinetuneLaunch), run its gang while forwarding what the ranks say, sampling memory and heeding
 // stop requests, then say how the attempt ended in one Complete.
+#include <signal.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -142,10 +145,18 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   // request ends the gang (its ranks get the cancel grace).
   std::vector<pid_t> pids;
   StopReason stop = StopReason::kNone;
+  // Preemption (a drain with requeue): each local rank is signalled once, after it has said
+  // something (so its handler is in place: the signal's default would kill it); the ranks agree on
+  // the step to stop at among themselves. A "preempted" event says where they stopped.
+  std::vector<bool> spoke, signalled;
+  std::optional<int64_t> preempted_at;
+  int64_t checkpoint_step = 0;
   auto next_sample = Clock::now();
   launch::GangCallbacks callbacks;
   callbacks.started = [&](const std::vector<pid_t>& started) {
     pids = started;
+    spoke.assign(pids.size(), false);
+    signalled.assign(pids.size(), false);
     fuji::v1::JobReport part;
     part.set_started(true);
     std::lock_guard<std::mutex> lock(mu_);
@@ -158,6 +169,11 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
       if (job->stop != StopReason::kNone && stop == StopReason::kNone) {
         stop = job->stop;
         gang.Stop();
+      }
+      if (job->preempt && stop == StopReason::kNone) {
+        for (size_t i = 0; i < pids.size(); ++i) {
+          if (spoke[i] && !signalled[i]) signalled[i] = ::kill(pids[i], kPreemptSignal) == 0;
+        }
       }
     }
     if (Clock::now() < next_sample) return;
@@ -178,6 +194,12 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
     fuji::v1::JobReport part;
     const int64_t now = WallClockMs();
     const std::string rank = "rank" + std::to_string(o.rank);
+    const int64_t local = static_cast<int64_t>(o.rank) - a.first_rank();
+    if (local >= 0 && local < static_cast<int64_t>(spoke.size())) spoke[local] = true;
+    if (o.output.kind == launch::ChildOutput::Kind::kEvent && StringField(o.output.event, "event") == "preempted") {
+      preempted_at = std::max<int64_t>(0, IntField(o.output.event, "step"));
+      checkpoint_step = std::max<int64_t>(0, IntField(o.output.event, "checkpoint_step"));
+    }
     if (o.output.kind == launch::ChildOutput::Kind::kLog) {
       auto* log = part.add_logs();
       log->set_at_ms(now);
@@ -201,7 +223,18 @@ void Agent::Supervise(const std::shared_ptr<Job>& job) {
   };
   Result<nlohmann::json> result = gang.Run(callbacks);
 
-  // How the attempt ended: its result; else what it was asked to stop for; else the gang's failure.
+  // How the attempt ended: preempted where the ranks said so; its result; else what it was asked to
+  // stop for; else the gang's failure.
+  if (preempted_at && stop == StopReason::kNone && result.ok()) {
+    complete.set_succeeded(false);
+    complete.set_preempted(true);
+    complete.set_checkpoint_step(checkpoint_step);
+    complete.set_failure_kind("preempted");  // worker.proto: an older fujid retries it as "internal"
+    complete.set_message("preempted at step " + std::to_string(*preempted_at) +
+                         (checkpoint_step > 0 ? ", checkpointed at step " + std::to_string(checkpoint_step)
+                                              : ", without a checkpoint (no --save-to)"));
+    return FinishJob(*job, complete);
+  }
   if (result.ok()) {
     complete.set_succeeded(true);
     complete.set_result_json(result->dump());

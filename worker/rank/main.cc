@@ -3,6 +3,7 @@
 // requests taken have ended) or a "finetune" request fails (exit code 1). Inference requests are
 // served concurrently by the engine thread (rank_service.h) while this thread reads on.
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -16,9 +17,27 @@
 #include "lib/common/json_lines.h"
 #include "worker/engine/device.h"
 #include "worker/rank/rank_service.h"
+#include "worker/train/trainer.h"
+
+namespace {
+
+// SIGUSR1: the agent preempts the fine-tune (rank_service.h, "Preemption"). Installed before
+// anything is said on fd 3: the agent signals a rank only once it has spoken.
+void OnPreemptSignal(int) { fuji::train::RequestPreempt(); }
+
+void InstallPreemptHandler() {
+  struct sigaction action {};
+  action.sa_handler = OnPreemptSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // reads and collectives in flight go on
+  ::sigaction(SIGUSR1, &action, nullptr);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   fuji::engine::ReexecWithPassiveOpenMp(argv);
+  InstallPreemptHandler();
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--version") == 0) {
       std::printf("fuji-rank (libtorch %s, %s)\n", TORCH_VERSION,

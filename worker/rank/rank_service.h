@@ -12,6 +12,11 @@
 //   {"event": "timing", "phase", "ms", "start_ms", "end_ms"}  one per phase (wall-clock ms)
 //   {"event": "loss", "step", "loss", "split", ...}  finetune, rank 0: each train and eval loss
 //   {"event": "checkpoint", "step", "path"}    finetune, rank 0: a checkpoint was published
+//   {"event": "preempted", "step", "checkpoint_step"}  finetune, every rank: it was asked to stop
+//                                                   (SIGUSR1, below) and stopped after "step";
+//                                                   "checkpoint_step" is the step it saved (0:
+//                                                   no --save-to). Its result follows, with
+//                                                   "preempted": true, and it exits 0
 //   {"event": "result", "result": {...}}       the request succeeded
 //   {"event": "error", "code", "reason", "message"}  it failed; reason is bad_input, cuda_oom,
 //                                                   host_oom, collective_timeout, cancelled or
@@ -38,6 +43,10 @@
 // InferSpec's model, precision, device, offload} loads (or keeps) that model resident and answers
 // {"result": {"loaded": true, "load_ms", "resident", "mib", "model", "device", "precision",
 // "offload"}}. A rank holds at most 1024 requests at once; an id already in flight is refused.
+// Preemption: SIGUSR1 asks a fine-tuning rank to checkpoint and stop (the agent sends it for a
+// drain with requeue). At each step boundary the ranks sum a stop flag with the step's loss (one
+// all-reduce), so every rank of the gang stops after the same step, whichever was signalled; they
+// save that step when the spec has a save_to and say "preempted". Any other op ignores it.
 //
 // Serving: "infer" and "load" go to one engine thread, which runs every infer for the resident
 // model (key: the model's real path | precision | device | offload) in one continuous batch

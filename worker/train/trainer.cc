@@ -2,6 +2,7 @@
 #include "worker/train/trainer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -37,6 +38,10 @@ namespace fuji::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Set by RequestPreempt, from a signal handler: a lock-free atomic is safe there.
+std::atomic<bool> g_preempt_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
 
 double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -187,6 +192,9 @@ class Run {
     (void)start;
   }
   double AllReduceSum(double value);
+  // The step's loss summed over the ranks, and whether any rank was asked to stop (RequestPreempt):
+  // one all-reduce of both, so that every rank stops after the same step.
+  std::pair<double, bool> AllReduceLossAndStop(double loss_sum);
   Status Setup();
   Status Resume();
   double Evaluate();
@@ -221,6 +229,16 @@ double Run::AllReduceSum(double value) {
   if (device_.is_cuda()) t = t.to(device_);
   comm_->AllReduceSum(t);
   return t.item<double>();
+}
+
+std::pair<double, bool> Run::AllReduceLossAndStop(double loss_sum) {
+  const bool asked = g_preempt_requested.load(std::memory_order_relaxed);
+  if (!comm_) return {loss_sum, asked};
+  at::Tensor t = at::tensor({loss_sum, asked ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble));
+  if (device_.is_cuda()) t = t.to(device_);
+  comm_->AllReduceSum(t);
+  t = t.cpu();
+  return {t[0].item<double>(), t[1].item<double>() > 0};
 }
 
 Status Run::Setup() {
@@ -446,6 +464,7 @@ Status Run::Go() {
   double step_ms_total = 0;
   int64_t steps_run = 0;
   double tokens_per_s = 0;
+  int64_t preempted_at = 0;  // the step after which RequestPreempt stopped the run; 0: not stopped
   auto evaluate = [&](int64_t step) {
     const auto eval_start = Clock::now();
     const double eval_loss = Evaluate();
@@ -482,7 +501,8 @@ Status Run::Go() {
         good_steps_ = 0;
       }
     }
-    const double loss = AllReduceSum(loss_sum) / divisor;
+    const auto [loss_total, stop_asked] = AllReduceLossAndStop(loss_sum);
+    const double loss = loss_total / divisor;
     const double step_ms = MsSince(step_start);
     step_ms_total += step_ms;
     ++steps_run;
@@ -496,12 +516,19 @@ Status Run::Go() {
              {"loss", loss}, {"tokens_per_s", tokens_per_s}});
     }
     const bool final_step = step == last;
+    // Preempted (not at the last step, which ends anyway): this step is saved and the run stops.
+    const bool preempt = stop_asked && !final_step;
     if ((spec_.eval_every > 0 && step % spec_.eval_every == 0) || (final_step && step == spec_.steps)) {
       evaluate(step);
     }
     if (!spec_.save_to.empty() &&
-        (final_step || (spec_.save_every > 0 && step % spec_.save_every == 0))) {
+        (final_step || preempt || (spec_.save_every > 0 && step % spec_.save_every == 0))) {
       FUJI_RETURN_IF_ERROR(Save(step));
+    }
+    if (preempt) {
+      preempted_at = step;
+      emit_({{"event", "preempted"}, {"step", step}, {"checkpoint_step", spec_.save_to.empty() ? 0 : step}});
+      break;
     }
   }
   const double train_ms = MsSince(train_start);
@@ -555,12 +582,15 @@ Status Run::Go() {
       {"precision", spec_.precision},
       {"loss_scale", loss_scale_},
       {"threads", at::get_num_threads()},
+      {"preempted", preempted_at > 0},
   };
   emit_({{"event", "result"}, {"result", std::move(result)}});
   return Status::Ok();
 }
 
 }  // namespace
+
+void RequestPreempt() { g_preempt_requested.store(true, std::memory_order_relaxed); }
 
 Status RunFinetune(const FinetuneSpec& spec, const EventSink& emit) {
   Run run(spec, emit);
