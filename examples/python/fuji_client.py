@@ -177,6 +177,10 @@ def main(argv):
     except Failure as e:
         print(f"fuji_client: {e}", file=sys.stderr)
         return e.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `| head`: the reader has gone
+        return 0
     return 0
 
 
