@@ -167,7 +167,7 @@ TEST_F(RetentionTest, WhatFujiDidNotWriteStays) {
     ASSERT_TRUE(fs::create_directories(save_to_ + "/" + name));
     std::ofstream(save_to_ + "/" + name + "/meta.json") << "{}";
   }
-  std::ofstream(Dir(1) + "/README") << "my notes on step 1\n";            // a user's file
+  std::ofstream(Dir(1) + "/README\n") << "my notes on step 1\n";          // a user's file
   ASSERT_TRUE(fs::create_directories(Dir(2) + "/eval"));                 // a user's directory
   const std::string outside = ScratchDir("_outside");
   std::ofstream(outside + "/precious") << "keep me\n";
@@ -181,7 +181,7 @@ TEST_F(RetentionTest, WhatFujiDidNotWriteStays) {
   EXPECT_EQ(report.removed, (std::vector<std::string>{StepDirName(4)}));
   ASSERT_EQ(report.skipped.size(), 4u);
   EXPECT_NE(report.skipped[0].find(StepDirName(0) + ": not a directory of its own"), std::string::npos);
-  EXPECT_NE(report.skipped[1].find("'README', which fuji does not write"), std::string::npos) << report.skipped[1];
+  EXPECT_NE(report.skipped[1].find("'README?', which fuji does not write"), std::string::npos) << report.skipped[1];
   EXPECT_NE(report.skipped[2].find("'eval'"), std::string::npos) << report.skipped[2];
   EXPECT_NE(report.skipped[3].find("not a regular file"), std::string::npos) << report.skipped[3];
   for (int64_t step : {1, 2, 3}) EXPECT_TRUE(IsRegularFile(Dir(step) + "/meta.json")) << step;

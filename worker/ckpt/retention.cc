@@ -81,6 +81,15 @@ bool IsHex16(std::string_view s) {
          });
 }
 
+// A name found on disk as it goes into a message: at most 100 bytes, control bytes as '?'.
+std::string Printable(const std::string& name) {
+  std::string out = name.substr(0, 100);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return out;
+}
+
 // Whether `name` is a file the writer puts in a step directory: meta.json or a rank file
 // ("rank-00000-of-00002.safetensors"), either perhaps followed by the suffixes of its temporary
 // files (".tmp-<16 hex>" of WriteFileDurably, ".partial-<16 hex>" of the safetensors writer).
@@ -124,7 +133,7 @@ Result<std::string> RemoveStepDir(int save_fd, const std::string& save_to, const
   }
   FUJI_ASSIGN_OR_RETURN(std::vector<std::string> files, ListDir(dir.get(), kMaxStepDirEntries, path));
   for (const std::string& file : files) {
-    if (!IsWriterFile(file)) return "holds '" + file.substr(0, 100) + "', which fuji does not write there";
+    if (!IsWriterFile(file)) return "holds '" + Printable(file) + "', which fuji does not write there";
     if (!IsRegularAt(dir.get(), file)) return "holds '" + file + "', which is not a regular file";
   }
   for (const std::string& file : files) {
