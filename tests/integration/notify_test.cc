@@ -343,6 +343,20 @@ TEST_F(NotifyTest, BadUrlsAndHostsNotAllowedAreRefusedAtSubmit) {
   grpc::Status status = SubmitNotify("http://127.0.0.1:8080/hook", nullptr);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("--notify-allow"));
+
+  // fujid --notify-allow '*': any public address, never its own loopback, private networks or a
+  // metadata service.
+  StopServer();
+  daemon::ServerOptions any = Options();
+  any.notify_policy = *daemon::NotifyPolicy::Parse({"*"});
+  StartServer(any);
+  for (const std::string url : {"http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/",
+                                "http://192.168.1.10/", "http://[fe80::1]/", "http://0.0.0.0/"}) {
+    status = SubmitNotify(url, nullptr);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << url << ": " << status.error_message();
+  }
+  EXPECT_TRUE(SubmitNotify("https://93.184.216.34/hook", nullptr).ok());
+  EXPECT_TRUE(SubmitNotify("https://hooks.example.com/hook", nullptr).ok());  // checked when resolved
 }
 
 TEST_F(NotifyTest, EachEndedJobIsPostedExactlyOnce) {
