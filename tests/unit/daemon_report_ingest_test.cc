@@ -32,6 +32,9 @@ class RecordingLifecycle : public ReportIngest::Lifecycle {
     calls.push_back("end " + std::to_string(job.id) + " " + cause +
                     (retryable ? " (retryable)" : " (final)"));
   }
+  void Preempted(const store::JobRecord& job, const std::string& cause) override {
+    calls.push_back("preempted " + std::to_string(job.id) + " " + cause);
+  }
 
   std::set<int64_t> cancel_requested;
   std::vector<std::string> calls;
@@ -158,6 +161,32 @@ TEST_F(ReportIngestTest, EachFailureEndsTheAttemptItsWay) {
   stale.set_attempt(5);
   ASSERT_TRUE(ingest_->Complete(stale).ok());
   EXPECT_TRUE(lifecycle_.calls.empty());
+}
+
+// A run stopped at a step boundary for a drain with requeue is no failure: the lifecycle queues it
+// again, told who drained it and where it resumes.
+TEST_F(ReportIngestTest, APreemptedRunIsHandedToTheLifecycleWithWhereItResumes) {
+  store::JobRecord tune;
+  tune.kind = store::JobKind::kFinetune;
+  tune.spec = R"({"model":"/m","data":"/d","steps":40})";
+  const int64_t tune_id = *store_->Submit(tune);
+  ASSERT_TRUE(store_->Assign(tune_id, "node-a", {0}, clock_.NowMs() + 1000).ok());
+  const std::string id = std::to_string(tune_id);
+  ASSERT_TRUE(store_->SetDrained("node-a", true, /*requeue=*/true).ok());
+  v1::CompleteRequest preempted = Completion(false, "preempted");
+  preempted.set_job_id(tune_id);
+  preempted.set_preempted(true);
+  preempted.set_checkpoint_step(12);
+  ASSERT_TRUE(ingest_->Complete(preempted).ok());
+  // Undrained meanwhile: the agent that stopped it is named instead.
+  ASSERT_TRUE(store_->SetDrained("node-a", false).ok());
+  preempted.set_checkpoint_step(0);
+  ASSERT_TRUE(ingest_->Complete(preempted).ok());
+  EXPECT_EQ(lifecycle_.calls,
+            (std::vector<std::string>{
+                "preempted " + id + " requeued: agent node-a drained (checkpointed at step 12)",
+                "preempted " + id + " requeued: agent node-a stopped it at a step boundary (no checkpoint: it has "
+                                    "no --save-to, so it starts again from the beginning)"}));
 }
 
 }  // namespace
