@@ -166,6 +166,18 @@ try {
     result.bench_rows = (await table('#jobs tbody tr')).length;
     await screenshot('bench_jobs');
   } else {
+    // First, while the running job still runs.
+    if (config.live) {
+      await navigate(base + '/ui/jobs/' + config.live.id);
+      const before = await evaluate(`document.getElementById('job-state').textContent`);
+      const env = { ...process.env, ...(config.live.env || {}) };
+      const ran = spawnSync(config.live.command[0], config.live.command.slice(1), { env, encoding: 'utf8' });
+      // The page polls every 2 s and reloads once the job has ended.
+      const updated = await waitFor(`document.getElementById('job-state')?.textContent === ${JSON.stringify(config.live.expect)}`, 20000);
+      result.live = { before, command_status: ran.status, command_err: ran.stderr, updated,
+        after: await evaluate(`document.getElementById('job-state')?.textContent`),
+        history: await table('#history tbody tr') };
+    }
     await navigate(base + '/ui/');
     result.jobs = { rows: await table('#jobs tbody tr'), timing: await navigationTiming(), who: await evaluate(`document.getElementById('who').textContent`) };
     result.screenshot_jobs = await screenshot('jobs');
@@ -193,17 +205,6 @@ try {
       await navigate(base + '/ui/jobs/' + config.foreign);
       result.foreign = { status: (await navigationTiming()).status, title: await evaluate('document.title'),
         job_shown: await evaluate(`document.getElementById('job') !== null`) };
-    }
-    if (config.live) {
-      await navigate(base + '/ui/jobs/' + config.live.id);
-      const before = await evaluate(`document.getElementById('job-state').textContent`);
-      const env = { ...process.env, ...(config.live.env || {}) };
-      const ran = spawnSync(config.live.command[0], config.live.command.slice(1), { env, encoding: 'utf8' });
-      // The page polls every 2 s and reloads once the job has ended.
-      const updated = await waitFor(`document.getElementById('job-state')?.textContent === ${JSON.stringify(config.live.expect)}`, 20000);
-      result.live = { before, command_status: ran.status, command_err: ran.stderr, updated,
-        after: await evaluate(`document.getElementById('job-state')?.textContent`),
-        history: await table('#history tbody tr') };
     }
     await navigate(base + '/ui/workers');
     result.workers = await evaluate(`[...document.querySelectorAll('section.worker')].map(s => ({

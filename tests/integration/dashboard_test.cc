@@ -159,10 +159,6 @@ TEST_F(DashboardTest, BrowserSeesWhatTheCliSays) {
                                   "2", "--output", "json"},
                                  bob);
   for (int64_t id : {finetune, xss}) ASSERT_TRUE(WaitForState(id, "SUCCEEDED", 300s)) << Show(id).dump() << agent->log();
-  // The live one: a long generation, watched while it runs and cancelled from the browser's side.
-  const int64_t live = Submit({"submit", "infer", "--model", root_ + "/slow", "--prompt", "Mt. Fuji",
-                               "--max-new-tokens", "3000", "--output", "json"});
-  ASSERT_TRUE(WaitForState(live, "RUNNING", 120s)) << Show(live).dump();
 
   // ---- Over HTTP: headers, refusals, the admin's owner filter ----
   Shell page = Curl("", "/ui/");
@@ -193,6 +189,11 @@ TEST_F(DashboardTest, BrowserSeesWhatTheCliSays) {
       << page.out;
 
   // ---- In the browser ----
+  // A long generation, watched while it runs (the browser's first page after the login) and
+  // cancelled from the browser's side.
+  const int64_t live = Submit({"submit", "infer", "--model", root_ + "/slow", "--prompt", "Mt. Fuji",
+                               "--max-new-tokens", "4000", "--output", "json"});
+  ASSERT_TRUE(WaitForState(live, "RUNNING", 120s)) << Show(live).dump();
   ::mkdir((std::string(FUJI_BINARY_DIR) + "/test-artifacts").c_str(), 0755);
   const std::string cancel = kBin + "fuji";
   json seen = Browse({{"token", token_},
