@@ -89,9 +89,8 @@ void Dashboard::Route(const HttpRequest& request, HttpResponder& out) const {
       return JobPage(*viewer, id, out);
     }
     return SendPage(out, 404, Frame("Not found", nullptr, "<p>No such page.</p>"));
-  } else {
-    return out.Send(405, "text/plain", "method not allowed\n", dashboard::Headers());
   }
+  // A path the dashboard has, asked with a method it does not take.
   out.Send(405, "text/plain", "method not allowed\n", dashboard::Headers());
 }
 
