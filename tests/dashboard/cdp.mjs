@@ -106,7 +106,11 @@ async function submit(expression) {
 async function waitFor(expression, timeoutMs = 20000) {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
-    if (await evaluate(expression)) return true;
+    try {
+      if (await evaluate(expression)) return true;
+    } catch (e) {
+      // The page is between two documents (a reload): ask again.
+    }
     await sleep(100);
   }
   return false;
@@ -172,8 +176,15 @@ try {
       const before = await evaluate(`document.getElementById('job-state').textContent`);
       const env = { ...process.env, ...(config.live.env || {}) };
       const ran = spawnSync(config.live.command[0], config.live.command.slice(1), { env, encoding: 'utf8' });
-      // The page polls every 2 s and reloads once the job has ended.
-      const updated = await waitFor(`document.getElementById('job-state')?.textContent === ${JSON.stringify(config.live.expect)}`, 20000);
+      // The page polls every 2 s (the state cell changes first) and reloads once the job has
+      // ended (then its history has the last move): wait for both.
+      const expect = JSON.stringify(config.live.expect);
+      const updated = await waitFor(`(() => {
+        const rows = document.querySelectorAll('#history tbody tr');
+        const last = rows[rows.length - 1];
+        return document.getElementById('job-state')?.textContent === ${expect} &&
+            !!last && last.cells[3]?.textContent === ${expect};
+      })()`, 20000);
       result.live = { before, command_status: ran.status, command_err: ran.stderr, updated,
         after: await evaluate(`document.getElementById('job-state')?.textContent`),
         history: await table('#history tbody tr') };
