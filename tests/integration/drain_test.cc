@@ -26,23 +26,10 @@ using Clock = std::chrono::steady_clock;
 class DrainTest : public ServiceTestBase {
  protected:
   static void SetUpTestSuite() {
-    MakeRoot("drain_test");
-    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(root_ + "/text")).c_str()), 0);
-    CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny", "--seed", "1"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    MakeRootWithTextAndTinyModel("drain_test");
   }
   static void TearDownTestSuite() { RemoveRoot(); }
 
-  // `fuji submit finetune` of the tiny model with 2 ranks; the JSON it prints.
-  nlohmann::json SubmitFinetune(int steps, const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {
-        "submit", "finetune", "--model", root_ + "/tiny", "--data", root_ + "/text/english.txt",
-        "--ranks", "2", "--seq-len", "32", "--micro-batch", "2", "--steps", std::to_string(steps),
-        "--lr", "1e-3", "--cache-dir", root_ + "/cache", "--threads", "1", "--output", "json"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    return Json(args);
-  }
   // The job's train losses by step (`fuji losses ID --output json`).
   std::map<int64_t, double> TrainLosses(int64_t id) {
     nlohmann::json j = Json({"losses", std::to_string(id), "--output", "json"});
@@ -101,7 +88,7 @@ TEST_F(DrainTest, RequeueCheckpointsAFinetuneThatResumesOnTheOtherAgent) {
   const int steps = 30;
 
   // The uninterrupted run the preempted one must agree with.
-  nlohmann::json reference = SubmitFinetune(steps, {"--wait"});
+  nlohmann::json reference = SubmitTinyFinetune(steps, {"--wait"});
   ASSERT_TRUE(reference.is_object()) << daemon->log();
   ASSERT_EQ(reference["state"], "SUCCEEDED") << reference.dump() << agent_a->log() << agent_b->log();
   const std::map<int64_t, double> expected = TrainLosses(reference["id"].get<int64_t>());
@@ -109,7 +96,7 @@ TEST_F(DrainTest, RequeueCheckpointsAFinetuneThatResumesOnTheOtherAgent) {
 
   // One attempt only: a preemption counted as a failure would fail the job.
   const std::string ckpt = dir_ + "/ckpt";
-  nlohmann::json submitted = SubmitFinetune(steps, {"--save-to", ckpt, "--save-every", "2", "--max-attempts", "1"});
+  nlohmann::json submitted = SubmitTinyFinetune(steps, {"--save-to", ckpt, "--save-every", "2", "--max-attempts", "1"});
   ASSERT_TRUE(submitted.is_object());
   const int64_t id = submitted["id"].get<int64_t>();
   const std::string ids = std::to_string(id);
@@ -185,7 +172,7 @@ TEST_F(DrainTest, RequeueCheckpointsAFinetuneThatResumesOnTheOtherAgent) {
 TEST_F(DrainTest, WithoutRequeueTheJobFinishesThereAndUndrainTakesWorkAgain) {
   auto daemon = StartDaemon();
   auto agent = StartAgent("node-a", 2);
-  nlohmann::json tune = SubmitFinetune(60, {});
+  nlohmann::json tune = SubmitTinyFinetune(60, {});
   ASSERT_TRUE(tune.is_object()) << daemon->log();
   const int64_t id = tune["id"].get<int64_t>();
   // Held still while the drain is looked at: DRAINING while the job runs. `admin agent drain` is

@@ -21,11 +21,7 @@ namespace {
 class GangPlacementTest : public ServiceTestBase {
  protected:
   static void SetUpTestSuite() {
-    MakeRoot("gang_placement_test");
-    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(root_ + "/text")).c_str()), 0);
-    CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny", "--seed", "1"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    MakeRootWithTextAndTinyModel("gang_placement_test");
   }
   static void TearDownTestSuite() { RemoveRoot(); }
 

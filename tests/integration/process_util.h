@@ -142,6 +142,16 @@ class ServiceTestBase : public ::testing::Test {
     GiveToRankUser(root_);
   }
 
+  // MakeRoot, then what the fine-tuning tests share: the text corpora (root_/text) and a tiny
+  // random model (root_/tiny).
+  static void MakeRootWithTextAndTinyModel(const std::string& name) {
+    MakeRoot(name);
+    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
+    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(root_ + "/text")).c_str()), 0);
+    CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny", "--seed", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
   // An agent started as root runs its ranks as the unprivileged user "fuji": the scratch
   // directories where tests let ranks write are theirs.
   static void GiveToRankUser(const std::string& dir) {
@@ -254,6 +264,17 @@ class ServiceTestBase : public ::testing::Test {
     CliResult r = Fuji(args, address_);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return nlohmann::json::parse(r.out, nullptr, false);
+  }
+
+  // `fuji submit finetune` of root_/tiny on root_/text/english.txt with 2 ranks of one thread,
+  // plus `extra`; the JSON it prints.
+  nlohmann::json SubmitTinyFinetune(int steps, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {
+        "submit", "finetune", "--model", root_ + "/tiny", "--data", root_ + "/text/english.txt",
+        "--ranks", "2", "--seq-len", "32", "--micro-batch", "2", "--steps", std::to_string(steps),
+        "--lr", "1e-3", "--cache-dir", root_ + "/cache", "--threads", "1", "--output", "json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Json(args);
   }
 
   nlohmann::json Show(int64_t id) { return Json({"show", std::to_string(id), "--output", "json"}); }

@@ -22,11 +22,7 @@ namespace {
 class PythonClientTest : public ServiceTestBase {
  protected:
   static void SetUpTestSuite() {
-    MakeRoot("python_client_test");
-    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(root_ + "/text")).c_str()), 0);
-    CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny", "--seed", "1"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    MakeRootWithTextAndTinyModel("python_client_test");
   }
   static void TearDownTestSuite() { RemoveRoot(); }
 

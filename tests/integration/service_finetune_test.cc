@@ -26,23 +26,10 @@ using Clock = std::chrono::steady_clock;
 class ServiceFinetuneTest : public ServiceTestBase {
  protected:
   static void SetUpTestSuite() {
-    MakeRoot("service_finetune_test");
-    const std::string corpora = std::string(FUJI_SOURCE_DIR) + "/tests/reference/make_corpora.sh";
-    ASSERT_EQ(std::system(("sh " + Quote(corpora) + " " + Quote(root_ + "/text")).c_str()), 0);
-    CliResult r = Fuji({"model", "init", "--arch", "tiny", "--out", root_ + "/tiny", "--seed", "1"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    MakeRootWithTextAndTinyModel("service_finetune_test");
   }
   static void TearDownTestSuite() { RemoveRoot(); }
 
-  // `fuji submit finetune` of the tiny model on English text with 2 ranks; the JSON it prints.
-  nlohmann::json SubmitFinetune(int steps, const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {
-        "submit", "finetune", "--model", root_ + "/tiny", "--data", root_ + "/text/english.txt",
-        "--ranks", "2", "--seq-len", "32", "--micro-batch", "2", "--steps", std::to_string(steps),
-        "--lr", "1e-3", "--cache-dir", root_ + "/cache", "--threads", "1", "--output", "json"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    return Json(args);
-  }
 
   // The steps of `fuji losses ID --output json`'s train losses, in order.
   std::vector<int64_t> TrainSteps(int64_t id) {
@@ -67,7 +54,7 @@ TEST_F(ServiceFinetuneTest, TwoRanksStoreLossesTimingsAndSamples) {
   auto daemon = StartDaemon();
   auto agent = StartAgent("node-a", 2);
   const int steps = 6;
-  nlohmann::json j = SubmitFinetune(steps, {"--wait"});
+  nlohmann::json j = SubmitTinyFinetune(steps, {"--wait"});
   ASSERT_TRUE(j.is_object()) << daemon->log() << agent->log();
   ASSERT_EQ(j["state"], "SUCCEEDED") << j.dump() << daemon->log() << agent->log();
   EXPECT_EQ(j["kind"], "finetune");
@@ -130,7 +117,7 @@ TEST_F(ServiceFinetuneTest, EstimateFromAJobsMeasuredRateAndCorpus) {
   ASSERT_GT(corpus, 0);
 
   // A finished job: its result carries the corpus size, its stored steps the rate.
-  nlohmann::json done = SubmitFinetune(6, {"--wait"});
+  nlohmann::json done = SubmitTinyFinetune(6, {"--wait"});
   ASSERT_TRUE(done.is_object()) << daemon->log() << agent->log();
   ASSERT_EQ(done["state"], "SUCCEEDED") << done.dump() << agent->log();
   const std::string done_id = std::to_string(done["id"].get<int64_t>());
@@ -156,7 +143,7 @@ TEST_F(ServiceFinetuneTest, EstimateFromAJobsMeasuredRateAndCorpus) {
   EXPECT_NE(text.out.find("on 2 GPUs: "), std::string::npos) << text.out;
 
   // A running job: `fuji show` has the time to train one epoch at the rate of its latest progress.
-  nlohmann::json running = SubmitFinetune(100000, {});
+  nlohmann::json running = SubmitTinyFinetune(100000, {});
   ASSERT_TRUE(running.is_object());
   const std::string running_id = std::to_string(running["id"].get<int64_t>());
   nlohmann::json shown;
@@ -190,7 +177,7 @@ TEST_F(ServiceFinetuneTest, EstimateFromAJobsMeasuredRateAndCorpus) {
     EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   };
-  nlohmann::json queued = SubmitFinetune(6, {});
+  nlohmann::json queued = SubmitTinyFinetune(6, {});
   ASSERT_TRUE(queued.is_object());
   const std::string queued_id = std::to_string(queued["id"].get<int64_t>());
   refused({"estimate", "--job", queued_id}, "job " + queued_id + " has no measured tokens/s yet (it has not finished a step)");
@@ -215,7 +202,7 @@ TEST_F(ServiceFinetuneTest, AKilledRankFailsTheAttemptAndTheRetryResumes) {
   const std::string ckpt = dir_ + "/ckpt";
   const auto collective_timeout = 5000ms;
   nlohmann::json submitted =
-      SubmitFinetune(steps, {"--save-to", ckpt, "--save-every", "3", "--collective-timeout-ms",
+      SubmitTinyFinetune(steps, {"--save-to", ckpt, "--save-every", "3", "--collective-timeout-ms",
                              std::to_string(collective_timeout.count()), "--max-attempts", "2"});
   ASSERT_TRUE(submitted.is_object()) << daemon->log() << agent->log();
   const int64_t id = submitted["id"].get<int64_t>();
