@@ -47,7 +47,7 @@ class SpinBarrier {
       return;
     }
     for (int tries = 0; generation_.load(std::memory_order_acquire) == generation; ++tries) {
-      if (tries < (1 << 16)) {
+      if (tries < (1 << 12)) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
